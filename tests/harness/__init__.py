@@ -1,0 +1,1 @@
+"""Test harness: a private dockerd (engine) and test images built from scratch (images)."""
