@@ -512,6 +512,21 @@ class TestCluster:
         if errors:
             raise ClusterError("teardown: " + "; ".join(errors))
 
+    @classmethod
+    def attach(cls) -> "TestCluster | None":
+        """Rebuild the object of a cluster that is up (from the state file), e.g. for the script."""
+        state = read_state()
+        if not state:
+            return None
+        c = cls(size=state["size"], base_dir=Path(state["base_dir"]),
+                client_dir=Path(state["client_dir"]) if state.get("client_dir") else None,
+                owner=state.get("owner", "?"))
+        for n in state.get("nodes", []):
+            idx = int(n["name"][1:])
+            c.nodes.append(Node(idx, Path(n["node_dir"]), c.client_dir or Path("/nonexistent"),
+                                holder_pid=int(n.get("holder_pid") or 0)))
+        return c
+
     def write_known_hosts(self, path: Path, nodes: Iterable[Node]) -> Path:
         """Write a known_hosts that trusts only ``nodes`` (e.g. all but one, to test refusal)."""
         path.write_text(known_hosts_text(nodes))
