@@ -1,0 +1,79 @@
+#!/bin/sh
+# Mod drop-caches: start one background loop that flushes dirty pages and
+# drops the kernel page cache every 60 seconds, so that cached model files do
+# not crowd out the GPU's share of the Spark's unified memory while a large
+# model loads. Needs a privileged container (the default), where
+# /proc/sys/vm/drop_caches is writable. Runs as root. Safe to run again: a
+# second run finds the loop alive and does nothing.
+#
+# Settings (environment, for tests and tuning):
+#   DROP_CACHES_FILE      file to write "3" to   (default /proc/sys/vm/drop_caches)
+#   DROP_CACHES_INTERVAL  seconds between drops  (default 60)
+#   DROP_CACHES_STATE_DIR where the pid and log files go (default /tmp)
+set -eu
+
+mod=drop-caches
+target=${DROP_CACHES_FILE:-/proc/sys/vm/drop_caches}
+interval=${DROP_CACHES_INTERVAL:-60}
+state_dir=${DROP_CACHES_STATE_DIR:-/tmp}
+pid_file="$state_dir/drop-caches.pid"
+log_file="$state_dir/drop-caches.log"
+
+fail() {
+    echo "$mod: ERROR: $*" >&2
+    exit 1
+}
+
+case $interval in
+    '' | *[!0-9]* | 0) fail "DROP_CACHES_INTERVAL must be a positive whole number of seconds, got '$interval'" ;;
+esac
+
+if [ ! -e "$target" ]; then
+    fail "$target does not exist; this mod needs a Linux /proc (or DROP_CACHES_FILE set to a file)"
+fi
+if [ ! -w "$target" ]; then
+    fail "$target is not writable; run the container privileged (not --non-privileged) and as root"
+fi
+mkdir -p "$state_dir" || fail "cannot create state directory '$state_dir'"
+
+if [ -f "$pid_file" ]; then
+    old_pid=$(cat "$pid_file" 2>/dev/null || true)
+    case $old_pid in
+        '' | *[!0-9]*) ;;
+        *)
+            if kill -0 "$old_pid" 2>/dev/null; then
+                echo "$mod: loop already running (pid $old_pid); nothing to do"
+                exit 0
+            fi
+            ;;
+    esac
+    echo "$mod: removing stale pid file $pid_file"
+    rm -f "$pid_file"
+fi
+
+# The loop gets its own session where setsid exists, and all of its standard
+# streams point at the log, so `docker exec` returns as soon as this script ends.
+loop='
+target=$1
+interval=$2
+while :; do
+    sync
+    if echo 3 > "$target"; then
+        echo "$(date "+%Y-%m-%d %H:%M:%S") dropped page cache"
+    else
+        echo "$(date "+%Y-%m-%d %H:%M:%S") could not write $target"
+    fi
+    sleep "$interval"
+done
+'
+if command -v setsid >/dev/null 2>&1; then
+    setsid sh -c "$loop" drop-caches-loop "$target" "$interval" </dev/null >>"$log_file" 2>&1 &
+else
+    nohup sh -c "$loop" drop-caches-loop "$target" "$interval" </dev/null >>"$log_file" 2>&1 &
+fi
+loop_pid=$!
+echo "$loop_pid" > "$pid_file"
+
+sleep 1
+kill -0 "$loop_pid" 2>/dev/null || fail "background loop exited at once; see $log_file"
+echo "$mod: started loop (pid $loop_pid) writing 3 to $target every ${interval}s; log $log_file"
