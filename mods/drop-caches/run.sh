@@ -36,17 +36,23 @@ if [ ! -w "$target" ]; then
 fi
 mkdir -p "$state_dir" || fail "cannot create state directory '$state_dir'"
 
+# True if $1 is a live copy of our loop. Where /proc is readable the command
+# line must name the loop, which also rules out zombies and reused pids.
+loop_alive() {
+    case $1 in '' | *[!0-9]*) return 1 ;; esac
+    kill -0 "$1" 2>/dev/null || return 1
+    if [ -r "/proc/$1/cmdline" ]; then
+        tr '\000' ' ' <"/proc/$1/cmdline" | grep -q drop-caches-loop || return 1
+    fi
+    return 0
+}
+
 if [ -f "$pid_file" ]; then
     old_pid=$(cat "$pid_file" 2>/dev/null || true)
-    case $old_pid in
-        '' | *[!0-9]*) ;;
-        *)
-            if kill -0 "$old_pid" 2>/dev/null; then
-                echo "$mod: loop already running (pid $old_pid); nothing to do"
-                exit 0
-            fi
-            ;;
-    esac
+    if loop_alive "$old_pid"; then
+        echo "$mod: loop already running (pid $old_pid); nothing to do"
+        exit 0
+    fi
     echo "$mod: removing stale pid file $pid_file"
     rm -f "$pid_file"
 fi
@@ -56,6 +62,7 @@ fi
 loop='
 target=$1
 interval=$2
+echo $$ > "$3"
 while :; do
     sync
     if echo 3 > "$target"; then
@@ -67,13 +74,18 @@ while :; do
 done
 '
 if command -v setsid >/dev/null 2>&1; then
-    setsid sh -c "$loop" drop-caches-loop "$target" "$interval" </dev/null >>"$log_file" 2>&1 &
+    setsid sh -c "$loop" drop-caches-loop "$target" "$interval" "$pid_file" </dev/null >>"$log_file" 2>&1 &
 else
-    nohup sh -c "$loop" drop-caches-loop "$target" "$interval" </dev/null >>"$log_file" 2>&1 &
+    nohup sh -c "$loop" drop-caches-loop "$target" "$interval" "$pid_file" </dev/null >>"$log_file" 2>&1 &
 fi
-loop_pid=$!
-echo "$loop_pid" > "$pid_file"
-
-sleep 1
-kill -0 "$loop_pid" 2>/dev/null || fail "background loop exited at once; see $log_file"
+# The loop records its own pid (setsid may fork), so wait for it briefly.
+tries=0
+loop_pid=
+while [ $tries -lt 10 ]; do
+    sleep 0.3 2>/dev/null || sleep 1
+    loop_pid=$(cat "$pid_file" 2>/dev/null || true)
+    loop_alive "$loop_pid" && break
+    tries=$((tries + 1))
+done
+loop_alive "$loop_pid" || fail "background loop did not start or exited at once; see $log_file"
 echo "$mod: started loop (pid $loop_pid) writing 3 to $target every ${interval}s; log $log_file"
