@@ -123,7 +123,9 @@ class LocalHub:
         handler = type("_BoundHandler", (_Handler,), {"hub": self})
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="LocalHub", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="LocalHub", daemon=True
+        )
         self._thread.start()
         self._saved_endpoint = os.environ.get("HF_ENDPOINT")
         os.environ["HF_ENDPOINT"] = self.endpoint  # for subprocesses started by the test
