@@ -1,0 +1,107 @@
+"""Which machines a run uses: `--solo`, `-n a,b,c` or the .env file, checked before any SSH.
+
+The first node is the head. A node entry is `[user@]host[:port]`, where host is a
+hostname or an IP address; anything else is refused here, before any command runs.
+"""
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import ConfigError
+
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+                       r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+_USER = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$", re.IGNORECASE)
+SECRET_WORDS = ("TOKEN", "KEY", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL")
+
+
+@dataclass(frozen=True)
+class Node:
+    """One machine. `local` is the machine running the tool (solo mode)."""
+
+    host: str
+    user: str = ""
+    port: int = 0
+
+    @property
+    def local(self) -> bool:
+        return self.host == "localhost"
+
+    @property
+    def target(self) -> str:
+        """The `user@host:port` text the user wrote, normalised."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.user + '@' if self.user else ''}{host}{':' + str(self.port) if self.port else ''}"
+
+
+LOCAL = Node("localhost")
+
+
+def parse_node(text: str, source: str) -> Node:
+    """Check one node entry; the error names where it came from (flag or .env key)."""
+    entry = text.strip()
+    user, _, rest = entry.rpartition("@") if "@" in entry else ("", "", entry)
+    host, port = rest, 0
+    if rest.startswith("["):
+        host, _, tail = rest[1:].partition("]")
+        port = _port(tail[1:], entry, source) if tail.startswith(":") else 0
+        if tail and not tail.startswith(":"):
+            host = ""
+    elif rest.count(":") == 1:
+        host, port_text = rest.split(":")
+        port = _port(port_text, entry, source)
+    if user and not _USER.match(user):
+        raise ConfigError(f"{source}: node '{entry}': '{user}' is not a valid user name")
+    if not _valid_host(host):
+        raise ConfigError(f"{source}: node '{entry}' is not a hostname or IP address "
+                          "(expected [user@]host[:port], e.g. 192.168.1.10 or admin@spark2)")
+    return Node(host, user, port)
+
+
+def parse_list(text: str, source: str) -> tuple[Node, ...]:
+    """A comma-separated node list; first = head. Duplicates are refused."""
+    items = [t for t in (p.strip() for p in text.split(",")) if t]
+    nodes = tuple(parse_node(t, source) for t in items)
+    seen: set[str] = set()
+    for node in nodes:
+        if node.target in seen:
+            raise ConfigError(f"{source}: node '{node.target}' is listed twice")
+        seen.add(node.target)
+    return nodes
+
+
+def load_env(path: Path) -> dict[str, str]:
+    """Read a .env file with python-dotenv (KEY=value, # comments, optional quotes)."""
+    from dotenv import dotenv_values
+
+    if not path.is_file():
+        return {}
+    try:
+        values = dotenv_values(path)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from None
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def mask(key: str, value: str) -> str:
+    """Show a value unless its name says it is a secret."""
+    if any(word in key.upper() for word in SECRET_WORDS) and value:
+        return "****"
+    return value
+
+
+def _port(text: str, entry: str, source: str) -> int:
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise ConfigError(f"{source}: node '{entry}': port '{text}' is not a number from 1 to 65535")
+    return int(text)
+
+
+def _valid_host(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return bool(_HOSTNAME.match(host)) and not host.replace(".", "").isdigit()

@@ -1,0 +1,249 @@
+"""Recipes: YAML files in the origin's format, loaded into immutable, checked values.
+
+A recipe written for the origin (eugr/spark-vllm-docker) must load unchanged, so
+the schema here is the origin's plus a few optional fields of ours. Every problem
+names the file and the field and says what was expected.
+"""
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Iterator, Mapping
+
+import yaml
+
+from .errors import RecipeError
+
+REQUIRED = ("name", "container", "command")
+OPTIONAL = ("description", "model", "cluster_only", "solo_only", "build_args", "mods",
+            "defaults", "env", "recipe_version",
+            # ours, for pinned and partial weights (the weights issue)
+            "revision", "files", "model_path")
+KNOWN_KEYS = REQUIRED + OPTIONAL
+MAX_RECIPE_BYTES = 1 << 20
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+PARAM_NAME = ENV_NAME
+Scalar = (str, int, float, bool)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One recipe, as the file says it; overrides and modes are applied later, in the plan."""
+
+    id: str                    # path below the recipes folder without suffix, e.g. "4x/minimax-m2.5"
+    path: Path
+    name: str
+    container: str
+    command: str
+    description: str = ""
+    model: str = ""
+    cluster_only: bool = False
+    solo_only: bool = False
+    build_args: tuple[str, ...] = ()
+    mods: tuple[str, ...] = ()
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    env: Mapping[str, str] = field(default_factory=dict)
+    recipe_version: str = "1"
+    revision: str = ""
+    files: tuple[str, ...] = ()
+    model_path: str = ""
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def mode(self) -> str:
+        """What `--list` shows: where this recipe can run."""
+        if self.cluster_only:
+            return "cluster"
+        if self.solo_only:
+            return "solo"
+        return "either"
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that refuses alias expansion bombs: recipes are small, hand-written files."""
+
+    max_aliases = 100
+
+    def compose_node(self, parent: Any, index: Any) -> Any:  # type: ignore[override]
+        if self.check_event(yaml.AliasEvent):
+            self._aliases = getattr(self, "_aliases", 0) + 1
+            if self._aliases > self.max_aliases:
+                raise yaml.YAMLError(f"more than {self.max_aliases} YAML aliases")
+        return super().compose_node(parent, index)
+
+
+def parse(text: str, path: Path, recipe_id: str | None = None) -> Recipe:
+    """Check one recipe document; raise RecipeError naming file, field and expectation."""
+    where = str(path)
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_RECIPE_BYTES:
+        raise RecipeError(f"{where}: file is larger than {MAX_RECIPE_BYTES} bytes; a recipe is a short YAML file")
+    try:
+        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        pos = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise RecipeError(f"{where}: YAML syntax error{pos}: {exc.problem or exc.context}") from None
+    except (yaml.YAMLError, RecursionError, ValueError) as exc:
+        raise RecipeError(f"{where}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise RecipeError(f"{where}: expected a mapping of fields (name, container, command, ...), "
+                          f"got {_kind(data)}")
+
+    warnings = []
+    for key in data:
+        if not isinstance(key, str):
+            raise RecipeError(f"{where}: field names must be text, got {key!r}")
+        if key not in KNOWN_KEYS:
+            close = difflib.get_close_matches(key, KNOWN_KEYS, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            warnings.append(f"{where}: unknown field '{key}' is ignored{hint}")
+    for key in REQUIRED:
+        if key not in data or data[key] in (None, ""):
+            raise RecipeError(f"{where}: missing required field '{key}' (expected text)")
+
+    def text_field(key: str) -> str:
+        value = data.get(key, "")
+        if value is None:
+            return ""
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise RecipeError(f"{where}: field '{key}' must be text, got {_kind(value)}")
+        return str(value)
+
+    def flag(key: str) -> bool:
+        value = data.get(key, False)
+        if value is None:
+            return False
+        if not isinstance(value, bool):
+            raise RecipeError(f"{where}: field '{key}' must be true or false, got {value!r}")
+        return value
+
+    def text_list(key: str) -> tuple[str, ...]:
+        value = data.get(key) or []
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            raise RecipeError(f"{where}: field '{key}' must be a list of text items, got {_kind(value)}")
+        return tuple(value)
+
+    def mapping(key: str, name_rule: re.Pattern[str], what: str) -> dict[str, Any]:
+        value = data.get(key) or {}
+        if not isinstance(value, dict):
+            raise RecipeError(f"{where}: field '{key}' must be a mapping of {what} to values, got {_kind(value)}")
+        out = {}
+        for k, v in value.items():
+            if not isinstance(k, str) or not name_rule.match(k):
+                raise RecipeError(f"{where}: {key}: '{k}' is not a valid {what} "
+                                  "(letters, digits and _, not starting with a digit)")
+            if v is None or not isinstance(v, Scalar):
+                raise RecipeError(f"{where}: {key}.{k} must be a single value (text or number), "
+                                  f"got {_kind(v)}")
+            out[k] = v
+        return out
+
+    name = text_field("name")
+    if any(ch in name for ch in "\r\n\0"):
+        raise RecipeError(f"{where}: field 'name' must be one line")
+    cluster_only, solo_only = flag("cluster_only"), flag("solo_only")
+    if cluster_only and solo_only:
+        raise RecipeError(f"{where}: 'cluster_only' and 'solo_only' are both true; set at most one")
+    env = {k: str(v) for k, v in mapping("env", ENV_NAME, "environment variable name").items()}
+    files = data.get("files")
+    return Recipe(
+        id=recipe_id or path.stem,
+        path=path,
+        name=name,
+        container=text_field("container"),
+        command=text_field("command"),
+        description=text_field("description"),
+        model=text_field("model"),
+        cluster_only=cluster_only,
+        solo_only=solo_only,
+        build_args=text_list("build_args"),
+        mods=text_list("mods"),
+        defaults=MappingProxyType(mapping("defaults", PARAM_NAME, "parameter name")),
+        env=MappingProxyType(env),
+        recipe_version=text_field("recipe_version") or "1",
+        revision=text_field("revision"),
+        files=(files,) if isinstance(files, str) else text_list("files"),
+        model_path=text_field("model_path"),
+        warnings=tuple(warnings),
+    )
+
+
+def load(path: Path, recipe_id: str | None = None) -> Recipe:
+    """Read and check one recipe file."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise RecipeError(f"{path}: cannot read recipe: {exc.strerror}") from None
+    if len(raw) > MAX_RECIPE_BYTES:
+        raise RecipeError(f"{path}: file is larger than {MAX_RECIPE_BYTES} bytes; a recipe is a short YAML file")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RecipeError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    return parse(text, path, recipe_id)
+
+
+def find(name: str, recipes_dir: Path) -> Path:
+    """Resolve what the user typed: a path (with or without .yaml/.yml), else a name in the catalogue."""
+    candidates = [Path(name), Path(name + ".yaml"), Path(name + ".yml")]
+    candidates += [recipes_dir / c for c in candidates]
+    for cand in candidates:
+        if cand.is_file():
+            return cand
+    stem = Path(name).name
+    found = sorted(p for p in _recipe_files(recipes_dir) if p.stem == stem or p.name == stem)
+    if len(found) == 1:
+        return found[0]
+    if len(found) > 1:
+        listed = "\n".join(f"  {p}" for p in found)
+        raise RecipeError(f"recipe '{name}' is ambiguous; it matches:\n{listed}\n"
+                          "Give the path, e.g. " + id_for(found[0], recipes_dir))
+    raise RecipeError(f"recipe '{name}' not found (looked for the path and in {recipes_dir}); "
+                      "see `run-recipe --list`")
+
+
+def load_named(name: str, recipes_dir: Path) -> Recipe:
+    """find() then load(), giving catalogue recipes their folder-relative id."""
+    path = find(name, recipes_dir)
+    return load(path, id_for(path, recipes_dir))
+
+
+@dataclass(frozen=True)
+class Listed:
+    """One row of `--list`: a recipe, or the error that stopped it from loading."""
+
+    id: str
+    path: Path
+    recipe: Recipe | None
+    error: str = ""
+
+
+def catalogue(recipes_dir: Path) -> Iterator[Listed]:
+    """Every recipe below recipes_dir, sub-folders included; broken ones carry their error."""
+    for path in sorted(_recipe_files(recipes_dir)):
+        rid = id_for(path, recipes_dir)
+        try:
+            yield Listed(rid, path, load(path, rid))
+        except RecipeError as exc:
+            yield Listed(rid, path, None, str(exc))
+
+
+def _recipe_files(recipes_dir: Path) -> Iterator[Path]:
+    if recipes_dir.is_dir():
+        for pattern in ("*.yaml", "*.yml"):
+            yield from (p for p in recipes_dir.rglob(pattern) if p.is_file())
+
+
+def id_for(path: Path, recipes_dir: Path) -> str:
+    try:
+        rel = path.resolve().relative_to(recipes_dir.resolve())
+    except ValueError:
+        return path.stem
+    return rel.with_suffix("").as_posix()
+
+
+def _kind(value: Any) -> str:
+    return {dict: "a mapping", list: "a list", type(None): "nothing"}.get(type(value), f"{type(value).__name__} {value!r:.40}")

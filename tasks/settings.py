@@ -1,0 +1,47 @@
+"""Where things live: the project folder, its recipes, the state dir, the Docker folder.
+
+One place reads the environment so tests and users can point the tool elsewhere:
+RUNRECIPE_HOME (project folder: recipes/, mods/, .env, .runrecipe/),
+RUNRECIPE_DOCKER_DIR (the folder of Dockerfiles that builds use).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+CODE_ROOT = Path(__file__).resolve().parent.parent
+
+
+def project_root() -> Path:
+    """The folder holding recipes/, mods/, .env and the state dir (default: this checkout)."""
+    return Path(os.environ.get("RUNRECIPE_HOME") or CODE_ROOT).resolve()
+
+
+def recipes_dir() -> Path:
+    return project_root() / "recipes"
+
+
+def state_dir() -> Path:
+    """doit's state, the lock and rendered scripts; created on first use."""
+    path = project_root() / ".runrecipe"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def docker_dir() -> Path:
+    """The Dockerfiles (Dockerfile, Dockerfile.mxfp4, Dockerfile.wheels) and their build context."""
+    return Path(os.environ.get("RUNRECIPE_DOCKER_DIR") or CODE_ROOT / "docker").resolve()
+
+
+def resolve_mod(path: str) -> Path:
+    """A recipe's mod path is relative to the project folder (as in the origin), else to this checkout."""
+    for base in (project_root(), CODE_ROOT):
+        cand = (base / path).resolve()
+        if cand.exists():
+            return cand
+    return (project_root() / path).resolve()
+
+
+def hf_home() -> Path:
+    """The HuggingFace folder mounted into containers (HF_HOME, default ~/.cache/huggingface)."""
+    return Path(os.environ.get("HF_HOME") or Path.home() / ".cache" / "huggingface")
