@@ -1,0 +1,313 @@
+"""run-recipe: the seed-compatible command line, a thin layer over recipe -> plan -> graph.
+
+Each command parses its flags, calls the library, and turns RunRecipeError into
+a one-paragraph message on stderr with a non-zero exit code, never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from . import settings
+from .errors import ConfigError, RunRecipeError
+from .plan import Options, Plan, make_plan, parse_overrides
+
+SUBCOMMANDS = ("status", "stop", "logs")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if args and args[0] in SUBCOMMANDS:
+            return _lifecycle(args[0], args[1:])
+        return _run(args)
+    except RunRecipeError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="run-recipe", usage="run-recipe [OPTIONS] [RECIPE] [-- EXTRA_VLLM_ARGS...]\n"
+        "       run-recipe status|stop|logs ...",
+        description="Serve a model with vLLM from a YAML recipe, on one node or a cluster. "
+        "Steps whose inputs did not change are skipped.")
+    p.add_argument("recipe", nargs="?", help="recipe name (searched in recipes/, sub-folders too) or path")
+    g = p.add_argument_group("cluster discovery")
+    g.add_argument("--discover", action="store_true", help="find cluster nodes and save them to .env")
+    g.add_argument("--show-env", action="store_true", help="show the .env configuration (secrets masked)")
+    g.add_argument("--config", type=Path, metavar="FILE", help="read nodes and settings from FILE instead of .env")
+    g = p.add_argument_group("recipe overrides")
+    g.add_argument("--port", help="override the port parameter")
+    g.add_argument("--host", help="override the host parameter")
+    g.add_argument("--tensor-parallel", "--tp", dest="tensor_parallel", metavar="N", help="override tensor parallelism")
+    g.add_argument("--gpu-memory-utilization", "--gpu-mem", dest="gpu_memory_utilization", metavar="N",
+                   help="override GPU memory utilization")
+    g.add_argument("--max-model-len", metavar="N", help="override the maximum model length")
+    g.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE",
+                   help="set any recipe parameter (repeatable); wins over the flags above")
+    g = p.add_argument_group("setup")
+    g.add_argument("--setup", action="store_true", help="build the image if its inputs changed, then run")
+    g.add_argument("--build-only", action="store_true", help="only build the image, do not run")
+    g.add_argument("--download-only", action="store_true", help="only download the model, do not run")
+    g.add_argument("--force-build", action="store_true", help="rebuild even if the image is up to date")
+    g.add_argument("--force-download", action="store_true", help="download again even if the model is complete")
+    g = p.add_argument_group("launch")
+    g.add_argument("--solo", action="store_true", help="run on this machine only (no cluster)")
+    g.add_argument("-n", "--nodes", metavar="IPS", help="comma-separated nodes, first = head")
+    g.add_argument("-d", "--daemon", action="store_true", help="return once the server is ready")
+    g.add_argument("-t", "--container", metavar="IMAGE", help="use IMAGE instead of the recipe's container")
+    g.add_argument("--name", help="container name (default: runrecipe-<recipe>)")
+    g.add_argument("--nccl-debug", metavar="LEVEL", choices=["VERSION", "WARN", "INFO", "TRACE"],
+                   help="NCCL debug level (VERSION, WARN, INFO, TRACE)")
+    g.add_argument("--restart", action="store_true", help="give the container a restart policy (survives reboots)")
+    g.add_argument("--ready-timeout", type=float, default=1800.0, metavar="SECONDS",
+                   help="how long to wait for the server to answer (default 1800)")
+    g = p.add_argument_group("other")
+    g.add_argument("--dry-run", action="store_true", help="show the plan and what would run, change nothing")
+    g.add_argument("-l", "--list", action="store_true", help="list the recipes")
+    g.add_argument("--json", action="store_true", help="with --list or --dry-run: print JSON")
+    g.add_argument("--no-wait", action="store_true", help="fail instead of waiting when another run is busy")
+    return p
+
+
+def _split_extra(args: list[str]) -> tuple[list[str], list[str]]:
+    if "--" in args:
+        i = args.index("--")
+        return args[:i], args[i + 1:]
+    return args, []
+
+
+def options_from(ns: argparse.Namespace, extra: list[str]) -> Options:
+    overrides = {k: v for k in ("port", "host", "tensor_parallel", "gpu_memory_utilization", "max_model_len")
+                 if (v := getattr(ns, k)) is not None}
+    overrides.update(parse_overrides(ns.override, "-o"))
+    return Options(overrides=overrides, extra_args=tuple(extra), solo=ns.solo, nodes=ns.nodes,
+                   config=ns.config, container=ns.container, name=ns.name, nccl_debug=ns.nccl_debug,
+                   setup=ns.setup or ns.build_only or ns.force_build, force_build=ns.force_build,
+                   daemon=ns.daemon, restart=ns.restart, ready_timeout=ns.ready_timeout)
+
+
+def _run(args: list[str]) -> int:
+    own, extra = _split_extra(args)
+    ns = parser().parse_args(own)
+    if ns.list:
+        return list_recipes(ns.json)
+    if ns.show_env:
+        return show_env(ns.config)
+    if ns.discover:
+        raise ConfigError("--discover arrives with cluster support; for now give nodes with -n or "
+                          "CLUSTER_NODES in .env")
+    if not ns.recipe:
+        parser().print_usage(sys.stderr)
+        print("Error: name a recipe (see --list)", file=sys.stderr)
+        return 2
+    from .recipe import load_named
+
+    recipe = load_named(ns.recipe, settings.recipes_dir())
+    plan = make_plan(recipe, options_from(ns, extra))
+    for warning in plan.warnings:
+        print(f"Warning: {warning}", file=sys.stderr)
+    if ns.dry_run:
+        return dry_run(plan, ns.json)
+    if ns.download_only or ns.force_download:
+        raise ConfigError("model download arrives with the weights issue; until then vLLM fetches the "
+                          "model itself into the mounted HF cache on first start")
+    if plan.mode == "cluster":
+        raise ConfigError(f"cluster execution ({len(plan.nodes)} nodes) is not implemented yet; "
+                          f"use --solo, or --dry-run to see the plan")
+    return execute(plan, build_only=ns.build_only, wait=not ns.no_wait)
+
+
+def execute(plan: Plan, *, build_only: bool = False, wait: bool = True) -> int:
+    """Preflight, then hand the graph to doit; in the foreground, follow the server's logs."""
+    from . import docker, launch, state
+    from .runner import LocalRunner
+
+    runner = LocalRunner()
+    docker.ping(runner)
+    if not docker.has_nvidia_runtime(runner):
+        print("Warning: this Docker engine has no NVIDIA runtime: vLLM will find no GPU "
+              "(install nvidia-container-toolkit)", file=sys.stderr)
+    state.lock(f"run-recipe {plan.recipe.id}", wait=wait)
+    target = [f"build:{plan.build.tag}"] if build_only else [f"launch:{plan.recipe.id}"]
+    code = run_doit(["run", *target], [plan], setup=plan.options.setup)
+    if code or build_only or plan.options.daemon:
+        return code
+    running = [c for c in docker.containers(runner, recipe=plan.recipe.id) if c.running]
+    return launch.follow(runner, plan, running[0].id) if running else 1
+
+
+def run_doit(argv: list[str], plans: list[Plan], *, setup: bool) -> int:
+    from doit.cmd_base import ModuleTaskLoader
+    from doit.doit_cmd import DoitMain
+
+    from .graph import namespace
+
+    ns = namespace(plans, setup=setup, default=[f"launch:{p.recipe.id}" for p in plans])
+    return DoitMain(ModuleTaskLoader(ns)).run(argv)
+
+
+def dry_run(plan: Plan, as_json: bool) -> int:
+    from .graph import explain
+
+    rows = explain(plan, setup=plan.options.setup)
+    if as_json:
+        print(json.dumps({"recipe": plan.recipe.id, "file": str(plan.recipe.path), "mode": plan.mode,
+                          "nodes": [n.target for n in plan.nodes], "image": plan.build.tag,
+                          "container": plan.container_name, "endpoint": plan.endpoint,
+                          "tasks": [{"task": t, "status": s} for t, s in rows],
+                          "argv": list(plan.argv), "script": plan.script}, indent=2))
+        return 0
+    print(f"recipe:    {plan.recipe.name} ({plan.recipe.path})")
+    print(f"mode:      {plan.mode}")
+    print(f"nodes:     {', '.join(n.target for n in plan.nodes)} (head first)")
+    print(f"image:     {plan.build.tag} ({plan.build.describe()})")
+    if plan.mods:
+        print(f"mods:      {', '.join(str(m.path) for m in plan.mods)}")
+    print(f"container: {plan.container_name}")
+    print(f"endpoint:  {plan.endpoint}")
+    print("tasks:")
+    width = max(len(t) for t, _ in rows)
+    for task, verdict in rows:
+        print(f"  {task.ljust(width)}  {verdict}")
+    print("launch script:")
+    print("  " + plan.script.rstrip().replace("\n", "\n  "))
+    return 0
+
+
+def list_recipes(as_json: bool) -> int:
+    from .recipe import catalogue
+
+    rows: list[dict[str, Any]] = []
+    for item in catalogue(settings.recipes_dir()):
+        r = item.recipe
+        rows.append({"id": item.id, "file": str(item.path), "error": item.error} if r is None else
+                    {"id": item.id, "name": r.name, "model": r.model, "container": r.container,
+                     "mode": r.mode, "mods": list(r.mods), "description": r.description, "file": str(item.path)})
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print(f"no recipes in {settings.recipes_dir()}")
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"Recipes in {settings.recipes_dir()}")
+    for col in ("recipe", "name", "model", "container", "mode", "mods"):
+        table.add_column(col, overflow="fold")
+    for row in rows:
+        if "error" in row:
+            table.add_row(row["id"], f"[red]broken: {row['error']}[/red]", "", "", "", "")
+        else:
+            table.add_row(row["id"], row["name"], row["model"] or "-", row["container"], row["mode"],
+                          ", ".join(Path(m).name for m in row["mods"]) or "-")
+    Console(width=160).print(table)
+    return 0
+
+
+def show_env(config: Path | None) -> int:
+    from .nodes import load_env, mask
+    from .plan import env_file
+
+    path = env_file(Options(config=config))
+    values = load_env(path)
+    print(f"# {path}" + ("" if path.is_file() else " (not found: solo mode unless -n is given)"))
+    for key, value in values.items():
+        print(f"{key}={mask(key, value)}")
+    return 0
+
+
+def _lifecycle(command: str, args: list[str]) -> int:
+    from . import launch
+    from .runner import LocalRunner
+
+    p = argparse.ArgumentParser(prog=f"run-recipe {command}")
+    p.add_argument("recipe", nargs="?" if command == "status" else None)
+    if command == "status":
+        p.add_argument("--json", action="store_true")
+    if command == "logs":
+        p.add_argument("-f", "--follow", action="store_true")
+    ns = p.parse_args(args)
+    runner = LocalRunner()
+    recipe_id = _recipe_id(ns.recipe) if ns.recipe else None
+    if command == "status":
+        rows = launch.status(runner, recipe_id)
+        if ns.json:
+            print(json.dumps(rows, indent=2))
+        elif not rows:
+            print("nothing running" + (f" for {recipe_id}" if recipe_id else ""))
+        for row in rows if not ns.json else []:
+            print(f"{row['recipe']:<32} {row['state']:<10} {row['endpoint']:<28} {row['container']} "
+                  f"(since {row['started']})")
+        return 0
+    if command == "stop":
+        names = launch.stop(runner, recipe_id or "")
+        print(f"stopped {', '.join(names)}" if names else f"nothing to stop for {recipe_id}")
+        return 0
+    rows = launch.status(runner, recipe_id)
+    if not rows:
+        raise ConfigError(f"no container of recipe {recipe_id}; see `run-recipe status`")
+    import subprocess
+
+    return subprocess.call(["docker", "logs", *(["-f"] if ns.follow else []), rows[0]["id"]])
+
+
+def _recipe_id(name: str) -> str:
+    """The id containers are labelled with; a name that is not a file is taken as the id itself."""
+    from .recipe import find, id_for
+
+    try:
+        return id_for(find(name, settings.recipes_dir()), settings.recipes_dir())
+    except RunRecipeError:
+        return name
+
+
+DOIT_OPTION_VARS = ("recipe", "nodes", "container", "name")
+
+
+def doit_namespace() -> dict[str, Any]:
+    """dodo.py's tasks: `recipe=NAME` plans that recipe (the --setup path); without it, the whole catalogue.
+
+    Other `key=value` variables become parameter overrides, like -o.
+    """
+    from doit.doit_cmd import _CMDLINE_VARS  # doit exposes single names only (get_var); we need them all
+
+    from .graph import namespace
+    from .recipe import catalogue, load_named
+
+    variables = dict(_CMDLINE_VARS or {})
+    overrides = parse_overrides([f"{k}={v}" for k, v in variables.items() if k not in DOIT_OPTION_VARS],
+                                "doit variables")
+    options = Options(overrides=overrides, nodes=variables.get("nodes"), container=variables.get("container"),
+                      name=variables.get("name"), setup=True, daemon=True)
+    if variables.get("recipe"):
+        plan = make_plan(load_named(variables["recipe"], settings.recipes_dir()), options)
+        if plan.mode == "cluster":
+            raise ConfigError("cluster execution is not implemented yet; use run-recipe --dry-run to see the plan")
+        for warning in plan.warnings:
+            print(f"Warning: {warning}", file=sys.stderr)
+        return namespace([plan], setup=True, default=[f"launch:{plan.recipe.id}"])
+    plans = []
+    for item in catalogue(settings.recipes_dir()):
+        try:
+            plans.append(make_plan(item.recipe, options)) if item.recipe else None
+        except RunRecipeError:
+            continue  # e.g. cluster-only recipes without nodes: nothing to list for this machine
+    return namespace(plans, setup=True, default=["usage"]) | {"task_usage": _usage_task}
+
+
+def _usage_task() -> dict[str, Any]:
+    """say which recipe to run: doit run recipe=NAME"""
+    from doit.exceptions import TaskFailed
+
+    return {"actions": [lambda: TaskFailed("name a recipe: doit run recipe=NAME [key=value ...] "
+                                           "(doit list shows the tasks of every recipe)")],
+            "verbosity": 2}

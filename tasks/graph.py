@@ -1,0 +1,147 @@
+"""Plans -> doit tasks: one task per (step, resource), each with a cheap up-to-date check.
+
+    build:<image>      the recipe's image, from the Dockerfile its build_args select
+    mods:<recipe>      the image with the recipe's mods applied (derived image)
+    launch:<recipe>    the server container, ready and answering
+
+Checks read facts (image labels, container labels), never weight bytes. Each
+check knows how to say why it is false, which `--dry-run` and `doit info` show.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+
+from . import docker, image, launch, mods
+from .errors import RunError, RunRecipeError
+from .plan import Plan
+from .runner import LocalRunner
+
+
+@dataclass
+class Check:
+    """A doit `uptodate` callable: true when the fact already holds."""
+
+    question: Callable[[], bool]
+    why_not: str
+
+    def __call__(self) -> bool:
+        return bool(self.question())
+
+    def __repr__(self) -> str:  # doit info prints this
+        return self.why_not
+
+
+def _forced() -> bool:
+    return False
+
+
+def _step(fn: Callable[..., Any], *args: Any) -> Any:
+    """Run a step; a RunRecipeError becomes doit's TaskFailed: the user reads a message, not a traceback."""
+    from doit.exceptions import TaskFailed
+
+    try:
+        return fn(*args)
+    except RunRecipeError as exc:
+        return TaskFailed(str(exc))
+
+
+def build_task(plan: Plan, runner: LocalRunner) -> dict[str, Any]:
+    spec = plan.build
+    check = (Check(_forced, "--force-build asks for a rebuild") if plan.options.force_build else
+             Check(lambda: image.is_current(runner, spec),
+                   f"image {spec.tag} is missing or was built from other inputs"))
+    return {"basename": "build", "name": spec.tag,
+            "doc": f"build image {spec.tag} from {spec.describe()}",
+            "actions": [(_step, [image.build, runner, spec])],
+            "uptodate": [check], "verbosity": 2}
+
+
+def mods_task(plan: Plan, runner: LocalRunner, deps: list[str]) -> dict[str, Any]:
+    def current() -> bool:
+        base = docker.image_id(runner, plan.build.tag)
+        return bool(base) and docker.image_id(runner, mods.derived_tag(base, plan.mods)) is not None
+
+    def apply() -> dict[str, str]:
+        base = docker.image_id(runner, plan.build.tag)
+        if not base:
+            raise RunError(f"image '{plan.build.tag}' is not on {runner.node}; add --setup to build it")
+        return mods.apply(runner, base, plan.mods)
+
+    names = ", ".join(m.name for m in plan.mods)
+    return {"basename": "mods", "name": plan.recipe.id,
+            "doc": f"apply mods {names} to {plan.build.tag}",
+            "actions": [(_step, [apply])], "task_dep": deps,
+            "uptodate": [Check(current, f"mods {names} not yet applied to the current {plan.build.tag}")],
+            "verbosity": 2}
+
+
+def launch_task(plan: Plan, runner: LocalRunner, deps: list[str]) -> dict[str, Any]:
+    return {"basename": "launch", "name": plan.recipe.id,
+            "doc": f"serve {plan.recipe.name} ({plan.mode}) at {plan.endpoint}",
+            "actions": [(_step, [launch.converge, runner, plan])], "task_dep": deps,
+            "uptodate": [Check(lambda: launch.is_current(runner, plan),
+                               f"no container of {plan.recipe.id} runs with the current image, script and settings")],
+            "verbosity": 2}
+
+
+def recipe_tasks(plan: Plan, *, setup: bool, launch_too: bool = True) -> list[dict[str, Any]]:
+    """The tasks of one plan, in dependency order."""
+    runner = LocalRunner()
+    out: list[dict[str, Any]] = []
+    deps: list[str] = []
+    if setup:
+        out.append(build_task(plan, runner))
+        deps = [f"build:{plan.build.tag}"]
+    if plan.mods:
+        out.append(mods_task(plan, runner, deps))
+        deps = [f"mods:{plan.recipe.id}"]
+    if launch_too:
+        out.append(launch_task(plan, runner, deps))
+    return out
+
+
+def namespace(plans: Iterable[Plan], *, setup: bool, default: list[str]) -> dict[str, Any]:
+    """A dodo-like namespace (task_* creators + DOIT_CONFIG) for doit's ModuleTaskLoader."""
+    from .state import doit_config
+
+    by_base: dict[str, dict[str, dict[str, Any]]] = {"build": {}, "mods": {}, "launch": {}}
+    for plan in plans:
+        for task in recipe_tasks(plan, setup=setup):
+            by_base[task["basename"]].setdefault(task["name"], task)
+
+    def creator(base: str, doc: str) -> Callable[[], Iterable[dict[str, Any]]]:
+        def create() -> Iterable[dict[str, Any]]:
+            yield {"basename": base, "name": None, "doc": doc}
+            for task in by_base[base].values():
+                yield {k: v for k, v in task.items() if k != "basename"}
+        create.__doc__ = doc
+        return create
+
+    return {
+        "task_build": creator("build", "build container images from docker/ (only when their inputs changed)"),
+        "task_mods": creator("mods", "apply recipe mods as a derived image (only when base or mods changed)"),
+        "task_launch": creator("launch", "start or replace the server container, wait until it is ready"),
+        "DOIT_CONFIG": {**doit_config(), "default_tasks": default},
+    }
+
+
+def explain(plan: Plan, *, setup: bool) -> list[tuple[str, str]]:
+    """For --dry-run: each task with 'up to date' or 'would run: <why>', without changing anything."""
+    rows: list[tuple[str, str]] = []
+    ran: list[str] = []
+    for task in recipe_tasks(plan, setup=setup):
+        name = f"{task['basename']}:{task['name']}"
+        upstream = [d for d in task.get("task_dep", []) if d in ran]
+        if upstream:
+            verdict = f"would run: {upstream[0]} runs before it"
+        else:
+            try:
+                stale = [c for c in task["uptodate"] if not c()]
+                verdict = f"would run: {stale[0]!r}" if stale else "up to date"
+            except RunError as exc:
+                verdict = f"would run: cannot tell ({str(exc).splitlines()[0]})"
+        if verdict != "up to date":
+            ran.append(name)
+        rows.append((name, verdict))
+    return rows

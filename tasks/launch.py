@@ -1,0 +1,193 @@
+"""Launch: one server container per recipe, replaced only when one of its inputs changed.
+
+A container is "the same" when it is running and its inputs label (image ID,
+launch script, docker arguments) equals what we would start now. Containers are
+found by their runrecipe labels, never by a name substring. The script is copied
+into the container before it starts, so nothing about it rides on argv.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+from . import docker, mods, settings
+from .docker import LABEL, Container, Runner
+from .errors import NotReadyError, RunError
+from .plan import Plan
+
+SCRIPT_DIR = "/runrecipe"
+POLL_SECONDS = 0.5
+
+
+def say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def image_ref(runner: Runner, plan: Plan) -> str:
+    """The image ID the server runs: the recipe's image, or its mods-derived image."""
+    tag = plan.build.tag
+    base = docker.image_id(runner, tag)
+    if not base:
+        raise RunError(f"image '{tag}' is not on {runner.node}.\n"
+                       f"Build it first: ./run-recipe.sh {plan.recipe.id} --setup "
+                       f"(or doit run recipe={plan.recipe.id})")
+    if not plan.mods:
+        return base
+    derived = docker.image_id(runner, mods.derived_tag(base, plan.mods))
+    if not derived:
+        raise RunError(f"the mods of {plan.recipe.id} are not applied to {tag} on {runner.node}; "
+                       f"run the mods task: doit run recipe={plan.recipe.id}")
+    return derived
+
+
+def create_args(plan: Plan, image: str, gpus: bool) -> list[str]:
+    """`docker create` arguments that define the server (labels excluded: they describe it)."""
+    args = ["--name", plan.container_name, "--network", "host", "--ipc", "host", "--privileged",
+            "--init", "--ulimit", "nofile=1048576:1048576",
+            "-v", f"{settings.hf_home()}:/root/.cache/huggingface"]
+    if gpus:
+        args += ["--gpus", "all"]
+    if plan.options.restart:
+        args += ["--restart", "unless-stopped"]
+    for key, value in plan.docker_env.items():
+        args += ["-e", f"{key}={value}"]
+    return [*args, "--entrypoint", "bash", image, f"{SCRIPT_DIR}/launch.sh"]
+
+
+def inputs_hash(plan: Plan, args: list[str]) -> str:
+    return hashlib.sha256(json.dumps([args, plan.script]).encode()).hexdigest()
+
+
+def wanted(runner: Runner, plan: Plan) -> tuple[list[str], str]:
+    """The create arguments and inputs hash of the server this plan asks for, now."""
+    args = create_args(plan, image_ref(runner, plan), docker.has_nvidia_runtime(runner))
+    return args, inputs_hash(plan, args)
+
+
+def serving(runner: Runner, plan: Plan, digest: str) -> Container | None:
+    for c in docker.containers(runner, recipe=plan.recipe.id):
+        if c.running and c.labels.get(f"{LABEL}.inputs") == digest:
+            return c
+    return None
+
+
+def is_current(runner: Runner, plan: Plan) -> bool:
+    """Up to date: a container of this recipe runs with exactly the wanted inputs."""
+    try:
+        _, digest = wanted(runner, plan)
+    except RunError:
+        return False
+    return serving(runner, plan, digest) is not None
+
+
+def converge(runner: Runner, plan: Plan) -> dict[str, str]:
+    """Start (or replace) the server and wait until it answers; a failed start leaves no container."""
+    args, digest = wanted(runner, plan)
+    same = serving(runner, plan, digest)
+    if same:
+        say(f"already serving at {plan.endpoint} (container {same.name})")
+        return {"container_id": same.id, "inputs": digest}
+    ours = docker.containers(runner, recipe=plan.recipe.id)
+    named = docker.container_named(runner, plan.container_name)
+    if named and named.id not in {c.id for c in ours}:
+        raise RunError(f"a container named '{plan.container_name}' exists on {runner.node} and was not "
+                       f"started for recipe {plan.recipe.id}; remove it or choose --name")
+    if ours:
+        say(f"replacing {', '.join(c.name for c in ours)}: its inputs changed")
+        docker.remove(runner, [c.id for c in ours])
+    labels = {"recipe": plan.recipe.id, "inputs": digest, "file": str(plan.recipe.path),
+              "endpoint": plan.endpoint, "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    label_args = [a for k, v in labels.items() for a in ("--label", f"{LABEL}.{k}={v}")]
+    cid = runner.read(["docker", "create", *label_args, *args]).stdout.strip()
+    try:
+        with tempfile.TemporaryDirectory(prefix="runrecipe-") as tmp:
+            folder = Path(tmp) / SCRIPT_DIR.strip("/")
+            folder.mkdir()
+            (folder / "launch.sh").write_text(plan.script)
+            (folder / "launch.sh").chmod(0o755)
+            runner.read(["docker", "cp", str(folder), f"{cid}:/"])
+        runner.read(["docker", "start", cid])
+        say(f"started {plan.container_name}; waiting for {plan.endpoint} ...")
+        wait_ready(runner, plan, cid)
+    except BaseException:
+        docker.remove(runner, [cid])
+        raise
+    say(f"serving {plan.served_model or plan.recipe.name} at {plan.endpoint}")
+    return {"container_id": cid, "inputs": digest}
+
+
+def wait_ready(runner: Runner, plan: Plan, cid: str,
+               clock: Callable[[], float] = time.monotonic) -> None:
+    """Wait for /health, then for the model in /v1/models; fail fast if the container exits."""
+    host = "127.0.0.1" if plan.head.local else plan.head.host
+    base = f"http://{host}:{plan.port}"
+    start = clock()
+    deadline = start + plan.options.ready_timeout
+    next_note = start + 15
+    while True:
+        status, code = docker.state(runner, cid)
+        if status in ("exited", "dead", "gone"):
+            raise NotReadyError(f"the server container exited (code {code}) before it was ready",
+                                node=runner.node, command=f"{SCRIPT_DIR}/launch.sh",
+                                exit_code=code, tail=docker.logs_tail(runner, cid))
+        if _models_ready(base, plan.served_model):
+            return
+        now = clock()
+        if now > deadline:
+            raise NotReadyError(f"the server was not ready after {plan.options.ready_timeout:.0f} s "
+                                f"({base}/health, then {plan.served_model or 'a model'} in /v1/models)",
+                                node=runner.node, tail=docker.logs_tail(runner, cid))
+        if now > next_note:
+            say(f"  still waiting for {base} ({now - start:.0f} s)")
+            next_note = now + 30
+        time.sleep(POLL_SECONDS)
+
+
+def _models_ready(base: str, model: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{base}/health", timeout=2) as resp:
+            if resp.status != 200:
+                return False
+        with urllib.request.urlopen(f"{base}/v1/models", timeout=2) as resp:
+            data = json.loads(resp.read() or b"{}")
+    except (OSError, ValueError, urllib.error.URLError):
+        return False
+    ids = [m.get("id") for m in data.get("data", []) if isinstance(m, dict)]
+    return bool(ids) and (not model or model in ids)
+
+
+def follow(runner: Runner, plan: Plan, cid: str) -> int:
+    """Foreground mode: stream the server's logs; Ctrl-C stops the container."""
+    proc = subprocess.Popen(["docker", "logs", "-f", cid])
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        proc.terminate()
+        say(f"\nstopping {plan.container_name} ...")
+        runner.run(["docker", "stop", cid], stream=False, check=False)
+        return 130
+
+
+def status(runner: Runner, recipe_id: str | None = None) -> list[dict[str, str]]:
+    """One row per runrecipe container: recipe, container, state, endpoint, started, image."""
+    found = docker.containers(runner, **({"recipe": recipe_id} if recipe_id else {}))
+    return [{"recipe": c.labels.get(f"{LABEL}.recipe", ""), "container": c.name, "id": c.id[:12],
+             "state": c.state, "endpoint": c.labels.get(f"{LABEL}.endpoint", ""),
+             "started": c.labels.get(f"{LABEL}.started", ""), "image": c.image,
+             "node": runner.node} for c in found]
+
+
+def stop(runner: Runner, recipe_id: str) -> list[str]:
+    """Remove every container of this recipe; returns their names."""
+    found = docker.containers(runner, recipe=recipe_id)
+    docker.remove(runner, [c.id for c in found])
+    return [c.name for c in found]

@@ -1,0 +1,134 @@
+"""Mods: folders (or .zip files) with a run.sh that patch the image before vLLM starts.
+
+Instead of re-patching a fresh container on every launch (the origin's way), a
+small image is derived FROM the base image with each mod copied in and its
+run.sh run, one layer per mod. Its tag is a hash of the base image ID and the
+mods' content, so "applied" is simply "that tag exists", and Docker's layer
+cache makes re-application after a partial change cheap.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+import shutil
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from . import docker
+from .docker import LABEL, Runner
+from .errors import RecipeError, RunError
+from .render import render_template
+from .runner import tail
+
+MARKER = "runrecipe: applying mod "
+
+
+@dataclass(frozen=True)
+class Mod:
+    name: str
+    path: Path
+
+    @property
+    def is_zip(self) -> bool:
+        return self.path.suffix == ".zip"
+
+
+def check(paths: tuple[Path, ...], source: str) -> tuple[Mod, ...]:
+    """Every mod must exist and hold a run.sh; the error names the recipe and the mod."""
+    mods = []
+    for path in paths:
+        if path.is_dir():
+            if not (path / "run.sh").is_file():
+                raise RecipeError(f"{source}: mods: '{path}' has no run.sh")
+        elif path.suffix == ".zip" and path.is_file():
+            _zip_root(path, source)
+        else:
+            raise RecipeError(f"{source}: mods: '{path}' does not exist (a folder or .zip with run.sh)")
+        name = re.sub(r"[^A-Za-z0-9_.-]", "_", path.stem if path.suffix == ".zip" else path.name)
+        mods.append(Mod(name, path))
+    return tuple(mods)
+
+
+def content_hash(mods: tuple[Mod, ...]) -> str:
+    """Hash of every byte the mods would put into the image, in order."""
+    h = hashlib.sha256()
+    for mod in mods:
+        h.update(mod.name.encode() + b"\0")
+        files = [mod.path] if mod.is_zip else sorted(p for p in mod.path.rglob("*") if p.is_file())
+        for path in files:
+            h.update(str(path.relative_to(mod.path.parent)).encode() + b"\0")
+            h.update(hashlib.sha256(path.read_bytes()).digest())
+            h.update(b"x" if path.stat().st_mode & 0o111 else b"-")
+    return h.hexdigest()
+
+
+def derived_tag(base_id: str, mods: tuple[Mod, ...]) -> str:
+    digest = hashlib.sha256(f"{base_id}\0{content_hash(mods)}".encode()).hexdigest()
+    return f"runrecipe-mods:{digest[:24]}"
+
+
+def apply(runner: Runner, base_id: str, mods: tuple[Mod, ...]) -> dict[str, str]:
+    """Build the derived image (or find it already built) and return its ID."""
+    tag = derived_tag(base_id, mods)
+    found = docker.image_id(runner, tag)
+    if found:
+        return {"image_id": found, "tag": tag}
+    info = docker.image_info(runner, base_id)
+    if not info:
+        raise RunError(f"base image {base_id} vanished before mods could be applied", node=runner.node)
+    with tempfile.TemporaryDirectory(prefix="runrecipe-mods-") as tmp:
+        ctx = Path(tmp)
+        for mod in mods:
+            _stage(mod, ctx / "mods" / mod.name)
+        (ctx / "Dockerfile").write_text(render_template(
+            "mods.Dockerfile.j2", base=base_id, mods=[m.name for m in mods],
+            workdir=info.get("workdir") or "/", marker=MARKER, label=f"{LABEL}.mods"))
+        res = runner.run(["docker", "build", "-t", tag, str(ctx)], stream=False, check=False)
+    if not res.ok:
+        output = res.stdout + res.stderr
+        failed = output.rsplit(MARKER, 1)[1].split()[0] if MARKER in output else "?"
+        raise RunError(f"mod '{failed}' failed on {runner.node}", node=runner.node,
+                       command=f"{failed}/run.sh", exit_code=res.exit_code, tail=tail(output))
+    image = docker.image_id(runner, tag)
+    if not image:
+        raise RunError(f"mods image {tag} missing after a successful build", node=runner.node)
+    return {"image_id": image, "tag": tag}
+
+
+def _stage(mod: Mod, dest: Path) -> None:
+    if not mod.is_zip:
+        shutil.copytree(mod.path, dest, symlinks=True)
+        return
+    root = _zip_root(mod.path, str(mod.path))
+    with zipfile.ZipFile(mod.path) as zf:
+        for info in zf.infolist():
+            rel = PurePosixPath(info.filename)
+            if root:
+                if rel.parts[:1] != (root,):
+                    continue
+                rel = PurePosixPath(*rel.parts[1:])
+            if not rel.parts or info.is_dir():
+                continue
+            target = dest.joinpath(*rel.parts)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(zf.read(info))
+            target.chmod(0o755 if rel.name == "run.sh" else 0o644)
+
+
+def _zip_root(path: Path, source: str) -> str:
+    """The folder inside the zip that holds run.sh ('' for the top); unsafe names are refused."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = [PurePosixPath(n) for n in zf.namelist()]
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise RecipeError(f"{source}: mods: '{path}' is not a readable zip: {exc}") from None
+    if any(n.is_absolute() or ".." in n.parts for n in names):
+        raise RecipeError(f"{source}: mods: '{path}' has entries outside its own folder")
+    if PurePosixPath("run.sh") in names:
+        return ""
+    roots = {n.parts[0] for n in names if n.parts}
+    if len(roots) == 1 and PurePosixPath(next(iter(roots)), "run.sh") in names:
+        return next(iter(roots))
+    raise RecipeError(f"{source}: mods: '{path}' has no run.sh")

@@ -1,0 +1,184 @@
+"""A Plan: the recipe plus overrides, mode, nodes and the rendered launch script.
+
+Plain data computed without touching any machine; `--dry-run` prints it, the
+graph turns it into doit tasks, and the steps act on it.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from . import image, mods, render, settings
+from .errors import ConfigError, ModeError, RenderError
+from .nodes import LOCAL, Node, load_env, parse_list
+from .recipe import Recipe
+
+# run-recipe's named override flags -> the recipe parameter they set.
+OVERRIDE_FLAGS = {"port": "port", "host": "host", "tensor_parallel": "tensor_parallel",
+                  "gpu_memory_utilization": "gpu_memory_utilization", "max_model_len": "max_model_len"}
+BASE_DOCKER_ENV = {"NCCL_IGNORE_CPU_AFFINITY": "1", "PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True"}
+
+
+@dataclass(frozen=True)
+class Options:
+    """What the user asked for, beyond the recipe."""
+
+    overrides: Mapping[str, str] = field(default_factory=dict)
+    extra_args: tuple[str, ...] = ()
+    solo: bool = False
+    nodes: str | None = None          # the -n text
+    config: Path | None = None        # --config FILE (default: <project>/.env)
+    container: str | None = None      # -t IMAGE
+    name: str | None = None           # --name
+    nccl_debug: str | None = None
+    setup: bool = False               # build (and download) before launching
+    force_build: bool = False
+    daemon: bool = False
+    restart: bool = False
+    ready_timeout: float = 1800.0
+
+
+@dataclass(frozen=True)
+class Plan:
+    recipe: Recipe
+    options: Options
+    mode: str                          # "solo" | "cluster"
+    nodes: tuple[Node, ...]            # head first
+    params: Mapping[str, Any]
+    command: str                       # rendered, with extra args
+    argv: tuple[str, ...]              # the command's words, as the shell will see them
+    script: str
+    build: image.BuildSpec
+    mods: tuple[mods.Mod, ...]
+    container_name: str
+    docker_env: Mapping[str, str]
+    port: int
+    served_model: str
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def head(self) -> Node:
+        return self.nodes[0]
+
+    @property
+    def script_hash(self) -> str:
+        return hashlib.sha256(self.script.encode()).hexdigest()
+
+    @property
+    def endpoint(self) -> str:
+        host = self.params.get("host", "0.0.0.0")
+        shown = "localhost" if self.head.local and host in ("0.0.0.0", "::", "") else (
+            self.head.host if host in ("0.0.0.0", "::", "") else host)
+        return f"http://{shown}:{self.port}/v1"
+
+
+def env_file(options: Options) -> Path:
+    return options.config or settings.project_root() / ".env"
+
+
+def choose_nodes(recipe: Recipe, options: Options) -> tuple[str, tuple[Node, ...]]:
+    """Mode and nodes: --solo, else -n, else .env CLUSTER_NODES, else solo; check the recipe allows it."""
+    nodes: tuple[Node, ...] = ()
+    if not options.solo:
+        if options.nodes is not None:
+            nodes = parse_list(options.nodes, "-n/--nodes")
+        else:
+            path = env_file(options)
+            nodes = parse_list(load_env(path).get("CLUSTER_NODES", ""), f"{path}: CLUSTER_NODES")
+    mode = "cluster" if len(nodes) >= 2 else "solo"
+    slug = recipe.id
+    if mode == "solo" and recipe.cluster_only:
+        raise ModeError(
+            f"Recipe '{recipe.name}' requires cluster mode.\n"
+            "This model is too large to run on a single node.\n\n"
+            "Options:\n"
+            f"  1. Specify nodes directly:  ./run-recipe.sh {slug} -n node1,node2\n"
+            "  2. Auto-discover and save:  ./run-recipe.sh --discover\n"
+            f"     Then run:                ./run-recipe.sh {slug}")
+    if mode == "cluster" and recipe.solo_only:
+        raise ModeError(
+            f"Recipe '{recipe.name}' runs on a single node only (solo_only), "
+            f"but {len(nodes)} nodes were given.\n\n"
+            "Options:\n"
+            f"  1. Run it alone:            ./run-recipe.sh {slug} --solo\n"
+            f"  2. Pick one node:           ./run-recipe.sh {slug} -n {nodes[0].target}")
+    return mode, (nodes if mode == "cluster" else (LOCAL,))
+
+
+def make_plan(recipe: Recipe, options: Options) -> Plan:
+    """Everything about the run that can be known without touching a machine."""
+    mode, nodes = choose_nodes(recipe, options)
+    warnings = list(recipe.warnings)
+    params: dict[str, Any] = dict(recipe.defaults)
+    if mode == "solo":
+        params["tensor_parallel"] = 1
+    params.update(options.overrides)
+
+    template = recipe.command
+    extra = list(options.extra_args)
+    if mode == "solo":
+        template = render.strip_executor_backend(template)
+        extra = render.drop_backend_args(extra)
+    try:
+        used = set(render.placeholders(template))
+        command = render.substitute(template, params)
+    except RenderError as exc:
+        raise RenderError(f"{recipe.path}: command: {exc}") from None
+    for key in options.overrides:
+        if key not in used:
+            warnings.append(f"override '{key}' is not used by the command of {recipe.path.name} "
+                            f"(its placeholders: {', '.join(sorted(used)) or 'none'})")
+    for dup in render.duplicate_flags(command, extra):
+        warnings.append(f"extra argument '{dup}' repeats an option already in the command; "
+                        "vLLM uses the last value, so the extra argument wins")
+    command = render.finish(command, extra)
+    argv = tuple(render.words(command))
+
+    container = options.container or recipe.container
+    build = image.build_spec(container, recipe.build_args, settings.docker_dir(), f"{recipe.path}")
+    mod_list = mods.check(tuple(settings.resolve_mod(m) for m in recipe.mods), f"{recipe.path}")
+    script = render.render_template(
+        "launch.sh.j2", recipe_name=recipe.name, recipe_file=str(recipe.path), mode=mode,
+        env=dict(recipe.env), command=command, exec_ok=not render.has_operators(command))
+    docker_env = dict(BASE_DOCKER_ENV)
+    if options.nccl_debug:
+        docker_env["NCCL_DEBUG"] = options.nccl_debug
+    port_text = render.option_value(list(argv), "--port") or "8000"
+    if not port_text.isdigit():
+        raise ConfigError(f"{recipe.path}: the command's --port is '{port_text}', not a number")
+    return Plan(
+        recipe=recipe, options=options, mode=mode, nodes=nodes, params=params,
+        command=command, argv=argv, script=script, build=build, mods=mod_list,
+        container_name=options.name or default_container_name(recipe),
+        docker_env=docker_env, port=int(port_text), served_model=served_model(argv),
+        warnings=tuple(warnings))
+
+
+def default_container_name(recipe: Recipe) -> str:
+    return "runrecipe-" + re.sub(r"[^A-Za-z0-9_.-]+", "-", recipe.id).strip("-")
+
+
+def served_model(argv: tuple[str, ...]) -> str:
+    """The model id /v1/models will list: --served-model-name, else the model after `vllm serve`."""
+    named = render.option_value(list(argv), "--served-model-name")
+    if named:
+        return named
+    for i, word in enumerate(argv[:-2]):
+        if word.endswith("vllm") and argv[i + 1] == "serve":
+            return argv[i + 2]
+    return ""
+
+
+def parse_overrides(pairs: list[str], source: str) -> dict[str, str]:
+    """`key=value` items from -o or doit's command line; keys are placeholder names."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+            raise ConfigError(f"{source}: '{pair}' is not key=value with a parameter name as key")
+        out[key] = value
+    return out

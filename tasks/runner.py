@@ -1,0 +1,79 @@
+"""The one way commands reach a machine.
+
+`read` gathers facts (image IDs, container labels): captured, quick, never
+changes anything, so it uses a plain subprocess to stay off the hot path of a
+no-op re-run. `run` makes changes: through invoke locally (fabric's Connection
+offers the same `run` for remote nodes), with output streamed to the user and a
+typed RunError naming node, command, exit code and the output's tail on failure.
+"""
+from __future__ import annotations
+
+import shlex
+import subprocess
+from dataclasses import dataclass
+
+from .errors import RunError
+
+TAIL_LINES = 20
+
+
+@dataclass(frozen=True)
+class Result:
+    stdout: str
+    stderr: str
+    exit_code: int
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+
+def tail(text: str, lines: int = TAIL_LINES) -> str:
+    return "\n".join(text.rstrip().splitlines()[-lines:])
+
+
+class LocalRunner:
+    """Commands on the machine running the tool (solo mode's node)."""
+
+    node = "local"
+
+    def read(self, argv: list[str], *, check: bool = True, timeout: float = 60) -> Result:
+        """Run a query and capture its output."""
+        try:
+            proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
+                                  stdin=subprocess.DEVNULL)
+        except FileNotFoundError:
+            raise _missing(argv[0], self.node) from None
+        except subprocess.TimeoutExpired:
+            raise RunError(f"command timed out after {timeout:.0f} s", node=self.node,
+                           command=shlex.join(argv)) from None
+        result = Result(proc.stdout, proc.stderr, proc.returncode)
+        if check and not result.ok:
+            raise RunError("command failed", node=self.node, command=shlex.join(argv),
+                           exit_code=result.exit_code, tail=tail(result.stderr or result.stdout))
+        return result
+
+    def run(self, argv: list[str], *, stream: bool = True, timeout: float | None = None,
+            check: bool = True) -> Result:
+        """Run a command that changes something; its output goes to the user as it comes."""
+        import invoke
+
+        command = shlex.join(argv)
+        try:
+            res = invoke.Context().run(command, hide=not stream, warn=True, timeout=timeout,
+                                       in_stream=False, echo=False)
+        except invoke.CommandTimedOut:
+            raise RunError(f"command timed out after {timeout} s", node=self.node, command=command) from None
+        result = Result(res.stdout, res.stderr, res.exited)
+        if result.exit_code == 127 and "not found" in result.stderr:
+            raise _missing(argv[0], self.node)
+        if check and not result.ok:
+            raise RunError("command failed", node=self.node, command=command,
+                           exit_code=result.exit_code, tail=tail(result.stderr or result.stdout))
+        return result
+
+
+def _missing(program: str, node: str) -> RunError:
+    hint = ("install Docker Engine (Debian/Ubuntu: apt-get install docker.io) and start it"
+            if program == "docker" else f"install {program}")
+    return RunError(f"'{program}' is not installed on {node}: {hint}")
