@@ -66,6 +66,8 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--name", help="container name (default: runrecipe-<recipe>)")
     g.add_argument("--nccl-debug", metavar="LEVEL", choices=["VERSION", "WARN", "INFO", "TRACE"],
                    help="NCCL debug level (VERSION, WARN, INFO, TRACE)")
+    g.add_argument("--non-privileged", action="store_true",
+                   help="run without --privileged (IPC_LOCK, 64g shm, pids limit); also .env NON_PRIVILEGED=1")
     g.add_argument("--restart", action="store_true", help="give the container a restart policy (survives reboots)")
     g.add_argument("--ready-timeout", type=float, default=1800.0, metavar="SECONDS",
                    help="how long to wait for the server to answer (default 1800)")
@@ -91,7 +93,15 @@ def options_from(ns: argparse.Namespace, extra: list[str]) -> Options:
     return Options(overrides=overrides, extra_args=tuple(extra), solo=ns.solo, nodes=ns.nodes,
                    config=ns.config, container=ns.container, name=ns.name, nccl_debug=ns.nccl_debug,
                    setup=ns.setup or ns.build_only or ns.force_build, force_build=ns.force_build,
-                   daemon=ns.daemon, restart=ns.restart, ready_timeout=ns.ready_timeout)
+                   daemon=ns.daemon, restart=ns.restart, ready_timeout=ns.ready_timeout,
+                   privileged=not (ns.non_privileged or _env_flag(ns.config, "NON_PRIVILEGED")))
+
+
+def _env_flag(config: Path | None, key: str) -> bool:
+    from .nodes import load_env
+    from .plan import env_file
+
+    return load_env(env_file(Options(config=config))).get(key, "").lower() in ("1", "true", "yes")
 
 
 def _run(args: list[str]) -> int:
@@ -287,7 +297,8 @@ def doit_namespace() -> dict[str, Any]:
     overrides = parse_overrides([f"{k}={v}" for k, v in variables.items() if k not in DOIT_OPTION_VARS],
                                 "doit variables")
     options = Options(overrides=overrides, nodes=variables.get("nodes"), container=variables.get("container"),
-                      name=variables.get("name"), setup=True, daemon=True)
+                      name=variables.get("name"), setup=True, daemon=True,
+                      privileged=not _env_flag(None, "NON_PRIVILEGED"))
     if variables.get("recipe"):
         plan = make_plan(load_named(variables["recipe"], settings.recipes_dir()), options)
         if plan.mode == "cluster":

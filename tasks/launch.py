@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import resource
 import subprocess
 import sys
 import tempfile
@@ -25,6 +26,7 @@ from .errors import NotReadyError, RunError
 from .plan import Plan
 
 SCRIPT_DIR = "/runrecipe"
+NOFILE = 1048576
 POLL_SECONDS = 0.5
 
 
@@ -49,11 +51,23 @@ def image_ref(runner: Runner, plan: Plan) -> str:
     return derived
 
 
+def nofile_limit() -> int:
+    """The origin raises open files to 1048576; a daemon whose own hard limit is lower refuses
+    that, and on one machine the daemon's limit is at most what this process may have."""
+    return min(NOFILE, resource.getrlimit(resource.RLIMIT_NOFILE)[1])
+
+
 def create_args(plan: Plan, image: str, gpus: bool) -> list[str]:
     """`docker create` arguments that define the server (labels excluded: they describe it)."""
-    args = ["--name", plan.container_name, "--network", "host", "--ipc", "host", "--privileged",
-            "--init", "--ulimit", "nofile=1048576:1048576",
-            "-v", f"{settings.hf_home()}:/root/.cache/huggingface"]
+    nofile = nofile_limit()
+    args = ["--name", plan.container_name, "--network", "host", "--ipc", "host", "--init",
+            "--ulimit", f"nofile={nofile}:{nofile}", "-v", f"{settings.hf_home()}:/root/.cache/huggingface"]
+    if plan.options.privileged:
+        args += ["--privileged"]
+    else:  # the origin's --non-privileged set, minus memory caps that depend on the machine
+        args += ["--cap-add", "IPC_LOCK", "--shm-size", "64g", "--pids-limit", "4096"]
+        if Path("/dev/infiniband").exists():
+            args += ["--device", "/dev/infiniband"]
     if gpus:
         args += ["--gpus", "all"]
     if plan.options.restart:

@@ -38,6 +38,7 @@ class Options:
     force_build: bool = False
     daemon: bool = False
     restart: bool = False
+    privileged: bool = True           # --non-privileged or .env NON_PRIVILEGED=1 turn it off
     ready_timeout: float = 1800.0
 
 

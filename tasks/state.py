@@ -23,7 +23,7 @@ _held: IO[str] | None = None
 def doit_config() -> dict[str, Any]:
     """doit settings shared by dodo.py and the run-recipe CLI."""
     return {"backend": "sqlite3", "dep_file": str(settings.state_dir() / "doit.sqlite3"),
-            "verbosity": 2, "action_string_formatting": "new"}
+            "verbosity": 2, "action_string_formatting": "new", "subtasks": True}
 
 
 def lock(what: str, *, wait: bool = True) -> None:
