@@ -125,18 +125,19 @@ def make_plan(recipe: Recipe, options: Options) -> Plan:
         extra = render.drop_backend_args(extra)
     try:
         used = set(render.placeholders(template))
-        command = render.substitute(template, params)
+        command = render.finish(render.substitute(template, params), ())
+        duplicates = render.duplicate_flags(command, extra)
+        command = render.finish(command, extra)
+        argv = tuple(render.words(command))
     except RenderError as exc:
         raise RenderError(f"{recipe.path}: command: {exc}") from None
     for key in options.overrides:
         if key not in used:
             warnings.append(f"override '{key}' is not used by the command of {recipe.path.name} "
                             f"(its placeholders: {', '.join(sorted(used)) or 'none'})")
-    for dup in render.duplicate_flags(command, extra):
+    for dup in duplicates:
         warnings.append(f"extra argument '{dup}' repeats an option already in the command; "
                         "vLLM uses the last value, so the extra argument wins")
-    command = render.finish(command, extra)
-    argv = tuple(render.words(command))
 
     container = options.container or recipe.container
     build = image.build_spec(container, recipe.build_args, settings.docker_dir(), f"{recipe.path}")
