@@ -59,6 +59,8 @@ fi
 
 # The loop gets its own session where setsid exists, and all of its standard
 # streams point at the log, so `docker exec` returns as soon as this script ends.
+# The single quotes are intended: $1, $2 and $3 belong to the loop shell.
+# shellcheck disable=SC2016
 loop='
 target=$1
 interval=$2
