@@ -83,10 +83,10 @@ def render(recipe: dict) -> str:
     return recipe["command"].format(**(recipe.get("defaults") or {}))
 
 
-def node_count(recipe: dict) -> int:
+def node_count(recipe: dict, **overrides) -> int:
     """Nodes the default parallelism asks for (one GPU per Spark)."""
-    defaults = recipe.get("defaults") or {}
-    command = render(recipe)
+    defaults = {**(recipe.get("defaults") or {}), **overrides}
+    command = recipe["command"].format(**defaults)
     tp = re.search(r"(?:-tp|--tensor-parallel-size)[ =](\d+)", command)
     pp = re.search(r"(?:-pp|--pipeline-parallel-size)[ =](\d+)", command)
     tp_n = int(tp.group(1)) if tp else int(defaults.get("tensor_parallel", 1))
@@ -135,8 +135,11 @@ def test_recipe_mode_flags(recipe_file):
     nodes = node_count(recipe)
     if recipe.get("solo_only"):
         assert nodes == 1, f"solo_only but the defaults ask for {nodes} GPUs"
-    if nodes > 1:
-        assert recipe.get("cluster_only"), f"defaults ask for {nodes} GPUs: mark cluster_only"
+    if not recipe.get("cluster_only"):
+        # Solo runs set tensor_parallel to 1; nothing else may ask for more GPUs then.
+        solo_nodes = node_count(recipe, tensor_parallel=1)
+        assert solo_nodes == 1, f"a solo run would still ask for {solo_nodes} GPUs: mark cluster_only"
+        assert nodes <= 2, f"{nodes} GPUs by default: mark cluster_only and move it to {nodes}x/"
     folder = recipe_file.parent.name
     shape = MULTI_NODE_DIR.match(folder)
     if shape:
