@@ -15,6 +15,7 @@ route.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import ipaddress
 import json
 import os
@@ -37,12 +38,17 @@ VETH_PREFIX = "rr-v"
 BASE_DIR = Path(os.environ.get("RR_TEST_BASE", "/var/lib/runrecipe-test"))
 STATE_DIR = Path("/run/runrecipe-test")
 STATE_FILE = STATE_DIR / "cluster.json"
+LOCK_FILE = STATE_DIR / "cluster.lock"
 FORWARD_RULE = ["FORWARD", "-i", BRIDGE, "-o", BRIDGE, "-j", "ACCEPT"]
 MAX_NODES = 50
 
 
 class ClusterError(RuntimeError):
     """Bring-up or a node operation failed; the message says which node and command."""
+
+
+class ClusterBusy(ClusterError):
+    """Another process holds the one test cluster this machine can have."""
 
 
 def node_ip(index: int) -> str:
@@ -315,6 +321,29 @@ class Node:
         self.run(["tc", "qdisc", "del", "dev", "eth0", "root"])
         _sh(["tc", "qdisc", "del", "dev", self.veth, "root"], check=False)
 
+    def containers(self) -> list[str]:
+        """IDs of all containers (running or not) on the node."""
+        p = self.docker("ps", "-aq", timeout=30)
+        return p.stdout.split() if p.returncode == 0 else []
+
+    def remove_containers(self) -> list[str]:
+        """Force-remove every container on the node; returns what was removed."""
+        ids = self.containers()
+        if ids:
+            self.docker("rm", "-f", *ids, timeout=120)
+        return ids
+
+    def heal(self) -> None:
+        """Undo failure injection (link, shaping, stopped daemons) so a shared cluster stays usable."""
+        self.link_up()
+        self.unshape()
+        pid = _read_pid(self.sshd_pidfile)
+        if not (pid and _pid_alive(pid)):
+            self.start_sshd()
+        pid = _read_pid(self.dockerd_pidfile)
+        if not (pid and _pid_alive(pid)):
+            self.start_dockerd()
+
     def __repr__(self) -> str:
         return f"Node({self.name} {self.ip} holder={self.holder_pid})"
 
@@ -421,6 +450,7 @@ class TestCluster:
     nodes: list[Node] = field(default_factory=list)
     _own_client_dir: bool = False
     _rule_added: bool = False
+    _lock: object = field(default=None, repr=False)
 
     # -- public -------------------------------------------------------------------------
     @property
@@ -451,6 +481,8 @@ class TestCluster:
     def __enter__(self) -> "TestCluster":
         try:
             self.up()
+        except ClusterBusy:
+            raise  # someone else's cluster: not ours to tear down
         except BaseException:
             self.teardown()
             raise
@@ -465,11 +497,7 @@ class TestCluster:
             raise ValueError(f"size must be 1..{MAX_NODES}")
         if os.geteuid() != 0:
             raise ClusterError("the test cluster needs root (netns, mounts, dockerd)")
-        STATE_DIR.mkdir(parents=True, exist_ok=True)
-        other = read_state()
-        if other and other.get("owner_pid") and other["owner_pid"] != os.getpid() \
-                and _pid_alive(other["owner_pid"]) and other.get("owner") != "script":
-            raise ClusterError(f"a test cluster is in use by pid {other['owner_pid']} ({other.get('owner')})")
+        self._lock = acquire_lock()  # one cluster per machine: br-rr and 198.18.0.0/24 are fixed
         cleanup_stale(self.base_dir)
         if self.client_dir is None:
             self.client_dir = Path(tempfile.mkdtemp(prefix="rr-cluster-"))
@@ -496,6 +524,8 @@ class TestCluster:
 
     def teardown(self) -> None:
         """Stop every daemon and container, delete netns, veths, bridge and the FORWARD rule."""
+        if self._lock is None:
+            self._lock = acquire_lock()  # never tear down a cluster another process is using
         errors: list[str] = []
         for node in self.nodes:
             try:
@@ -509,6 +539,8 @@ class TestCluster:
                 STATE_FILE.unlink()
         if self._own_client_dir and self.client_dir:
             shutil.rmtree(self.client_dir, ignore_errors=True)
+        self._lock.close()  # type: ignore[attr-defined]
+        self._lock = None
         if errors:
             raise ClusterError("teardown: " + "; ".join(errors))
 
@@ -636,9 +668,49 @@ class TestCluster:
     def _finish_dockerd(self, node: Node) -> None:
         node.wait_dockerd()
         # containers left in the persistent data-root by a crashed run: a node starts empty
-        ids = node.docker("ps", "-aq", timeout=30).stdout.split()
-        if ids:
-            node.docker("rm", "-f", *ids, timeout=60)
+        node.remove_containers()
+
+
+def acquire_lock(wait: float = 0):
+    """Hold /run/runrecipe-test/cluster.lock (flock) for the cluster's lifetime in this process.
+
+    A cluster brought up by the testcluster script holds it only while starting, so pytest may
+    replace such a cluster but not one that another pytest process is using."""
+    STATE_DIR.mkdir(parents=True, exist_ok=True)
+    f = open(LOCK_FILE, "a+")
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                f.close()
+                st = read_state() or {}
+                raise ClusterBusy(f"the test cluster is in use by pid {st.get('owner_pid')} "
+                                  f"({st.get('owner')}); only one can run per machine") from None
+            time.sleep(0.5)
+    f.seek(0)
+    f.truncate()
+    f.write(str(os.getpid()))
+    f.flush()
+    return f
+
+
+def leftovers() -> list[str]:
+    """What a cluster would leave behind if teardown missed something (empty when clean)."""
+    found = []
+    out = _sh(["ip", "netns", "list"], check=False).stdout.decode()
+    found += [f"netns {ln.split()[0]}" for ln in out.splitlines()
+              if ln.split() and ln.split()[0].startswith(NETNS_PREFIX)]
+    if _sh(["ip", "link", "show", BRIDGE], check=False).returncode == 0:
+        found.append(f"bridge {BRIDGE}")
+    if _sh(["iptables", "-C", *FORWARD_RULE], check=False).returncode == 0:
+        found.append("iptables FORWARD rule")
+    links = _sh(["ip", "-o", "link", "show"], check=False).stdout.decode()
+    found += [f"link {ln.split(':')[1].strip()}" for ln in links.splitlines()
+              if ln.count(":") > 1 and ln.split(":")[1].strip().startswith(VETH_PREFIX)]
+    return found
 
 
 def read_state() -> dict | None:
