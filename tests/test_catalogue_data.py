@@ -541,3 +541,23 @@ def test_build_flag_mapping_is_documented_and_backed():
             for target in targets:
                 assert arg in _declared_args(dockerfile_instructions(DOCKER_DIR / target)), f"{target} lacks ARG {arg}"
     assert (DOCKER_DIR / "wheels" / "README.md").is_file()
+
+
+# ------------------------------------------------- external linters, when installed
+
+
+@pytest.mark.skipif(not shutil.which("hadolint"), reason="hadolint not installed")
+@pytest.mark.parametrize("name", DOCKERFILES)
+def test_hadolint(name):
+    result = subprocess.run(
+        ["hadolint", "--no-color", "--config", str(DOCKER_DIR / ".hadolint.yaml"), str(DOCKER_DIR / name)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.skipif(not shutil.which("shellcheck"), reason="shellcheck not installed")
+def test_shellcheck_mods():
+    scripts = sorted(str(p) for p in MODS_DIR.glob("*/run.sh"))
+    result = subprocess.run(["shellcheck", "-s", "sh", *scripts], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
