@@ -24,6 +24,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import sys
 import tempfile
 import threading
@@ -263,7 +264,7 @@ def snapshot_state(
         total += size
         try:
             st = os.stat(snap / path)  # follows the snapshot symlink to the blob
-            ok = st.st_size == size and not os.path.isdir(snap / path)
+            ok = st.st_size == size and stat.S_ISREG(st.st_mode)
         except (FileNotFoundError, NotADirectoryError):
             missing.append(path)
             missing_bytes += size
