@@ -339,6 +339,10 @@ def _translate(exc: BaseException, repo: str, revision: str | None, token: str |
     if isinstance(exc, (httpx2.TransportError,)):
         return HubUnreachable(f"cannot reach {where} for {repo}{rev} ({type(exc).__name__}): "
                               "check the network and re-run; finished files are kept")
+    if isinstance(exc, ValueError) and "too large to be downloaded" in str(exc):
+        # plain HTTP refuses files over 50 GB (MAX_HTTP_DOWNLOAD_SIZE); only Xet can fetch them
+        return IncompleteDownload(f"{repo}{rev} has a file over 50 GB, which huggingface_hub only downloads "
+                                  "with hf_xet: install hf_xet and unset HF_HUB_DISABLE_XET")
     if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
         return NotEnoughDisk(f"disk full while downloading {repo}{rev}: free some space and re-run")
     if isinstance(exc, OSError):
