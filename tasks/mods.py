@@ -88,7 +88,8 @@ def apply(runner: Runner, base_id: str, mods: tuple[Mod, ...]) -> dict[str, str]
         res = runner.run(["docker", "build", "-t", tag, str(ctx)], stream=False, check=False)
     if not res.ok:
         output = res.stdout + res.stderr
-        failed = output.rsplit(MARKER, 1)[1].split()[0] if MARKER in output else "?"
+        names = re.findall(re.escape(MARKER) + r"([A-Za-z0-9_.-]+)", output)
+        failed = names[-1] if names else "?"
         raise RunError(f"mod '{failed}' failed on {runner.node}", node=runner.node,
                        command=f"{failed}/run.sh", exit_code=res.exit_code, tail=tail(output))
     image = docker.image_id(runner, tag)

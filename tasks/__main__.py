@@ -1,0 +1,6 @@
+"""python -m tasks: the run-recipe CLI without installing the console script."""
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,80 @@
+"""A throw-away runrecipe project on the real test dockerd, driven through the real CLI and doit."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+CODE_ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Project:
+    """RUNRECIPE_HOME with its own recipes, .env and state; runs run-recipe and doit as a user would."""
+
+    root: Path
+    env: dict[str, str]
+    recipes: list[str] = field(default_factory=list)
+
+    def recipe(self, rid: str, body: str) -> Path:
+        path = self.root / "recipes" / f"{rid}.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(body))
+        self.recipes.append(rid)
+        return path
+
+    def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "tasks", *args], cwd=self.root, env=self.env,
+                              capture_output=True, text=True, timeout=timeout)
+
+    def doit(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "doit", "-f", str(CODE_ROOT / "dodo.py"), *args],
+                              cwd=self.root, env=self.env, capture_output=True, text=True, timeout=timeout)
+
+    def docker(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["docker", *args], env=self.env, capture_output=True, text=True, check=check)
+
+    def containers(self, rid: str) -> list[dict]:
+        ids = self.docker("ps", "-aq", "--no-trunc", "--filter", f"label=runrecipe.recipe={rid}").stdout.split()
+        if not ids:
+            return []
+        return json.loads(self.docker("inspect", *ids).stdout)
+
+    def argv_in(self, container_id: str) -> list[str]:
+        raw = self.docker("exec", container_id, "cat", "/tmp/vllm-argv").stdout
+        return raw.split("\0")[:-1]
+
+
+def get_json(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        return json.loads(resp.read())
+
+
+@pytest.fixture
+def project(tmp_path: Path, docker_host: str, standin_docker_dir: Path) -> Project:
+    root = tmp_path / "project"
+    (root / "recipes").mkdir(parents=True)
+    (root / ".env").write_text("# the test engine cannot grant --privileged's capabilities\nNON_PRIVILEGED=1\n")
+    env = {**os.environ, "DOCKER_HOST": docker_host, "RUNRECIPE_HOME": str(root),
+           "RUNRECIPE_DOCKER_DIR": str(standin_docker_dir), "DOCKER_BUILDKIT": "0",
+           "HF_HOME": str(tmp_path / "hf"), "PYTHONPATH": str(CODE_ROOT)}
+    proj = Project(root, env)
+    yield proj
+    for rid in proj.recipes:
+        ids = [c["Id"] for c in proj.containers(rid)]
+        if ids:
+            proj.docker("rm", "-f", *ids, check=False)
