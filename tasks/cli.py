@@ -21,6 +21,10 @@ SUBCOMMANDS = ("status", "stop", "logs")
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     try:
+        if args and args[0] == "lint":
+            from .lint import main as lint
+
+            return lint(args[1:])
         if args and args[0] in SUBCOMMANDS:
             return _lifecycle(args[0], args[1:])
         return _run(args)
@@ -35,7 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="run-recipe", usage="run-recipe [OPTIONS] [RECIPE] [-- EXTRA_VLLM_ARGS...]\n"
-        "       run-recipe status|stop|logs ...",
+        "       run-recipe status|stop|logs|lint ...",
         description="Serve a model with vLLM from a YAML recipe, on one node or a cluster. "
         "Steps whose inputs did not change are skipped.")
     p.add_argument("recipe", nargs="?", help="recipe name (searched in recipes/, sub-folders too) or path")
