@@ -449,7 +449,6 @@ class TestCluster:
     owner: str = "pytest"
     nodes: list[Node] = field(default_factory=list)
     _own_client_dir: bool = False
-    _rule_added: bool = False
     _lock: object = field(default=None, repr=False)
 
     # -- public -------------------------------------------------------------------------
@@ -598,7 +597,6 @@ class TestCluster:
         _sh(["ip", "link", "set", BRIDGE, "up"])
         # a root-ns dockerd sets FORWARD to DROP and bridge netfilter is on: let node<->node pass
         _sh(["iptables", "-I", *FORWARD_RULE])
-        self._rule_added = True
 
     def _make_node(self, node: Node) -> None:
         ns, veth = node.netns, node.veth

@@ -266,6 +266,8 @@ def build_ray_image(node: DockerNode, log=print) -> str:
         log(f"{node.name}: docker build {tag} ...")
         _check(node.docker("build", "-q", "-t", tag, str(ctx), env={"DOCKER_BUILDKIT": "0"}, timeout=900),
                f"{node.name}: docker build {tag}")
+        # the untagged build stage would otherwise show up in every `docker images` on the head
+        node.docker("image", "prune", "-f", timeout=120)
     finally:
         shutil.rmtree(ctx, ignore_errors=True)
     return tag
