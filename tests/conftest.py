@@ -1,0 +1,91 @@
+"""Shared pytest fixtures.
+
+Docker fixtures talk to a real dockerd: $DOCKER_HOST if it answers, else the
+private test daemon from tests/harness/dockerd.sh (started on demand, root only).
+Containers a test starts should carry the label runrecipe.test=1; the `docker`
+fixture adds it (and this session's label) to every `docker run`/`create`.
+At session end this session's containers are removed: those with its session
+label, and those labelled runrecipe.test=1 without a session label that did not
+exist when the session began. Other sessions sharing the daemon (developers
+running tests side by side) keep theirs.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+# Make tests/harness importable whatever pytest's import mode or rootdir.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from harness import engine, images  # noqa: E402
+
+TEST_LABEL = "runrecipe.test=1"
+SESSION_KEY = "runrecipe.test.session"
+SESSION_ID = uuid.uuid4().hex[:12]
+SESSION_LABEL = f"{SESSION_KEY}={SESSION_ID}"
+
+DockerRun = Callable[..., "subprocess.CompletedProcess[str]"]
+
+
+def _test_containers(host: str) -> dict[str, str]:
+    """{container id: session label value or ""} for all runrecipe.test=1 containers."""
+    out = engine.run_docker(host, "ps", "-a", "--no-trunc", "--filter", f"label={TEST_LABEL}",
+                            "--format", f'{{{{.ID}}}} {{{{.Label "{SESSION_KEY}"}}}}',
+                            check=False).stdout
+    return {parts[0]: "".join(parts[1:]) for parts in (line.split() for line in out.splitlines())
+            if parts}
+
+
+@pytest.fixture(scope="session")
+def docker_host() -> Iterator[str]:
+    """DOCKER_HOST of a working dockerd; removes this session's test containers at the end.
+
+    Skips only when no daemon answers and we are not root (so cannot start one);
+    as root, a daemon that will not start is a failure, not a skip.
+    """
+    try:
+        host = engine.docker_host()
+    except engine.DockerUnavailable as exc:
+        if os.geteuid() != 0:
+            pytest.skip(f"needs a dockerd: {exc}")
+        raise
+    before = _test_containers(host)
+    yield host
+    ours = [cid for cid, sess in _test_containers(host).items()
+            if sess == SESSION_ID or (not sess and cid not in before)]
+    if ours:
+        engine.run_docker(host, "rm", "-f", *ours, check=False)
+
+
+@pytest.fixture(scope="session")
+def docker(docker_host: str) -> DockerRun:
+    """`docker(*args) -> CompletedProcess` (text, check=True) bound to the test daemon.
+
+    `run`/`create` get `--label runrecipe.test=1` and this session's label added,
+    so the session-end cleanup finds them. Raises CalledProcessError with
+    docker's stderr in the message on failure.
+    """
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        n = 2 if args[:1] == ("container",) else 1
+        if args[n - 1:n] in (("run",), ("create",)):
+            args = (*args[:n], "--label", TEST_LABEL, "--label", SESSION_LABEL, *args[n:])
+        return engine.run_docker(docker_host, *args)
+    return run
+
+
+@pytest.fixture(scope="session")
+def standin_docker_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A product-style Docker folder (Dockerfile, .mxfp4, .wheels + context) for the stand-in."""
+    return images.standin_docker_dir(tmp_path_factory.mktemp("standin-docker"))
+
+
+@pytest.fixture(scope="session")
+def standin_image(docker_host: str) -> str:
+    """Image ID of the stand-in vLLM image (tag rr-standin:<content hash>), built once."""
+    return images.ensure_standin_image("rr-standin", docker_host)

@@ -1,0 +1,195 @@
+"""The stand-in vLLM image keeps the contract other tests code against.
+
+Runs real containers on the test dockerd (network host, loopback only).
+"""
+from __future__ import annotations
+
+import json
+import shlex
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.docker
+
+LABEL = "runrecipe.test=1"
+Docker = Callable[..., "subprocess.CompletedProcess[str]"]
+Start = Callable[..., str]
+
+
+def free_port() -> int:
+    """A currently free TCP port on 127.0.0.1."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(what: str, check: Callable[[], object], timeout: float = 10.0) -> object:
+    """Poll check() until it returns something truthy; fail naming `what` on timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.1)
+
+
+def http_get(port: int, path: str) -> tuple[int, bytes] | None:
+    """(status, body) from 127.0.0.1:port, or None while nothing answers."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as r:
+            return r.status, r.read()
+    except (urllib.error.URLError, ConnectionError):
+        return None
+
+
+def port_open(port: int) -> bool:
+    """True if something accepts TCP connections on 127.0.0.1:port."""
+    with socket.socket() as s:
+        s.settimeout(1)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.fixture
+def start(docker: Docker, standin_image: str) -> Iterator[Start]:
+    """start(*run_opts, cmd=[...]) -> container ID; labelled, removed after the test."""
+    started: list[str] = []
+
+    def run(*opts: str, cmd: list[str]) -> str:
+        cid = docker("run", "-d", "--label", LABEL, "--network", "host", *opts,
+                     standin_image, *cmd).stdout.strip()
+        started.append(cid)
+        return cid
+
+    yield run
+    if started:
+        docker("rm", "-f", *started)
+
+
+def exit_code(docker: Docker, cid: str, timeout: float = 10.0) -> int:
+    """Wait (bounded, unlike `docker wait`) for the container to stop; return its exit code."""
+    def stopped() -> str:
+        state = docker("inspect", "-f", "{{.State.Running}} {{.State.ExitCode}}", cid).stdout
+        running, code = state.split()
+        return code if running == "false" else ""
+    return int(wait_for(f"container {cid[:12]} to exit", stopped, timeout))  # type: ignore[arg-type]
+
+
+def logs(docker: Docker, cid: str) -> str:
+    """stdout and stderr of the container so far."""
+    proc = docker("logs", cid)
+    return proc.stdout + proc.stderr
+
+
+def test_image_basics(docker: Docker, standin_image: str) -> None:
+    """WORKDIR, vllm --version and the bash wrapper honour what the product relies on."""
+    out = docker("run", "--rm", "--label", LABEL, standin_image, "/bin/bash", "-c",
+                 "set -euo pipefail; pwd; vllm --version").stdout.split()
+    assert out == ["/workspace/vllm", "0.0.0-standin"]
+
+
+def test_serve_records_argv_and_answers_http(docker: Docker, start: Start) -> None:
+    """argv reaches vllm intact through bash -c, and /health + /v1/models answer."""
+    port = free_port()
+    argv = ["serve", "org/model", "--port", str(port), "--served-model-name", "x",
+            "--max-model-len", "5", "a b", "$(touch /tmp/pwned)"]
+    # Through the bash wrapper, as the product runs commands, so quoting is exercised.
+    cid = start(cmd=["/bin/bash", "-c", "exec " + shlex.join(["vllm", *argv])])
+
+    status, _ = wait_for("/health", lambda: http_get(port, "/health"))
+    assert status == 200
+    status, body = http_get(port, "/v1/models") or (0, b"")
+    assert status == 200
+    assert [m["id"] for m in json.loads(body)["data"]] == ["x"]
+
+    raw = docker("exec", cid, "cat", "/tmp/vllm-argv").stdout
+    assert raw.endswith("\0")
+    assert raw[:-1].split("\0") == argv
+    assert docker("exec", cid, "sh", "-c", "test -e /tmp/pwned && echo yes || echo no"
+                  ).stdout.strip() == "no"
+    assert "standin-vllm: serving org/model" in logs(docker, cid)
+
+
+def test_option_forms_last_wins_and_delay(docker: Docker, start: Start) -> None:
+    """--opt=value forms, last occurrence wins, --host binds, STANDIN_DELAY delays readiness."""
+    port = free_port()
+    cid = start("-e", "STANDIN_DELAY=1", "-e", "STANDIN_ARGV_FILE=/tmp/argv2",
+                cmd=["vllm", "serve", "org/model", "--port", "1", f"--port={port}",
+                     "--host=127.0.0.1", "--served-model-name=first",
+                     "--served-model-name", "second"])
+    t0 = time.monotonic()
+    wait_for("/health", lambda: http_get(port, "/health"))
+    assert time.monotonic() - t0 >= 0.8, "answered before STANDIN_DELAY elapsed"
+    _, body = http_get(port, "/v1/models") or (0, b"")
+    assert json.loads(body)["data"][0]["id"] == "second"
+    assert docker("exec", cid, "cat", "/tmp/argv2").stdout.split("\0")[:2] == ["serve", "org/model"]
+    # Stops promptly on SIGTERM (docker stop) instead of waiting out the 10 s timeout.
+    t0 = time.monotonic()
+    docker("stop", "-t", "5", cid)
+    assert time.monotonic() - t0 < 3
+    assert exit_code(docker, cid) == 0
+
+
+def test_standin_exit_fails_on_purpose(docker: Docker, start: Start) -> None:
+    """STANDIN_EXIT=3 makes the container exit 3 with the message in docker logs."""
+    cid = start("-e", "STANDIN_EXIT=3", cmd=["vllm", "serve", "org/model"])
+    assert exit_code(docker, cid) == 3
+    assert "standin-vllm: failing on purpose" in docker("logs", cid).stderr
+
+
+def test_headless_serves_no_http(docker: Docker, start: Start) -> None:
+    """--headless keeps running as a worker but never listens."""
+    port = free_port()
+    cid = start(cmd=["vllm", "serve", "org/model", "--port", str(port), "--headless"])
+    wait_for("headless log line", lambda: "standin-vllm: headless worker" in logs(docker, cid))
+    time.sleep(0.5)
+    assert docker("inspect", "-f", "{{.State.Running}}", cid).stdout.strip() == "true"
+    assert not port_open(port)
+
+
+def test_weights_check(docker: Docker, start: Start, tmp_path: Path) -> None:
+    """Hub ids are checked against the HF cache layout; local paths need config.json."""
+    repo = tmp_path / "hub" / "models--org--model"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("abc123\n")
+    (repo / "snapshots" / "abc123").mkdir(parents=True)
+    (repo / "snapshots" / "abc123" / "config.json").write_text("{}")
+    mount = ["-v", f"{tmp_path}:/root/.cache/huggingface", "-e", "STANDIN_CHECK_WEIGHTS=1"]
+    serve = ["vllm", "serve", "org/model", "--headless"]
+
+    ok = start(*mount, "-e", "HF_HUB_OFFLINE=1", cmd=serve)
+    wait_for("weights ok", lambda: "standin-vllm: weights ok abc123" in logs(docker, ok))
+
+    online = start(*mount, cmd=serve)
+    assert exit_code(docker, online) == 2
+    assert "HF_HUB_OFFLINE" in docker("logs", online).stderr
+
+    bad_rev = start(*mount, "-e", "HF_HUB_OFFLINE=1", cmd=[*serve, "--revision", "nope"])
+    assert exit_code(docker, bad_rev) == 2
+    assert "snapshots/nope/config.json" in docker("logs", bad_rev).stderr
+
+    local = start(cmd=["vllm", "serve", "/models/none", "--headless"])
+    assert exit_code(docker, local) == 2
+    assert "/models/none/config.json" in docker("logs", local).stderr
+
+
+@pytest.mark.parametrize("dockerfile", ["Dockerfile", "Dockerfile.mxfp4", "Dockerfile.wheels"])
+def test_build_info_records_dockerfile_and_build_arg(
+        docker: Docker, standin_docker_dir: Path, dockerfile: str) -> None:
+    """Each Dockerfile leaves its name and PRE_TRANSFORMERS in /build-info, as the product builds."""
+    def build_info(*build_args: str) -> str:
+        image = docker("build", "-q", *build_args, "-f", str(standin_docker_dir / dockerfile),
+                       str(standin_docker_dir)).stdout.strip()
+        return docker("run", "--rm", "--label", LABEL, image, "cat", "/build-info").stdout.strip()
+
+    assert build_info() == f"dockerfile={dockerfile} pre_transformers=0"
+    assert build_info("--build-arg", "PRE_TRANSFORMERS=1") == \
+        f"dockerfile={dockerfile} pre_transformers=1"
