@@ -145,7 +145,6 @@ def execute(plan: Plan, *, build_only: bool = False, wait: bool = True) -> int:
     from .runner import LocalRunner
 
     runner = LocalRunner()
-    docker.ping(runner)
     if not docker.has_nvidia_runtime(runner):
         print("Warning: this Docker engine has no NVIDIA runtime: vLLM will find no GPU "
               "(install nvidia-container-toolkit)", file=sys.stderr)

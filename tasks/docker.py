@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from .errors import RunError
 from .runner import Result
 
 LABEL = "runrecipe"
+# The labels a server container carries (all under "runrecipe.").
+LABEL_KEYS = ("recipe", "inputs", "file", "endpoint", "started")
+_ENGINE: dict[str, dict[str, Any]] = {}
 
 
 class Runner(Protocol):
@@ -37,13 +40,23 @@ class Container:
         return self.state == "running"
 
 
-def ping(runner: Runner) -> None:
-    """Fail early, and plainly, when the engine is not reachable."""
-    res = runner.read(["docker", "version", "--format", "{{.Server.Version}}"], check=False, timeout=20)
-    if not res.ok:
-        raise RunError(f"the Docker engine on {runner.node} is not reachable: "
-                       f"{(res.stderr.strip().splitlines() or ['no answer'])[-1]}\n"
-                       "Start it (systemctl start docker) or set DOCKER_HOST")
+def engine_facts(runner: Runner) -> dict[str, Any]:
+    """Server version and runtimes, asked once per node per run (it is on every run's hot path)."""
+    key = runner.node
+    if key not in _ENGINE:
+        res = runner.read(["docker", "info", "--format", '{"version":{{json .ServerVersion}},'
+                           '"runtimes":{{json .Runtimes}}}'], check=False, timeout=20)
+        facts = json.loads(res.stdout.strip().splitlines()[-1]) if res.ok and res.stdout.strip() else {}
+        if not res.ok or not facts.get("version"):
+            raise RunError(f"the Docker engine on {runner.node} is not reachable: "
+                           f"{(res.stderr.strip().splitlines() or ['no answer'])[-1]}\n"
+                           "Start it (systemctl start docker) or set DOCKER_HOST")
+        _ENGINE[key] = facts
+    return _ENGINE[key]
+
+
+def has_nvidia_runtime(runner: Runner) -> bool:
+    return "nvidia" in (engine_facts(runner).get("runtimes") or {})
 
 
 def image_info(runner: Runner, ref: str) -> dict | None:
@@ -68,22 +81,17 @@ def image_id(runner: Runner, ref: str) -> str | None:
 
 def containers(runner: Runner, **labels: str) -> list[Container]:
     """Containers (running or not) carrying all the given runrecipe labels; matched by label, never by name."""
-    argv = ["docker", "ps", "-a", "--no-trunc", "--format", "{{json .ID}}"]
-    for key, value in labels.items():
-        argv[3:3] = ["--filter", f"label={LABEL}.{key}={value}"]
-    if not labels:
-        argv[3:3] = ["--filter", f"label={LABEL}.recipe"]
-    ids = [json.loads(line) for line in runner.read(argv).stdout.splitlines() if line.strip()]
-    if not ids:
-        return []
-    res = runner.read(["docker", "inspect", "--format",
-                       '{"id":{{json .Id}},"name":{{json .Name}},"state":{{json .State.Status}},'
-                       '"image":{{json .Config.Image}},"labels":{{json .Config.Labels}}}', *ids], check=False)
+    fields = ["{{json .ID}}", "{{json .Names}}", "{{json .State}}", "{{json .Image}}"]
+    fields += [f'{{{{json (.Label "{LABEL}.{key}")}}}}' for key in LABEL_KEYS]
+    argv = ["docker", "ps", "-a", "--no-trunc", "--format", "\t".join(fields)]
+    for key, value in (labels or {"recipe": ""}).items():
+        argv += ["--filter", f"label={LABEL}.{key}" + (f"={value}" if value else "")]
     found = []
-    for line in res.stdout.splitlines():
+    for line in runner.read(argv).stdout.splitlines():
         if line.strip():
-            d = json.loads(line)
-            found.append(Container(d["id"], d["name"].lstrip("/"), d["state"], d["image"], d["labels"] or {}))
+            cid, name, state, image, *values = (json.loads(v) for v in line.split("\t"))
+            found.append(Container(cid, name, state, image,
+                                   {f"{LABEL}.{k}": v for k, v in zip(LABEL_KEYS, values) if v}))
     return found
 
 
@@ -116,7 +124,3 @@ def remove(runner: Runner, container_ids: list[str]) -> None:
     if container_ids:
         runner.run(["docker", "rm", "-f", *container_ids], stream=False)
 
-
-def has_nvidia_runtime(runner: Runner) -> bool:
-    res = runner.read(["docker", "info", "--format", "{{json .Runtimes}}"], check=False)
-    return res.ok and "nvidia" in res.stdout

@@ -1,0 +1,108 @@
+"""No-op re-run cost: `run-recipe X -d` when everything is already up to date.
+
+Two recipes are converged on the real test dockerd, one whose HF cache is tiny and one whose
+cache is 100x larger (sparse blobs), then their no-op re-runs are timed alternately in the same
+run, so machine noise hits both alike. Goal: <= 0.3 s and a large/tiny ratio <= 1.1.
+
+    python3 bench/noop.py [--rounds 15]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+from harness import engine, images  # noqa: E402
+
+RECIPE = """\
+name: bench {tag}
+container: rr-bench-standin
+model: org/model
+defaults:
+  port: {port}
+  host: 127.0.0.1
+command: |
+  vllm serve org/model --port {{port}} --host {{host}}
+"""
+
+
+def fill_cache(hf_home: Path, files: int, file_bytes: int) -> None:
+    """An HF cache layout with sparse blobs: size on disk ~0, apparent size files*file_bytes."""
+    repo = hf_home / "hub" / "models--org--model"
+    for sub in ("blobs", "refs"):
+        (repo / sub).mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / "main").write_text("0" * 40)
+    snap = repo / "snapshots" / ("0" * 40)
+    snap.mkdir(parents=True, exist_ok=True)
+    for i in range(files):
+        blob = repo / "blobs" / f"{i:064x}"
+        with open(blob, "wb") as fh:
+            fh.truncate(file_bytes)
+        link = snap / f"model-{i:05d}.safetensors"
+        if not link.exists():
+            link.symlink_to(os.path.relpath(blob, snap))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=15)
+    rounds = ap.parse_args().rounds
+    host = engine.docker_host()
+    with tempfile.TemporaryDirectory(prefix="rr-bench-") as tmp:
+        base = Path(tmp)
+        dockdir = images.standin_docker_dir(base / "docker")
+        (base / "recipes").mkdir()
+        (base / ".env").write_text("NON_PRIVILEGED=1\n")
+        sizes = {"tiny": (10, 1 << 20), "large": (10, 100 << 20)}   # 10 MB vs 1 GB apparent
+        env_of = {}
+        for tag, (files, size) in sizes.items():
+            (base / "recipes" / f"bench-{tag}.yaml").write_text(RECIPE.format(tag=tag, port=free_port()))
+            fill_cache(base / f"hf-{tag}", files, size)
+            env_of[tag] = {**os.environ, "DOCKER_HOST": host, "RUNRECIPE_HOME": str(base),
+                           "RUNRECIPE_DOCKER_DIR": str(dockdir), "DOCKER_BUILDKIT": "0",
+                           "HF_HOME": str(base / f"hf-{tag}"), "PYTHONPATH": str(ROOT)}
+        cmd = lambda tag: [sys.executable, "-m", "tasks", f"bench-{tag}", "-d"]  # noqa: E731
+        for tag in sizes:
+            first = subprocess.run(cmd(tag) + ["--setup"], env=env_of[tag], capture_output=True, text=True)
+            if first.returncode:
+                print(first.stdout, first.stderr, file=sys.stderr)
+                return 1
+        times: dict[str, list[float]] = {tag: [] for tag in sizes}
+        for _ in range(rounds):
+            for tag in sizes:
+                start = time.perf_counter()
+                res = subprocess.run(cmd(tag), env=env_of[tag], capture_output=True, text=True)
+                times[tag].append(time.perf_counter() - start)
+                if res.returncode or ".  launch" in res.stdout:
+                    print("not a no-op:", res.stdout, res.stderr, file=sys.stderr)
+                    return 1
+        for tag in sizes:
+            subprocess.run([sys.executable, "-m", "tasks", "stop", f"bench-{tag}"], env=env_of[tag],
+                           capture_output=True)
+    med = {tag: statistics.median(v) for tag, v in times.items()}
+    for tag, (files, size) in sizes.items():
+        print(f"no-op re-run, HF cache {files} files x {size >> 20} MiB ({tag}): "
+              f"median {med[tag]:.3f} s, min {min(times[tag]):.3f} s over {rounds} runs")
+    ratio = med["large"] / med["tiny"]
+    print(f"ratio large/tiny: {ratio:.2f} (goal <= 1.1: {'ok' if ratio <= 1.1 else 'MISSED'})")
+    print(f"no-op time: {med['tiny']:.3f} s (goal <= 0.3 s: {'ok' if med['tiny'] <= 0.3 else 'MISSED'})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
