@@ -54,6 +54,14 @@ class Project:
             return []
         return json.loads(self.docker("inspect", *ids).stdout)
 
+    def remove_test_images(self) -> None:
+        """Images the e2e recipes build (rr-e2e-*, their mods images) go: each test starts from "never built"."""
+        refs = [ref for pattern in ("rr-e2e-*", "runrecipe-mods")
+                for ref in self.docker("images", "--format", "{{.Repository}}:{{.Tag}}", "--filter",
+                                       f"reference={pattern}").stdout.split()]
+        if refs:
+            self.docker("rmi", "-f", *refs, check=False)
+
     def argv_in(self, container_id: str) -> list[str]:
         raw = self.docker("exec", container_id, "cat", "/tmp/vllm-argv").stdout
         return raw.split("\0")[:-1]
@@ -73,8 +81,10 @@ def project(tmp_path: Path, docker_host: str, standin_docker_dir: Path) -> Proje
            "RUNRECIPE_DOCKER_DIR": str(standin_docker_dir), "DOCKER_BUILDKIT": "0",
            "HF_HOME": str(tmp_path / "hf"), "PYTHONPATH": str(CODE_ROOT)}
     proj = Project(root, env)
+    proj.remove_test_images()
     yield proj
     for rid in proj.recipes:
         ids = [c["Id"] for c in proj.containers(rid)]
         if ids:
             proj.docker("rm", "-f", *ids, check=False)
+    proj.remove_test_images()
