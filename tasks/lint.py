@@ -1,0 +1,624 @@
+"""`run-recipe lint [PATHS...] [--json]`: check recipes without Docker, GPUs or the network.
+
+Each rule reads data only (the YAML, the mods folders, the build-flag table) and
+reports Findings that name the file and line of the field at fault and say how to
+fix it. The engine's own code does the parsing and rendering (recipe.parse,
+render.*, plan.make_plan), so lint and run never disagree on what a recipe means.
+
+Rules (the `rule` of a Finding):
+
+    yaml            the file cannot be read or is not YAML
+    schema          recipe.parse refuses the file (missing field, wrong type, ...)
+    unknown-key     a top-level field the engine ignores (warning)
+    duplicate-key   a YAML mapping names the same key twice (the last silently wins)
+    placeholder     a {placeholder} no default supplies, or a malformed brace
+    unused-default  a default no placeholder uses, so its override does nothing (warning)
+    parallelism     cluster_only / solo_only against tp * pp * dp (one GPU per node)
+    mod             a mod path that does not exist or has no run.sh
+    build-arg       a build flag the build step does not know
+    model-id        `model` or an extra model (draft, tokenizer) that is not org/name
+    duplicate-flag  a vLLM option given twice in the command
+    env-name        an env name a shell cannot export
+    bash-syntax     the command is not shell words, or the launch script that would run fails `bash -n`
+    render          the engine cannot build the launch plan for another reason (e.g. --port not a number)
+"""
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import re
+import subprocess
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import yaml
+
+from . import image, mods, render, settings
+from .errors import RunRecipeError
+from .recipe import ENV_NAME, Recipe, _Loader, id_for, parse
+
+ERROR, WARNING = "error", "warning"
+# Options vLLM accepts more than once and accumulates (argparse action="append").
+# `--json-arg.list+ value` (list append syntax) is also allowed to repeat.
+REPEATABLE_FLAGS = frozenset({"--middleware"})
+# Options whose values are HF repo ids besides the served model.
+MODEL_FLAGS = ("--speculative-model", "--speculative-config.model", "--tokenizer")
+PARALLEL_FLAGS = (("tp", "--tensor-parallel-size"), ("pp", "--pipeline-parallel-size"),
+                  ("dp", "--data-parallel-size"))
+HF_PART = re.compile(r"^[A-Za-z0-9](?:[\w.-]*[A-Za-z0-9_])?$")
+TEST_NODES = "198.18.0.11,198.18.0.12"  # RFC 2544 benchmarking addresses; never contacted
+BASH_TIMEOUT = 20
+
+
+@dataclass(frozen=True)
+class Finding:
+    file: str
+    line: int
+    severity: str      # "error" | "warning"
+    rule: str
+    message: str
+    fix: str = ""
+
+    def format(self) -> str:
+        fix = f" (fix: {self.fix})" if self.fix else ""
+        return f"{self.file}:{self.line}: {self.severity}: {self.message}{fix}"
+
+
+# ----------------------------------------------------------------------------- YAML positions
+class Positions:
+    """1-based line numbers of fields, from yaml.compose's node marks.
+
+    `line(("defaults", "port"))` is the line of that key; `line(("mods", 1))` of that item.
+    Unknown paths fall back to the closest known parent, then to line 1.
+    """
+
+    def __init__(self, text: str) -> None:
+        self.lines = text.splitlines()
+        self.keys: dict[tuple[Any, ...], int] = {}
+        self.spans: dict[tuple[Any, ...], tuple[int, int]] = {}   # value node first/last line
+        self.duplicates: list[tuple[tuple[Any, ...], int]] = []
+        try:
+            root = yaml.compose(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+        except (yaml.YAMLError, RecursionError, ValueError):
+            root = None
+        if root is not None:
+            self._walk(root, ())
+
+    def _walk(self, node: yaml.Node, path: tuple[Any, ...]) -> None:
+        if len(path) > 3:  # recipes nest two levels; this also stops at self-referencing aliases
+            return
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+                here = (*path, key)
+                line = key_node.start_mark.line + 1
+                if here in self.keys and key is not None:
+                    self.duplicates.append((here, line))
+                else:
+                    self.keys[here] = line
+                    self.spans[here] = (value_node.start_mark.line + 1, max(
+                        value_node.start_mark.line + 1, value_node.end_mark.line + 1))
+                self._walk(value_node, here)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                self.keys[(*path, i)] = item.start_mark.line + 1
+                self._walk(item, (*path, i))
+
+    def line(self, path: tuple[Any, ...]) -> int:
+        while path:
+            if path in self.keys:
+                return self.keys[path]
+            path = path[:-1]
+        return 1
+
+    def find_in(self, field: str, needle: str | re.Pattern[str], nth: int = 0) -> int:
+        """Line of the nth match of needle inside a field's value (else the field's line)."""
+        start = self.line((field,))
+        first, last = self.spans.get((field,), (start, start))
+        pattern = needle if isinstance(needle, re.Pattern) else re.compile(re.escape(needle))
+        seen = 0
+        for number in range(start, min(last, len(self.lines)) + 1):
+            for _ in pattern.finditer(self.lines[number - 1]):
+                if seen == nth:
+                    return number
+                seen += 1
+        return start
+
+
+# ----------------------------------------------------------------------------- linting one file
+class _FileLint:
+    def __init__(self, path: Path, shown: str, recipes_dir: Path) -> None:
+        self.path, self.shown, self.recipes_dir = path, shown, recipes_dir
+        self.findings: list[Finding] = []
+        self.pos: Positions | None = None
+
+    def add(self, severity: str, rule: str, where: tuple[Any, ...] | int, message: str, fix: str = "") -> None:
+        line = where if isinstance(where, int) else (self.pos.line(where) if self.pos else 1)
+        self.findings.append(Finding(self.shown, line, severity, rule, message, fix))
+
+    def run(self) -> list[Finding]:
+        try:
+            text = self.path.read_bytes().decode("utf-8")
+        except OSError as exc:
+            self.add(ERROR, "yaml", 1, f"cannot read the file: {exc.strerror or exc}",
+                     "check the path and its permissions")
+            return self.findings
+        except UnicodeDecodeError as exc:
+            self.add(ERROR, "yaml", 1, f"not UTF-8 text (byte {exc.start})", "save the file as UTF-8")
+            return self.findings
+        self.pos = Positions(text)
+        self._duplicate_keys()
+        env_bad = self._env_names()
+        recipe = self._schema(text, env_bad)
+        if recipe is None:
+            return self.findings
+        self._unknown_keys(recipe)
+        params = self._placeholders(recipe)
+        if params is None:
+            return self.findings
+        self._parallelism(recipe, params)
+        self._mods(recipe)
+        self._build_args(recipe)
+        argv = self._argv(recipe.command, params)
+        if argv is not None:
+            self._model_ids(recipe, argv)
+            self._duplicate_flags(argv)
+        self._bash(recipe)
+        return self.findings
+
+    # -- schema ---------------------------------------------------------------------------
+    def _schema(self, text: str, env_bad: bool) -> Recipe | None:
+        try:
+            return parse(text, self.path, self._recipe_id())
+        except RunRecipeError as exc:
+            message = str(exc)
+            prefix = f"{self.path}: "
+            message = message[len(prefix):] if message.startswith(prefix) else message
+            if env_bad and message.startswith("env: '"):
+                return None  # already reported, with its line, by the env-name rule
+            syntax = re.search(r"YAML syntax error at line (\d+)", message)
+            if syntax:
+                self.add(ERROR, "yaml", int(syntax.group(1)), message, "fix the YAML syntax at that line")
+            else:
+                self.add(ERROR, "schema", self._line_for_message(message), message, _schema_fix(message))
+            return None
+
+    def _line_for_message(self, message: str) -> int:
+        """The line of the first field the message names (`field 'x'`, `x.y must`, `x: 'y'`)."""
+        assert self.pos is not None
+        names = re.findall(r"'([A-Za-z_][\w.]*)'|\b([A-Za-z_]\w*)(?:\.(\w+))? must|^(\w+):", message)
+        for quoted, field, sub, head in names:
+            for cand in ((quoted,), (field, sub), (field,), (head,)):
+                cand = tuple(c for c in cand if c)
+                if cand and cand in self.pos.keys:
+                    return self.pos.keys[cand]
+        return 1
+
+    def _recipe_id(self) -> str:
+        return id_for(self.path, self.recipes_dir)
+
+    def _unknown_keys(self, recipe: Recipe) -> None:
+        for warning in recipe.warnings:
+            found = re.search(r"unknown field '([^']*)' is ignored(?:; did you mean '([^']*)'\?)?", warning)
+            if not found:
+                continue
+            key, close = found.groups()
+            self.add(WARNING, "unknown-key", (key,), f"unknown field '{key}' is ignored",
+                     f"rename it to '{close}'" if close else "remove it, or check its spelling")
+
+    def _duplicate_keys(self) -> None:
+        assert self.pos is not None
+        for path, line in self.pos.duplicates:
+            name = ".".join(str(p) for p in path)
+            self.add(ERROR, "duplicate-key", line,
+                     f"'{name}' is given twice (first on line {self.pos.keys[path]}); YAML keeps only the last",
+                     "keep one of them")
+
+    def _env_names(self) -> bool:
+        assert self.pos is not None
+        bad = False
+        for path in self.pos.keys:
+            if len(path) == 2 and path[0] == "env" and not (isinstance(path[1], str) and ENV_NAME.match(path[1])):
+                bad = True
+                self.add(ERROR, "env-name", path,
+                         f"env: '{path[1]}' is not a valid environment variable name",
+                         "use letters, digits and _, not starting with a digit (e.g. "
+                         f"{_env_suggestion(str(path[1]))})")
+        return bad
+
+    # -- command ----------------------------------------------------------------------------
+    def _placeholders(self, recipe: Recipe) -> dict[str, Any] | None:
+        """Defaults, plus a stand-in for each missing placeholder so the other rules still run."""
+        assert self.pos is not None
+        try:
+            names = render.placeholders(recipe.command)
+        except RunRecipeError as exc:
+            self.add(ERROR, "placeholder", self._brace_line(), f"command: {exc}",
+                     "write literal braces (JSON) as {{ and }}")
+            return None
+        params: dict[str, Any] = dict(recipe.defaults)
+        provided = set(params) | ({"tensor_parallel"} if recipe.solo_only else set())
+        for name in dict.fromkeys(names):
+            if name not in provided:
+                self.add(ERROR, "placeholder", self.pos.find_in("command", f"{{{name}}}"),
+                         f"placeholder '{{{name}}}' has no value in defaults",
+                         f"add '{name}: VALUE' under defaults")
+            params.setdefault(name, 1 if name == "tensor_parallel" else "PLACEHOLDER")
+        for name in recipe.defaults:
+            if name not in names:
+                self.add(WARNING, "unused-default", ("defaults", name),
+                         f"default '{name}' is not used by the command, so overriding it changes nothing",
+                         f"use {{{name}}} in the command or remove the default")
+        return params
+
+    def _brace_line(self) -> int:
+        """The first command line whose braces do not parse on their own (else the command's line)."""
+        assert self.pos is not None
+        start = self.pos.line(("command",))
+        _, last = self.pos.spans.get(("command",), (start, start))
+        for number in range(start + 1, min(last, len(self.pos.lines)) + 1):
+            try:
+                render.placeholders(self.pos.lines[number - 1])
+            except RunRecipeError:
+                return number
+        return start
+
+    def _argv(self, command: str, params: dict[str, Any]) -> list[str] | None:
+        try:
+            return render.words(render.finish(render.substitute(command, params), ()))
+        except RunRecipeError as exc:
+            self.add(ERROR, "bash-syntax", ("command",), f"command: {exc}", "fix the quoting of the command")
+            return None
+
+    def _parallelism(self, recipe: Recipe, params: dict[str, Any]) -> None:
+        """GPUs the command asks for (tp * pp * dp); a Spark node has one."""
+        cluster = self._gpus(recipe, params)
+        solo = self._gpus(recipe, {**params, "tensor_parallel": 1}, solo=True)
+        if cluster is None or solo is None:
+            return
+        (gpus, shown, where), (solo_gpus, solo_shown, solo_where) = cluster, solo
+        if recipe.solo_only and gpus > 1:
+            self.add(ERROR, "parallelism", where,
+                     f"solo_only, but the defaults ask for {shown} = {gpus} GPUs; a solo run has one GPU "
+                     "(and forces tensor_parallel to 1), so these defaults never apply",
+                     "set the parallel defaults to 1, or drop solo_only so the recipe can run on a cluster")
+        elif not recipe.cluster_only and solo_gpus > 1:
+            self.add(ERROR, "parallelism", solo_where,
+                     f"a solo run of this recipe asks vLLM for {solo_shown} = {solo_gpus} GPUs, but one node "
+                     "has one GPU (solo mode only resets {tensor_parallel})",
+                     "use -tp {tensor_parallel} and default pipeline/data parallel sizes of 1, "
+                     "or set cluster_only: true")
+        if recipe.cluster_only and gpus == 1:
+            self.add(WARNING, "parallelism", where if where != ("command",) else ("cluster_only",),
+                     "cluster_only, but the command asks for one GPU (tp * pp = 1), so a cluster run "
+                     "would leave the other nodes idle",
+                     "set tensor_parallel (or pipeline_parallel) to the number of nodes, or drop cluster_only")
+        folder = re.fullmatch(r"(\d+)x", self.path.parent.name)
+        if recipe.cluster_only and folder and gpus > 1 and int(folder.group(1)) != gpus:
+            self.add(WARNING, "parallelism", where,
+                     f"the recipe sits in {folder.group(0)}/ (for {folder.group(1)} nodes) but asks for "
+                     f"{shown} = {gpus} GPUs", "make the folder and the parallel sizes agree")
+
+    def _gpus(self, recipe: Recipe, params: dict[str, Any], *, solo: bool = False
+              ) -> tuple[int, str, tuple[Any, ...] | int] | None:
+        template = render.strip_executor_backend(recipe.command) if solo else recipe.command
+        try:
+            argv = render.words(render.finish(render.substitute(template, params), ()))
+        except RunRecipeError:
+            return None  # reported by the placeholder rule
+        assert self.pos is not None
+        product, parts, where = 1, [], None
+        for short, flag in PARALLEL_FLAGS:
+            value = render.option_value(argv, flag)
+            if value is None:
+                continue
+            if not value.isdigit() or int(value) < 1:
+                if not solo:
+                    self.add(ERROR, "parallelism", self._flag_line(flag),
+                             f"{flag} is '{value}', not a positive whole number", f"give {flag} a number")
+                return None
+            product *= int(value)
+            parts.append(f"{short} {value}")
+            if int(value) > 1 and where is None:
+                where = self._flag_line(flag)
+        return product, " * ".join(parts) or "tp 1", where if where is not None else ("command",)
+
+    def _option_lines(self, key: str, fold_no: bool = False) -> list[int]:
+        """Lines of the command where an option spelled any way vLLM reads as `key` appears, in order."""
+        assert self.pos is not None
+        first, last = self.pos.spans.get(("command",), (1, 1))
+        out = []
+        for number in range(self.pos.line(("command",)), min(last, len(self.pos.lines)) + 1):
+            for token in _OPTION.findall(self.pos.lines[number - 1]):
+                if _option_key(token, fold_no) == key:
+                    out.append(number)
+        return out
+
+    def _flag_line(self, flag: str) -> int:
+        """Line of the last occurrence of an option (any alias or _/- spelling) in the command."""
+        assert self.pos is not None
+        return (self._option_lines(flag) or [self.pos.line(("command",))])[-1]
+
+    def _duplicate_flags(self, argv: list[str]) -> None:
+        assert self.pos is not None
+        seen: dict[str, str] = {}
+        count: dict[str, int] = {}
+        for word in _serve_words(argv):
+            if not render._is_flag(word) or word == "--":
+                continue
+            name = render._flag(word)
+            if name in REPEATABLE_FLAGS or name.endswith("+"):
+                continue
+            key = _option_key(word, fold_no=True)
+            count[key] = count.get(key, 0) + 1
+            raw = word.split("=", 1)[0]
+            if key not in seen:
+                seen[key] = raw
+                continue
+            first = seen[key]
+            same = render._flag(first) == name
+            lines = self._option_lines(key, fold_no=True)
+            line = lines[count[key] - 1] if len(lines) >= count[key] else self.pos.line(("command",))
+            what = f"'{raw}' repeats '{first}'" if same else f"'{raw}' contradicts '{first}'"
+            self.add(ERROR, "duplicate-flag", line, f"{what} in the command; vLLM keeps only the last value",
+                     "keep one of them" if same else "keep one of them (the --no- form turns the option off)")
+
+    def _model_ids(self, recipe: Recipe, argv: list[str]) -> None:
+        from .weights import WeightsError, model_refs_in_command
+
+        assert self.pos is not None
+        if recipe.model and not _model_ok(recipe.model):
+            self.add(ERROR, "model-id", ("model",),
+                     f"model '{recipe.model}' is not a HuggingFace repo id (org/name)",
+                     "write it as org/name, e.g. Qwen/Qwen3.6-35B-A3B-FP8")
+        served = _served(argv)
+        if served and recipe.model and _model_ok(served) and served != recipe.model:
+            self.add(WARNING, "model-id", self.pos.find_in("command", served),
+                     f"the command serves '{served}' but model is '{recipe.model}' (--setup downloads model)",
+                     "make model and the model after `vllm serve` the same")
+        try:
+            model_refs_in_command(argv)
+        except WeightsError as exc:
+            self.add(ERROR, "model-id", self.pos.find_in("command", "speculative"), str(exc),
+                     "write the option's value as valid JSON (literal braces as {{ and }})")
+            return
+        for flag, value in _extra_models(argv):
+            if not _model_ok(value):
+                self.add(ERROR, "model-id", self.pos.find_in("command", value),
+                         f"{flag} names '{value}', which is neither an org/name repo id nor a local path",
+                         "write it as org/name (or a path starting with / or .)")
+
+    # -- files the recipe refers to ---------------------------------------------------------
+    def _mods(self, recipe: Recipe) -> None:
+        for i, mod in enumerate(recipe.mods):
+            resolved = settings.resolve_mod(mod)
+            try:
+                mods.check((resolved,), "mods")
+            except RunRecipeError as exc:
+                reason = str(exc).split(": ", 2)[-1]
+                self.add(ERROR, "mod", ("mods", i), f"mod '{mod}': {reason}",
+                         f"add {mod}/run.sh, or fix the path (relative to {settings.project_root()})")
+
+    def _build_args(self, recipe: Recipe) -> None:
+        for i, flag in enumerate(recipe.build_args):
+            if flag not in image.BUILD_FLAGS:
+                close = difflib.get_close_matches(flag, list(image.BUILD_FLAGS), n=1)
+                known = ", ".join(image.BUILD_FLAGS)
+                self.add(ERROR, "build-arg", ("build_args", i), f"unknown build flag '{flag}' (known: {known})",
+                         f"use '{close[0]}'" if close else "remove it")
+
+    def _source_line(self, source: str) -> int:
+        """The command line holding rendered script text (values differ from placeholders: try its last word)."""
+        assert self.pos is not None
+        start = self.pos.line(("command",))
+        for needle in (source, (source.split() or [""])[-1]):
+            if needle:
+                line = self.pos.find_in("command", needle)
+                if line != start or needle in self.pos.lines[start - 1]:
+                    return line
+        return start
+
+    # -- the script that would run -----------------------------------------------------------
+    def _bash(self, recipe: Recipe) -> None:
+        from .plan import Options, make_plan
+
+        modes = []
+        if not recipe.cluster_only:
+            modes.append(("solo", Options(solo=True)))
+        if not recipe.solo_only:
+            modes.append(("cluster", Options(nodes=TEST_NODES)))
+        seen: set[str] = set()
+        for mode, options in modes:
+            try:
+                script = make_plan(recipe, options).script
+            except RunRecipeError as exc:
+                if not any(f.severity == ERROR for f in self.findings):
+                    self.add(ERROR, "render", ("command",), f"the {mode} launch script cannot be rendered: "
+                             f"{str(exc).splitlines()[0]}", "fix the command")
+                return
+            problem, source = _bash_n(script)
+            if problem and problem not in seen:
+                seen.add(problem)
+                line = self._source_line(source)
+                self.add(ERROR, "bash-syntax", line,
+                         f"the {mode} launch script fails `bash -n`: {problem}"
+                         + (f" in `{source}`" if source else ""),
+                         "fix the command's quoting or shell syntax")
+
+
+_OPTION = re.compile(r"(?:(?<=^)|(?<=\s))(--?[A-Za-z][\w.+-]*)")
+
+
+def _option_key(word: str, fold_no: bool = False) -> str:
+    """What vLLM reads an option as: aliases and `_` folded (render's rule); --no-x as --x if asked."""
+    name = render._flag(word)
+    return "--" + name[5:] if fold_no and name.startswith("--no-") else name
+
+
+SCHEMA_FIXES = (
+    (r"missing required field '(\w+)'", "add '{0}:' (name, container and command are required)"),
+    (r"must be true or false", "write true or false, unquoted"),
+    (r"must be a single value", "give one text or number (write JSON as a quoted string)"),
+    (r"must be a list of text", "write a YAML list of text items (- item)"),
+    (r"must be text", "write it as text"),
+    (r"expected a mapping", "write the recipe as fields: name, container, command, ..."),
+    (r"both true", "set at most one of cluster_only and solo_only"),
+    (r"not a valid parameter name", "name defaults with letters, digits and _, not starting with a digit"),
+)
+
+
+def _schema_fix(message: str) -> str:
+    for pattern, fix in SCHEMA_FIXES:
+        found = re.search(pattern, message)
+        if found:
+            return fix.format(*found.groups())
+    return "see the recipe format in recipes-readme (Recipe Format)"
+
+
+def _serve_words(argv: list[str]) -> list[str]:
+    """The words of the simple command that runs `vllm serve` (after the model), or all words."""
+    start = 0
+    for i, word in enumerate(argv[:-1]):
+        if word.endswith("vllm") and argv[i + 1] == "serve":
+            start = i + 2
+            break
+    out = []
+    for word in argv[start:]:
+        if word in {";", "&&", "||", "|", "&"}:
+            break
+        out.append(word)
+    return out
+
+
+def _served(argv: list[str]) -> str:
+    for i, word in enumerate(argv[:-2]):
+        if word.endswith("vllm") and argv[i + 1] == "serve" and not argv[i + 2].startswith("-"):
+            return argv[i + 2]
+    return ""
+
+
+def _extra_models(argv: list[str]) -> Iterator[tuple[str, str]]:
+    """(flag, value) of every option that names a model besides the served one."""
+    for i, arg in enumerate(argv):
+        if not arg.startswith("--"):
+            continue
+        name, eq, value = arg.partition("=")
+        flag = "--" + name[2:].replace("_", "-")
+        if not eq:
+            value = argv[i + 1] if i + 1 < len(argv) and not argv[i + 1].startswith("--") else ""
+        if flag == "--speculative-config":
+            try:
+                cfg = json.loads(value)
+            except ValueError:
+                continue
+            if isinstance(cfg, dict) and isinstance(cfg.get("model"), str):
+                yield f"{flag} model", cfg["model"]
+        elif flag in MODEL_FLAGS and value:
+            yield flag, value
+
+
+def _model_ok(model: str) -> bool:
+    from .weights import REPO_ID_RE, is_local_path
+
+    if is_local_path(model):
+        return True
+    if not REPO_ID_RE.match(model):
+        return False
+    return all(HF_PART.match(part) and "--" not in part and ".." not in part and len(part) <= 96
+               for part in model.split("/"))
+
+
+def _env_suggestion(name: str) -> str:
+    fixed = re.sub(r"[^A-Za-z0-9_]", "_", name) or "NAME"
+    return "_" + fixed if fixed[0].isdigit() else fixed
+
+
+def _bash_n(script: str) -> tuple[str, str]:
+    """(bash's complaint without script line numbers, the offending script text) or ("", "")."""
+    try:
+        proc = subprocess.run(["bash", "-n"], input=script, capture_output=True, text=True,
+                              timeout=BASH_TIMEOUT)
+    except FileNotFoundError:
+        return "", ""  # no bash here: nothing to check against
+    except subprocess.TimeoutExpired:
+        return f"bash -n did not finish in {BASH_TIMEOUT} s", ""
+    if proc.returncode == 0:
+        return "", ""
+    problems, source = [], ""
+    for raw in proc.stderr.splitlines():
+        text = re.sub(r"^(?:bash: )?(?:line \d+: )?", "", raw.strip())
+        quoted = re.fullmatch(r"`(.*)'", text)
+        if quoted:
+            source = source or quoted.group(1).strip().rstrip("\\").strip()
+        elif text:
+            problems.append(text)
+    return "; ".join(problems) or f"exit code {proc.returncode}", source
+
+
+# ----------------------------------------------------------------------------- files and output
+def recipe_files(paths: Iterable[Path]) -> Iterator[tuple[Path, bool]]:
+    """(file, exists) for each path: files as given, folders searched for *.yaml / *.yml."""
+    for path in paths:
+        if path.is_dir():
+            yield from ((p, True) for p in sorted({*path.rglob("*.yaml"), *path.rglob("*.yml")}) if p.is_file())
+        else:
+            yield path, path.is_file()
+
+
+def lint_file(path: Path, shown: str | None = None, recipes_dir: Path | None = None) -> list[Finding]:
+    """All findings for one recipe file, ordered by line."""
+    shown = shown or str(path)
+    try:
+        findings = _FileLint(path, shown, recipes_dir or settings.recipes_dir()).run()
+    except RunRecipeError as exc:
+        findings = [Finding(shown, 1, ERROR, "schema", str(exc).splitlines()[0], "fix the recipe")]
+    return sorted(findings, key=lambda f: (f.line, f.severity != ERROR))
+
+
+def lint_paths(paths: Iterable[Path]) -> tuple[list[Finding], int]:
+    findings: list[Finding] = []
+    count = 0
+    for path, exists in recipe_files(paths):
+        shown = _shown(path)
+        if not exists:
+            findings.append(Finding(shown, 1, ERROR, "yaml", "no such file or folder",
+                                    "give a recipe file or a folder of recipes"))
+            continue
+        count += 1
+        findings.extend(lint_file(path, shown))
+    return findings, count
+
+
+def _shown(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def main(args: list[str]) -> int:
+    p = argparse.ArgumentParser(
+        prog="run-recipe lint",
+        description="Check recipes without Docker or network: schema, placeholders, cluster/solo vs "
+                    "parallelism, mods, build args, model ids, duplicate vLLM flags, env names, and "
+                    "`bash -n` of the launch script. Exit 1 if any error.")
+    p.add_argument("paths", nargs="*", type=Path, metavar="PATH",
+                   help="recipe files or folders (default: the recipes folder)")
+    p.add_argument("--json", action="store_true", help="print the findings as a JSON list")
+    ns = p.parse_args(args)
+    paths = ns.paths or [settings.recipes_dir()]
+    findings, count = lint_paths(paths)
+    errors = sum(f.severity == ERROR for f in findings)
+    if ns.json:
+        print(json.dumps([asdict(f) for f in findings], indent=2))
+    else:
+        for finding in findings:
+            print(finding.format())
+        warnings = len(findings) - errors
+        print(f"{count} recipe{'s' if count != 1 else ''} checked: "
+              f"{errors} error{'s' if errors != 1 else ''}, {warnings} warning{'s' if warnings != 1 else ''}")
+    sys.stdout.flush()
+    return 1 if errors else 0
