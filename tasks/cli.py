@@ -62,6 +62,9 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--download-only", action="store_true", help="only download the model, do not run")
     g.add_argument("--force-build", action="store_true", help="rebuild even if the image is up to date")
     g.add_argument("--force-download", action="store_true", help="download again even if the model is complete")
+    g.add_argument("--revision", metavar="REV", help="model branch, tag or commit (overrides the recipe's revision)")
+    g.add_argument("--verify", action="store_true",
+                   help="hash every weight file against its name; fetch mismatches again")
     g = p.add_argument_group("launch")
     g.add_argument("--solo", action="store_true", help="run on this machine only (no cluster)")
     g.add_argument("-n", "--nodes", metavar="IPS", help="comma-separated nodes, first = head")
@@ -97,6 +100,8 @@ def options_from(ns: argparse.Namespace, extra: list[str]) -> Options:
     return Options(overrides=overrides, extra_args=tuple(extra), solo=ns.solo, nodes=ns.nodes,
                    config=ns.config, container=ns.container, name=ns.name, nccl_debug=ns.nccl_debug,
                    setup=ns.setup or ns.build_only or ns.force_build, force_build=ns.force_build,
+                   download=ns.setup or ns.download_only or ns.force_download or ns.verify,
+                   force_download=ns.force_download, verify=ns.verify, revision=ns.revision,
                    daemon=ns.daemon, restart=ns.restart, ready_timeout=ns.ready_timeout,
                    privileged=not (ns.non_privileged or _env_flag(ns.config, "NON_PRIVILEGED")))
 
@@ -130,13 +135,23 @@ def _run(args: list[str]) -> int:
         print(f"Warning: {warning}", file=sys.stderr)
     if ns.dry_run:
         return dry_run(plan, ns.json)
-    if ns.download_only or ns.force_download:
-        raise ConfigError("model download arrives with the weights issue; until then vLLM fetches the "
-                          "model itself into the mounted HF cache on first start")
     if plan.mode == "cluster":
         raise ConfigError(f"cluster execution ({len(plan.nodes)} nodes) is not implemented yet; "
                           f"use --solo, or --dry-run to see the plan")
+    if ns.download_only:
+        return download_only(plan, wait=not ns.no_wait)
     return execute(plan, build_only=ns.build_only, wait=not ns.no_wait)
+
+
+def download_only(plan: Plan, *, wait: bool) -> int:
+    """Only the download tasks: no Docker needed."""
+    from . import state
+
+    if not plan.models:
+        print(f"{plan.recipe.id}: no HuggingFace model to download (no `model`, or a local path)")
+        return 0
+    state.lock(f"run-recipe {plan.recipe.id} --download-only", wait=wait)
+    return run_doit(["run", *(f"download:{m.key}" for m in plan.models)], [plan], setup=False)
 
 
 def execute(plan: Plan, *, build_only: bool = False, wait: bool = True) -> int:
@@ -175,6 +190,7 @@ def dry_run(plan: Plan, as_json: bool) -> int:
         print(json.dumps({"recipe": plan.recipe.id, "file": str(plan.recipe.path), "mode": plan.mode,
                           "nodes": [n.target for n in plan.nodes], "image": plan.build.tag,
                           "container": plan.container_name, "endpoint": plan.endpoint,
+                          "models": [m.key for m in plan.models], "local_models": list(plan.local_mounts),
                           "tasks": [{"task": t, "status": s} for t, s in rows],
                           "argv": list(plan.argv), "script": plan.script}, indent=2))
         return 0
@@ -184,6 +200,10 @@ def dry_run(plan: Plan, as_json: bool) -> int:
     print(f"image:     {plan.build.tag} ({plan.build.describe()})")
     if plan.mods:
         print(f"mods:      {', '.join(str(m.path) for m in plan.mods)}")
+    for model in plan.models:
+        print(f"weights:   {model.key}" + (" (named by the command)" if model.role == "extra" else ""))
+    for path in plan.local_mounts:
+        print(f"weights:   {path} (local folder, mounted; no download)")
     print(f"container: {plan.container_name}")
     print(f"endpoint:  {plan.endpoint}")
     print("tasks:")
@@ -283,7 +303,7 @@ def _recipe_id(name: str) -> str:
         return name
 
 
-DOIT_OPTION_VARS = ("recipe", "nodes", "container", "name")
+DOIT_OPTION_VARS = ("recipe", "nodes", "container", "name", "revision")
 
 
 def doit_namespace() -> dict[str, Any]:
@@ -300,7 +320,8 @@ def doit_namespace() -> dict[str, Any]:
     overrides = parse_overrides([f"{k}={v}" for k, v in variables.items() if k not in DOIT_OPTION_VARS],
                                 "doit variables")
     options = Options(overrides=overrides, nodes=variables.get("nodes"), container=variables.get("container"),
-                      name=variables.get("name"), setup=True, daemon=True,
+                      name=variables.get("name"), setup=True, download=True, daemon=True,
+                      revision=variables.get("revision"),
                       privileged=not _env_flag(None, "NON_PRIVILEGED"))
     if variables.get("recipe"):
         plan = make_plan(load_named(variables["recipe"], settings.recipes_dir()), options)

@@ -14,7 +14,7 @@ from .runner import Result
 
 LABEL = "runrecipe"
 # The labels a server container carries (all under "runrecipe.").
-LABEL_KEYS = ("recipe", "inputs", "file", "endpoint", "started")
+LABEL_KEYS = ("recipe", "inputs", "file", "endpoint", "started", "weights")
 _ENGINE: dict[str, dict[str, Any]] = {}
 
 

@@ -9,12 +9,13 @@ check knows how to say why it is false, which `--dry-run` and `doit info` show.
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
-from . import docker, image, launch, mods
+from . import docker, image, launch, mods, weights
 from .errors import RunError, RunRecipeError
-from .plan import Plan
+from .plan import Model, Plan
 from .runner import LocalRunner
 
 
@@ -26,7 +27,11 @@ class Check:
     why_not: str
 
     def __call__(self) -> bool:
-        return bool(self.question())
+        try:
+            return bool(self.question())
+        except RunRecipeError as exc:  # doit would print a traceback; the action reports it instead
+            self.why_not = f"cannot tell: {str(exc).splitlines()[0]}"
+            return False
 
     def __repr__(self) -> str:  # doit info prints this
         return self.why_not
@@ -55,6 +60,72 @@ def build_task(plan: Plan, runner: LocalRunner) -> dict[str, Any]:
             "doc": f"build image {spec.tag} from {spec.describe()}",
             "actions": [(_step, [image.build, runner, spec])],
             "uptodate": [check], "verbosity": 2}
+
+
+class Weights:
+    """Up-to-date check and action for one model: resolved once per run, checked by stat (or hash with --verify)."""
+
+    def __init__(self, model: Model, *, force: bool, verify: bool) -> None:
+        self.model, self.force, self.verify = model, force, verify
+        self.cache = weights.hub_cache_dir()
+        self._commit: str | None = None
+        self.why = f"{model.key} is not complete in {self.cache}"
+
+    def commit(self) -> str:
+        """One API call for a branch or tag, none for a commit pin or offline."""
+        if self._commit is None:
+            self._commit = weights.resolve_commit(self.model.repo, self.model.revision, cache_dir=self.cache)
+        return self._commit
+
+    def complete(self) -> bool:
+        try:
+            return self._complete()
+        except RunRecipeError as exc:  # e.g. hub unreachable: the download action reports it
+            self.why = f"cannot tell: {str(exc).splitlines()[0]}"
+            return False
+
+    def _complete(self) -> bool:
+        if self.force:
+            self.why = "--force-download asks for a new download"
+            return False
+        m = self.model
+        state = weights.snapshot_state(self.cache, m.repo, self.commit(), allow_patterns=m.patterns or None,
+                                       revision=m.revision)
+        if not state.complete:
+            self.why = f"{m.key}: {state.reason}"
+            return False
+        if self.verify:
+            bad = weights.verify_blobs(self.cache, m.repo, self.commit(), allow_patterns=m.patterns or None)
+            if bad:
+                self.why = f"{m.key}: {len(bad)} files do not match their hash ({', '.join(bad[:3])})"
+                print(f"verify: {self.why}; they will be fetched again", file=sys.stderr)
+                weights.discard(self.cache, m.repo, self.commit(), bad)
+                return False
+        return True
+
+    def fetch(self) -> dict[str, Any]:
+        m = self.model
+        commit = self.commit()
+        if self.force:
+            listing = weights.read_tree_listing(self.cache, m.repo, commit) or {}
+            weights.discard(self.cache, m.repo, commit, list(listing))
+        summary = weights.download(m.repo, commit, cache_dir=self.cache, allow_patterns=m.patterns or None,
+                                   revision=m.revision)
+        return {"commit": commit, "files": str(summary.files), "bytes": str(summary.bytes)}
+
+    __call__ = complete  # doit's uptodate protocol; repr() says why it is false
+
+    def __repr__(self) -> str:
+        return self.why
+
+
+def download_task(plan: Plan, model: Model) -> dict[str, Any]:
+    step = Weights(model, force=plan.options.force_download, verify=plan.options.verify)
+    return {"basename": "download", "name": model.key,
+            "doc": f"download {model.key} into the HF cache and prove it complete"
+                   + (" (draft/tokenizer named by the command)" if model.role == "extra" else ""),
+            "actions": [(_step, [step.fetch])],
+            "uptodate": [step], "verbosity": 2}
 
 
 def mods_task(plan: Plan, runner: LocalRunner, deps: list[str]) -> dict[str, Any]:
@@ -93,9 +164,13 @@ def recipe_tasks(plan: Plan, *, setup: bool, launch_too: bool = True) -> list[di
     if setup:
         out.append(build_task(plan, runner))
         deps = [f"build:{plan.build.tag}"]
+    if setup or plan.options.download:
+        for model in plan.models:
+            out.append(download_task(plan, model))
+            deps.append(f"download:{model.key}")
     if plan.mods:
-        out.append(mods_task(plan, runner, deps))
-        deps = [f"mods:{plan.recipe.id}"]
+        out.append(mods_task(plan, runner, [d for d in deps if d.startswith("build:")]))
+        deps = [d for d in deps if not d.startswith("build:")] + [f"mods:{plan.recipe.id}"]
     if launch_too:
         out.append(launch_task(plan, runner, deps))
     return out
@@ -105,7 +180,7 @@ def namespace(plans: Iterable[Plan], *, setup: bool, default: list[str]) -> dict
     """A dodo-like namespace (task_* creators + DOIT_CONFIG) for doit's ModuleTaskLoader."""
     from .state import doit_config
 
-    by_base: dict[str, dict[str, dict[str, Any]]] = {"build": {}, "mods": {}, "launch": {}}
+    by_base: dict[str, dict[str, dict[str, Any]]] = {"build": {}, "download": {}, "mods": {}, "launch": {}}
     for plan in plans:
         for task in recipe_tasks(plan, setup=setup):
             by_base[task["basename"]].setdefault(task["name"], task)
@@ -120,6 +195,7 @@ def namespace(plans: Iterable[Plan], *, setup: bool, default: list[str]) -> dict
 
     return {
         "task_build": creator("build", "build container images from docker/ (only when their inputs changed)"),
+        "task_download": creator("download", "download model weights into the HF cache (only when incomplete)"),
         "task_mods": creator("mods", "apply recipe mods as a derived image (only when base or mods changed)"),
         "task_launch": creator("launch", "start or replace the server container, wait until it is ready"),
         "DOIT_CONFIG": {**doit_config(), "default_tasks": default},

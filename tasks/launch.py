@@ -20,12 +20,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from . import docker, mods, settings
+from . import docker, mods, settings, weights
 from .docker import LABEL, Container, Runner
 from .errors import NotReadyError, RunError
 from .plan import Plan
 
 SCRIPT_DIR = "/runrecipe"
+CONTAINER_HF_HOME = "/root/.cache/huggingface"
 NOFILE = 1048576
 POLL_SECONDS = 0.5
 
@@ -57,11 +58,37 @@ def nofile_limit() -> int:
     return min(NOFILE, resource.getrlimit(resource.RLIMIT_NOFILE)[1])
 
 
-def create_args(plan: Plan, image: str, gpus: bool) -> list[str]:
-    """`docker create` arguments that define the server (labels excluded: they describe it)."""
+def verified_weights(plan: Plan) -> list[str] | None:
+    """`repo@commit` of every model when all are complete in the cache (stat only, no network), else None."""
+    cache = weights.hub_cache_dir()
+    found = []
+    for model in plan.models:
+        try:
+            commit = weights.resolve_commit(model.repo, model.revision, offline=True, cache_dir=cache)
+        except weights.WeightsError:
+            return None
+        state = weights.snapshot_state(cache, model.repo, commit, allow_patterns=model.patterns or None)
+        if not state.complete:
+            return None
+        found.append(f"{model.repo}@{commit}")
+    return found
+
+
+def create_args(plan: Plan, image: str, gpus: bool, offline: bool) -> list[str]:
+    """`docker create` arguments that define the server (labels excluded: they describe it).
+
+    With every model verified in the cache the server runs with HF_HUB_OFFLINE=1, so it loads
+    exactly what was checked and cannot fetch anything else."""
     nofile = nofile_limit()
     args = ["--name", plan.container_name, "--network", "host", "--ipc", "host", "--init",
-            "--ulimit", f"nofile={nofile}:{nofile}", "-v", f"{settings.hf_home()}:/root/.cache/huggingface"]
+            "--ulimit", f"nofile={nofile}:{nofile}", "-v", f"{settings.hf_home()}:{CONTAINER_HF_HOME}"]
+    hub = weights.hub_cache_dir()
+    if hub != settings.hf_home() / "hub":
+        args += ["-v", f"{hub}:{CONTAINER_HF_HOME}/hub"]
+    for path in plan.local_mounts:
+        args += ["-v", f"{path}:{path}:ro"]
+    if offline:
+        args += ["-e", "HF_HUB_OFFLINE=1"]
     if plan.options.privileged:
         args += ["--privileged"]
     else:  # the origin's --non-privileged set, minus memory caps that depend on the machine
@@ -81,10 +108,11 @@ def inputs_hash(plan: Plan, args: list[str]) -> str:
     return hashlib.sha256(json.dumps([args, plan.script]).encode()).hexdigest()
 
 
-def wanted(runner: Runner, plan: Plan) -> tuple[list[str], str]:
-    """The create arguments and inputs hash of the server this plan asks for, now."""
-    args = create_args(plan, image_ref(runner, plan), docker.has_nvidia_runtime(runner))
-    return args, inputs_hash(plan, args)
+def wanted(runner: Runner, plan: Plan) -> tuple[list[str], str, str]:
+    """The create arguments, inputs hash and weights record of the server this plan asks for, now."""
+    models = verified_weights(plan) if plan.models else []
+    args = create_args(plan, image_ref(runner, plan), docker.has_nvidia_runtime(runner), models is not None)
+    return args, inputs_hash(plan, args), ",".join(models or [])
 
 
 def serving(runner: Runner, plan: Plan, digest: str) -> Container | None:
@@ -97,7 +125,7 @@ def serving(runner: Runner, plan: Plan, digest: str) -> Container | None:
 def is_current(runner: Runner, plan: Plan) -> bool:
     """Up to date: a container of this recipe runs with exactly the wanted inputs."""
     try:
-        _, digest = wanted(runner, plan)
+        _, digest, _ = wanted(runner, plan)
     except RunError:
         return False
     return serving(runner, plan, digest) is not None
@@ -105,7 +133,11 @@ def is_current(runner: Runner, plan: Plan) -> bool:
 
 def converge(runner: Runner, plan: Plan) -> dict[str, str]:
     """Start (or replace) the server and wait until it answers; a failed start leaves no container."""
-    args, digest = wanted(runner, plan)
+    args, digest, record = wanted(runner, plan)
+    if plan.models and not record:
+        say(f"Warning: the weights of {', '.join(m.key for m in plan.models)} are not complete in "
+            f"{weights.hub_cache_dir()}; vLLM will download them itself at start, unverified "
+            "(add --setup to download and verify them first)")
     same = serving(runner, plan, digest)
     if same:
         say(f"already serving at {plan.endpoint} (container {same.name})")
@@ -119,7 +151,8 @@ def converge(runner: Runner, plan: Plan) -> dict[str, str]:
         say(f"replacing {', '.join(c.name for c in ours)}: its inputs changed")
         docker.remove(runner, [c.id for c in ours])
     labels = {"recipe": plan.recipe.id, "inputs": digest, "file": str(plan.recipe.path),
-              "endpoint": plan.endpoint, "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+              "endpoint": plan.endpoint, "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+              "weights": record}
     label_args = [a for k, v in labels.items() for a in ("--label", f"{LABEL}.{k}={v}")]
     cid = runner.read(["docker", "create", *label_args, *args]).stdout.strip()
     try:
@@ -197,6 +230,7 @@ def status(runner: Runner, recipe_id: str | None = None) -> list[dict[str, str]]
     return [{"recipe": c.labels.get(f"{LABEL}.recipe", ""), "container": c.name, "id": c.id[:12],
              "state": c.state, "endpoint": c.labels.get(f"{LABEL}.endpoint", ""),
              "started": c.labels.get(f"{LABEL}.started", ""), "image": c.image,
+             "weights": c.labels.get(f"{LABEL}.weights", ""),
              "node": runner.node} for c in found]
 
 

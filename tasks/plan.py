@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from . import image, mods, render, settings
+from . import image, mods, render, settings, weights
 from .errors import ConfigError, ModeError, RenderError
 from .nodes import LOCAL, Node, load_env, parse_list
 from .recipe import Recipe
@@ -35,11 +35,29 @@ class Options:
     name: str | None = None           # --name
     nccl_debug: str | None = None
     setup: bool = False               # build (and download) before launching
+    download: bool = False            # include the weights download tasks (--setup, --download-only)
     force_build: bool = False
+    force_download: bool = False
+    verify: bool = False              # hash every blob while checking the weights
+    revision: str | None = None       # --revision: overrides the recipe's revision
     daemon: bool = False
     restart: bool = False
     privileged: bool = True           # --non-privileged or .env NON_PRIVILEGED=1 turn it off
     ready_timeout: float = 1800.0
+
+
+@dataclass(frozen=True)
+class Model:
+    """A HuggingFace repo the server needs in the cache: the recipe's model or one its command names."""
+
+    repo: str
+    revision: str = "main"             # branch, tag or commit
+    patterns: tuple[str, ...] = ()    # allow-patterns (the recipe's `files`)
+    role: str = "model"               # "model", or "extra" for drafts and tokenizers
+
+    @property
+    def key(self) -> str:
+        return f"{self.repo}@{self.revision}"
 
 
 @dataclass(frozen=True)
@@ -58,6 +76,8 @@ class Plan:
     docker_env: Mapping[str, str]
     port: int
     served_model: str
+    models: tuple[Model, ...] = ()
+    local_mounts: tuple[str, ...] = ()  # local model folders, mounted at the same path
     warnings: tuple[str, ...] = ()
 
     @property
@@ -120,6 +140,9 @@ def make_plan(recipe: Recipe, options: Options) -> Plan:
 
     template = recipe.command
     extra = list(options.extra_args)
+    main, local_mounts = main_model(recipe, options)
+    if main and main.revision != "main" and "--revision" not in template:
+        extra += ["--revision", main.revision]  # vLLM then loads that snapshot, offline
     if mode == "solo":
         template = render.strip_executor_backend(template)
         extra = render.drop_backend_args(extra)
@@ -148,6 +171,8 @@ def make_plan(recipe: Recipe, options: Options) -> Plan:
     docker_env = dict(BASE_DOCKER_ENV)
     if options.nccl_debug:
         docker_env["NCCL_DEBUG"] = options.nccl_debug
+    extras = tuple(Model(repo, role="extra") for repo in weights.model_refs_in_command(argv)
+                   if not main or repo != main.repo)
     port_text = render.option_value(list(argv), "--port") or "8000"
     if not port_text.isdigit():
         raise ConfigError(f"{recipe.path}: the command's --port is '{port_text}', not a number")
@@ -156,7 +181,19 @@ def make_plan(recipe: Recipe, options: Options) -> Plan:
         command=command, argv=argv, script=script, build=build, mods=mod_list,
         container_name=options.name or default_container_name(recipe),
         docker_env=docker_env, port=int(port_text), served_model=served_model(argv),
-        warnings=tuple(warnings))
+        models=((main,) if main else ()) + extras, local_mounts=local_mounts, warnings=tuple(warnings))
+
+
+def main_model(recipe: Recipe, options: Options) -> tuple[Model | None, tuple[str, ...]]:
+    """The recipe's model as a download, or as a local folder to mount (model_path or a path as model)."""
+    if recipe.model_path or (recipe.model and weights.is_local_path(recipe.model)):
+        path = Path(recipe.model_path or recipe.model).expanduser()
+        if not path.is_absolute():
+            path = (recipe.path.parent / path).resolve()
+        return None, (str(path),)
+    if not recipe.model:
+        return None, ()
+    return Model(recipe.model, options.revision or recipe.revision or "main", recipe.files), ()
 
 
 def default_container_name(recipe: Recipe) -> str:

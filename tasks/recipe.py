@@ -246,4 +246,6 @@ def id_for(path: Path, recipes_dir: Path) -> str:
 
 
 def _kind(value: Any) -> str:
-    return {dict: "a mapping", list: "a list", type(None): "nothing"}.get(type(value), f"{type(value).__name__} {value!r:.40}")
+    # Containers are named, never repr'd: an alias-shared list can stand for billions of items.
+    named = {dict: "a mapping", list: "a list", type(None): "nothing"}.get(type(value))
+    return named or f"{type(value).__name__} {value!r:.40}"

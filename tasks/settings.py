@@ -43,5 +43,6 @@ def resolve_mod(path: str) -> Path:
 
 
 def hf_home() -> Path:
-    """The HuggingFace folder mounted into containers (HF_HOME, default ~/.cache/huggingface)."""
-    return Path(os.environ.get("HF_HOME") or Path.home() / ".cache" / "huggingface")
+    """The HuggingFace folder mounted into containers (HF_HOME, else $XDG_CACHE_HOME/huggingface)."""
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(os.environ.get("HF_HOME") or Path(cache) / "huggingface")

@@ -35,6 +35,8 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Iterator, Sequence, TextIO
 
+from .errors import RunRecipeError
+
 COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 REPO_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 TREE_FORMAT_VERSION = 1  # huggingface_hub 2.4's trees/<commit>.json format
@@ -42,7 +44,7 @@ HF_URL = "https://huggingface.co"
 
 
 # ----------------------------------------------------------------------------- errors
-class WeightsError(Exception):
+class WeightsError(RunRecipeError):
     """A failure of the weights step, with a message meant for a person (no traceback needed)."""
 
 

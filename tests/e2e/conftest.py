@@ -79,7 +79,9 @@ def project(tmp_path: Path, docker_host: str, standin_docker_dir: Path) -> Proje
     (root / ".env").write_text("# the test engine cannot grant --privileged's capabilities\nNON_PRIVILEGED=1\n")
     env = {**os.environ, "DOCKER_HOST": docker_host, "RUNRECIPE_HOME": str(root),
            "RUNRECIPE_DOCKER_DIR": str(standin_docker_dir), "DOCKER_BUILDKIT": "0",
-           "HF_HOME": str(tmp_path / "hf"), "PYTHONPATH": str(CODE_ROOT)}
+           "HF_HOME": str(tmp_path / "hf"), "PYTHONPATH": str(CODE_ROOT),
+           # Nothing may reach the internet: the hub is a closed loopback port unless a test starts one.
+           "HF_ENDPOINT": "http://127.0.0.1:9", "HF_HUB_DISABLE_TELEMETRY": "1"}
     proj = Project(root, env)
     proj.remove_test_images()
     yield proj

@@ -13,7 +13,6 @@ def simple(tag: str, port: int, extra_env: str = "", command_tail: str = "", mod
     return f"""\
         name: E2E {tag}
         container: rr-e2e-{tag}
-        model: org/model
         {build_args}
         {mods}
         defaults:
