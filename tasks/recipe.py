@@ -117,7 +117,7 @@ def parse(text: str, path: Path, recipe_id: str | None = None) -> Recipe:
         if value is None:
             return False
         if not isinstance(value, bool):
-            raise RecipeError(f"{where}: field '{key}' must be true or false, got {value!r}")
+            raise RecipeError(f"{where}: field '{key}' must be true or false, got {_kind(value)}")
         return value
 
     def text_list(key: str) -> tuple[str, ...]:
