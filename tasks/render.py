@@ -20,7 +20,9 @@ from .errors import RenderError
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
 _BARE, _SINGLE, _DOUBLE = "bare", "single", "double"
 _OPERATORS = {";", "&&", "||", "|", "&", "(", ")", "<", ">", ">>", "<<", ";;", "|&"}
-_BACKEND = re.compile(r"[ \t]*--distributed[-_]executor[-_]backend(?:=|[ \t]+)\S+")
+# The lookbehind starts a match only at the first blank of a run: without it a long run of
+# blanks made every position rescan the rest of the run (quadratic time on a 100 KB line).
+_BACKEND = re.compile(r"(?<![ \t])[ \t]*--distributed[-_]executor[-_]backend(?:=|[ \t]+)\S+")
 # vLLM reads `-tp` and `--tensor-parallel-size` (and `_` for `-`) as the same option.
 _ALIASES = {"-tp": "--tensor-parallel-size", "-pp": "--pipeline-parallel-size",
             "-dp": "--data-parallel-size", "-q": "--quantization"}
