@@ -94,7 +94,8 @@ def mask(key: str, value: str) -> str:
 
 
 def _port(text: str, entry: str, source: str) -> int:
-    if not text.isdigit() or not 0 < int(text) < 65536:
+    # ASCII digits only: str.isdigit() also accepts '²' (int() then raises) and '٢٢'.
+    if not re.fullmatch(r"[0-9]{1,5}", text) or not 0 < int(text) < 65536:
         raise ConfigError(f"{source}: node '{entry}': port '{text}' is not a number from 1 to 65535")
     return int(text)
 
