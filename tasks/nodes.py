@@ -53,6 +53,8 @@ def parse_node(text: str, source: str) -> Node:
     elif rest.count(":") == 1:
         host, port_text = rest.split(":")
         port = _port(port_text, entry, source)
+    if "@" in entry and not user:
+        raise ConfigError(f"{source}: node '{entry}': the user name before '@' is empty")
     if user and not _USER.match(user):
         raise ConfigError(f"{source}: node '{entry}': '{user}' is not a valid user name")
     if not _valid_host(host):
