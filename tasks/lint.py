@@ -48,7 +48,7 @@ REPEATABLE_FLAGS = frozenset({"--middleware"})
 MODEL_FLAGS = ("--speculative-model", "--speculative-config.model", "--tokenizer")
 PARALLEL_FLAGS = (("tp", "--tensor-parallel-size"), ("pp", "--pipeline-parallel-size"),
                   ("dp", "--data-parallel-size"))
-HF_PART = re.compile(r"^[A-Za-z0-9](?:[\w.-]*[A-Za-z0-9_])?$")
+HF_PART = re.compile(r"^[A-Za-z0-9_](?:[\w.-]*[A-Za-z0-9_])?$")
 TEST_NODES = "198.18.0.11,198.18.0.12"  # RFC 2544 benchmarking addresses; never contacted
 BASH_TIMEOUT = 20
 
@@ -99,8 +99,9 @@ class Positions:
                     self.duplicates.append((here, line))
                 else:
                     self.keys[here] = line
-                    self.spans[here] = (value_node.start_mark.line + 1, max(
-                        value_node.start_mark.line + 1, value_node.end_mark.line + 1))
+                    # end_mark sits just after the value: column 0 of the next line for block scalars
+                    end = value_node.end_mark.line + (1 if value_node.end_mark.column else 0)
+                    self.spans[here] = (value_node.start_mark.line + 1, max(value_node.start_mark.line + 1, end))
                 self._walk(value_node, here)
         elif isinstance(node, yaml.SequenceNode):
             for i, item in enumerate(node.value):
@@ -117,7 +118,7 @@ class Positions:
     def find_in(self, field: str, needle: str | re.Pattern[str], nth: int = 0) -> int:
         """Line of the nth match of needle inside a field's value (else the field's line)."""
         start = self.line((field,))
-        first, last = self.spans.get((field,), (start, start))
+        _, last = self.spans.get((field,), (start, start))
         pattern = needle if isinstance(needle, re.Pattern) else re.compile(re.escape(needle))
         seen = 0
         for number in range(start, min(last, len(self.lines)) + 1):
@@ -246,7 +247,7 @@ class _FileLint:
                 self.add(ERROR, "placeholder", self.pos.find_in("command", f"{{{name}}}"),
                          f"placeholder '{{{name}}}' has no value in defaults",
                          f"add '{name}: VALUE' under defaults")
-            params.setdefault(name, 1 if name == "tensor_parallel" else "PLACEHOLDER")
+            params.setdefault(name, 1)  # a stand-in that every numeric option accepts: no double report
         for name in recipe.defaults:
             if name not in names:
                 self.add(WARNING, "unused-default", ("defaults", name),
@@ -329,7 +330,7 @@ class _FileLint:
     def _option_lines(self, key: str, fold_no: bool = False) -> list[int]:
         """Lines of the command where an option spelled any way vLLM reads as `key` appears, in order."""
         assert self.pos is not None
-        first, last = self.pos.spans.get(("command",), (1, 1))
+        _, last = self.pos.spans.get(("command",), (1, 1))
         out = []
         for number in range(self.pos.line(("command",)), min(last, len(self.pos.lines)) + 1):
             for token in _OPTION.findall(self.pos.lines[number - 1]):
