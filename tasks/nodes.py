@@ -105,6 +105,7 @@ def _port(text: str, entry: str, source: str) -> int:
 def _valid_host(host: str) -> bool:
     try:
         ipaddress.ip_address(host)
-        return True
+        # ipaddress accepts any text as an IPv6 zone ('fe80::1%$(cmd)'); allow interface names only.
+        return "%" not in host or bool(re.fullmatch(r"[A-Za-z0-9_.-]{1,15}", host.split("%", 1)[1]))
     except ValueError:
         return bool(_HOSTNAME.match(host)) and not host.replace(".", "").isdigit()
