@@ -104,15 +104,17 @@ def create_args(plan: Plan, image: str, gpus: bool, offline: bool) -> list[str]:
     return [*args, "--entrypoint", "bash", image, f"{SCRIPT_DIR}/launch.sh"]
 
 
-def inputs_hash(plan: Plan, args: list[str]) -> str:
-    return hashlib.sha256(json.dumps([args, plan.script]).encode()).hexdigest()
+def inputs_hash(plan: Plan, args: list[str], weights_record: str) -> str:
+    """What makes a server the same: its docker arguments, its script and the weights' commits."""
+    return hashlib.sha256(json.dumps([args, plan.script, weights_record]).encode()).hexdigest()
 
 
 def wanted(runner: Runner, plan: Plan) -> tuple[list[str], str, str]:
     """The create arguments, inputs hash and weights record of the server this plan asks for, now."""
     models = verified_weights(plan) if plan.models else []
     args = create_args(plan, image_ref(runner, plan), docker.has_nvidia_runtime(runner), models is not None)
-    return args, inputs_hash(plan, args), ",".join(models or [])
+    record = ",".join(models or [])
+    return args, inputs_hash(plan, args, record), record
 
 
 def serving(runner: Runner, plan: Plan, digest: str) -> Container | None:
