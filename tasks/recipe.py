@@ -27,6 +27,7 @@ MAX_RECIPE_BYTES = 1 << 20
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 PARAM_NAME = ENV_NAME
 Scalar = (str, int, float, bool)
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,7 @@ def parse(text: str, path: Path, recipe_id: str | None = None) -> Recipe:
             return ""
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):
             raise RecipeError(f"{where}: field '{key}' must be text, got {_kind(value)}")
-        return str(value)
+        return _plain(where, key, str(value))
 
     def flag(key: str) -> bool:
         value = data.get(key, False)
@@ -124,7 +125,7 @@ def parse(text: str, path: Path, recipe_id: str | None = None) -> Recipe:
         value = data.get(key) or []
         if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
             raise RecipeError(f"{where}: field '{key}' must be a list of text items, got {_kind(value)}")
-        return tuple(value)
+        return tuple(_plain(where, key, v) for v in value)
 
     def mapping(key: str, name_rule: re.Pattern[str], what: str) -> dict[str, Any]:
         value = data.get(key) or {}
@@ -138,7 +139,7 @@ def parse(text: str, path: Path, recipe_id: str | None = None) -> Recipe:
             if v is None or not isinstance(v, Scalar):
                 raise RecipeError(f"{where}: {key}.{k} must be a single value (text or number), "
                                   f"got {_kind(v)}")
-            out[k] = v
+            out[k] = _plain(where, f"{key}.{k}", v) if isinstance(v, str) else v
         return out
 
     name = text_field("name")
@@ -165,7 +166,7 @@ def parse(text: str, path: Path, recipe_id: str | None = None) -> Recipe:
         env=MappingProxyType(env),
         recipe_version=text_field("recipe_version") or "1",
         revision=text_field("revision"),
-        files=(files,) if isinstance(files, str) else text_list("files"),
+        files=(_plain(where, "files", files),) if isinstance(files, str) else text_list("files"),
         model_path=text_field("model_path"),
         warnings=tuple(warnings),
     )
@@ -243,6 +244,15 @@ def id_for(path: Path, recipes_dir: Path) -> str:
     except ValueError:
         return path.stem
     return rel.with_suffix("").as_posix()
+
+
+def _plain(where: str, key: str, text: str) -> str:
+    """Refuse text no file, argv or script can carry: NUL, and lone surrogates (YAML's \\ud800 escape)."""
+    if "\0" in text:
+        raise RecipeError(f"{where}: field '{key}' contains a NUL character (\\0)")
+    if _SURROGATE.search(text):
+        raise RecipeError(f"{where}: field '{key}' contains a lone surrogate (e.g. \\ud800), which is not text")
+    return text
 
 
 def _kind(value: Any) -> str:
