@@ -24,7 +24,7 @@ OPTIONAL = ("description", "model", "cluster_only", "solo_only", "build_args", "
             "revision", "files", "model_path")
 KNOWN_KEYS = REQUIRED + OPTIONAL
 MAX_RECIPE_BYTES = 1 << 20
-ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")  # \Z: $ would accept a trailing newline
 PARAM_NAME = ENV_NAME
 Scalar = (str, int, float, bool)
 _SURROGATE = re.compile("[\ud800-\udfff]")
