@@ -31,7 +31,8 @@ esac
 if [ ! -e "$target" ]; then
     fail "$target does not exist; this mod needs a Linux /proc (or DROP_CACHES_FILE set to a file)"
 fi
-if [ ! -w "$target" ]; then
+# A trial write, not `[ -w ]`: test(1) says yes for root even on a read-only /proc/sys.
+if ! (printf 1 >"$target") 2>/dev/null; then
     fail "$target is not writable; run the container privileged (not --non-privileged) and as root"
 fi
 mkdir -p "$state_dir" || fail "cannot create state directory '$state_dir'"

@@ -72,10 +72,6 @@ def test_every_shipped_mod_is_exercised() -> None:
     assert shipped == set(catalogue_data.MOD_CASES)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "mods/drop-caches/run.sh checks `[ -w /proc/sys/vm/drop_caches ]`, which busybox's test "
-    "answers yes for root even on the read-only /proc/sys of an unprivileged container; the mod "
-    "then starts a loop that only logs 'could not write' (needs a trial write or a /proc/mounts check)"))
 def test_drop_caches_refuses_unprivileged_proc(tmp_path: Path, docker_host: str,
                                                container: Container) -> None:
     """Without --privileged, the default target /proc/sys/vm/drop_caches is read-only: say so, fail."""
