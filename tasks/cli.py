@@ -329,14 +329,21 @@ def doit_namespace() -> dict[str, Any]:
             raise ConfigError("cluster execution is not implemented yet; use run-recipe --dry-run to see the plan")
         for warning in plan.warnings:
             print(f"Warning: {warning}", file=sys.stderr)
-        return namespace([plan], setup=True, default=[f"launch:{plan.recipe.id}"])
+        return namespace([plan], setup=True, default=[f"launch:{plan.recipe.id}"]) | {"task_lint": _lint_task}
     plans = []
     for item in catalogue(settings.recipes_dir()):
         try:
             plans.append(make_plan(item.recipe, options)) if item.recipe else None
         except RunRecipeError:
             continue  # e.g. cluster-only recipes without nodes: nothing to list for this machine
-    return namespace(plans, setup=True, default=["usage"]) | {"task_usage": _usage_task}
+    return namespace(plans, setup=True, default=["usage"]) | {"task_usage": _usage_task, "task_lint": _lint_task}
+
+
+def _lint_task() -> dict[str, Any]:
+    """check every recipe of the catalogue (run-recipe lint)"""
+    from .lint import main as lint
+
+    return {"actions": [lambda: lint([]) == 0], "verbosity": 2, "uptodate": [False]}
 
 
 def _usage_task() -> dict[str, Any]:
