@@ -1,0 +1,100 @@
+"""The CLI as a user meets it: listing, errors without tracebacks, --show-env, --dry-run, docs."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tasks.cli import parser
+
+ROOT = Path(__file__).resolve().parents[2]
+GOOD = "name: Good\nmodel: org/good\ncontainer: img\ncommand: vllm serve org/good --port {port}\ndefaults:\n  port: 8000\n"
+
+
+def cli(home: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    full = {**os.environ, "RUNRECIPE_HOME": str(home), "PYTHONPATH": str(ROOT),
+            "DOCKER_HOST": "unix:///nonexistent.sock", "HF_ENDPOINT": "http://127.0.0.1:9", **env}
+    return subprocess.run([sys.executable, "-m", "tasks", *args], cwd=home, env=full,
+                          capture_output=True, text=True, timeout=60)
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    rd = tmp_path / "recipes"
+    (rd / "2x").mkdir(parents=True)
+    (rd / "good.yaml").write_text(GOOD)
+    (rd / "2x" / "big.yaml").write_text("name: Big\ncontainer: img\ncluster_only: true\ncommand: vllm serve x\n")
+    (rd / "one.yaml").write_text("name: One\ncontainer: img\nsolo_only: true\ncommand: vllm serve x\n")
+    (rd / "broken.yaml").write_text("name: Broken\ncontainer: [\n")
+    (rd / "nofield.yaml").write_text("name: NoCmd\ncontainer: img\n")
+    (rd / "badph.yaml").write_text("name: P\ncontainer: img\ncommand: vllm serve x --port {prot}\ndefaults:\n  port: 1\n")
+    return tmp_path
+
+
+def test_list_shows_subfolders_and_broken_recipes(home: Path) -> None:
+    res = cli(home, "--list", "--json")
+    assert res.returncode == 0, res.stderr
+    rows = {r["id"]: r for r in json.loads(res.stdout)}
+    assert rows["good"]["model"] == "org/good" and rows["good"]["mode"] == "either"
+    assert rows["2x/big"]["mode"] == "cluster" and rows["one"]["mode"] == "solo"
+    assert "YAML syntax error" in rows["broken"]["error"]
+    text = cli(home, "-l")
+    assert text.returncode == 0 and "2x/big" in text.stdout and "broken" in text.stdout
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["nofield", "--solo", "--dry-run"], "missing required field 'command'"),
+    (["broken", "--solo", "--dry-run"], "YAML syntax error at line 3, column 1"),
+    (["badph", "--solo", "--dry-run"], "unknown placeholder '{prot}'"),
+    (["big", "--solo", "--dry-run"], "Recipe 'Big' requires cluster mode."),
+    (["one", "-n", "10.9.9.1,10.9.9.2", "--dry-run"], "runs on a single node only"),
+    (["nope"], "recipe 'nope' not found"),
+    (["good", "--solo", "-n", "a;b", "--dry-run"], ""),
+    (["good", "-n", "a;b", "--dry-run"], "'a;b' is not a hostname"),
+    (["good", "--solo", "-o", "not-a-pair"], "is not key=value"),
+    (["good", "--solo", "-d"], "Docker engine on local is not reachable"),
+    (["good", "-n", "10.9.9.1,10.9.9.2"], "cluster execution"),
+])
+def test_errors_are_messages_not_tracebacks(home: Path, args: list[str], needle: str) -> None:
+    res = cli(home, *args)
+    if not needle:  # --solo wins over -n: the node list is not even read
+        assert res.returncode == 0, res.stderr
+        return
+    assert res.returncode != 0
+    assert needle in res.stderr, res.stderr
+    assert res.stderr.startswith(("Error:", "Warning:")) and "Traceback" not in res.stderr + res.stdout
+
+
+def test_dry_run_prints_plan_and_script_without_docker(home: Path) -> None:
+    res = cli(home, "good", "--solo", "--setup", "--dry-run", "--port", "9001")
+    assert res.returncode == 0, res.stderr
+    assert "mode:      solo" in res.stdout and "launch script:" in res.stdout
+    assert "build:img" in res.stdout and "would run: cannot tell" in res.stdout
+    assert "download:org/good@main" in res.stdout
+    data = json.loads(cli(home, "good", "--solo", "--dry-run", "--json").stdout)
+    assert data["argv"] == ["vllm", "serve", "org/good", "--port", "8000"]
+    subprocess.run(["bash", "-n"], input=data["script"], text=True, check=True)
+
+
+def test_show_env_masks_secrets(home: Path) -> None:
+    (home / ".env").write_text('CLUSTER_NODES="10.0.0.1,10.0.0.2"\nCONTAINER_HF_TOKEN=hf_abcdef\n'
+                               "MY_API_KEY=k-123\nDB_PASSWORD=pw\nETH_IF=enp1s0f1np1\n")
+    res = cli(home, "--show-env")
+    assert res.returncode == 0
+    assert "CLUSTER_NODES=10.0.0.1,10.0.0.2" in res.stdout and "ETH_IF=enp1s0f1np1" in res.stdout
+    for secret in ("hf_abcdef", "k-123", "pw\n"):
+        assert secret not in res.stdout
+    assert res.stdout.count("****") == 3
+
+
+def test_every_flag_is_documented_in_the_readme() -> None:
+    readme = (ROOT / "README.md").read_text()
+    flags = {opt for action in parser()._actions for opt in action.option_strings if opt.startswith("--")}
+    missing = sorted(f for f in flags if not re.search(re.escape(f) + r"\b", readme))
+    assert missing == []
+    assert all(action.help for action in parser()._actions)
