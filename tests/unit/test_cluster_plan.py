@@ -1,0 +1,80 @@
+"""Cluster roles: per-node env (recipe env on workers too), Ray vs native scripts, rank arguments."""
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tasks import cluster
+from tasks.plan import Options, make_plan
+from tasks.recipe import parse
+
+RECIPE = """\
+name: Two
+container: img
+cluster_only: true
+defaults: {port: 8000, host: 0.0.0.0, tensor_parallel: 2}
+env:
+  JSONV: '{"placement_group_options":{"strategy":"SPREAD"}}'
+command: |
+  vllm serve org/m --port {port} --host {host} \\
+      -tp {tensor_parallel} --distributed-executor-backend ray
+"""
+NET = cluster.Network(ips={"198.18.0.11": "198.18.0.11", "198.18.0.12": "198.18.0.12",
+                           "198.18.0.13": "198.18.0.13"}, eth_if="eth0", ib_if="rocep1s0f1,roceP2p1s0f1")
+
+
+def plan_for(tmp_path: Path, text: str = RECIPE):  # type: ignore[no-untyped-def]
+    return make_plan(parse(text, tmp_path / "two.yaml"), Options(nodes="198.18.0.11,198.18.0.12,198.18.0.13"))
+
+
+def env_of(script: str) -> dict[str, str]:
+    out = subprocess.run(["bash", "-c", script.split("\n# Serve")[0].split("\n# Start")[0].split("\n# Join")[0]
+                          + "\nenv -0"], capture_output=True, text=True, check=True).stdout
+    return dict(item.split("=", 1) for item in out.split("\0") if "=" in item)
+
+
+def test_backend_choice(tmp_path: Path) -> None:
+    plan = plan_for(tmp_path)
+    assert cluster.backend(plan, None) == "ray"
+    assert cluster.backend(plan, False) == "native"
+    plain = plan_for(tmp_path, RECIPE.replace(" --distributed-executor-backend ray", ""))
+    assert cluster.backend(plain, None) == "native" and cluster.backend(plain, True) == "ray"
+
+
+@pytest.mark.parametrize("mode", ["ray", "native"])
+def test_every_node_gets_recipe_env_and_its_own_network_env(tmp_path: Path, mode: str) -> None:
+    roles = cluster.roles(plan_for(tmp_path), mode, NET)
+    assert [r.rank for r in roles] == [0, 1, 2]
+    for role in roles:
+        subprocess.run(["bash", "-n"], input=role.script, text=True, check=True)
+        env = env_of(role.script)
+        assert env["JSONV"] == '{"placement_group_options":{"strategy":"SPREAD"}}'
+        assert env["VLLM_HOST_IP"] == env["RAY_NODE_IP_ADDRESS"] == role.node.host
+        assert env["NCCL_SOCKET_IFNAME"] == env["GLOO_SOCKET_IFNAME"] == env["UCX_NET_DEVICES"] == "eth0"
+        assert env["NCCL_IB_HCA"] == "rocep1s0f1,roceP2p1s0f1"
+        assert env["RAY_memory_monitor_refresh_ms"] == "0"
+
+
+def test_ray_head_waits_for_all_nodes_then_serves_with_ray_backend(tmp_path: Path) -> None:
+    head, worker, _ = cluster.roles(plan_for(tmp_path), "ray", NET)
+    assert "ray start --head --port 29501" in head.script and "-ge 3 ]" in head.script
+    assert head.script.rstrip().endswith("--distributed-executor-backend ray")
+    assert "exec ray start --block --address=198.18.0.11:29501" in worker.script
+    assert "vllm serve" not in worker.script
+
+
+def test_native_ranks_and_headless_workers(tmp_path: Path) -> None:
+    roles = cluster.roles(plan_for(tmp_path), "native", NET)
+    for role in roles:
+        tail = role.script.split("# Serve\n")[1]
+        assert "--distributed-executor-backend" not in tail
+        assert f"--nnodes 3 --node-rank {role.rank} --master-addr 198.18.0.11 --master-port 29501" in tail
+        assert tail.rstrip().endswith("--headless") == (role.rank > 0)
+
+
+def test_no_ib_means_no_hca_and_no_eth_means_no_ifname(tmp_path: Path) -> None:
+    net = cluster.Network(ips=NET.ips)
+    env = env_of(cluster.roles(plan_for(tmp_path), "native", net)[1].script)
+    assert "NCCL_IB_HCA" not in env and "NCCL_SOCKET_IFNAME" not in env
