@@ -1,0 +1,314 @@
+"""Check every node before anything is copied or started, and show it as one table.
+
+A cluster run that fails on its third node after copying 35 GB to the first two
+wastes the user's hour and leaves half-changed machines. So the facts that decide
+whether a run can succeed — SSH works, Docker answers, enough disk where the image
+and the weights will land, what GPU and how much memory — are read on all nodes in
+parallel first (read-only commands), and any failing node stops the run with the
+whole table, so the user sees every problem at once instead of one per attempt.
+
+The parse functions are pure and tested with real `nvidia-smi` output; DGX Spark
+(GB10) reports GPU memory as `[N/A]` because it is unified with system RAM, so
+memory then comes from /proc/meminfo.
+"""
+from __future__ import annotations
+
+import io
+import json
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence, Union
+
+from .docker import Runner
+from .errors import RunError
+from .nodes import Node
+from .runner import LocalRunner
+
+MiB = 1 << 20
+NOT_REPORTED = {"[n/a]", "n/a", "[not supported]", "not supported", ""}
+GPU_QUERY = ["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader,nounits"]
+NO_NVIDIA_SMI = 200  # exit code of our probe when nvidia-smi is not installed
+DEFAULT_HF_CACHE = "~/.cache/huggingface/hub"
+MAX_WORKERS = 16
+
+# bytes this run will put on a node: a total, or (image bytes on the Docker root, weight bytes in the HF cache)
+Need = Union[int, tuple[int, int]]
+
+
+@dataclass(frozen=True)
+class Gpu:
+    name: str
+    memory: int | None  # bytes; None when the GPU shares system memory (unified) or does not say
+
+
+@dataclass(frozen=True)
+class Disk:
+    path: str   # the directory asked about
+    mount: str  # its filesystem's mount point: two paths on one mount share the free space
+    free: int   # bytes available to unprivileged writers (df avail)
+
+
+@dataclass
+class NodeFacts:
+    """What preflight learned about one node, and what is wrong with it."""
+
+    node: str
+    ssh: str = "ok"                 # "ok", "local", or why SSH failed
+    ssh_error: str = ""             # the full message (host key instructions etc.)
+    docker_version: str | None = None
+    docker_error: str = ""
+    nvidia_runtime: bool = False
+    docker_disk: Disk | None = None
+    hf_disk: Disk | None = None
+    gpus: tuple[Gpu, ...] = ()
+    gpu_error: str = ""
+    mem_total: int | None = None    # /proc/meminfo MemTotal, bytes
+    needed: Need = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    @property
+    def unified_memory(self) -> bool:
+        return bool(self.gpus) and all(g.memory is None for g in self.gpus)
+
+    @property
+    def model_memory(self) -> int | None:
+        """Memory a model can use: summed GPU memory, or system RAM when it is unified with the GPU."""
+        if self.gpus and not self.unified_memory:
+            return sum(g.memory or 0 for g in self.gpus)
+        return self.mem_total if self.unified_memory else None
+
+
+# -- pure parsers ---------------------------------------------------------------------------
+def parse_gpu_csv(text: str) -> list[Gpu]:
+    """GPUs from `nvidia-smi --query-gpu=name,memory.total --format=csv[,noheader][,nounits]`.
+
+    Also reads the full form with a header (any column order, `MiB` units), so a
+    saved `--format=csv` file from a user parses the same way.
+    """
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    if not lines:
+        return []
+    name_col, mem_col = 0, 1
+    head = [c.strip().lower() for c in lines[0].split(",")]
+    if "name" in head:
+        name_col = head.index("name")
+        mem_col = next(i for i, c in enumerate(head) if c.startswith("memory.total"))
+        lines = lines[1:]
+    gpus = []
+    for line in lines:
+        cells = [c.strip() for c in line.split(",")]
+        if len(cells) <= max(name_col, mem_col):
+            raise ValueError(f"unexpected nvidia-smi line: {line!r}")
+        gpus.append(Gpu(cells[name_col], _mib(cells[mem_col])))
+    return gpus
+
+
+def _mib(cell: str) -> int | None:
+    value = cell.strip()
+    if value.lower() in NOT_REPORTED:
+        return None
+    if value.lower().endswith("mib"):
+        value = value[:-3].strip()
+    return int(float(value) * MiB)
+
+
+def parse_meminfo(text: str) -> int:
+    """MemTotal from /proc/meminfo, in bytes (the kernel writes kB = KiB)."""
+    for line in text.splitlines():
+        if line.startswith("MemTotal:"):
+            number, unit = line.split()[1:3]
+            assert unit == "kB", line
+            return int(number) * 1024
+    raise ValueError("no MemTotal in /proc/meminfo")
+
+
+def parse_df(text: str, path: str) -> Disk:
+    """`df -B1 --output=avail,target PATH`: header, then `<bytes> <mount point>`."""
+    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+    avail, mount = lines[-1].strip().split(None, 1)
+    return Disk(path, mount.strip(), int(avail))
+
+
+def parse_docker_info(text: str) -> tuple[str, bool, str]:
+    """(server version, has the nvidia runtime, data root) from our `docker info --format` JSON."""
+    info = json.loads(text.strip().splitlines()[-1])
+    return info["version"], "nvidia" in (info.get("runtimes") or {}), info["root"]
+
+
+# -- gathering --------------------------------------------------------------------------------
+_DOCKER_FORMAT = '{"version":{{json .ServerVersion}},"runtimes":{{json .Runtimes}},"root":{{json .DockerRootDir}}}'
+# df of the nearest existing parent: the HF cache may not exist yet on a fresh node
+_DF_SCRIPT = ('p=$1; case $p in "~") p=$HOME;; "~/"*) p=$HOME/${p#"~/"};; esac; '
+              'while [ ! -e "$p" ]; do p=$(dirname -- "$p"); done; exec df -B1 --output=avail,target -- "$p"')
+_GPU_SCRIPT = f'command -v nvidia-smi >/dev/null 2>&1 || exit {NO_NVIDIA_SMI}; exec "$@"'
+
+
+def gather(runner: Runner, hf_cache: str = DEFAULT_HF_CACHE) -> NodeFacts:
+    """Read one node's facts with read-only commands; never raises for a node problem."""
+    facts = NodeFacts(runner.node, ssh="local" if isinstance(runner, LocalRunner) else "ok")
+    try:
+        mem = runner.read(["cat", "/proc/meminfo"], timeout=20)  # first contact: proves SSH works
+    except RunError as exc:
+        first = _first_line(str(exc))
+        facts.ssh, facts.ssh_error = first.split(" over SSH: ", 1)[-1], str(exc)
+        return facts
+    facts.mem_total = parse_meminfo(mem.stdout)
+    try:
+        res = runner.read(["docker", "info", "--format", _DOCKER_FORMAT], check=False, timeout=30)
+        if res.ok and res.stdout.strip():
+            facts.docker_version, facts.nvidia_runtime, root = parse_docker_info(res.stdout)
+            facts.docker_disk = _df(runner, root)
+        else:
+            facts.docker_error = _first_line(res.stderr or res.stdout or "no answer", last=True)
+    except RunError as exc:  # not installed, or the connection dropped
+        facts.docker_error = _first_line(str(exc))
+    try:
+        facts.hf_disk = _df(runner, hf_cache)
+        res = runner.read(["sh", "-c", _GPU_SCRIPT, "sh", *GPU_QUERY], check=False, timeout=30)
+        if res.ok:
+            facts.gpus = tuple(parse_gpu_csv(res.stdout))
+        elif res.exit_code != NO_NVIDIA_SMI:  # installed but no driver/GPU: worth showing
+            facts.gpu_error = _first_line(res.stdout + res.stderr)
+    except (RunError, ValueError) as exc:
+        facts.gpu_error = _first_line(str(exc))
+    return facts
+
+
+def _df(runner: Runner, path: str) -> Disk:
+    res = runner.read(["sh", "-c", _DF_SCRIPT, "sh", path], timeout=20)
+    return parse_df(res.stdout, path)
+
+
+def judge(facts: NodeFacts, need: Need = 0, *, require_gpu: bool = False) -> NodeFacts:
+    """Fill `facts.problems`: what stops this node from taking part in the run."""
+    facts.needed, problems = need, []
+    if facts.ssh_error:
+        problems.append("SSH failed")
+    elif facts.docker_version is None:
+        problems.append("Docker not reachable")
+    else:
+        for disk, want in _disk_needs(facts, need):
+            if want > disk.free:
+                problems.append(f"needs {human(want)} on {disk.mount}, {human(disk.free)} free")
+    if require_gpu and not facts.ssh_error:
+        if not facts.gpus:
+            problems.append("no NVIDIA GPU")
+        elif facts.docker_version and not facts.nvidia_runtime:
+            problems.append("Docker has no nvidia runtime (install nvidia-container-toolkit)")
+    facts.problems = problems
+    return facts
+
+
+def _disk_needs(facts: NodeFacts, need: Need) -> list[tuple[Disk, int]]:
+    """Bytes wanted per filesystem; two paths on one mount add up."""
+    image, weights = (need, need) if isinstance(need, int) else need
+    disks = [(d, w) for d, w in ((facts.docker_disk, image), (facts.hf_disk, weights)) if d is not None]
+    if isinstance(need, int):  # only a total is known: it must fit on each filesystem it may land on
+        return list({d.mount: (d, w) for d, w in disks}.values())
+    merged: dict[str, tuple[Disk, int]] = {}
+    for d, w in disks:
+        merged[d.mount] = (d, merged[d.mount][1] + w) if d.mount in merged else (d, w)
+    return list(merged.values())
+
+
+def preflight(nodes: Sequence[Node], runners: Mapping[str, Runner] | Sequence[Runner],
+              bytes_needed: Mapping[str, Need], *, hf_cache: str = DEFAULT_HF_CACHE,
+              require_gpu: bool = False, max_workers: int = MAX_WORKERS) -> list[NodeFacts]:
+    """Gather and judge every node in parallel; raise RunError(table) if any node fails.
+
+    `runners` is keyed by `node.target` (or given in the order of `nodes`);
+    `bytes_needed[node.target]` is what this run will copy there.
+    """
+    if not nodes:
+        return []
+    pick = (lambda i, n: runners[n.target]) if isinstance(runners, Mapping) else (lambda i, n: runners[i])
+    todo = [pick(i, n) for i, n in enumerate(nodes)]
+    with ThreadPoolExecutor(max_workers=max(1, min(max_workers, len(todo))),
+                            thread_name_prefix="preflight") as pool:
+        gathered = list(pool.map(lambda r: gather(r, hf_cache), todo))
+    facts = [judge(f, bytes_needed.get(n.target, 0), require_gpu=require_gpu) for n, f in zip(nodes, gathered)]
+    if any(not f.ok for f in facts):
+        raise RunError("preflight failed: nothing was changed on any node\n" + render(facts))
+    return facts
+
+
+# -- the table ----------------------------------------------------------------------------
+def human(n: int | None) -> str:
+    if n is None:
+        return "?"
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    raise AssertionError
+
+
+def _gib(n: int | None) -> str:
+    return "?" if n is None else f"{n / (1 << 30):.1f} GiB"
+
+
+def render(facts: Sequence[NodeFacts], width: int = 240) -> str:
+    """The preflight table as plain text (for the terminal and for error messages)."""
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=box.SIMPLE_HEAVY, show_lines=False)
+    for col in ("node", "ssh", "docker", "disk free / needed", "GPU", "memory", "verdict"):
+        table.add_column(col, overflow="fold")
+    for f in facts:
+        table.add_row(f.node, f.ssh, _docker_cell(f), _disk_cell(f), _gpu_cell(f), _memory_cell(f),
+                      "ok" if f.ok else "FAIL: " + "; ".join(f.problems))
+    out = io.StringIO()
+    Console(file=out, width=width, color_system=None, highlight=False, emoji=False).print(table)
+    text = "\n".join(ln.rstrip() for ln in out.getvalue().splitlines()).strip("\n") + "\n"
+    details = [f"{f.node}: {f.ssh_error}" for f in facts if f.ssh_error and "\n" in f.ssh_error]
+    return text + ("\n" + "\n".join(details) + "\n" if details else "")
+
+
+def _docker_cell(f: NodeFacts) -> str:
+    if f.ssh_error:
+        return "-"
+    if f.docker_version is None:
+        return f"not reachable: {f.docker_error}"
+    return f.docker_version + (" +nvidia" if f.nvidia_runtime else "")
+
+
+def _disk_cell(f: NodeFacts) -> str:
+    if f.ssh_error:
+        return "-"
+    seen, lines = set(), []
+    for disk in (f.docker_disk, f.hf_disk):
+        if disk is not None and disk.mount not in seen:
+            seen.add(disk.mount)
+            lines.append(f"{human(disk.free)} on {disk.mount}")
+    need = f.needed if isinstance(f.needed, int) else sum(f.needed)
+    return ", ".join(lines or ["?"]) + f" (need {human(need)})"
+
+
+def _gpu_cell(f: NodeFacts) -> str:
+    if f.ssh_error:
+        return "-"
+    if not f.gpus:
+        return f"none ({f.gpu_error})" if f.gpu_error else "none"
+    names = sorted({g.name for g in f.gpus})
+    return f"{len(f.gpus)} x {', '.join(names)}"
+
+
+def _memory_cell(f: NodeFacts) -> str:
+    if f.ssh_error:
+        return "-"
+    if f.gpus and not f.unified_memory:
+        return f"{_gib(f.model_memory)} GPU"
+    if f.unified_memory:
+        return f"{_gib(f.mem_total)} unified"
+    return f"{_gib(f.mem_total)} RAM"
+
+
+def _first_line(text: str, last: bool = False) -> str:
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()] or ["?"]
+    return lines[-1] if last else lines[0]
