@@ -1,0 +1,59 @@
+"""Preflight over SSH on three real nodes: one table, a failing node named, nothing changed."""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from harness import cluster as rc
+from tasks import preflight as pf
+from tasks.errors import RunError
+from tasks.nodes import Node
+from tasks.remote import RemoteRunner, SshSettings
+
+pytestmark = pytest.mark.cluster
+
+
+def _runners(c: rc.TestCluster) -> tuple[list[Node], dict[str, RemoteRunner]]:
+    s = SshSettings(known_hosts=c.known_hosts, ssh_config=c.ssh_config, connect_timeout=2)
+    nodes = [Node(n.ip, "root") for n in c.nodes]
+    return nodes, {n.target: RemoteRunner(n, s) for n in nodes}
+
+
+def test_three_nodes_pass_and_report_their_own_facts(cluster3: rc.TestCluster) -> None:
+    nodes, runners = _runners(cluster3)
+    try:
+        facts = pf.preflight(nodes, runners, {n.target: 10**6 for n in nodes})
+    finally:
+        for r in runners.values():
+            r.close()
+    assert [f.node for f in facts] == [n.target for n in nodes]
+    for f, n in zip(facts, cluster3.nodes):
+        assert f.ok and f.ssh == "ok" and f.docker_version and not f.nvidia_runtime
+        assert f.docker_disk and f.docker_disk.path == str(n.docker_root) and f.docker_disk.free > 10**6
+        assert f.hf_disk and f.hf_disk.path == pf.DEFAULT_HF_CACHE  # absent on the node: its parent's disk
+        assert f.gpus == () and f.mem_total and f.model_memory is None
+    table = pf.render(facts)
+    assert all(f"root@{n.ip}" in table for n in cluster3.nodes)
+    assert table.count(" none ") == 3  # GPU column
+
+
+def test_failing_nodes_are_named_in_one_table(cluster3: rc.TestCluster) -> None:
+    n1, n2, n3 = cluster3.nodes
+    before = {n.name: n.run(["ls", "-a", "/root"]).stdout for n in cluster3.nodes}
+    n3.stop_sshd()
+    nodes, runners = _runners(cluster3)
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(RunError) as e:
+            pf.preflight(nodes, runners, {f"root@{n2.ip}": 10**18, f"root@{n1.ip}": 10**6})
+    finally:
+        for r in runners.values():
+            r.close()
+    assert time.monotonic() - t0 < 10
+    rows = {ln.split()[0]: ln for ln in str(e.value).splitlines() if ln.strip().startswith("root@")}
+    assert rows[f"root@{n1.ip}"].rstrip().endswith(" ok")
+    assert "FAIL: needs 1000000.0 TB" in rows[f"root@{n2.ip}"]
+    assert "refused" in rows[f"root@{n3.ip}"] and "FAIL: SSH failed" in rows[f"root@{n3.ip}"]
+    assert "none" in rows[f"root@{n1.ip}"]  # GPU column
+    assert {n.name: n.run(["ls", "-a", "/root"]).stdout for n in cluster3.nodes} == before
