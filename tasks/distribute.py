@@ -1,0 +1,663 @@
+"""Image and weights to cluster workers: only what a node lacks, proven on that node afterwards.
+
+Plain data in, plain data out; every side effect is a command (docker, ssh, rsync). A node is reached
+through an ssh argv prefix the caller gives (tasks/remote.py builds it); remote commands are always
+one `shlex.join`-ed word list, so no value reaches a remote shell unquoted.
+
+Why it looks like this:
+
+- Image: one `docker save` stream leaves the head and runs through a *chain* of workers; each worker
+  forwards the stream to the next (GNU `tee -p` into a fifo read by the next `ssh`) while its own
+  `docker load` reads it. Every link carries the image once, so N workers take about the time of
+  one (a star from the head would push N copies through the head's link). `docker load` from stdin
+  spools the whole tar before loading, so all loads then run at the same time, each on its node.
+  No temp file anywhere. Each hop prints a status line (load rc, forward rc) that flows back up the
+  chain, so a failure names the node it happened on; each worker then counts as done only after its
+  image ID equals the head's.
+- Weights: `rsync -a --partial --size-only` of exactly this commit's files (blobs, relative snapshot
+  links, refs, trees/<commit>.json), after one `find -printf` per worker showed what is missing or
+  has the wrong size. The no-op path is one ssh call per worker and reads no bytes; `verify=True`
+  adds one remote `sha256sum` per worker to catch same-size corruption.
+"""
+from __future__ import annotations
+
+import base64
+import concurrent.futures
+import contextlib
+import hashlib
+import os
+import re
+import shlex
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Mapping, Sequence, TextIO
+
+from .errors import RunError
+from .runner import tail
+from .weights import read_tree_listing, repo_folder, snapshot_state
+
+CHUNK = 1 << 20
+QUERY_TIMEOUT = 30.0  # an image inspect / manifest / hash listing over ssh
+KEEPALIVE = ["-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3"]
+STATUS = "RRSTAT"
+
+
+# ----------------------------------------------------------------------------- data
+@dataclass(frozen=True)
+class Worker:
+    """A node to copy to.
+
+    `ssh` reaches it from the head; `peer_ssh` reaches it from another worker (the previous hop of
+    the chain), e.g. the same options with a key and known_hosts valid on the workers. Giving the
+    prefix *to* a node (not "to the next") keeps the chain correct when up-to-date nodes drop out.
+    """
+
+    name: str
+    ssh: list[str]
+    peer_ssh: list[str] | None = None
+
+    @property
+    def hop(self) -> list[str]:
+        return list(self.peer_ssh if self.peer_ssh is not None else self.ssh)
+
+
+@dataclass
+class NodeReport:
+    name: str
+    action: str  # "up-to-date" | "sent"
+    bytes: int = 0  # payload bytes that reached this node
+    files: int = 0  # weights: regular files rsync transferred
+    seconds: float = 0.0
+    detail: str = ""
+
+
+@dataclass
+class Report:
+    """What a distribution did, per node; returned only when every node is proven up to date."""
+
+    what: str
+    strategy: str
+    nodes: list[NodeReport] = field(default_factory=list)
+    bytes_sent: int = 0  # bytes that left the head
+    seconds: float = 0.0
+
+    @property
+    def sent_to(self) -> list[str]:
+        return [n.name for n in self.nodes if n.action == "sent"]
+
+    @property
+    def up_to_date(self) -> list[str]:
+        return [n.name for n in self.nodes if n.action == "up-to-date"]
+
+    @property
+    def rate(self) -> float:
+        return self.bytes_sent / self.seconds if self.seconds > 0 else 0.0
+
+
+# ----------------------------------------------------------------------------- helpers
+def remote_argv(prefix: Sequence[str] | None, argv: Sequence[str]) -> list[str]:
+    """argv run through `prefix` (an ssh argv ending in the destination) as ONE quoted word, or locally."""
+    if prefix is None:
+        return list(argv)
+    return [*prefix, shlex.join(list(argv))]
+
+
+def with_keepalive(prefix: Sequence[str]) -> list[str]:
+    """Add ServerAlive options unless given, so a dead link ends an ssh in bounded time, not at TCP's."""
+    p = list(prefix)
+    if p and os.path.basename(p[0]) == "ssh" and not any("serveralive" in a.lower() for a in p):
+        p[1:1] = KEEPALIVE
+    return p
+
+
+def _node(prefix: Sequence[str] | None) -> str:
+    return "local" if prefix is None else prefix[-1]
+
+
+def _call(prefix: Sequence[str] | None, argv: Sequence[str], *, node: str, step: str,
+          timeout: float = QUERY_TIMEOUT, input: bytes | None = None, ok: Sequence[int] = (0,)
+          ) -> subprocess.CompletedProcess:
+    """One command on a node with a timeout; RunError naming node, step, command and stderr tail."""
+    cmd = remote_argv(prefix, argv)
+    try:
+        proc = subprocess.run(cmd, capture_output=True, timeout=timeout, input=input,
+                              stdin=None if input is not None else subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        raise RunError(f"{step} on {node} timed out after {timeout:.0f} s", node=node,
+                       command=shlex.join(cmd)) from None
+    except FileNotFoundError:
+        raise RunError(f"{step} on {node}: '{cmd[0]}' is not installed", node=node,
+                       command=shlex.join(cmd)) from None
+    if proc.returncode not in ok:
+        raise RunError(f"{step} failed on {node}", node=node, command=shlex.join(cmd),
+                       exit_code=proc.returncode, tail=tail(proc.stderr.decode(errors="replace")))
+    return proc
+
+
+def _qpath(path: str) -> str:
+    """Quote a path for a remote shell; a leading ~/ becomes "$HOME"/ (quoting would stop the expansion)."""
+    if path == "~":
+        return '"$HOME"'
+    if path.startswith("~/"):
+        return '"$HOME"/' + shlex.quote(path[2:])
+    return shlex.quote(path)
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+def _parallel(fn: Callable, items: Sequence, workers: int = 8) -> list:
+    """fn over items on threads, results in order; the first exception (in item order) is raised."""
+    if not items:
+        return []
+    with concurrent.futures.ThreadPoolExecutor(max_workers=min(workers, len(items))) as pool:
+        futs = [pool.submit(fn, it) for it in items]
+        concurrent.futures.wait(futs)
+    for f in futs:
+        if f.exception() is not None:
+            raise f.exception()  # type: ignore[misc]
+    return [f.result() for f in futs]
+
+
+# ----------------------------------------------------------------------------- image
+def image_id_on(ssh_prefix: Sequence[str] | None, ref: str, timeout: float = QUERY_TIMEOUT,
+                name: str | None = None) -> str | None:
+    """The image ID `ref` has on a node (None prefix = this machine), or None when it has no such image.
+
+    `name` is how errors call the node (default: the ssh destination)."""
+    node = name or _node(ssh_prefix)
+    proc = _call(ssh_prefix, ["docker", "image", "inspect", "--format", "{{.Id}}", ref], node=node,
+                 step="image inspect", timeout=timeout, ok=(0, 1))
+    if proc.returncode == 0:
+        return proc.stdout.decode().strip().splitlines()[-1]
+    err = proc.stderr.decode(errors="replace")
+    if "No such image" in err or "No such object" in err:
+        return None
+    raise RunError(f"image inspect failed on {node}", node=node,
+                   command=shlex.join(remote_argv(ssh_prefix, ["docker", "image", "inspect", ref])),
+                   exit_code=1, tail=tail(err))
+
+
+# The script each chain hop runs under `sh -c` (POSIX sh + GNU coreutils): $1 = this node's name,
+# $2 = next node's name ("" when last), $3 = base64 of the command that reaches the next hop.
+# `tee -p` keeps feeding the local load when the next hop dies; its status line says so instead.
+HOP_SCRIPT = r"""
+set -u
+name=$1; next=$2
+d=$(mktemp -d) || { echo "RRSTAT load $name 97 $(printf 'mktemp failed' | base64 | tr -d '\n')"; exit 97; }
+trap 'rm -rf "$d"' EXIT
+if [ -n "$next" ]; then
+  mkfifo "$d/f" || exit 97
+  fwd=$(printf %s "$3" | base64 -d)
+  sh -c "$fwd" <"$d/f" &
+  fp=$!
+  tee -p "$d/f" | docker load -q >"$d/out" 2>"$d/err"
+  rc=$?
+else
+  docker load -q >"$d/out" 2>"$d/err"
+  rc=$?
+fi
+echo "RRSTAT load $name $rc $(tail -c 600 "$d/err" | base64 | tr -d '\n')"
+if [ -n "$next" ]; then
+  wait "$fp"
+  echo "RRSTAT fwd $next $? -"
+fi
+exit "$rc"
+"""
+
+
+def _hop_command(chain: Sequence[Worker], first: bool) -> list[str]:
+    """argv that reaches chain[0] (from the head, or from the previous worker) and runs its hop."""
+    w, rest = chain[0], chain[1:]
+    nxt = shlex.join(_hop_command(rest, first=False)) if rest else ""
+    b64 = base64.b64encode(nxt.encode()).decode()  # nesting via base64: no quote blow-up per level
+    prefix = with_keepalive(w.ssh if first else w.hop)
+    return remote_argv(prefix, ["sh", "-c", HOP_SCRIPT, "hop", w.name, rest[0].name if rest else "", b64])
+
+
+class _Progress:
+    """A periodic `bytes, rate` line on a TTY; silent otherwise (logs and CI stay clean)."""
+
+    def __init__(self, label: str, total: int | None, stream: TextIO | None) -> None:
+        self.label, self.total = label, total
+        self.stream = stream if stream is not None and stream.isatty() else None
+        self.t0 = time.monotonic()
+        self.last = 0.0
+
+    def update(self, done: int, final: bool = False) -> None:
+        now = time.monotonic()
+        if self.stream is None or (not final and now - self.last < 0.5):
+            return
+        self.last = now
+        rate = done / max(now - self.t0, 1e-6)
+        pct = f" ({100 * done / self.total:.0f}%)" if self.total else ""
+        self.stream.write(f"\r  {self.label}: {_human(done)}{pct} at {_human(rate)}/s   "
+                          + ("\n" if final else ""))
+        self.stream.flush()
+
+
+def _parse_status(text: str) -> tuple[dict[str, tuple[int, str]], dict[str, int]]:
+    loads: dict[str, tuple[int, str]] = {}
+    fwds: dict[str, int] = {}
+    for line in text.splitlines():
+        parts = line.split(" ")
+        if len(parts) < 4 or parts[0] != STATUS:
+            continue
+        kind, name, rc = parts[1], parts[2], parts[3]
+        if not rc.lstrip("-").isdigit():
+            continue
+        if kind == "load":
+            msg = ""
+            if len(parts) > 4 and parts[4] not in ("", "-"):
+                try:
+                    msg = base64.b64decode(parts[4]).decode(errors="replace")
+                except ValueError:
+                    msg = ""
+            loads[name] = (int(rc), msg)
+        elif kind == "fwd":
+            fwds[name] = int(rc)
+    return loads, fwds
+
+
+def distribute_image(tag: str, head_id: str, workers: Sequence[Worker], *,
+                     timeout: float | None = None, stall_timeout: float = 60.0,
+                     load_timeout: float = 1800.0, progress: TextIO | None = sys.stderr) -> Report:
+    """Make `tag` on every worker the image `head_id`: skip workers that have it, chain-stream the rest.
+
+    Raises RunError naming the first node (in chain order) whose load, forward or final ID check
+    failed; workers that did load stay loaded, so a re-run sends only to the rest.
+    `timeout` bounds the whole stream (default: none, the stall watchdog and ssh keepalives bound a
+    dead link); `stall_timeout` ends a stream that moved no byte for that long; `load_timeout`
+    bounds the loads after the last byte went out.
+    """
+    t0 = time.monotonic()
+    ids = _parallel(lambda w: image_id_on(w.ssh, tag, name=w.name), list(workers))
+    report = Report("image", "chain")
+    stale = [w for w, i in zip(workers, ids) if i != head_id]
+    for w, i in zip(workers, ids):
+        if i == head_id:
+            report.nodes.append(NodeReport(w.name, "up-to-date", detail=head_id[:19]))
+    if not stale:
+        report.seconds = time.monotonic() - t0
+        return report
+
+    local_id = image_id_on(None, tag)
+    if local_id != head_id:
+        raise RunError(f"the head's {tag} is {local_id or 'absent'}, not {head_id}: rebuild or re-pull it first",
+                       node="local", command=f"docker image inspect {tag}")
+    size = _image_size(tag)
+    cmd = _hop_command(stale, first=True)
+    head_cmd = shlex.join(cmd[:-1] + ["<chain script>"])
+    prog = _Progress(f"image -> {', '.join(w.name for w in stale)}", size, progress)
+    sent, err_save, out, err_ssh, stalled = _stream(["docker", "save", tag], cmd, prog, timeout, stall_timeout,
+                                                       load_timeout)
+    loads, fwds = _parse_status(out)
+
+    # first problem in chain order: a broken hop into a node, else its load, else a missing status
+    problems: dict[str, tuple[str, str]] = {}
+    first = stale[0].name
+    for i, w in enumerate(stale):
+        into_rc = fwds.get(w.name) if i else None
+        if w.name in loads and loads[w.name][0] == 0:
+            continue
+        if w.name in loads:
+            problems[w.name] = ("docker load", loads[w.name][1] or f"docker load rc={loads[w.name][0]}")
+        elif into_rc not in (None, 0):
+            problems[w.name] = ("stream", f"ssh from {stale[i - 1].name} to {w.name} exited rc={into_rc} "
+                                          "(link or sshd down?)")
+        else:
+            why = "stalled: no byte moved for %.0f s" % stall_timeout if stalled else "the stream ended early"
+            problems[w.name] = ("stream", why + (f"; ssh to {first}: {tail(err_ssh)}" if err_ssh.strip() else ""))
+    if err_save and not problems and sent == 0:
+        raise RunError(f"docker save {tag} failed on the head", node="local", command=f"docker save {tag}",
+                       tail=tail(err_save))
+
+    check = [w for w in stale if w.name not in problems]
+    now_ids = dict(zip([w.name for w in check], _parallel(lambda w: _id_or_error(w, tag), check)))
+    for w in stale:
+        if w.name not in problems and now_ids.get(w.name) != head_id:
+            problems[w.name] = ("verify", f"image ID after load is {now_ids.get(w.name) or 'absent'}, "
+                                          f"not {head_id}")
+    if problems:
+        bad = next(w for w in stale if w.name in problems)
+        step, why = problems[bad.name]
+        others = [n for n in problems if n != bad.name]
+        raise RunError(f"image {tag} to {bad.name} failed at step '{step}'"
+                       + (f" (also failed: {', '.join(others)})" if others else ""),
+                       node=bad.name, command=head_cmd, tail=why + ("\n" + tail(err_save) if err_save else ""))
+    elapsed = time.monotonic() - t0
+    for w in stale:
+        report.nodes.append(NodeReport(w.name, "sent", bytes=sent, seconds=elapsed, detail=head_id[:19]))
+    report.bytes_sent = sent
+    report.seconds = elapsed
+    return report
+
+
+def _id_or_error(w: Worker, tag: str) -> str | None:
+    try:
+        return image_id_on(w.ssh, tag, name=w.name)
+    except RunError:
+        return None
+
+
+def _image_size(tag: str) -> int | None:
+    try:
+        p = subprocess.run(["docker", "image", "inspect", "--format", "{{.Size}}", tag],
+                           capture_output=True, text=True, timeout=QUERY_TIMEOUT)
+        return int(p.stdout.strip()) if p.returncode == 0 else None
+    except (subprocess.TimeoutExpired, ValueError):
+        return None
+
+
+def _stream(src: list[str], dst: list[str], prog: _Progress, timeout: float | None,
+            stall_timeout: float, load_timeout: float) -> tuple[int, str, str, str, bool]:
+    """Pump src's stdout into dst's stdin, counting bytes; a watchdog kills both on stall/timeout.
+
+    Returns (bytes, src stderr, dst stdout, dst stderr, stalled)."""
+    save = subprocess.Popen(src, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    sink = subprocess.Popen(dst, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    outs: dict[str, bytes] = {}
+
+    def drain(name: str, f) -> None:
+        outs[name] = f.read()
+
+    readers = [threading.Thread(target=drain, args=(n, f), daemon=True)
+               for n, f in (("save_err", save.stderr), ("out", sink.stdout), ("err", sink.stderr))]
+    for t in readers:
+        t.start()
+    sent = 0
+    last_move = time.monotonic()
+    start = last_move
+    stop = threading.Event()
+    stalled = False
+
+    def watchdog() -> None:
+        nonlocal stalled
+        while not stop.wait(0.5):
+            now = time.monotonic()
+            if now - last_move > stall_timeout or (timeout is not None and now - start > timeout):
+                stalled = True
+                for p in (save, sink):
+                    if p.poll() is None:
+                        p.kill()
+                return
+
+    dog = threading.Thread(target=watchdog, daemon=True)
+    dog.start()
+    assert save.stdout and sink.stdin
+    fd_in, fd_out = save.stdout.fileno(), sink.stdin.fileno()
+    try:
+        while True:
+            buf = os.read(fd_in, CHUNK)
+            if not buf:
+                break
+            view = memoryview(buf)
+            while view:
+                n = os.write(fd_out, view)
+                view = view[n:]
+                sent += n
+                last_move = time.monotonic()
+            prog.update(sent)
+    except (BrokenPipeError, OSError):
+        if save.poll() is None:
+            save.kill()
+    finally:
+        with contextlib.suppress(OSError):
+            sink.stdin.close()
+        save.stdout.close()
+        stop.set()  # the watchdog guards the stream only
+    try:
+        # the stream is in; the loads run now (docker load spools first), bounded by load_timeout
+        try:
+            sink.wait(load_timeout)
+        except subprocess.TimeoutExpired:
+            stalled = True
+            sink.kill()
+    finally:
+        stop.set()
+        save.wait()
+        sink.wait()
+        for t in readers:
+            t.join(5)
+    prog.update(sent, final=True)
+    dec = lambda k: outs.get(k, b"").decode(errors="replace")  # noqa: E731
+    return sent, dec("save_err") if save.returncode else "", dec("out"), dec("err"), stalled
+
+
+# ----------------------------------------------------------------------------- weights
+@dataclass(frozen=True)
+class RemoteState:
+    manifest: dict[str, int]  # path under the repo folder -> size (snapshot files followed to blobs)
+    refs: dict[str, str]  # ref name -> commit
+
+
+MANIFEST_SCRIPT = r"""
+cd "$1" 2>/dev/null || { printf 'END\0'; exit 0; }
+find -L "snapshots/$2" "trees/$2.json" -type f -printf 'F\t%s\t%p\0' 2>/dev/null
+[ -d refs ] && find refs -type f -exec sh -c 'for f; do printf "R\t%s\t%s\0" "${f#refs/}" "$(cat "$f")"; done' x {} + 2>/dev/null
+printf 'END\0'
+"""
+
+
+def _remote_script(prefix: Sequence[str] | None, script: str, args: Sequence[str]) -> list[str]:
+    """A script and its arguments; a remote `~/` path argument expands on the node via the shell."""
+    if prefix is None:
+        return ["sh", "-c", script, "rr", *[os.path.expanduser(a) for a in args]]
+    words = [shlex.quote(w) for w in ("sh", "-c", script, "rr")] + [_qpath(a) for a in args]
+    return [*prefix, " ".join(words)]
+
+
+def remote_state(ssh_prefix: Sequence[str] | None, cache_dir: str, repo: str, commit: str,
+                 name: str | None = None) -> RemoteState:
+    """Sizes of every file of `commit` on a node plus its refs, in ONE remote call (stat only)."""
+    node = name or _node(ssh_prefix)
+    folder = str(Path(cache_dir) / ("models--" + repo.replace("/", "--")))
+    if cache_dir.startswith("~"):
+        folder = cache_dir.rstrip("/") + "/models--" + repo.replace("/", "--")
+    cmd = _remote_script(ssh_prefix, MANIFEST_SCRIPT, [folder, commit])
+    proc = _call(None, cmd, node=node, step="weights manifest")
+    manifest: dict[str, int] = {}
+    refs: dict[str, str] = {}
+    complete = False
+    for rec in proc.stdout.decode(errors="surrogateescape").split("\0"):
+        f = rec.split("\t")
+        if f[0] == "F" and len(f) == 3 and f[1].isdigit():
+            manifest[f[2]] = int(f[1])
+        elif f[0] == "R" and len(f) == 3:
+            refs[f[1]] = f[2].strip()
+        elif f[0] == "END":
+            complete = True
+    if not complete:
+        raise RunError(f"weights manifest on {node} ended early", node=node, command=shlex.join(cmd),
+                       exit_code=proc.returncode, tail=tail(proc.stderr.decode(errors="replace")))
+    return RemoteState(manifest, refs)
+
+
+def remote_manifest(ssh_prefix: Sequence[str] | None, cache_dir: str, repo: str, commit: str,
+                    name: str | None = None) -> dict[str, int]:
+    """path (under the repo's cache folder) -> size for every file of `commit` present on the node."""
+    return remote_state(ssh_prefix, cache_dir, repo, commit, name).manifest
+
+
+@dataclass(frozen=True)
+class _Want:
+    manifest: dict[str, int]  # what a complete node has
+    refs: dict[str, str]  # refs that name this commit on the head
+    files: list[str]  # what rsync may send: blobs, snapshot links, tree json, refs
+    hashes: dict[str, str]  # snapshot path -> sha256 expected
+    blob_of: dict[str, str]  # snapshot path -> blobs/<name>
+
+
+def _wanted(cache_dir: Path, repo: str, commit: str) -> _Want:
+    """The head's truth for this commit, from its tree listing; refuses an incomplete head snapshot."""
+    state = snapshot_state(cache_dir, repo, commit)
+    if not state.complete:
+        raise RunError(f"weights {repo}@{commit[:12]} are not complete on the head: {state.reason}",
+                       node="local", command=f"snapshot_state {repo}@{commit}")
+    listing = read_tree_listing(cache_dir, repo, commit) or {}
+    folder = repo_folder(cache_dir, repo)
+    manifest: dict[str, int] = {}
+    files: list[str] = []
+    hashes: dict[str, str] = {}
+    blob_of: dict[str, str] = {}
+    for path, e in sorted(listing.items()):
+        snap = f"snapshots/{commit}/{path}"
+        manifest[snap] = e.size
+        blob = f"blobs/{e.blob_name}"
+        if os.path.lexists(folder / blob):
+            files.append(blob)
+            blob_of[snap] = blob
+        files.append(snap)
+        if e.lfs_sha256:
+            hashes[snap] = e.lfs_sha256
+    tree = f"trees/{commit}.json"
+    manifest[tree] = (folder / tree).stat().st_size
+    files.append(tree)
+    refs: dict[str, str] = {}
+    refs_dir = folder / "refs"
+    if refs_dir.is_dir():
+        for p in refs_dir.rglob("*"):
+            if p.is_file() and p.read_text().strip() == commit:
+                refs[p.relative_to(refs_dir).as_posix()] = commit  # written by content, not rsync
+    return _Want(manifest, refs, sorted(set(files)), hashes, blob_of)
+
+
+def _diff(want: _Want, have: RemoteState) -> list[str]:
+    """Paths whose size differs or that are missing, plus refs not naming the commit."""
+    return [p for p, s in want.manifest.items() if have.manifest.get(p) != s]
+
+
+def _stale_refs(want: _Want, have: RemoteState) -> list[str]:
+    """Refs are 40 bytes whatever they name, so they are compared by content, never by size."""
+    return [r for r, c in want.refs.items() if have.refs.get(r) != c]
+
+
+REFS_SCRIPT = r"""
+cd "$1" || exit 3
+c=$2; shift 2
+for r; do
+  mkdir -p "refs/$(dirname "$r")" && printf %s "$c" > "refs/$r.rr-tmp" && mv -f "refs/$r.rr-tmp" "refs/$r" || exit 4
+done
+"""
+
+
+HASH_SCRIPT = r"""
+cd "$1" || exit 3
+shift
+sha256sum -- "$@"
+"""
+
+
+def _remote_hashes(prefix: Sequence[str], folder: str, paths: Sequence[str], node: str,
+                   timeout: float) -> dict[str, str]:
+    """sha256 of each path on the node (following snapshot links): reads every byte, hence opt-in."""
+    cmd = _remote_script(prefix, HASH_SCRIPT, [folder, *paths])
+    proc = _call(None, cmd, node=node, step="weights verify (sha256sum)", timeout=timeout, ok=(0, 1))
+    out: dict[str, str] = {}
+    for line in proc.stdout.decode(errors="surrogateescape").splitlines():
+        m = re.match(r"^\\?([0-9a-f]{64}) [ *](.*)$", line)
+        if m:
+            out[m.group(2)] = m.group(1)
+    return out
+
+
+_STATS = {"files": re.compile(r"Number of regular files transferred: ([\d,.]+)"),
+          "literal": re.compile(r"Literal data: ([\d,.]+)"),
+          "sent": re.compile(r"Total bytes sent: ([\d,.]+)")}
+
+
+def _num(text: str, key: str) -> int:
+    m = _STATS[key].search(text)
+    return int(re.sub(r"[,.]", "", m.group(1))) if m else 0
+
+
+def sync_weights(cache_dir_local: str | Path, cache_dir_remote: str, repo: str, commit: str,
+                 workers: Sequence[str], ssh_prefixes: Mapping[str, Sequence[str]],
+                 rsync_ssh: str | Mapping[str, str] | None = None, *, verify: bool = False,
+                 io_timeout: int = 120, timeout: float | None = None, parallel: int = 8) -> Report:
+    """Make `repo@commit` in every worker's HF cache match the head's; send only what is missing.
+
+    `ssh_prefixes[w]` is the ssh argv to a worker (its last word is the destination, which rsync
+    uses too); `rsync_ssh` is the `-e` value (one string for all, per worker, or None = the prefix
+    without its destination). Raises RunError (node, step, command, stderr tail) on the first failure.
+    """
+    t0 = time.monotonic()
+    local = Path(cache_dir_local)
+    want = _wanted(local, repo, commit)
+    folder_local = repo_folder(local, repo)
+    folder_remote = cache_dir_remote.rstrip("/") + "/models--" + repo.replace("/", "--")
+    total = sum(want.manifest.values())
+    small_hashes: dict[str, str] = {}
+    if verify:  # non-LFS files are named by git sha1; compare them by sha256 with the head's copy
+        for snap in want.manifest:
+            if snap.startswith("snapshots/") and snap not in want.hashes:
+                small_hashes[snap] = hashlib.sha256((folder_local / snap).read_bytes()).hexdigest()
+
+    def one(name: str) -> NodeReport:
+        w0 = time.monotonic()
+        prefix = list(ssh_prefixes[name])
+        have = remote_state(prefix, cache_dir_remote, repo, commit, name)
+        need = _diff(want, have)
+        corrupt: list[str] = []
+        if verify:
+            expect = {**want.hashes, **small_hashes}
+            present = [p for p in expect if p not in need]
+            got = _remote_hashes(prefix, folder_remote, present, name, timeout or max(120, total / 50e6))
+            corrupt = [p for p in present if got.get(p) != expect[p]]
+            if corrupt:  # same size, wrong bytes: remove the blob so rsync's size check resends it
+                blobs = sorted({want.blob_of.get(p, p) for p in corrupt})
+                _call(None, _remote_script(prefix, 'cd "$1" && shift && rm -f -- "$@"', [folder_remote, *blobs]),
+                      node=name, step="weights remove corrupt blobs")
+        refs = _stale_refs(want, have)
+        if not need and not corrupt:
+            if refs:
+                _call(None, _remote_script(prefix, REFS_SCRIPT, [folder_remote, commit, *refs]),
+                      node=name, step="weights refs")
+                if _stale_refs(want, remote_state(prefix, cache_dir_remote, repo, commit, name)):
+                    raise RunError(f"refs on {name} still differ after writing them", node=name,
+                                   command="write refs " + " ".join(refs))
+                return NodeReport(name, "sent", seconds=time.monotonic() - w0, detail="refs " + " ".join(refs))
+            return NodeReport(name, "up-to-date", seconds=time.monotonic() - w0)
+        e = rsync_ssh.get(name) if isinstance(rsync_ssh, Mapping) else rsync_ssh
+        e = e or shlex.join(with_keepalive(prefix[:-1]))
+        dest = prefix[-1]
+        rpath = folder_remote[2:] if folder_remote.startswith("~/") else folder_remote
+        argv = ["rsync", "-a", "--partial", "--size-only", "--from0", "--files-from=-", "--itemize-changes",
+                "--stats", f"--timeout={io_timeout}", "-e", e,
+                f"--rsync-path=mkdir -p {_qpath(folder_remote)} && rsync",
+                f"{folder_local}/", f"{dest}:{rpath}/"]
+        proc = _call(None, argv, node=name, step="weights rsync", input="\0".join(want.files).encode(),
+                     timeout=timeout or max(600, 60 + total / 10e6))
+        text = proc.stdout.decode(errors="replace")
+        if refs:  # after the files, so a ref never names a commit the node does not have yet
+            _call(None, _remote_script(prefix, REFS_SCRIPT, [folder_remote, commit, *refs]),
+                  node=name, step="weights refs")
+        after = remote_state(prefix, cache_dir_remote, repo, commit, name)
+        left = _diff(want, after) + [f"refs/{r}" for r in _stale_refs(want, after)]
+        if left:
+            raise RunError(f"weights on {name} still differ after rsync: {', '.join(left[:5])}", node=name,
+                           command=shlex.join(argv), tail=tail(text))
+        if verify and corrupt:
+            again = _remote_hashes(prefix, folder_remote, corrupt, name, timeout or 600)
+            still = [p for p in corrupt if again.get(p) != {**want.hashes, **small_hashes}[p]]
+            if still:
+                raise RunError(f"weights on {name} still corrupt after re-send: {', '.join(still[:5])}",
+                               node=name, command=shlex.join(argv))
+        # itemized: "<f..." a file sent to the node, "cL..." a link (re)made there
+        changed = [ln.split(" ", 1)[1].split(" -> ")[0] for ln in text.splitlines()
+                   if ln[:2] in ("<f", ">f", "cL") and " " in ln]
+        return NodeReport(name, "sent", bytes=_num(text, "literal"), files=_num(text, "files"),
+                          seconds=time.monotonic() - w0, detail=" ".join(changed))
+
+    nodes = _parallel(one, list(workers), workers=parallel)
+    return Report("weights", "rsync per worker, in parallel", nodes,
+                  bytes_sent=sum(n.bytes for n in nodes), seconds=time.monotonic() - t0)

@@ -1,0 +1,300 @@
+"""tasks.distribute on real nodes: image chain-streamed to workers, weights rsynced, each proven per node.
+
+The image part runs the library *on the head* (inside n1's namespaces, as a user there would), so
+`docker save` talks to the head's daemon and the chain runs n1 -> n2 -> n3 over real ssh. The weights
+part runs from the host (198.18.0.1) with a hand-built HF cache in a temp dir as the head's cache.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from harness import cluster as rc
+from harness import rayimage
+
+pytestmark = pytest.mark.cluster
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from tasks import distribute as dist  # noqa: E402
+from tasks.errors import RunError  # noqa: E402
+
+IMAGE = "rr-dist-test:v1"
+IMAGE_MB = 32
+
+DRIVER = r"""
+import dataclasses, json, sys
+sys.path.insert(0, sys.argv[1])
+from tasks import distribute as d
+from tasks.errors import RunError
+a = json.loads(sys.argv[2])
+try:
+    r = d.distribute_image(a["tag"], a["head_id"], [d.Worker(**w) for w in a["workers"]],
+                           progress=None, stall_timeout=a["stall"])
+    print(json.dumps({"ok": True, "report": dataclasses.asdict(r)}))
+except RunError as e:
+    print(json.dumps({"ok": False, "node": e.node, "error": str(e)}))
+"""
+
+
+# ----------------------------------------------------------------------------- helpers
+def ssh_prefix(node: rc.Node) -> list[str]:
+    """What tasks/remote.ssh_argv gives: strict host keys, one key, batch mode, the node's address."""
+    return ["ssh", *node.ssh_args, node.target]
+
+
+@pytest.fixture(scope="module")
+def big_image(cluster3: rc.TestCluster, tiny_image: str) -> tuple[str, str]:
+    """A ~32 MB image on the head (busybox + a random layer): big enough to cut a link mid-copy."""
+    head = cluster3.head
+    hid = rayimage.has_image(head, IMAGE)
+    if not hid:
+        ctx = head.home / "dist-ctx"
+        ctx.mkdir(exist_ok=True)
+        (ctx / "blob").write_bytes(os.urandom(IMAGE_MB << 20))
+        (ctx / "Dockerfile").write_text(f"FROM {tiny_image}\nCOPY blob /blob\n")
+        head.docker("build", "-q", "-t", IMAGE, "/root/dist-ctx", env={"DOCKER_BUILDKIT": "0"},
+                    check=True, timeout=300)
+        hid = rayimage.has_image(head, IMAGE)
+    assert hid
+    return IMAGE, hid
+
+
+def drop_image(*nodes: rc.Node) -> None:
+    for n in nodes:
+        n.docker("rmi", "-f", IMAGE, timeout=120)
+        assert not rayimage.has_image(n, IMAGE)
+
+
+def driver_argv(c: rc.TestCluster, tag: str, head_id: str, stall: float = 60) -> list[str]:
+    workers = [{"name": n.name, "ssh": ssh_prefix(n)} for n in c.nodes[1:]]
+    args = {"tag": tag, "head_id": head_id, "workers": workers, "stall": stall}
+    return [sys.executable, "-c", DRIVER, str(ROOT), json.dumps(args)]
+
+
+def distribute_on_head(c: rc.TestCluster, tag: str, head_id: str) -> dict:
+    p = c.head.run(driver_argv(c, tag, head_id), timeout=300)
+    assert p.returncode == 0, p.stderr
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+# ----------------------------------------------------------------------------- image
+def test_image_chain_to_two_workers_then_noop(cluster3: rc.TestCluster, big_image: tuple[str, str]) -> None:
+    tag, hid = big_image
+    n2, n3 = cluster3.node("n2"), cluster3.node("n3")
+    drop_image(n2, n3)
+    out = distribute_on_head(cluster3, tag, hid)
+    assert out["ok"], out
+    rep = out["report"]
+    assert rep["strategy"] == "chain"
+    assert [n["name"] for n in rep["nodes"] if n["action"] == "sent"] == ["n2", "n3"]
+    assert rep["bytes_sent"] > IMAGE_MB << 20  # one stream left the head, not two
+    assert rep["bytes_sent"] < 2 * (IMAGE_MB << 20)
+    assert rayimage.has_image(n2, tag) == hid and rayimage.has_image(n3, tag) == hid
+
+    again = distribute_on_head(cluster3, tag, hid)
+    assert again["ok"], again
+    assert again["report"]["bytes_sent"] == 0
+    assert [n["action"] for n in again["report"]["nodes"]] == ["up-to-date", "up-to-date"]
+
+
+def test_image_only_missing_worker_gets_it(cluster3: rc.TestCluster, big_image: tuple[str, str]) -> None:
+    tag, hid = big_image
+    n2, n3 = cluster3.node("n2"), cluster3.node("n3")
+    distribute_on_head(cluster3, tag, hid)
+    drop_image(n3)
+    out = distribute_on_head(cluster3, tag, hid)
+    assert out["ok"], out
+    assert {n["name"]: n["action"] for n in out["report"]["nodes"]} == {"n2": "up-to-date", "n3": "sent"}
+    assert rayimage.has_image(n3, tag) == hid
+
+
+def test_image_link_down_mid_copy_names_node_and_rerun_completes(
+        cluster3: rc.TestCluster, big_image: tuple[str, str]) -> None:
+    tag, hid = big_image
+    n2, n3 = cluster3.node("n2"), cluster3.node("n3")
+    drop_image(n2, n3)
+    for n in cluster3.nodes:
+        n.shape("50mbit")  # 32 MB takes ~5.5 s: time to pull n3's cable in the middle
+    proc = cluster3.head.popen(driver_argv(cluster3, tag, hid), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    time.sleep(2.0)
+    assert proc.poll() is None, "the copy finished before the link could be cut"
+    n3.link_down()
+    t_cut = time.monotonic()
+    out_text, err = proc.communicate(timeout=120)
+    took = time.monotonic() - t_cut
+    out = json.loads(out_text.strip().splitlines()[-1])
+    assert not out["ok"], out
+    assert out["node"] == "n3", out
+    assert "n3" in out["error"]
+    assert took < 60, f"failure took {took:.0f} s to surface"
+    n3.link_up()
+    for n in cluster3.nodes:
+        n.unshape()
+    assert rayimage.has_image(n3, tag) != hid  # not loaded, and nothing claimed it was
+
+    again = distribute_on_head(cluster3, tag, hid)
+    assert again["ok"], again
+    assert rayimage.has_image(n2, tag) == hid and rayimage.has_image(n3, tag) == hid
+    assert "n3" in [n["name"] for n in again["report"]["nodes"] if n["action"] == "sent"]
+
+
+def test_image_id_on_local_and_remote(cluster3: rc.TestCluster, big_image: tuple[str, str]) -> None:
+    tag, hid = big_image
+    n2 = cluster3.node("n2")
+    distribute_on_head(cluster3, tag, hid)
+    assert dist.image_id_on(ssh_prefix(n2), tag) == hid
+    assert dist.image_id_on(ssh_prefix(n2), "rr-no-such:image") is None
+    n2.stop_dockerd()
+    with pytest.raises(RunError) as ei:
+        dist.image_id_on(ssh_prefix(n2), tag)
+    assert ei.value.node == n2.target
+
+
+# ----------------------------------------------------------------------------- weights
+REPO = "org/tiny-model"
+REMOTE_CACHE = "~/.cache/huggingface/hub"
+
+
+def git_sha1(data: bytes) -> str:
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def make_commit(cache: Path, repo: str, files: dict[str, bytes], ref: str = "main") -> str:
+    """Write one commit of `repo` in HF cache layout (blobs, relative snapshot links, refs, trees json)."""
+    commit = hashlib.sha1(json.dumps(sorted((p, hashlib.sha256(d).hexdigest()) for p, d in files.items()))
+                          .encode()).hexdigest()
+    folder = cache / ("models--" + repo.replace("/", "--"))
+    listing = {}
+    for path, data in files.items():
+        lfs = len(data) > 1_000_000 or path.endswith(".safetensors")
+        blob = hashlib.sha256(data).hexdigest() if lfs else git_sha1(data)
+        (folder / "blobs").mkdir(parents=True, exist_ok=True)
+        if not (folder / "blobs" / blob).exists():
+            (folder / "blobs" / blob).write_bytes(data)
+        link = folder / "snapshots" / commit / path
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(os.path.relpath(folder / "blobs" / blob, link.parent))
+        info = {"size": len(data), "blob_id": git_sha1(data)}
+        if lfs:
+            info.update(lfs_sha256=blob, lfs_size=len(data))
+        listing[path] = info
+    (folder / "trees").mkdir(exist_ok=True)
+    (folder / "trees" / f"{commit}.json").write_text(json.dumps({"format_version": 1, "files": listing}))
+    (folder / "refs").mkdir(exist_ok=True)
+    (folder / "refs" / ref).write_text(commit)
+    return commit
+
+
+def model_files(seed: int = 0) -> dict[str, bytes]:
+    rnd = lambda n, s: hashlib.shake_256(f"{seed}-{s}".encode()).digest(n)  # noqa: E731
+    return {
+        "config.json": b'{"model_type": "tiny"}',
+        "tokenizer.json": rnd(200_000, "tok"),
+        "model-00001-of-00002.safetensors": rnd(3 << 20, "w1"),
+        "model-00002-of-00002.safetensors": rnd(2 << 20, "w2"),
+        "sub/dir/extra.bin": rnd(1_500_000, "extra"),
+    }
+
+
+def remote_folder(node: rc.Node) -> Path:
+    return node.home / ".cache/huggingface/hub" / ("models--" + REPO.replace("/", "--"))
+
+
+def sync(cache: Path, commit: str, nodes: list[rc.Node], verify: bool = False) -> dist.Report:
+    return dist.sync_weights(cache, REMOTE_CACHE, REPO, commit, [n.name for n in nodes],
+                             {n.name: ssh_prefix(n) for n in nodes}, verify=verify)
+
+
+@pytest.fixture
+def workers(cluster3: rc.TestCluster) -> list[rc.Node]:
+    nodes = cluster3.nodes[1:]
+    for n in nodes:  # each test starts with no copy of the model on the workers
+        subprocess.run(["rm", "-rf", str(remote_folder(n))], check=True)
+    return nodes
+
+
+def test_weights_sync_layout_noop_and_one_changed_file(tmp_path: Path, workers: list[rc.Node]) -> None:
+    cache = tmp_path / "hub"
+    files = model_files()
+    c1 = make_commit(cache, REPO, files)
+    rep = sync(cache, c1, workers)
+    assert rep.sent_to == ["n2", "n3"]
+    for n in workers:
+        folder = remote_folder(n)
+        assert (folder / "refs" / "main").read_text() == c1
+        assert (folder / "trees" / f"{c1}.json").exists()
+        for path, data in files.items():
+            snap = folder / "snapshots" / c1 / path
+            assert snap.is_symlink() and not os.readlink(snap).startswith("/")  # relative, as HF makes it
+            assert snap.read_bytes() == data
+        assert dist.remote_manifest(ssh_prefix(n), REMOTE_CACHE, REPO, c1) == \
+            dist.remote_manifest(None, str(cache), REPO, c1)
+    assert {n.files for n in rep.nodes} == {6}  # 5 blobs + the tree listing
+
+    again = sync(cache, c1, workers)
+    assert again.up_to_date == ["n2", "n3"] and again.bytes_sent == 0
+    assert all(n.files == 0 for n in again.nodes)
+
+    # a new commit where one weight shard changed: only that blob (and the new listing) travel
+    files2 = dict(files, **{"model-00002-of-00002.safetensors": model_files(seed=1)["model-00002-of-00002.safetensors"]})
+    c2 = make_commit(cache, REPO, files2)
+    new_blob = hashlib.sha256(files2["model-00002-of-00002.safetensors"]).hexdigest()
+    rep2 = sync(cache, c2, workers)
+    for n in rep2.nodes:
+        assert n.action == "sent"
+        sent_blobs = [p for p in n.detail.split() if p.startswith("blobs/")]
+        assert sent_blobs == [f"blobs/{new_blob}"], n.detail
+        assert n.files == 2  # the changed blob + trees/<c2>.json
+        assert (2 << 20) <= n.bytes < (2 << 20) + 100_000  # literal data: that file, not the model
+    for n in workers:
+        assert (remote_folder(n) / "refs" / "main").read_text() == c2
+
+
+def test_weights_truncated_and_corrupted_blobs(tmp_path: Path, workers: list[rc.Node]) -> None:
+    cache = tmp_path / "hub"
+    files = model_files()
+    commit = make_commit(cache, REPO, files)
+    sync(cache, commit, workers)
+    n2, n3 = workers
+    shard = "model-00001-of-00002.safetensors"
+    blob = remote_folder(n2) / "blobs" / hashlib.sha256(files[shard]).hexdigest()
+
+    os.truncate(blob, 1000)  # e.g. a disk filled up mid-copy
+    rep = sync(cache, commit, workers)
+    assert {n.name: n.action for n in rep.nodes} == {"n2": "sent", "n3": "up-to-date"}
+    assert (remote_folder(n2) / "snapshots" / commit / shard).read_bytes() == files[shard]
+
+    blob3 = remote_folder(n3) / "blobs" / blob.name
+    data = bytearray(blob3.read_bytes())
+    data[12345] ^= 0xFF  # same size, wrong byte
+    blob3.write_bytes(bytes(data))
+    assert sync(cache, commit, workers).up_to_date == ["n2", "n3"]  # size only: cannot see it
+    rep = sync(cache, commit, workers, verify=True)
+    assert {n.name: n.action for n in rep.nodes} == {"n2": "up-to-date", "n3": "sent"}
+    assert blob3.read_bytes() == files[shard]
+    assert sync(cache, commit, workers, verify=True).up_to_date == ["n2", "n3"]
+
+
+def test_weights_broken_worker_names_node(tmp_path: Path, workers: list[rc.Node]) -> None:
+    cache = tmp_path / "hub"
+    commit = make_commit(cache, REPO, model_files())
+    n2, n3 = workers
+    n3.stop_sshd()
+    t0 = time.monotonic()
+    with pytest.raises(RunError) as ei:
+        sync(cache, commit, workers)
+    assert ei.value.node == "n3" and "weights manifest" in str(ei.value)
+    assert time.monotonic() - t0 < 30
+    n3.start_sshd()
+    assert sync(cache, commit, workers).sent_to == ["n3"]  # n2 got it in the failed run already
