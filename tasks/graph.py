@@ -150,8 +150,8 @@ def mods_task(plan: Plan, runner: LocalRunner, deps: list[str]) -> dict[str, Any
 def launch_task(plan: Plan, runner: LocalRunner, deps: list[str]) -> dict[str, Any]:
     return {"basename": "launch", "name": plan.recipe.id,
             "doc": f"serve {plan.recipe.name} ({plan.mode}) at {plan.endpoint}",
-            "actions": [(_step, [launch.converge, runner, plan])], "task_dep": deps,
-            "uptodate": [Check(lambda: launch.is_current(runner, plan),
+            "actions": [(_step, [launch.converge, launch.solo(runner, plan), plan])], "task_dep": deps,
+            "uptodate": [Check(lambda: launch.is_current(launch.solo(runner, plan), plan),
                                f"no container of {plan.recipe.id} runs with the current image, script and settings")],
             "verbosity": 2}
 

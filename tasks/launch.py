@@ -8,23 +8,27 @@ into the container before it starts, so nothing about it rides on argv.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import resource
 import subprocess
 import sys
-import tempfile
+import tarfile
 import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
+from typing import Callable, TypeVar
 
 from . import docker, mods, settings, weights
 from .docker import LABEL, Container, Runner
 from .errors import NotReadyError, RunError
 from .plan import Plan
 
+T = TypeVar("T")
 SCRIPT_DIR = "/runrecipe"
 CONTAINER_HF_HOME = "/root/.cache/huggingface"
 NOFILE = 1048576
@@ -104,17 +108,37 @@ def create_args(plan: Plan, image: str, gpus: bool, offline: bool) -> list[str]:
     return [*args, "--entrypoint", "bash", image, f"{SCRIPT_DIR}/launch.sh"]
 
 
-def inputs_hash(plan: Plan, args: list[str], weights_record: str) -> str:
+def inputs_hash(args: list[str], script: str, weights_record: str) -> str:
     """What makes a server the same: its docker arguments, its script and the weights' commits."""
-    return hashlib.sha256(json.dumps([args, plan.script, weights_record]).encode()).hexdigest()
+    return hashlib.sha256(json.dumps([args, script, weights_record]).encode()).hexdigest()
 
 
-def wanted(runner: Runner, plan: Plan) -> tuple[list[str], str, str]:
-    """The create arguments, inputs hash and weights record of the server this plan asks for, now."""
-    models = verified_weights(plan) if plan.models else []
-    args = create_args(plan, image_ref(runner, plan), docker.has_nvidia_runtime(runner), models is not None)
-    record = ",".join(models or [])
-    return args, inputs_hash(plan, args, record), record
+@dataclass(frozen=True)
+class Placement:
+    """One container of a run: the node it runs on (through its runner) and the script it runs."""
+
+    runner: Runner
+    script: str
+    rank: int = 0
+
+
+@dataclass(frozen=True)
+class Wanted:
+    args: list[str]
+    digest: str
+    record: str
+
+
+def solo(runner: Runner, plan: Plan) -> list[Placement]:
+    return [Placement(runner, plan.script)]
+
+
+def wanted(place: Placement, plan: Plan, record: list[str] | None) -> Wanted:
+    """The create arguments and inputs hash of the container this plan asks for on one node, now."""
+    runner = place.runner
+    args = create_args(plan, image_ref(runner, plan), docker.has_nvidia_runtime(runner), record is not None)
+    text = ",".join(record or [])
+    return Wanted(args, inputs_hash(args, place.script, text), text)
 
 
 def serving(runner: Runner, plan: Plan, digest: str) -> Container | None:
@@ -124,59 +148,102 @@ def serving(runner: Runner, plan: Plan, digest: str) -> Container | None:
     return None
 
 
-def is_current(runner: Runner, plan: Plan) -> bool:
-    """Up to date: a container of this recipe runs with exactly the wanted inputs."""
+def _each(places: list[Placement], fn: Callable[[Placement], T]) -> list[T]:
+    """fn on every node at once (SSH round trips overlap); results in placement order."""
+    if len(places) == 1:
+        return [fn(places[0])]
+    with ThreadPoolExecutor(max_workers=min(8, len(places))) as pool:
+        return list(pool.map(fn, places))
+
+
+def is_current(places: list[Placement], plan: Plan) -> bool:
+    """Up to date: on every node a container of this recipe runs with exactly the wanted inputs."""
+    record = verified_weights(plan) if plan.models else []
     try:
-        _, digest, _ = wanted(runner, plan)
+        return all(_each(places, lambda p: serving(p.runner, plan, wanted(p, plan, record).digest) is not None))
     except RunError:
         return False
-    return serving(runner, plan, digest) is not None
 
 
-def converge(runner: Runner, plan: Plan) -> dict[str, str]:
-    """Start (or replace) the server and wait until it answers; a failed start leaves no container."""
-    args, digest, record = wanted(runner, plan)
-    if plan.models and not record:
+def converge(places: list[Placement], plan: Plan, ray_first: bool = True) -> dict[str, str]:
+    """Start (or replace) the server on every node and wait until the head answers.
+
+    A failed start removes every container this run started, on every node."""
+    record = verified_weights(plan) if plan.models else []
+    if plan.models and record is None:
         say(f"Warning: the weights of {', '.join(m.key for m in plan.models)} are not complete in "
             f"{weights.hub_cache_dir()}; vLLM will download them itself at start, unverified "
             "(add --setup to download and verify them first)")
-    same = serving(runner, plan, digest)
-    if same:
-        say(f"already serving at {plan.endpoint} (container {same.name})")
-        return {"container_id": same.id, "inputs": digest}
+    wants = _each(places, lambda p: wanted(p, plan, record))
+    same = _each(places, lambda p: serving(p.runner, plan, wants[p.rank].digest))
+    if all(same):
+        say(f"already serving at {plan.endpoint} (container {same[0].name})")
+        return {"container_id": same[0].id, "inputs": wants[0].digest}
+    _each(places, lambda p: _clear(p.runner, plan))
+    order = places if ray_first else places[1:] + places[:1]   # native: workers, then the head
+    started: list[tuple[Placement, str]] = []
+    try:
+        for place in order:
+            started.append((place, _start(place, plan, wants[place.rank])))
+        head_cid = next(cid for p, cid in started if p.rank == 0)
+        say(f"started {plan.container_name} on {len(started)} node(s); waiting for {plan.endpoint} ...")
+        wait_ready(places[0].runner, plan, head_cid, [(p.runner, cid) for p, cid in started if p.rank])
+    except BaseException:
+        for place, cid in started:
+            try:
+                docker.remove(place.runner, [cid])
+            except RunError as exc:
+                say(f"Warning: could not remove {cid[:12]} on {place.runner.node}: {exc}")
+        raise
+    say(f"serving {plan.served_model or plan.recipe.name} at {plan.endpoint}")
+    return {"container_id": head_cid, "inputs": wants[0].digest}
+
+
+def _clear(runner: Runner, plan: Plan) -> None:
+    """Remove this recipe's old containers; refuse to touch a same-named container we did not start."""
     ours = docker.containers(runner, recipe=plan.recipe.id)
     named = docker.container_named(runner, plan.container_name)
     if named and named.id not in {c.id for c in ours}:
         raise RunError(f"a container named '{plan.container_name}' exists on {runner.node} and was not "
                        f"started for recipe {plan.recipe.id}; remove it or choose --name")
     if ours:
-        say(f"replacing {', '.join(c.name for c in ours)}: its inputs changed")
+        say(f"replacing {', '.join(c.name for c in ours)} on {runner.node}: its inputs changed")
         docker.remove(runner, [c.id for c in ours])
-    labels = {"recipe": plan.recipe.id, "inputs": digest, "file": str(plan.recipe.path),
+
+
+def _start(place: Placement, plan: Plan, want: Wanted) -> str:
+    """docker create, copy the script in (as a tar on stdin: works the same over SSH), docker start."""
+    runner = place.runner
+    labels = {"recipe": plan.recipe.id, "inputs": want.digest, "file": str(plan.recipe.path),
               "endpoint": plan.endpoint, "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-              "weights": record}
+              "weights": want.record}
     label_args = [a for k, v in labels.items() for a in ("--label", f"{LABEL}.{k}={v}")]
-    cid = runner.read(["docker", "create", *label_args, *args]).stdout.strip()
+    cid = runner.read(["docker", "create", *label_args, *want.args]).stdout.strip()
     try:
-        with tempfile.TemporaryDirectory(prefix="runrecipe-") as tmp:
-            folder = Path(tmp) / SCRIPT_DIR.strip("/")
-            folder.mkdir()
-            (folder / "launch.sh").write_text(plan.script)
-            (folder / "launch.sh").chmod(0o755)
-            runner.read(["docker", "cp", str(folder), f"{cid}:/"])
+        runner.feed(["docker", "cp", "-", f"{cid}:/"], _script_tar(place.script))
         runner.read(["docker", "start", cid])
-        say(f"started {plan.container_name}; waiting for {plan.endpoint} ...")
-        wait_ready(runner, plan, cid)
     except BaseException:
         docker.remove(runner, [cid])
         raise
-    say(f"serving {plan.served_model or plan.recipe.name} at {plan.endpoint}")
-    return {"container_id": cid, "inputs": digest}
+    return cid
 
 
-def wait_ready(runner: Runner, plan: Plan, cid: str,
+def _script_tar(script: str) -> bytes:
+    buf = io.BytesIO()
+    data = script.encode()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        folder = tarfile.TarInfo(SCRIPT_DIR.strip("/"))
+        folder.type, folder.mode = tarfile.DIRTYPE, 0o755
+        tar.addfile(folder)
+        info = tarfile.TarInfo(f"{SCRIPT_DIR.strip('/')}/launch.sh")
+        info.size, info.mode = len(data), 0o755
+        tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def wait_ready(runner: Runner, plan: Plan, cid: str, workers: list[tuple[Runner, str]] = (),  # type: ignore[assignment]
                clock: Callable[[], float] = time.monotonic) -> None:
-    """Wait for /health, then for the model in /v1/models; fail fast if the container exits."""
+    """Wait for /health, then for the model in /v1/models; fail fast if any container exits."""
     host = "127.0.0.1" if plan.head.local else plan.head.host
     base = f"http://{host}:{plan.port}"
     start = clock()
@@ -188,6 +255,12 @@ def wait_ready(runner: Runner, plan: Plan, cid: str,
             raise NotReadyError(f"the server container exited (code {code}) before it was ready",
                                 node=runner.node, command=f"{SCRIPT_DIR}/launch.sh",
                                 exit_code=code, tail=docker.logs_tail(runner, cid))
+        for worker, wcid in workers:
+            wstatus, wcode = docker.state(worker, wcid)
+            if wstatus in ("exited", "dead", "gone"):
+                raise NotReadyError(f"the container on {worker.node} exited (code {wcode}) before the "
+                                    "server was ready", node=worker.node, exit_code=wcode,
+                                    tail=docker.logs_tail(worker, wcid))
         if _models_ready(base, plan.served_model):
             return
         now = clock()

@@ -9,8 +9,10 @@ cache makes re-application after a partial change cheap.
 from __future__ import annotations
 
 import hashlib
+import io
 import re
 import shutil
+import tarfile
 import tempfile
 import zipfile
 from dataclasses import dataclass
@@ -85,9 +87,13 @@ def apply(runner: Runner, base_id: str, mods: tuple[Mod, ...]) -> dict[str, str]
         (ctx / "Dockerfile").write_text(render_template(
             "mods.Dockerfile.j2", base=base_id, mods=[m.name for m in mods],
             workdir=info.get("workdir") or "/", marker=MARKER, label=f"{LABEL}.mods"))
-        res = runner.run(["docker", "build", "-t", tag, str(ctx)], stream=False, check=False)
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tar:
+            tar.add(ctx, arcname=".")
+    # The context travels as a tar on stdin, so only the mod folders cross the network to a node.
+    res = runner.feed(["docker", "build", "-t", tag, "-"], buf.getvalue(), check=False)
     if not res.ok:
-        output = res.stdout + res.stderr
+        output = f"{res.stdout}\n{res.stderr}"
         names = re.findall(re.escape(MARKER) + r"([A-Za-z0-9_.-]+)", output)
         failed = names[-1] if names else "?"
         raise RunError(f"mod '{failed}' failed on {runner.node}", node=runner.node,

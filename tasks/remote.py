@@ -159,7 +159,7 @@ class RemoteRunner:
             self.close()  # the channel was killed; a dead link also leaves the transport unusable
             raise RunError(f"command timed out after {timeout:g} s on {self.node}", node=self.node,
                            command=command) from None
-        except (OSError, EOFError, _ssh_exception()) as exc:
+        except (OSError, EOFError, invoke.ThreadException, _ssh_exception()) as exc:
             self.close()
             raise RunError(f"lost the SSH connection to {self.node}: {exc or type(exc).__name__}",
                            node=self.node, command=command) from None

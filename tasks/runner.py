@@ -53,6 +53,16 @@ class LocalRunner:
                            exit_code=result.exit_code, tail=tail(result.stderr or result.stdout))
         return result
 
+    def feed(self, argv: list[str], data: bytes, *, timeout: float | None = 600, check: bool = True) -> Result:
+        """Run a command with `data` on its stdin (a tar for `docker cp -` or `docker build -`)."""
+        try:
+            proc = subprocess.run(argv, input=data, capture_output=True, timeout=timeout)
+        except FileNotFoundError:
+            raise _missing(argv[0], self.node) from None
+        except subprocess.TimeoutExpired:
+            raise RunError(f"command timed out after {timeout} s", node=self.node, command=shlex.join(argv)) from None
+        return _checked(self.node, argv, proc, check)
+
     def run(self, argv: list[str], *, stream: bool = True, timeout: float | None = None,
             check: bool = True) -> Result:
         """Run a command that changes something; its output goes to the user as it comes."""
@@ -71,6 +81,15 @@ class LocalRunner:
             raise RunError("command failed", node=self.node, command=command,
                            exit_code=result.exit_code, tail=tail(result.stderr or result.stdout))
         return result
+
+
+def _checked(node: str, argv: list[str], proc: "subprocess.CompletedProcess[bytes]", check: bool) -> Result:
+    """A finished byte-pipeline command as a Result, or (with check) its RunError."""
+    out, err = (b.decode(errors="replace") for b in (proc.stdout, proc.stderr))
+    if proc.returncode and check:
+        raise RunError("command failed", node=node, command=shlex.join(argv), exit_code=proc.returncode,
+                       tail=tail(f"{out}\n{err}".strip()))
+    return Result(out, err, proc.returncode)
 
 
 def _missing(program: str, node: str) -> RunError:
