@@ -1,6 +1,7 @@
 """RemoteRunner and ssh_argv against real sshd's: host keys verified, every call bounded in time."""
 from __future__ import annotations
 
+import hashlib
 import shlex
 import subprocess
 import threading
@@ -171,6 +172,20 @@ def test_argv_and_env_arrive_literally(cluster3: rc.TestCluster) -> None:
         assert r.read(with_env(env, ["printenv", "RR_VALUE"])).stdout == env["RR_VALUE"] + "\n"
     assert n2.run(["test", "-e", canary]).returncode == 1
     assert not Path(canary).exists()
+
+
+def test_feed_sends_bytes_exactly_with_the_same_host_key_checks(cluster3: rc.TestCluster, tmp_path: Path) -> None:
+    n1, n2, n3 = cluster3.nodes
+    data = bytes(range(256)) * 8192 + b"\r\n\x00end"  # 2 MB of every byte value
+    with RemoteRunner(Node(n2.ip, "root"), settings(cluster3)) as r:
+        res = r.feed(["sh", "-c", "sha256sum; echo to-stderr >&2"], data)
+        assert res.stdout.split()[0] == hashlib.sha256(data).hexdigest() and res.stderr.strip() == "to-stderr"
+        assert r.feed(["sh", "-c", "cat >/dev/null; exit 5"], b"x", check=False).exit_code == 5
+        with pytest.raises(RunError):
+            r.feed(["sh", "-c", "cat >/dev/null; exit 5"], b"x")
+    kh = cluster3.write_known_hosts(tmp_path / "known_hosts", [n1, n3])
+    with pytest.raises(UnknownHostKeyError):
+        RemoteRunner(Node(n2.ip, "root"), settings(cluster3, known_hosts=kh)).feed(["true"], b"")
 
 
 def test_runner_for_picks_local_or_ssh(cluster3: rc.TestCluster) -> None:
