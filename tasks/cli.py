@@ -75,6 +75,16 @@ def parser() -> argparse.ArgumentParser:
                    help="NCCL debug level (VERSION, WARN, INFO, TRACE)")
     g.add_argument("--non-privileged", action="store_true",
                    help="run without --privileged (IPC_LOCK, 64g shm, pids limit); also .env NON_PRIVILEGED=1")
+    g.add_argument("--ray", dest="ray", action="store_true", default=None,
+                   help="cluster: spread vLLM with Ray (default when the recipe names the Ray backend)")
+    g.add_argument("--no-ray", dest="ray", action="store_false",
+                   help="cluster: native multi-node (--nnodes/--node-rank), no Ray")
+    g.add_argument("--eth-if", metavar="IF", help="cluster: network interface for NCCL/Gloo (also .env ETH_IF)")
+    g.add_argument("--ib-if", metavar="HCAS", help="cluster: InfiniBand/RoCE HCAs, comma list (also .env IB_IF)")
+    g.add_argument("--master-port", type=int, metavar="PORT",
+                   help="cluster: Ray / torch.distributed port (default 29501; also .env MASTER_PORT)")
+    g.add_argument("--trust-new-hosts", action="store_true",
+                   help="record unknown SSH host keys in known_hosts (changed keys are always refused)")
     g.add_argument("--restart", action="store_true", help="give the container a restart policy (survives reboots)")
     g.add_argument("--ready-timeout", type=float, default=1800.0, metavar="SECONDS",
                    help="how long to wait for the server to answer (default 1800)")
@@ -94,6 +104,13 @@ def _split_extra(args: list[str]) -> tuple[list[str], list[str]]:
 
 
 def options_from(ns: argparse.Namespace, extra: list[str]) -> Options:
+    from .nodes import load_env
+    from .plan import env_file
+
+    dotenv = load_env(env_file(Options(config=ns.config)))
+    port_text = ns.master_port or dotenv.get("MASTER_PORT") or "29501"
+    if not str(port_text).isdigit():
+        raise ConfigError(f"MASTER_PORT '{port_text}' is not a port number")
     overrides = {k: v for k in ("port", "host", "tensor_parallel", "gpu_memory_utilization", "max_model_len")
                  if (v := getattr(ns, k)) is not None}
     overrides.update(parse_overrides(ns.override, "-o"))
@@ -103,7 +120,9 @@ def options_from(ns: argparse.Namespace, extra: list[str]) -> Options:
                    download=ns.setup or ns.download_only or ns.force_download or ns.verify,
                    force_download=ns.force_download, verify=ns.verify, revision=ns.revision,
                    daemon=ns.daemon, restart=ns.restart, ready_timeout=ns.ready_timeout,
-                   privileged=not (ns.non_privileged or _env_flag(ns.config, "NON_PRIVILEGED")))
+                   privileged=not (ns.non_privileged or _env_flag(ns.config, "NON_PRIVILEGED")),
+                   ray=ns.ray, eth_if=ns.eth_if or dotenv.get("ETH_IF", ""), ib_if=ns.ib_if or dotenv.get("IB_IF", ""),
+                   master_port=int(port_text), trust_new_hosts=ns.trust_new_hosts)
 
 
 def _env_flag(config: Path | None, key: str) -> bool:

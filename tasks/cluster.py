@@ -12,12 +12,18 @@ Every node gets the recipe's env (the origin lost it on workers) and the per-nod
 from __future__ import annotations
 
 import shlex
+import socket
 from dataclasses import dataclass
-from typing import Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from . import render
+from .errors import ConfigError
 from .nodes import Node
 from .plan import Plan
+
+if TYPE_CHECKING:
+    from .docker import Runner
+    from .remote import SshSettings
 
 RAY_BACKEND = "--distributed-executor-backend"
 DEFAULT_MASTER_PORT = 29501
@@ -113,3 +119,85 @@ def ray_start(rank: int, ip: str, head_ip: str, port: int) -> str:
     else:
         argv = ["ray", "start", "--block", f"--address={head_ip}:{port}", *common]
     return shlex.join(argv)
+
+
+def is_local_address(ip: str) -> bool:
+    """True when this machine owns `ip` (binding to it succeeds): the head must be where the tool runs."""
+    family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.bind((ip, 0))
+            return True
+        except OSError:
+            return False
+
+
+class Fleet:
+    """The nodes of one cluster run with their runners; network facts are gathered once, when first needed.
+
+    The head is the machine running the tool (as with the origin): it builds, downloads and serves;
+    workers are reached over SSH with verified host keys.
+    """
+
+    def __init__(self, plan: Plan, settings: "SshSettings", mode: str, check_head: bool = True) -> None:
+        from .remote import RemoteRunner
+        from .runner import LocalRunner
+
+        self.plan, self.settings, self.mode = plan, settings, mode
+        self.ips = {n.target: resolve(n) for n in plan.nodes}
+        head_ip = self.ips[plan.head.target]
+        if check_head and not is_local_address(head_ip):
+            raise ConfigError(f"the first node ({plan.head.target}, {head_ip}) is the head and must be this "
+                              "machine: run run-recipe on the head, or list this machine first in -n/CLUSTER_NODES")
+        self.runners: list[Runner] = [LocalRunner()] + [RemoteRunner(n, settings) for n in plan.nodes[1:]]
+        self._net: Network | None = None
+        self._places: list[Any] | None = None
+
+    @property
+    def workers(self) -> list[tuple[Node, "Runner"]]:
+        return list(zip(self.plan.nodes[1:], self.runners[1:]))
+
+    def ssh(self, node: Node) -> list[str]:
+        from .remote import ssh_argv
+
+        return ssh_argv(node, self.settings)
+
+    def network(self) -> Network:
+        if self._net is None:
+            opts = self.plan.options
+            head = self.runners[0]
+            first_worker = self.ips[self.plan.nodes[1].target]
+            eth = opts.eth_if or route_interface(head, first_worker)
+            ib = opts.ib_if or infiniband_hcas(head)
+            self._net = Network(self.ips, eth, ib, opts.master_port)
+        return self._net
+
+    def placements(self) -> list[Any]:
+        from .launch import Placement
+
+        if self._places is None:
+            self._places = [Placement(self.runners[r.rank], r.script, r.rank)
+                            for r in roles(self.plan, self.mode, self.network())]
+        return self._places
+
+
+def resolve(node: Node) -> str:
+    """The node's IP as this machine resolves it."""
+    try:
+        return socket.getaddrinfo(node.host, None)[0][4][0]
+    except (socket.gaierror, IndexError):
+        raise ConfigError(f"node '{node.target}' does not resolve to an address") from None
+
+
+def route_interface(runner: "Runner", ip: str) -> str:
+    """The interface this node uses to reach `ip` (`ip -o route get`)."""
+    res = runner.read(["ip", "-o", "route", "get", ip], check=False)
+    words = res.stdout.split()
+    return words[words.index("dev") + 1] if res.ok and "dev" in words else ""
+
+
+def infiniband_hcas(runner: "Runner") -> str:
+    """HCAs whose port is up, from `ibdev2netdev` (Mellanox/ConnectX); empty without InfiniBand/RoCE."""
+    res = runner.read(["sh", "-c", "command -v ibdev2netdev >/dev/null && ibdev2netdev || true"], check=False)
+    hcas = [line.split()[0] for line in res.stdout.splitlines() if "(Up)" in line and line.split()]
+    return ",".join(dict.fromkeys(hcas))

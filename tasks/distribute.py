@@ -83,6 +83,7 @@ class Report:
     strategy: str
     nodes: list[NodeReport] = field(default_factory=list)
     bytes_sent: int = 0  # bytes that left the head
+    stream_seconds: float = 0.0  # image: until the last byte left the head (the rest is loading/verifying)
     seconds: float = 0.0
 
     @property
@@ -298,7 +299,8 @@ def distribute_image(tag: str, head_id: str, workers: Sequence[Worker], *,
     cmd = _hop_command(stale, first=True)
     head_cmd = shlex.join(cmd[:-1] + ["<chain script>"])
     prog = _Progress(f"image -> {', '.join(w.name for w in stale)}", size, progress)
-    sent, err_save, out, err_ssh, stalled = _stream(["docker", "save", tag], cmd, prog, timeout, stall_timeout,
+    t_stream = time.monotonic()
+    sent, err_save, out, err_ssh, stalled, streamed = _stream(["docker", "save", tag], cmd, prog, timeout, stall_timeout,
                                                        load_timeout)
     loads, fwds = _parse_status(out)
 
@@ -338,6 +340,7 @@ def distribute_image(tag: str, head_id: str, workers: Sequence[Worker], *,
     for w in stale:
         report.nodes.append(NodeReport(w.name, "sent", bytes=sent, seconds=elapsed, detail=head_id[:19]))
     report.bytes_sent = sent
+    report.stream_seconds = streamed - t_stream
     report.seconds = elapsed
     return report
 
@@ -359,10 +362,10 @@ def _image_size(tag: str) -> int | None:
 
 
 def _stream(src: list[str], dst: list[str], prog: _Progress, timeout: float | None,
-            stall_timeout: float, load_timeout: float) -> tuple[int, str, str, str, bool]:
+            stall_timeout: float, load_timeout: float) -> tuple[int, str, str, str, bool, float]:
     """Pump src's stdout into dst's stdin, counting bytes; a watchdog kills both on stall/timeout.
 
-    Returns (bytes, src stderr, dst stdout, dst stderr, stalled)."""
+    Returns (bytes, src stderr, dst stdout, dst stderr, stalled, monotonic time of the last byte)."""
     save = subprocess.Popen(src, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
     sink = subprocess.Popen(dst, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     outs: dict[str, bytes] = {}
@@ -414,6 +417,7 @@ def _stream(src: list[str], dst: list[str], prog: _Progress, timeout: float | No
         with contextlib.suppress(OSError):
             sink.stdin.close()
         save.stdout.close()
+        streamed = time.monotonic()
         stop.set()  # the watchdog guards the stream only
     try:
         # the stream is in; the loads run now (docker load spools first), bounded by load_timeout
@@ -430,7 +434,7 @@ def _stream(src: list[str], dst: list[str], prog: _Progress, timeout: float | No
             t.join(5)
     prog.update(sent, final=True)
     dec = lambda k: outs.get(k, b"").decode(errors="replace")  # noqa: E731
-    return sent, dec("save_err") if save.returncode else "", dec("out"), dec("err"), stalled
+    return sent, dec("save_err") if save.returncode else "", dec("out"), dec("err"), stalled, streamed
 
 
 # ----------------------------------------------------------------------------- weights
@@ -440,9 +444,14 @@ class RemoteState:
     refs: dict[str, str]  # ref name -> commit
 
 
+# $1 repo folder, $2 commit, $3... refs to point at the commit first (after a sync; saves a round trip)
 MANIFEST_SCRIPT = r"""
 cd "$1" 2>/dev/null || { printf 'END\0'; exit 0; }
-find -L "snapshots/$2" "trees/$2.json" -type f -printf 'F\t%s\t%p\0' 2>/dev/null
+c=$2; shift 2
+for r; do
+  mkdir -p "refs/$(dirname "$r")" && printf %s "$c" > "refs/$r.rr-tmp" && mv -f "refs/$r.rr-tmp" "refs/$r" || exit 4
+done
+find -L "snapshots/$c" "trees/$c.json" -type f -printf 'F\t%s\t%p\0' 2>/dev/null
 [ -d refs ] && find refs -type f -exec sh -c 'for f; do printf "R\t%s\t%s\0" "${f#refs/}" "$(cat "$f")"; done' x {} + 2>/dev/null
 printf 'END\0'
 """
@@ -457,13 +466,15 @@ def _remote_script(prefix: Sequence[str] | None, script: str, args: Sequence[str
 
 
 def remote_state(ssh_prefix: Sequence[str] | None, cache_dir: str, repo: str, commit: str,
-                 name: str | None = None) -> RemoteState:
-    """Sizes of every file of `commit` on a node plus its refs, in ONE remote call (stat only)."""
+                 name: str | None = None, write_refs: Sequence[str] = ()) -> RemoteState:
+    """Sizes of every file of `commit` on a node plus its refs, in ONE remote call (stat only).
+
+    `write_refs` first points those refs at `commit` in the same call (used right after a sync)."""
     node = name or _node(ssh_prefix)
     folder = str(Path(cache_dir) / ("models--" + repo.replace("/", "--")))
     if cache_dir.startswith("~"):
         folder = cache_dir.rstrip("/") + "/models--" + repo.replace("/", "--")
-    cmd = _remote_script(ssh_prefix, MANIFEST_SCRIPT, [folder, commit])
+    cmd = _remote_script(ssh_prefix, MANIFEST_SCRIPT, [folder, commit, *write_refs])
     proc = _call(None, cmd, node=node, step="weights manifest")
     manifest: dict[str, int] = {}
     refs: dict[str, str] = {}
@@ -541,13 +552,6 @@ def _stale_refs(want: _Want, have: RemoteState) -> list[str]:
     return [r for r, c in want.refs.items() if have.refs.get(r) != c]
 
 
-REFS_SCRIPT = r"""
-cd "$1" || exit 3
-c=$2; shift 2
-for r; do
-  mkdir -p "refs/$(dirname "$r")" && printf %s "$c" > "refs/$r.rr-tmp" && mv -f "refs/$r.rr-tmp" "refs/$r" || exit 4
-done
-"""
 
 
 HASH_SCRIPT = r"""
@@ -620,9 +624,7 @@ def sync_weights(cache_dir_local: str | Path, cache_dir_remote: str, repo: str, 
         refs = _stale_refs(want, have)
         if not need and not corrupt:
             if refs:
-                _call(None, _remote_script(prefix, REFS_SCRIPT, [folder_remote, commit, *refs]),
-                      node=name, step="weights refs")
-                if _stale_refs(want, remote_state(prefix, cache_dir_remote, repo, commit, name)):
+                if _stale_refs(want, remote_state(prefix, cache_dir_remote, repo, commit, name, refs)):
                     raise RunError(f"refs on {name} still differ after writing them", node=name,
                                    command="write refs " + " ".join(refs))
                 return NodeReport(name, "sent", seconds=time.monotonic() - w0, detail="refs " + " ".join(refs))
@@ -638,10 +640,8 @@ def sync_weights(cache_dir_local: str | Path, cache_dir_remote: str, repo: str, 
         proc = _call(None, argv, node=name, step="weights rsync", input="\0".join(want.files).encode(),
                      timeout=timeout or max(600, 60 + total / 10e6))
         text = proc.stdout.decode(errors="replace")
-        if refs:  # after the files, so a ref never names a commit the node does not have yet
-            _call(None, _remote_script(prefix, REFS_SCRIPT, [folder_remote, commit, *refs]),
-                  node=name, step="weights refs")
-        after = remote_state(prefix, cache_dir_remote, repo, commit, name)
+        # refs after the files, so a ref never names a commit the node does not have yet
+        after = remote_state(prefix, cache_dir_remote, repo, commit, name, refs)
         left = _diff(want, after) + [f"refs/{r}" for r in _stale_refs(want, after)]
         if left:
             raise RunError(f"weights on {name} still differ after rsync: {', '.join(left[:5])}", node=name,
@@ -661,3 +661,13 @@ def sync_weights(cache_dir_local: str | Path, cache_dir_remote: str, repo: str, 
     nodes = _parallel(one, list(workers), workers=parallel)
     return Report("weights", "rsync per worker, in parallel", nodes,
                   bytes_sent=sum(n.bytes for n in nodes), seconds=time.monotonic() - t0)
+
+
+def weights_current(cache_dir_local: str | Path, cache_dir_remote: str, repo: str, commit: str,
+                    ssh_prefix: Sequence[str], name: str) -> bool:
+    """Up to date on a node: every file of the commit with the head's size, and the refs naming it.
+
+    One remote call, stat only: the no-op path never hashes."""
+    want = _wanted(Path(cache_dir_local), repo, commit)
+    have = remote_state(ssh_prefix, cache_dir_remote, repo, commit, name)
+    return not _diff(want, have) and not _stale_refs(want, have)

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from . import docker, image, launch, mods, weights
 from .errors import RunError, RunRecipeError
 from .plan import Model, Plan
 from .runner import LocalRunner
+
+if TYPE_CHECKING:
+    from .cluster import Fleet
 
 
 @dataclass
@@ -156,6 +159,99 @@ def launch_task(plan: Plan, runner: LocalRunner, deps: list[str]) -> dict[str, A
             "verbosity": 2}
 
 
+def cluster_tasks(plan: Plan, fleet: "Fleet", *, setup: bool) -> list[dict[str, Any]]:
+    """Build and download on the head, then per worker: image, weights, mods; then one launch over all nodes."""
+    from . import distribute
+
+    head = fleet.runners[0]
+    tag = plan.build.tag
+    out: list[dict[str, Any]] = []
+    built: list[str] = []
+    if setup:
+        out.append(build_task(plan, head))
+        built = [f"build:{tag}"]
+    downloads = []
+    if setup or plan.options.download:
+        for model in plan.models:
+            out.append(download_task(plan, model))
+            downloads.append(f"download:{model.key}")
+    cache = str(weights.hub_cache_dir())
+    chain = [distribute.Worker(node.target, fleet.ssh(node), peer_ssh=_peer_ssh(node)) for node, _ in fleet.workers]
+    per_node: dict[str, list[str]] = {plan.head.target: list(built)}
+    previous: list[str] = list(built)
+    for (node, runner), worker in zip(fleet.workers, chain):
+        deps: list[str] = []
+        if setup:
+            name = f"image:{tag}@{node.target}"
+
+            def same_image(w: "distribute.Worker" = worker) -> bool:
+                head_id = docker.image_id(head, tag)
+                return bool(head_id) and distribute.image_id_on(w.ssh, tag, name=w.name) == head_id
+
+            def send(remaining: list["distribute.Worker"] = chain[chain.index(worker):]) -> dict[str, str]:
+                head_id = docker.image_id(head, tag)
+                if not head_id:
+                    raise RunError(f"image '{tag}' is not on the head; add --setup to build it")
+                report = distribute.distribute_image(tag, head_id, remaining)
+                return {"sent_to": ",".join(report.sent_to), "bytes": str(report.bytes_sent)}
+
+            out.append({"basename": "image", "name": f"{tag}@{node.target}",
+                        "doc": f"copy image {tag} to {node.target} (streamed, chained through the workers)",
+                        "actions": [(_step, [send])], "task_dep": previous,
+                        "uptodate": [Check(same_image, f"{node.target} does not have the head's {tag}")],
+                        "verbosity": 2})
+            previous = [name]
+            deps.append(name)
+        if setup or plan.options.download:
+            for model in plan.models:
+                name = f"weights:{model.key}@{node.target}"
+
+                def synced(m: Model = model, w: "distribute.Worker" = worker) -> bool:
+                    commit = weights.resolve_commit(m.repo, m.revision, offline=True, cache_dir=cache)
+                    return distribute.weights_current(cache, cache, m.repo, commit, w.ssh, w.name)
+
+                def sync(m: Model = model, w: "distribute.Worker" = worker) -> dict[str, str]:
+                    commit = weights.resolve_commit(m.repo, m.revision, offline=True, cache_dir=cache)
+                    report = distribute.sync_weights(cache, cache, m.repo, commit, [w.name], {w.name: w.ssh},
+                                                     verify=plan.options.verify)
+                    return {"commit": commit, "files": str(sum(n.files for n in report.nodes))}
+
+                out.append({"basename": "weights", "name": f"{model.key}@{node.target}",
+                            "doc": f"copy {model.key} to {node.target}'s HF cache (only missing or changed files)",
+                            "actions": [(_step, [sync])], "task_dep": [f"download:{model.key}"],
+                            "uptodate": [Check(synced, f"{node.target} lacks files of {model.key}")]
+                            + ([Check(_forced, "--verify hashes every file")] if plan.options.verify else []),
+                            "verbosity": 2})
+                deps.append(name)
+        per_node[node.target] = deps
+    launch_deps = list(built) + downloads
+    for (node, runner) in zip(plan.nodes, fleet.runners):
+        image_deps = [d for d in per_node[node.target] if d.startswith(("image:", "build:"))]
+        launch_deps += [d for d in per_node[node.target] if d.startswith("weights:")]
+        if plan.mods:
+            task = mods_task(plan, runner, image_deps)
+            task["name"] = f"{plan.recipe.id}@{node.target}"
+            launch_deps.append(f"mods:{task['name']}")
+            out.append(task)
+        else:
+            launch_deps += image_deps
+    places = fleet.placements
+    out.append({"basename": "launch", "name": plan.recipe.id,
+                "doc": f"serve {plan.recipe.name} on {len(plan.nodes)} nodes ({fleet.mode}) at {plan.endpoint}",
+                "actions": [(_step, [lambda: launch.converge(places(), plan, ray_first=fleet.mode == "ray")])],
+                "task_dep": list(dict.fromkeys(launch_deps)),
+                "uptodate": [Check(lambda: launch.is_current(places(), plan),
+                                   f"not every node runs {plan.recipe.id} with the current image, script and settings")],
+                "verbosity": 2})
+    return out
+
+
+def _peer_ssh(node: Any) -> list[str]:
+    """How one worker reaches the next in the image chain: its own ssh setup (keys, known_hosts)."""
+    dest = f"{node.user}@{node.host}" if node.user else node.host
+    return ["ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", *(["-p", str(node.port)] if node.port else []), dest]
+
+
 def recipe_tasks(plan: Plan, *, setup: bool, launch_too: bool = True) -> list[dict[str, Any]]:
     """The tasks of one plan, in dependency order."""
     runner = LocalRunner()
@@ -176,13 +272,30 @@ def recipe_tasks(plan: Plan, *, setup: bool, launch_too: bool = True) -> list[di
     return out
 
 
+def tasks_of(plan: Plan, *, setup: bool, dry: bool = False) -> list[dict[str, Any]]:
+    """Solo plans get the local graph; cluster plans the per-node one (their Fleet made once per plan)."""
+    if plan.mode != "cluster":
+        return recipe_tasks(plan, setup=setup)
+    from .cluster import Fleet, backend
+    from .remote import SshSettings
+
+    if id(plan) not in _FLEETS:
+        _FLEETS[id(plan)] = Fleet(plan, SshSettings(trust_new_hosts=plan.options.trust_new_hosts),
+                                  backend(plan, plan.options.ray), check_head=not dry)
+    return cluster_tasks(plan, _FLEETS[id(plan)], setup=setup)
+
+
+_FLEETS: dict[int, Any] = {}  # one Fleet (runners, SSH connections) per plan and process
+
+
 def namespace(plans: Iterable[Plan], *, setup: bool, default: list[str]) -> dict[str, Any]:
     """A dodo-like namespace (task_* creators + DOIT_CONFIG) for doit's ModuleTaskLoader."""
     from .state import doit_config
 
-    by_base: dict[str, dict[str, dict[str, Any]]] = {"build": {}, "download": {}, "mods": {}, "launch": {}}
+    by_base: dict[str, dict[str, dict[str, Any]]] = {
+        "build": {}, "download": {}, "image": {}, "weights": {}, "mods": {}, "launch": {}}
     for plan in plans:
-        for task in recipe_tasks(plan, setup=setup):
+        for task in tasks_of(plan, setup=setup):
             by_base[task["basename"]].setdefault(task["name"], task)
 
     def creator(base: str, doc: str) -> Callable[[], Iterable[dict[str, Any]]]:
@@ -196,6 +309,8 @@ def namespace(plans: Iterable[Plan], *, setup: bool, default: list[str]) -> dict
     return {
         "task_build": creator("build", "build container images from docker/ (only when their inputs changed)"),
         "task_download": creator("download", "download model weights into the HF cache (only when incomplete)"),
+        "task_image": creator("image", "copy the image to each worker (only when its image ID differs)"),
+        "task_weights": creator("weights", "copy model weights to each worker (only missing or changed files)"),
         "task_mods": creator("mods", "apply recipe mods as a derived image (only when base or mods changed)"),
         "task_launch": creator("launch", "start or replace the server container, wait until it is ready"),
         "DOIT_CONFIG": {**doit_config(), "default_tasks": default},
@@ -206,10 +321,12 @@ def explain(plan: Plan, *, setup: bool) -> list[tuple[str, str]]:
     """For --dry-run: each task with 'up to date' or 'would run: <why>', without changing anything."""
     rows: list[tuple[str, str]] = []
     ran: list[str] = []
-    for task in recipe_tasks(plan, setup=setup):
+    for task in tasks_of(plan, setup=setup, dry=True):
         name = f"{task['basename']}:{task['name']}"
         upstream = [d for d in task.get("task_dep", []) if d in ran]
-        if upstream:
+        if plan.mode == "cluster" and task["basename"] not in ("build", "download"):
+            verdict = "not checked: --dry-run does not contact the nodes"
+        elif upstream:
             verdict = f"would run: {upstream[0]} runs before it"
         else:
             try:

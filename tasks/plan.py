@@ -40,6 +40,11 @@ class Options:
     force_download: bool = False
     verify: bool = False              # hash every blob while checking the weights
     revision: str | None = None       # --revision: overrides the recipe's revision
+    ray: bool | None = None           # --ray / --no-ray (None: Ray when the recipe asks for it)
+    eth_if: str = ""                  # --eth-if or .env ETH_IF (empty: the interface routing to the nodes)
+    ib_if: str = ""                   # --ib-if or .env IB_IF (empty: from ibdev2netdev when present)
+    master_port: int = 29501          # --master-port or .env MASTER_PORT
+    trust_new_hosts: bool = False     # record unknown SSH host keys instead of refusing them
     daemon: bool = False
     restart: bool = False
     privileged: bool = True           # --non-privileged or .env NON_PRIVILEGED=1 turn it off

@@ -133,20 +133,6 @@ class RemoteRunner:
         return self._exec(argv, timeout=timeout, hide=not stream, check=check)
 
     def feed(self, argv: list[str], data: bytes, *, timeout: float | None = 600, check: bool = True) -> Result:
-        """Run a command with `data` on its stdin, through the OpenSSH client (paramiko is slow for bytes)."""
-        import subprocess
-
-        from .runner import _checked
-
-        full = [*ssh_argv(self.host, self.settings), shlex.join(argv)]
-        try:
-            proc = subprocess.run(full, input=data, capture_output=True, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            raise RunError(f"command timed out after {timeout} s on {self.node}", node=self.node,
-                           command=shlex.join(argv)) from None
-        return _checked(self.node, argv, proc, check)
-
-    def feed(self, argv: list[str], data: bytes, *, timeout: float | None = 600, check: bool = True) -> Result:
         """Run a command with `data` on its stdin (a tar for `docker cp -` / `docker build -`).
 
         Bytes go through the OpenSSH client with `ssh_argv`'s equivalent checks: invoke's
