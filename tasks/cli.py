@@ -154,9 +154,6 @@ def _run(args: list[str]) -> int:
         print(f"Warning: {warning}", file=sys.stderr)
     if ns.dry_run:
         return dry_run(plan, ns.json)
-    if plan.mode == "cluster":
-        raise ConfigError(f"cluster execution ({len(plan.nodes)} nodes) is not implemented yet; "
-                          f"use --solo, or --dry-run to see the plan")
     if ns.download_only:
         return download_only(plan, wait=not ns.no_wait)
     return execute(plan, build_only=ns.build_only, wait=not ns.no_wait)
@@ -170,7 +167,16 @@ def download_only(plan: Plan, *, wait: bool) -> int:
         print(f"{plan.recipe.id}: no HuggingFace model to download (no `model`, or a local path)")
         return 0
     state.lock(f"run-recipe {plan.recipe.id} --download-only", wait=wait)
-    return run_doit(["run", *(f"download:{m.key}" for m in plan.models)], [plan], setup=False)
+    targets = [f"download:{m.key}" for m in plan.models]
+    if plan.mode == "cluster":
+        targets += [f"weights:{m.key}@{node.target}" for m in plan.models for node in plan.nodes[1:]]
+    return run_doit(["run", *targets], [plan], setup=False)
+
+
+def weights_cache() -> Path:
+    from .weights import hub_cache_dir
+
+    return hub_cache_dir()
 
 
 def execute(plan: Plan, *, build_only: bool = False, wait: bool = True) -> int:
@@ -179,11 +185,23 @@ def execute(plan: Plan, *, build_only: bool = False, wait: bool = True) -> int:
     from .runner import LocalRunner
 
     runner = LocalRunner()
+    if plan.mode == "cluster":
+        from .graph import fleet_for
+
+        fleet_for(plan)  # the head must be this machine: say so before touching anything
     if not docker.has_nvidia_runtime(runner):
         print("Warning: this Docker engine has no NVIDIA runtime: vLLM will find no GPU "
               "(install nvidia-container-toolkit)", file=sys.stderr)
-    state.lock(f"run-recipe {plan.recipe.id}", wait=wait)
     target = [f"build:{plan.build.tag}"] if build_only else [f"launch:{plan.recipe.id}"]
+    if plan.mode == "cluster":
+        from .graph import fleet_for
+        from .preflight import preflight, render
+
+        fleet = fleet_for(plan)
+        print(render(preflight(plan.nodes, fleet.runners, {}, hf_cache=str(weights_cache()))))
+        if build_only:
+            target += [f"image:{plan.build.tag}@{node.target}" for node, _ in fleet.workers]
+    state.lock(f"run-recipe {plan.recipe.id}", wait=wait)
     code = run_doit(["run", *target], [plan], setup=plan.options.setup)
     if code or build_only or plan.options.daemon:
         return code
@@ -344,8 +362,6 @@ def doit_namespace() -> dict[str, Any]:
                       privileged=not _env_flag(None, "NON_PRIVILEGED"))
     if variables.get("recipe"):
         plan = make_plan(load_named(variables["recipe"], settings.recipes_dir()), options)
-        if plan.mode == "cluster":
-            raise ConfigError("cluster execution is not implemented yet; use run-recipe --dry-run to see the plan")
         for warning in plan.warnings:
             print(f"Warning: {warning}", file=sys.stderr)
         return namespace([plan], setup=True, default=[f"launch:{plan.recipe.id}"]) | {"task_lint": _lint_task}

@@ -276,13 +276,18 @@ def tasks_of(plan: Plan, *, setup: bool, dry: bool = False) -> list[dict[str, An
     """Solo plans get the local graph; cluster plans the per-node one (their Fleet made once per plan)."""
     if plan.mode != "cluster":
         return recipe_tasks(plan, setup=setup)
+    return cluster_tasks(plan, fleet_for(plan, dry=dry), setup=setup)
+
+
+def fleet_for(plan: Plan, dry: bool = False) -> "Fleet":
+    """The plan's Fleet, made once per process so every task shares its SSH connections."""
     from .cluster import Fleet, backend
     from .remote import SshSettings
 
     if id(plan) not in _FLEETS:
         _FLEETS[id(plan)] = Fleet(plan, SshSettings(trust_new_hosts=plan.options.trust_new_hosts),
                                   backend(plan, plan.options.ray), check_head=not dry)
-    return cluster_tasks(plan, _FLEETS[id(plan)], setup=setup)
+    return _FLEETS[id(plan)]
 
 
 _FLEETS: dict[int, Any] = {}  # one Fleet (runners, SSH connections) per plan and process

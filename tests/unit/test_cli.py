@@ -58,7 +58,7 @@ def test_list_shows_subfolders_and_broken_recipes(home: Path) -> None:
     (["good", "-n", "a;b", "--dry-run"], "'a;b' is not a hostname"),
     (["good", "--solo", "-o", "not-a-pair"], "is not key=value"),
     (["good", "--solo", "-d"], "Docker engine on local is not reachable"),
-    (["good", "-n", "10.9.9.1,10.9.9.2"], "cluster execution"),
+    (["good", "-n", "10.9.9.1,10.9.9.2"], "is the head and must be this machine"),
 ])
 def test_errors_are_messages_not_tracebacks(home: Path, args: list[str], needle: str) -> None:
     res = cli(home, *args)
