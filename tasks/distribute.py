@@ -465,12 +465,13 @@ def _remote_script(prefix: Sequence[str] | None, script: str, args: Sequence[str
     return [*prefix, " ".join(words)]
 
 
-def remote_state(ssh_prefix: Sequence[str] | None, cache_dir: str, repo: str, commit: str,
+def remote_state(ssh_prefix: Sequence[str] | None, cache_dir: str | Path, repo: str, commit: str,
                  name: str | None = None, write_refs: Sequence[str] = ()) -> RemoteState:
     """Sizes of every file of `commit` on a node plus its refs, in ONE remote call (stat only).
 
     `write_refs` first points those refs at `commit` in the same call (used right after a sync)."""
     node = name or _node(ssh_prefix)
+    cache_dir = str(cache_dir)
     folder = str(Path(cache_dir) / ("models--" + repo.replace("/", "--")))
     if cache_dir.startswith("~"):
         folder = cache_dir.rstrip("/") + "/models--" + repo.replace("/", "--")
@@ -584,7 +585,7 @@ def _num(text: str, key: str) -> int:
     return int(re.sub(r"[,.]", "", m.group(1))) if m else 0
 
 
-def sync_weights(cache_dir_local: str | Path, cache_dir_remote: str, repo: str, commit: str,
+def sync_weights(cache_dir_local: str | Path, cache_dir_remote: str | Path, repo: str, commit: str,
                  workers: Sequence[str], ssh_prefixes: Mapping[str, Sequence[str]],
                  rsync_ssh: str | Mapping[str, str] | None = None, *, verify: bool = False,
                  io_timeout: int = 120, timeout: float | None = None, parallel: int = 8) -> Report:
@@ -598,6 +599,7 @@ def sync_weights(cache_dir_local: str | Path, cache_dir_remote: str, repo: str, 
     local = Path(cache_dir_local)
     want = _wanted(local, repo, commit)
     folder_local = repo_folder(local, repo)
+    cache_dir_remote = str(cache_dir_remote)
     folder_remote = cache_dir_remote.rstrip("/") + "/models--" + repo.replace("/", "--")
     total = sum(want.manifest.values())
     small_hashes: dict[str, str] = {}
@@ -663,11 +665,19 @@ def sync_weights(cache_dir_local: str | Path, cache_dir_remote: str, repo: str, 
                   bytes_sent=sum(n.bytes for n in nodes), seconds=time.monotonic() - t0)
 
 
-def weights_current(cache_dir_local: str | Path, cache_dir_remote: str, repo: str, commit: str,
+def weights_current(cache_dir_local: str | Path, cache_dir_remote: str | Path, repo: str, commit: str,
                     ssh_prefix: Sequence[str], name: str) -> bool:
     """Up to date on a node: every file of the commit with the head's size, and the refs naming it.
 
     One remote call, stat only: the no-op path never hashes."""
+    want = _wanted(Path(cache_dir_local), repo, commit)
+    have = remote_state(ssh_prefix, cache_dir_remote, repo, commit, name)
+    return not _diff(want, have) and not _stale_refs(want, have)
+
+
+def weights_current(cache_dir_local: str | Path, cache_dir_remote: str | Path, repo: str, commit: str,
+                    ssh_prefix: Sequence[str] | None, name: str | None = None) -> bool:
+    """The no-op check alone (a doit `uptodate`): one manifest call, True when sizes and refs match."""
     want = _wanted(Path(cache_dir_local), repo, commit)
     have = remote_state(ssh_prefix, cache_dir_remote, repo, commit, name)
     return not _diff(want, have) and not _stale_refs(want, have)
