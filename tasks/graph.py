@@ -51,7 +51,8 @@ def _step(fn: Callable[..., Any], *args: Any) -> Any:
     try:
         return fn(*args)
     except RunRecipeError as exc:
-        return TaskFailed(str(exc))
+        print(f"Error: {exc}", file=sys.stderr, flush=True)
+        return TaskFailed(str(exc).splitlines()[0])
 
 
 def build_task(plan: Plan, runner: LocalRunner) -> dict[str, Any]:

@@ -434,7 +434,7 @@ class _FileLint:
         seen: set[str] = set()
         for mode, options in modes:
             try:
-                script = make_plan(recipe, options).script
+                script = make_plan(recipe, options, check_shell=False).script
             except RunRecipeError as exc:
                 if not any(f.severity == ERROR for f in self.findings):
                     self.add(ERROR, "render", ("command",), f"the {mode} launch script cannot be rendered: "

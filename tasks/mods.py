@@ -41,10 +41,14 @@ def check(paths: tuple[Path, ...], source: str) -> tuple[Mod, ...]:
     """Every mod must exist and hold a run.sh; the error names the recipe and the mod."""
     mods = []
     for path in paths:
-        if path.is_dir():
+        try:
+            kind = "dir" if path.is_dir() else "file" if path.is_file() else ""
+        except OSError:  # e.g. a name longer than the file system allows
+            kind = ""
+        if kind == "dir":
             if not (path / "run.sh").is_file():
                 raise RecipeError(f"{source}: mods: '{path}' has no run.sh")
-        elif path.suffix == ".zip" and path.is_file():
+        elif path.suffix == ".zip" and kind == "file":
             _zip_root(path, source)
         else:
             raise RecipeError(f"{source}: mods: '{path}' does not exist (a folder or .zip with run.sh)")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -19,6 +20,8 @@ from .recipe import Recipe
 # run-recipe's named override flags -> the recipe parameter they set.
 OVERRIDE_FLAGS = {"port": "port", "host": "host", "tensor_parallel": "tensor_parallel",
                   "gpu_memory_utilization": "gpu_memory_utilization", "max_model_len": "max_model_len"}
+IMAGE_REF = re.compile(r"[a-z0-9][a-z0-9._/-]*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[0-9a-f]{64})?"
+                       r"|sha256:[0-9a-f]{64}|[0-9a-f]{12,64}")
 BASE_DOCKER_ENV = {"NCCL_IGNORE_CPU_AFFINITY": "1", "PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True"}
 
 
@@ -134,8 +137,10 @@ def choose_nodes(recipe: Recipe, options: Options) -> tuple[str, tuple[Node, ...
     return mode, (nodes if mode == "cluster" else (LOCAL,))
 
 
-def make_plan(recipe: Recipe, options: Options) -> Plan:
-    """Everything about the run that can be known without touching a machine."""
+def make_plan(recipe: Recipe, options: Options, check_shell: bool = True) -> Plan:
+    """Everything about the run that can be known without touching a machine.
+
+    check_shell=False leaves `bash -n` of the script to the caller (lint reports it with a line)."""
     mode, nodes = choose_nodes(recipe, options)
     warnings = list(recipe.warnings)
     params: dict[str, Any] = dict(recipe.defaults)
@@ -167,24 +172,34 @@ def make_plan(recipe: Recipe, options: Options) -> Plan:
         warnings.append(f"extra argument '{dup}' repeats an option already in the command; "
                         "vLLM uses the last value, so the extra argument wins")
 
+    port_text = render.option_value(list(argv), "--port") or "8000"
+    if not re.fullmatch(r"[0-9]{1,5}", port_text) or not 0 < int(port_text) < 65536:
+        raise ConfigError(f"{recipe.path}: the command's --port is '{port_text}', not a port number (1-65535)")
+    name = options.name or default_container_name(recipe)
+    if not re.fullmatch(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}", name):
+        raise ConfigError(f"--name '{name}' is not a valid container name (letters, digits, _ . -; "
+                          "starting with a letter or digit)")
     container = options.container or recipe.container
+    if not IMAGE_REF.fullmatch(container):
+        source = "-t/--container" if options.container else f"{recipe.path}: container"
+        raise ConfigError(f"{source}: '{container}' is not an image reference (e.g. vllm-node or "
+                          "registry/name:tag)")
     build = image.build_spec(container, recipe.build_args, settings.docker_dir(), f"{recipe.path}")
     mod_list = mods.check(tuple(settings.resolve_mod(m) for m in recipe.mods), f"{recipe.path}")
     script = render.render_template(
         "launch.sh.j2", recipe_name=recipe.name, recipe_file=str(recipe.path), mode=mode,
         env=dict(recipe.env), command=command, exec_ok=not render.has_operators(command))
+    if check_shell:
+        _check_shell(script, recipe)
     docker_env = dict(BASE_DOCKER_ENV)
     if options.nccl_debug:
         docker_env["NCCL_DEBUG"] = options.nccl_debug
     extras = tuple(Model(repo, role="extra") for repo in weights.model_refs_in_command(argv)
                    if not main or repo != main.repo)
-    port_text = render.option_value(list(argv), "--port") or "8000"
-    if not port_text.isdigit():
-        raise ConfigError(f"{recipe.path}: the command's --port is '{port_text}', not a number")
     return Plan(
         recipe=recipe, options=options, mode=mode, nodes=nodes, params=params,
         command=command, argv=argv, script=script, build=build, mods=mod_list,
-        container_name=options.name or default_container_name(recipe),
+        container_name=name,
         docker_env=docker_env, port=int(port_text), served_model=served_model(argv),
         models=((main,) if main else ()) + extras, local_mounts=local_mounts, warnings=tuple(warnings))
 
@@ -199,6 +214,18 @@ def main_model(recipe: Recipe, options: Options) -> tuple[Model | None, tuple[st
     if not recipe.model:
         return None, ()
     return Model(recipe.model, options.revision or recipe.revision or "main", recipe.files), ()
+
+
+def _check_shell(script: str, recipe: Recipe) -> None:
+    """The script must parse as bash before anything runs (an unclosed `$(` would fail only in the container)."""
+    try:
+        res = subprocess.run(["bash", "-n"], input=script, capture_output=True, text=True, timeout=10)
+    except (FileNotFoundError, subprocess.TimeoutExpired):
+        return  # no bash here: the container's bash will say it
+    if res.returncode:
+        detail = res.stderr.strip().splitlines()[-1:] or ["syntax error"]
+        raise RenderError(f"{recipe.path}: command: the rendered script is not valid bash: "
+                          f"{detail[0].replace('bash: ', '')}")
 
 
 def default_container_name(recipe: Recipe) -> str:

@@ -27,7 +27,7 @@ from typing import Mapping
 
 from .errors import RunError
 from .nodes import Node
-from .runner import LocalRunner, Result, _missing, tail
+from .runner import LocalRunner, Result, finished, tail
 
 _RECORD_LOCK = threading.Lock()  # preflight connects to many nodes at once; appends must not interleave
 SYSTEM_KNOWN_HOSTS = Path("/etc/ssh/ssh_known_hosts")
@@ -193,13 +193,7 @@ class RemoteRunner:
             self.close()
             raise RunError(f"lost the SSH connection to {self.node} (no exit status; link or sshd gone?)",
                            node=self.node, command=command, tail=tail(res.stderr or res.stdout))
-        result = Result(res.stdout, res.stderr, res.exited)
-        if result.exit_code == 127 and "not found" in result.stderr:
-            raise _missing(argv[0], self.node)
-        if check and not result.ok:
-            raise RunError("command failed", node=self.node, command=command,
-                           exit_code=result.exit_code, tail=tail(result.stderr or result.stdout))
-        return result
+        return finished(self.node, argv, Result(res.stdout, res.stderr, res.exited), check)
 
     def _connection(self, command: str):
         with self._lock:

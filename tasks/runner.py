@@ -74,13 +74,17 @@ class LocalRunner:
                                        in_stream=False, echo=False)
         except invoke.CommandTimedOut:
             raise RunError(f"command timed out after {timeout} s", node=self.node, command=command) from None
-        result = Result(res.stdout, res.stderr, res.exited)
-        if result.exit_code == 127 and "not found" in result.stderr:
-            raise _missing(argv[0], self.node)
-        if check and not result.ok:
-            raise RunError("command failed", node=self.node, command=command,
-                           exit_code=result.exit_code, tail=tail(result.stderr or result.stdout))
-        return result
+        return finished(self.node, argv, Result(res.stdout, res.stderr, res.exited), check)
+
+
+def finished(node: str, argv: list[str], result: Result, check: bool) -> Result:
+    """The one verdict on a finished command, local or remote: missing program, failure, or the result."""
+    if result.exit_code == 127 and "not found" in result.stderr:
+        raise _missing(argv[0], node)
+    if check and not result.ok:
+        raise RunError("command failed", node=node, command=shlex.join(argv),
+                       exit_code=result.exit_code, tail=tail(result.stderr or result.stdout))
+    return result
 
 
 def _checked(node: str, argv: list[str], proc: "subprocess.CompletedProcess[bytes]", check: bool) -> Result:

@@ -36,10 +36,13 @@ def docker_dir() -> Path:
 def resolve_mod(path: str) -> Path:
     """A recipe's mod path is relative to the project folder (as in the origin), else to this checkout."""
     for base in (project_root(), CODE_ROOT):
-        cand = (base / path).resolve()
-        if cand.exists():
-            return cand
-    return (project_root() / path).resolve()
+        try:
+            cand = (base / path).resolve()
+            if cand.exists():
+                return cand
+        except OSError:  # e.g. a name too long for the file system: reported as missing by mods.check
+            continue
+    return project_root() / path
 
 
 def hf_home() -> Path:

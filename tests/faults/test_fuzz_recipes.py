@@ -7,7 +7,6 @@ may raise another exception or hang. A sample also goes through the real CLI.
 """
 from __future__ import annotations
 
-import errno
 import os
 import subprocess
 import sys
@@ -30,7 +29,7 @@ HOME = WORK / "project"
 (HOME / "mods" / "ok").mkdir(parents=True)
 (HOME / "mods" / "ok" / "run.sh").write_text("#!/bin/sh\n")
 
-SEEN = {"documents": 0, "plans": 0, "errors": 0, "known": 0}
+SEEN = {"documents": 0, "plans": 0, "errors": 0}
 STRATEGY_RUNS: set[str] = set()
 FUZZ = settings(deadline=10_000, database=None, derandomize=True,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
@@ -66,24 +65,6 @@ def _bounded():
     signal.signal(signal.SIGALRM, old)
 
 
-def known_bug(exc: BaseException) -> bool:
-    """Bugs in modules this suite may not fix, each pinned by a strict xfail test below; narrow on purpose."""
-    frames = [f.co_filename for f in _frames(exc)]
-    if isinstance(exc, ValueError) and "invalid literal for int()" in str(exc) and frames[-1].endswith("plan.py"):
-        return True  # plan.make_plan: port_text.isdigit() accepts '²'
-    if isinstance(exc, OSError) and exc.errno == errno.ENAMETOOLONG and any(
-            f.endswith(("mods.py", "settings.py")) for f in frames):
-        return True  # mods.check / settings.resolve_mod: overlong mod path
-    return False
-
-
-def _frames(exc: BaseException):
-    tb = exc.__traceback__
-    while tb is not None:
-        yield tb.tb_frame.f_code
-        tb = tb.tb_next
-
-
 def check_document(doc: str | bytes, name: str = "fuzz") -> str:
     """The contract: RunRecipeError naming the file, or a plan whose script passes `bash -n`."""
     SEEN["documents"] += 1
@@ -100,22 +81,12 @@ def check_document(doc: str | bytes, name: str = "fuzz") -> str:
         assert time.monotonic() - start < 10, "load took more than 10 s (1 MB of YAML parses in ~5 s)"
     try:
         plan = make_plan(recipe, Options(solo=True))
-    except RunRecipeError as exc:
+    except RunRecipeError as exc:  # anything else propagates: that is the bug this suite hunts
         SEEN["errors"] += 1
         assert str(exc).strip(), "empty error message"
         return "plan-error"
-    except Exception as exc:  # noqa: BLE001 - the point: anything else is a bug
-        if known_bug(exc):
-            SEEN["known"] += 1
-            return "known-bug"
-        raise
     SEEN["plans"] += 1
     problem = bash_n(plan.script)
-    if problem and bash_n(plain_command(recipe.command)):
-        # The author's own command is not shell (e.g. an unclosed `$(`): `lint` reports it, but make_plan
-        # does not refuse it (plan.py; pinned by test_command_that_is_not_shell_is_refused_by_make_plan).
-        SEEN["known"] += 1
-        return "known-bug"
     assert not problem, f"values broke the script's syntax: {problem}\n{plan.script}"
     return "plan"
 
@@ -123,14 +94,6 @@ def check_document(doc: str | bytes, name: str = "fuzz") -> str:
 def bash_n(script: str) -> str:
     res = subprocess.run(["bash", "-n"], input=script.encode(), capture_output=True, timeout=10)
     return res.stderr.decode(errors="replace") or "bash -n failed" if res.returncode else ""
-
-
-def plain_command(template: str) -> str:
-    """The author's command with every placeholder as a plain word: what the author wrote, no values."""
-    from tasks import render
-
-    template = render.strip_executor_backend(template)
-    return render.substitute(template, {name: "X" for name in render.placeholders(template)})
 
 
 def dump(data: object) -> str:
@@ -375,8 +338,6 @@ def test_at_least_a_thousand_documents_were_checked() -> None:
 
 # --- bugs in modules this suite does not own, pinned so their fix is noticed ------------------------------
 
-@pytest.mark.xfail(strict=True, reason="tasks/plan.py make_plan: `port_text.isdigit()` is true for '²', "
-                   "then int() raises ValueError (traceback) instead of ConfigError")
 def test_superscript_port_is_a_clean_error() -> None:
     doc = dump(dict(BASE, defaults={"port": "²", "host": "h"}))
     path = HOME / "recipes" / "sup.yaml"
@@ -385,8 +346,6 @@ def test_superscript_port_is_a_clean_error() -> None:
         make_plan(load(path), Options(solo=True))
 
 
-@pytest.mark.xfail(strict=True, reason="tasks/mods.py check / settings.resolve_mod: an overlong mod path "
-                   "raises OSError ENAMETOOLONG (traceback) instead of RecipeError")
 def test_overlong_mod_path_is_a_clean_error() -> None:
     path = HOME / "recipes" / "longmod.yaml"
     path.write_text(dump(dict(BASE, mods=["mods/" + "a" * 5000])))
@@ -394,8 +353,6 @@ def test_overlong_mod_path_is_a_clean_error() -> None:
         make_plan(load(path), Options(solo=True))
 
 
-@pytest.mark.xfail(strict=True, reason="tasks/plan.py make_plan renders a command bash cannot parse "
-                   "(lint's bash-syntax rule catches it; the run path does not) -> fails only in the container")
 def test_command_that_is_not_shell_is_refused_by_make_plan() -> None:
     path = HOME / "recipes" / "unclosed.yaml"
     path.write_text(dump(dict(BASE, command="vllm serve org/m $(")))
@@ -446,8 +403,6 @@ def test_cli_dry_run_on_fuzzed_files_says_error_never_traceback(cli_docs: list[b
         results = list(pool.map(lambda a: one(*a), enumerate(cli_docs)))
     assert len(results) >= 50
     for i, res, doc in results:
-        if "invalid literal for int()" in res.stderr and 'plan.py", line' in res.stderr.split("Traceback")[-1]:
-            continue  # the known plan.py '²' port bug, pinned by test_superscript_port_is_a_clean_error
         assert "Traceback" not in res.stderr + res.stdout, f"doc{i} {doc[:200]!r}:\n{res.stderr[-2000:]}"
         if res.returncode != 0:
             first = [ln for ln in res.stderr.splitlines() if not ln.startswith("Warning:")][0]
