@@ -1,0 +1,140 @@
+"""A whole cluster run on three real netns nodes: the tool runs on the head as a user there would.
+
+Everything is real (sshd with verified host keys, three dockerds, Ray, docker save | ssh | docker
+load, rsync of the HF cache); only vLLM is the stand-in, built FROM the Ray test image.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness import cluster as rc
+
+ROOT = Path(__file__).resolve().parents[2]
+TAG = "rr-cluster-standin"
+NODES = "198.18.0.11,198.18.0.12,198.18.0.13"
+
+
+def executed(out: str) -> list[str]:
+    return [ln.split()[1] for ln in out.splitlines() if ln.startswith(".  ")]
+
+
+@pytest.fixture
+def project(cluster3: rc.TestCluster, ray_image: str, tmp_path: Path) -> Path:
+    """A project dir (visible inside the nodes: /tmp is shared) with a Docker folder FROM the Ray image."""
+    root = Path(f"/tmp/rr-cluster-project-{os.getpid()}")
+    shutil.rmtree(root, ignore_errors=True)
+    docker_dir = root / "docker"
+    docker_dir.mkdir(parents=True)
+    shutil.copy("/bin/busybox", docker_dir / "busybox")
+    shutil.copy(ROOT / "tests" / "images" / "standin" / "vllm", docker_dir / "vllm")
+    (docker_dir / "Dockerfile").write_text(
+        f"FROM {ray_image}\nCOPY busybox /usr/local/bin/busybox\n"
+        "RUN ln -sf busybox /usr/local/bin/httpd\nCOPY vllm /usr/local/bin/vllm\n"
+        "RUN chmod +x /usr/local/bin/vllm /usr/local/bin/busybox\nWORKDIR /workspace/vllm\n")
+    (root / "recipes").mkdir()
+    (root / ".env").write_text(f"CLUSTER_NODES={NODES}\nNON_PRIVILEGED=1\nETH_IF=eth0\n")
+    for node in cluster3.nodes:  # every test starts from "never copied"
+        node.docker("rmi", "-f", TAG)
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def recipe(root: Path, rid: str, backend: str = " --distributed-executor-backend ray", model: str = "") -> None:
+    (root / "recipes" / f"{rid}.yaml").write_text(f"""\
+name: Cluster {rid}
+container: {TAG}
+cluster_only: true
+{model}
+defaults: {{port: 18200, host: 0.0.0.0, tensor_parallel: 3}}
+env:
+  FROM_RECIPE: '{{"json": "kept on every node"}}'
+command: |
+  vllm serve org/model --port {{port}} --host {{host}} \\
+      -tp {{tensor_parallel}}{backend}
+""")
+
+
+def tool(cluster: rc.TestCluster, root: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = {"PYTHONPATH": str(ROOT), "RUNRECIPE_HOME": str(root), "RUNRECIPE_DOCKER_DIR": str(root / "docker"),
+           "DOCKER_BUILDKIT": "0", "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
+    return cluster.head.run([sys.executable, "-m", "tasks", *args], env=env, cwd=str(root), timeout=timeout)
+
+
+def ours(node: rc.Node, rid: str) -> list[str]:
+    return node.docker("ps", "-aq", "--filter", f"label=runrecipe.recipe={rid}").stdout.split()
+
+
+def test_ray_cluster_converges_then_reruns_nothing(cluster3: rc.TestCluster, project: Path) -> None:
+    recipe(project, "rayc")
+    first = tool(cluster3, project, "rayc", "--setup", "-d", "--ready-timeout", "240")
+    out = first.stdout + first.stderr
+    assert first.returncode == 0, out
+    assert "preflight" in out.lower() or "198.18.0.12" in first.stdout  # the table names every node
+    # One chained stream serves both workers: n3's image task then finds its image already there.
+    assert executed(first.stdout) == ["build:rr-cluster-standin", f"image:{TAG}@198.18.0.12", "launch:rayc"]
+    assert f"-- image:{TAG}@198.18.0.13" in first.stdout
+    head_id = cluster3.head.docker("image", "inspect", "-f", "{{.Id}}", TAG).stdout.strip()
+    for node in cluster3.nodes:
+        assert node.docker("image", "inspect", "-f", "{{.Id}}", TAG).stdout.strip() == head_id
+        (cid,) = ours(node, "rayc")
+        env = node.docker("exec", cid, "bash", "-c",
+                          "source <(grep '^export' /runrecipe/launch.sh); echo \"$FROM_RECIPE|$VLLM_HOST_IP\"").stdout
+        assert env.strip() == f'{{"json": "kept on every node"}}|{node.ip}'
+    (head_cid,) = ours(cluster3.head, "rayc")
+    status = cluster3.head.docker("exec", head_cid, "ray", "status").stdout
+    assert sum(1 for ln in status.splitlines() if ln.strip().startswith("1 node_")) == 3, status
+    argv = cluster3.head.docker("exec", head_cid, "cat", "/tmp/vllm-argv").stdout.split("\0")
+    assert argv[-3:-1] == ["--distributed-executor-backend", "ray"]
+
+    before = {n.name: ours(n, "rayc") for n in cluster3.nodes}
+    again = tool(cluster3, project, "rayc", "--setup", "-d")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert executed(again.stdout) == []
+    assert {n.name: ours(n, "rayc") for n in cluster3.nodes} == before
+
+
+def test_native_multinode_ranks(cluster3: rc.TestCluster, project: Path) -> None:
+    recipe(project, "nat", backend="")
+    res = tool(cluster3, project, "nat", "--setup", "-d", "--no-ray", "--ready-timeout", "120")
+    assert res.returncode == 0, res.stdout + res.stderr
+    for rank, node in enumerate(cluster3.nodes):
+        (cid,) = ours(node, "nat")
+        argv = node.docker("exec", cid, "cat", "/tmp/vllm-argv").stdout.split("\0")[:-1]
+        i = argv.index("--nnodes")
+        assert argv[i:i + 8] == ["--nnodes", "3", "--node-rank", str(rank), "--master-addr", "198.18.0.11",
+                                 "--master-port", "29501"]
+        assert ("--headless" in argv) == (rank > 0)
+
+
+@pytest.mark.parametrize("fault", ["sshd", "dockerd", "hostkey"])
+def test_failures_are_clear_and_leave_no_container(cluster3: rc.TestCluster, project: Path, fault: str) -> None:
+    recipe(project, "bad", backend="")
+    if fault == "sshd":
+        cluster3.node(3).stop_sshd()
+    elif fault == "dockerd":
+        cluster3.node(2).stop_dockerd()
+    elif fault == "hostkey":  # the head's known_hosts without n3
+        kh = Path(cluster3.head.home) / ".ssh" / "known_hosts"
+        kept = [ln for ln in kh.read_text().splitlines() if "198.18.0.13" not in ln and "n3" not in ln.split()[0]]
+        kh.write_text("\n".join(kept) + "\n")
+    try:
+        res = tool(cluster3, project, "bad", "--setup", "-d", "--no-ray", "--ready-timeout", "60", timeout=240)
+    finally:
+        for node in cluster3.nodes:
+            node.heal()
+    out = res.stdout + res.stderr
+    assert res.returncode != 0, out
+    assert "Traceback" not in out
+    expected = {"sshd": "198.18.0.13", "dockerd": "198.18.0.12", "hostkey": "198.18.0.13"}
+    assert expected[fault] in out
+    if fault == "hostkey":
+        assert "--trust-new-hosts" in out
+    for node in cluster3.nodes:
+        assert ours(node, "bad") == [], f"{node.name} kept a container after: {fault}"
