@@ -138,3 +138,57 @@ def test_failures_are_clear_and_leave_no_container(cluster3: rc.TestCluster, pro
         assert "--trust-new-hosts" in out
     for node in cluster3.nodes:
         assert ours(node, "bad") == [], f"{node.name} kept a container after: {fault}"
+
+
+def test_weights_reach_every_node_and_only_changes_travel(cluster3: rc.TestCluster, project: Path) -> None:
+    """The head's HF cache (made with the real client from the loopback hub) is synced to the workers;
+    each node's stand-in checks, offline, that it got the pinned snapshot."""
+    from huggingface_hub import snapshot_download
+
+    from harness.hub import LocalHub, fake_safetensors
+
+    cache = Path(cluster3.head.home) / ".cache" / "huggingface" / "hub"
+    shutil.rmtree(cache / "models--org--wts", ignore_errors=True)
+    for node in cluster3.nodes[1:]:
+        node.run(["rm", "-rf", "/root/.cache/huggingface/hub/models--org--wts"])
+    files = {"config.json": b'{"v": 1}', "a.safetensors": fake_safetensors(200_000, seed=1),
+             "b.safetensors": fake_safetensors(200_000, seed=2)}
+    with LocalHub() as hub:
+        sha1 = hub.create_repo("org/wts", files)
+        snapshot_download("org/wts", revision=sha1, cache_dir=cache, endpoint=hub.endpoint)
+        sha2 = hub.commit("org/wts", files={"config.json": b'{"v": 2}'})
+        snapshot_download("org/wts", revision=sha2, cache_dir=cache, endpoint=hub.endpoint)
+
+    def run_with(sha: str) -> subprocess.CompletedProcess:
+        (project / "recipes" / "wts.yaml").write_text(f"""\
+name: Cluster weights
+container: {TAG}
+cluster_only: true
+model: org/wts
+revision: '{sha}'
+defaults: {{port: 18201, host: 0.0.0.0}}
+env: {{STANDIN_CHECK_WEIGHTS: "1"}}
+command: |
+  vllm serve org/wts --port {{port}} --host {{host}}
+""")
+        return tool(cluster3, project, "wts", "--setup", "-d", "--no-ray", "--ready-timeout", "120")
+
+    first = run_with(sha1)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert [t for t in executed(first.stdout) if t.startswith("weights:")] == [
+        f"weights:org/wts@{sha1}@198.18.0.12", f"weights:org/wts@{sha1}@198.18.0.13"]
+    for node in cluster3.nodes:  # every rank loaded the pinned snapshot offline
+        (cid,) = ours(node, "wts")
+        assert f"standin-vllm: weights ok {sha1}" in node.docker("logs", cid).stdout
+    again = run_with(sha1)
+    assert again.returncode == 0 and executed(again.stdout) == []
+
+    moved = run_with(sha2)  # one file changed: only it (and the new tree listing) travels
+    assert moved.returncode == 0, moved.stdout + moved.stderr
+    assert executed(moved.stdout) == [f"weights:org/wts@{sha2}@198.18.0.12",
+                                      f"weights:org/wts@{sha2}@198.18.0.13", "launch:wts"]
+    for node in cluster3.nodes[1:]:
+        blobs = node.run(["sh", "-c", "ls /root/.cache/huggingface/hub/models--org--wts/blobs | wc -l"]).stdout
+        assert int(blobs) == 4  # 3 blobs of the first commit + the new config.json; shards not sent twice
+        (cid,) = ours(node, "wts")
+        assert f"standin-vllm: weights ok {sha2}" in node.docker("logs", cid).stdout
