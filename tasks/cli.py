@@ -47,6 +47,9 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--discover", action="store_true", help="find cluster nodes and save them to .env")
     g.add_argument("--show-env", action="store_true", help="show the .env configuration (secrets masked)")
     g.add_argument("--config", type=Path, metavar="FILE", help="read nodes and settings from FILE instead of .env")
+    g.add_argument("--interface", metavar="IF", help="--discover: scan this interface's subnet (default: the default route's)")
+    g.add_argument("--cidr", metavar="NET", help="--discover: scan this network instead (needed for a /16 or wider)")
+    g.add_argument("-y", "--yes", action="store_true", help="--discover: take every confirmed node, no prompts")
     g = p.add_argument_group("recipe overrides")
     g.add_argument("--port", help="override the port parameter")
     g.add_argument("--host", help="override the host parameter")
@@ -140,8 +143,7 @@ def _run(args: list[str]) -> int:
     if ns.show_env:
         return show_env(ns.config)
     if ns.discover:
-        raise ConfigError("--discover arrives with cluster support; for now give nodes with -n or "
-                          "CLUSTER_NODES in .env")
+        return discover_nodes(ns)
     if not ns.recipe:
         parser().print_usage(sys.stderr)
         print("Error: name a recipe (see --list)", file=sys.stderr)
@@ -157,6 +159,25 @@ def _run(args: list[str]) -> int:
     if ns.download_only:
         return download_only(plan, wait=not ns.no_wait)
     return execute(plan, build_only=ns.build_only, wait=not ns.no_wait)
+
+
+def discover_nodes(ns: argparse.Namespace) -> int:
+    """Scan, confirm by SSH, choose, save .env: always a fresh scan."""
+    from .discover import choose, discover, write_env
+    from .plan import env_file
+    from .remote import SshSettings
+
+    found = discover(ns.interface, ns.cidr, SshSettings(trust_new_hosts=ns.trust_new_hosts))
+    for c in found:
+        print(f"  {c.ip:<16} {c.hostname or '-':<20} {c.status}")
+    nodes, copy_hosts = choose(found, ns.yes)
+    if not nodes:
+        print("no confirmed nodes: nothing saved", file=sys.stderr)
+        return 1
+    path = env_file(Options(config=ns.config))
+    write_env(path, nodes, copy_hosts)
+    print(f"saved CLUSTER_NODES={','.join(nodes)} to {path}")
+    return 0
 
 
 def download_only(plan: Plan, *, wait: bool) -> int:

@@ -192,3 +192,23 @@ command: |
         assert int(blobs) == 4  # 3 blobs of the first commit + the new config.json; shards not sent twice
         (cid,) = ours(node, "wts")
         assert f"standin-vllm: weights ok {sha2}" in node.docker("logs", cid).stdout
+
+
+def test_discover_yes_writes_env_inside_the_head_namespace(cluster3: rc.TestCluster, tmp_path: Path) -> None:
+    root = Path(f"/tmp/rr-discover-{os.getpid()}")
+    root.mkdir(exist_ok=True)
+    (root / ".env").write_text("HF_TOKEN=keep-me\n")
+    try:
+        env = {"PYTHONPATH": str(ROOT), "RUNRECIPE_HOME": str(root)}
+        res = cluster3.head.run([sys.executable, "-m", "tasks", "--discover", "--yes", "--interface", "eth0"],
+                                env=env, cwd=str(root), timeout=120)
+        assert res.returncode == 0, res.stdout + res.stderr
+        text = (root / ".env").read_text()
+        assert "CLUSTER_NODES='198.18.0.11,198.18.0.12,198.18.0.13'" in text or \
+               'CLUSTER_NODES="198.18.0.11,198.18.0.12,198.18.0.13"' in text or \
+               "CLUSTER_NODES=198.18.0.11,198.18.0.12,198.18.0.13" in text, text
+        assert "keep-me" in text
+        shown = cluster3.head.run([sys.executable, "-m", "tasks", "--show-env"], env=env, cwd=str(root)).stdout
+        assert "HF_TOKEN=****" in shown and "keep-me" not in shown
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
