@@ -317,38 +317,67 @@ def show_env(config: Path | None) -> int:
 
 
 def _lifecycle(command: str, args: list[str]) -> int:
+    """status / stop / logs on every node of the cluster (-n, else .env CLUSTER_NODES), or this machine."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from . import launch
-    from .runner import LocalRunner
 
     p = argparse.ArgumentParser(prog=f"run-recipe {command}")
     p.add_argument("recipe", nargs="?" if command == "status" else None)
+    p.add_argument("-n", "--nodes", metavar="IPS", help="nodes to look at (default: .env CLUSTER_NODES, else local)")
+    p.add_argument("--config", type=Path, metavar="FILE", help="read nodes from FILE instead of .env")
     if command == "status":
         p.add_argument("--json", action="store_true")
     if command == "logs":
         p.add_argument("-f", "--follow", action="store_true")
+        p.add_argument("--node", metavar="NODE", help="which node's container (default: the head)")
     ns = p.parse_args(args)
-    runner = LocalRunner()
+    runners = _node_runners(ns.nodes, ns.config)
     recipe_id = _recipe_id(ns.recipe) if ns.recipe else None
     if command == "status":
-        rows = launch.status(runner, recipe_id)
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            rows = [r for rs in pool.map(lambda rn: launch.status(rn, recipe_id), runners) for r in rs]
         if ns.json:
+            for row in rows:
+                row["record"] = launch.read_record(row["recipe"])
             print(json.dumps(rows, indent=2))
-        elif not rows:
+            return 0
+        if not rows:
             print("nothing running" + (f" for {recipe_id}" if recipe_id else ""))
-        for row in rows if not ns.json else []:
-            print(f"{row['recipe']:<32} {row['state']:<10} {row['endpoint']:<28} {row['container']} "
-                  f"(since {row['started']})")
+        for row in rows:
+            print(f"{row['recipe']:<32} {row['node']:<16} {row['state']:<10} {row['endpoint']:<28} "
+                  f"{row['container']} (since {row['started']})")
         return 0
     if command == "stop":
-        names = launch.stop(runner, recipe_id or "")
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            names = [f"{n}@{r.node}" for r, ns_ in zip(runners, pool.map(lambda rn: launch.stop(rn, recipe_id or ""),
+                                                                       runners)) for n in ns_]
         print(f"stopped {', '.join(names)}" if names else f"nothing to stop for {recipe_id}")
         return 0
-    rows = launch.status(runner, recipe_id)
+    runner = next((r for r in runners if not ns.node or ns.node in (r.node, r.node.split("@")[-1])), None)
+    rows = launch.status(runner, recipe_id) if runner else []
     if not rows:
-        raise ConfigError(f"no container of recipe {recipe_id}; see `run-recipe status`")
-    import subprocess
+        raise ConfigError(f"no container of recipe {recipe_id}" + (f" on {ns.node}" if ns.node else "")
+                          + "; see `run-recipe status`")
+    if runner is runners[0]:
+        import subprocess
 
-    return subprocess.call(["docker", "logs", *(["-f"] if ns.follow else []), rows[0]["id"]])
+        return subprocess.call(["docker", "logs", *(["-f"] if ns.follow else []), rows[0]["id"]])
+    res = runner.run(["docker", "logs", *(["-f"] if ns.follow else []), rows[0]["id"]], check=False)
+    return res.exit_code
+
+
+def _node_runners(nodes: str | None, config: Path | None) -> list[Any]:
+    """This machine first, then the other nodes over SSH (verified host keys)."""
+    from .nodes import load_env, parse_list
+    from .plan import env_file
+    from .remote import RemoteRunner, SshSettings
+    from .runner import LocalRunner
+
+    source = "-n/--nodes" if nodes is not None else f"{env_file(Options(config=config))}: CLUSTER_NODES"
+    text = nodes if nodes is not None else load_env(env_file(Options(config=config))).get("CLUSTER_NODES", "")
+    listed = parse_list(text, source)
+    return [LocalRunner()] + [RemoteRunner(n, SshSettings()) for n in listed[1:]]
 
 
 def _recipe_id(name: str) -> str:

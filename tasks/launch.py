@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 import resource
 import subprocess
 import sys
@@ -196,7 +197,36 @@ def converge(places: list[Placement], plan: Plan, ray_first: bool = True) -> dic
                 say(f"Warning: could not remove {cid[:12]} on {place.runner.node}: {exc}")
         raise
     say(f"serving {plan.served_model or plan.recipe.name} at {plan.endpoint}")
+    write_record(plan, [(p, wants[p.rank], cid) for p, cid in sorted(started, key=lambda pc: pc[0].rank)])
     return {"container_id": head_cid, "inputs": wants[0].digest}
+
+
+def record_path(recipe_id: str) -> Path:
+    return settings.state_dir() / "runs" / (re.sub(r"[^A-Za-z0-9_.-]+", "-", recipe_id) + ".json")
+
+
+def write_record(plan: Plan, nodes: list[tuple[Placement, Wanted, str]]) -> None:
+    """What runs where after a successful launch: image, weights commits, mods, script hash per node."""
+    data = {"recipe": plan.recipe.id, "file": str(plan.recipe.path), "mode": plan.mode,
+            "endpoint": plan.endpoint, "written": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "nodes": [{"node": place.runner.node, "rank": place.rank, "container": cid,
+                       "image": want.args[-2],  # create_args ends with the image and the script path
+                       "script_sha256": hashlib.sha256(place.script.encode()).hexdigest(),
+                       "weights": want.record.split(",") if want.record else [],
+                       "mods": [m.name for m in plan.mods], "inputs": want.digest}
+                      for place, want, cid in nodes]}
+    path = record_path(plan.recipe.id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    tmp.replace(path)  # a reader never sees half a record
+
+
+def read_record(recipe_id: str) -> dict | None:
+    try:
+        return json.loads(record_path(recipe_id).read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def _clear(runner: Runner, plan: Plan) -> None:

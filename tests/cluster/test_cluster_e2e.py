@@ -99,6 +99,16 @@ def test_ray_cluster_converges_then_reruns_nothing(cluster3: rc.TestCluster, pro
     assert executed(again.stdout) == []
     assert {n.name: ours(n, "rayc") for n in cluster3.nodes} == before
 
+    status = tool(cluster3, project, "status", "rayc", "--json")
+    rows = json.loads(status.stdout)
+    assert sorted(r["node"] for r in rows) == ["198.18.0.12", "198.18.0.13", "local"]
+    record = rows[0]["record"]
+    assert [n["rank"] for n in record["nodes"]] == [0, 1, 2]
+    assert {n["image"] for n in record["nodes"]} == {head_id}
+    stopped = tool(cluster3, project, "stop", "rayc")
+    assert stopped.returncode == 0, stopped.stderr
+    assert all(ours(n, "rayc") == [] for n in cluster3.nodes)
+
 
 def test_native_multinode_ranks(cluster3: rc.TestCluster, project: Path) -> None:
     recipe(project, "nat", backend="")
