@@ -38,6 +38,7 @@ from typing import Callable, Mapping, Sequence, TextIO
 
 from .errors import RunError
 from .runner import tail
+from .units import human_bytes
 from .weights import read_tree_listing, repo_folder, snapshot_state
 
 CHUNK = 1 << 20
@@ -148,14 +149,6 @@ def _qpath(path: str) -> str:
     return shlex.quote(path)
 
 
-def _human(n: float) -> str:
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} TB"
-
-
 def _parallel(fn: Callable, items: Sequence, workers: int = 8) -> list:
     """fn over items on threads, results in order; the first exception (in item order) is raised."""
     if not items:
@@ -241,7 +234,7 @@ class _Progress:
         self.last = now
         rate = done / max(now - self.t0, 1e-6)
         pct = f" ({100 * done / self.total:.0f}%)" if self.total else ""
-        self.stream.write(f"\r  {self.label}: {_human(done)}{pct} at {_human(rate)}/s   "
+        self.stream.write(f"\r  {self.label}: {human_bytes(done)}{pct} at {human_bytes(rate)}/s   "
                           + ("\n" if final else ""))
         self.stream.flush()
 

@@ -22,6 +22,7 @@ from typing import Mapping, Sequence, Union
 from .docker import Runner
 from .errors import RunError
 from .nodes import Node
+from .units import human_bytes
 from .runner import LocalRunner
 
 MiB = 1 << 20
@@ -193,7 +194,7 @@ def judge(facts: NodeFacts, need: Need = 0, *, require_gpu: bool = False) -> Nod
     else:
         for disk, want in _disk_needs(facts, need):
             if want > disk.free:
-                problems.append(f"needs {human(want)} on {disk.mount}, {human(disk.free)} free")
+                problems.append(f"needs {human_bytes(want)} on {disk.mount}, {human_bytes(disk.free)} free")
     if require_gpu and not facts.ssh_error:
         if not facts.gpus:
             problems.append("no NVIDIA GPU")
@@ -237,16 +238,6 @@ def preflight(nodes: Sequence[Node], runners: Mapping[str, Runner] | Sequence[Ru
 
 
 # -- the table ----------------------------------------------------------------------------
-def human(n: int | None) -> str:
-    if n is None:
-        return "?"
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    raise AssertionError
-
-
 def _gib(n: int | None) -> str:
     return "?" if n is None else f"{n / (1 << 30):.1f} GiB"
 
@@ -285,9 +276,9 @@ def _disk_cell(f: NodeFacts) -> str:
     for disk in (f.docker_disk, f.hf_disk):
         if disk is not None and disk.mount not in seen:
             seen.add(disk.mount)
-            lines.append(f"{human(disk.free)} on {disk.mount}")
+            lines.append(f"{human_bytes(disk.free)} on {disk.mount}")
     need = f.needed if isinstance(f.needed, int) else sum(f.needed)
-    return ", ".join(lines or ["?"]) + f" (need {human(need)})"
+    return ", ".join(lines or ["?"]) + f" (need {human_bytes(need)})"
 
 
 def _gpu_cell(f: NodeFacts) -> str:

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Iterator, Sequence, TextIO
 
 from .errors import RunRecipeError
+from .units import human_bytes
 
 COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 REPO_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -402,14 +403,6 @@ def resolve_commit(
 
 
 # ----------------------------------------------------------------------------- download
-def _human(n: float) -> str:
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} TB"
-
-
 @dataclass
 class DownloadSummary:
     repo: str
@@ -421,8 +414,8 @@ class DownloadSummary:
     present: int = 0  # files that were already in the cache
 
     def line(self) -> str:
-        rate = f" ({_human(self.bytes / self.seconds)}/s)" if self.seconds > 0 and self.bytes else ""
-        return (f"{self.repo}@{self.commit[:12]}: {self.files} files, {_human(self.bytes)} in {self.seconds:.1f} s"
+        rate = f" ({human_bytes(self.bytes / self.seconds)}/s)" if self.seconds > 0 and self.bytes else ""
+        return (f"{self.repo}@{self.commit[:12]}: {self.files} files, {human_bytes(self.bytes)} in {self.seconds:.1f} s"
                 f"{rate}; {self.present} already present")
 
 
@@ -619,7 +612,7 @@ def download(
         free = _free_bytes(cache)
         if needed > free:
             raise NotEnoughDisk(
-                f"{repo}@{commit[:12]} needs {_human(needed)} more but only {_human(free)} is free on {cache}: "
+                f"{repo}@{commit[:12]} needs {human_bytes(needed)} more but only {human_bytes(free)} is free on {cache}: "
                 "free some space or point HF_HUB_CACHE/HF_HOME at a larger disk",
                 needed=needed,
                 free=free,
