@@ -276,12 +276,17 @@ def dry_run(plan: Plan, as_json: bool) -> int:
 def list_recipes(as_json: bool) -> int:
     from .recipe import catalogue
 
+    from .plan import gpus_asked
+    from .units import human_bytes
+
     rows: list[dict[str, Any]] = []
     for item in catalogue(settings.recipes_dir()):
         r = item.recipe
         rows.append({"id": item.id, "file": str(item.path), "error": item.error} if r is None else
                     {"id": item.id, "name": r.name, "model": r.model, "container": r.container,
-                     "mode": r.mode, "mods": list(r.mods), "description": r.description, "file": str(item.path)})
+                     "mode": r.mode, "nodes": 1 if r.solo_only else max(gpus_asked(r), 2 if r.cluster_only else 1),
+                     "cached_bytes": cached_bytes(r), "mods": list(r.mods), "description": r.description,
+                     "file": str(item.path)})
     if as_json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -292,16 +297,35 @@ def list_recipes(as_json: bool) -> int:
     from rich.table import Table
 
     table = Table(title=f"Recipes in {settings.recipes_dir()}")
-    for col in ("recipe", "name", "model", "container", "mode", "mods"):
+    for col in ("recipe", "name", "model", "container", "mode", "nodes", "cached", "mods"):
         table.add_column(col, overflow="fold")
     for row in rows:
         if "error" in row:
-            table.add_row(row["id"], f"[red]broken: {row['error']}[/red]", "", "", "", "")
+            table.add_row(row["id"], f"[red]broken: {row['error']}[/red]", "", "", "", "", "", "")
         else:
-            table.add_row(row["id"], row["name"], row["model"] or "-", row["container"], row["mode"],
+            nodes = str(row["nodes"]) if row["mode"] != "either" or row["nodes"] == 1 else f"1 or {row['nodes']}"
+            table.add_row(row["id"], row["name"], row["model"] or "-", row["container"], row["mode"], nodes,
+                          human_bytes(row["cached_bytes"]) if row["cached_bytes"] else "-",
                           ", ".join(Path(m).name for m in row["mods"]) or "-")
     Console(width=160).print(table)
     return 0
+
+
+def cached_bytes(recipe: Any) -> int | None:
+    """Size of the recipe's model in the HF cache when complete there (stat only, no network)."""
+    from . import weights
+    from .plan import Options, main_model
+
+    model, _ = main_model(recipe, Options())
+    if not model:
+        return None
+    cache = weights.hub_cache_dir()
+    try:
+        commit = weights.resolve_commit(model.repo, model.revision, offline=True, cache_dir=cache)
+    except weights.WeightsError:
+        return None
+    state = weights.snapshot_state(cache, model.repo, commit, allow_patterns=model.patterns or None)
+    return state.bytes if state.complete else None
 
 
 def show_env(config: Path | None) -> int:

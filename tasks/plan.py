@@ -228,6 +228,19 @@ def _check_shell(script: str, recipe: Recipe) -> None:
                           f"{detail[0].replace('bash: ', '')}")
 
 
+def gpus_asked(recipe: Recipe) -> int:
+    """tp * pp * dp of the command with its defaults: one GPU per DGX Spark, so the nodes a cluster run needs."""
+    try:
+        argv = render.words(render.substitute(recipe.command, dict(recipe.defaults)))
+    except RenderError:
+        return 1
+    total = 1
+    for flag in ("--tensor-parallel-size", "--pipeline-parallel-size", "--data-parallel-size"):
+        value = render.option_value(argv, flag)
+        total *= int(value) if value and value.isascii() and value.isdigit() and int(value) > 0 else 1
+    return total
+
+
 def default_container_name(recipe: Recipe) -> str:
     return "runrecipe-" + re.sub(r"[^A-Za-z0-9_.-]+", "-", recipe.id).strip("-")
 

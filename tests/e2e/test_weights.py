@@ -187,3 +187,16 @@ def test_verify_detects_a_flipped_byte_and_fetches_it_again(project: Project, hu
     assert "do not match their hash (model-00001-of-00002.safetensors)" in res.stderr
     assert executed(res.stdout) == ["download:org/flip@main"]
     assert executed(project.cli("flip", "--download-only", "--verify").stdout) == []
+
+
+def test_list_shows_nodes_needed_and_cached_size(project: Project, hub: LocalHub) -> None:
+    hub.create_repo("org/listed", files())
+    recipe(project, "listed", free_port(), model="org/listed")
+    project.recipe("big", "name: Big\ncontainer: c\ncluster_only: true\ndefaults: {tp: 4}\n"
+                          "command: vllm serve org/x -tp {tp}\n")
+    before = {r["id"]: r for r in json.loads(project.cli("--list", "--json").stdout)}
+    assert before["listed"]["cached_bytes"] is None and before["big"]["nodes"] == 4
+    assert project.cli("listed", "--download-only").returncode == 0
+    after = {r["id"]: r for r in json.loads(project.cli("--list", "--json").stdout)}
+    assert after["listed"]["cached_bytes"] == sum(len(v) for v in files().values())
+    assert after["listed"]["nodes"] == 1
