@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -88,8 +89,14 @@ def test_ray_cluster_converges_then_reruns_nothing(cluster3: rc.TestCluster, pro
                           "source <(grep '^export' /runrecipe/launch.sh); echo \"$FROM_RECIPE|$VLLM_HOST_IP\"").stdout
         assert env.strip() == f'{{"json": "kept on every node"}}|{node.ip}'
     (head_cid,) = ours(cluster3.head, "rayc")
-    status = cluster3.head.docker("exec", head_cid, "ray", "status").stdout
-    assert sum(1 for ln in status.splitlines() if ln.strip().startswith("1 node_")) == 3, status
+    deadline = time.monotonic() + 60  # the autoscaler's view (ray status) lags the GCS by a few seconds
+    while True:
+        status = cluster3.head.docker("exec", head_cid, "ray", "status").stdout
+        active = sum(1 for ln in status.splitlines() if ln.strip().startswith("1 node_"))
+        if active == 3 or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    assert active == 3, status
     argv = cluster3.head.docker("exec", head_cid, "cat", "/tmp/vllm-argv").stdout.split("\0")
     assert argv[-3:-1] == ["--distributed-executor-backend", "ray"]
 
@@ -130,13 +137,15 @@ def test_failures_are_clear_and_leave_no_container(cluster3: rc.TestCluster, pro
         cluster3.node(3).stop_sshd()
     elif fault == "dockerd":
         cluster3.node(2).stop_dockerd()
-    elif fault == "hostkey":  # the head's known_hosts without n3
-        kh = Path(cluster3.head.home) / ".ssh" / "known_hosts"
-        kept = [ln for ln in kh.read_text().splitlines() if "198.18.0.13" not in ln and "n3" not in ln.split()[0]]
+    kh = Path(cluster3.head.home) / ".ssh" / "known_hosts"
+    known = kh.read_text()
+    if fault == "hostkey":  # the head's known_hosts without n3
+        kept = [ln for ln in known.splitlines() if "198.18.0.13" not in ln and "n3" not in ln.split()[0]]
         kh.write_text("\n".join(kept) + "\n")
     try:
         res = tool(cluster3, project, "bad", "--setup", "-d", "--no-ray", "--ready-timeout", "60", timeout=240)
     finally:
+        kh.write_text(known)
         for node in cluster3.nodes:
             node.heal()
     out = res.stdout + res.stderr
