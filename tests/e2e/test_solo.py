@@ -207,3 +207,33 @@ def test_two_concurrent_runs_wait_for_each_other(project: Project) -> None:
     busy.communicate(timeout=120)
     assert refused.returncode != 0 and "another run holds" in refused.stderr
     assert CODE_ROOT.is_dir()
+
+
+def test_foreground_follows_logs_and_ctrl_c_stops_the_server(project: Project) -> None:
+    import signal
+
+    port = free_port()
+    project.recipe("fg", simple("fg", port))
+    assert project.cli("fg", "--build-only").returncode == 0
+    proc = subprocess.Popen([sys.executable, "-m", "tasks", "fg", "--nccl-debug", "INFO", "--restart"],
+                            cwd=project.root, env=project.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        running = [c for c in project.containers("fg") if c["State"]["Running"]]
+        try:
+            if running and get_json(f"http://127.0.0.1:{port}/v1/models"):
+                break
+        except OSError:
+            pass
+        time.sleep(0.3)
+    (c,) = project.containers("fg")
+    assert "NCCL_DEBUG=INFO" in c["Config"]["Env"]
+    assert c["HostConfig"]["RestartPolicy"]["Name"] == "unless-stopped"
+    time.sleep(1)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "standin-vllm: serving org/model" in out  # the server's log was followed
+    (stopped,) = project.containers("fg")
+    assert not stopped["State"]["Running"]
