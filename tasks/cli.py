@@ -187,6 +187,8 @@ def download_only(plan: Plan, *, wait: bool) -> int:
     if not plan.models:
         print(f"{plan.recipe.id}: no HuggingFace model to download (no `model`, or a local path)")
         return 0
+    if plan.mode == "cluster":
+        cluster_preflight(plan)
     state.lock(f"run-recipe {plan.recipe.id} --download-only", wait=wait)
     targets = [f"download:{m.key}" for m in plan.models]
     if plan.mode == "cluster":
@@ -194,10 +196,17 @@ def download_only(plan: Plan, *, wait: bool) -> int:
     return run_doit(["run", *targets], [plan], setup=False)
 
 
-def weights_cache() -> Path:
+def cluster_preflight(plan: Plan) -> Any:
+    """Every node checked at once, one table printed; a failing node stops the run before any change."""
+    from .cluster import bytes_to_copy
+    from .graph import fleet_for
+    from .preflight import preflight, render
     from .weights import hub_cache_dir
 
-    return hub_cache_dir()
+    fleet = fleet_for(plan)
+    needs = bytes_to_copy(plan, fleet, image=plan.options.setup, weights_too=plan.options.download)
+    print(render(preflight(plan.nodes, fleet.runners, needs, hf_cache=str(hub_cache_dir()))))
+    return fleet
 
 
 def execute(plan: Plan, *, build_only: bool = False, wait: bool = True) -> int:
@@ -215,11 +224,7 @@ def execute(plan: Plan, *, build_only: bool = False, wait: bool = True) -> int:
               "(install nvidia-container-toolkit)", file=sys.stderr)
     target = [f"build:{plan.build.tag}"] if build_only else [f"launch:{plan.recipe.id}"]
     if plan.mode == "cluster":
-        from .graph import fleet_for
-        from .preflight import preflight, render
-
-        fleet = fleet_for(plan)
-        print(render(preflight(plan.nodes, fleet.runners, {}, hf_cache=str(weights_cache()))))
+        fleet = cluster_preflight(plan)
         if build_only:
             target += [f"image:{plan.build.tag}@{node.target}" for node, _ in fleet.workers]
     state.lock(f"run-recipe {plan.recipe.id}", wait=wait)
@@ -274,9 +279,8 @@ def dry_run(plan: Plan, as_json: bool) -> int:
 
 
 def list_recipes(as_json: bool) -> int:
-    from .recipe import catalogue
-
     from .plan import gpus_asked
+    from .recipe import catalogue
     from .units import human_bytes
 
     rows: list[dict[str, Any]] = []

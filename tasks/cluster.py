@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping
 
 from . import render
-from .errors import ConfigError
+from .errors import ConfigError, RunError
 from .nodes import Node
 from .plan import Plan
 
@@ -201,3 +201,45 @@ def infiniband_hcas(runner: "Runner") -> str:
     res = runner.read(["sh", "-c", "command -v ibdev2netdev >/dev/null && ibdev2netdev || true"], check=False)
     hcas = [line.split()[0] for line in res.stdout.splitlines() if "(Up)" in line and line.split()]
     return ",".join(dict.fromkeys(hcas))
+
+
+def bytes_to_copy(plan: Plan, fleet: Fleet, *, image: bool, weights_too: bool) -> dict[str, tuple[int, int]]:
+    """(image bytes, weight bytes) this run will copy to each worker, for preflight's disk check.
+
+    Only what is missing counts: a worker that already has the image, or part of the weights,
+    needs room only for the rest. A worker that cannot be asked gets 0 here; preflight reports it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from . import distribute, docker, weights
+
+    head = fleet.runners[0]
+    info = docker.image_info(head, plan.build.tag) if image else None
+    size = int(head.read(["docker", "image", "inspect", "--format", "{{.Size}}", plan.build.tag]).stdout.strip()
+               or 0) if info else 0
+    cache = weights.hub_cache_dir()
+    models = []
+    for model in plan.models if weights_too else ():
+        try:
+            commit = weights.resolve_commit(model.repo, model.revision, offline=True, cache_dir=cache)
+        except weights.WeightsError:
+            continue
+        state = weights.snapshot_state(cache, model.repo, commit, allow_patterns=model.patterns or None)
+        if state.complete:
+            models.append((model, commit, state.bytes))
+
+    def need(node: Node) -> tuple[int, int]:
+        ssh = fleet.ssh(node)
+        try:
+            image_need = size if info and distribute.image_id_on(ssh, plan.build.tag) != info["id"] else 0
+            weight_need = 0
+            for model, commit, total in models:
+                have = distribute.remote_manifest(ssh, str(cache), model.repo, commit)
+                present = sum(v for k, v in have.items() if k.startswith("snapshots/"))
+                weight_need += max(0, total - present)
+        except RunError:
+            return 0, 0
+        return image_need, weight_need
+
+    workers = [n for n, _ in fleet.workers]
+    with ThreadPoolExecutor(max_workers=max(1, min(8, len(workers)))) as pool:
+        return dict(zip((n.target for n in workers), pool.map(need, workers)))

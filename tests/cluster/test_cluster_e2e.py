@@ -231,3 +231,36 @@ def test_discover_yes_writes_env_inside_the_head_namespace(cluster3: rc.TestClus
         assert "HF_TOKEN=****" in shown and "keep-me" not in shown
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_full_worker_disk_is_refused_in_preflight(cluster3: rc.TestCluster, project: Path) -> None:
+    """n2's HF cache is a 64 KiB tmpfs: the run stops before copying anything, naming n2, need and free."""
+    from huggingface_hub import snapshot_download
+
+    from harness.hub import LocalHub, fake_safetensors
+
+    cache = Path(cluster3.head.home) / ".cache" / "huggingface" / "hub"
+    with LocalHub() as hub:
+        sha = hub.create_repo("org/full", {"config.json": b"{}", "w.safetensors": fake_safetensors(300_000)})
+        snapshot_download("org/full", revision=sha, cache_dir=cache, endpoint=hub.endpoint)
+    (project / "recipes" / "full.yaml").write_text(f"""\
+name: Full disk
+container: {TAG}
+cluster_only: true
+model: org/full
+revision: '{sha}'
+command: vllm serve org/full --port 18202
+""")
+    n2 = cluster3.node(2)
+    target = "/root/.cache/huggingface/hub"
+    n2.run(["mkdir", "-p", target], check=True)
+    n2.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", target], check=True)
+    try:
+        res = tool(cluster3, project, "full", "--download-only")
+    finally:
+        n2.run(["umount", target])
+    out = res.stdout + res.stderr
+    assert res.returncode != 0, out
+    assert "preflight failed: nothing was changed" in out and "198.18.0.12" in out
+    assert "needs 1.2 MB" in out and "free" in out, out
+    assert "Traceback" not in out
