@@ -9,6 +9,7 @@ run, so machine noise hits both alike. Goal: <= 0.3 s and a large/tiny ratio <= 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import socket
 import statistics
@@ -36,20 +37,24 @@ command: |
 
 
 def fill_cache(hf_home: Path, files: int, file_bytes: int) -> None:
-    """An HF cache layout with sparse blobs: size on disk ~0, apparent size files*file_bytes."""
+    """A complete HF cache snapshot of org/model (refs, tree listing, snapshot links, sparse blobs):
+    size on disk ~0, apparent size files*file_bytes. The launch's weights check stats every file."""
+    commit = "0" * 40
     repo = hf_home / "hub" / "models--org--model"
-    for sub in ("blobs", "refs"):
-        (repo / sub).mkdir(parents=True, exist_ok=True)
-    (repo / "refs" / "main").write_text("0" * 40)
-    snap = repo / "snapshots" / ("0" * 40)
-    snap.mkdir(parents=True, exist_ok=True)
+    snap = repo / "snapshots" / commit
+    for sub in (repo / "blobs", repo / "refs", repo / "trees", snap):
+        sub.mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / "main").write_text(commit)
+    listing = {}
     for i in range(files):
-        blob = repo / "blobs" / f"{i:064x}"
-        with open(blob, "wb") as fh:
+        sha = f"{i:064x}"
+        with open(repo / "blobs" / sha, "wb") as fh:
             fh.truncate(file_bytes)
-        link = snap / f"model-{i:05d}.safetensors"
-        if not link.exists():
-            link.symlink_to(os.path.relpath(blob, snap))
+        name = f"model-{i:05d}.safetensors"
+        if not (snap / name).exists():
+            (snap / name).symlink_to(os.path.relpath(repo / "blobs" / sha, snap))
+        listing[name] = {"size": file_bytes, "blob_id": f"{i:040x}", "lfs_sha256": sha, "lfs_size": file_bytes}
+    (repo / "trees" / f"{commit}.json").write_text(json.dumps({"format_version": 1, "files": listing}))
 
 
 def free_port() -> int:
@@ -68,14 +73,15 @@ def main() -> int:
         dockdir = images.standin_docker_dir(base / "docker")
         (base / "recipes").mkdir()
         (base / ".env").write_text("NON_PRIVILEGED=1\n")
-        sizes = {"tiny": (10, 1 << 20), "large": (10, 100 << 20)}   # 10 MB vs 1 GB apparent
+        sizes = {"tiny": (10, 1 << 20), "large": (10, 100 << 20)}   # 10 MB vs 1 GB apparent: 100x
         env_of = {}
         for tag, (files, size) in sizes.items():
             (base / "recipes" / f"bench-{tag}.yaml").write_text(RECIPE.format(tag=tag, port=free_port()))
             fill_cache(base / f"hf-{tag}", files, size)
             env_of[tag] = {**os.environ, "DOCKER_HOST": host, "RUNRECIPE_HOME": str(base),
                            "RUNRECIPE_DOCKER_DIR": str(dockdir), "DOCKER_BUILDKIT": "0",
-                           "HF_HOME": str(base / f"hf-{tag}"), "PYTHONPATH": str(ROOT)}
+                           "HF_HOME": str(base / f"hf-{tag}"), "PYTHONPATH": str(ROOT),
+                           "HF_HUB_OFFLINE": "1", "HF_ENDPOINT": "http://127.0.0.1:9"}  # never the internet
         cmd = lambda tag: [sys.executable, "-m", "tasks", f"bench-{tag}", "-d"]  # noqa: E731
         for tag in sizes:
             first = subprocess.run(cmd(tag) + ["--setup"], env=env_of[tag], capture_output=True, text=True)
