@@ -1,9 +1,10 @@
 """runrecipe's task graph for doit.
 
-    doit list                         every recipe's tasks (build:, mods:, launch:)
-    doit run recipe=NAME [key=value]  build, apply mods and launch NAME; key=value sets a parameter
+    doit list                         every recipe's tasks (build:, download:, image:, weights:, mods:, launch:)
+    doit run recipe=NAME [key=value]  build, download, copy, apply mods and launch NAME; key=value sets a parameter
     doit info launch:NAME             why a task would run
     doit forget build:IMAGE           make doit forget a task's recorded result
+    doit lint                         check the catalogue
 
 The tasks come from tasks.graph, the generators the run-recipe CLI uses too.
 """
@@ -11,6 +12,11 @@ import sys
 
 from tasks import state
 from tasks.cli import doit_namespace
+from tasks.errors import RunRecipeError
 
 state.lock("doit " + " ".join(sys.argv[1:]))
-globals().update(doit_namespace())
+try:
+    globals().update(doit_namespace())
+except RunRecipeError as exc:  # a bad recipe or node list is a message, not a traceback
+    print(f"Error: {exc}", file=sys.stderr)
+    raise SystemExit(exc.exit_code) from None

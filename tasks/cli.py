@@ -443,10 +443,15 @@ def doit_namespace() -> dict[str, Any]:
         for warning in plan.warnings:
             print(f"Warning: {warning}", file=sys.stderr)
         return namespace([plan], setup=True, default=[f"launch:{plan.recipe.id}"]) | {"task_lint": _lint_task}
+    from .graph import fleet_for
+
     plans = []
     for item in catalogue(settings.recipes_dir()):
         try:
-            plans.append(make_plan(item.recipe, options)) if item.recipe else None
+            plan = make_plan(item.recipe, options) if item.recipe else None
+            if plan and plan.mode == "cluster":
+                fleet_for(plan)  # the head must be this machine
+            plans.append(plan) if plan else None
         except RunRecipeError:
             continue  # e.g. cluster-only recipes without nodes: nothing to list for this machine
     return namespace(plans, setup=True, default=["usage"]) | {"task_usage": _usage_task, "task_lint": _lint_task}
