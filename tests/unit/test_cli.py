@@ -98,3 +98,16 @@ def test_every_flag_is_documented_in_the_readme() -> None:
     missing = sorted(f for f in flags if not re.search(re.escape(f) + r"\b", readme))
     assert missing == []
     assert all(action.help for action in parser()._actions)
+
+
+def test_doit_with_a_bad_recipe_is_an_error_line(home: Path) -> None:
+    env = {**os.environ, "RUNRECIPE_HOME": str(home), "PYTHONPATH": str(ROOT),
+           "DOCKER_HOST": "unix:///nonexistent.sock"}
+    res = subprocess.run([sys.executable, "-m", "doit", "-f", str(ROOT / "dodo.py"), "run", "recipe=badph"],
+                         cwd=home, env=env, capture_output=True, text=True, timeout=60)
+    assert res.returncode != 0
+    assert "Error:" in res.stderr and "unknown placeholder '{prot}'" in res.stderr
+    assert "Traceback" not in res.stderr + res.stdout
+    listed = subprocess.run([sys.executable, "-m", "doit", "-f", str(ROOT / "dodo.py"), "list"],
+                            cwd=home, env=env, capture_output=True, text=True, timeout=60)
+    assert listed.returncode == 0 and "launch:good" in listed.stdout and "launch:2x/big" not in listed.stdout
