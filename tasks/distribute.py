@@ -659,16 +659,6 @@ def sync_weights(cache_dir_local: str | Path, cache_dir_remote: str | Path, repo
 
 
 def weights_current(cache_dir_local: str | Path, cache_dir_remote: str | Path, repo: str, commit: str,
-                    ssh_prefix: Sequence[str], name: str) -> bool:
-    """Up to date on a node: every file of the commit with the head's size, and the refs naming it.
-
-    One remote call, stat only: the no-op path never hashes."""
-    want = _wanted(Path(cache_dir_local), repo, commit)
-    have = remote_state(ssh_prefix, cache_dir_remote, repo, commit, name)
-    return not _diff(want, have) and not _stale_refs(want, have)
-
-
-def weights_current(cache_dir_local: str | Path, cache_dir_remote: str | Path, repo: str, commit: str,
                     ssh_prefix: Sequence[str] | None, name: str | None = None) -> bool:
     """The no-op check alone (a doit `uptodate`): one manifest call, True when sizes and refs match."""
     want = _wanted(Path(cache_dir_local), repo, commit)

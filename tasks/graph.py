@@ -253,7 +253,7 @@ def _peer_ssh(node: Any) -> list[str]:
     return ["ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", *(["-p", str(node.port)] if node.port else []), dest]
 
 
-def recipe_tasks(plan: Plan, *, setup: bool, launch_too: bool = True) -> list[dict[str, Any]]:
+def recipe_tasks(plan: Plan, *, setup: bool) -> list[dict[str, Any]]:
     """The tasks of one plan, in dependency order."""
     runner = LocalRunner()
     out: list[dict[str, Any]] = []
@@ -268,8 +268,7 @@ def recipe_tasks(plan: Plan, *, setup: bool, launch_too: bool = True) -> list[di
     if plan.mods:
         out.append(mods_task(plan, runner, [d for d in deps if d.startswith("build:")]))
         deps = [d for d in deps if not d.startswith("build:")] + [f"mods:{plan.recipe.id}"]
-    if launch_too:
-        out.append(launch_task(plan, runner, deps))
+    out.append(launch_task(plan, runner, deps))
     return out
 
 
