@@ -161,9 +161,12 @@ def is_current(places: list[Placement], plan: Plan) -> bool:
     """Up to date: on every node a container of this recipe runs with exactly the wanted inputs."""
     record = verified_weights(plan) if plan.models else []
     try:
-        return all(_each(places, lambda p: serving(p.runner, plan, wanted(p, plan, record).digest) is not None))
+        running = all(_each(places, lambda p: serving(p.runner, plan, wanted(p, plan, record).digest) is not None))
     except RunError:
         return False
+    # Running is not serving: a run killed while it waited for readiness leaves a running container
+    # with the right labels that may never answer. Only a head that answers counts as done.
+    return running and _models_ready(base_url(plan), plan.served_model)
 
 
 def converge(places: list[Placement], plan: Plan, ray_first: bool = True) -> dict[str, str]:
@@ -177,7 +180,20 @@ def converge(places: list[Placement], plan: Plan, ray_first: bool = True) -> dic
             "(add --setup to download and verify them first)")
     wants = _each(places, lambda p: wanted(p, plan, record))
     same = _each(places, lambda p: serving(p.runner, plan, wants[p.rank].digest))
-    if all(same):
+    if all(same):  # the containers this plan asks for run already; count them only once the head answers
+        if not _models_ready(base_url(plan), plan.served_model):
+            say(f"{same[0].name} runs with the current inputs but does not answer yet (an earlier run "
+                f"stopped waiting for it); waiting for {plan.endpoint} ...")
+            try:
+                wait_ready(places[0].runner, plan, same[0].id, [(p.runner, same[p.rank].id) for p in places if p.rank])
+            except RunError:
+                for place in places:  # never ready: not left behind as if it served
+                    try:
+                        docker.remove(place.runner, [same[place.rank].id])
+                    except RunError as exc:
+                        say(f"Warning: could not remove {same[place.rank].id[:12]} on {place.runner.node}: {exc}")
+                raise
+            write_record(plan, [(p, wants[p.rank], same[p.rank].id) for p in places])
         say(f"already serving at {plan.endpoint} (container {same[0].name})")
         return {"container_id": same[0].id, "inputs": wants[0].digest}
     _each(places, lambda p: _clear(p.runner, plan))
@@ -274,8 +290,7 @@ def _script_tar(script: str) -> bytes:
 def wait_ready(runner: Runner, plan: Plan, cid: str, workers: list[tuple[Runner, str]] = (),  # type: ignore[assignment]
                clock: Callable[[], float] = time.monotonic) -> None:
     """Wait for /health, then for the model in /v1/models; fail fast if any container exits."""
-    host = "127.0.0.1" if plan.head.local else plan.head.host
-    base = f"http://{host}:{plan.port}"
+    base = base_url(plan)
     start = clock()
     deadline = start + plan.options.ready_timeout
     next_note = start + 15
@@ -302,6 +317,12 @@ def wait_ready(runner: Runner, plan: Plan, cid: str, workers: list[tuple[Runner,
             say(f"  still waiting for {base} ({now - start:.0f} s)")
             next_note = now + 30
         time.sleep(POLL_SECONDS)
+
+
+def base_url(plan: Plan) -> str:
+    """Where the head's server answers, as seen from this machine (the head)."""
+    host = "127.0.0.1" if plan.head.local else plan.head.host
+    return f"http://{host}:{plan.port}"
 
 
 def _models_ready(base: str, model: str) -> bool:
