@@ -149,7 +149,9 @@ class Fleet:
         if check_head and not is_local_address(head_ip):
             raise ConfigError(f"the first node ({plan.head.target}, {head_ip}) is the head and must be this "
                               "machine: run run-recipe on the head, or list this machine first in -n/CLUSTER_NODES")
-        self.runners: list[Runner] = [LocalRunner()] + [RemoteRunner(n, settings) for n in plan.nodes[1:]]
+        head = LocalRunner()
+        head.node = plan.head.target  # errors on the head name it as -n/.env does, not "local"
+        self.runners: list[Runner] = [head] + [RemoteRunner(n, settings) for n in plan.nodes[1:]]
         self._net: Network | None = None
         self._places: list[Any] | None = None
 
