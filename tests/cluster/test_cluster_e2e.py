@@ -258,9 +258,51 @@ command: vllm serve org/full --port 18202
     try:
         res = tool(cluster3, project, "full", "--download-only")
     finally:
-        n2.run(["umount", target])
+        n2.run(["umount", "-l", target], check=True)
     out = res.stdout + res.stderr
     assert res.returncode != 0, out
     assert "preflight failed: nothing was changed" in out and "198.18.0.12" in out
     assert "needs 1.2 MB" in out and "free" in out, out
     assert "Traceback" not in out
+
+
+def test_disk_filling_mid_copy_is_a_clear_error_and_nothing_counts_done(cluster3: rc.TestCluster,
+                                                                        project: Path) -> None:
+    """Preflight passes (n2 seems to need little: a same-named, truncated blob is there), but the copy
+    needs room for the whole file: rsync runs out of space mid-copy. Clear error, n2 not counted done."""
+    from huggingface_hub import snapshot_download
+
+    from harness.hub import LocalHub, fake_safetensors
+
+    cache = Path(cluster3.head.home) / ".cache" / "huggingface" / "hub"
+    with LocalHub() as hub:
+        sha = hub.create_repo("org/midfull", {"config.json": b"{}", "w.safetensors": fake_safetensors(300_000)})
+        snapshot_download("org/midfull", revision=sha, cache_dir=cache, endpoint=hub.endpoint)
+    (project / "recipes" / "midfull.yaml").write_text(f"""\
+name: Mid-copy full disk
+container: {TAG}
+cluster_only: true
+model: org/midfull
+revision: '{sha}'
+command: vllm serve org/midfull --port 18203
+""")
+    n2, target = cluster3.node(2), "/root/.cache/huggingface/hub"
+    n2.run(["mkdir", "-p", target], check=True)
+    n2.run(["mount", "-t", "tmpfs", "-o", "size=1600k", "tmpfs", target], check=True)
+    try:
+        first = tool(cluster3, project, "midfull", "--download-only")
+        assert first.returncode == 0, first.stdout + first.stderr
+        blob = n2.run(["sh", "-c", f"ls -S {target}/models--org--midfull/blobs/* | head -1"]).stdout.strip()
+        n2.run(["truncate", "-s", "1100000", blob], check=True)
+        res = tool(cluster3, project, "midfull", "--download-only")
+        out = res.stdout + res.stderr
+        assert res.returncode != 0, out
+        assert "No space left on device" in out and "198.18.0.12" in out, out
+        assert "Traceback" not in out
+        again_full = tool(cluster3, project, "midfull", "--download-only")  # not counted done: it runs again
+        assert f"weights:org/midfull@{sha}@198.18.0.12" in executed(again_full.stdout), again_full.stdout
+        assert f"-- weights:org/midfull@{sha}@198.18.0.12" not in again_full.stdout
+    finally:
+        n2.run(["umount", "-l", target], check=True)  # lazy: a receiver that lingers must not keep it full
+    again = tool(cluster3, project, "midfull", "--download-only")
+    assert again.returncode == 0, again.stdout + again.stderr
