@@ -17,90 +17,21 @@ def standin_tag(docker, standin_image: str) -> str:
 
 
 # ----------------------------------------------------------------------------- cluster
-# The netns test cluster (tests/harness/cluster.py) for the cluster half of the fault suite. Only one
-# cluster can exist per machine: when this session already holds it (tests/cluster ran first in the
-# same pytest run), it is attached, not brought up again; when another process holds it, we wait a
-# bounded time (RR_CLUSTER_WAIT seconds, default 120) and then skip with the holder's name.
+# The netns test cluster fixtures are tests/cluster/conftest.py's (one cluster per machine: attached
+# when this session holds it, waited for a bounded time when another process does).
 import os  # noqa: E402
 import shutil  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
-import time  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+from cluster.conftest import _heal_cluster, cluster3, ray_image  # noqa: E402,F401 - shared cluster fixtures
 from harness import cluster as rc  # noqa: E402
-from harness import rayimage  # noqa: E402
 
 CODE_ROOT = Path(__file__).resolve().parents[2]
 CLUSTER_TAG = "rr-faults-cluster"
 CLUSTER_NODES = "198.18.0.11,198.18.0.12,198.18.0.13"
-
-
-def _why_no_cluster() -> str | None:
-    if os.geteuid() != 0:
-        return "test cluster needs root (netns, mounts, dockerd)"
-    for tool in ("ip", "nsenter", "unshare", "dockerd", "docker", "ssh", "ssh-keygen", "tc", "iptables", "rsync"):
-        if not shutil.which(tool):
-            return f"test cluster needs `{tool}` on PATH"
-    if not os.path.exists("/usr/sbin/sshd"):
-        return "test cluster needs openssh-server (/usr/sbin/sshd)"
-    return None
-
-
-def _lock_holder() -> int | None:
-    try:
-        return int(rc.LOCK_FILE.read_text().strip())
-    except (OSError, ValueError):
-        return None
-
-
-@pytest.fixture(scope="session")
-def cluster3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[rc.TestCluster]:
-    """n1 (head), n2, n3 on 198.18.0.11-13; torn down (and checked clean) at session end if we brought it up."""
-    why = _why_no_cluster()
-    if why:
-        pytest.skip(why)
-    deadline = time.monotonic() + float(os.environ.get("RR_CLUSTER_WAIT", "120"))
-    while True:
-        c = rc.TestCluster(3, client_dir=tmp_path_factory.mktemp("faults-cluster"))
-        try:
-            c.__enter__()
-            break
-        except rc.ClusterBusy as exc:
-            if _lock_holder() == os.getpid():  # this very session's tests/cluster fixture holds it
-                attached = rc.TestCluster.attach()
-                if attached and len(attached.nodes) == 3:
-                    yield attached
-                    return
-            if time.monotonic() > deadline:
-                pytest.skip(str(exc))
-            time.sleep(5)
-    try:
-        yield c
-    finally:
-        c.teardown()
-        left = rc.leftovers()
-        assert not left, f"test cluster teardown left: {left}"
-
-
-@pytest.fixture(autouse=True)
-def _heal_cluster(request: pytest.FixtureRequest) -> Iterator[None]:
-    """After each test using cluster3: undo link/daemon/shaping faults, remove every node's containers."""
-    yield
-    if "cluster3" not in request.fixturenames:
-        return
-    c: rc.TestCluster = request.getfixturevalue("cluster3")
-    for node in c.nodes:
-        node.heal()
-        node.remove_containers()
-
-
-@pytest.fixture(scope="session")
-def ray_image(cluster3: rc.TestCluster) -> str:
-    if not shutil.which("debootstrap"):
-        pytest.skip("ray_image needs debootstrap (apt-get install debootstrap)")
-    return rayimage.ensure_ray_image(cluster3.nodes, log=lambda m: print(f"[ray_image] {m}"))
 
 
 class ClusterProject:
