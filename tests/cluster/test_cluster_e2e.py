@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from harness import cluster as rc
+from harness import images
 
 ROOT = Path(__file__).resolve().parents[2]
 TAG = "rr-cluster-standin"
@@ -31,14 +32,7 @@ def project(cluster3: rc.TestCluster, ray_image: str, tmp_path: Path) -> Path:
     """A project dir (visible inside the nodes: /tmp is shared) with a Docker folder FROM the Ray image."""
     root = Path(f"/tmp/rr-cluster-project-{os.getpid()}")
     shutil.rmtree(root, ignore_errors=True)
-    docker_dir = root / "docker"
-    docker_dir.mkdir(parents=True)
-    shutil.copy("/bin/busybox", docker_dir / "busybox")
-    shutil.copy(ROOT / "tests" / "images" / "standin" / "vllm", docker_dir / "vllm")
-    (docker_dir / "Dockerfile").write_text(
-        f"FROM {ray_image}\nCOPY busybox /usr/local/bin/busybox\n"
-        "RUN ln -sf busybox /usr/local/bin/httpd\nCOPY vllm /usr/local/bin/vllm\n"
-        "RUN chmod +x /usr/local/bin/vllm /usr/local/bin/busybox\nWORKDIR /workspace/vllm\n")
+    images.cluster_standin_dir(root / "docker", ray_image)
     (root / "recipes").mkdir()
     (root / ".env").write_text(f"CLUSTER_NODES={NODES}\nNON_PRIVILEGED=1\nETH_IF=eth0\n")
     for node in cluster3.nodes:  # every test starts from "never copied"

@@ -28,6 +28,7 @@ from pathlib import Path  # noqa: E402
 
 from cluster.conftest import _heal_cluster, cluster3, ray_image  # noqa: E402,F401 - shared cluster fixtures
 from harness import cluster as rc  # noqa: E402
+from harness import images  # noqa: E402
 
 CODE_ROOT = Path(__file__).resolve().parents[2]
 CLUSTER_TAG = "rr-faults-cluster"
@@ -72,15 +73,7 @@ class ClusterProject:
 def cluster_project(cluster3: rc.TestCluster, ray_image: str) -> Iterator[ClusterProject]:
     root = Path(f"/tmp/rr-faults-cluster-{os.getpid()}")
     shutil.rmtree(root, ignore_errors=True)
-    docker_dir = root / "docker"
-    docker_dir.mkdir(parents=True)
-    shutil.copy("/bin/busybox", docker_dir / "busybox")
-    shutil.copy(CODE_ROOT / "tests" / "images" / "standin" / "vllm", docker_dir / "vllm")
-    (docker_dir / "Dockerfile").write_text(
-        f"FROM {ray_image}\nCOPY busybox /usr/local/bin/busybox\n"
-        "RUN ln -sf busybox /usr/local/bin/httpd\nCOPY vllm /usr/local/bin/vllm\n"
-        "RUN chmod +x /usr/local/bin/vllm /usr/local/bin/busybox\nWORKDIR /workspace/vllm\n"
-        "LABEL runrecipe.test.faults=1\n")
+    images.cluster_standin_dir(root / "docker", ray_image, label="runrecipe.test.faults=1")
     (root / "recipes").mkdir()
     (root / ".env").write_text(f"CLUSTER_NODES={CLUSTER_NODES}\nNON_PRIVILEGED=1\nETH_IF=eth0\n")
     yield ClusterProject(cluster3, root)

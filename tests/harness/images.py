@@ -38,6 +38,20 @@ def standin_docker_dir(dest: Path) -> Path:
     return dest
 
 
+def cluster_standin_dir(dest: Path, base_image: str, label: str = "") -> Path:
+    """A product-style Docker folder whose Dockerfile adds the stand-in vllm (and busybox httpd) to
+    `base_image` (the Ray test image), for cluster runs where Ray must be real."""
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copy(BUSYBOX, dest / "busybox")
+    shutil.copy(STANDIN_SRC / "vllm", dest / "vllm")
+    (dest / "Dockerfile").write_text(
+        f"FROM {base_image}\nCOPY busybox /usr/local/bin/busybox\n"
+        "RUN ln -sf busybox /usr/local/bin/httpd\nCOPY vllm /usr/local/bin/vllm\n"
+        "RUN chmod +x /usr/local/bin/vllm /usr/local/bin/busybox\nWORKDIR /workspace/vllm\n"
+        + (f"LABEL {label}\n" if label else ""))
+    return dest
+
+
 def context_hash(build_dir: Path) -> str:
     """Short sha256 over every file name and content in build_dir (the image cache key)."""
     h = hashlib.sha256()
