@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 from . import settings
 from .errors import ConfigError, RunRecipeError
-from .plan import Options, Plan, make_plan, parse_overrides
+from .plan import OVERRIDE_FLAGS, Options, Plan, make_plan, parse_overrides
 
 SUBCOMMANDS = ("status", "stop", "logs")
 
@@ -114,7 +114,7 @@ def options_from(ns: argparse.Namespace, extra: list[str]) -> Options:
     port_text = ns.master_port or dotenv.get("MASTER_PORT") or "29501"
     if not str(port_text).isdigit():
         raise ConfigError(f"MASTER_PORT '{port_text}' is not a port number")
-    overrides = {k: v for k in ("port", "host", "tensor_parallel", "gpu_memory_utilization", "max_model_len")
+    overrides = {k: v for k in OVERRIDE_FLAGS
                  if (v := getattr(ns, k)) is not None}
     overrides.update(parse_overrides(ns.override, "-o"))
     return Options(overrides=overrides, extra_args=tuple(extra), solo=ns.solo, nodes=ns.nodes,

@@ -5,7 +5,6 @@ graph turns it into doit tasks, and the steps act on it.
 """
 from __future__ import annotations
 
-import hashlib
 import re
 import subprocess
 from dataclasses import dataclass, field
@@ -17,9 +16,8 @@ from .errors import ConfigError, ModeError, RenderError
 from .nodes import LOCAL, Node, load_env, parse_list
 from .recipe import Recipe
 
-# run-recipe's named override flags -> the recipe parameter they set.
-OVERRIDE_FLAGS = {"port": "port", "host": "host", "tensor_parallel": "tensor_parallel",
-                  "gpu_memory_utilization": "gpu_memory_utilization", "max_model_len": "max_model_len"}
+# The parameters run-recipe's named override flags set (--port, --host, --tp, --gpu-mem, --max-model-len).
+OVERRIDE_FLAGS = ("port", "host", "tensor_parallel", "gpu_memory_utilization", "max_model_len")
 IMAGE_REF = re.compile(r"[a-z0-9][a-z0-9._/-]*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[0-9a-f]{64})?"
                        r"|sha256:[0-9a-f]{64}|[0-9a-f]{12,64}")
 BASE_DOCKER_ENV = {"NCCL_IGNORE_CPU_AFFINITY": "1", "PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True"}
@@ -91,10 +89,6 @@ class Plan:
     @property
     def head(self) -> Node:
         return self.nodes[0]
-
-    @property
-    def script_hash(self) -> str:
-        return hashlib.sha256(self.script.encode()).hexdigest()
 
     @property
     def endpoint(self) -> str:
