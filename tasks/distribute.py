@@ -30,6 +30,7 @@ import re
 import shlex
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ from pathlib import Path
 from typing import Callable, Mapping, Sequence, TextIO
 
 from .errors import RunError
+from .remote import shared_connection_options
 from .runner import tail
 from .units import human_bytes
 from .weights import read_tree_listing, repo_folder, snapshot_state
@@ -101,18 +103,23 @@ class Report:
 
 
 # ----------------------------------------------------------------------------- helpers
-def remote_argv(prefix: Sequence[str] | None, argv: Sequence[str]) -> list[str]:
+def remote_argv(prefix: Sequence[str] | None, argv: Sequence[str], from_head: bool = True) -> list[str]:
     """argv run through `prefix` (an ssh argv ending in the destination) as ONE quoted word, or locally."""
     if prefix is None:
         return list(argv)
-    return [*prefix, shlex.join(list(argv))]
+    return [*ssh_prefix(prefix, from_head), shlex.join(list(argv))]
 
 
-def with_keepalive(prefix: Sequence[str]) -> list[str]:
-    """Add ServerAlive options unless given, so a dead link ends an ssh in bounded time, not at TCP's."""
+def ssh_prefix(prefix: Sequence[str], from_head: bool = True) -> list[str]:
+    """An ssh argv made fit for many calls: keepalives unless given (a dead link ends an ssh in bounded
+    time, not at TCP's), and from the head a shared connection (remote.py: ~0.01 s a call, not ~0.2 s)."""
     p = list(prefix)
-    if p and os.path.basename(p[0]) == "ssh" and not any("serveralive" in a.lower() for a in p):
+    if not p or os.path.basename(p[0]) != "ssh":
+        return p
+    if not any("serveralive" in a.lower() for a in p):
         p[1:1] = KEEPALIVE
+    if from_head and not any("controlpath" in a.lower() for a in p):
+        p[1:1] = shared_connection_options(p[1:-1])
     return p
 
 
@@ -182,25 +189,27 @@ def image_id_on(ssh_prefix: Sequence[str] | None, ref: str, timeout: float = QUE
 
 
 # The script each chain hop runs under `sh -c` (POSIX sh + GNU coreutils): $1 = this node's name,
-# $2 = next node's name ("" when last), $3 = base64 of the command that reaches the next hop.
-# `tee -p` keeps feeding the local load when the next hop dies; its status line says so instead.
+# $2 = next node's name ("" when last), $3 = base64 of the command that reaches the next hop,
+# $4 = base64 of the shell command that takes the stream on this node (docker load, tar -x).
+# `tee -p` keeps feeding the local taker when the next hop dies; its status line says so instead.
 HOP_SCRIPT = r"""
 set -u
 name=$1; next=$2
-d=$(mktemp -d) || { echo "RRSTAT load $name 97 $(printf 'mktemp failed' | base64 | tr -d '\n')"; exit 97; }
+d=$(mktemp -d) || { echo "RRSTAT take $name 97 $(printf 'mktemp failed' | base64 | tr -d '\n')"; exit 97; }
 trap 'rm -rf "$d"' EXIT
+take=$(printf %s "$4" | base64 -d)
 if [ -n "$next" ]; then
   mkfifo "$d/f" || exit 97
   fwd=$(printf %s "$3" | base64 -d)
   sh -c "$fwd" <"$d/f" &
   fp=$!
-  tee -p "$d/f" | docker load -q >"$d/out" 2>"$d/err"
+  tee -p "$d/f" | sh -c "$take" >"$d/out" 2>"$d/err"
   rc=$?
 else
-  docker load -q >"$d/out" 2>"$d/err"
+  sh -c "$take" >"$d/out" 2>"$d/err"
   rc=$?
 fi
-echo "RRSTAT load $name $rc $(tail -c 600 "$d/err" | base64 | tr -d '\n')"
+echo "RRSTAT take $name $rc $(tail -c 600 "$d/err" | base64 | tr -d '\n')"
 if [ -n "$next" ]; then
   wait "$fp"
   echo "RRSTAT fwd $next $? -"
@@ -209,13 +218,17 @@ exit "$rc"
 """
 
 
-def _hop_command(chain: Sequence[Worker], first: bool) -> list[str]:
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()  # nesting via base64: no quote blow-up per level
+
+
+def _hop_command(chain: Sequence[Worker], take: Callable[[Worker], str], first: bool) -> list[str]:
     """argv that reaches chain[0] (from the head, or from the previous worker) and runs its hop."""
     w, rest = chain[0], chain[1:]
-    nxt = shlex.join(_hop_command(rest, first=False)) if rest else ""
-    b64 = base64.b64encode(nxt.encode()).decode()  # nesting via base64: no quote blow-up per level
-    prefix = with_keepalive(w.ssh if first else w.hop)
-    return remote_argv(prefix, ["sh", "-c", HOP_SCRIPT, "hop", w.name, rest[0].name if rest else "", b64])
+    nxt = shlex.join(_hop_command(rest, take, first=False)) if rest else ""
+    return remote_argv(w.ssh if first else w.hop,
+                       ["sh", "-c", HOP_SCRIPT, "hop", w.name, rest[0].name if rest else "", _b64(nxt), _b64(take(w))],
+                       from_head=first)
 
 
 class _Progress:
@@ -249,7 +262,7 @@ def _parse_status(text: str) -> tuple[dict[str, tuple[int, str]], dict[str, int]
         kind, name, rc = parts[1], parts[2], parts[3]
         if not rc.lstrip("-").isdigit():
             continue
-        if kind == "load":
+        if kind == "take":
             msg = ""
             if len(parts) > 4 and parts[4] not in ("", "-"):
                 try:
@@ -262,16 +275,73 @@ def _parse_status(text: str) -> tuple[dict[str, tuple[int, str]], dict[str, int]
     return loads, fwds
 
 
+@dataclass
+class _Chain:
+    """What one chained stream did: bytes out of the head, and per node what went wrong (step, why)."""
+
+    sent: int
+    problems: dict[str, tuple[str, str]]
+    stream_seconds: float
+    command: str
+    source_error: str
+
+
+def _run_chain(source: list[str], stale: Sequence[Worker], take: Callable[[Worker], str], step: str, label: str,
+               size: int | None, progress: TextIO | None, timeout: float | None, stall_timeout: float,
+               take_timeout: float) -> _Chain:
+    """Stream `source`'s stdout through the chain of `stale` workers, each running `take` on it."""
+    cmd = _hop_command(stale, take, first=True)
+    prog = _Progress(f"{label} -> {', '.join(w.name for w in stale)}", size, progress)
+    t_stream = time.monotonic()
+    sent, err_src, out, err_ssh, stalled, streamed = _stream(source, cmd, prog, timeout, stall_timeout, take_timeout)
+    takes, fwds = _parse_status(out)
+    # first problem in chain order: a broken hop into a node, else its taker, else a missing status
+    problems: dict[str, tuple[str, str]] = {}
+    for i, w in enumerate(stale):
+        into_rc = fwds.get(w.name) if i else None
+        if w.name in takes and takes[w.name][0] == 0:
+            continue
+        if w.name in takes:
+            problems[w.name] = (step, takes[w.name][1] or f"{step} rc={takes[w.name][0]}")
+        elif into_rc not in (None, 0):
+            problems[w.name] = ("stream", f"ssh from {stale[i - 1].name} to {w.name} exited rc={into_rc} "
+                                          "(link or sshd down?)")
+        else:
+            why = "stalled: no byte moved for %.0f s" % stall_timeout if stalled else "the stream ended early"
+            problems[w.name] = ("stream", why + (f"; ssh to {stale[0].name}: {tail(err_ssh)}" if err_ssh.strip() else ""))
+    return _Chain(sent, problems, streamed - t_stream, shlex.join(cmd[:-1] + ["<chain script>"]), err_src)
+
+
+def _raise_first(what: str, stale: Sequence[Worker], problems: dict[str, tuple[str, str]], command: str,
+                 extra: str = "") -> None:
+    """RunError for the first failed node in chain order, naming the others too."""
+    if not problems:
+        return
+    bad = next(w for w in stale if w.name in problems)
+    step, why = problems[bad.name]
+    others = [n for n in problems if n != bad.name]
+    raise RunError(f"{what} to {bad.name} failed at step '{step}'"
+                   + (f" (also failed: {', '.join(others)})" if others else ""),
+                   node=bad.name, command=command, tail=why + ("\n" + tail(extra) if extra else ""))
+
+
+def _unreached(stale: Sequence[Worker], chain: _Chain) -> list[Worker]:
+    """Workers the stream did not reach through the previous worker (its link, sshd, or no SSH between
+    workers at all): the head may still reach them directly."""
+    return [w for i, w in enumerate(stale) if i and chain.problems.get(w.name, ("",))[0] == "stream"]
+
+
 def distribute_image(tag: str, head_id: str, workers: Sequence[Worker], *,
                      timeout: float | None = None, stall_timeout: float = 60.0,
                      load_timeout: float = 1800.0, progress: TextIO | None = sys.stderr) -> Report:
     """Make `tag` on every worker the image `head_id`: skip workers that have it, chain-stream the rest.
 
-    Raises RunError naming the first node (in chain order) whose load, forward or final ID check
-    failed; workers that did load stay loaded, so a re-run sends only to the rest.
-    `timeout` bounds the whole stream (default: none, the stall watchdog and ssh keepalives bound a
-    dead link); `stall_timeout` ends a stream that moved no byte for that long; `load_timeout`
-    bounds the loads after the last byte went out.
+    A worker the chain could not reach from the previous worker (no worker-to-worker SSH) gets a
+    direct stream from the head afterwards. Raises RunError naming the first node (in chain order)
+    whose load, forward or final ID check failed; workers that did load stay loaded, so a re-run
+    sends only to the rest. `timeout` bounds the whole stream (default: none, the stall watchdog and
+    ssh keepalives bound a dead link); `stall_timeout` ends a stream that moved no byte for that long;
+    `load_timeout` bounds the loads after the last byte went out.
     """
     t0 = time.monotonic()
     ids = _parallel(lambda w: image_id_on(w.ssh, tag, name=w.name), list(workers))
@@ -289,53 +359,41 @@ def distribute_image(tag: str, head_id: str, workers: Sequence[Worker], *,
         raise RunError(f"the head's {tag} is {local_id or 'absent'}, not {head_id}: rebuild or re-pull it first",
                        node="local", command=f"docker image inspect {tag}")
     size = _image_size(tag)
-    cmd = _hop_command(stale, first=True)
-    head_cmd = shlex.join(cmd[:-1] + ["<chain script>"])
-    prog = _Progress(f"image -> {', '.join(w.name for w in stale)}", size, progress)
-    t_stream = time.monotonic()
-    sent, err_save, out, err_ssh, stalled, streamed = _stream(["docker", "save", tag], cmd, prog, timeout, stall_timeout,
-                                                       load_timeout)
-    loads, fwds = _parse_status(out)
-
-    # first problem in chain order: a broken hop into a node, else its load, else a missing status
-    problems: dict[str, tuple[str, str]] = {}
-    first = stale[0].name
-    for i, w in enumerate(stale):
-        into_rc = fwds.get(w.name) if i else None
-        if w.name in loads and loads[w.name][0] == 0:
-            continue
-        if w.name in loads:
-            problems[w.name] = ("docker load", loads[w.name][1] or f"docker load rc={loads[w.name][0]}")
-        elif into_rc not in (None, 0):
-            problems[w.name] = ("stream", f"ssh from {stale[i - 1].name} to {w.name} exited rc={into_rc} "
-                                          "(link or sshd down?)")
-        else:
-            why = "stalled: no byte moved for %.0f s" % stall_timeout if stalled else "the stream ended early"
-            problems[w.name] = ("stream", why + (f"; ssh to {first}: {tail(err_ssh)}" if err_ssh.strip() else ""))
-    if err_save and not problems and sent == 0:
+    go = dict(size=size, progress=progress, timeout=timeout, stall_timeout=stall_timeout, take_timeout=load_timeout)
+    chain = _run_chain(["docker", "save", tag], stale, _docker_load, "docker load", "image", **go)
+    if chain.source_error and not chain.problems and chain.sent == 0:
         raise RunError(f"docker save {tag} failed on the head", node="local", command=f"docker save {tag}",
-                       tail=tail(err_save))
+                       tail=tail(chain.source_error))
+    problems, sent = chain.problems, chain.sent
+    direct = _unreached(stale, chain)
+    if direct:  # the head's own link for these, one stream each (a star), in parallel
+        def one(w: Worker) -> _Chain:
+            return _run_chain(["docker", "save", tag], [Worker(w.name, w.ssh)], _docker_load, "docker load",
+                              "image", **go)
 
+        for w, again in zip(direct, _parallel(one, direct)):
+            sent += again.sent
+            problems.pop(w.name)
+            problems.update(again.problems)
+        report.strategy = f"chain, then direct to {', '.join(w.name for w in direct)}"
     check = [w for w in stale if w.name not in problems]
     now_ids = dict(zip([w.name for w in check], _parallel(lambda w: _id_or_error(w, tag), check)))
     for w in stale:
         if w.name not in problems and now_ids.get(w.name) != head_id:
             problems[w.name] = ("verify", f"image ID after load is {now_ids.get(w.name) or 'absent'}, "
                                           f"not {head_id}")
-    if problems:
-        bad = next(w for w in stale if w.name in problems)
-        step, why = problems[bad.name]
-        others = [n for n in problems if n != bad.name]
-        raise RunError(f"image {tag} to {bad.name} failed at step '{step}'"
-                       + (f" (also failed: {', '.join(others)})" if others else ""),
-                       node=bad.name, command=head_cmd, tail=why + ("\n" + tail(err_save) if err_save else ""))
+    _raise_first(f"image {tag}", stale, problems, chain.command, chain.source_error)
     elapsed = time.monotonic() - t0
     for w in stale:
-        report.nodes.append(NodeReport(w.name, "sent", bytes=sent, seconds=elapsed, detail=head_id[:19]))
+        report.nodes.append(NodeReport(w.name, "sent", bytes=chain.sent, seconds=elapsed, detail=head_id[:19]))
     report.bytes_sent = sent
-    report.stream_seconds = streamed - t_stream
+    report.stream_seconds = chain.stream_seconds
     report.seconds = elapsed
     return report
+
+
+def _docker_load(_: Worker) -> str:
+    return "docker load -q"
 
 
 def _id_or_error(w: Worker, tag: str) -> str | None:
@@ -435,6 +493,7 @@ def _stream(src: list[str], dst: list[str], prog: _Progress, timeout: float | No
 class RemoteState:
     manifest: dict[str, int]  # path under the repo folder -> size (snapshot files followed to blobs)
     refs: dict[str, str]  # ref name -> commit
+    blobs: dict[str, int] = field(default_factory=dict)  # blobs/<name> -> size, every commit's
 
 
 # $1 repo folder, $2 commit, $3... refs to point at the commit first (after a sync; saves a round trip)
@@ -445,6 +504,7 @@ for r; do
   mkdir -p "refs/$(dirname "$r")" && printf %s "$c" > "refs/$r.rr-tmp" && mv -f "refs/$r.rr-tmp" "refs/$r" || exit 4
 done
 find -L "snapshots/$c" "trees/$c.json" -type f -printf 'F\t%s\t%p\0' 2>/dev/null
+[ -d blobs ] && find blobs -maxdepth 1 -type f -printf 'B\t%s\t%p\0' 2>/dev/null
 [ -d refs ] && find refs -type f -exec sh -c 'for f; do printf "R\t%s\t%s\0" "${f#refs/}" "$(cat "$f")"; done' x {} + 2>/dev/null
 printf 'END\0'
 """
@@ -455,7 +515,7 @@ def _remote_script(prefix: Sequence[str] | None, script: str, args: Sequence[str
     if prefix is None:
         return ["sh", "-c", script, "rr", *[os.path.expanduser(a) for a in args]]
     words = [shlex.quote(w) for w in ("sh", "-c", script, "rr")] + [_qpath(a) for a in args]
-    return [*prefix, " ".join(words)]
+    return [*ssh_prefix(prefix), " ".join(words)]
 
 
 def remote_state(ssh_prefix: Sequence[str] | None, cache_dir: str | Path, repo: str, commit: str,
@@ -472,11 +532,12 @@ def remote_state(ssh_prefix: Sequence[str] | None, cache_dir: str | Path, repo: 
     proc = _call(None, cmd, node=node, step="weights manifest")
     manifest: dict[str, int] = {}
     refs: dict[str, str] = {}
+    blobs: dict[str, int] = {}
     complete = False
     for rec in proc.stdout.decode(errors="surrogateescape").split("\0"):
         f = rec.split("\t")
-        if f[0] == "F" and len(f) == 3 and f[1].isdigit():
-            manifest[f[2]] = int(f[1])
+        if f[0] in ("F", "B") and len(f) == 3 and f[1].isdigit():
+            (manifest if f[0] == "F" else blobs)[f[2]] = int(f[1])
         elif f[0] == "R" and len(f) == 3:
             refs[f[1]] = f[2].strip()
         elif f[0] == "END":
@@ -484,7 +545,7 @@ def remote_state(ssh_prefix: Sequence[str] | None, cache_dir: str | Path, repo: 
     if not complete:
         raise RunError(f"weights manifest on {node} ended early", node=node, command=shlex.join(cmd),
                        exit_code=proc.returncode, tail=tail(proc.stderr.decode(errors="replace")))
-    return RemoteState(manifest, refs)
+    return RemoteState(manifest, refs, blobs)
 
 
 def remote_manifest(ssh_prefix: Sequence[str] | None, cache_dir: str, repo: str, commit: str,
@@ -578,15 +639,28 @@ def _num(text: str, key: str) -> int:
     return int(re.sub(r"[,.]", "", m.group(1))) if m else 0
 
 
+@dataclass
+class _NodeNeed:
+    have: RemoteState
+    need: list[str]  # manifest paths missing or of the wrong size
+    corrupt: list[str]  # with verify: present, right size, wrong sha256 (their blobs already removed)
+
+
 def sync_weights(cache_dir_local: str | Path, cache_dir_remote: str | Path, repo: str, commit: str,
                  workers: Sequence[str], ssh_prefixes: Mapping[str, Sequence[str]],
-                 rsync_ssh: str | Mapping[str, str] | None = None, *, verify: bool = False,
-                 io_timeout: int = 120, timeout: float | None = None, parallel: int = 8) -> Report:
+                 rsync_ssh: str | Mapping[str, str] | None = None, *, peer_ssh: Mapping[str, Sequence[str]] | None = None,
+                 verify: bool = False, io_timeout: int = 120, timeout: float | None = None, parallel: int = 8,
+                 progress: TextIO | None = sys.stderr) -> Report:
     """Make `repo@commit` in every worker's HF cache match the head's; send only what is missing.
 
     `ssh_prefixes[w]` is the ssh argv to a worker (its last word is the destination, which rsync
-    uses too); `rsync_ssh` is the `-e` value (one string for all, per worker, or None = the prefix
-    without its destination). Raises RunError (node, step, command, stderr tail) on the first failure.
+    uses too); `peer_ssh[w]` how the previous worker reaches it (default: the same argv);
+    `rsync_ssh` is the `-e` value (one string for all, per worker, or None = the prefix without
+    its destination). When two or more workers lack files, the union of what they lack leaves the
+    head once as a tar stream chained through them (each extracts what it lacks, see
+    distribute_image); a worker the chain did not complete, or a lone one, gets `rsync --partial`.
+    Every worker's manifest is checked afterwards. Raises RunError (node, step, command, stderr
+    tail) on the first failure.
     """
     t0 = time.monotonic()
     local = Path(cache_dir_local)
@@ -595,67 +669,148 @@ def sync_weights(cache_dir_local: str | Path, cache_dir_remote: str | Path, repo
     cache_dir_remote = str(cache_dir_remote)
     folder_remote = cache_dir_remote.rstrip("/") + "/models--" + repo.replace("/", "--")
     total = sum(want.manifest.values())
-    small_hashes: dict[str, str] = {}
+    expect = dict(want.hashes)
     if verify:  # non-LFS files are named by git sha1; compare them by sha256 with the head's copy
         for snap in want.manifest:
             if snap.startswith("snapshots/") and snap not in want.hashes:
-                small_hashes[snap] = hashlib.sha256((folder_local / snap).read_bytes()).hexdigest()
+                expect[snap] = hashlib.sha256((folder_local / snap).read_bytes()).hexdigest()
 
-    def one(name: str) -> NodeReport:
-        w0 = time.monotonic()
+    def inspect(name: str) -> _NodeNeed:
         prefix = list(ssh_prefixes[name])
         have = remote_state(prefix, cache_dir_remote, repo, commit, name)
         need = _diff(want, have)
         corrupt: list[str] = []
         if verify:
-            expect = {**want.hashes, **small_hashes}
             present = [p for p in expect if p not in need]
             got = _remote_hashes(prefix, folder_remote, present, name, timeout or max(120, total / 50e6))
             corrupt = [p for p in present if got.get(p) != expect[p]]
-            if corrupt:  # same size, wrong bytes: remove the blob so rsync's size check resends it
+            if corrupt:  # same size, wrong bytes: remove the blob so it counts as missing
                 blobs = sorted({want.blob_of.get(p, p) for p in corrupt})
                 _call(None, _remote_script(prefix, 'cd "$1" && shift && rm -f -- "$@"', [folder_remote, *blobs]),
                       node=name, step="weights remove corrupt blobs")
-        refs = _stale_refs(want, have)
-        if not need and not corrupt:
-            if refs:
-                if _stale_refs(want, remote_state(prefix, cache_dir_remote, repo, commit, name, refs)):
-                    raise RunError(f"refs on {name} still differ after writing them", node=name,
-                                   command="write refs " + " ".join(refs))
-                return NodeReport(name, "sent", seconds=time.monotonic() - w0, detail="refs " + " ".join(refs))
-            return NodeReport(name, "up-to-date", seconds=time.monotonic() - w0)
-        e = rsync_ssh.get(name) if isinstance(rsync_ssh, Mapping) else rsync_ssh
-        e = e or shlex.join(with_keepalive(prefix[:-1]))
-        dest = prefix[-1]
-        rpath = folder_remote[2:] if folder_remote.startswith("~/") else folder_remote
-        argv = ["rsync", "-a", "--partial", "--size-only", "--from0", "--files-from=-", "--itemize-changes",
-                "--stats", f"--timeout={io_timeout}", "-e", e,
-                f"--rsync-path=mkdir -p {_qpath(folder_remote)} && rsync",
-                f"{folder_local}/", f"{dest}:{rpath}/"]
-        proc = _call(None, argv, node=name, step="weights rsync", input="\0".join(want.files).encode(),
-                     timeout=timeout or max(600, 60 + total / 10e6))
-        text = proc.stdout.decode(errors="replace")
+        return _NodeNeed(have, need, corrupt)
+
+    def inspect_or_error(name: str) -> _NodeNeed | RunError:
+        try:
+            return inspect(name)
+        except RunError as exc:  # the others still get their copy; this error is raised at the end
+            return exc
+
+    looked = dict(zip(workers, _parallel(inspect_or_error, list(workers), workers=parallel)))
+    failed = [r for r in looked.values() if isinstance(r, RunError)]
+    needs = {w: r for w, r in looked.items() if isinstance(r, _NodeNeed)}
+    workers = list(needs)
+    senders = [w for w in workers if needs[w].need or needs[w].corrupt]
+    chained: dict[str, NodeReport] = {}
+    strategy = "rsync per worker, in parallel"
+    sent = 0
+    if len(senders) >= 2:
+        chain, chained = _chain_weights(folder_local, folder_remote, want, senders, needs, ssh_prefixes, peer_ssh,
+                                        progress, timeout)
+        sent += chain.sent
+        strategy = "chain (tar stream)" + (f", then rsync to {', '.join(chain.problems)}" if chain.problems else "")
+
+    def finish(name: str) -> NodeReport:
+        w0 = time.monotonic()
+        prefix = list(ssh_prefixes[name])
+        node_need = needs[name]
+        refs = _stale_refs(want, node_need.have)
+        if name not in senders:
+            if not refs:
+                return NodeReport(name, "up-to-date", seconds=time.monotonic() - w0)
+            if _stale_refs(want, remote_state(prefix, cache_dir_remote, repo, commit, name, refs)):
+                raise RunError(f"refs on {name} still differ after writing them", node=name,
+                               command="write refs " + " ".join(refs))
+            return NodeReport(name, "sent", seconds=time.monotonic() - w0, detail="refs " + " ".join(refs))
+        report = chained.get(name)
+        command = "tar stream (chain)"
+        if report is None:
+            e = rsync_ssh.get(name) if isinstance(rsync_ssh, Mapping) else rsync_ssh
+            report, command = _rsync(folder_local, folder_remote, want.files, name, prefix, e, io_timeout,
+                                     timeout or max(600, 60 + total / 10e6))
         # refs after the files, so a ref never names a commit the node does not have yet
         after = remote_state(prefix, cache_dir_remote, repo, commit, name, refs)
         left = _diff(want, after) + [f"refs/{r}" for r in _stale_refs(want, after)]
         if left:
-            raise RunError(f"weights on {name} still differ after rsync: {', '.join(left[:5])}", node=name,
-                           command=shlex.join(argv), tail=tail(text))
-        if verify and corrupt:
-            again = _remote_hashes(prefix, folder_remote, corrupt, name, timeout or 600)
-            still = [p for p in corrupt if again.get(p) != {**want.hashes, **small_hashes}[p]]
+            raise RunError(f"weights on {name} still differ after the copy: {', '.join(left[:5])}", node=name,
+                           command=command, tail=report.detail[-2000:])
+        if node_need.corrupt:
+            again = _remote_hashes(prefix, folder_remote, node_need.corrupt, name, timeout or 600)
+            still = [p for p in node_need.corrupt if again.get(p) != expect[p]]
             if still:
                 raise RunError(f"weights on {name} still corrupt after re-send: {', '.join(still[:5])}",
-                               node=name, command=shlex.join(argv))
-        # itemized: "<f..." a file sent to the node, "cL..." a link (re)made there
-        changed = [ln.split(" ", 1)[1].split(" -> ")[0] for ln in text.splitlines()
-                   if ln[:2] in ("<f", ">f", "cL") and " " in ln]
-        return NodeReport(name, "sent", bytes=_num(text, "literal"), files=_num(text, "files"),
-                          seconds=time.monotonic() - w0, detail=" ".join(changed))
+                               node=name, command=command)
+        report.seconds = time.monotonic() - w0
+        return report
 
-    nodes = _parallel(one, list(workers), workers=parallel)
-    return Report("weights", "rsync per worker, in parallel", nodes,
-                  bytes_sent=sum(n.bytes for n in nodes), seconds=time.monotonic() - t0)
+    nodes = _parallel(finish, list(workers), workers=parallel)
+    if failed:
+        raise failed[0]
+    return Report("weights", strategy, nodes, bytes_sent=sent + sum(n.bytes for n in nodes if n.name not in chained),
+                  seconds=time.monotonic() - t0)
+
+
+def _rsync(folder_local: Path, folder_remote: str, files: Sequence[str], name: str, prefix: list[str],
+           rsync_e: str | None, io_timeout: int, timeout: float) -> tuple[NodeReport, str]:
+    """rsync exactly `files` (size-only, resumable) to one node; what it sent, and the command."""
+    e = rsync_e or shlex.join(ssh_prefix(prefix[:-1]))
+    rpath = folder_remote[2:] if folder_remote.startswith("~/") else folder_remote
+    argv = ["rsync", "-a", "--partial", "--size-only", "--from0", "--files-from=-", "--itemize-changes",
+            "--stats", f"--timeout={io_timeout}", "-e", e,
+            f"--rsync-path=mkdir -p {_qpath(folder_remote)} && rsync",
+            f"{folder_local}/", f"{prefix[-1]}:{rpath}/"]
+    proc = _call(None, argv, node=name, step="weights rsync", input="\0".join(files).encode(), timeout=timeout)
+    text = proc.stdout.decode(errors="replace")
+    # itemized: "<f..." a file sent to the node, "cL..." a link (re)made there
+    changed = [ln.split(" ", 1)[1].split(" -> ")[0] for ln in text.splitlines()
+               if ln[:2] in ("<f", ">f", "cL") and " " in ln]
+    return NodeReport(name, "sent", bytes=_num(text, "literal"), files=_num(text, "files"),
+                      detail=" ".join(changed)), shlex.join(argv)
+
+
+def _chain_weights(folder_local: Path, folder_remote: str, want: _Want, senders: Sequence[str],
+                   needs: Mapping[str, _NodeNeed], ssh_prefixes: Mapping[str, Sequence[str]],
+                   peer_ssh: Mapping[str, Sequence[str]] | None, progress: TextIO | None,
+                   timeout: float | None) -> tuple[_Chain, dict[str, NodeReport]]:
+    """The union of what `senders` lack, as one tar stream chained through them; reports of the nodes
+    whose extraction succeeded (the caller still checks their manifests)."""
+    def files_for(node: _NodeNeed) -> list[str]:
+        out = []
+        for p in node.need + node.corrupt:  # the snapshot link, and its blob unless the node has it whole
+            blob = want.blob_of.get(p)
+            if blob and (p in node.corrupt or node.have.blobs.get(blob) != want.manifest[p]):
+                out.append(blob)
+            out.append(p)
+        return out
+
+    wanted = {w: files_for(needs[w]) for w in senders}
+    union = sorted({f for fs in wanted.values() for f in fs})
+    sizes = {f: (folder_local / f).lstat().st_size for f in union if not (folder_local / f).is_symlink()}
+
+    def take(w: Worker) -> str:
+        # files of the wrong size would be kept by --skip-old-files: remove them first
+        node = needs[w.name]
+        wrong = sorted({f for f in wanted[w.name] if f in node.have.blobs}
+                       | {p for p in node.need if p in node.have.manifest and p not in want.blob_of})
+        rm = f"rm -f -- {' '.join(shlex.quote(f) for f in wrong)} && " if wrong else ""
+        q = _qpath(folder_remote)
+        return f"mkdir -p {q} && cd {q} && {rm}tar -x --skip-old-files --no-same-owner -f -"
+
+    chain_workers = [Worker(w, list(ssh_prefixes[w]), list(peer_ssh[w]) if peer_ssh and w in peer_ssh else None)
+                     for w in senders]
+    with tempfile.NamedTemporaryFile("wb", prefix="rr-weights-", suffix=".list") as listing:
+        listing.write("\0".join(union).encode())
+        listing.flush()
+        source = ["tar", "-c", "-C", str(folder_local), "--null", "-T", listing.name, "-f", "-"]
+        chain = _run_chain(source, chain_workers, take, "tar extract", "weights", sum(sizes.values()), progress,
+                           timeout, 60.0, max(600.0, sum(sizes.values()) / 50e6))
+    done = {}
+    for w in senders:
+        if w not in chain.problems:
+            regular = [f for f in wanted[w] if f in sizes]
+            done[w] = NodeReport(w, "sent", bytes=sum(sizes[f] for f in regular), files=len(regular),
+                                 detail=" ".join(wanted[w]))
+    return chain, done
 
 
 def weights_current(cache_dir_local: str | Path, cache_dir_remote: str | Path, repo: str, commit: str,

@@ -180,6 +180,7 @@ def cluster_tasks(plan: Plan, fleet: "Fleet", *, setup: bool) -> list[dict[str, 
     chain = [distribute.Worker(node.target, fleet.ssh(node), peer_ssh=_peer_ssh(node)) for node, _ in fleet.workers]
     per_node: dict[str, list[str]] = {plan.head.target: list(built)}
     previous: list[str] = list(built)
+    weights_before: dict[str, list[str]] = {}  # per model, the previous worker's weights task
     for (node, runner), worker in zip(fleet.workers, chain):
         deps: list[str] = []
         if setup:
@@ -211,18 +212,25 @@ def cluster_tasks(plan: Plan, fleet: "Fleet", *, setup: bool) -> list[dict[str, 
                     commit = weights.resolve_commit(m.repo, m.revision, offline=True, cache_dir=cache)
                     return distribute.weights_current(cache, cache, m.repo, commit, w.ssh, w.name)
 
-                def sync(m: Model = model, w: "distribute.Worker" = worker) -> dict[str, str]:
+                def sync(m: Model = model, rest: list["distribute.Worker"] = chain[chain.index(worker):]) -> dict[str, str]:
+                    # this worker and the ones after it: what several lack leaves the head once (a chain);
+                    # --verify hashes per node, so each task then looks at its own node only
+                    targets = rest[:1] if plan.options.verify else rest
                     commit = weights.resolve_commit(m.repo, m.revision, offline=True, cache_dir=cache)
-                    report = distribute.sync_weights(cache, cache, m.repo, commit, [w.name], {w.name: w.ssh},
-                                                     verify=plan.options.verify)
-                    return {"commit": commit, "files": str(sum(n.files for n in report.nodes))}
+                    report = distribute.sync_weights(cache, cache, m.repo, commit, [w.name for w in targets],
+                                                     {w.name: w.ssh for w in targets},
+                                                     peer_ssh={w.name: w.hop for w in targets}, verify=plan.options.verify)
+                    return {"commit": commit, "strategy": report.strategy,
+                            "files": str(sum(n.files for n in report.nodes))}
 
                 out.append({"basename": "weights", "name": f"{model.key}@{node.target}",
                             "doc": f"copy {model.key} to {node.target}'s HF cache (only missing or changed files)",
-                            "actions": [(_step, [sync])], "task_dep": [f"download:{model.key}"],
+                            "actions": [(_step, [sync])],
+                            "task_dep": [f"download:{model.key}"] + weights_before.get(model.key, []),
                             "uptodate": [Check(synced, f"{node.target} lacks files of {model.key}")]
                             + ([Check(_forced, "--verify hashes every file")] if plan.options.verify else []),
                             "verbosity": 2})
+                weights_before[model.key] = [name]
                 deps.append(name)
         per_node[node.target] = deps
     launch_deps = list(built) + downloads

@@ -13,23 +13,37 @@ banner and auth by `connect_timeout`, commands by their timeout, and a link that
 dies mid-command by TCP keepalive + TCP_USER_TIMEOUT even without one.
 `ssh_argv` gives the OpenSSH client the same options for byte pipelines
 (`docker save | ssh … docker load`, `rsync -e`), which paramiko is too slow for.
+Those OpenSSH calls share one connection per node for the life of the process
+(ControlMaster): a handshake costs ~0.2 s, a call over the shared connection
+~0.01 s, and a cluster run makes several short calls per worker (image ID,
+weights manifest, rsync, manifest again). The sockets live in a private
+directory made per process and the masters are closed when it exits, so one
+run never rides on a connection another run opened (or on an sshd since stopped).
 """
 from __future__ import annotations
 
+import atexit
+import hashlib
 import math
 import os
 import shlex
+import shutil
 import socket
+import subprocess
+import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
 
 from .errors import RunError
 from .nodes import Node
 from .runner import LocalRunner, Result, finished, tail
 
-_RECORD_LOCK = threading.Lock()  # preflight connects to many nodes at once; appends must not interleave
+_RECORD_LOCK = threading.Lock()
+_MUX_LOCK = threading.Lock()
+_MUX_DIR: str | None = None
+MUX_IDLE = 30  # seconds a shared connection outlives its last use (bounds leftovers after kill -9)  # preflight connects to many nodes at once; appends must not interleave
 SYSTEM_KNOWN_HOSTS = Path("/etc/ssh/ssh_known_hosts")
 
 
@@ -139,8 +153,6 @@ class RemoteRunner:
         in_stream decodes to text and polls, and a raw paramiko channel would need its own
         send/receive threads to avoid deadlocking on large output.
         """
-        import subprocess
-
         from .runner import _checked
 
         command = shlex.join(argv)
@@ -341,7 +353,43 @@ def ssh_options(node: Node, settings: SshSettings) -> list[str]:
         opts += ["-F", str(s.ssh_config)]
     if node.port:
         opts += ["-p", str(node.port)]
-    return opts
+    return opts + shared_connection_options(opts)
+
+
+def shared_connection_options(opts: Sequence[str]) -> list[str]:
+    """OpenSSH options that make every call from this process to a node share one connection.
+
+    The socket name includes a hash of `opts` (known_hosts, config, trust mode…): a connection
+    opened under one set of checks is never reused by a call that asked for other checks."""
+    key = hashlib.sha256("\0".join(opts).encode()).hexdigest()[:10]
+    return ["-o", "ControlMaster=auto", "-o", f"ControlPath={_mux_dir()}/{key}-%C",
+            "-o", f"ControlPersist={MUX_IDLE}"]
+
+
+def _mux_dir() -> str:
+    """This process's private folder for shared-connection sockets (short: socket paths max ~100 bytes)."""
+    global _MUX_DIR
+    with _MUX_LOCK:
+        if _MUX_DIR is None:
+            _MUX_DIR = tempfile.mkdtemp(prefix="rr-ssh-", dir="/tmp")
+            atexit.register(close_shared_connections)
+        return _MUX_DIR
+
+
+def close_shared_connections() -> None:
+    """Stop this process's connection masters and remove their folder (at exit; tests call it too)."""
+    global _MUX_DIR
+    with _MUX_LOCK:
+        folder, _MUX_DIR = _MUX_DIR, None
+    if folder is None:
+        return
+    for sock in Path(folder).iterdir():
+        try:
+            subprocess.run(["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "runrecipe-mux"],
+                           capture_output=True, stdin=subprocess.DEVNULL, timeout=10, check=False)
+        except (OSError, subprocess.TimeoutExpired):
+            pass  # a master that cannot be told to exit ends by itself after MUX_IDLE seconds
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def ssh_argv(node: Node, settings: SshSettings) -> list[str]:

@@ -26,6 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from tasks import distribute as dist  # noqa: E402
 from tasks.errors import RunError  # noqa: E402
+from tasks.remote import close_shared_connections  # noqa: E402
 
 IMAGE = "rr-dist-test:v1"
 IMAGE_MB = 32
@@ -74,14 +75,21 @@ def drop_image(*nodes: rc.Node) -> None:
         assert not rayimage.has_image(n, IMAGE)
 
 
-def driver_argv(c: rc.TestCluster, tag: str, head_id: str, stall: float = 60) -> list[str]:
-    workers = [{"name": n.name, "ssh": ssh_prefix(n)} for n in c.nodes[1:]]
+def distrusting(node: rc.Node) -> list[str]:
+    """How a worker would reach `node` if it had no known_hosts entry for it: the hop is refused."""
+    return ["ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", "-o", "UserKnownHostsFile=/dev/null",
+            "-o", "GlobalKnownHostsFile=/dev/null", "-o", "ConnectTimeout=5", node.target]
+
+
+def driver_argv(c: rc.TestCluster, tag: str, head_id: str, stall: float = 60, peers_trust: bool = True) -> list[str]:
+    workers = [{"name": n.name, "ssh": ssh_prefix(n), **({} if peers_trust else {"peer_ssh": distrusting(n)})}
+               for n in c.nodes[1:]]
     args = {"tag": tag, "head_id": head_id, "workers": workers, "stall": stall}
     return [sys.executable, "-c", DRIVER, str(ROOT), json.dumps(args)]
 
 
-def distribute_on_head(c: rc.TestCluster, tag: str, head_id: str) -> dict:
-    p = c.head.run(driver_argv(c, tag, head_id), timeout=300)
+def distribute_on_head(c: rc.TestCluster, tag: str, head_id: str, peers_trust: bool = True) -> dict:
+    p = c.head.run(driver_argv(c, tag, head_id, peers_trust=peers_trust), timeout=300)
     assert p.returncode == 0, p.stderr
     return json.loads(p.stdout.strip().splitlines()[-1])
 
@@ -115,6 +123,20 @@ def test_image_only_missing_worker_gets_it(cluster3: rc.TestCluster, big_image: 
     assert out["ok"], out
     assert {n["name"]: n["action"] for n in out["report"]["nodes"]} == {"n2": "up-to-date", "n3": "sent"}
     assert rayimage.has_image(n3, tag) == hid
+
+
+def test_image_falls_back_to_the_head_when_workers_cannot_reach_each_other(
+        cluster3: rc.TestCluster, big_image: tuple[str, str]) -> None:
+    """n2 cannot verify n3's host key, so the chain's n2 -> n3 hop is refused: n3 gets its own stream."""
+    tag, hid = big_image
+    n2, n3 = cluster3.node("n2"), cluster3.node("n3")
+    drop_image(n2, n3)
+    out = distribute_on_head(cluster3, tag, hid, peers_trust=False)
+    assert out["ok"], out
+    rep = out["report"]
+    assert rep["strategy"] == "chain, then direct to n3", rep["strategy"]
+    assert rayimage.has_image(n2, tag) == hid and rayimage.has_image(n3, tag) == hid
+    assert 2 * (IMAGE_MB << 20) < rep["bytes_sent"] < 3 * (IMAGE_MB << 20)  # the head's link carried it twice
 
 
 def test_image_link_down_mid_copy_names_node_and_rerun_completes(
@@ -210,9 +232,11 @@ def remote_folder(node: rc.Node) -> Path:
     return node.home / ".cache/huggingface/hub" / ("models--" + REPO.replace("/", "--"))
 
 
-def sync(cache: Path, commit: str, nodes: list[rc.Node], verify: bool = False) -> dist.Report:
+def sync(cache: Path, commit: str, nodes: list[rc.Node], verify: bool = False,
+         peers_trust: bool = True) -> dist.Report:
     return dist.sync_weights(cache, REMOTE_CACHE, REPO, commit, [n.name for n in nodes],
-                             {n.name: ssh_prefix(n) for n in nodes}, verify=verify)
+                             {n.name: ssh_prefix(n) for n in nodes}, verify=verify,
+                             peer_ssh=None if peers_trust else {n.name: distrusting(n) for n in nodes})
 
 
 @pytest.fixture
@@ -229,6 +253,9 @@ def test_weights_sync_layout_noop_and_one_changed_file(tmp_path: Path, workers: 
     c1 = make_commit(cache, REPO, files)
     rep = sync(cache, c1, workers)
     assert rep.sent_to == ["n2", "n3"]
+    model_bytes = sum(len(d) for d in files.values())
+    assert rep.strategy == "chain (tar stream)"
+    assert model_bytes < rep.bytes_sent < 1.2 * model_bytes  # left the head once for both workers
     for n in workers:
         folder = remote_folder(n)
         assert (folder / "refs" / "main").read_text() == c1
@@ -258,6 +285,20 @@ def test_weights_sync_layout_noop_and_one_changed_file(tmp_path: Path, workers: 
         assert (2 << 20) <= n.bytes < (2 << 20) + 100_000  # literal data: that file, not the model
     for n in workers:
         assert (remote_folder(n) / "refs" / "main").read_text() == c2
+    assert rep2.bytes_sent < (2 << 20) + 200_000  # the changed shard left the head once
+
+
+def test_weights_chain_falls_back_to_rsync(tmp_path: Path, workers: list[rc.Node]) -> None:
+    """n2 cannot verify n3's host key: the chain reaches n2 only, n3 then gets rsync from the head."""
+    cache = tmp_path / "hub"
+    files = model_files()
+    commit = make_commit(cache, REPO, files)
+    rep = sync(cache, commit, workers, peers_trust=False)
+    assert rep.strategy == "chain (tar stream), then rsync to n3", rep.strategy
+    for n in workers:
+        assert dist.remote_manifest(ssh_prefix(n), REMOTE_CACHE, REPO, commit) == \
+            dist.remote_manifest(None, str(cache), REPO, commit)
+        assert (remote_folder(n) / "snapshots" / commit / "tokenizer.json").read_bytes() == files["tokenizer.json"]
 
 
 def test_weights_truncated_and_corrupted_blobs(tmp_path: Path, workers: list[rc.Node]) -> None:
@@ -290,6 +331,7 @@ def test_weights_broken_worker_names_node(tmp_path: Path, workers: list[rc.Node]
     commit = make_commit(cache, REPO, model_files())
     n2, n3 = workers
     n3.stop_sshd()
+    close_shared_connections()  # a new run: connections opened by earlier tests in this process would outlive sshd
     t0 = time.monotonic()
     with pytest.raises(RunError) as ei:
         sync(cache, commit, workers)

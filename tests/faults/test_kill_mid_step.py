@@ -277,8 +277,9 @@ command: vllm serve org/kwts --port 18211
     task = f"weights:org/kwts@{sha}@{N2}"
     n2.shape("20mbit")  # 20 MB take ~8 s to n2; n3 is unshaped and finishes at once
     proc = p.start("kwts", "--download-only")
-    wait_for("rsync to n2", lambda: any(x.startswith("rsync ") and N2 in x for x in group_cmdlines(proc.pid)),
-             proc=proc)
+    wait_for("the copy to n2", lambda: any(x.startswith(("rsync ", "ssh ")) and N2 in x
+                                           and ("rsync" in x or "RRSTAT" in x)  # rsync, or the chained tar stream
+                                           for x in group_cmdlines(proc.pid)), proc=proc)
     time.sleep(3.0)
     assert proc.poll() is None
     assert record(p.root, task) is None

@@ -37,6 +37,7 @@ NETNS_PREFIX = "rr-n"
 VETH_PREFIX = "rr-v"
 BASE_DIR = Path(os.environ.get("RR_TEST_BASE", "/var/lib/runrecipe-test"))
 STATE_DIR = Path("/run/runrecipe-test")
+CPU_CGROUPS = Path("/sys/fs/cgroup/cpu/runrecipe-test")  # cgroup v1 cpu controller, per-node quotas
 STATE_FILE = STATE_DIR / "cluster.json"
 LOCK_FILE = STATE_DIR / "cluster.lock"
 FORWARD_RULE = ["FORWARD", "-i", BRIDGE, "-o", BRIDGE, "-j", "ACCEPT"]
@@ -218,13 +219,33 @@ class Node:
             env.update(extra)
         return env
 
+    @property
+    def cgroup(self) -> Path:
+        return CPU_CGROUPS / self.name
+
+    def limit_cpu(self, cpus: float) -> None:
+        """Give the node a CPU budget of its own (cgroup quota) for sshd, dockerd, what they start and
+        what run()/popen() start: on one host every node shares the cores, real machines do not."""
+        self.cgroup.mkdir(parents=True, exist_ok=True)
+        period = int((self.cgroup / "cpu.cfs_period_us").read_text())
+        (self.cgroup / "cpu.cfs_quota_us").write_text(str(int(cpus * period)))
+        daemons = [pid for pid in (_read_pid(self.sshd_pidfile), _read_pid(self.dockerd_pidfile)) if pid]
+        for pid in _with_descendants(daemons):
+            with contextlib.suppress(OSError):  # a process that just ended
+                (self.cgroup / "cgroup.procs").write_text(str(pid))
+
+    def _in_cgroup(self, cmd: Sequence[str]) -> list[str]:
+        if not (self.cgroup / "cgroup.procs").exists():
+            return list(cmd)
+        return ["sh", "-c", 'echo $$ > "$0/cgroup.procs" && exec "$@"', str(self.cgroup), *cmd]
+
     def run(self, cmd: Sequence[str], *, check: bool = False, timeout: float = 120,
             input: bytes | str | None = None, env: Mapping[str, str] | None = None,
             cwd: str | os.PathLike | None = None, text: bool = True) -> subprocess.CompletedProcess:
         """Run ``cmd`` inside the node (net+mount+uts ns, HOME=/root) as a user on it would."""
         if isinstance(input, str) and not text:
             input = input.encode()
-        proc = subprocess.run(self._nsenter() + list(cmd), capture_output=True, timeout=timeout,
+        proc = subprocess.run(self._nsenter() + self._in_cgroup(cmd), capture_output=True, timeout=timeout,
                               input=input, env=self.env(env), cwd=cwd, text=text)
         if check and proc.returncode != 0:
             raise ClusterError(f"{self.name}: {' '.join(cmd)} -> rc={proc.returncode}: "
@@ -234,7 +255,7 @@ class Node:
     def popen(self, cmd: Sequence[str], **kw) -> subprocess.Popen:
         """Start ``cmd`` inside the node without waiting (pipes between nodes, background jobs)."""
         env = self.env(kw.pop("env", None))
-        return subprocess.Popen(self._nsenter() + list(cmd), env=env, **kw)
+        return subprocess.Popen(self._nsenter() + self._in_cgroup(cmd), env=env, **kw)
 
     def docker(self, *args: str, check: bool = False, timeout: float = 300,
                **kw) -> subprocess.CompletedProcess:
@@ -718,6 +739,21 @@ def read_state() -> dict | None:
         return None
 
 
+def _with_descendants(pids: Iterable[int]) -> list[int]:
+    """pids and every process below them (from /proc/*/stat parent links)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = [], list(pids)
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo += children.get(pid, [])
+    return out
+
+
 def _teardown_node(index: int, node_dir: Path) -> None:
     """Stop one node's containers and daemons and delete its netns; tolerant of missing pieces."""
     ns = f"{NETNS_PREFIX}{index}"
@@ -743,6 +779,8 @@ def _teardown_node(index: int, node_dir: Path) -> None:
             break
         for pid in pids:
             _kill_wait(pid, 3)
+    with contextlib.suppress(OSError):  # empty now: every process of the node has ended
+        (CPU_CGROUPS / f"n{index}").rmdir()
     if os.path.exists(f"/var/run/netns/{ns}"):
         _sh(["ip", "netns", "del", ns], check=False)
     for p in ("holder.pid", "docker.pid", "sshd.pid"):
