@@ -250,7 +250,7 @@ def run(c: rc.TestCluster, mb: int, rate: str, bw: float, shard_mb: int, node_cp
     clear(workers)
     for w in workers:
         w.run(["mkdir", "-p", "/root/.cache/huggingface/hub"])
-        w.run(["cp", "-a", "--sparse=always", f"/root/bench-hub/{folder}", "/root/.cache/huggingface/hub/"], check=True)
+        w.run(["cp", "-a", "--sparse=always", f"{cache}/{folder}", "/root/.cache/huggingface/hub/"], check=True)
     files5: dict[str, bytes | int] = {n: i for i, n in enumerate(names)}
     files5[names[11]] = os.urandom(shard)
     c5 = make_commit(cache, files5, sparse=shard)

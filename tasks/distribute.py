@@ -226,9 +226,28 @@ def _hop_command(chain: Sequence[Worker], take: Callable[[Worker], str], first: 
     """argv that reaches chain[0] (from the head, or from the previous worker) and runs its hop."""
     w, rest = chain[0], chain[1:]
     nxt = shlex.join(_hop_command(rest, take, first=False)) if rest else ""
-    return remote_argv(w.ssh if first else w.hop,
+    return remote_argv(w.ssh if first else _peer_prefix(w),
                        ["sh", "-c", HOP_SCRIPT, "hop", w.name, rest[0].name if rest else "", _b64(nxt), _b64(take(w))],
                        from_head=first)
+
+
+def _peer_prefix(w: Worker) -> list[str]:
+    """How the previous worker reaches `w`, over a connection of its own that `_warm_up` opened (the
+    socket lives in that worker's ~/.ssh, named per run, so no other run ever rides on it)."""
+    p = ssh_prefix(w.hop, from_head=False)
+    if len(p) > 1 and os.path.basename(p[0]) == "ssh" and not any("controlpath" in a.lower() for a in p):
+        p[1:1] = shared_connection_options(p[1:-1], on_worker=True)
+    return p
+
+
+def _warm_up(chain: Sequence[Worker]) -> None:
+    """Open every worker-to-worker hop's connection at once, before the stream: otherwise each hop's
+    handshake would hold the whole stream up in turn. A hop that cannot connect fails later, in the
+    stream, where its error is reported (and the head takes over that worker)."""
+    def one(i: int) -> None:
+        with contextlib.suppress(RunError):
+            _call(chain[i - 1].ssh, [*_peer_prefix(chain[i]), "true"], node=chain[i - 1].name, step="ssh to the next worker")
+    _parallel(one, range(1, len(chain)))
 
 
 class _Progress:
@@ -290,6 +309,7 @@ def _run_chain(source: list[str], stale: Sequence[Worker], take: Callable[[Worke
                size: int | None, progress: TextIO | None, timeout: float | None, stall_timeout: float,
                take_timeout: float) -> _Chain:
     """Stream `source`'s stdout through the chain of `stale` workers, each running `take` on it."""
+    _warm_up(stale)
     cmd = _hop_command(stale, take, first=True)
     prog = _Progress(f"{label} -> {', '.join(w.name for w in stale)}", size, progress)
     t_stream = time.monotonic()
@@ -696,6 +716,8 @@ def sync_weights(cache_dir_local: str | Path, cache_dir_remote: str | Path, repo
         except RunError as exc:  # the others still get their copy; this error is raised at the end
             return exc
 
+    crew = {w: Worker(w, list(ssh_prefixes[w]), list(peer_ssh[w]) if peer_ssh and w in peer_ssh else None)
+            for w in workers}
     looked = dict(zip(workers, _parallel(inspect_or_error, list(workers), workers=parallel)))
     failed = [r for r in looked.values() if isinstance(r, RunError)]
     needs = {w: r for w, r in looked.items() if isinstance(r, _NodeNeed)}
@@ -705,7 +727,7 @@ def sync_weights(cache_dir_local: str | Path, cache_dir_remote: str | Path, repo
     strategy = "rsync per worker, in parallel"
     sent = 0
     if len(senders) >= 2:
-        chain, chained = _chain_weights(folder_local, folder_remote, want, senders, needs, ssh_prefixes, peer_ssh,
+        chain, chained = _chain_weights(folder_local, folder_remote, want, [crew[w] for w in senders], needs,
                                         progress, timeout)
         sent += chain.sent
         strategy = "chain (tar stream)" + (f", then rsync to {', '.join(chain.problems)}" if chain.problems else "")
@@ -768,12 +790,12 @@ def _rsync(folder_local: Path, folder_remote: str, files: Sequence[str], name: s
                       detail=" ".join(changed)), shlex.join(argv)
 
 
-def _chain_weights(folder_local: Path, folder_remote: str, want: _Want, senders: Sequence[str],
-                   needs: Mapping[str, _NodeNeed], ssh_prefixes: Mapping[str, Sequence[str]],
-                   peer_ssh: Mapping[str, Sequence[str]] | None, progress: TextIO | None,
+def _chain_weights(folder_local: Path, folder_remote: str, want: _Want, chain_workers: list[Worker],
+                   needs: Mapping[str, _NodeNeed], progress: TextIO | None,
                    timeout: float | None) -> tuple[_Chain, dict[str, NodeReport]]:
-    """The union of what `senders` lack, as one tar stream chained through them; reports of the nodes
-    whose extraction succeeded (the caller still checks their manifests)."""
+    """The union of what the workers lack, as one tar stream chained through them; reports of the
+    nodes whose extraction succeeded (the caller still checks their manifests)."""
+    senders = [w.name for w in chain_workers]
     def files_for(node: _NodeNeed) -> list[str]:
         out = []
         for p in node.need + node.corrupt:  # the snapshot link, and its blob unless the node has it whole
@@ -796,8 +818,6 @@ def _chain_weights(folder_local: Path, folder_remote: str, want: _Want, senders:
         q = _qpath(folder_remote)
         return f"mkdir -p {q} && cd {q} && {rm}tar -x --skip-old-files --no-same-owner -f -"
 
-    chain_workers = [Worker(w, list(ssh_prefixes[w]), list(peer_ssh[w]) if peer_ssh and w in peer_ssh else None)
-                     for w in senders]
     with tempfile.NamedTemporaryFile("wb", prefix="rr-weights-", suffix=".list") as listing:
         listing.write("\0".join(union).encode())
         listing.flush()

@@ -229,7 +229,8 @@ def write_record(plan: Plan, nodes: list[tuple[Placement, Wanted, str]]) -> None
                        "image": want.args[-2],  # create_args ends with the image and the script path
                        "script_sha256": hashlib.sha256(place.script.encode()).hexdigest(),
                        "weights": want.record.split(",") if want.record else [],
-                       "mods": [m.name for m in plan.mods], "inputs": want.digest}
+                       "mods": [{"name": m.name, "sha256": mods.content_hash((m,))} for m in plan.mods],
+                       "inputs": want.digest}
                       for place, want, cid in nodes]}
     path = record_path(plan.recipe.id)
     path.parent.mkdir(parents=True, exist_ok=True)

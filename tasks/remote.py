@@ -356,14 +356,20 @@ def ssh_options(node: Node, settings: SshSettings) -> list[str]:
     return opts + shared_connection_options(opts)
 
 
-def shared_connection_options(opts: Sequence[str]) -> list[str]:
+def shared_connection_options(opts: Sequence[str], on_worker: bool = False) -> list[str]:
     """OpenSSH options that make every call from this process to a node share one connection.
 
     The socket name includes a hash of `opts` (known_hosts, config, trust mode…): a connection
-    opened under one set of checks is never reused by a call that asked for other checks."""
-    key = hashlib.sha256("\0".join(opts).encode()).hexdigest()[:10]
-    return ["-o", "ControlMaster=auto", "-o", f"ControlPath={_mux_dir()}/{key}-%C",
-            "-o", f"ControlPersist={MUX_IDLE}"]
+    opened under one set of checks is never reused by a call that asked for other checks.
+    `on_worker`: for ssh run on a worker (chain hops); the socket then lives in that worker's ~/.ssh,
+    its name hashed with this process's folder so no other run ever rides on it."""
+    folder = _mux_dir()
+    if on_worker:
+        key = hashlib.sha256("\0".join([folder, *opts]).encode()).hexdigest()[:12]
+        path = f"~/.ssh/rr-{key}-%C"
+    else:
+        path = f"{folder}/{hashlib.sha256(chr(0).join(opts).encode()).hexdigest()[:10]}-%C"
+    return ["-o", "ControlMaster=auto", "-o", f"ControlPath={path}", "-o", f"ControlPersist={MUX_IDLE}"]
 
 
 def _mux_dir() -> str:

@@ -41,12 +41,12 @@ def project(cluster3: rc.TestCluster, ray_image: str, tmp_path: Path) -> Path:
     shutil.rmtree(root, ignore_errors=True)
 
 
-def recipe(root: Path, rid: str, backend: str = " --distributed-executor-backend ray", model: str = "") -> None:
+def recipe(root: Path, rid: str, backend: str = " --distributed-executor-backend ray", extra: str = "") -> None:
     (root / "recipes" / f"{rid}.yaml").write_text(f"""\
 name: Cluster {rid}
 container: {TAG}
 cluster_only: true
-{model}
+{extra}
 defaults: {{port: 18200, host: 0.0.0.0, tensor_parallel: 3}}
 env:
   FROM_RECIPE: '{{"json": "kept on every node"}}'
@@ -67,13 +67,16 @@ def ours(node: rc.Node, rid: str) -> list[str]:
 
 
 def test_ray_cluster_converges_then_reruns_nothing(cluster3: rc.TestCluster, project: Path) -> None:
-    recipe(project, "rayc")
+    mod(project, "mark", 'echo "applied in $WORKSPACE_DIR" > "$WORKSPACE_DIR/mod-mark"\n', cluster3)
+    recipe(project, "rayc", extra="mods: [mods/mark]")
     first = tool(cluster3, project, "rayc", "--setup", "-d", "--ready-timeout", "240")
     out = first.stdout + first.stderr
     assert first.returncode == 0, out
     assert "preflight" in out.lower() or "198.18.0.12" in first.stdout  # the table names every node
     # One chained stream serves both workers: n3's image task then finds its image already there.
-    assert executed(first.stdout) == ["build:rr-cluster-standin", f"image:{TAG}@198.18.0.12", "launch:rayc"]
+    ips = [n.ip for n in cluster3.nodes]
+    assert executed(first.stdout) == ["build:rr-cluster-standin", f"mods:rayc@{ips[0]}", f"image:{TAG}@{ips[1]}",
+                                      f"mods:rayc@{ips[1]}", f"mods:rayc@{ips[2]}", "launch:rayc"]
     assert f"-- image:{TAG}@198.18.0.13" in first.stdout
     head_id = cluster3.head.docker("image", "inspect", "-f", "{{.Id}}", TAG).stdout.strip()
     for node in cluster3.nodes:
@@ -94,10 +97,22 @@ def test_ray_cluster_converges_then_reruns_nothing(cluster3: rc.TestCluster, pro
     argv = cluster3.head.docker("exec", head_cid, "cat", "/tmp/vllm-argv").stdout.split("\0")
     assert argv[-3:-1] == ["--distributed-executor-backend", "ray"]
 
+    for node in cluster3.nodes:
+        (cid,) = ours(node, "rayc")
+        assert node.docker("exec", cid, "cat", "/workspace/vllm/mod-mark").stdout.strip() == \
+            "applied in /workspace/vllm", node.name
+
+    def received() -> dict[str, int]:
+        return {n.name: int(n.run(["cat", "/sys/class/net/eth0/statistics/rx_bytes"]).stdout) for n in cluster3.nodes}
+
     before = {n.name: ours(n, "rayc") for n in cluster3.nodes}
+    rx = received()
     again = tool(cluster3, project, "rayc", "--setup", "-d")
     assert again.returncode == 0, again.stdout + again.stderr
     assert executed(again.stdout) == []
+    image_bytes = int(cluster3.head.docker("image", "inspect", "-f", "{{.Size}}", TAG).stdout)
+    for name, n in received().items():  # a few SSH round trips, no copy: far below the image's size
+        assert n - rx[name] < min(2_000_000, image_bytes // 20), (name, n - rx[name], image_bytes)
     assert {n.name: ours(n, "rayc") for n in cluster3.nodes} == before
 
     status = tool(cluster3, project, "status", "rayc", "--json")
@@ -105,7 +120,10 @@ def test_ray_cluster_converges_then_reruns_nothing(cluster3: rc.TestCluster, pro
     assert sorted(r["node"] for r in rows) == ["198.18.0.12", "198.18.0.13", "local"]
     record = rows[0]["record"]
     assert [n["rank"] for n in record["nodes"]] == [0, 1, 2]
-    assert {n["image"] for n in record["nodes"]} == {head_id}
+    for entry, node in zip(record["nodes"], cluster3.nodes):  # each node serves its own derived (mods) image
+        (cid,) = ours(node, "rayc")
+        assert entry["image"] == node.docker("inspect", "-f", "{{.Image}}", cid).stdout.strip() != head_id
+        assert [m["name"] for m in entry["mods"]] == ["mark"] and len(entry["mods"][0]["sha256"]) == 64
     stopped = tool(cluster3, project, "stop", "rayc")
     assert stopped.returncode == 0, stopped.stderr
     assert all(ours(n, "rayc") == [] for n in cluster3.nodes)
@@ -151,6 +169,73 @@ def test_failures_are_clear_and_leave_no_container(cluster3: rc.TestCluster, pro
         assert "--trust-new-hosts" in out
     for node in cluster3.nodes:
         assert ours(node, "bad") == [], f"{node.name} kept a container after: {fault}"
+
+
+def mod(root: Path, name: str, body: str, cluster: rc.TestCluster) -> None:
+    """A mod folder; every node starts without any derived (mods) image."""
+    for node in cluster.nodes:
+        derived = node.docker("images", "-q", "--filter", "reference=runrecipe-mods").stdout.split()
+        if derived:
+            node.docker("rmi", "-f", *derived)
+    folder = root / "mods" / name
+    folder.mkdir(parents=True)
+    (folder / "run.sh").write_text("#!/bin/sh\nset -e\n" + body)
+
+
+def test_mods_applied_on_every_node_then_not_again(cluster3: rc.TestCluster, project: Path) -> None:
+    mod(project, "mark", 'echo "applied in $WORKSPACE_DIR from $(pwd)" > "$WORKSPACE_DIR/mod-mark"\n', cluster3)
+    recipe(project, "modc", backend="", extra="mods: [mods/mark]")
+    first = tool(cluster3, project, "modc", "--setup", "-d", "--no-ray", "--ready-timeout", "120")
+    assert first.returncode == 0, first.stdout + first.stderr
+    ips = [n.ip for n in cluster3.nodes]
+    assert [t for t in executed(first.stdout) if t.startswith("mods:")] == [f"mods:modc@{ip}" for ip in ips]
+    tags = set()
+    for node in cluster3.nodes:  # each node built the derived image itself and serves from it
+        (cid,) = ours(node, "modc")
+        workdir = node.docker("inspect", "-f", "{{.Config.WorkingDir}}", cid).stdout.strip()
+        mark = node.docker("exec", cid, "cat", f"{workdir}/mod-mark").stdout.strip()
+        assert mark == f"applied in {workdir} from /workspace/mods/mark", node.name
+        (tag,) = node.docker("images", "--filter", "reference=runrecipe-mods", "--format",
+                             "{{.Repository}}:{{.Tag}}").stdout.split()
+        assert node.docker("inspect", "-f", "{{.Image}}", cid).stdout.strip() == \
+            node.docker("image", "inspect", "-f", "{{.Id}}", tag).stdout.strip()
+        tags.add(tag)
+    assert len(tags) == 1  # same base ID + same mod content: the same derived tag on every node
+
+    again = tool(cluster3, project, "modc", "--setup", "-d", "--no-ray")
+    assert again.returncode == 0 and executed(again.stdout) == [], again.stdout
+    assert tool(cluster3, project, "stop", "modc").returncode == 0
+
+
+def test_a_mod_failing_on_one_node_stops_the_run_everywhere(cluster3: rc.TestCluster, project: Path) -> None:
+    """A real per-node difference reaches the mod: n3's docker client has a proxy configured
+    (~/.docker/config.json), which docker hands to every build step as HTTPS_PROXY, and this mod
+    refuses to run behind one. The derived images are otherwise identical, so only n3 fails."""
+    mod(project, "direct-net", 'if [ -n "${HTTPS_PROXY:-}" ]; then\n'
+        '  echo "direct-net: needs direct internet; this node builds behind $HTTPS_PROXY" >&2; exit 3\nfi\n', cluster3)
+    recipe(project, "modfail", backend="", extra="mods: [mods/direct-net]")
+    n3 = cluster3.node(3)
+    config = n3.home / ".docker" / "config.json"
+    config.parent.mkdir(exist_ok=True)
+    config.write_text(json.dumps({"proxies": {"default": {"httpsProxy": "http://proxy.invalid:3128"}}}))
+    try:
+        res = tool(cluster3, project, "modfail", "--setup", "-d", "--no-ray", "--ready-timeout", "60")
+    finally:
+        config.unlink()
+    out = res.stdout + res.stderr
+    assert res.returncode != 0, out
+    assert "Traceback" not in out
+    error = res.stderr[res.stderr.index("Error:"):]
+    assert "mod 'direct-net' failed on 198.18.0.13" in error, error
+    assert "this node builds behind http://proxy.invalid:3128" in error, error  # the log tail
+    assert f"TaskFailed - taskid:mods:modfail@{n3.ip}" in res.stdout
+    assert "launch:modfail" not in executed(res.stdout)  # nothing was started on any node
+    for node in cluster3.nodes:
+        assert ours(node, "modfail") == [], f"{node.name} kept a container"
+    again = tool(cluster3, project, "modfail", "--setup", "-d", "--no-ray", "--ready-timeout", "120")
+    assert again.returncode == 0, again.stdout + again.stderr  # the proxy is gone: the re-run completes
+    assert [t for t in executed(again.stdout) if t.startswith("mods:")] == [f"mods:modfail@{n3.ip}"]
+    assert tool(cluster3, project, "stop", "modfail").returncode == 0
 
 
 def test_weights_reach_every_node_and_only_changes_travel(cluster3: rc.TestCluster, project: Path) -> None:
