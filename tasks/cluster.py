@@ -154,6 +154,7 @@ class Fleet:
         self.runners: list[Runner] = [head] + [RemoteRunner(n, settings) for n in plan.nodes[1:]]
         self._net: Network | None = None
         self._places: list[Any] | None = None
+        self._routes: dict[str, Node | None] | None = None
 
     @property
     def workers(self) -> list[tuple[Node, "Runner"]]:
@@ -163,6 +164,26 @@ class Fleet:
         from .remote import ssh_argv
 
         return ssh_argv(node, self.settings)
+
+    def copy_route(self, node: Node) -> Node | None:
+        """Where this worker's image and weights are copied to: the worker itself, its COPY_HOSTS entry
+        (matched by docker engine ID: the same machine on another address), or None when COPY_HOSTS
+        leaves it out. Asks the nodes only when COPY_HOSTS is set, once per run."""
+        if self.plan.copy_hosts is None:
+            return node
+        if self._routes is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            from .remote import RemoteRunner
+
+            hosts = list(self.plan.copy_hosts)
+            runners = [r for _, r in self.workers] + [RemoteRunner(h, self.settings) for h in hosts]
+            with ThreadPoolExecutor(max_workers=min(8, len(runners))) as pool:
+                ids = list(pool.map(engine_id, runners))
+            workers = [n for n, _ in self.workers]
+            self._routes = pair_copy_hosts(dict(zip((n.target for n in workers), ids)), workers,
+                                           list(zip(hosts, ids[len(workers):])), engine_id(self.runners[0]))
+        return self._routes[node.target]
 
     def network(self) -> Network:
         if self._net is None:
@@ -181,6 +202,26 @@ class Fleet:
             self._places = [Placement(self.runners[r.rank], r.script, r.rank)
                             for r in roles(self.plan, self.mode, self.network())]
         return self._places
+
+
+def engine_id(runner: "Runner") -> str:
+    """The docker engine's ID: one per machine, whatever address reached it."""
+    return runner.read(["docker", "info", "--format", "{{.ID}}"]).stdout.strip()
+
+
+def pair_copy_hosts(worker_ids: dict[str, str], workers: list[Node], hosts: list[tuple[Node, str]],
+                    head_id: str) -> dict[str, Node | None]:
+    """worker target -> the COPY_HOSTS entry on the same machine (same engine ID), or None.
+
+    An entry that is the head is skipped (nothing to copy there); one that is no node of the
+    cluster is a configuration error, named."""
+    by_id = {i: n for n, i in hosts}
+    names = {w.target for w in workers}
+    for host, i in hosts:
+        if i != head_id and i not in worker_ids.values():
+            raise ConfigError(f"COPY_HOSTS entry '{host.target}' reaches a docker engine that belongs to no node of "
+                              f"the cluster ({', '.join(sorted(names))}): fix or remove the entry in .env")
+    return {w.target: by_id.get(worker_ids[w.target]) for w in workers}
 
 
 def resolve(node: Node) -> str:

@@ -15,10 +15,12 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from . import docker, image, launch, mods, weights
 from .errors import RunError, RunRecipeError
+from .nodes import Node
 from .plan import Model, Plan
 from .runner import LocalRunner
 
 if TYPE_CHECKING:
+    from . import distribute
     from .cluster import Fleet
 
 
@@ -177,24 +179,38 @@ def cluster_tasks(plan: Plan, fleet: "Fleet", *, setup: bool) -> list[dict[str, 
             out.append(download_task(plan, model))
             downloads.append(f"download:{model.key}")
     cache = str(weights.hub_cache_dir())
-    chain = [distribute.Worker(node.target, fleet.ssh(node), peer_ssh=_peer_ssh(node)) for node, _ in fleet.workers]
+    def copy_chain(node: Node, what: str) -> list["distribute.Worker"]:
+        """`node` and the workers after it, each reached at its copy address (COPY_HOSTS or its own)."""
+        chain = []
+        for other, _ in fleet.workers:
+            route = fleet.copy_route(other)
+            if route is not None:
+                chain.append(distribute.Worker(other.target, fleet.ssh(route), peer_ssh=_peer_ssh(route)))
+        names = [w.name for w in chain]
+        if node.target not in names:
+            raise RunError(f"{node.target} lacks {what}, and COPY_HOSTS (.env) has no address of it, so nothing is "
+                           "copied there: add its address to COPY_HOSTS, or put it there yourself", node=node.target)
+        return chain[names.index(node.target):]
+
     per_node: dict[str, list[str]] = {plan.head.target: list(built)}
     previous: list[str] = list(built)
     weights_before: dict[str, list[str]] = {}  # per model, the previous worker's weights task
-    for (node, runner), worker in zip(fleet.workers, chain):
+    for node, runner in fleet.workers:
         deps: list[str] = []
         if setup:
             name = f"image:{tag}@{node.target}"
 
-            def same_image(w: "distribute.Worker" = worker) -> bool:
+            def same_image(n: Node = node) -> bool:
                 head_id = docker.image_id(head, tag)
-                return bool(head_id) and distribute.image_id_on(w.ssh, tag, name=w.name) == head_id
+                return bool(head_id) and distribute.image_id_on(fleet.ssh(n), tag, name=n.target) == head_id
 
-            def send(remaining: list["distribute.Worker"] = chain[chain.index(worker):]) -> dict[str, str]:
+            def send(n: Node = node) -> dict[str, str]:
                 head_id = docker.image_id(head, tag)
                 if not head_id:
                     raise RunError(f"image '{tag}' is not on the head; add --setup to build it")
-                report = distribute.distribute_image(tag, head_id, remaining)
+                chain = copy_chain(n, f"the image {tag}")
+                report = distribute.distribute_image(tag, head_id, chain)
+                print(_copied(report, chain), flush=True)
                 return {"sent_to": ",".join(report.sent_to), "bytes": str(report.bytes_sent)}
 
             out.append({"basename": "image", "name": f"{tag}@{node.target}",
@@ -208,18 +224,20 @@ def cluster_tasks(plan: Plan, fleet: "Fleet", *, setup: bool) -> list[dict[str, 
             for model in plan.models:
                 name = f"weights:{model.key}@{node.target}"
 
-                def synced(m: Model = model, w: "distribute.Worker" = worker) -> bool:
+                def synced(m: Model = model, n: Node = node) -> bool:
                     commit = weights.resolve_commit(m.repo, m.revision, offline=True, cache_dir=cache)
-                    return distribute.weights_current(cache, cache, m.repo, commit, w.ssh, w.name)
+                    return distribute.weights_current(cache, cache, m.repo, commit, fleet.ssh(n), n.target)
 
-                def sync(m: Model = model, rest: list["distribute.Worker"] = chain[chain.index(worker):]) -> dict[str, str]:
+                def sync(m: Model = model, n: Node = node) -> dict[str, str]:
                     # this worker and the ones after it: what several lack leaves the head once (a chain);
                     # --verify hashes per node, so each task then looks at its own node only
+                    rest = copy_chain(n, f"files of {m.key}")
                     targets = rest[:1] if plan.options.verify else rest
                     commit = weights.resolve_commit(m.repo, m.revision, offline=True, cache_dir=cache)
                     report = distribute.sync_weights(cache, cache, m.repo, commit, [w.name for w in targets],
                                                      {w.name: w.ssh for w in targets},
                                                      peer_ssh={w.name: w.hop for w in targets}, verify=plan.options.verify)
+                    print(_copied(report, targets), flush=True)
                     return {"commit": commit, "strategy": report.strategy,
                             "files": str(sum(n.files for n in report.nodes))}
 
@@ -253,6 +271,16 @@ def cluster_tasks(plan: Plan, fleet: "Fleet", *, setup: bool) -> list[dict[str, 
                                    f"not every node runs {plan.recipe.id} with the current image, script and settings")],
                 "verbosity": 2})
     return out
+
+
+def _copied(report: "distribute.Report", chain: list["distribute.Worker"]) -> str:
+    """One line: who got what, over which address when COPY_HOSTS gave another, and how."""
+    from .units import human_bytes
+
+    via = {w.name: w.ssh[-1] for w in chain}
+    who = ", ".join(n + (f" (via {via[n]})" if via.get(n, n) != n else "") for n in report.sent_to)
+    return (f"  {report.what} -> {who or 'nobody: up to date'}; {report.strategy}; "
+            f"{human_bytes(report.bytes_sent)} left the head in {report.seconds:.1f} s")
 
 
 def _peer_ssh(node: Any) -> list[str]:

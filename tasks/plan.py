@@ -85,6 +85,7 @@ class Plan:
     models: tuple[Model, ...] = ()
     local_mounts: tuple[str, ...] = ()  # local model folders, mounted at the same path
     warnings: tuple[str, ...] = ()
+    copy_hosts: tuple[Node, ...] | None = None  # .env COPY_HOSTS: where image and weights are copied to
 
     @property
     def head(self) -> Node:
@@ -131,12 +132,27 @@ def choose_nodes(recipe: Recipe, options: Options) -> tuple[str, tuple[Node, ...
     return mode, (nodes if mode == "cluster" else (LOCAL,))
 
 
+def copy_hosts(options: Options, mode: str) -> tuple[tuple[Node, ...] | None, list[str]]:
+    """.env COPY_HOSTS (the addresses copies go to, e.g. another network in a mesh), and warnings.
+
+    It belongs to the .env's CLUSTER_NODES: with -n, or solo, it is not used."""
+    path = env_file(options)
+    text = load_env(path).get("COPY_HOSTS", "").strip() if mode == "cluster" else ""
+    if not text:
+        return None, []
+    if options.nodes is not None:
+        return None, [f"{path}: COPY_HOSTS is not used with -n (it belongs to the .env's CLUSTER_NODES); "
+                      "copies go to the -n workers"]
+    return parse_list(text, f"{path}: COPY_HOSTS"), []
+
+
 def make_plan(recipe: Recipe, options: Options, check_shell: bool = True) -> Plan:
     """Everything about the run that can be known without touching a machine.
 
     check_shell=False leaves `bash -n` of the script to the caller (lint reports it with a line)."""
     mode, nodes = choose_nodes(recipe, options)
-    warnings = list(recipe.warnings)
+    copy_to, copy_warnings = copy_hosts(options, mode)
+    warnings = list(recipe.warnings) + copy_warnings
     params: dict[str, Any] = dict(recipe.defaults)
     if mode == "solo":
         params["tensor_parallel"] = 1
@@ -195,7 +211,8 @@ def make_plan(recipe: Recipe, options: Options, check_shell: bool = True) -> Pla
         command=command, argv=argv, script=script, build=build, mods=mod_list,
         container_name=name,
         docker_env=docker_env, port=int(port_text), served_model=served_model(argv),
-        models=((main,) if main else ()) + extras, local_mounts=local_mounts, warnings=tuple(warnings))
+        models=((main,) if main else ()) + extras, local_mounts=local_mounts, warnings=tuple(warnings),
+        copy_hosts=copy_to)
 
 
 def main_model(recipe: Recipe, options: Options) -> tuple[Model | None, tuple[str, ...]]:

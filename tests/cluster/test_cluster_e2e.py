@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from harness import cluster as rc
-from harness import images
+from harness import images, rayimage
 
 ROOT = Path(__file__).resolve().parents[2]
 TAG = "rr-cluster-standin"
@@ -236,6 +236,34 @@ def test_a_mod_failing_on_one_node_stops_the_run_everywhere(cluster3: rc.TestClu
     assert again.returncode == 0, again.stdout + again.stderr  # the proxy is gone: the re-run completes
     assert [t for t in executed(again.stdout) if t.startswith("mods:")] == [f"mods:modfail@{n3.ip}"]
     assert tool(cluster3, project, "stop", "modfail").returncode == 0
+
+
+def test_copy_hosts_choose_where_copies_go(cluster3: rc.TestCluster, project: Path) -> None:
+    """.env COPY_HOSTS gives the workers' copy addresses: here their names in the head's ~/.ssh/config
+    (as a second network would be); the tool pairs each with its worker by docker engine ID. A worker
+    COPY_HOSTS leaves out gets no copy, and a run that needs one says so."""
+    env = project / ".env"
+    base = env.read_text()
+    recipe(project, "cph", backend="")
+    n2, n3 = cluster3.node(2), cluster3.node(3)
+    env.write_text(base + "COPY_HOSTS=n2\n")
+    res = tool(cluster3, project, "cph", "--setup", "-d", "--no-ray", "--ready-timeout", "60")
+    assert res.returncode != 0, res.stdout + res.stderr
+    assert "Traceback" not in res.stdout + res.stderr
+    assert "198.18.0.12 (via n2)" in res.stdout  # n2 got its copy over the COPY_HOSTS address
+    error = res.stderr[res.stderr.index("Error:"):]
+    assert "198.18.0.13 lacks the image" in error and "COPY_HOSTS" in error, error
+    head_id = cluster3.head.docker("image", "inspect", "-f", "{{.Id}}", TAG).stdout.strip()
+    assert rayimage.has_image(n2, TAG) == head_id and not rayimage.has_image(n3, TAG)
+    assert all(ours(node, "cph") == [] for node in cluster3.nodes)
+
+    env.write_text(base + "COPY_HOSTS=n2,n3\n")
+    res = tool(cluster3, project, "cph", "--setup", "-d", "--no-ray", "--ready-timeout", "120")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "image -> 198.18.0.13 (via n3)" in res.stdout
+    assert rayimage.has_image(n3, TAG) == head_id
+    assert all(len(ours(node, "cph")) == 1 for node in cluster3.nodes)
+    assert tool(cluster3, project, "stop", "cph").returncode == 0
 
 
 def test_weights_reach_every_node_and_only_changes_travel(cluster3: rc.TestCluster, project: Path) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from tasks import cluster
+from tasks.errors import ConfigError, RunRecipeError
 from tasks.plan import Options, make_plan
 from tasks.recipe import parse
 
@@ -78,3 +79,29 @@ def test_no_ib_means_no_hca_and_no_eth_means_no_ifname(tmp_path: Path) -> None:
     net = cluster.Network(ips=NET.ips)
     env = env_of(cluster.roles(plan_for(tmp_path), "native", net)[1].script)
     assert "NCCL_IB_HCA" not in env and "NCCL_SOCKET_IFNAME" not in env
+
+
+def test_copy_hosts_from_env_belong_to_its_cluster_nodes(tmp_path: Path) -> None:
+    env = tmp_path / ".env"
+    env.write_text("CLUSTER_NODES=198.18.0.11,198.18.0.12,198.18.0.13\nCOPY_HOSTS=n2,root@n3:2222\n")
+    recipe = parse(RECIPE, tmp_path / "two.yaml")
+    plan = make_plan(recipe, Options(config=env))
+    assert [h.target for h in plan.copy_hosts] == ["n2", "root@n3:2222"]
+    with_n = make_plan(recipe, Options(config=env, nodes="198.18.0.11,198.18.0.12"))
+    assert with_n.copy_hosts is None
+    assert any("COPY_HOSTS is not used with -n" in w for w in with_n.warnings)
+    env.write_text("CLUSTER_NODES=198.18.0.11,198.18.0.12\nCOPY_HOSTS=n2;rm -rf /\n")
+    with pytest.raises(RunRecipeError, match="COPY_HOSTS"):
+        make_plan(recipe, Options(config=env))
+
+
+def test_copy_hosts_pair_with_workers_by_docker_engine_id() -> None:
+    from tasks.nodes import parse_list
+
+    w2, w3 = parse_list("198.18.0.12,198.18.0.13", "test")
+    n2, head, stranger = parse_list("n2,n1,10.0.0.9", "test")
+    ids = {"198.18.0.12": "ID-2", "198.18.0.13": "ID-3"}
+    routes = cluster.pair_copy_hosts(ids, [w2, w3], [(n2, "ID-2"), (head, "ID-1")], head_id="ID-1")
+    assert routes == {"198.18.0.12": n2, "198.18.0.13": None}  # the head entry is skipped, n3 gets no copies
+    with pytest.raises(ConfigError, match="COPY_HOSTS entry '10.0.0.9' reaches a docker engine that belongs to no node"):
+        cluster.pair_copy_hosts(ids, [w2, w3], [(stranger, "ID-9")], head_id="ID-1")
