@@ -353,7 +353,8 @@ def _unreached(stale: Sequence[Worker], chain: _Chain) -> list[Worker]:
 
 def distribute_image(tag: str, head_id: str, workers: Sequence[Worker], *,
                      timeout: float | None = None, stall_timeout: float = 60.0,
-                     load_timeout: float = 1800.0, progress: TextIO | None = sys.stderr) -> Report:
+                     load_timeout: float = 1800.0, progress: TextIO | None = sys.stderr,
+                     before_send: Callable[[list[Worker], int | None], None] | None = None) -> Report:
     """Make `tag` on every worker the image `head_id`: skip workers that have it, chain-stream the rest.
 
     A worker the chain could not reach from the previous worker (no worker-to-worker SSH) gets a
@@ -361,7 +362,8 @@ def distribute_image(tag: str, head_id: str, workers: Sequence[Worker], *,
     whose load, forward or final ID check failed; workers that did load stay loaded, so a re-run
     sends only to the rest. `timeout` bounds the whole stream (default: none, the stall watchdog and
     ssh keepalives bound a dead link); `stall_timeout` ends a stream that moved no byte for that long;
-    `load_timeout` bounds the loads after the last byte went out.
+    `load_timeout` bounds the loads after the last byte went out. `before_send(stale workers, image
+    size)` runs before any byte moves (the caller's disk check); what it raises stops the copy.
     """
     t0 = time.monotonic()
     ids = _parallel(lambda w: image_id_on(w.ssh, tag, name=w.name), list(workers))
@@ -379,6 +381,8 @@ def distribute_image(tag: str, head_id: str, workers: Sequence[Worker], *,
         raise RunError(f"the head's {tag} is {local_id or 'absent'}, not {head_id}: rebuild or re-pull it first",
                        node="local", command=f"docker image inspect {tag}")
     size = _image_size(tag)
+    if before_send is not None:
+        before_send(stale, size)
     go = dict(size=size, progress=progress, timeout=timeout, stall_timeout=stall_timeout, take_timeout=load_timeout)
     chain = _run_chain(["docker", "save", tag], stale, _docker_load, "docker load", "image", **go)
     if chain.source_error and not chain.problems and chain.sent == 0:

@@ -192,6 +192,13 @@ def cluster_tasks(plan: Plan, fleet: "Fleet", *, setup: bool) -> list[dict[str, 
                            "copied there: add its address to COPY_HOSTS, or put it there yourself", node=node.target)
         return chain[names.index(node.target):]
 
+    def room_for_image(stale: list["distribute.Worker"], size: int | None) -> None:
+        # preflight ran before the first build, when the image's size was not known yet
+        from .preflight import check_room
+
+        runners = dict((n.target, r) for n, r in fleet.workers)
+        check_room([runners[w.name] for w in stale], size or 0, f"the image {tag}")
+
     per_node: dict[str, list[str]] = {plan.head.target: list(built)}
     previous: list[str] = list(built)
     weights_before: dict[str, list[str]] = {}  # per model, the previous worker's weights task
@@ -209,7 +216,7 @@ def cluster_tasks(plan: Plan, fleet: "Fleet", *, setup: bool) -> list[dict[str, 
                 if not head_id:
                     raise RunError(f"image '{tag}' is not on the head; add --setup to build it")
                 chain = copy_chain(n, f"the image {tag}")
-                report = distribute.distribute_image(tag, head_id, chain)
+                report = distribute.distribute_image(tag, head_id, chain, before_send=room_for_image)
                 print(_copied(report, chain), flush=True)
                 return {"sent_to": ",".join(report.sent_to), "bytes": str(report.bytes_sent)}
 

@@ -184,6 +184,23 @@ def _df(runner: Runner, path: str) -> Disk:
     return parse_df(res.stdout, path)
 
 
+def check_room(runners: Sequence[Runner], need: int, what: str) -> None:
+    """Each node's Docker disk has room for `need` bytes, else a RunError naming every short node.
+
+    For a copy whose size preflight could not know: the first run builds the image after it."""
+    def free(runner: Runner) -> Disk:
+        root = runner.read(["docker", "info", "--format", "{{.DockerRootDir}}"], timeout=30).stdout.strip()
+        return _df(runner, root)
+
+    with ThreadPoolExecutor(max_workers=max(1, min(MAX_WORKERS, len(runners)))) as pool:
+        disks = list(pool.map(free, runners))
+    short = [(r.node, d) for r, d in zip(runners, disks) if d.free < need]
+    if short:
+        raise RunError(f"not enough disk for {what} ({human_bytes(need)}); nothing was copied: "
+                       + "; ".join(f"{node} has {human_bytes(d.free)} free on {d.mount}" for node, d in short),
+                       node=short[0][0])
+
+
 def judge(facts: NodeFacts, need: Need = 0, *, require_gpu: bool = False) -> NodeFacts:
     """Fill `facts.problems`: what stops this node from taking part in the run."""
     facts.needed, problems = need, []

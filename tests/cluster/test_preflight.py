@@ -1,6 +1,7 @@
 """Preflight over SSH on three real nodes: one table, a failing node named, nothing changed."""
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -57,3 +58,21 @@ def test_failing_nodes_are_named_in_one_table(cluster3: rc.TestCluster) -> None:
     assert "refused" in rows[f"root@{n3.ip}"] and "FAIL: SSH failed" in rows[f"root@{n3.ip}"]
     assert "none" in rows[f"root@{n1.ip}"]  # GPU column
     assert {n.name: n.run(["ls", "-a", "/root"]).stdout for n in cluster3.nodes} == before
+
+
+def test_room_for_a_copy_whose_size_preflight_could_not_know(cluster3: rc.TestCluster) -> None:
+    """The first run builds the image after preflight: the copy checks each worker's Docker disk itself."""
+    nodes, runners = _runners(cluster3)
+    workers = [runners[n.target] for n in nodes[1:]]
+    try:
+        pf.check_room(workers, 10**6, "the image x")  # fits: nothing raised
+        with pytest.raises(RunError) as ei:
+            pf.check_room(workers, 10**18, "the image x")
+    finally:
+        for r in runners.values():
+            r.close()
+    msg = str(ei.value)
+    assert msg.startswith("not enough disk for the image x (1000000.0 TB); nothing was copied: "), msg
+    for n in cluster3.nodes[1:]:  # every short node, with its real free space on its Docker disk
+        assert re.search(rf"root@{n.ip} has [0-9.]+ [KMGT]?B free on {n.docker_root}", msg), msg
+    assert ei.value.node == f"root@{cluster3.nodes[1].ip}"
