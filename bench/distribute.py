@@ -2,15 +2,22 @@
 
 Goals (issue 4): ours to 3 workers <= 1.1 x a single copy to one worker; the single copy <= 1.2 x
 (S/B + the receiver's own `docker load` time); weights re-copy after one of 50 files changed <= 1.1 x
-changed/B. The re-copy is measured twice: with S/50 shards (a few MB here, so the fixed cost of
-three SSH round trips and rsync's start dominates; printed as "fixed cost") and with --shard-mb shards
-(default 256 MB; real checkpoints ship 4-5 GB shards), which is the row the goal line uses. Compared with the origin's star copy: `docker save` to a temp file on the head, then one
-`cat file | ssh w docker load` per worker, all workers IN PARALLEL from the head.
+changed/B. Compared with the origin's star copy: `docker save` to a temp file on the head, then one
+`cat file | ssh w docker load` per worker, all workers IN PARALLEL from the head. "single copy" is the
+plain `docker save | ssh w docker load` a user would type.
+
+The weights re-copy is measured with S/50 shards (a few MB here: the fixed cost of the SSH round
+trips, printed as "fixed cost", dominates) and with --shard-mb shards (default 256 MB; real
+checkpoints ship 4-5 GB shards): the goal line uses the latter, to 3 workers. The 49 unchanged big
+shards are sparse files, placed on the workers by the bench as if an earlier run had copied them.
 
 Needs root: brings up its own 4-node TestCluster (n1 = head, n2..n4 workers, every link tbf-shaped
-to --rate in both directions) and runs every copy *on the head*, as the tool would. Takes ~2-3 min.
+to --rate in both directions) and runs every copy *on the head*, as the tool would. All four nodes
+share this host's cores; --node-cpus (default 0.5) gives each node its own CPU quota (cgroup), so a
+node's work (ssh crypto, forwarding, docker load) is not slowed by the others' as it would not be on
+separate machines; --node-cpus 0 shares the cores instead. Takes ~1.5 min.
 
-    python bench/distribute.py [--mb 150] [--rate 400mbit]
+    python bench/distribute.py [--mb 150] [--rate 400mbit] [--shard-mb 256] [--node-cpus 0.5]
 """
 from __future__ import annotations
 
