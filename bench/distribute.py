@@ -203,6 +203,7 @@ def run(c: rc.TestCluster, mb: int, rate: str, bw: float, shard_mb: int, node_cp
         rmi([w1], tag)
         r = on_head(c, dict(args, workers=[{"name": w1.name, "ssh": prefix(w1)}]))
         rows.append(("image, ours to 1 worker", r["t"], r["t"] / sb, f"last byte out at {r['report']['stream_seconds']:.2f}s"))
+        ours_one = r["t"]
         rmi(workers, tag)
         r = on_head(c, dict(args, workers=[{"name": w.name, "ssh": prefix(w)} for w in workers]))
         ours = r["t"]
@@ -285,6 +286,7 @@ def run(c: rc.TestCluster, mb: int, rate: str, bw: float, shard_mb: int, node_cp
         print(f"{name:<62} {t:6.2f}s {ratio:6.2f}x  {note}")
     print("\ngoals:")
     print(f"  ours to {len(workers)} / single copy            = {ours / single:.2f}  (goal <= 1.1)")
+    print(f"  ours to {len(workers)} / ours to 1              = {ours / ours_one:.2f}  (how the chain scales)")
     print(f"  single / (S/B + load)             = {single / (sb + load):.2f}  (goal <= 1.2)")
     print(f"  weights re-copy / (changed/B)     = {big_row[2]:.2f}  (goal <= 1.1; {len(workers)} workers, "
           f"{shard_mb} MB shard)")
