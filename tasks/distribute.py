@@ -13,11 +13,17 @@ Why it looks like this:
   spools the whole tar before loading, so all loads then run at the same time, each on its node.
   No temp file anywhere. Each hop prints a status line (load rc, forward rc) that flows back up the
   chain, so a failure names the node it happened on; each worker then counts as done only after its
-  image ID equals the head's.
-- Weights: `rsync -a --partial --size-only` of exactly this commit's files (blobs, relative snapshot
-  links, refs, trees/<commit>.json), after one `find -printf` per worker showed what is missing or
-  has the wrong size. The no-op path is one ssh call per worker and reads no bytes; `verify=True`
-  adds one remote `sha256sum` per worker to catch same-size corruption.
+  image ID equals the head's. A worker the previous one could not reach gets its own stream from
+  the head afterwards.
+- Weights: what a node lacks (missing or wrong-size files of this commit: blobs, relative snapshot
+  links, trees/<commit>.json; refs written by content afterwards), found by one `find -printf` per
+  worker. One worker gets `rsync -a --partial --size-only`; several get the union of what they lack
+  once, as a tar stream through the same chain (each extracts with --skip-old-files after removing
+  its wrong-size files). A worker the chain did not complete gets rsync from the head. The no-op
+  path is one ssh call per worker and reads no bytes; `verify=True` adds one remote `sha256sum` per
+  worker to catch same-size corruption.
+- Every ssh from the head shares one connection per node (tasks/remote.py); the hops between
+  workers are connected in parallel before a stream starts, so their handshakes do not add up.
 """
 from __future__ import annotations
 
@@ -273,7 +279,8 @@ class _Progress:
 
 
 def _parse_status(text: str) -> tuple[dict[str, tuple[int, str]], dict[str, int]]:
-    loads: dict[str, tuple[int, str]] = {}
+    """The hops' status lines: per node (taker rc, its stderr tail), and per node the rc of the hop into it."""
+    takes: dict[str, tuple[int, str]] = {}
     fwds: dict[str, int] = {}
     for line in text.splitlines():
         parts = line.split(" ")
@@ -289,10 +296,10 @@ def _parse_status(text: str) -> tuple[dict[str, tuple[int, str]], dict[str, int]
                     msg = base64.b64decode(parts[4]).decode(errors="replace")
                 except ValueError:
                     msg = ""
-            loads[name] = (int(rc), msg)
+            takes[name] = (int(rc), msg)
         elif kind == "fwd":
             fwds[name] = int(rc)
-    return loads, fwds
+    return takes, fwds
 
 
 @dataclass
@@ -813,6 +820,7 @@ def _chain_weights(folder_local: Path, folder_remote: str, want: _Want, chain_wo
     """The union of what the workers lack, as one tar stream chained through them; reports of the
     nodes whose extraction succeeded (the caller still checks their manifests)."""
     senders = [w.name for w in chain_workers]
+
     def files_for(node: _NodeNeed) -> list[str]:
         out = []
         for p in node.need + node.corrupt:  # the snapshot link, and its blob unless the node has it whole
