@@ -13,9 +13,10 @@ shards are sparse files, placed on the workers by the bench as if an earlier run
 
 Needs root: brings up its own 4-node TestCluster (n1 = head, n2..n4 workers, every link tbf-shaped
 to --rate in both directions) and runs every copy *on the head*, as the tool would. All four nodes
-share this host's cores; --node-cpus (default 0.5) gives each node its own CPU quota (cgroup), so a
-node's work (ssh crypto, forwarding, docker load) is not slowed by the others' as it would not be on
-separate machines; --node-cpus 0 shares the cores instead. Takes ~1.5 min.
+share this host's cores and disk, so the chain's three `docker load`s (which start together when the
+stream ends) slow each other down as they would not on separate machines. --node-cpus X gives each
+node its own CPU quota (cgroup) instead: a closer model of separate machines, but slower nodes and
+noisier figures here. Takes ~1.5 min.
 
     python bench/distribute.py [--mb 150] [--rate 400mbit] [--shard-mb 256] [--node-cpus 0.5]
 """
@@ -139,8 +140,8 @@ def main() -> int:
     ap.add_argument("--mb", type=int, default=150, help="image payload and weights size S in MiB")
     ap.add_argument("--rate", default="400mbit", help="tbf rate of every link (both directions)")
     ap.add_argument("--shard-mb", type=int, default=256, help="shard size of the realistic weights re-copy")
-    ap.add_argument("--node-cpus", type=float, default=0.5,
-                    help="CPU quota of each node (0 = none: all four nodes share the host's cores)")
+    ap.add_argument("--node-cpus", type=float, default=0,
+                    help="CPU quota of each node, e.g. 0.5 (default 0 = none: all nodes share the host's cores)")
     ap.add_argument("--wait", type=float, default=900, help="seconds to wait for a busy test cluster")
     a = ap.parse_args()
     if os.geteuid() != 0:
