@@ -177,9 +177,13 @@ class Fleet:
             from .remote import RemoteRunner
 
             hosts = list(self.plan.copy_hosts)
-            runners = [r for _, r in self.workers] + [RemoteRunner(h, self.settings) for h in hosts]
-            with ThreadPoolExecutor(max_workers=min(8, len(runners))) as pool:
-                ids = list(pool.map(engine_id, runners))
+            asked = [RemoteRunner(h, self.settings) for h in hosts]  # copies go over OpenSSH, not these
+            try:
+                with ThreadPoolExecutor(max_workers=min(8, len(hosts) + len(self.workers))) as pool:
+                    ids = list(pool.map(engine_id, [r for _, r in self.workers] + asked))
+            finally:
+                for runner in asked:
+                    runner.close()
             workers = [n for n, _ in self.workers]
             self._routes = pair_copy_hosts(dict(zip((n.target for n in workers), ids)), workers,
                                            list(zip(hosts, ids[len(workers):])), engine_id(self.runners[0]))
