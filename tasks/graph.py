@@ -291,9 +291,11 @@ def _copied(report: "distribute.Report", chain: list["distribute.Worker"]) -> st
 
 
 def _peer_ssh(node: Any) -> list[str]:
-    """How one worker reaches the next in the image chain: its own ssh setup (keys, known_hosts)."""
+    """How one worker reaches the next in a copy chain: its own ssh setup (keys, known_hosts); an
+    unreachable next worker fails in seconds, and the head then copies to it directly."""
     dest = f"{node.user}@{node.host}" if node.user else node.host
-    return ["ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", *(["-p", str(node.port)] if node.port else []), dest]
+    return ["ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", "-o", "ConnectTimeout=10",
+            *(["-p", str(node.port)] if node.port else []), dest]
 
 
 def recipe_tasks(plan: Plan, *, setup: bool) -> list[dict[str, Any]]:
