@@ -184,9 +184,9 @@ class Fleet:
             finally:
                 for runner in asked:
                     runner.close()
-            workers = [n for n, _ in self.workers]
-            self._routes = pair_copy_hosts(dict(zip((n.target for n in workers), ids)), workers,
-                                           list(zip(hosts, ids[len(workers):])), engine_id(self.runners[0]))
+            targets = [n.target for n, _ in self.workers]
+            self._routes = pair_copy_hosts(dict(zip(targets, ids)), list(zip(hosts, ids[len(targets):])),
+                                           engine_id(self.runners[0]))
         return self._routes[node.target]
 
     def network(self) -> Network:
@@ -213,19 +213,18 @@ def engine_id(runner: "Runner") -> str:
     return runner.read(["docker", "info", "--format", "{{.ID}}"]).stdout.strip()
 
 
-def pair_copy_hosts(worker_ids: dict[str, str], workers: list[Node], hosts: list[tuple[Node, str]],
+def pair_copy_hosts(worker_ids: dict[str, str], hosts: list[tuple[Node, str]],
                     head_id: str) -> dict[str, Node | None]:
     """worker target -> the COPY_HOSTS entry on the same machine (same engine ID), or None.
 
-    An entry that is the head is skipped (nothing to copy there); one that is no node of the
-    cluster is a configuration error, named."""
+    `worker_ids` maps each worker's target to its engine ID. An entry that is the head is skipped
+    (nothing to copy there); one that is no node of the cluster is a configuration error, named."""
     by_id = {i: n for n, i in hosts}
-    names = {w.target for w in workers}
     for host, i in hosts:
         if i != head_id and i not in worker_ids.values():
             raise ConfigError(f"COPY_HOSTS entry '{host.target}' reaches a docker engine that belongs to no node of "
-                              f"the cluster ({', '.join(sorted(names))}): fix or remove the entry in .env")
-    return {w.target: by_id.get(worker_ids[w.target]) for w in workers}
+                              f"the cluster ({', '.join(sorted(worker_ids))}): fix or remove the entry in .env")
+    return {target: by_id.get(i) for target, i in worker_ids.items()}
 
 
 def resolve(node: Node) -> str:

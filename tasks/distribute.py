@@ -397,6 +397,7 @@ def distribute_image(tag: str, head_id: str, workers: Sequence[Worker], *,
         raise RunError(f"docker save {tag} failed on the head", node="local", command=f"docker save {tag}",
                        tail=tail(chain.source_error))
     problems, sent = chain.problems, chain.sent
+    received = {w.name: chain.sent for w in stale}  # what reached each node
     direct = _unreached(stale, chain)
     if direct:  # the head's own link for these, one stream each (a star), in parallel
         def one(w: Worker) -> _Chain:
@@ -405,6 +406,7 @@ def distribute_image(tag: str, head_id: str, workers: Sequence[Worker], *,
 
         for w, again in zip(direct, _parallel(one, direct)):
             sent += again.sent
+            received[w.name] = again.sent
             problems.pop(w.name)
             problems.update(again.problems)
         report.strategy = f"chain, then direct to {', '.join(w.name for w in direct)}"
@@ -417,7 +419,7 @@ def distribute_image(tag: str, head_id: str, workers: Sequence[Worker], *,
     _raise_first(f"image {tag}", stale, problems, chain.command, chain.source_error)
     elapsed = time.monotonic() - t0
     for w in stale:
-        report.nodes.append(NodeReport(w.name, "sent", bytes=chain.sent, seconds=elapsed, detail=head_id[:19]))
+        report.nodes.append(NodeReport(w.name, "sent", bytes=received[w.name], seconds=elapsed, detail=head_id[:19]))
     report.bytes_sent = sent
     report.stream_seconds = chain.stream_seconds
     report.seconds = elapsed

@@ -98,10 +98,9 @@ def test_copy_hosts_from_env_belong_to_its_cluster_nodes(tmp_path: Path) -> None
 def test_copy_hosts_pair_with_workers_by_docker_engine_id() -> None:
     from tasks.nodes import parse_list
 
-    w2, w3 = parse_list("198.18.0.12,198.18.0.13", "test")
     n2, head, stranger = parse_list("n2,n1,10.0.0.9", "test")
     ids = {"198.18.0.12": "ID-2", "198.18.0.13": "ID-3"}
-    routes = cluster.pair_copy_hosts(ids, [w2, w3], [(n2, "ID-2"), (head, "ID-1")], head_id="ID-1")
+    routes = cluster.pair_copy_hosts(ids, [(n2, "ID-2"), (head, "ID-1")], head_id="ID-1")
     assert routes == {"198.18.0.12": n2, "198.18.0.13": None}  # the head entry is skipped, n3 gets no copies
     with pytest.raises(ConfigError, match="COPY_HOSTS entry '10.0.0.9' reaches a docker engine that belongs to no node"):
-        cluster.pair_copy_hosts(ids, [w2, w3], [(stranger, "ID-9")], head_id="ID-1")
+        cluster.pair_copy_hosts(ids, [(stranger, "ID-9")], head_id="ID-1")
