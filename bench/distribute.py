@@ -94,7 +94,8 @@ def raw_tcp(src: rc.Node, dst: rc.Node, size: int) -> float:
     Ethernet, IP and TCP headers, so payload moves a few % below B)."""
     recv = dst.popen([sys.executable, "-c", TCP_RECV, "5099"], stdout=subprocess.PIPE, text=True)
     try:
-        assert recv.stdout and recv.stdout.readline().strip() == "up"
+        if not recv.stdout or recv.stdout.readline().strip() != "up":
+            sys.exit(f"raw TCP floor: the listener on {dst.name} did not start (port 5099 taken?)")
         p = src.run([sys.executable, "-c", TCP_SEND, dst.ip, "5099", str(size)], check=True, timeout=600)
         return float(p.stdout.strip())
     finally:
