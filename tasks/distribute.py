@@ -119,14 +119,16 @@ def remote_argv(prefix: Sequence[str] | None, argv: Sequence[str], from_head: bo
 
 def ssh_prefix(prefix: Sequence[str], from_head: bool = True) -> list[str]:
     """An ssh argv made fit for many calls: keepalives unless given (a dead link ends an ssh in bounded
-    time, not at TCP's), and from the head a shared connection (remote.py: ~0.01 s a call, not ~0.2 s)."""
+    time, not at TCP's), and a shared connection (remote.py: ~0.01 s a call, not ~0.2 s). Run on a
+    worker (`from_head=False`: a chain hop), that connection's socket lives in the worker's ~/.ssh,
+    named per run, so no other run ever rides on it; `_warm_up` opens it before a stream."""
     p = list(prefix)
     if not p or os.path.basename(p[0]) != "ssh":
         return p
     if not any("serveralive" in a.lower() for a in p):
         p[1:1] = KEEPALIVE
-    if from_head and not any("controlpath" in a.lower() for a in p):
-        p[1:1] = shared_connection_options(p[1:-1])
+    if not any("controlpath" in a.lower() for a in p):
+        p[1:1] = shared_connection_options(p[1:-1], on_worker=not from_head)
     return p
 
 
@@ -239,12 +241,8 @@ def _hop_command(chain: Sequence[Worker], take: Callable[[Worker], str], first: 
 
 
 def _peer_prefix(w: Worker) -> list[str]:
-    """How the previous worker reaches `w`, over a connection of its own that `_warm_up` opened (the
-    socket lives in that worker's ~/.ssh, named per run, so no other run ever rides on it)."""
-    p = ssh_prefix(w.hop, from_head=False)
-    if len(p) > 1 and os.path.basename(p[0]) == "ssh" and not any("controlpath" in a.lower() for a in p):
-        p[1:1] = shared_connection_options(p[1:-1], on_worker=True)
-    return p
+    """How the previous worker reaches `w` (over its own shared connection, see ssh_prefix)."""
+    return ssh_prefix(w.hop, from_head=False)
 
 
 def _warm_up(chain: Sequence[Worker]) -> None:
@@ -801,7 +799,7 @@ def sync_weights(cache_dir_local: str | Path, cache_dir_remote: str | Path, repo
 def _rsync(folder_local: Path, folder_remote: str, files: Sequence[str], name: str, prefix: list[str],
            rsync_e: str | None, io_timeout: int, timeout: float) -> tuple[NodeReport, str]:
     """rsync exactly `files` (size-only, resumable) to one node; what it sent, and the command."""
-    e = rsync_e or shlex.join(ssh_prefix(prefix[:-1]))
+    e = rsync_e or shlex.join(ssh_prefix(prefix)[:-1])  # the destination goes in rsync's own argument
     rpath = folder_remote[2:] if folder_remote.startswith("~/") else folder_remote
     argv = ["rsync", "-a", "--partial", "--size-only", "--from0", "--files-from=-", "--itemize-changes",
             "--stats", f"--timeout={io_timeout}", "-e", e,

@@ -40,10 +40,10 @@ from .errors import RunError
 from .nodes import Node
 from .runner import LocalRunner, Result, finished, tail
 
-_RECORD_LOCK = threading.Lock()
+_RECORD_LOCK = threading.Lock()  # preflight connects to many nodes at once; appends must not interleave
 _MUX_LOCK = threading.Lock()
 _MUX_DIR: str | None = None
-MUX_IDLE = 30  # seconds a shared connection outlives its last use (bounds leftovers after kill -9)  # preflight connects to many nodes at once; appends must not interleave
+MUX_IDLE = 30  # seconds a shared connection outlives its last use (bounds leftovers after kill -9)
 SYSTEM_KNOWN_HOSTS = Path("/etc/ssh/ssh_known_hosts")
 
 
