@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import threading
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -198,7 +199,8 @@ def download_only(plan: Plan, *, wait: bool) -> int:
 
 def cluster_preflight(plan: Plan) -> Any:
     """Every node checked at once, one table printed; a failing node stops the run before any change."""
-    from .cluster import bytes_to_copy
+    from .cluster import bytes_to_copy, copy_hops
+    from .distribute import open_hops
     from .graph import fleet_for
     from .preflight import preflight, render
     from .weights import hub_cache_dir
@@ -206,6 +208,12 @@ def cluster_preflight(plan: Plan) -> Any:
     fleet = fleet_for(plan)
     needs = bytes_to_copy(plan, fleet, image=plan.options.setup, weights_too=plan.options.download)
     print(render(preflight(plan.nodes, fleet.runners, needs, hf_cache=str(hub_cache_dir()))))
+    if any(map(any, needs.values())):
+        # Something will be copied: open the chains' worker-to-worker connections while the graph loads
+        # and checks, so no stream waits on their handshakes. Only now: a failed preflight changes
+        # nothing. A copy that starts first opens whatever it still lacks itself.
+        chains = copy_hops(fleet.copy_workers(), needs)
+        threading.Thread(target=open_hops, args=(chains,), name="open-hops").start()
     return fleet
 
 

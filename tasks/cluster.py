@@ -22,6 +22,7 @@ from .nodes import Node
 from .plan import Plan
 
 if TYPE_CHECKING:
+    from .distribute import Worker
     from .docker import Runner
     from .remote import SshSettings
 
@@ -189,6 +190,14 @@ class Fleet:
                                            engine_id(self.runners[0]))
         return self._routes[node.target]
 
+    def copy_workers(self) -> list["Worker"]:
+        """Every worker a copy can go to, in chain order, each at its copy address (copy_route)."""
+        from .distribute import Worker
+
+        routes = [self.copy_route(node) for node, _ in self.workers]
+        return [Worker(node.target, self.ssh(route), peer_ssh=peer_ssh(route))
+                for (node, _), route in zip(self.workers, routes) if route is not None]
+
     def network(self) -> Network:
         if self._net is None:
             opts = self.plan.options
@@ -289,3 +298,17 @@ def bytes_to_copy(plan: Plan, fleet: Fleet, *, image: bool, weights_too: bool) -
     workers = [n for n, _ in fleet.workers]
     with ThreadPoolExecutor(max_workers=max(1, min(8, len(workers)))) as pool:
         return dict(zip((n.target for n in workers), pool.map(need, workers)))
+
+
+def copy_hops(workers: list["Worker"], needs: Mapping[str, tuple[int, int]]) -> list[list["Worker"]]:
+    """The chains this run's copies will stream through: the workers lacking the image, and those lacking
+    weights (bytes_to_copy), in chain order. A run opens their hops right after preflight."""
+    return [[w for w in workers if needs.get(w.name, (0, 0))[what]] for what in (0, 1)]
+
+
+def peer_ssh(node: Node) -> list[str]:
+    """How one worker reaches the next in a copy chain: its own ssh setup (keys, known_hosts); an
+    unreachable next worker fails in seconds, and the head then copies to it directly."""
+    dest = f"{node.user}@{node.host}" if node.user else node.host
+    return ["ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", "-o", "ConnectTimeout=10",
+            *(["-p", str(node.port)] if node.port else []), dest]

@@ -23,7 +23,8 @@ Why it looks like this:
   path is one ssh call per worker and reads no bytes; `verify=True` adds one remote `sha256sum` per
   worker to catch same-size corruption.
 - Every ssh from the head shares one connection per node (tasks/remote.py); the hops between
-  workers are connected in parallel before a stream starts, so their handshakes do not add up.
+  workers are connected in parallel right after preflight (open_hops), so their handshakes neither
+  add up nor hold a stream up.
 """
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping, Sequence, TextIO
+from typing import Callable, Iterable, Mapping, Sequence, TextIO
 
 from .errors import RunError
 from .remote import shared_connection_options
@@ -121,7 +122,7 @@ def ssh_prefix(prefix: Sequence[str], from_head: bool = True) -> list[str]:
     """An ssh argv made fit for many calls: keepalives unless given (a dead link ends an ssh in bounded
     time, not at TCP's), and a shared connection (remote.py: ~0.01 s a call, not ~0.2 s). Run on a
     worker (`from_head=False`: a chain hop), that connection's socket lives in the worker's ~/.ssh,
-    named per run, so no other run ever rides on it; `_warm_up` opens it before a stream."""
+    named per run, so no other run ever rides on it; `open_hops` opens it."""
     p = list(prefix)
     if not p or os.path.basename(p[0]) != "ssh":
         return p
@@ -245,14 +246,19 @@ def _peer_prefix(w: Worker) -> list[str]:
     return ssh_prefix(w.hop, from_head=False)
 
 
-def _warm_up(chain: Sequence[Worker]) -> None:
-    """Open every worker-to-worker hop's connection at once, before the stream: otherwise each hop's
-    handshake would hold the whole stream up in turn. A hop that cannot connect fails later, in the
-    stream, where its error is reported (and the head takes over that worker)."""
-    def one(i: int) -> None:
+def open_hops(chains: Iterable[Sequence[Worker]]) -> None:
+    """Open the worker-to-worker connections of these chains, each pair once, all at once.
+
+    Before a stream, each hop's handshake (~0.25 s) would otherwise hold the whole stream up in turn;
+    a run opens them right after preflight, so its copies find them up. A hop that cannot connect
+    fails later, in the stream, where its error is reported (and the head takes over that worker)."""
+    pairs = {(a.name, b.name): (a, b) for chain in chains for a, b in zip(chain, chain[1:])}
+
+    def one(pair: tuple[Worker, Worker]) -> None:
+        a, b = pair
         with contextlib.suppress(RunError):
-            _call(chain[i - 1].ssh, [*_peer_prefix(chain[i]), "true"], node=chain[i - 1].name, step="ssh to the next worker")
-    _parallel(one, range(1, len(chain)))
+            _call(a.ssh, [*_peer_prefix(b), "true"], node=a.name, step="ssh to the next worker")
+    _parallel(one, list(pairs.values()))
 
 
 class _Progress:
@@ -315,7 +321,7 @@ def _run_chain(source: list[str], stale: Sequence[Worker], take: Callable[[Worke
                size: int | None, progress: TextIO | None, timeout: float | None, stall_timeout: float,
                take_timeout: float) -> _Chain:
     """Stream `source`'s stdout through the chain of `stale` workers, each running `take` on it."""
-    _warm_up(stale)
+    open_hops([stale])
     cmd = _hop_command(stale, take, first=True)
     prog = _Progress(f"{label} -> {', '.join(w.name for w in stale)}", size, progress)
     t_stream = time.monotonic()

@@ -181,11 +181,7 @@ def cluster_tasks(plan: Plan, fleet: "Fleet", *, setup: bool) -> list[dict[str, 
     cache = str(weights.hub_cache_dir())
     def copy_chain(node: Node, what: str) -> list["distribute.Worker"]:
         """`node` and the workers after it, each reached at its copy address (COPY_HOSTS or its own)."""
-        chain = []
-        for other, _ in fleet.workers:
-            route = fleet.copy_route(other)
-            if route is not None:
-                chain.append(distribute.Worker(other.target, fleet.ssh(route), peer_ssh=_peer_ssh(route)))
+        chain = fleet.copy_workers()
         names = [w.name for w in chain]
         if node.target not in names:
             raise RunError(f"{node.target} lacks {what}, and COPY_HOSTS (.env) has no address of it, so nothing is "
@@ -288,14 +284,6 @@ def _copied(report: "distribute.Report", chain: list["distribute.Worker"]) -> st
     who = ", ".join(n + (f" (via {via[n]})" if via.get(n, n) != n else "") for n in report.sent_to)
     return (f"  {report.what} -> {who or 'nobody: up to date'}; {report.strategy}; "
             f"{human_bytes(report.bytes_sent)} left the head in {report.seconds:.1f} s")
-
-
-def _peer_ssh(node: Any) -> list[str]:
-    """How one worker reaches the next in a copy chain: its own ssh setup (keys, known_hosts); an
-    unreachable next worker fails in seconds, and the head then copies to it directly."""
-    dest = f"{node.user}@{node.host}" if node.user else node.host
-    return ["ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", "-o", "ConnectTimeout=10",
-            *(["-p", str(node.port)] if node.port else []), dest]
 
 
 def recipe_tasks(plan: Plan, *, setup: bool) -> list[dict[str, Any]]:

@@ -288,6 +288,24 @@ def test_weights_sync_layout_noop_and_one_changed_file(tmp_path: Path, workers: 
     assert rep2.bytes_sent < (2 << 20) + 200_000  # the changed shard left the head once
 
 
+def test_open_hops_connects_each_pair_once_and_shrugs_off_a_refused_hop(workers: list[rc.Node]) -> None:
+    """What a run does right after preflight: the chain's worker-to-worker connection is then up on
+    n2 (its master answers), so the stream's hop needs no handshake of its own."""
+    close_shared_connections()  # a fresh run: no hop socket of an earlier test's connections
+    n2, n3 = workers
+    w2, w3 = (dist.Worker(n.name, ssh_prefix(n)) for n in workers)
+    hop = dist.ssh_prefix(w3.hop, from_head=False)
+
+    def master_on_n2() -> int:
+        return n2.run([*hop[:-1], "-O", "check", hop[-1]]).returncode
+
+    assert master_on_n2() == 255  # not open yet
+    dist.open_hops([[w2, w3], [w2, w3]])
+    assert master_on_n2() == 0
+    refused = dist.Worker(n3.name, ssh_prefix(n3), peer_ssh=distrusting(n3))
+    dist.open_hops([[w2, refused]])  # no error here: the stream reports it, and the head takes over
+
+
 def test_weights_chain_falls_back_to_rsync(tmp_path: Path, workers: list[rc.Node]) -> None:
     """n2 cannot verify n3's host key: the chain reaches n2 only, n3 then gets rsync from the head."""
     cache = tmp_path / "hub"

@@ -104,3 +104,11 @@ def test_copy_hosts_pair_with_workers_by_docker_engine_id() -> None:
     assert routes == {"198.18.0.12": n2, "198.18.0.13": None}  # the head entry is skipped, n3 gets no copies
     with pytest.raises(ConfigError, match="COPY_HOSTS entry '10.0.0.9' reaches a docker engine that belongs to no node"):
         cluster.pair_copy_hosts(ids, [(stranger, "ID-9")], head_id="ID-1")
+
+
+def test_copy_hops_are_the_workers_lacking_each_thing_in_chain_order() -> None:
+    from tasks.distribute import Worker
+
+    workers = [Worker(n, ["ssh", n]) for n in ("a", "b", "c")]
+    needs = {"a": (5, 0), "b": (0, 0), "c": (7, 3)}  # (image bytes, weight bytes) from bytes_to_copy
+    assert [[w.name for w in chain] for chain in cluster.copy_hops(workers, needs)] == [["a", "c"], ["c"]]
