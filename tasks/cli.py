@@ -450,6 +450,8 @@ def doit_namespace() -> dict[str, Any]:
         plan = make_plan(load_named(variables["recipe"], settings.recipes_dir()), options)
         for warning in plan.warnings:
             print(f"Warning: {warning}", file=sys.stderr)
+        if plan.mode == "cluster" and _doit_runs_tasks(sys.argv[1:]):
+            cluster_preflight(plan)  # as run-recipe does: every node checked, one table, before any change
         return namespace([plan], setup=True, default=[f"launch:{plan.recipe.id}"]) | {"task_lint": _lint_task}
     from .graph import fleet_for
 
@@ -463,6 +465,14 @@ def doit_namespace() -> dict[str, Any]:
         except RunRecipeError:
             continue  # e.g. cluster-only recipes without nodes: nothing to list for this machine
     return namespace(plans, setup=True, default=["usage"]) | {"task_usage": _usage_task, "task_lint": _lint_task}
+
+
+def _doit_runs_tasks(argv: Sequence[str]) -> bool:
+    """Whether doit was asked to run tasks (`run`, or no command at all), not to list, explain or forget them."""
+    from doit.doit_cmd import DoitMain
+
+    commands = {cmd.get_name() for cmd in DoitMain.DOIT_CMDS}
+    return next((arg for arg in argv if arg in commands), "run") == "run"
 
 
 def _lint_task() -> dict[str, Any]:

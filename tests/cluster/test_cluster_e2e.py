@@ -171,6 +171,34 @@ def test_failures_are_clear_and_leave_no_container(cluster3: rc.TestCluster, pro
         assert ours(node, "bad") == [], f"{node.name} kept a container after: {fault}"
 
 
+def test_doit_run_checks_every_node_before_any_change_and_doit_list_asks_none(
+        cluster3: rc.TestCluster, project: Path) -> None:
+    """`doit run recipe=X` on a cluster gets run-recipe's preflight: a worker without sshd stops it
+    before the head builds anything. `doit list` contacts no node, so it still answers."""
+    recipe(project, "viadoit", backend="")
+    env = {"PYTHONPATH": str(ROOT), "RUNRECIPE_HOME": str(project), "RUNRECIPE_DOCKER_DIR": str(project / "docker"),
+           "DOCKER_BUILDKIT": "0", "HF_HUB_OFFLINE": "1"}
+
+    def doit(*args: str) -> subprocess.CompletedProcess:
+        return cluster3.head.run([sys.executable, "-m", "doit", "-f", str(ROOT / "dodo.py"), *args],
+                                 env=env, cwd=str(project), timeout=240)
+
+    cluster3.node(3).stop_sshd()
+    try:
+        listed = doit("list", "--all", "recipe=viadoit")
+        res = doit("run", "recipe=viadoit")
+    finally:
+        cluster3.node(3).heal()
+    assert listed.returncode == 0, listed.stdout + listed.stderr
+    assert f"image:{TAG}@198.18.0.13" in listed.stdout
+    out = res.stdout + res.stderr
+    assert res.returncode != 0 and "Traceback" not in out, out
+    assert "preflight failed: nothing was changed" in out and "198.18.0.13" in out, out
+    assert not rayimage.has_image(cluster3.head, TAG)  # the build never started
+    for node in cluster3.nodes:
+        assert ours(node, "viadoit") == []
+
+
 def mod(root: Path, name: str, body: str, cluster: rc.TestCluster) -> None:
     """A mod folder; every node starts without any derived (mods) image."""
     for node in cluster.nodes:
