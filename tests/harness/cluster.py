@@ -225,10 +225,11 @@ class Node:
 
     def limit_cpu(self, cpus: float) -> None:
         """Give the node a CPU budget of its own (cgroup quota) for sshd, dockerd, what they start and
-        what run()/popen() start: on one host every node shares the cores, real machines do not."""
+        what run()/popen() start: on one host every node shares the cores, real machines do not.
+        0 lifts the budget (the node stays in its cgroup, so a later budget covers the same processes)."""
         self.cgroup.mkdir(parents=True, exist_ok=True)
         period = int((self.cgroup / "cpu.cfs_period_us").read_text())
-        (self.cgroup / "cpu.cfs_quota_us").write_text(str(int(cpus * period)))
+        (self.cgroup / "cpu.cfs_quota_us").write_text(str(int(cpus * period)) if cpus > 0 else "-1")
         daemons = [pid for pid in (_read_pid(self.sshd_pidfile), _read_pid(self.dockerd_pidfile)) if pid]
         for pid in _with_descendants(daemons):
             with contextlib.suppress(OSError):  # a process that just ended
