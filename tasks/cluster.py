@@ -259,10 +259,12 @@ def infiniband_hcas(runner: "Runner") -> str:
 
 
 def bytes_to_copy(plan: Plan, fleet: Fleet, *, image: bool, weights_too: bool) -> dict[str, tuple[int, int]]:
-    """(image bytes, weight bytes) this run will copy to each worker, for preflight's disk check.
+    """(image bytes, weight bytes) of disk this run needs on each worker, for preflight's disk check;
+    and on the head, what its `docker save` writes out first when some worker lacks the image.
 
     Only what is missing counts: a worker that already has the image, or part of the weights,
-    needs room only for the rest. A worker that cannot be asked gets 0 here; preflight reports it."""
+    needs room only for the rest. An image needs twice its size on a worker while it loads
+    (distribute.image_room). A worker that cannot be asked gets 0 here; preflight reports it."""
     from concurrent.futures import ThreadPoolExecutor
 
     from . import distribute, docker, weights
@@ -271,6 +273,7 @@ def bytes_to_copy(plan: Plan, fleet: Fleet, *, image: bool, weights_too: bool) -
     info = docker.image_info(head, plan.build.tag) if image else None
     size = int(head.read(["docker", "image", "inspect", "--format", "{{.Size}}", plan.build.tag]).stdout.strip()
                or 0) if info else 0
+    on_head, on_worker = distribute.image_room(size)
     cache = weights.hub_cache_dir()
     models = []
     for model in plan.models if weights_too else ():
@@ -285,7 +288,7 @@ def bytes_to_copy(plan: Plan, fleet: Fleet, *, image: bool, weights_too: bool) -
     def need(node: Node) -> tuple[int, int]:
         ssh = fleet.ssh(node)
         try:
-            image_need = size if info and distribute.image_id_on(ssh, plan.build.tag) != info["id"] else 0
+            image_need = on_worker if info and distribute.image_id_on(ssh, plan.build.tag) != info["id"] else 0
             weight_need = 0
             for model, commit, total in models:
                 have = distribute.remote_manifest(ssh, str(cache), model.repo, commit)
@@ -297,7 +300,10 @@ def bytes_to_copy(plan: Plan, fleet: Fleet, *, image: bool, weights_too: bool) -
 
     workers = [n for n, _ in fleet.workers]
     with ThreadPoolExecutor(max_workers=max(1, min(8, len(workers)))) as pool:
-        return dict(zip((n.target for n in workers), pool.map(need, workers)))
+        needs = dict(zip((n.target for n in workers), pool.map(need, workers)))
+    if any(image for image, _ in needs.values()):
+        needs[plan.head.target] = (on_head, 0)
+    return needs
 
 
 def copy_hops(workers: list["Worker"], needs: Mapping[str, tuple[int, int]]) -> list[list["Worker"]]:

@@ -441,6 +441,16 @@ def _id_or_error(w: Worker, tag: str) -> str | None:
         return None
 
 
+def image_room(size: int) -> tuple[int, int]:
+    """Bytes an image copy needs free on the Docker root at its peak: (on the head, on a receiving worker).
+
+    `docker save` writes the whole image out under the head's Docker root before it streams a byte,
+    and `docker load` unpacks the whole tar under the worker's before it registers any layer (Docker
+    20.10 here: a 210 MB image took 210 MB more on the sender, and peaked at 420 MB more on the
+    receiver, of which 210 MB stayed)."""
+    return size, 2 * size
+
+
 def _image_size(tag: str) -> int | None:
     try:
         p = subprocess.run(["docker", "image", "inspect", "--format", "{{.Size}}", tag],

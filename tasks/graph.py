@@ -193,7 +193,10 @@ def cluster_tasks(plan: Plan, fleet: "Fleet", *, setup: bool) -> list[dict[str, 
         from .preflight import check_room
 
         runners = dict((n.target, r) for n, r in fleet.workers)
-        check_room([runners[w.name] for w in stale], size or 0, f"the image {tag}")
+        on_head, on_worker = distribute.image_room(size or 0)
+        check_room([head], on_head, f"`docker save {tag}`, which writes the image out first")
+        check_room([runners[w.name] for w in stale], on_worker,
+                   f"the image {tag} (`docker load` unpacks its whole tar first: twice its size)")
 
     per_node: dict[str, list[str]] = {plan.head.target: list(built)}
     previous: list[str] = list(built)

@@ -1,12 +1,16 @@
 """Preflight over SSH on three real nodes: one table, a failing node named, nothing changed."""
 from __future__ import annotations
 
+import json
 import re
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
 from harness import cluster as rc
+from harness import rayimage
 from tasks import preflight as pf
 from tasks.errors import RunError
 from tasks.nodes import Node
@@ -76,3 +80,35 @@ def test_room_for_a_copy_whose_size_preflight_could_not_know(cluster3: rc.TestCl
     for n in cluster3.nodes[1:]:  # every short node, with its real free space on its Docker disk
         assert re.search(rf"root@{n.ip} has [0-9.]+ [KMGT]?B free on {n.docker_root}", msg), msg
     assert ei.value.node == f"root@{cluster3.nodes[1].ip}"
+
+
+ROOM_DRIVER = r"""
+import json, sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+from tasks.cluster import Fleet, bytes_to_copy
+from tasks.plan import Options, make_plan
+from tasks.recipe import parse
+from tasks.remote import SshSettings
+text = "name: Room\ncontainer: %s\ncluster_only: true\ncommand: vllm serve org/m\n" % sys.argv[2]
+plan = make_plan(parse(text, Path("/tmp/room.yaml")), Options(nodes=sys.argv[3], setup=True))
+print(json.dumps(bytes_to_copy(plan, Fleet(plan, SshSettings(), "native"), image=True, weights_too=False)))
+"""
+
+
+def test_an_image_copy_asks_for_room_for_dockers_own_spools(cluster3: rc.TestCluster, tiny_image: str) -> None:
+    """`docker save` writes the image out under the head's Docker root before it streams, and `docker
+    load` unpacks the whole tar on a worker before it registers layers: the head must have the image's
+    size free, each worker lacking it twice that, a worker that has it nothing."""
+    head, n2, n3 = cluster3.nodes
+    tag = "rr-room-test:v1"
+    head.docker("tag", tiny_image, tag, check=True)
+    n3.docker("rmi", "-f", tag)
+    n2.docker("rmi", "-f", tag)
+    rayimage.copy_image(head, n3, tag)  # n3 already has it
+    size = int(head.docker("image", "inspect", "-f", "{{.Size}}", tag, check=True).stdout)
+    p = head.run([sys.executable, "-c", ROOM_DRIVER, str(Path(__file__).resolve().parents[2]), tag,
+                  ",".join(n.ip for n in cluster3.nodes)], timeout=120)
+    assert p.returncode == 0, p.stderr
+    needs = {k: tuple(v) for k, v in json.loads(p.stdout).items()}
+    assert needs == {head.ip: (size, 0), n2.ip: (2 * size, 0), n3.ip: (0, 0)}
