@@ -22,7 +22,8 @@ included. All four nodes share this host's cores and disk, so the chain's three 
 (which start together when the stream ends) slow each other down as they would not on separate
 machines; the row of 3 local loads at once shows what that costs. So the image cases run under two
 CPU models, interleaved: shared cores, and each worker held to --worker-cpus of a core (a cgroup
-quota; 3 x 0.6 leaves the head the rest of 2 cores), each model with its own receiver's load time.
+quota; 3 x 0.6 leaves the head the rest of 2 cores), each model with its own receiver's load time
+and the CPU seconds each worker spent per copy (cgroup cpuacct: what it takes of a machine of its own).
 Weights run on shared cores. The image cases run --repeat times per model, interleaved, and count by
 their median. Takes ~5 min.
 
@@ -35,10 +36,12 @@ import hashlib
 import json
 import os
 import shlex
+import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable, TypeVar
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
@@ -46,6 +49,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from harness import cluster as rc  # noqa: E402
 from harness import rayimage  # noqa: E402
 
+T = TypeVar("T")
 TAG = "rr-dist-bench:{mb}"
 REPO = "bench/model"
 REMOTE_CACHE = "~/.cache/huggingface/hub"
@@ -224,6 +228,12 @@ def run(c: rc.TestCluster, mb: int, rate: str, bw: float, shard_mb: int, worker_
         for w in workers:
             w.limit_cpu(models[name])
 
+    def with_cpu(what: Callable[[], T]) -> tuple[T, list[float]]:
+        """what() and the CPU seconds each worker spent meanwhile (what it would take of a machine of its own)."""
+        before = [w.cpu_seconds() for w in workers]
+        out = what()
+        return out, [w.cpu_seconds() - b for w, b in zip(workers, before)]
+
     w1 = workers[0]
     ssh1 = shlex.join(prefix(w1))
     tar = f"/tmp/rr-bench-{os.getpid()}.tar"
@@ -235,12 +245,14 @@ def run(c: rc.TestCluster, mb: int, rate: str, bw: float, shard_mb: int, worker_
         S = os.path.getsize(tar)
         sb = S / bw
         load: dict[str, float] = {}
+        load_cpu: dict[str, float] = {}
         for name in models:  # the receiver's own load time, no network: same spool-then-load path as a stream
             cpu_model(name)
             rmi([w1], tag)
-            t_load = w1.run(["sh", "-c", f"t0=$(date +%s.%N); docker load -q < {tar} >/dev/null; "
-                                         "echo $(date +%s.%N) $t0"], check=True, timeout=600).stdout.split()
-            load[name] = float(t_load[0]) - float(t_load[1])
+            p, spent = with_cpu(lambda: w1.run(["sh", "-c", f"t0=$(date +%s.%N); docker load -q < {tar} >/dev/null; "
+                                                            "echo $(date +%s.%N) $t0"], check=True, timeout=600))
+            t_load = p.stdout.split()
+            load[name], load_cpu[name] = float(t_load[0]) - float(t_load[1]), spent[0]
         # the same load on every worker at once, as the chain's loads run after its stream: on shared
         # cores they slow each other down (separate machines would not), and this is what that costs
         cpu_model("shared cores")
@@ -264,19 +276,25 @@ def run(c: rc.TestCluster, mb: int, rate: str, bw: float, shard_mb: int, worker_
         # the single copy (one stream head -> one worker, as a user types it) and ours, in a run (preflight
         # has opened the connections; includes the ID checks before and after), to one worker and to all
         args = {"what": "image", "tag": tag, "head_id": hid, "warm": True}
-        runs = {(m, k): [] for m in models for k in ("single", "one", "all")}
+        runs: dict[tuple[str, str], list[tuple[float, str]]] = {(m, k): [] for m in models for k in ("single", "one", "all")}
+        cpu: dict[tuple[str, str], list[list[float]]] = {key: [] for key in runs}  # per run, per worker
         for _ in range(repeat):
             for m in models:
                 cpu_model(m)
                 rmi([w1], tag)
-                runs[m, "single"].append((sh_on_head(c, f"docker save {shlex.quote(tag)} | {ssh1} 'docker load -q'"), ""))
+                t, spent = with_cpu(lambda: sh_on_head(c, f"docker save {shlex.quote(tag)} | {ssh1} 'docker load -q'"))
+                runs[m, "single"].append((t, ""))
+                cpu[m, "single"].append(spent)
                 rmi([w1], tag)
-                r = on_head(c, dict(args, workers=[{"name": w1.name, "ssh": prefix(w1)}]))
+                r, spent = with_cpu(lambda: on_head(c, dict(args, workers=[{"name": w1.name, "ssh": prefix(w1)}])))
                 runs[m, "one"].append((r["t"], f"last byte out at {r['report']['stream_seconds']:.2f}s"))
+                cpu[m, "one"].append(spent)
                 rmi(workers, tag)
-                r = on_head(c, dict(args, workers=[{"name": w.name, "ssh": prefix(w)} for w in workers]))
+                r, spent = with_cpu(lambda: on_head(c, dict(args, workers=[{"name": w.name, "ssh": prefix(w)}
+                                                                           for w in workers])))
                 runs[m, "all"].append((r["t"], f"last byte out at {r['report']['stream_seconds']:.2f}s; "
                                                f"{r['report']['bytes_sent'] / 1e6:.0f} MB left the head"))
+                cpu[m, "all"].append(spent)
         cpu_model("shared cores")
         for m in models:
             single, one, ours = (median_row(runs[m, k]) for k in ("single", "one", "all"))
@@ -291,6 +309,10 @@ def run(c: rc.TestCluster, mb: int, rate: str, bw: float, shard_mb: int, worker_
                          f"{verdict(ours / single, 1.1)}); ours to {len(workers)} / ours to 1 = {ours / one:.2f}")
             goals.append(f"  [{m}] single / (S/B + load)    = {single / (sb + load[m]):.2f}  (goal <= 1.2: "
                          f"{verdict(single / (sb + load[m]), 1.2)})")
+            med = {k: [statistics.median(run[i] for run in cpu[m, k]) for i in range(len(workers))] for k in ("single", "one", "all")}
+            goals.append(f"  [{m}] CPU seconds per worker (median): its own load alone {load_cpu[m]:.2f}; single copy "
+                         f"{med['single'][0]:.2f}; ours to 1 {med['one'][0]:.2f}; ours to {len(workers)} "
+                         + " / ".join(f"{x:.2f}" for x in med["all"]) + f" ({' / '.join(w.name for w in workers)})")
             if m == "shared cores":
                 goals.append(f"  [{m}] ours to {len(workers)} - single copy = {ours - single:.2f} s; {len(workers)} local "
                              f"loads at once - one = {loads_at_once - load[m]:.2f} s (what sharing the cores costs the loads)")

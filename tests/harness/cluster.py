@@ -38,6 +38,7 @@ VETH_PREFIX = "rr-v"
 BASE_DIR = Path(os.environ.get("RR_TEST_BASE", "/var/lib/runrecipe-test"))
 STATE_DIR = Path("/run/runrecipe-test")
 CPU_CGROUPS = Path("/sys/fs/cgroup/cpu/runrecipe-test")  # cgroup v1 cpu controller, per-node quotas
+ACCT_CGROUPS = Path("/sys/fs/cgroup/cpuacct/runrecipe-test")  # cgroup v1 cpuacct, per-node CPU time
 STATE_FILE = STATE_DIR / "cluster.json"
 LOCK_FILE = STATE_DIR / "cluster.lock"
 FORWARD_RULE = ["FORWARD", "-i", BRIDGE, "-o", BRIDGE, "-j", "ACCEPT"]
@@ -223,22 +224,40 @@ class Node:
     def cgroup(self) -> Path:
         return CPU_CGROUPS / self.name
 
+    @property
+    def acct_cgroup(self) -> Path:
+        return ACCT_CGROUPS / self.name
+
+    def _join_cgroups(self) -> None:
+        """Put sshd, dockerd and what they started in the node's cgroups; what they start later and
+        what run()/popen() start joins them too."""
+        for group in (self.cgroup, self.acct_cgroup):
+            group.mkdir(parents=True, exist_ok=True)
+            daemons = [pid for pid in (_read_pid(self.sshd_pidfile), _read_pid(self.dockerd_pidfile)) if pid]
+            for pid in _with_descendants(daemons):
+                with contextlib.suppress(OSError):  # a process that just ended
+                    (group / "cgroup.procs").write_text(str(pid))
+
     def limit_cpu(self, cpus: float) -> None:
         """Give the node a CPU budget of its own (cgroup quota) for sshd, dockerd, what they start and
         what run()/popen() start: on one host every node shares the cores, real machines do not.
         0 lifts the budget (the node stays in its cgroup, so a later budget covers the same processes)."""
-        self.cgroup.mkdir(parents=True, exist_ok=True)
+        self._join_cgroups()
         period = int((self.cgroup / "cpu.cfs_period_us").read_text())
         (self.cgroup / "cpu.cfs_quota_us").write_text(str(int(cpus * period)) if cpus > 0 else "-1")
-        daemons = [pid for pid in (_read_pid(self.sshd_pidfile), _read_pid(self.dockerd_pidfile)) if pid]
-        for pid in _with_descendants(daemons):
-            with contextlib.suppress(OSError):  # a process that just ended
-                (self.cgroup / "cgroup.procs").write_text(str(pid))
+
+    def cpu_seconds(self) -> float:
+        """CPU time the node's processes have used since its first cpu_seconds() or limit_cpu()
+        (cpuacct): what the node would spend of a machine of its own."""
+        self._join_cgroups()
+        return int((self.acct_cgroup / "cpuacct.usage").read_text()) / 1e9
 
     def _in_cgroup(self, cmd: Sequence[str]) -> list[str]:
-        if not (self.cgroup / "cgroup.procs").exists():
+        groups = [str(g) for g in (self.cgroup, self.acct_cgroup) if (g / "cgroup.procs").exists()]
+        if not groups:
             return list(cmd)
-        return ["sh", "-c", 'echo $$ > "$0/cgroup.procs" && exec "$@"', str(self.cgroup), *cmd]
+        return ["sh", "-c", 'for g in $0; do echo $$ > "$g/cgroup.procs" || exit 1; done; exec "$@"',
+                " ".join(groups), *cmd]
 
     def run(self, cmd: Sequence[str], *, check: bool = False, timeout: float = 120,
             input: bytes | str | None = None, env: Mapping[str, str] | None = None,
@@ -780,8 +799,9 @@ def _teardown_node(index: int, node_dir: Path) -> None:
             break
         for pid in pids:
             _kill_wait(pid, 3)
-    with contextlib.suppress(OSError):  # empty now: every process of the node has ended
-        (CPU_CGROUPS / f"n{index}").rmdir()
+    for groups in (CPU_CGROUPS, ACCT_CGROUPS):
+        with contextlib.suppress(OSError):  # empty now: every process of the node has ended
+            (groups / f"n{index}").rmdir()
     if os.path.exists(f"/var/run/netns/{ns}"):
         _sh(["ip", "netns", "del", ns], check=False)
     for p in ("holder.pid", "docker.pid", "sshd.pid"):
