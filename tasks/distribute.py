@@ -7,11 +7,11 @@ one `shlex.join`-ed word list, so no value reaches a remote shell unquoted.
 Why it looks like this:
 
 - Image: one `docker save` stream leaves the head and runs through a *chain* of workers; each worker
-  forwards the stream to the next (GNU `tee -p` into a fifo read by the next `ssh`) while its own
-  `docker load` reads it. Every link carries the image once, so N workers take about the time of
+  forwards the stream to the next (into a fifo read by the next `ssh`; see HOP_SCRIPT) while its
+  own `docker load` reads it. Every link carries the image once, so N workers take about the time of
   one (a star from the head would push N copies through the head's link). `docker load` from stdin
   spools the whole tar before loading, so all loads then run at the same time, each on its node.
-  No temp file anywhere. Each hop prints a status line (load rc, forward rc) that flows back up the
+  No temp file of ours (Docker's save and load spool on their own: image_room). Each hop prints a status line (load rc, forward rc) that flows back up the
   chain, so a failure names the node it happened on; each worker then counts as done only after its
   image ID equals the head's. A worker the previous one could not reach gets its own stream from
   the head afterwards.
@@ -201,19 +201,44 @@ def image_id_on(ssh_prefix: Sequence[str] | None, ref: str, timeout: float = QUE
 # The script each chain hop runs under `sh -c` (POSIX sh + GNU coreutils): $1 = this node's name,
 # $2 = next node's name ("" when last), $3 = base64 of the command that reaches the next hop,
 # $4 = base64 of the shell command that takes the stream on this node (docker load, tar -x).
-# `tee -p` keeps feeding the local taker when the next hop dies; its status line says so instead.
+# A forwarding node copies the stream to the next hop (a fifo) and to its taker (stdout), and keeps
+# feeding one when the other dies; the status lines say which. With python3 it reads and writes 1 MiB
+# at a time through 1 MiB pipes, so the ssh and the taker downstream read large chunks too: measured
+# ~0.3-0.5 CPU seconds less per 159 MB on each forwarding worker than `tee -p` (8 KiB), the fallback.
 HOP_SCRIPT = r"""
 set -u
 name=$1; next=$2
 d=$(mktemp -d) || { echo "RRSTAT take $name 97 $(printf 'mktemp failed' | base64 | tr -d '\n')"; exit 97; }
 trap 'rm -rf "$d"' EXIT
 take=$(printf %s "$4" | base64 -d)
+dup_py='import fcntl, os, sys
+outs = [1, os.open(sys.argv[1], os.O_WRONLY)]
+for fd in [0] + outs:
+    try:
+        fcntl.fcntl(fd, 1031, 1 << 20)  # F_SETPIPE_SZ
+    except OSError:
+        pass
+try:
+    while outs:
+        data = os.read(0, 1 << 20)
+        if not data:
+            break
+        for fd in list(outs):
+            view = memoryview(data)
+            try:
+                while view:
+                    view = view[os.write(fd, view):]
+            except OSError:
+                outs.remove(fd)
+except OSError as e:
+    sys.exit("forwarding: %s" % e)'
+dup() { if command -v python3 >/dev/null 2>&1; then python3 -c "$dup_py" "$1"; else tee -p "$1"; fi; }
 if [ -n "$next" ]; then
   mkfifo "$d/f" || exit 97
   fwd=$(printf %s "$3" | base64 -d)
   sh -c "$fwd" <"$d/f" &
   fp=$!
-  tee -p "$d/f" | sh -c "$take" >"$d/out" 2>"$d/err"
+  dup "$d/f" | sh -c "$take" >"$d/out" 2>"$d/err"
   rc=$?
 else
   sh -c "$take" >"$d/out" 2>"$d/err"
