@@ -108,13 +108,6 @@ def _split_extra(args: list[str]) -> tuple[list[str], list[str]]:
 
 
 def options_from(ns: argparse.Namespace, extra: list[str]) -> Options:
-    from .nodes import load_env
-    from .plan import env_file
-
-    dotenv = load_env(env_file(Options(config=ns.config)))
-    port_text = ns.master_port or dotenv.get("MASTER_PORT") or "29501"
-    if not str(port_text).isdigit():
-        raise ConfigError(f"MASTER_PORT '{port_text}' is not a port number")
     overrides = {k: v for k in OVERRIDE_FLAGS
                  if (v := getattr(ns, k)) is not None}
     overrides.update(parse_overrides(ns.override, "-o"))
@@ -123,17 +116,38 @@ def options_from(ns: argparse.Namespace, extra: list[str]) -> Options:
                    setup=ns.setup or ns.build_only or ns.force_build, force_build=ns.force_build,
                    download=ns.setup or ns.download_only or ns.force_download or ns.verify,
                    force_download=ns.force_download, verify=ns.verify, revision=ns.revision,
-                   daemon=ns.daemon, restart=ns.restart, ready_timeout=ns.ready_timeout,
-                   privileged=not (ns.non_privileged or _env_flag(ns.config, "NON_PRIVILEGED")),
-                   ray=ns.ray, eth_if=ns.eth_if or dotenv.get("ETH_IF", ""), ib_if=ns.ib_if or dotenv.get("IB_IF", ""),
-                   master_port=int(port_text), trust_new_hosts=ns.trust_new_hosts)
+                   daemon=ns.daemon, restart=ns.restart, ready_timeout=ns.ready_timeout, ray=ns.ray,
+                   trust_new_hosts=ns.trust_new_hosts,
+                   **env_options(ns.config, eth_if=ns.eth_if, ib_if=ns.ib_if, master_port=ns.master_port,
+                                 non_privileged=ns.non_privileged))
 
 
-def _env_flag(config: Path | None, key: str) -> bool:
+def env_options(config: Path | None, *, eth_if: str | None = None, ib_if: str | None = None,
+                master_port: int | None = None, non_privileged: bool = False) -> dict[str, Any]:
+    """The Options a .env can set (ETH_IF, IB_IF, MASTER_PORT, NON_PRIVILEGED), each checked; a flag wins.
+
+    Both entry points take them from here, so `doit run recipe=X` renders the same node scripts as
+    run-recipe and neither restarts what the other started."""
+    from .cluster import hca_names, interface_name
     from .nodes import load_env
     from .plan import env_file
 
-    return load_env(env_file(Options(config=config))).get(key, "").lower() in ("1", "true", "yes")
+    path = env_file(Options(config=config))
+    dotenv = load_env(path)
+
+    def pick(flag_value: Any, flag: str, key: str) -> tuple[str, str]:
+        return (str(flag_value), flag) if flag_value else (dotenv.get(key, ""), f"{path}: {key}")
+
+    port_text, port_source = pick(master_port, "--master-port", "MASTER_PORT")
+    if not port_text:
+        port_text = "29501"
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ConfigError(f"{port_source}: '{port_text}' is not a port number (1-65535)")
+    ib_text, ib_source = pick(ib_if, "--ib-if", "IB_IF")
+    hca_names(ib_text, ib_source)
+    return {"eth_if": interface_name(*pick(eth_if, "--eth-if", "ETH_IF")), "ib_if": ib_text.strip(),
+            "master_port": int(port_text),
+            "privileged": not (non_privileged or dotenv.get("NON_PRIVILEGED", "").lower() in ("1", "true", "yes"))}
 
 
 def _run(args: list[str]) -> int:
@@ -199,7 +213,7 @@ def download_only(plan: Plan, *, wait: bool) -> int:
 
 def cluster_preflight(plan: Plan) -> Any:
     """Every node checked at once, one table printed; a failing node stops the run before any change."""
-    from .cluster import bytes_to_copy, copy_hops
+    from .cluster import bytes_to_copy, copy_hops, hca_names
     from .distribute import open_hops
     from .graph import fleet_for
     from .preflight import preflight, render
@@ -207,7 +221,10 @@ def cluster_preflight(plan: Plan) -> Any:
 
     fleet = fleet_for(plan)
     needs = bytes_to_copy(plan, fleet, image=plan.options.setup, weights_too=plan.options.download)
-    print(render(preflight(plan.nodes, fleet.runners, needs, hf_cache=str(hub_cache_dir()))))
+    named = plan.options
+    print(render(preflight(plan.nodes, fleet.runners, needs, hf_cache=str(hub_cache_dir()),
+                           interfaces=[named.eth_if] if named.eth_if else [],
+                           hcas=hca_names(named.ib_if, "--ib-if / IB_IF"))))
     if any(map(any, needs.values())):
         # Something will be copied: open the chains' worker-to-worker connections while the graph loads
         # and checks, so no stream waits on their handshakes. Only now: a failed preflight changes
@@ -444,8 +461,7 @@ def doit_namespace() -> dict[str, Any]:
                                 "doit variables")
     options = Options(overrides=overrides, nodes=variables.get("nodes"), container=variables.get("container"),
                       name=variables.get("name"), setup=True, download=True, daemon=True,
-                      revision=variables.get("revision"),
-                      privileged=not _env_flag(None, "NON_PRIVILEGED"))
+                      revision=variables.get("revision"), **env_options(None))
     if variables.get("recipe"):
         plan = make_plan(load_named(variables["recipe"], settings.recipes_dir()), options)
         for warning in plan.warnings:

@@ -64,6 +64,8 @@ class NodeFacts:
     gpus: tuple[Gpu, ...] = ()
     gpu_error: str = ""
     mem_total: int | None = None    # /proc/meminfo MemTotal, bytes
+    links: frozenset[str] = frozenset()  # network interfaces and RDMA devices, read when the run names some
+    links_error: str = ""
     needed: Need = 0
     problems: list[str] = field(default_factory=list)
 
@@ -140,16 +142,31 @@ def parse_docker_info(text: str) -> tuple[str, bool, str]:
     return info["version"], "nvidia" in (info.get("runtimes") or {}), info["root"]
 
 
+def parse_links(text: str) -> frozenset[str]:
+    """Interface names from /proc/net/dev (`  eth0: 123 ...`) plus `ib/<device>` lines, as given."""
+    names = set()
+    for line in text.splitlines():
+        if line.startswith("ib/"):
+            names.add(line.strip())
+        elif ":" in line and "|" not in line:
+            names.add(line.split(":", 1)[0].strip())
+    return frozenset(names)
+
+
 # -- gathering --------------------------------------------------------------------------------
 _DOCKER_FORMAT = '{"version":{{json .ServerVersion}},"runtimes":{{json .Runtimes}},"root":{{json .DockerRootDir}}}'
 # df of the nearest existing parent: the HF cache may not exist yet on a fresh node
 _DF_SCRIPT = ('p=$1; case $p in "~") p=$HOME;; "~/"*) p=$HOME/${p#"~/"};; esac; '
               'while [ ! -e "$p" ]; do p=$(dirname -- "$p"); done; exec df -B1 --output=avail,target -- "$p"')
 _GPU_SCRIPT = f'command -v nvidia-smi >/dev/null 2>&1 || exit {NO_NVIDIA_SMI}; exec "$@"'
+# this network namespace's interfaces (/sys/class/net shows the mounter's), then the RDMA devices
+_LINKS_SCRIPT = 'cat /proc/net/dev; for d in /sys/class/infiniband/*; do [ -e "$d" ] && echo "ib/${d##*/}"; done; true'
 
 
-def gather(runner: Runner, hf_cache: str = DEFAULT_HF_CACHE) -> NodeFacts:
-    """Read one node's facts with read-only commands; never raises for a node problem."""
+def gather(runner: Runner, hf_cache: str = DEFAULT_HF_CACHE, links: bool = False) -> NodeFacts:
+    """Read one node's facts with read-only commands; never raises for a node problem.
+
+    `links`: also list its network interfaces and RDMA devices (the run names some to use)."""
     facts = NodeFacts(runner.node, ssh="local" if isinstance(runner, LocalRunner) else "ok")
     try:
         mem = runner.read(["cat", "/proc/meminfo"], timeout=20)  # first contact: proves SSH works
@@ -176,6 +193,11 @@ def gather(runner: Runner, hf_cache: str = DEFAULT_HF_CACHE) -> NodeFacts:
             facts.gpu_error = _first_line(res.stdout + res.stderr)
     except (RunError, ValueError) as exc:
         facts.gpu_error = _first_line(str(exc))
+    if links:
+        try:
+            facts.links = parse_links(runner.read(["sh", "-c", _LINKS_SCRIPT], timeout=20).stdout)
+        except RunError as exc:
+            facts.links_error = _first_line(str(exc))
     return facts
 
 
@@ -201,8 +223,12 @@ def check_room(runners: Sequence[Runner], need: int, what: str) -> None:
                        node=short[0][0])
 
 
-def judge(facts: NodeFacts, need: Need = 0, *, require_gpu: bool = False) -> NodeFacts:
-    """Fill `facts.problems`: what stops this node from taking part in the run."""
+def judge(facts: NodeFacts, need: Need = 0, *, require_gpu: bool = False, interfaces: Sequence[str] = (),
+          hcas: Sequence[str] = ()) -> NodeFacts:
+    """Fill `facts.problems`: what stops this node from taking part in the run.
+
+    `interfaces` / `hcas`: what the user named for NCCL (--eth-if, --ib-if); a name a node lacks
+    would only show up as a hang or a slow fallback once vLLM starts."""
     facts.needed, problems = need, []
     if facts.ssh_error:
         problems.append("SSH failed")
@@ -212,6 +238,13 @@ def judge(facts: NodeFacts, need: Need = 0, *, require_gpu: bool = False) -> Nod
         for disk, want in _disk_needs(facts, need):
             if want > disk.free:
                 problems.append(f"needs {human_bytes(want)} on {disk.mount}, {human_bytes(disk.free)} free")
+    if facts.links_error:
+        problems.append(f"cannot list network interfaces: {facts.links_error}")
+    elif not facts.ssh_error:
+        problems += [f"no network interface '{name}' (--eth-if / ETH_IF)" for name in interfaces
+                     if name not in facts.links]
+        problems += [f"no InfiniBand/RoCE device '{name}' (--ib-if / IB_IF)" for name in hcas
+                     if f"ib/{name}" not in facts.links]
     if require_gpu and not facts.ssh_error:
         if not facts.gpus:
             problems.append("no NVIDIA GPU")
@@ -235,11 +268,13 @@ def _disk_needs(facts: NodeFacts, need: Need) -> list[tuple[Disk, int]]:
 
 def preflight(nodes: Sequence[Node], runners: Mapping[str, Runner] | Sequence[Runner],
               bytes_needed: Mapping[str, Need], *, hf_cache: str = DEFAULT_HF_CACHE,
-              require_gpu: bool = False, max_workers: int = MAX_WORKERS) -> list[NodeFacts]:
+              require_gpu: bool = False, interfaces: Sequence[str] = (), hcas: Sequence[str] = (),
+              max_workers: int = MAX_WORKERS) -> list[NodeFacts]:
     """Gather and judge every node in parallel; raise RunError(table) if any node fails.
 
     `runners` is keyed by `node.target` (or given in the order of `nodes`);
-    `bytes_needed[node.target]` is what this run will copy there.
+    `bytes_needed[node.target]` is what this run will copy there; every node must have the
+    `interfaces` and `hcas` the user named.
     """
     if not nodes:
         return []
@@ -247,8 +282,9 @@ def preflight(nodes: Sequence[Node], runners: Mapping[str, Runner] | Sequence[Ru
     todo = [pick(i, n) for i, n in enumerate(nodes)]
     with ThreadPoolExecutor(max_workers=max(1, min(max_workers, len(todo))),
                             thread_name_prefix="preflight") as pool:
-        gathered = list(pool.map(lambda r: gather(r, hf_cache), todo))
-    facts = [judge(f, bytes_needed.get(n.target, 0), require_gpu=require_gpu) for n, f in zip(nodes, gathered)]
+        gathered = list(pool.map(lambda r: gather(r, hf_cache, links=bool(interfaces or hcas)), todo))
+    facts = [judge(f, bytes_needed.get(n.target, 0), require_gpu=require_gpu, interfaces=interfaces, hcas=hcas)
+             for n, f in zip(nodes, gathered)]
     if any(not f.ok for f in facts):
         raise RunError("preflight failed: nothing was changed on any node\n" + render(facts))
     return facts

@@ -112,3 +112,31 @@ def test_an_image_copy_asks_for_room_for_dockers_own_spools(cluster3: rc.TestClu
     assert p.returncode == 0, p.stderr
     needs = {k: tuple(v) for k, v in json.loads(p.stdout).items()}
     assert needs == {head.ip: (size, 0), n2.ip: (2 * size, 0), n3.ip: (0, 0)}
+
+
+def test_interfaces_the_user_named_must_exist_on_every_node(cluster3: rc.TestCluster) -> None:
+    """--eth-if / --ib-if name what NCCL must use on every node: a node without it fails preflight,
+    named, instead of hanging or falling back once vLLM starts. Each node's own network namespace
+    counts (its /sys/class/net would show the host's interfaces)."""
+    n1, n2, n3 = cluster3.nodes
+    for n in (n1, n2):
+        n.run(["ip", "link", "add", "rr-nccl0", "type", "veth", "peer", "name", "rr-nccl1"], check=True)
+    nodes, runners = _runners(cluster3)
+    try:
+        assert all(f.ok for f in pf.preflight(nodes, runners, {}, interfaces=["eth0"]))
+        with pytest.raises(RunError) as e:
+            pf.preflight(nodes, runners, {}, interfaces=["rr-nccl0"])
+        with pytest.raises(RunError) as no_hca:
+            pf.preflight(nodes, runners, {}, hcas=["mlx5_0"])
+        with pytest.raises(RunError) as host_only:  # the host has br-rr; no node does
+            pf.preflight(nodes, runners, {}, interfaces=["br-rr"])
+    finally:
+        for r in runners.values():
+            r.close()
+        for n in (n1, n2):
+            n.run(["ip", "link", "del", "rr-nccl0"])
+    rows = {ln.split()[0]: ln for ln in str(e.value).splitlines() if ln.strip().startswith("root@")}
+    assert "rr-nccl0" not in rows[f"root@{n1.ip}"] + rows[f"root@{n2.ip}"], str(e.value)
+    assert "FAIL: no network interface 'rr-nccl0' (--eth-if / ETH_IF)" in rows[f"root@{n3.ip}"], str(e.value)
+    assert str(no_hca.value).count("FAIL: no InfiniBand/RoCE device 'mlx5_0' (--ib-if / IB_IF)") == 3
+    assert str(host_only.value).count("no network interface 'br-rr'") == 3

@@ -111,3 +111,49 @@ def test_doit_with_a_bad_recipe_is_an_error_line(home: Path) -> None:
     listed = subprocess.run([sys.executable, "-m", "doit", "-f", str(ROOT / "dodo.py"), "list"],
                             cwd=home, env=env, capture_output=True, text=True, timeout=60)
     assert listed.returncode == 0 and "launch:good" in listed.stdout and "launch:2x/big" not in listed.stdout
+
+
+@pytest.mark.parametrize("env_line, flags, expect", [
+    ("", ["--eth-if", "eth0;reboot"], "--eth-if: 'eth0;reboot' is not a network interface name"),
+    ("ETH_IF=enp1s0f1np1 x\n", [], ".env: ETH_IF: 'enp1s0f1np1 x' is not a network interface name"),
+    ("", ["--eth-if", "a-very-long-ifname"], "'a-very-long-ifname' is not a network interface name"),
+    ("IB_IF=mlx5_0,,mlx5_1\n", [], ".env: IB_IF: '' in 'mlx5_0,,mlx5_1' is not an HCA name"),
+    ("", ["--ib-if", "mlx5_0:port1"], "--ib-if: 'mlx5_0:port1' in 'mlx5_0:port1' is not an HCA name"),
+    ("MASTER_PORT=70000\n", [], ".env: MASTER_PORT: '70000' is not a port number (1-65535)"),
+])
+def test_bad_network_settings_are_named_by_flag_or_env_key(home: Path, env_line: str, flags: list[str],
+                                                           expect: str) -> None:
+    """The same check on both entry points: run-recipe and `doit run recipe=X` read .env alike."""
+    (home / ".env").write_text(env_line)
+    res = cli(home, "good", "-n", "10.0.0.1,10.0.0.2", "--dry-run", *flags)
+    assert res.returncode != 0 and expect in res.stderr, res.stderr
+    assert "Traceback" not in res.stderr + res.stdout
+    if not flags:
+        env = {**os.environ, "RUNRECIPE_HOME": str(home), "PYTHONPATH": str(ROOT),
+               "DOCKER_HOST": "unix:///nonexistent.sock"}
+        doit = subprocess.run([sys.executable, "-m", "doit", "-f", str(ROOT / "dodo.py"), "list", "recipe=good"],
+                              cwd=home, env=env, capture_output=True, text=True, timeout=60)
+        assert doit.returncode != 0 and expect in doit.stderr, doit.stderr
+        assert "Traceback" not in doit.stderr + doit.stdout
+
+
+def test_network_settings_come_from_env_unless_a_flag_says_otherwise(tmp_path: Path) -> None:
+    from tasks.cli import env_options
+
+    env = tmp_path / "cluster.env"
+    env.write_text("ETH_IF=enp1s0f1np1\nIB_IF=^mlx5_9\nMASTER_PORT=29600\nNON_PRIVILEGED=yes\n")
+    assert env_options(env) == {"eth_if": "enp1s0f1np1", "ib_if": "^mlx5_9", "master_port": 29600,
+                                "privileged": False}
+    assert env_options(env, eth_if="eth1", ib_if="mlx5_0:1", master_port=29502) == {
+        "eth_if": "eth1", "ib_if": "mlx5_0:1", "master_port": 29502, "privileged": False}
+    assert env_options(tmp_path / "absent.env") == {"eth_if": "", "ib_if": "", "master_port": 29501,
+                                                    "privileged": True}
+
+
+def test_hca_lists_name_what_every_node_must_have() -> None:
+    from tasks.cluster import hca_names
+
+    assert hca_names("mlx5_0,mlx5_1:1", "x") == ("mlx5_0", "mlx5_1")
+    assert hca_names("=rocep1s0f1", "x") == ("rocep1s0f1",)
+    assert hca_names("^mlx5_9", "x") == ()  # only leaves one out: nothing is required
+    assert hca_names("  ", "x") == ()
