@@ -19,7 +19,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 
 from .errors import ConfigError, RunError
 from .nodes import Node, parse_list
@@ -27,6 +27,7 @@ from .remote import ChangedHostKeyError, RemoteRunner, SshSettings, UnknownHostK
 
 SSH_PORT = 22
 WIDEST_AUTO_PREFIX = 17  # a /16 or wider needs an explicit --cidr
+WIDEST_CIDR_PREFIX = 16  # and a /16 is the most one scan takes (65,536 addresses: minutes, not days)
 CONFIRMED = "confirmed"
 ENV_HEADER = ("# Cluster nodes for run-recipe. CLUSTER_NODES: first = head; COPY_HOSTS: nodes that get the\n"
               "# image and weights copied. Written by `run-recipe --discover`; other keys are kept.\n")
@@ -81,6 +82,10 @@ def scan_range(address: ipaddress.IPv4Interface, cidr: str | None) -> ipaddress.
             raise ConfigError(f"--cidr {cidr!r}: {exc}") from None
         if not isinstance(net, ipaddress.IPv4Network):
             raise ConfigError("--cidr: only IPv4 ranges can be scanned")
+        if net.prefixlen < WIDEST_CIDR_PREFIX:
+            raise ConfigError(f"--cidr {cidr}: {net.num_addresses} addresses is more than one scan takes (at most "
+                              f"a /{WIDEST_CIDR_PREFIX}); pass the part the nodes are in, e.g. --cidr "
+                              f"{ipaddress.ip_network(f'{net.network_address}/24', strict=False)}")
         return net
     net = address.network
     if net.prefixlen < WIDEST_AUTO_PREFIX:
@@ -90,26 +95,31 @@ def scan_range(address: ipaddress.IPv4Interface, cidr: str | None) -> ipaddress.
     return net
 
 
-async def _probe_all(hosts: Sequence[str], port: int, concurrency: int, timeout: float,
+async def _probe_all(hosts: Iterable[str], port: int, concurrency: int, timeout: float,
                      on_open) -> list:
-    """TCP-connect every host with at most `concurrency` attempts in flight; `on_open` runs in a thread."""
-    loop = asyncio.get_running_loop()
-    gate = asyncio.Semaphore(concurrency)
+    """TCP-connect every host with at most `concurrency` attempts in flight; `on_open` runs in a thread.
 
-    async def probe(ip: str):
-        async with gate:
+    `concurrency` probers take hosts from one iterator, so a scan holds a few dozen coroutines
+    whatever the range's size (one task per address took 24 GB for a /8)."""
+    loop = asyncio.get_running_loop()
+    pending = iter(hosts)
+    checks: list[asyncio.Future] = []
+
+    async def prober() -> None:
+        for ip in pending:
             try:
                 _, writer = await asyncio.wait_for(asyncio.open_connection(ip, port), timeout)
             except (OSError, asyncio.TimeoutError):
-                return None
+                continue
             writer.close()
             try:
                 await asyncio.wait_for(writer.wait_closed(), timeout)
             except (OSError, asyncio.TimeoutError):
                 pass
-        return await loop.run_in_executor(None, on_open, ip)  # SSH check overlaps the rest of the scan
+            checks.append(loop.run_in_executor(None, on_open, ip))  # SSH check overlaps the rest of the scan
 
-    return [c for c in await asyncio.gather(*(probe(h) for h in hosts)) if c is not None]
+    await asyncio.gather(*(prober() for _ in range(concurrency)))
+    return [c for c in await asyncio.gather(*checks) if c is not None]
 
 
 def confirm(ip: str, settings: SshSettings, user: str = "", port: int = SSH_PORT,
@@ -138,7 +148,7 @@ def discover(interface: str | None, cidr: str | None, settings: SshSettings, *, 
     iface = interface or default_interface()
     address = interface_address(iface)
     net = scan_range(address, cidr)
-    hosts = [str(h) for h in net.hosts()]
+    hosts = map(str, net.hosts())
     self_ip = str(address.ip)
     with ThreadPoolExecutor(max_workers=min(32, max(4, concurrency // 2)), thread_name_prefix="discover") as pool:
         async def main() -> list[Candidate]:

@@ -122,3 +122,35 @@ def test_write_env_keeps_other_keys_and_refuses_bad_hosts(tmp_path: Path) -> Non
     with pytest.raises(ConfigError):
         write_env(env, ["10.0.0.9", "a b; rm -rf /"], [])
     assert load_env(env)["CLUSTER_NODES"] == "10.0.0.9"
+
+
+def test_an_explicit_cidr_is_at_most_a_16() -> None:
+    with pytest.raises(ConfigError, match=r"--cidr 10.0.0.0/8: 16777216 addresses .* --cidr 10.0.0.0/24"):
+        scan_range(ipaddress.IPv4Interface("10.1.2.3/24"), "10.0.0.0/8")
+    assert scan_range(ipaddress.IPv4Interface("10.1.2.3/24"), "10.1.0.0/16").num_addresses == 65536
+
+
+def test_a_scan_holds_a_few_probes_whatever_the_range_size() -> None:
+    """Over loopback only: 4094 addresses of 127.0.0.0/20, a listener on 127.0.0.1 alone. The scan
+    must take addresses as it goes (one task per address took 24 GB for a /8) and find the listener."""
+    import asyncio
+
+    from tasks.discover import _probe_all
+
+    most_tasks = 0
+
+    async def scan() -> list:
+        nonlocal most_tasks
+        server = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        scanning = asyncio.ensure_future(_probe_all(
+            map(str, ipaddress.ip_network("127.0.0.0/20").hosts()), port, 8, 0.5, lambda ip: ip))
+        async with server:
+            while not scanning.done():
+                most_tasks = max(most_tasks, len(asyncio.all_tasks()))
+                await asyncio.sleep(0.001)
+            return scanning.result()
+
+    assert asyncio.run(scan()) == ["127.0.0.1"]
+    # each prober and its connect's wait_for task, the scan, this test, the listener's: not one per address
+    assert 0 < most_tasks <= 2 * 8 + 4, most_tasks
