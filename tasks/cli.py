@@ -153,6 +153,8 @@ def env_options(config: Path | None, *, eth_if: str | None = None, ib_if: str | 
 def _run(args: list[str]) -> int:
     own, extra = _split_extra(args)
     ns = parser().parse_args(own)
+    if not ns.ready_timeout > 0:
+        raise ConfigError(f"--ready-timeout {ns.ready_timeout:g}: give the seconds to wait for the server, above 0")
     if ns.list:
         return list_recipes(ns.json)
     if ns.show_env:
@@ -189,7 +191,7 @@ def discover_nodes(ns: argparse.Namespace) -> int:
     if not nodes:
         print("no confirmed nodes: nothing saved", file=sys.stderr)
         return 1
-    path = env_file(Options(config=ns.config))
+    path = ns.config or env_file(Options())  # --discover may create the --config file
     write_env(path, nodes, copy_hosts)
     print(f"saved CLUSTER_NODES={','.join(nodes)} to {path}")
     return 0

@@ -100,6 +100,11 @@ class Plan:
 
 
 def env_file(options: Options) -> Path:
+    """The .env to read: --config FILE, which must exist (a typo would silently mean solo mode), else
+    the project's .env, which may be absent."""
+    if options.config is not None and not options.config.is_file():
+        raise ConfigError(f"--config {options.config}: no such file (`--discover --config "
+                          f"{options.config}` writes one)")
     return options.config or settings.project_root() / ".env"
 
 

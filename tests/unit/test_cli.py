@@ -146,8 +146,9 @@ def test_network_settings_come_from_env_unless_a_flag_says_otherwise(tmp_path: P
                                 "privileged": False}
     assert env_options(env, eth_if="eth1", ib_if="mlx5_0:1", master_port=29502) == {
         "eth_if": "eth1", "ib_if": "mlx5_0:1", "master_port": 29502, "privileged": False}
-    assert env_options(tmp_path / "absent.env") == {"eth_if": "", "ib_if": "", "master_port": 29501,
-                                                    "privileged": True}
+    (tmp_path / "empty.env").write_text("# nothing set\n")
+    assert env_options(tmp_path / "empty.env") == {"eth_if": "", "ib_if": "", "master_port": 29501,
+                                                   "privileged": True}
 
 
 def test_hca_lists_name_what_every_node_must_have() -> None:
@@ -157,3 +158,15 @@ def test_hca_lists_name_what_every_node_must_have() -> None:
     assert hca_names("=rocep1s0f1", "x") == ("rocep1s0f1",)
     assert hca_names("^mlx5_9", "x") == ()  # only leaves one out: nothing is required
     assert hca_names("  ", "x") == ()
+
+
+@pytest.mark.parametrize("args, expect", [
+    (["good", "--solo", "--dry-run", "--config", "missing.env"],
+     "--config missing.env: no such file (`--discover --config missing.env` writes one)"),
+    (["status", "--config", "missing.env"], "--config missing.env: no such file"),
+    (["good", "--solo", "--dry-run", "--ready-timeout", "-5"], "--ready-timeout -5: give the seconds"),
+])
+def test_a_named_config_must_exist_and_a_timeout_be_positive(home: Path, args: list[str], expect: str) -> None:
+    res = cli(home, *args)
+    assert res.returncode != 0 and expect in res.stderr, res.stderr
+    assert "Traceback" not in res.stderr + res.stdout
