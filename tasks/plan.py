@@ -229,7 +229,23 @@ def main_model(recipe: Recipe, options: Options) -> tuple[Model | None, tuple[st
         return None, (str(path),)
     if not recipe.model:
         return None, ()
-    return Model(recipe.model, options.revision or recipe.revision or "main", recipe.files), ()
+    if options.revision:
+        revision = _revision(options.revision, "--revision")
+    else:
+        revision = _revision(recipe.revision, f"{recipe.path}: revision") if recipe.revision else "main"
+    return Model(recipe.model, revision, recipe.files), ()
+
+
+# what a git branch, tag or commit can be called (git check-ref-format, in short)
+_REVISION = re.compile(r"(?!.*\.\.)(?!.*//)(?!/)[^\x00-\x20\x7f~^:?*\[\\]{1,255}(?<![/.])\Z")
+
+
+def _revision(text: str, source: str) -> str:
+    """Refuse a revision no hub can have before it reaches a download or vLLM's --revision."""
+    if not _REVISION.match(text):
+        raise ConfigError(f"{source}: '{text}' is not a branch, tag or commit name (no spaces, "
+                          "'..', '~', '^', ':', '?', '*', '[' or '\\')")
+    return text
 
 
 def _check_shell(script: str, recipe: Recipe) -> None:

@@ -198,3 +198,23 @@ def test_nodes_from_env_file(project: Path) -> None:
     assert plan.mode == "cluster" and [n.host for n in plan.nodes] == ["198.18.0.11", "198.18.0.12"]
     assert make_plan(recipe, Options(solo=True)).mode == "solo"
     assert os.environ["RUNRECIPE_HOME"] == str(project)
+
+
+@pytest.mark.parametrize("revision", ["main", "v1.0", "refs/pr/3", "0123456789abcdef0123456789abcdef01234567"])
+def test_revisions_a_hub_can_have_reach_the_command(project: Path, revision: str) -> None:
+    recipe = parse(f"name: m\nmodel: org/m\ncontainer: c\nrevision: '{revision}'\ncommand: vllm serve org/m\n",
+                   project / "m.yaml")
+    plan = make_plan(recipe, Options(solo=True))
+    assert plan.models[0].revision == revision
+    assert (revision == "main") == ("--revision" not in plan.argv)
+
+
+@pytest.mark.parametrize("revision", ["a b", "v1..2", "x~1", "feat:x", "/main", "main/", "a*"])
+def test_revisions_no_hub_can_have_are_refused_naming_where(project: Path, revision: str) -> None:
+    recipe = parse(f"name: m\nmodel: org/m\ncontainer: c\nrevision: '{revision}'\ncommand: vllm serve org/m\n",
+                   project / "m.yaml")
+    with pytest.raises(ConfigError, match=re.escape(f"m.yaml: revision: '{revision}' is not a branch")):
+        make_plan(recipe, Options(solo=True))
+    ok = parse("name: m\nmodel: org/m\ncontainer: c\ncommand: vllm serve org/m\n", project / "m.yaml")
+    with pytest.raises(ConfigError, match=re.escape(f"--revision: '{revision}' is not a branch")):
+        make_plan(ok, Options(solo=True, revision=revision))
