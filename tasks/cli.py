@@ -273,16 +273,22 @@ def run_doit(argv: list[str], plans: list[Plan], *, setup: bool) -> int:
 
 
 def dry_run(plan: Plan, as_json: bool) -> int:
+    """What would run and why; on a cluster, each node's script (nothing is contacted)."""
+    from .cluster import preview
     from .graph import explain
 
     rows = explain(plan, setup=plan.options.setup)
+    backend, roles, notes = preview(plan) if plan.mode == "cluster" else ("", [], [])
     if as_json:
         print(json.dumps({"recipe": plan.recipe.id, "file": str(plan.recipe.path), "mode": plan.mode,
                           "nodes": [n.target for n in plan.nodes], "image": plan.build.tag,
                           "container": plan.container_name, "endpoint": plan.endpoint,
                           "models": [m.key for m in plan.models], "local_models": list(plan.local_mounts),
                           "tasks": [{"task": t, "status": s} for t, s in rows],
-                          "argv": list(plan.argv), "script": plan.script}, indent=2))
+                          "argv": list(plan.argv), "script": plan.script}
+                         | ({"backend": backend, "notes": notes,
+                             "node_scripts": [{"node": r.node.target, "rank": r.rank, "script": r.script}
+                                              for r in roles]} if roles else {}), indent=2))
         return 0
     print(f"recipe:    {plan.recipe.name} ({plan.recipe.path})")
     print(f"mode:      {plan.mode}")
@@ -300,8 +306,17 @@ def dry_run(plan: Plan, as_json: bool) -> int:
     width = max(len(t) for t, _ in rows)
     for task, verdict in rows:
         print(f"  {task.ljust(width)}  {verdict}")
-    print("launch script:")
-    print("  " + plan.script.rstrip().replace("\n", "\n  "))
+    if not roles:
+        print("launch script:")
+        print("  " + plan.script.rstrip().replace("\n", "\n  "))
+        return 0
+    print(f"backend:   {backend}" + (" (Ray: the head starts it, workers join)" if backend == "ray" else
+                                     " (each node runs vLLM with its --node-rank)"))
+    for note in notes:
+        print(f"note:      {note}")
+    for role in roles:
+        print(f"node script for {role.node.target} ({'head' if role.head else 'worker'}, rank {role.rank}):")
+        print("  " + role.script.rstrip().replace("\n", "\n  "))
     return 0
 
 

@@ -129,6 +129,27 @@ def roles(plan: Plan, mode: str, net: Network) -> list[Role]:
     return out
 
 
+def preview(plan: Plan) -> tuple[str, list[Role], list[str]]:
+    """(mode, each node's Role, notes): what a run would start where, worked out without contacting any
+    node, for --dry-run. Addresses are as this machine resolves them; the interface and HCAs only
+    when --eth-if / --ib-if (or .env) name them, since a run reads them from the head."""
+    opts, notes, ips = plan.options, [], {}
+    for node in plan.nodes:
+        try:
+            ips[node.target] = resolve(node)
+        except ConfigError as exc:
+            ips[node.target] = node.host
+            notes.append(f"{exc}: shown by name")
+    if not opts.eth_if:
+        notes.append("interface for NCCL/Gloo/UCX: the one the head routes to the first worker through, read at "
+                     "run time (--eth-if or .env ETH_IF names one)")
+    if not opts.ib_if:
+        notes.append("NCCL_IB_HCA: the head's `ibdev2netdev` ports that are up, read at run time (--ib-if or "
+                     ".env IB_IF names them)")
+    mode = backend(plan, opts.ray)
+    return mode, roles(plan, mode, Network(ips, opts.eth_if, opts.ib_if, opts.master_port)), notes
+
+
 def native_command(plan: Plan, rank: int, count: int, head_ip: str, port: int) -> str:
     """The command without a Ray backend, plus this node's rank arguments (workers headless)."""
     template_free = render.strip_executor_backend(plan.command)

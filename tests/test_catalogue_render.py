@@ -153,6 +153,17 @@ def test_dry_run_renders_valid_script(path: Path, rendered: dict[Path, Rendered]
     assert plan["script"].startswith("#!/usr/bin/env bash\n")
 
     assert plan["tasks"] and all(t["status"] != "up to date" for t in plan["tasks"]), plan["tasks"]
+    if plan["mode"] == "cluster":  # each node's script: the head first, workers joining it
+        scripts = plan["node_scripts"]
+        assert [s["node"] for s in scripts] == plan["nodes"] and [s["rank"] for s in scripts] == list(range(len(scripts)))
+        for s in scripts:
+            check = subprocess.run(["bash", "-n"], input=s["script"], capture_output=True, text=True, timeout=30)
+            assert check.returncode == 0, f"bash -n {s['node']}:\n{check.stderr}\n--- script ---\n{s['script']}"
+            assert f"export VLLM_HOST_IP={s['node']}\n" in s["script"]
+            if plan["backend"] == "ray":
+                assert ("ray start --head" in s["script"]) == (s["rank"] == 0)
+            else:
+                assert f"--node-rank {s['rank']} --master-addr {plan['nodes'][0]}" in s["script"]
 
 
 @pytest.mark.parametrize("path", RECIPE_FILES, ids=recipe_id)

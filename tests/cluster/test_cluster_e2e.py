@@ -140,6 +140,14 @@ def test_native_multinode_ranks(cluster3: rc.TestCluster, project: Path) -> None
         assert argv[i:i + 8] == ["--nnodes", "3", "--node-rank", str(rank), "--master-addr", "198.18.0.11",
                                  "--master-port", "29501"]
         assert ("--headless" in argv) == (rank > 0)
+    # --dry-run showed, without contacting a node, exactly the script each node now runs
+    dry = tool(cluster3, project, "nat", "--no-ray", "--dry-run", "--json")
+    assert dry.returncode == 0, dry.stderr
+    shown = json.loads(dry.stdout)
+    assert shown["backend"] == "native" and [s["rank"] for s in shown["node_scripts"]] == [0, 1, 2]
+    for node, script in zip(cluster3.nodes, shown["node_scripts"]):
+        (cid,) = ours(node, "nat")
+        assert node.docker("exec", cid, "cat", "/runrecipe/launch.sh").stdout == script["script"], node.name
 
 
 @pytest.mark.parametrize("fault", ["sshd", "dockerd", "hostkey"])
