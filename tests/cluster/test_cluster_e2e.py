@@ -117,7 +117,7 @@ def test_ray_cluster_converges_then_reruns_nothing(cluster3: rc.TestCluster, pro
 
     status = tool(cluster3, project, "status", "rayc", "--json")
     rows = json.loads(status.stdout)
-    assert sorted(r["node"] for r in rows) == ["198.18.0.12", "198.18.0.13", "local"]
+    assert sorted(r["node"] for r in rows) == ["198.18.0.11", "198.18.0.12", "198.18.0.13"]
     record = rows[0]["record"]
     assert [n["rank"] for n in record["nodes"]] == [0, 1, 2]
     for entry, node in zip(record["nodes"], cluster3.nodes):  # each node serves its own derived (mods) image
@@ -449,3 +449,28 @@ command: vllm serve org/midfull --port 18203
         n2.run(["umount", "-l", target], check=True)  # lazy: a receiver that lingers must not keep it full
     again = tool(cluster3, project, "midfull", "--download-only")
     assert again.returncode == 0, again.stdout + again.stderr
+
+
+def test_status_and_stop_with_a_worker_down_do_what_they_can(cluster3: rc.TestCluster, project: Path) -> None:
+    """A worker that went away must not hide the others: status lists what answers, stop stops it,
+    and both name the missing node and exit non-zero; once it is back, stop finishes the job."""
+    recipe(project, "half", backend="")
+    res = tool(cluster3, project, "half", "--setup", "-d", "--no-ray", "--ready-timeout", "120")
+    assert res.returncode == 0, res.stdout + res.stderr
+    n3 = cluster3.node(3)
+    n3.stop_sshd()
+    try:
+        status = tool(cluster3, project, "status", "--json", timeout=120)
+        stop = tool(cluster3, project, "stop", "half", timeout=120)
+    finally:
+        n3.heal()
+    assert status.returncode == 1 and "Traceback" not in status.stderr
+    assert sorted(row["node"] for row in json.loads(status.stdout)) == ["198.18.0.11", "198.18.0.12"]
+    assert f"Error: status: {n3.ip}: cannot connect to {n3.ip} over SSH" in status.stderr, status.stderr
+    assert stop.returncode == 1, stop.stdout + stop.stderr
+    assert stop.stdout.split() == ["stopped", "runrecipe-half@198.18.0.11,", "runrecipe-half@198.18.0.12"]
+    assert "run `run-recipe stop half` again once it is back" in stop.stderr, stop.stderr
+    assert [ours(n, "half") for n in cluster3.nodes[:2]] == [[], []] and len(ours(n3, "half")) == 1
+    again = tool(cluster3, project, "stop", "half")
+    assert again.returncode == 0 and again.stdout.strip() == "stopped runrecipe-half@198.18.0.13", again.stdout
+    assert ours(n3, "half") == []
