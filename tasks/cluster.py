@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import re
 import shlex
-import socket
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping
 
 from . import render
 from .errors import ConfigError, RunError
-from .nodes import Node
+from .nodes import Node, is_local_address, resolve
 from .plan import Plan
 
 if TYPE_CHECKING:
@@ -169,17 +168,6 @@ def ray_start(rank: int, ip: str, head_ip: str, port: int) -> str:
     return shlex.join(argv)
 
 
-def is_local_address(ip: str) -> bool:
-    """True when this machine owns `ip` (binding to it succeeds): the head must be where the tool runs."""
-    family = socket.AF_INET6 if ":" in ip else socket.AF_INET
-    with socket.socket(family, socket.SOCK_DGRAM) as sock:
-        try:
-            sock.bind((ip, 0))
-            return True
-        except OSError:
-            return False
-
-
 class Fleet:
     """The nodes of one cluster run with their runners; network facts are gathered once, when first needed.
 
@@ -281,14 +269,6 @@ def pair_copy_hosts(worker_ids: dict[str, str], hosts: list[tuple[Node, str]],
             raise ConfigError(f"COPY_HOSTS entry '{host.target}' reaches a docker engine that belongs to no node of "
                               f"the cluster ({', '.join(sorted(worker_ids))}): fix or remove the entry in .env")
     return {target: by_id.get(i) for target, i in worker_ids.items()}
-
-
-def resolve(node: Node) -> str:
-    """The node's IP as this machine resolves it."""
-    try:
-        return socket.getaddrinfo(node.host, None)[0][4][0]
-    except (socket.gaierror, IndexError):
-        raise ConfigError(f"node '{node.target}' does not resolve to an address") from None
 
 
 def route_interface(runner: "Runner", ip: str) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,3 +110,22 @@ def _valid_host(host: str) -> bool:
         return "%" not in host or bool(re.fullmatch(r"[A-Za-z0-9_.-]{1,15}", host.split("%", 1)[1]))
     except ValueError:
         return bool(_HOSTNAME.match(host)) and not host.replace(".", "").isdigit()
+
+
+def resolve(node: Node) -> str:
+    """The node's IP as this machine resolves it."""
+    try:
+        return socket.getaddrinfo(node.host, None)[0][4][0]
+    except (socket.gaierror, IndexError):
+        raise ConfigError(f"node '{node.target}' does not resolve to an address") from None
+
+
+def is_local_address(ip: str) -> bool:
+    """True when this machine owns `ip` (binding to it succeeds): the head must be where the tool runs."""
+    family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.bind((ip, 0))
+            return True
+        except OSError:
+            return False

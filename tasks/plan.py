@@ -13,7 +13,7 @@ from typing import Any, Mapping
 
 from . import image, mods, render, settings, weights
 from .errors import ConfigError, ModeError, RenderError
-from .nodes import LOCAL, Node, load_env, parse_list
+from .nodes import LOCAL, Node, is_local_address, load_env, parse_list, resolve
 from .recipe import Recipe
 
 # The parameters run-recipe's named override flags set (--port, --host, --tp, --gpu-mem, --max-model-len).
@@ -108,16 +108,24 @@ def env_file(options: Options) -> Path:
     return options.config or settings.project_root() / ".env"
 
 
-def choose_nodes(recipe: Recipe, options: Options) -> tuple[str, tuple[Node, ...]]:
-    """Mode and nodes: --solo, else -n, else .env CLUSTER_NODES, else solo; check the recipe allows it."""
+def choose_nodes(recipe: Recipe, options: Options) -> tuple[str, tuple[Node, ...], list[str]]:
+    """Mode, nodes and warnings: --solo, else -n, else .env CLUSTER_NODES, else solo; check the recipe
+    allows it. One listed node means solo, as with the origin: on this machine, whatever it names."""
     nodes: tuple[Node, ...] = ()
+    source = "-n/--nodes"
     if not options.solo:
         if options.nodes is not None:
-            nodes = parse_list(options.nodes, "-n/--nodes")
+            nodes = parse_list(options.nodes, source)
         else:
             path = env_file(options)
-            nodes = parse_list(load_env(path).get("CLUSTER_NODES", ""), f"{path}: CLUSTER_NODES")
+            source = f"{path}: CLUSTER_NODES"
+            nodes = parse_list(load_env(path).get("CLUSTER_NODES", ""), source)
     mode = "cluster" if len(nodes) >= 2 else "solo"
+    warnings = []
+    if len(nodes) == 1 and not _is_this_machine(nodes[0]):
+        warnings.append(f"{source} lists one node, {nodes[0].target}, which is not this machine: one node means "
+                        "solo mode, so the model is served HERE. To serve it there, run run-recipe on "
+                        f"{nodes[0].host}; for a cluster, list this machine first and the others after it")
     slug = recipe.id
     if mode == "solo" and recipe.cluster_only:
         raise ModeError(
@@ -134,7 +142,14 @@ def choose_nodes(recipe: Recipe, options: Options) -> tuple[str, tuple[Node, ...
             "Options:\n"
             f"  1. Run it alone:            ./run-recipe.sh {slug} --solo\n"
             f"  2. Pick one node:           ./run-recipe.sh {slug} -n {nodes[0].target}")
-    return mode, (nodes if mode == "cluster" else (LOCAL,))
+    return mode, (nodes if mode == "cluster" else (LOCAL,)), warnings
+
+
+def _is_this_machine(node: Node) -> bool:
+    try:
+        return is_local_address(resolve(node))
+    except ConfigError:
+        return False
 
 
 def copy_hosts(options: Options, mode: str) -> tuple[tuple[Node, ...] | None, list[str]]:
@@ -155,9 +170,9 @@ def make_plan(recipe: Recipe, options: Options, check_shell: bool = True) -> Pla
     """Everything about the run that can be known without touching a machine.
 
     check_shell=False leaves `bash -n` of the script to the caller (lint reports it with a line)."""
-    mode, nodes = choose_nodes(recipe, options)
+    mode, nodes, node_warnings = choose_nodes(recipe, options)
     copy_to, copy_warnings = copy_hosts(options, mode)
-    warnings = list(recipe.warnings) + copy_warnings
+    warnings = list(recipe.warnings) + node_warnings + copy_warnings
     params: dict[str, Any] = dict(recipe.defaults)
     if mode == "solo":
         params["tensor_parallel"] = 1

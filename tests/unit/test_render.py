@@ -218,3 +218,15 @@ def test_revisions_no_hub_can_have_are_refused_naming_where(project: Path, revis
     ok = parse("name: m\nmodel: org/m\ncontainer: c\ncommand: vllm serve org/m\n", project / "m.yaml")
     with pytest.raises(ConfigError, match=re.escape(f"--revision: '{revision}' is not a branch")):
         make_plan(ok, Options(solo=True, revision=revision))
+
+
+def test_one_listed_node_means_solo_here_and_says_so_when_it_is_elsewhere(project: Path) -> None:
+    recipe = parse("name: n\ncontainer: c\ncommand: x\n", project / "n.yaml")
+    here = make_plan(recipe, Options(nodes="127.0.0.1"))
+    assert here.mode == "solo" and not [w for w in here.warnings if "one node" in w]
+    elsewhere = make_plan(recipe, Options(nodes="192.0.2.7"))  # TEST-NET-1: never this machine
+    assert elsewhere.mode == "solo" and elsewhere.nodes[0].local
+    assert any(w.startswith("-n/--nodes lists one node, 192.0.2.7, which is not this machine") and
+               "served HERE" in w for w in elsewhere.warnings), elsewhere.warnings
+    (project / ".env").write_text("CLUSTER_NODES=192.0.2.7\n")
+    assert any(f"{project / '.env'}: CLUSTER_NODES lists one node" in w for w in make_plan(recipe, Options()).warnings)
