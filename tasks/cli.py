@@ -502,7 +502,8 @@ def doit_namespace() -> dict[str, Any]:
     variables = dict(_CMDLINE_VARS or {})
     overrides = parse_overrides([f"{k}={v}" for k, v in variables.items() if k not in DOIT_OPTION_VARS],
                                 "doit variables")
-    options = Options(overrides=overrides, nodes=variables.get("nodes"), container=variables.get("container"),
+    options = Options(overrides=overrides, nodes=variables.get("nodes"), nodes_flag="doit nodes=",
+                      container=variables.get("container"),
                       name=variables.get("name"), setup=True, download=True, daemon=True,
                       revision=variables.get("revision"), **env_options(None))
     if variables.get("recipe"):

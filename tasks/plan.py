@@ -31,6 +31,7 @@ class Options:
     extra_args: tuple[str, ...] = ()
     solo: bool = False
     nodes: str | None = None          # the -n text
+    nodes_flag: str = "-n/--nodes"    # how the user gave it, for messages (doit: nodes=)
     config: Path | None = None        # --config FILE (default: <project>/.env)
     container: str | None = None      # -t IMAGE
     name: str | None = None           # --name
@@ -112,7 +113,7 @@ def choose_nodes(recipe: Recipe, options: Options) -> tuple[str, tuple[Node, ...
     """Mode, nodes and warnings: --solo, else -n, else .env CLUSTER_NODES, else solo; check the recipe
     allows it. One listed node means solo, as with the origin: on this machine, whatever it names."""
     nodes: tuple[Node, ...] = ()
-    source = "-n/--nodes"
+    source = options.nodes_flag
     if not options.solo:
         if options.nodes is not None:
             nodes = parse_list(options.nodes, source)

@@ -170,3 +170,11 @@ def test_a_named_config_must_exist_and_a_timeout_be_positive(home: Path, args: l
     res = cli(home, *args)
     assert res.returncode != 0 and expect in res.stderr, res.stderr
     assert "Traceback" not in res.stderr + res.stdout
+
+
+def test_doit_messages_name_the_doit_variable_not_the_flag(home: Path) -> None:
+    env = {**os.environ, "RUNRECIPE_HOME": str(home), "PYTHONPATH": str(ROOT),
+           "DOCKER_HOST": "unix:///nonexistent.sock"}
+    res = subprocess.run([sys.executable, "-m", "doit", "-f", str(ROOT / "dodo.py"), "list", "recipe=good",
+                          "nodes=10.0.0.1,a;b"], cwd=home, env=env, capture_output=True, text=True, timeout=60)
+    assert res.returncode != 0 and "Error: doit nodes=: node 'a;b' is not a hostname" in res.stderr, res.stderr
