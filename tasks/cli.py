@@ -128,7 +128,7 @@ def env_options(config: Path | None, *, eth_if: str | None = None, ib_if: str | 
 
     Both entry points take them from here, so `doit run recipe=X` renders the same node scripts as
     run-recipe and neither restarts what the other started."""
-    from .cluster import hca_names, interface_name
+    from .cluster import DEFAULT_MASTER_PORT, hca_names, interface_name
     from .nodes import load_env
     from .plan import env_file
 
@@ -139,8 +139,7 @@ def env_options(config: Path | None, *, eth_if: str | None = None, ib_if: str | 
         return (str(flag_value), flag) if flag_value else (dotenv.get(key, ""), f"{path}: {key}")
 
     port_text, port_source = pick(master_port, "--master-port", "MASTER_PORT")
-    if not port_text:
-        port_text = "29501"
+    port_text = port_text or str(DEFAULT_MASTER_PORT)
     if not port_text.isdigit() or not 0 < int(port_text) < 65536:
         raise ConfigError(f"{port_source}: '{port_text}' is not a port number (1-65535)")
     ib_text, ib_source = pick(ib_if, "--ib-if", "IB_IF")

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 from . import render
 from .errors import ConfigError, RunError
-from .nodes import Node, is_local_address, resolve
+from .nodes import IFNAME, Node, is_local_address, resolve
 from .plan import Plan
 
 if TYPE_CHECKING:
@@ -30,8 +30,7 @@ RAY_BACKEND = "--distributed-executor-backend"
 DEFAULT_MASTER_PORT = 29501
 RAY_OBJECT_STORE = "1073741824"
 RAY_JOIN_TIMEOUT = 600
-# a Linux network interface name (IFNAMSIZ 16 with the NUL); an HCA as NCCL_IB_HCA takes it: [=^]name[:port]
-_IFNAME = re.compile(r"[A-Za-z0-9_.-]{1,15}\Z")
+# an HCA as NCCL_IB_HCA takes it: [=^]name[:port]
 _HCA = re.compile(r"[=^]?([A-Za-z0-9_.-]{1,63})(?::[0-9]{1,3})?\Z")
 
 
@@ -59,7 +58,7 @@ class Role:
 def interface_name(text: str, source: str) -> str:
     """Check an --eth-if / ETH_IF value: NCCL, Gloo and UCX are all handed this one exact name."""
     name = text.strip()
-    if name and (not _IFNAME.match(name) or name in (".", "..")):
+    if name and (not IFNAME.match(name) or name in (".", "..")):
         raise ConfigError(f"{source}: '{name}' is not a network interface name (up to 15 letters, digits, "
                           "'.', '-' or '_', e.g. enp1s0f1np1; `ip -br link` lists them)")
     return name
@@ -68,14 +67,14 @@ def interface_name(text: str, source: str) -> str:
 def hca_names(text: str, source: str) -> tuple[str, ...]:
     """Check an --ib-if / IB_IF list (NCCL_IB_HCA syntax: `mlx5_0,mlx5_1:1`, `=` exact, `^` all but these);
     return the HCAs every node must have: none for a `^` list, which only leaves some out."""
-    names = []
-    for item in (t.strip() for t in text.split(",")) if text.strip() else ():
-        match = _HCA.match(item) if item else None
+    text, names = text.strip(), []
+    for item in (t.strip() for t in text.split(",")) if text else ():
+        match = _HCA.match(item)
         if not match:
-            raise ConfigError(f"{source}: '{item}' in '{text.strip()}' is not an HCA name (e.g. mlx5_0 or "
+            raise ConfigError(f"{source}: '{item}' in '{text}' is not an HCA name (e.g. mlx5_0 or "
                               "rocep1s0f1:1; `ibdev2netdev` lists them)")
         names.append(match.group(1))
-    return () if text.strip().startswith("^") else tuple(names)
+    return () if text.startswith("^") else tuple(names)
 
 
 def backend(plan: Plan, ray: bool | None) -> str:

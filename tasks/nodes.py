@@ -16,6 +16,8 @@ from .errors import ConfigError
 _HOSTNAME = re.compile(r"^(?=.{1,253}\Z)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
                        r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\Z")
 _USER = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}\Z", re.IGNORECASE)
+# a Linux network interface name (IFNAMSIZ is 16 with the NUL): an IPv6 zone, --eth-if, ETH_IF
+IFNAME = re.compile(r"[A-Za-z0-9_.-]{1,15}\Z")
 SECRET_WORDS = ("TOKEN", "KEY", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL")
 
 
@@ -107,7 +109,7 @@ def _valid_host(host: str) -> bool:
     try:
         ipaddress.ip_address(host)
         # ipaddress accepts any text as an IPv6 zone ('fe80::1%$(cmd)'); allow interface names only.
-        return "%" not in host or bool(re.fullmatch(r"[A-Za-z0-9_.-]{1,15}", host.split("%", 1)[1]))
+        return "%" not in host or bool(IFNAME.match(host.split("%", 1)[1]))
     except ValueError:
         return bool(_HOSTNAME.match(host)) and not host.replace(".", "").isdigit()
 

@@ -5,6 +5,7 @@ graph turns it into doit tasks, and the steps act on it.
 """
 from __future__ import annotations
 
+import functools
 import re
 import subprocess
 from dataclasses import dataclass, field
@@ -146,7 +147,9 @@ def choose_nodes(recipe: Recipe, options: Options) -> tuple[str, tuple[Node, ...
     return mode, (nodes if mode == "cluster" else (LOCAL,)), warnings
 
 
+@functools.lru_cache(maxsize=None)
 def _is_this_machine(node: Node) -> bool:
+    """Cached: `doit list` plans every recipe with the same node list (one name lookup, not one each)."""
     try:
         return is_local_address(resolve(node))
     except ConfigError:
