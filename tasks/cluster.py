@@ -19,14 +19,14 @@ from typing import TYPE_CHECKING, Any, Mapping
 from . import render
 from .errors import ConfigError, RunError
 from .nodes import IFNAME, Node, is_local_address, resolve
-from .plan import Plan
+from .plan import Plan, check_bash
+from .vllm_args import EXECUTOR, Command
 
 if TYPE_CHECKING:
     from .distribute import Worker
     from .docker import Runner
     from .remote import SshSettings
 
-RAY_BACKEND = "--distributed-executor-backend"
 DEFAULT_MASTER_PORT = 29501
 RAY_OBJECT_STORE = "1073741824"
 RAY_JOIN_TIMEOUT = 600
@@ -81,7 +81,7 @@ def backend(plan: Plan, ray: bool | None) -> str:
     """--ray/--no-ray decide; otherwise Ray when the recipe asks for it, native when it does not."""
     if ray is not None:
         return "ray" if ray else "native"
-    return "ray" if RAY_BACKEND in plan.recipe.command.replace("_", "-") else "native"
+    return "ray" if plan.vllm.option(EXECUTOR) is not None else "native"
 
 
 def node_env(plan: Plan, node: Node, net: Network) -> dict[str, str]:
@@ -101,28 +101,23 @@ def node_env(plan: Plan, node: Node, net: Network) -> dict[str, str]:
 
 
 def roles(plan: Plan, mode: str, net: Network) -> list[Role]:
-    """One Role per node, head first; each with the script its container runs."""
+    """One Role per node, head first; each with the script its container runs, checked with `bash -n`."""
     head_ip = net.ips[plan.head.target]
     count = len(plan.nodes)
     out = []
     for rank, node in enumerate(plan.nodes):
-        env = node_env(plan, node, net)
         if mode == "ray":
-            command = plan.command if RAY_BACKEND in plan.command else render.finish(
-                plan.command, [RAY_BACKEND, "ray"])
-            script = render.render_template(
-                "cluster-node.sh.j2", recipe_name=plan.recipe.name, recipe_file=str(plan.recipe.path),
-                mode=f"ray, node {rank + 1} of {count}", env=env, role="ray-head" if rank == 0 else "ray-worker",
-                ray_start=ray_start(rank, net.ips[node.target], head_ip, net.master_port),
-                nodes=count, join_timeout=RAY_JOIN_TIMEOUT, command=command,
-                exec_ok=not render.has_operators(command))
+            command = ray_command(plan.vllm)
+            label, role = f"ray, node {rank + 1} of {count}", "ray-head" if rank == 0 else "ray-worker"
+            start = ray_start(rank, net.ips[node.target], head_ip, net.master_port)
         else:
-            command = native_command(plan, rank, count, head_ip, net.master_port)
-            script = render.render_template(
-                "cluster-node.sh.j2", recipe_name=plan.recipe.name, recipe_file=str(plan.recipe.path),
-                mode=f"native, rank {rank} of {count}", env=env, role="native", ray_start="",
-                nodes=count, join_timeout=RAY_JOIN_TIMEOUT, command=command,
-                exec_ok=not render.has_operators(command))
+            command = native_command(plan.vllm, rank, count, head_ip, net.master_port)
+            label, role, start = f"native, rank {rank} of {count}", "native", ""
+        script = render.render_template(
+            "cluster-node.sh.j2", recipe_name=plan.recipe.name, recipe_file=str(plan.recipe.path), mode=label,
+            env=node_env(plan, node, net), role=role, ray_start=start, nodes=count,
+            join_timeout=RAY_JOIN_TIMEOUT, command=command.text(), exec_ok=not command.has_operators)
+        check_bash(script, plan.recipe.path, f"the script of node {node.target} ({label})")
         out.append(Role(node, rank, script))
     return out
 
@@ -148,12 +143,16 @@ def preview(plan: Plan) -> tuple[str, list[Role], list[str]]:
     return mode, roles(plan, mode, Network(ips, opts.eth_if, opts.ib_if, opts.master_port)), notes
 
 
-def native_command(plan: Plan, rank: int, count: int, head_ip: str, port: int) -> str:
-    """The command without a Ray backend, plus this node's rank arguments (workers headless)."""
-    template_free = render.strip_executor_backend(plan.command)
+def ray_command(vllm: Command) -> Command:
+    """The command with `--distributed-executor-backend ray` (whatever value the recipe gave)."""
+    return vllm if vllm.option(EXECUTOR) == "ray" else vllm.with_option(EXECUTOR, "ray")
+
+
+def native_command(vllm: Command, rank: int, count: int, head_ip: str, port: int) -> Command:
+    """The command without an executor backend, plus this node's rank arguments (workers headless)."""
     extra = ["--nnodes", str(count), "--node-rank", str(rank), "--master-addr", head_ip,
              "--master-port", str(port)] + (["--headless"] if rank else [])
-    return render.finish(template_free, extra)
+    return vllm.without(EXECUTOR).with_args(extra)
 
 
 def ray_start(rank: int, ip: str, head_ip: str, port: int) -> str:

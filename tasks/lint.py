@@ -3,7 +3,7 @@
 Each rule reads data only (the YAML, the mods folders, the build-flag table) and
 reports Findings that name the file and line of the field at fault and say how to
 fix it. The engine's own code does the parsing and rendering (recipe.parse,
-render.*, plan.make_plan), so lint and run never disagree on what a recipe means.
+render, vllm_args, plan.make_plan), so lint and run never disagree on what a recipe means.
 
 Rules (the `rule` of a Finding):
 
@@ -36,7 +36,7 @@ from typing import Any, Iterable, Iterator
 
 import yaml
 
-from . import image, mods, render, settings
+from . import image, mods, render, settings, vllm_args
 from .errors import RunRecipeError
 from .recipe import ENV_NAME, Recipe, _Loader, id_for, parse
 
@@ -163,10 +163,10 @@ class _FileLint:
         self._parallelism(recipe, params)
         self._mods(recipe)
         self._build_args(recipe)
-        argv = self._argv(recipe.command, params)
-        if argv is not None:
-            self._model_ids(recipe, argv)
-            self._duplicate_flags(argv)
+        command = self._command(recipe.command, params)
+        if command is not None:
+            self._model_ids(recipe, command)
+            self._duplicate_flags(command)
         self._bash(recipe)
         return self.findings
 
@@ -267,9 +267,9 @@ class _FileLint:
                 return number
         return start
 
-    def _argv(self, command: str, params: dict[str, Any]) -> list[str] | None:
+    def _command(self, command: str, params: dict[str, Any]) -> vllm_args.Command | None:
         try:
-            return render.words(render.finish(render.substitute(command, params), ()))
+            return vllm_args.parse(command, params)
         except RunRecipeError as exc:
             self.add(ERROR, "bash-syntax", ("command",), f"command: {exc}", "fix the quoting of the command")
             return None
@@ -305,15 +305,14 @@ class _FileLint:
 
     def _gpus(self, recipe: Recipe, params: dict[str, Any], *, solo: bool = False
               ) -> tuple[int, str, tuple[Any, ...] | int] | None:
-        template = render.strip_executor_backend(recipe.command) if solo else recipe.command
         try:
-            argv = render.words(render.finish(render.substitute(template, params), ()))
+            command = vllm_args.parse(recipe.command, params)
         except RunRecipeError:
             return None  # reported by the placeholder rule
         assert self.pos is not None
         product, parts, where = 1, [], None
         for short, flag in PARALLEL_FLAGS:
-            value = render.option_value(argv, flag)
+            value = command.option(flag)
             if value is None:
                 continue
             if not value.isdigit() or int(value) < 1:
@@ -343,14 +342,14 @@ class _FileLint:
         assert self.pos is not None
         return (self._option_lines(flag) or [self.pos.line(("command",))])[-1]
 
-    def _duplicate_flags(self, argv: list[str]) -> None:
+    def _duplicate_flags(self, command: vllm_args.Command) -> None:
         assert self.pos is not None
         seen: dict[str, str] = {}
         count: dict[str, int] = {}
-        for word in _serve_words(argv):
-            if not render._is_flag(word) or word == "--":
+        for word in command.options:
+            if not vllm_args.is_flag(word) or word == "--":
                 continue
-            name = render._flag(word)
+            name = vllm_args.flag_name(word)
             if name in REPEATABLE_FLAGS or name.endswith("+"):
                 continue
             key = _option_key(word, fold_no=True)
@@ -360,14 +359,14 @@ class _FileLint:
                 seen[key] = raw
                 continue
             first = seen[key]
-            same = render._flag(first) == name
+            same = vllm_args.flag_name(first) == name
             lines = self._option_lines(key, fold_no=True)
             line = lines[count[key] - 1] if len(lines) >= count[key] else self.pos.line(("command",))
             what = f"'{raw}' repeats '{first}'" if same else f"'{raw}' contradicts '{first}'"
             self.add(ERROR, "duplicate-flag", line, f"{what} in the command; vLLM keeps only the last value",
                      "keep one of them" if same else "keep one of them (the --no- form turns the option off)")
 
-    def _model_ids(self, recipe: Recipe, argv: list[str]) -> None:
+    def _model_ids(self, recipe: Recipe, command: vllm_args.Command) -> None:
         from .weights import WeightsError, model_refs_in_command
 
         assert self.pos is not None
@@ -375,7 +374,8 @@ class _FileLint:
             self.add(ERROR, "model-id", ("model",),
                      f"model '{recipe.model}' is not a HuggingFace repo id (org/name)",
                      "write it as org/name, e.g. Qwen/Qwen3.6-35B-A3B-FP8")
-        served = _served(argv)
+        argv = list(command.argv)
+        served = command.model
         if served and recipe.model and _model_ok(served) and served != recipe.model:
             self.add(WARNING, "model-id", self.pos.find_in("command", served),
                      f"the command serves '{served}' but model is '{recipe.model}' (--setup downloads model)",
@@ -455,7 +455,7 @@ _OPTION = re.compile(r"(?:(?<=^)|(?<=\s))(--?[A-Za-z][\w.+-]*)")
 
 def _option_key(word: str, fold_no: bool = False) -> str:
     """What vLLM reads an option as: aliases and `_` folded (render's rule); --no-x as --x if asked."""
-    name = render._flag(word)
+    name = vllm_args.flag_name(word)
     return "--" + name[5:] if fold_no and name.startswith("--no-") else name
 
 
@@ -477,28 +477,6 @@ def _schema_fix(message: str) -> str:
         if found:
             return fix.format(*found.groups())
     return "see the recipe format in recipes-readme (Recipe Format)"
-
-
-def _serve_words(argv: list[str]) -> list[str]:
-    """The words of the simple command that runs `vllm serve` (after the model), or all words."""
-    start = 0
-    for i, word in enumerate(argv[:-1]):
-        if word.endswith("vllm") and argv[i + 1] == "serve":
-            start = i + 2
-            break
-    out = []
-    for word in argv[start:]:
-        if word in {";", "&&", "||", "|", "&"}:
-            break
-        out.append(word)
-    return out
-
-
-def _served(argv: list[str]) -> str:
-    for i, word in enumerate(argv[:-2]):
-        if word.endswith("vllm") and argv[i + 1] == "serve" and not argv[i + 2].startswith("-"):
-            return argv[i + 2]
-    return ""
 
 
 def _extra_models(argv: list[str]) -> Iterator[tuple[str, str]]:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from . import image, mods, render, settings, weights
+from . import image, mods, render, settings, vllm_args, weights
 from .errors import ConfigError, ModeError, RenderError
 from .nodes import LOCAL, Node, is_local_address, load_env, parse_list, resolve
 from .recipe import Recipe
@@ -77,6 +77,7 @@ class Plan:
     params: Mapping[str, Any]
     command: str                       # rendered, with extra args
     argv: tuple[str, ...]              # the command's words, as the shell will see them
+    vllm: vllm_args.Command            # the same command as data: cluster roles edit this, never the text
     script: str
     build: image.BuildSpec
     mods: tuple[mods.Mod, ...]
@@ -185,19 +186,18 @@ def make_plan(recipe: Recipe, options: Options, check_shell: bool = True) -> Pla
     template = recipe.command
     extra = list(options.extra_args)
     main, local_mounts = main_model(recipe, options)
-    if main and main.revision != "main" and "--revision" not in template:
-        extra += ["--revision", main.revision]  # vLLM then loads that snapshot, offline
-    if mode == "solo":
-        template = render.strip_executor_backend(template)
-        extra = render.drop_backend_args(extra)
     try:
         used = set(render.placeholders(template))
-        command = render.finish(render.substitute(template, params), ())
-        duplicates = render.duplicate_flags(command, extra)
-        command = render.finish(command, extra)
-        argv = tuple(render.words(command))
+        vllm = vllm_args.parse(template, params)
     except RenderError as exc:
         raise RenderError(f"{recipe.path}: command: {exc}") from None
+    if main and main.revision != "main" and vllm.option("--revision") is None:
+        extra += ["--revision", main.revision]  # vLLM then loads that snapshot, offline
+    duplicates = vllm_args.duplicates(vllm, extra)
+    vllm = vllm.with_args(extra)
+    if mode == "solo":
+        vllm = vllm.without(vllm_args.EXECUTOR)  # solo uses none, whatever the recipe or -- named
+    command, argv = vllm.text(), vllm.argv
     for key in options.overrides:
         if key not in used:
             warnings.append(f"override '{key}' is not used by the command of {recipe.path.name} "
@@ -206,7 +206,7 @@ def make_plan(recipe: Recipe, options: Options, check_shell: bool = True) -> Pla
         warnings.append(f"extra argument '{dup}' repeats an option already in the command; "
                         "vLLM uses the last value, so the extra argument wins")
 
-    port_text = render.option_value(list(argv), "--port") or "8000"
+    port_text = vllm.option("--port") or "8000"
     if not re.fullmatch(r"[0-9]{1,5}", port_text) or not 0 < int(port_text) < 65536:
         raise ConfigError(f"{recipe.path}: the command's --port is '{port_text}', not a port number (1-65535)")
     name = options.name or default_container_name(recipe)
@@ -222,9 +222,9 @@ def make_plan(recipe: Recipe, options: Options, check_shell: bool = True) -> Pla
     mod_list = mods.check(tuple(settings.resolve_mod(m) for m in recipe.mods), f"{recipe.path}")
     script = render.render_template(
         "launch.sh.j2", recipe_name=recipe.name, recipe_file=str(recipe.path), mode=mode,
-        env=dict(recipe.env), command=command, exec_ok=not render.has_operators(command))
+        env=dict(recipe.env), command=command, exec_ok=not vllm.has_operators)
     if check_shell:
-        _check_shell(script, recipe)
+        check_bash(script, recipe.path)
     docker_env = dict(BASE_DOCKER_ENV)
     if options.nccl_debug:
         docker_env["NCCL_DEBUG"] = options.nccl_debug
@@ -232,9 +232,9 @@ def make_plan(recipe: Recipe, options: Options, check_shell: bool = True) -> Pla
                    if not main or repo != main.repo)
     return Plan(
         recipe=recipe, options=options, mode=mode, nodes=nodes, params=params,
-        command=command, argv=argv, script=script, build=build, mods=mod_list,
+        command=command, argv=argv, vllm=vllm, script=script, build=build, mods=mod_list,
         container_name=name,
-        docker_env=docker_env, port=int(port_text), served_model=served_model(argv),
+        docker_env=docker_env, port=int(port_text), served_model=vllm.served_model,
         models=((main,) if main else ()) + extras, local_mounts=local_mounts, warnings=tuple(warnings),
         copy_hosts=copy_to)
 
@@ -267,44 +267,31 @@ def _revision(text: str, source: str) -> str:
     return text
 
 
-def _check_shell(script: str, recipe: Recipe) -> None:
-    """The script must parse as bash before anything runs (an unclosed `$(` would fail only in the container)."""
+def check_bash(script: str, source: Path | str, what: str = "the rendered script") -> None:
+    """A script must parse as bash before anything runs (an unclosed `$(` would fail only in the container)."""
     try:
         res = subprocess.run(["bash", "-n"], input=script, capture_output=True, text=True, timeout=10)
     except (FileNotFoundError, subprocess.TimeoutExpired):
         return  # no bash here: the container's bash will say it
     if res.returncode:
         detail = res.stderr.strip().splitlines()[-1:] or ["syntax error"]
-        raise RenderError(f"{recipe.path}: command: the rendered script is not valid bash: "
-                          f"{detail[0].replace('bash: ', '')}")
+        raise RenderError(f"{source}: command: {what} is not valid bash: {detail[0].replace('bash: ', '')}")
 
 
 def gpus_asked(recipe: Recipe) -> int:
     """tp * pp * dp of the command with its defaults: one GPU per DGX Spark, so the nodes a cluster run needs."""
     try:
-        argv = render.words(render.substitute(recipe.command, dict(recipe.defaults)))
+        sizes = vllm_args.parse(recipe.command, dict(recipe.defaults)).parallel_sizes()
     except RenderError:
         return 1
     total = 1
-    for flag in ("--tensor-parallel-size", "--pipeline-parallel-size", "--data-parallel-size"):
-        value = render.option_value(argv, flag)
-        total *= int(value) if value and value.isascii() and value.isdigit() and int(value) > 0 else 1
+    for value in sizes.values():
+        total *= int(value) if value.isascii() and value.isdigit() and int(value) > 0 else 1
     return total
 
 
 def default_container_name(recipe: Recipe) -> str:
     return "runrecipe-" + re.sub(r"[^A-Za-z0-9_.-]+", "-", recipe.id).strip("-")
-
-
-def served_model(argv: tuple[str, ...]) -> str:
-    """The model id /v1/models will list: --served-model-name, else the model after `vllm serve`."""
-    named = render.option_value(list(argv), "--served-model-name")
-    if named:
-        return named
-    for i, word in enumerate(argv[:-2]):
-        if word.endswith("vllm") and argv[i + 1] == "serve":
-            return argv[i + 2]
-    return ""
 
 
 def parse_overrides(pairs: list[str], source: str) -> dict[str, str]:

@@ -3,8 +3,11 @@
 Recipes keep the origin's str.format syntax (`{param}`, `{{`/`}}` for literal
 braces). Unlike the origin, each substituted value is quoted for the shell
 context it lands in (bare word, inside '...', inside "..."), so a value reaches
-the program as one literal argument and never executes. Scripts that run on a
-node are rendered from Jinja templates with StrictUndefined and a `q` filter.
+the program as one literal argument and never executes; a placeholder where no
+quoting can do that (inside `$( )`, backticks, a comment ...) is refused with its
+line. The shellwords scanner follows the text to tell the context, and hands
+vllm_args the filled command as words. Scripts that run on a node are rendered
+from Jinja templates with StrictUndefined and a `q` filter.
 """
 from __future__ import annotations
 
@@ -13,19 +16,18 @@ import shlex
 from functools import lru_cache
 from pathlib import Path
 from string import Formatter
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Mapping
 
 from .errors import RenderError
+from .shellwords import DOUBLE, SINGLE, Scanner, Token
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
-_BARE, _SINGLE, _DOUBLE = "bare", "single", "double"
-_OPERATORS = {";", "&&", "||", "|", "&", "(", ")", "<", ">", ">>", "<<", ";;", "|&"}
-# The lookbehind starts a match only at the first blank of a run: without it a long run of
-# blanks made every position rescan the rest of the run (quadratic time on a 100 KB line).
-_BACKEND = re.compile(r"(?<![ \t])[ \t]*--distributed[-_]executor[-_]backend(?:=|[ \t]+)\S+")
-# vLLM reads `-tp` and `--tensor-parallel-size` (and `_` for `-`) as the same option.
-_ALIASES = {"-tp": "--tensor-parallel-size", "-pp": "--pipeline-parallel-size",
-            "-dp": "--data-parallel-size", "-q": "--quantization"}
+# How a value is written into each quoting context a placeholder may stand in.
+_QUOTERS: dict[str, Callable[[str], str]] = {
+    "bare": shlex.quote,
+    SINGLE: lambda v: v.replace("'", "'\\''"),
+    DOUBLE: lambda v: re.sub(r'([\\"$`])', r"\\\1", v),
+}
 
 
 def placeholders(template: str) -> list[str]:
@@ -35,11 +37,24 @@ def placeholders(template: str) -> list[str]:
 
 def substitute(template: str, params: Mapping[str, Any]) -> str:
     """Fill `{name}` placeholders, quoting each value for its place in the shell text."""
+    return "".join(_fill(template, params, Scanner()))
+
+
+def substitute_tokens(template: str, params: Mapping[str, Any]) -> list[Token]:
+    """The filled command as shell words and operators (see shellwords), for vllm_args."""
+    scanner = Scanner()
+    _fill(template, params, scanner)
+    return scanner.finish()
+
+
+def _fill(template: str, params: Mapping[str, Any], scanner: Scanner) -> list[str]:
+    """The filled text in pieces; the scanner follows along to know each placeholder's quoting context."""
     out: list[str] = []
-    state, escaped = _BARE, False
+    line = 1
     for literal, field, spec, conversion in _parse(template):
         out.append(literal)
-        state, escaped = _advance(state, escaped, literal)
+        scanner.feed(literal)
+        line += literal.count("\n")
         if field is None:
             continue
         if spec or conversion:
@@ -50,78 +65,15 @@ def substitute(template: str, params: Mapping[str, Any]) -> str:
             raise RenderError(f"unknown placeholder '{{{field}}}' in the command; available: {available}. "
                               "Add it to the recipe's defaults or pass -o "
                               f"{field}=VALUE")
-        if escaped:
-            raise RenderError(f"placeholder '{{{field}}}' follows a backslash; remove the backslash")
-        out.append(_quote(state, _text(params[field])))
-    return "".join(out)
-
-
-def strip_executor_backend(template: str) -> str:
-    """Drop `--distributed-executor-backend X` (solo and native multi-node use none) and emptied lines."""
-    lines = [_BACKEND.sub("", line) for line in template.splitlines()]
-    return "\n".join(ln for ln in lines if ln.strip() not in ("", "\\"))
-
-
-def drop_backend_args(args: list[str]) -> list[str]:
-    """Same as strip_executor_backend, for extra args given as a list."""
-    out, skip = [], False
-    for arg in args:
-        if skip:
-            skip = False
-            continue
-        name = _flag(arg)
-        if name == "--distributed-executor-backend":
-            skip = "=" not in arg
-            continue
-        out.append(arg)
+        context = scanner.context
+        if context not in _QUOTERS:
+            raise RenderError(f"line {line}: placeholder '{{{field}}}' is {_where(context)}, where no quoting "
+                              "can keep its value literal; make it an argument of its own (or move it into "
+                              "the recipe's env)")
+        quoted = _QUOTERS[context](_text(params[field]))
+        scanner.feed(quoted)
+        out.append(quoted)
     return out
-
-
-def finish(command: str, extra_args: Iterable[str]) -> str:
-    """Trim the trailing continuation and append extra args, each as one quoted word."""
-    text = command.rstrip()
-    while text.endswith("\\"):
-        text = text[:-1].rstrip()
-    extra = " ".join(shlex.quote(a) for a in extra_args)
-    return f"{text} {extra}" if extra else text
-
-
-def words(command: str) -> list[str]:
-    """The words a shell would see (continuations joined); raises RenderError on unclosed quotes."""
-    try:
-        return shlex.split(command.replace("\\\n", ""), posix=True)
-    except ValueError as exc:
-        raise RenderError(f"the command cannot be parsed as shell words: {exc}") from None
-
-
-def has_operators(command: str) -> bool:
-    """True when the command is more than one simple command (so the script must not `exec` it)."""
-    lexer = shlex.shlex(command.replace("\\\n", ""), posix=True, punctuation_chars=True)
-    lexer.whitespace_split = True
-    try:
-        return any(tok in _OPERATORS for tok in lexer)
-    except ValueError:
-        return True
-
-
-def duplicate_flags(command: str, extra_args: Iterable[str]) -> list[str]:
-    """Extra args whose flag the rendered command already sets (vLLM keeps the last one)."""
-    present = {_flag(w) for w in words(command) if _is_flag(w)}
-    return [a for a in extra_args if _is_flag(a) and _flag(a) in present]
-
-
-def option_value(argv: list[str], *names: str) -> str | None:
-    """Last value of an option in argv (`--x v` or `--x=v`), like argparse's last-wins."""
-    wanted = {_flag(n) for n in names}
-    value = None
-    for i, arg in enumerate(argv):
-        if not _is_flag(arg) or _flag(arg) not in wanted:
-            continue
-        if "=" in arg:
-            value = arg.split("=", 1)[1]
-        elif i + 1 < len(argv):
-            value = argv[i + 1]
-    return value
 
 
 def render_template(name: str, **context: Any) -> str:
@@ -164,41 +116,9 @@ def _parse(template: str) -> list[tuple[str, str | None, str | None, str | None]
     return parsed
 
 
-def _advance(state: str, escaped: bool, text: str) -> tuple[str, bool]:
-    """Follow bash's quoting through literal text."""
-    for ch in text:
-        if escaped:
-            escaped = False
-        elif state == _SINGLE:
-            state = _BARE if ch == "'" else _SINGLE
-        elif ch == "\\":
-            escaped = True
-        elif state == _DOUBLE:
-            state = _BARE if ch == '"' else _DOUBLE
-        elif ch == "'":
-            state = _SINGLE
-        elif ch == '"':
-            state = _DOUBLE
-    return state, escaped
-
-
-def _quote(state: str, value: str) -> str:
-    if state == _SINGLE:
-        return value.replace("'", "'\\''")
-    if state == _DOUBLE:
-        return re.sub(r'([\\"$`])', r"\\\1", value)
-    return shlex.quote(value)
+def _where(context: str) -> str:
+    return context if context.startswith("right after") else f"inside {context}"
 
 
 def _text(value: Any) -> str:
     return value if isinstance(value, str) else format(value)
-
-
-def _is_flag(arg: str) -> bool:
-    return arg.startswith("-") and len(arg) > 1 and not re.fullmatch(r"-[\d.]+", arg)
-
-
-def _flag(arg: str) -> str:
-    name = arg.split("=", 1)[0]
-    name = _ALIASES.get(name, name)
-    return name[:2] + name[2:].replace("_", "-") if name.startswith("--") else name
