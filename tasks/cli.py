@@ -28,6 +28,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return lint(args[1:])
         if args and args[0] in SUBCOMMANDS:
             return _lifecycle(args[0], args[1:])
+        if args and args[0] == "plan":
+            return _run(args[1:], inspect=True)
         return _run(args)
     except RunRecipeError as exc:
         print(f"Error: {exc}", file=sys.stderr)
@@ -40,6 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="run-recipe", usage="run-recipe [OPTIONS] [RECIPE] [-- EXTRA_VLLM_ARGS...]\n"
+        "       run-recipe plan RECIPE [OPTIONS]   (ask every node, read-only, what would run)\n"
         "       run-recipe status|stop|logs|lint ...",
         description="Serve a model with vLLM from a YAML recipe, on one node or a cluster. "
         "Steps whose inputs did not change are skipped.")
@@ -149,7 +152,7 @@ def env_options(config: Path | None, *, eth_if: str | None = None, ib_if: str | 
             "privileged": not (non_privileged or dotenv.get("NON_PRIVILEGED", "").lower() in ("1", "true", "yes"))}
 
 
-def _run(args: list[str]) -> int:
+def _run(args: list[str], inspect: bool = False) -> int:
     own, extra = _split_extra(args)
     ns = parser().parse_args(own)
     if not ns.ready_timeout > 0:
@@ -170,6 +173,8 @@ def _run(args: list[str]) -> int:
     plan = make_plan(recipe, options_from(ns, extra))
     for warning in plan.warnings:
         print(f"Warning: {warning}", file=sys.stderr)
+    if inspect:
+        return inspect_plan(plan, ns.json)
     if ns.dry_run:
         return dry_run(plan, ns.json)
     if ns.download_only:
@@ -316,6 +321,38 @@ def dry_run(plan: Plan, as_json: bool) -> int:
     for role in roles:
         print(f"node script for {role.node.target} ({'head' if role.head else 'worker'}, rank {role.rank}):")
         print("  " + role.script.rstrip().replace("\n", "\n  "))
+    return 0
+
+
+def inspect_plan(plan: Plan, as_json: bool) -> int:
+    """`run-recipe plan`: every step on every node, asked read-only: up to date because ..., or what
+    would run, and the bytes a cluster run would copy to each node. Changes nothing."""
+    from dataclasses import replace
+
+    from .graph import explain, fleet_for
+    from .units import human_bytes
+
+    plan = replace(plan, options=replace(plan.options, setup=True, download=True))
+    rows = explain(plan, setup=True, contact=True)
+    travel: dict[str, tuple[int, int]] = {}
+    if plan.mode == "cluster":
+        from .cluster import bytes_to_copy
+
+        travel = bytes_to_copy(plan, fleet_for(plan), image=True, weights_too=True)
+        travel.pop(plan.head.target, None)  # the head's entry is room for `docker save`, not a copy
+    if as_json:
+        print(json.dumps({"recipe": plan.recipe.id, "mode": plan.mode, "nodes": [n.target for n in plan.nodes],
+                          "tasks": [{"task": t, "status": v} for t, v in rows],
+                          "copy": [{"node": n, "image_room": i, "weights_bytes": w} for n, (i, w) in travel.items()]},
+                         indent=2))
+        return 0
+    width = max(len(t) for t, _ in rows)
+    for task, verdict in rows:
+        print(f"{task.ljust(width)}  {verdict}")
+    for node, (image_room, weight_bytes) in travel.items():
+        parts = ([f"the image (needs {human_bytes(image_room)} free while it loads)"] if image_room else []) + \
+                ([f"{human_bytes(weight_bytes)} of weights"] if weight_bytes else [])
+        print(f"copy to {node}: {', '.join(parts) or 'nothing'}")
     return 0
 
 

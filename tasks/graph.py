@@ -30,6 +30,7 @@ class Check:
 
     question: Callable[[], bool]
     why_not: str
+    because: str = "its check holds"   # what `run-recipe plan` says when it holds
 
     def __call__(self) -> bool:
         try:
@@ -61,7 +62,8 @@ def build_task(plan: Plan, runner: LocalRunner) -> dict[str, Any]:
     spec = plan.build
     check = (Check(_forced, "--force-build asks for a rebuild") if plan.options.force_build else
              Check(lambda: image.is_current(runner, spec),
-                   f"image {spec.tag} is missing or was built from other inputs"))
+                   f"image {spec.tag} is missing or was built from other inputs",
+                   f"{spec.tag} carries the hash of its current Dockerfile, args and context"))
     return {"basename": "build", "name": spec.tag,
             "doc": f"build image {spec.tag} from {spec.describe()}",
             "actions": [(_step, [image.build, runner, spec])],
@@ -149,7 +151,8 @@ def mods_task(plan: Plan, runner: LocalRunner, deps: list[str]) -> dict[str, Any
     return {"basename": "mods", "name": plan.recipe.id,
             "doc": f"apply mods {names} to {plan.build.tag}",
             "actions": [(_step, [apply])], "task_dep": deps,
-            "uptodate": [Check(current, f"mods {names} not yet applied to the current {plan.build.tag}")],
+            "uptodate": [Check(current, f"mods {names} not yet applied to the current {plan.build.tag}",
+                               f"the mods image of {plan.build.tag} with {names} exists")],
             "verbosity": 2}
 
 
@@ -158,7 +161,8 @@ def launch_task(plan: Plan, runner: LocalRunner, deps: list[str]) -> dict[str, A
             "doc": f"serve {plan.recipe.name} ({plan.mode}) at {plan.endpoint}",
             "actions": [(_step, [launch.converge, launch.solo(runner, plan), plan])], "task_dep": deps,
             "uptodate": [Check(lambda: launch.is_current(launch.solo(runner, plan), plan),
-                               f"no container of {plan.recipe.id} runs with the current image, script and settings")],
+                               f"no container of {plan.recipe.id} runs with the current image, script and settings",
+                               f"{plan.container_name} runs with the current image, script and settings")],
             "verbosity": 2}
 
 
@@ -222,7 +226,8 @@ def cluster_tasks(plan: Plan, fleet: "Fleet", *, setup: bool) -> list[dict[str, 
             out.append({"basename": "image", "name": f"{tag}@{node.target}",
                         "doc": f"copy image {tag} to {node.target} (streamed, chained through the workers)",
                         "actions": [(_step, [send])], "task_dep": previous,
-                        "uptodate": [Check(same_image, f"{node.target} does not have the head's {tag}")],
+                        "uptodate": [Check(same_image, f"{node.target} does not have the head's {tag}",
+                                           f"{node.target} has the head's image ID")],
                         "verbosity": 2})
             previous = [name]
             deps.append(name)
@@ -251,7 +256,8 @@ def cluster_tasks(plan: Plan, fleet: "Fleet", *, setup: bool) -> list[dict[str, 
                             "doc": f"copy {model.key} to {node.target}'s HF cache (only missing or changed files)",
                             "actions": [(_step, [sync])],
                             "task_dep": [f"download:{model.key}"] + weights_before.get(model.key, []),
-                            "uptodate": [Check(synced, f"{node.target} lacks files of {model.key}")]
+                            "uptodate": [Check(synced, f"{node.target} lacks files of {model.key}",
+                                               f"{node.target} has every file of {model.key} at the head's size")]
                             + ([Check(_forced, "--verify hashes every file")] if plan.options.verify else []),
                             "verbosity": 2})
                 weights_before[model.key] = [name]
@@ -274,7 +280,8 @@ def cluster_tasks(plan: Plan, fleet: "Fleet", *, setup: bool) -> list[dict[str, 
                 "actions": [(_step, [lambda: launch.converge(places(), plan, ray_first=fleet.mode == "ray")])],
                 "task_dep": list(dict.fromkeys(launch_deps)),
                 "uptodate": [Check(lambda: launch.is_current(places(), plan),
-                                   f"not every node runs {plan.recipe.id} with the current image, script and settings")],
+                                   f"not every node runs {plan.recipe.id} with the current image, script and settings",
+                                   f"every node runs {plan.recipe.id} with the current image, script and settings")],
                 "verbosity": 2})
     return out
 
@@ -358,24 +365,27 @@ def namespace(plans: Iterable[Plan], *, setup: bool, default: list[str]) -> dict
     }
 
 
-def explain(plan: Plan, *, setup: bool) -> list[tuple[str, str]]:
-    """For --dry-run: each task with 'up to date' or 'would run: <why>', without changing anything."""
+def explain(plan: Plan, *, setup: bool, contact: bool = False) -> list[tuple[str, str]]:
+    """Each task with 'up to date' or 'would run: <why>', without changing anything.
+
+    --dry-run contacts no node (contact=False); `run-recipe plan` asks every node, read-only."""
     rows: list[tuple[str, str]] = []
     ran: list[str] = []
-    for task in tasks_of(plan, setup=setup, dry=True):
+    for task in tasks_of(plan, setup=setup, dry=not contact):
         name = f"{task['basename']}:{task['name']}"
         upstream = [d for d in task.get("task_dep", []) if d in ran]
-        if plan.mode == "cluster" and task["basename"] not in ("build", "download"):
+        if not contact and plan.mode == "cluster" and task["basename"] not in ("build", "download"):
             verdict = "not checked: --dry-run does not contact the nodes"
         elif upstream:
             verdict = f"would run: {upstream[0]} runs before it"
         else:
             try:
                 stale = [c for c in task["uptodate"] if not c()]
-                verdict = f"would run: {stale[0]!r}" if stale else "up to date"
+                because = "; ".join(getattr(c, "because", "its check holds") for c in task["uptodate"])
+                verdict = f"would run: {stale[0]!r}" if stale else f"up to date: {because}"
             except RunError as exc:
                 verdict = f"would run: cannot tell ({str(exc).splitlines()[0]})"
-        if verdict != "up to date":
+        if not verdict.startswith("up to date"):
             ran.append(name)
         rows.append((name, verdict))
     return rows

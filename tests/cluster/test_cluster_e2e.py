@@ -115,6 +115,17 @@ def test_ray_cluster_converges_then_reruns_nothing(cluster3: rc.TestCluster, pro
         assert n - rx[name] < min(2_000_000, image_bytes // 20), (name, n - rx[name], image_bytes)
     assert {n.name: ours(n, "rayc") for n in cluster3.nodes} == before
 
+    # `plan` asks every node, read-only: each step says why it is up to date, nothing would travel.
+    asked = tool(cluster3, project, "plan", "rayc", "--json")
+    assert asked.returncode == 0, asked.stdout + asked.stderr
+    report = json.loads(asked.stdout)
+    tasks = {t["task"]: t["status"] for t in report["tasks"]}
+    assert f"image:{TAG}@198.18.0.13" in tasks and "launch:rayc" in tasks
+    assert all(s.startswith("up to date: ") for s in tasks.values()), tasks
+    assert "has the head's image ID" in tasks[f"image:{TAG}@198.18.0.12"]
+    assert report["copy"] == [{"node": ip, "image_room": 0, "weights_bytes": 0} for ip in ips[1:]]
+    assert {n.name: ours(n, "rayc") for n in cluster3.nodes} == before
+
     status = tool(cluster3, project, "status", "rayc", "--json")
     rows = json.loads(status.stdout)
     assert sorted(r["node"] for r in rows) == ["198.18.0.11", "198.18.0.12", "198.18.0.13"]
