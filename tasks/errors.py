@@ -7,9 +7,19 @@ from __future__ import annotations
 
 
 class RunRecipeError(Exception):
-    """Root: something the user can fix; the message says what and how."""
+    """Root: something the user can fix; the message says what and how.
+
+    Besides the message, an error may carry where it is and what to do, as data: `file`, `field`
+    (a path into the recipe, e.g. ("defaults", "port")), `line` (1-based), `fix`, and `reason` (the
+    message without the where). lint and the CLI read these fields; nobody parses the message."""
 
     exit_code = 1
+
+    def __init__(self, message: str = "", *, file: str | None = None, field: tuple[object, ...] = (),
+                 line: int | None = None, fix: str = "", reason: str = "") -> None:
+        super().__init__(message)
+        self.file, self.field, self.line, self.fix = file, tuple(field), line, fix
+        self.reason = reason or message
 
 
 class RecipeError(RunRecipeError, ValueError):
@@ -33,7 +43,6 @@ class RunError(RunRecipeError, RuntimeError):
 
     def __init__(self, message: str, *, node: str = "local", command: str = "",
                  exit_code: int | None = None, tail: str = "") -> None:
-        self.node, self.command, self.exit_status, self.tail = node, command, exit_code, tail
         parts = [message]
         if command:
             parts.append(f"  node: {node}\n  command: {command}")
@@ -42,6 +51,7 @@ class RunError(RunRecipeError, RuntimeError):
         if tail.strip():
             parts.append("  last output:\n" + "\n".join("    " + ln for ln in tail.rstrip().splitlines()))
         super().__init__("\n".join(parts))
+        self.node, self.command, self.exit_status, self.tail = node, command, exit_code, tail
 
 
 class NotReadyError(RunError):

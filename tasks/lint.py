@@ -38,7 +38,7 @@ import yaml
 
 from . import image, mods, render, settings, vllm_args
 from .errors import RunRecipeError
-from .recipe import ENV_NAME, Recipe, _Loader, id_for, parse
+from .recipe import ENV_NAME, Recipe, SafeLoader, id_for, parse
 
 ERROR, WARNING = "error", "warning"
 # Options vLLM accepts more than once and accumulates (argparse action="append").
@@ -81,7 +81,7 @@ class Positions:
         self.spans: dict[tuple[Any, ...], tuple[int, int]] = {}   # value node first/last line
         self.duplicates: list[tuple[tuple[Any, ...], int]] = []
         try:
-            root = yaml.compose(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+            root = yaml.compose(text, Loader=SafeLoader)  # noqa: S506 - a SafeLoader subclass
         except (yaml.YAMLError, RecursionError, ValueError):
             root = None
         if root is not None:
@@ -178,35 +178,19 @@ class _FileLint:
             message = str(exc)
             prefix = f"{self.path}: "
             message = message[len(prefix):] if message.startswith(prefix) else message
-            if env_bad and message.startswith("env: '"):
+            if env_bad and exc.field[:1] == ("env",) and len(exc.field) == 2:
                 return None  # already reported, with its line, by the env-name rule
-            syntax = re.search(r"YAML syntax error at line (\d+)", message)
-            if syntax:
-                self.add(ERROR, "yaml", int(syntax.group(1)), message, "fix the YAML syntax at that line")
-            else:
-                self.add(ERROR, "schema", self._line_for_message(message), message, _schema_fix(message))
+            rule = "yaml" if exc.line is not None and not exc.field else "schema"
+            where = exc.line if exc.line is not None else exc.field
+            self.add(ERROR, rule, where, message,
+                     exc.fix or "see the recipe format in recipes-readme (Recipe Format)")
             return None
-
-    def _line_for_message(self, message: str) -> int:
-        """The line of the first field the message names (`field 'x'`, `x.y must`, `x: 'y'`)."""
-        assert self.pos is not None
-        names = re.findall(r"'([A-Za-z_][\w.]*)'|\b([A-Za-z_]\w*)(?:\.(\w+))? must|^(\w+):", message)
-        for quoted, field, sub, head in names:
-            for cand in ((quoted,), (field, sub), (field,), (head,)):
-                cand = tuple(c for c in cand if c)
-                if cand and cand in self.pos.keys:
-                    return self.pos.keys[cand]
-        return 1
 
     def _recipe_id(self) -> str:
         return id_for(self.path, self.recipes_dir)
 
     def _unknown_keys(self, recipe: Recipe) -> None:
-        for warning in recipe.warnings:
-            found = re.search(r"unknown field '([^']*)' is ignored(?:; did you mean '([^']*)'\?)?", warning)
-            if not found:
-                continue
-            key, close = found.groups()
+        for key, close in recipe.unknown:
             self.add(WARNING, "unknown-key", (key,), f"unknown field '{key}' is ignored",
                      f"rename it to '{close}'" if close else "remove it, or check its spelling")
 
@@ -399,8 +383,7 @@ class _FileLint:
             try:
                 mods.check((resolved,), "mods")
             except RunRecipeError as exc:
-                reason = str(exc).split(": ", 2)[-1]
-                self.add(ERROR, "mod", ("mods", i), f"mod '{mod}': {reason}",
+                self.add(ERROR, "mod", ("mods", i), f"mod '{mod}': '{resolved}' {exc.reason}",
                          f"add {mod}/run.sh, or fix the path (relative to {settings.project_root()})")
 
     def _build_args(self, recipe: Recipe) -> None:
@@ -457,26 +440,6 @@ def _option_key(word: str, fold_no: bool = False) -> str:
     """What vLLM reads an option as: aliases and `_` folded (render's rule); --no-x as --x if asked."""
     name = vllm_args.flag_name(word)
     return "--" + name[5:] if fold_no and name.startswith("--no-") else name
-
-
-SCHEMA_FIXES = (
-    (r"missing required field '(\w+)'", "add '{0}:' (name, container and command are required)"),
-    (r"must be true or false", "write true or false, unquoted"),
-    (r"must be a single value", "give one text or number (write JSON as a quoted string)"),
-    (r"must be a list of text", "write a YAML list of text items (- item)"),
-    (r"must be text", "write it as text"),
-    (r"expected a mapping", "write the recipe as fields: name, container, command, ..."),
-    (r"both true", "set at most one of cluster_only and solo_only"),
-    (r"not a valid parameter name", "name defaults with letters, digits and _, not starting with a digit"),
-)
-
-
-def _schema_fix(message: str) -> str:
-    for pattern, fix in SCHEMA_FIXES:
-        found = re.search(pattern, message)
-        if found:
-            return fix.format(*found.groups())
-    return "see the recipe format in recipes-readme (Recipe Format)"
 
 
 def _extra_models(argv: list[str]) -> Iterator[tuple[str, str]]:

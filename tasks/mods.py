@@ -47,11 +47,11 @@ def check(paths: tuple[Path, ...], source: str) -> tuple[Mod, ...]:
             kind = ""
         if kind == "dir":
             if not (path / "run.sh").is_file():
-                raise RecipeError(f"{source}: mods: '{path}' has no run.sh")
+                raise _missing(source, path, "has no run.sh")
         elif path.suffix == ".zip" and kind == "file":
             _zip_root(path, source)
         else:
-            raise RecipeError(f"{source}: mods: '{path}' does not exist (a folder or .zip with run.sh)")
+            raise _missing(source, path, "does not exist (a folder or .zip with run.sh)")
         name = re.sub(r"[^A-Za-z0-9_.-]", "_", path.stem if path.suffix == ".zip" else path.name)
         mods.append(Mod(name, path))
     return tuple(mods)
@@ -134,12 +134,18 @@ def _zip_root(path: Path, source: str) -> str:
         with zipfile.ZipFile(path) as zf:
             names = [PurePosixPath(n) for n in zf.namelist()]
     except (zipfile.BadZipFile, OSError) as exc:
-        raise RecipeError(f"{source}: mods: '{path}' is not a readable zip: {exc}") from None
+        raise _missing(source, path, f"is not a readable zip: {exc}") from None
     if any(n.is_absolute() or ".." in n.parts for n in names):
-        raise RecipeError(f"{source}: mods: '{path}' has entries outside its own folder")
+        raise _missing(source, path, "has entries outside its own folder")
     if PurePosixPath("run.sh") in names:
         return ""
     roots = {n.parts[0] for n in names if n.parts}
     if len(roots) == 1 and PurePosixPath(next(iter(roots)), "run.sh") in names:
         return next(iter(roots))
-    raise RecipeError(f"{source}: mods: '{path}' has no run.sh")
+    raise _missing(source, path, "has no run.sh")
+
+
+def _missing(source: str, path: Path, problem: str) -> RecipeError:
+    """A mod that cannot be applied: the error names the recipe, the mod and what is wrong."""
+    return RecipeError(f"{source}: mods: '{path}' {problem}", field=("mods",), reason=problem,
+                       fix="give each mod a folder (or .zip) holding run.sh, relative to the project folder")

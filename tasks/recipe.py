@@ -52,6 +52,7 @@ class Recipe:
     files: tuple[str, ...] = ()
     model_path: str = ""
     warnings: tuple[str, ...] = ()
+    unknown: tuple[tuple[str, str], ...] = ()   # (field, closest known field or "") the engine ignores
 
     @property
     def mode(self) -> str:
@@ -63,7 +64,7 @@ class Recipe:
         return "either"
 
 
-class _Loader(yaml.SafeLoader):
+class SafeLoader(yaml.SafeLoader):
     """SafeLoader that refuses alias expansion bombs: recipes are small, hand-written files."""
 
     max_aliases = 100
@@ -80,74 +81,89 @@ def parse(text: str, path: Path, recipe_id: str | None = None) -> Recipe:
     """Check one recipe document; raise RecipeError naming file, field and expectation."""
     where = str(path)
     if len(text.encode("utf-8", "surrogatepass")) > MAX_RECIPE_BYTES:
-        raise RecipeError(f"{where}: file is larger than {MAX_RECIPE_BYTES} bytes; a recipe is a short YAML file")
+        raise RecipeError(f"{where}: file is larger than {MAX_RECIPE_BYTES} bytes; a recipe is a short YAML file",
+                          file=where, fix="keep the recipe short: the weights and patches live elsewhere")
     try:
-        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+        data = yaml.load(text, Loader=SafeLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         pos = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise RecipeError(f"{where}: YAML syntax error{pos}: {exc.problem or exc.context}") from None
+        raise RecipeError(f"{where}: YAML syntax error{pos}: {exc.problem or exc.context}", file=where,
+                          line=mark.line + 1 if mark else 1, fix="fix the YAML syntax at that line") from None
     except (yaml.YAMLError, RecursionError, ValueError) as exc:
-        raise RecipeError(f"{where}: not valid YAML: {exc}") from None
+        raise RecipeError(f"{where}: not valid YAML: {exc}", file=where, line=1,
+                          fix="fix the YAML (nesting, aliases)") from None
     if not isinstance(data, dict):
         raise RecipeError(f"{where}: expected a mapping of fields (name, container, command, ...), "
-                          f"got {_kind(data)}")
+                          f"got {_kind(data)}", file=where,
+                          fix="write the recipe as fields: name, container, command, ...")
 
-    warnings = []
+    warnings, unknown = [], []
     for key in data:
         if not isinstance(key, str):
-            raise RecipeError(f"{where}: field names must be text, got {key!r}")
+            raise RecipeError(f"{where}: field names must be text, got {key!r}", file=where,
+                              fix="name fields with text (name, container, command, ...)")
         if key not in KNOWN_KEYS:
             close = difflib.get_close_matches(key, KNOWN_KEYS, n=1)
             hint = f"; did you mean '{close[0]}'?" if close else ""
             warnings.append(f"{where}: unknown field '{key}' is ignored{hint}")
+            unknown.append((key, close[0] if close else ""))
     for key in REQUIRED:
         if key not in data or data[key] in (None, ""):
-            raise RecipeError(f"{where}: missing required field '{key}' (expected text)")
+            raise RecipeError(f"{where}: missing required field '{key}' (expected text)", file=where,
+                              field=(key,), fix=f"add '{key}:' (name, container and command are required)")
 
     def text_field(key: str) -> str:
         value = data.get(key, "")
         if value is None:
             return ""
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-            raise RecipeError(f"{where}: field '{key}' must be text, got {_kind(value)}")
-        return _plain(where, key, str(value))
+            raise RecipeError(f"{where}: field '{key}' must be text, got {_kind(value)}", file=where,
+                              field=(key,), fix="write it as text")
+        return _plain(where, (key,), str(value))
 
     def flag(key: str) -> bool:
         value = data.get(key, False)
         if value is None:
             return False
         if not isinstance(value, bool):
-            raise RecipeError(f"{where}: field '{key}' must be true or false, got {_kind(value)}")
+            raise RecipeError(f"{where}: field '{key}' must be true or false, got {_kind(value)}", file=where,
+                              field=(key,), fix="write true or false, unquoted")
         return value
 
     def text_list(key: str) -> tuple[str, ...]:
         value = data.get(key) or []
         if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-            raise RecipeError(f"{where}: field '{key}' must be a list of text items, got {_kind(value)}")
-        return tuple(_plain(where, key, v) for v in value)
+            raise RecipeError(f"{where}: field '{key}' must be a list of text items, got {_kind(value)}",
+                              file=where, field=(key,), fix="write a YAML list of text items (- item)")
+        return tuple(_plain(where, (key, i), v) for i, v in enumerate(value))
 
     def mapping(key: str, name_rule: re.Pattern[str], what: str) -> dict[str, Any]:
         value = data.get(key) or {}
         if not isinstance(value, dict):
-            raise RecipeError(f"{where}: field '{key}' must be a mapping of {what} to values, got {_kind(value)}")
+            raise RecipeError(f"{where}: field '{key}' must be a mapping of {what} to values, got {_kind(value)}",
+                              file=where, field=(key,), fix=f"write {key} as `NAME: value` lines")
         out = {}
         for k, v in value.items():
             if not isinstance(k, str) or not name_rule.match(k):
                 raise RecipeError(f"{where}: {key}: '{k}' is not a valid {what} "
-                                  "(letters, digits and _, not starting with a digit)")
+                                  "(letters, digits and _, not starting with a digit)", file=where, field=(key, k),
+                                  fix="name it with letters, digits and _, not starting with a digit")
             if v is None or not isinstance(v, Scalar):
                 raise RecipeError(f"{where}: {key}.{k} must be a single value (text or number), "
-                                  f"got {_kind(v)}")
-            out[k] = _plain(where, f"{key}.{k}", v) if isinstance(v, str) else v
+                                  f"got {_kind(v)}", file=where, field=(key, k),
+                                  fix="give one text or number (write JSON as a quoted string)")
+            out[k] = _plain(where, (key, k), v) if isinstance(v, str) else v
         return out
 
     name = text_field("name")
     if any(ch in name for ch in "\r\n\0"):
-        raise RecipeError(f"{where}: field 'name' must be one line")
+        raise RecipeError(f"{where}: field 'name' must be one line", file=where, field=("name",),
+                          fix="write the name on one line")
     cluster_only, solo_only = flag("cluster_only"), flag("solo_only")
     if cluster_only and solo_only:
-        raise RecipeError(f"{where}: 'cluster_only' and 'solo_only' are both true; set at most one")
+        raise RecipeError(f"{where}: 'cluster_only' and 'solo_only' are both true; set at most one", file=where,
+                          field=("solo_only",), fix="set at most one of cluster_only and solo_only")
     env = {k: str(v) for k, v in mapping("env", ENV_NAME, "environment variable name").items()}
     files = data.get("files")
     return Recipe(
@@ -166,9 +182,10 @@ def parse(text: str, path: Path, recipe_id: str | None = None) -> Recipe:
         env=MappingProxyType(env),
         recipe_version=text_field("recipe_version") or "1",
         revision=text_field("revision"),
-        files=(_plain(where, "files", files),) if isinstance(files, str) else text_list("files"),
+        files=(_plain(where, ("files",), files),) if isinstance(files, str) else text_list("files"),
         model_path=text_field("model_path"),
         warnings=tuple(warnings),
+        unknown=tuple(unknown),
     )
 
 
@@ -246,12 +263,15 @@ def id_for(path: Path, recipes_dir: Path) -> str:
     return rel.with_suffix("").as_posix()
 
 
-def _plain(where: str, key: str, text: str) -> str:
+def _plain(where: str, field: tuple[Any, ...], text: str) -> str:
     """Refuse text no file, argv or script can carry: NUL, and lone surrogates (YAML's \\ud800 escape)."""
+    shown = ".".join(str(f) for f in field if isinstance(f, str))
     if "\0" in text:
-        raise RecipeError(f"{where}: field '{key}' contains a NUL character (\\0)")
+        raise RecipeError(f"{where}: field '{shown}' contains a NUL character (\\0)", file=where, field=field,
+                          fix="remove the NUL character")
     if _SURROGATE.search(text):
-        raise RecipeError(f"{where}: field '{key}' contains a lone surrogate (e.g. \\ud800), which is not text")
+        raise RecipeError(f"{where}: field '{shown}' contains a lone surrogate (e.g. \\ud800), which is not text",
+                          file=where, field=field, fix="remove the \\ud800-style escape")
     return text
 
 

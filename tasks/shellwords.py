@@ -25,6 +25,7 @@ CONTROL = {";", "\n", "&", "&&", "|", "||", "|&", ";;", "(", ")"}
 _OP_CHARS = ";&|<>()"
 _OPERATORS = CONTROL | {"<", ">", ">>", "<>", ">&", "<&", ">|", "&>", "&>>", "<<<", "<<", "<<-"}
 _BARE_RUN = re.compile(r"[^\s'\"\\$`;&|<>()#*?\[{~]+")
+_BLANKS = re.compile(r"[ \t\r]+")
 _SINGLE_RUN = re.compile(r"[^']+")
 _DOUBLE_RUN = re.compile(r"[^\"\\$`]+")
 _NESTED_RUN = re.compile(r"[^'\"\\$`()}]+")
@@ -138,7 +139,8 @@ class Scanner:
         self._end_op()
         if ch in " \t\r":
             self._end_word()
-        elif ch == "\n":
+            return _BLANKS.match(text, i).end()  # type: ignore[union-attr]
+        if ch == "\n":
             self._end_word()
             self.tokens.append(Op("\n"))
             self._continued = False
