@@ -64,16 +64,18 @@ def parser() -> argparse.ArgumentParser:
                    help="set any recipe parameter (repeatable); wins over the flags above")
     g = p.add_argument_group("setup")
     g.add_argument("--setup", action="store_true", help="build the image if its inputs changed, then run")
-    g.add_argument("--build-only", action="store_true", help="only build the image, do not run")
-    g.add_argument("--download-only", action="store_true", help="only download the model, do not run")
+    only = g.add_mutually_exclusive_group()  # argparse names the pair when both are given
+    only.add_argument("--build-only", action="store_true", help="only build the image, do not run")
+    only.add_argument("--download-only", action="store_true", help="only download the model, do not run")
     g.add_argument("--force-build", action="store_true", help="rebuild even if the image is up to date")
     g.add_argument("--force-download", action="store_true", help="download again even if the model is complete")
     g.add_argument("--revision", metavar="REV", help="model branch, tag or commit (overrides the recipe's revision)")
     g.add_argument("--verify", action="store_true",
                    help="hash every weight file against its name; fetch mismatches again")
     g = p.add_argument_group("launch")
-    g.add_argument("--solo", action="store_true", help="run on this machine only (no cluster)")
-    g.add_argument("-n", "--nodes", metavar="IPS", help="comma-separated nodes, first = head")
+    where = g.add_mutually_exclusive_group()
+    where.add_argument("--solo", action="store_true", help="run on this machine only (no cluster)")
+    where.add_argument("-n", "--nodes", metavar="IPS", help="comma-separated nodes, first = head")
     g.add_argument("-d", "--daemon", action="store_true", help="return once the server is ready")
     g.add_argument("-t", "--container", metavar="IMAGE", help="use IMAGE instead of the recipe's container")
     g.add_argument("--name", help="container name (default: runrecipe-<recipe>)")
@@ -81,10 +83,11 @@ def parser() -> argparse.ArgumentParser:
                    help="NCCL debug level (VERSION, WARN, INFO, TRACE)")
     g.add_argument("--non-privileged", action="store_true",
                    help="run without --privileged (IPC_LOCK, 64g shm, pids limit); also .env NON_PRIVILEGED=1")
-    g.add_argument("--ray", dest="ray", action="store_true", default=None,
-                   help="cluster: spread vLLM with Ray (default when the recipe names the Ray backend)")
-    g.add_argument("--no-ray", dest="ray", action="store_false",
-                   help="cluster: native multi-node (--nnodes/--node-rank), no Ray")
+    backend = g.add_mutually_exclusive_group()
+    backend.add_argument("--ray", dest="ray", action="store_true", default=None,
+                         help="cluster: spread vLLM with Ray (default when the recipe names the Ray backend)")
+    backend.add_argument("--no-ray", dest="ray", action="store_false",
+                         help="cluster: native multi-node (--nnodes/--node-rank), no Ray")
     g.add_argument("--eth-if", metavar="IF", help="cluster: network interface for NCCL/Gloo (also .env ETH_IF)")
     g.add_argument("--ib-if", metavar="HCAS", help="cluster: InfiniBand/RoCE HCAs, comma list (also .env IB_IF)")
     g.add_argument("--master-port", type=int, metavar="PORT",
@@ -131,23 +134,24 @@ def env_options(config: Path | None, *, eth_if: str | None = None, ib_if: str | 
     Both entry points take them from here, so `doit run recipe=X` renders the same node scripts as
     run-recipe and neither restarts what the other started."""
     from .cluster import DEFAULT_MASTER_PORT, hca_names, interface_name
-    from .nodes import load_env
+    from .nodes import load_env, port_number
     from .plan import env_file
 
     path = env_file(Options(config=config))
     dotenv = load_env(path)
 
     def pick(flag_value: Any, flag: str, key: str) -> tuple[str, str]:
-        return (str(flag_value), flag) if flag_value else (dotenv.get(key, ""), f"{path}: {key}")
+        given = flag_value is not None  # a flag given as 0 or "" still wins (and is checked)
+        return (str(flag_value), flag) if given else (dotenv.get(key, ""), f"{path}: {key}")
 
     port_text, port_source = pick(master_port, "--master-port", "MASTER_PORT")
-    port_text = port_text or str(DEFAULT_MASTER_PORT)
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+    port = port_number(port_text or str(DEFAULT_MASTER_PORT))
+    if port is None:
         raise ConfigError(f"{port_source}: '{port_text}' is not a port number (1-65535)")
     ib_text, ib_source = pick(ib_if, "--ib-if", "IB_IF")
     hca_names(ib_text, ib_source)
     return {"eth_if": interface_name(*pick(eth_if, "--eth-if", "ETH_IF")), "ib_if": ib_text.strip(),
-            "master_port": int(port_text),
+            "master_port": port,
             "privileged": not (non_privileged or dotenv.get("NON_PRIVILEGED", "").lower() in ("1", "true", "yes"))}
 
 

@@ -49,10 +49,10 @@ def parse_node(text: str, source: str) -> Node:
     user, _, rest = entry.rpartition("@") if "@" in entry else ("", "", entry)
     host, port = rest, 0
     if rest.startswith("["):
-        host, _, tail = rest[1:].partition("]")
+        host, closed, tail = rest[1:].partition("]")
         port = _port(tail[1:], entry, source) if tail.startswith(":") else 0
-        if tail and not tail.startswith(":"):
-            host = ""
+        if not closed or (tail and not tail.startswith(":")):
+            host = ""  # '[::1' or '[::1]x': refused below
     elif rest.count(":") == 1:
         host, port_text = rest.split(":")
         port = _port(port_text, entry, source)
@@ -98,11 +98,17 @@ def mask(key: str, value: str) -> str:
     return value
 
 
+def port_number(text: str) -> int | None:
+    """A TCP port from 1 to 65535, or None. ASCII digits only: str.isdigit() also accepts '²' (which
+    int() then refuses with a traceback) and '٢٢'."""
+    return int(text) if re.fullmatch(r"[0-9]{1,5}", text) and 0 < int(text) < 65536 else None
+
+
 def _port(text: str, entry: str, source: str) -> int:
-    # ASCII digits only: str.isdigit() also accepts '²' (int() then raises) and '٢٢'.
-    if not re.fullmatch(r"[0-9]{1,5}", text) or not 0 < int(text) < 65536:
+    port = port_number(text)
+    if port is None:
         raise ConfigError(f"{source}: node '{entry}': port '{text}' is not a number from 1 to 65535")
-    return int(text)
+    return port
 
 
 def _valid_host(host: str) -> bool:
