@@ -14,6 +14,7 @@ from typing import Any, Sequence
 
 from . import settings
 from .errors import ConfigError, RunRecipeError
+from .masking import scrub
 from .plan import OVERRIDE_FLAGS, Options, Plan, make_plan, parse_overrides
 
 SUBCOMMANDS = ("status", "stop", "logs")
@@ -32,7 +33,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return lifecycle(args[0], args[1:])
         return _run(args)
     except RunRecipeError as exc:
-        print(f"Error: {exc}", file=sys.stderr)
+        print(f"Error: {scrub(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -175,7 +176,7 @@ def _run(args: list[str]) -> int:
     recipe = load_named(ns.recipe, settings.recipes_dir())
     plan = make_plan(recipe, options_from(ns, extra))
     for warning in plan.warnings:
-        print(f"Warning: {warning}", file=sys.stderr)
+        print(f"Warning: {scrub(warning)}", file=sys.stderr)
     if ns.dry_run:
         return dry_run(plan, ns.json)
     if ns.download_only:
@@ -380,7 +381,8 @@ def cached_bytes(recipe: Any) -> int | None:
 
 
 def show_env(config: Path | None) -> int:
-    from .nodes import load_env, mask
+    from .masking import mask
+    from .nodes import load_env
     from .plan import env_file
 
     path = env_file(Options(config=config))
@@ -414,7 +416,7 @@ def doit_namespace() -> dict[str, Any]:
     if variables.get("recipe"):
         plan = make_plan(load_named(variables["recipe"], settings.recipes_dir()), options)
         for warning in plan.warnings:
-            print(f"Warning: {warning}", file=sys.stderr)
+            print(f"Warning: {scrub(warning)}", file=sys.stderr)
         if plan.mode == "cluster" and _doit_runs_tasks(sys.argv[1:]):
             cluster_preflight(plan)  # as run-recipe does: every node checked, one table, before any change
         return namespace([plan], setup=True, default=[f"launch:{plan.recipe.id}"]) | {"task_lint": _lint_task}

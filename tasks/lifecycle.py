@@ -12,6 +12,7 @@ from typing import Any, Callable, Sequence
 
 from . import settings
 from .errors import ConfigError, RunError, RunRecipeError
+from .masking import scrub
 from .plan import Options
 
 
@@ -122,7 +123,7 @@ def _on_each_node(work: Callable[[Any], list], runners: Sequence[Any]) -> tuple[
 def _unreached(command: str, missed: list[str], consequence: str) -> int:
     """Exit code 1 and one line per node `command` could not reach, saying what that leaves undone."""
     for why in missed:
-        print(f"Error: {command}: {why} ({consequence})", file=sys.stderr)
+        print(f"Error: {command}: {scrub(why)} ({consequence})", file=sys.stderr)
     return 1 if missed else 0
 
 

@@ -11,6 +11,7 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import masking
 from .errors import ConfigError
 
 _HOSTNAME = re.compile(r"^(?=.{1,253}\Z)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
@@ -18,7 +19,6 @@ _HOSTNAME = re.compile(r"^(?=.{1,253}\Z)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0
 _USER = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}\Z", re.IGNORECASE)
 # a Linux network interface name (IFNAMSIZ is 16 with the NUL): an IPv6 zone, --eth-if, ETH_IF
 IFNAME = re.compile(r"[A-Za-z0-9_.-]{1,15}\Z")
-SECRET_WORDS = ("TOKEN", "KEY", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL")
 
 
 @dataclass(frozen=True)
@@ -79,23 +79,22 @@ def parse_list(text: str, source: str) -> tuple[Node, ...]:
 
 
 def load_env(path: Path) -> dict[str, str]:
-    """Read a .env file with python-dotenv (KEY=value, # comments, optional quotes)."""
+    """Read a .env file with python-dotenv (KEY=value, # comments, optional quotes).
+
+    No `${VAR}` interpolation: a value is what the file says, so `CLUSTER_NODES=a,${HF_TOKEN}` cannot
+    pull a secret into a node name (and from there into an error). Secret values are registered for
+    masking."""
     from dotenv import dotenv_values
 
     if not path.is_file():
         return {}
     try:
-        values = dotenv_values(path)
+        values = dotenv_values(path, interpolate=False)
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read: {exc}") from None
-    return {k: v for k, v in values.items() if v is not None}
-
-
-def mask(key: str, value: str) -> str:
-    """Show a value unless its name says it is a secret."""
-    if any(word in key.upper() for word in SECRET_WORDS) and value:
-        return "****"
-    return value
+    found = {k: v for k, v in values.items() if v is not None}
+    masking.remember(found)
+    return found
 
 
 def port_number(text: str) -> int | None:

@@ -35,6 +35,7 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Iterator, Sequence, TextIO
 
+from . import masking
 from .errors import RunRecipeError
 from .units import human_bytes
 
@@ -296,16 +297,8 @@ def snapshot_state(
 
 
 # ----------------------------------------------------------------------------- hub errors
-def _secrets(token: str | bool | None) -> list[str]:
-    out = [token] if isinstance(token, str) else []
-    out += [os.environ[k] for k in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN") if os.environ.get(k)]
-    return [s for s in out if len(s) >= 4]
-
-
 def _scrub(text: str, token: str | bool | None) -> str:
-    for s in _secrets(token):
-        text = text.replace(s, "***")
-    return text
+    return masking.scrub(text, [token] if isinstance(token, str) else [])
 
 
 def _translate(exc: BaseException, repo: str, revision: str | None, token: str | bool | None, endpoint: str | None) -> WeightsError | None:
@@ -317,7 +310,7 @@ def _translate(exc: BaseException, repo: str, revision: str | None, token: str |
 
     where = endpoint or "the hub"
     rev = f" (revision {revision!r})" if revision else ""
-    has_token = bool(token) if token is not None else bool(_secrets(None))
+    has_token = bool(token) if token is not None else any(os.environ.get(k) for k in masking.TOKEN_VARS)
     status = getattr(getattr(exc, "response", None), "status_code", None)
     page = f"{HF_URL}/{repo}"
     if isinstance(exc, E.GatedRepoError) or (isinstance(exc, E.HfHubHTTPError) and status in (401, 403) and not isinstance(exc, E.RepositoryNotFoundError)):
