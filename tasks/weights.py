@@ -33,7 +33,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import Iterator, Sequence, TextIO
+from typing import Iterable, Iterator, Sequence, TextIO
 
 from . import masking
 from .errors import RunRecipeError
@@ -79,6 +79,10 @@ class NotEnoughDisk(WeightsError):
 
 class IncompleteDownload(WeightsError):
     pass
+
+
+class UnsafeListing(WeightsError, ValueError):
+    """The hub's file listing names a path outside the snapshot folder (a broken or hostile mirror)."""
 
 
 # ----------------------------------------------------------------------------- command parsing
@@ -166,15 +170,32 @@ class TreeEntry:
         return self.lfs_sha256 or self.blob_id
 
 
+def check_listing(cache_dir: str | Path, repo: str, commit: str, paths: Iterable[str]) -> None:
+    """Refuse a listing with a path that is absolute, has '..' or '.' or empty parts, or resolves outside
+    the snapshot folder: every later step (stat, discard, download, copy) joins these paths to it."""
+    snap = repo_folder(cache_dir, repo) / "snapshots" / commit
+    inside = os.path.realpath(snap)
+    for path in paths:
+        parts = path.split("/")
+        parent = os.path.realpath(snap.joinpath(*parts[:-1])) if len(parts) > 1 else inside
+        if (not path or "\0" in path or path.startswith("/") or any(p in ("", ".", "..") for p in parts)
+                or os.path.commonpath([inside, parent]) != inside):
+            raise UnsafeListing(f"{repo}@{commit[:12]}: the hub's file listing names {path!r}, which is not a "
+                                f"file inside the snapshot folder {snap}: nothing was downloaded or removed; "
+                                "the hub (HF_ENDPOINT) is broken or hostile: use another")
+
+
 def read_tree_listing(cache_dir: str | Path, repo: str, commit: str) -> dict[str, TreeEntry] | None:
     """The per-commit file listing huggingface_hub 2.4 caches in `trees/<commit>.json` (None if absent/unknown).
 
-    A commit is immutable, so its listing is too: it is the authority for "which files, which sizes"."""
+    A commit is immutable, so its listing is too: it is the authority for "which files, which sizes".
+    A listing naming a path outside the snapshot raises UnsafeListing (the client caches what the hub says)."""
     path = repo_folder(cache_dir, repo) / "trees" / f"{commit}.json"
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         if data.get("format_version") != TREE_FORMAT_VERSION:
             return None
+        check_listing(cache_dir, repo, commit, data["files"])
         return {
             p: TreeEntry(
                 size=int(info["lfs_size"] if info.get("lfs_size") is not None else info["size"]),
@@ -183,6 +204,8 @@ def read_tree_listing(cache_dir: str | Path, repo: str, commit: str) -> dict[str
             )
             for p, info in data["files"].items()
         }
+    except UnsafeListing:
+        raise
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
@@ -449,6 +472,7 @@ def _remove_stale_partials(cache_dir: Path, repo: str) -> int:
 
 def discard(cache_dir: str | Path, repo: str, commit: str, paths: Sequence[str]) -> None:
     """Remove files (snapshot link and blob) so the next download fetches them again (after a failed verify)."""
+    check_listing(cache_dir, repo, commit, paths)  # never unlink outside the snapshot, whatever the caller passes
     folder = repo_folder(cache_dir, repo)
     blobs = os.path.realpath(folder / "blobs")
     snap = folder / "snapshots" / commit
@@ -591,7 +615,9 @@ def download(
     with _hub_errors(repo, revision or commit, token, endpoint):
         listing = read_tree_listing(cache, repo, commit)
         if listing is None:
-            _write_tree_listing(cache, repo, commit, _fetch_listing(HfApi(endpoint=endpoint, token=token), repo, commit))
+            fetched = _fetch_listing(HfApi(endpoint=endpoint, token=token), repo, commit)
+            check_listing(cache, repo, commit, fetched)  # before it is written, and before any file is touched
+            _write_tree_listing(cache, repo, commit, fetched)
             state = snapshot_state(cache, repo, commit, allow_patterns=allow_patterns)
             listing = read_tree_listing(cache, repo, commit) or {}
         if state.wrong_size:  # the client trusts an existing link: drop it (and its bad blob) to refetch
