@@ -274,6 +274,11 @@ def run_doit(argv: list[str], plans: list[Plan], *, setup: bool) -> int:
 
     from .graph import namespace
 
+    from .state import repair_dep_file
+
+    note = repair_dep_file()
+    if note:
+        print(f"Warning: {note}", file=sys.stderr)
     ns = namespace(plans, setup=setup, default=[f"launch:{p.recipe.id}" for p in plans])
     return DoitMain(ModuleTaskLoader(ns)).run(argv)
 
@@ -368,7 +373,10 @@ def cached_bytes(recipe: Any) -> int | None:
     from . import weights
     from .plan import Options, main_model
 
-    model, _ = main_model(recipe, Options())
+    try:
+        model, _ = main_model(recipe, Options())
+    except RunRecipeError:
+        return None  # a model or revision no hub can have: nothing to count (lint and a run say why)
     if not model:
         return None
     cache = weights.hub_cache_dir()

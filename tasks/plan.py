@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from . import image, mods, render, settings, weights
-from .errors import ConfigError, ModeError, RenderError
+from .errors import ConfigError, ModeError, RecipeError, RenderError
 from .nodes import LOCAL, Node, is_local_address, load_env, parse_list, resolve
 from .recipe import Recipe
 
@@ -248,6 +248,9 @@ def main_model(recipe: Recipe, options: Options) -> tuple[Model | None, tuple[st
         return None, (str(path),)
     if not recipe.model:
         return None, ()
+    if not weights.is_repo_id(recipe.model):
+        raise RecipeError(f"{recipe.path}: model: '{recipe.model}' is neither a HuggingFace repo id (org/name, "
+                          "e.g. Qwen/Qwen3.6-35B-A3B-FP8) nor a local path (starting with /, . or ~)")
     if options.revision:
         revision = _revision(options.revision, "--revision")
     else:

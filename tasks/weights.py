@@ -41,6 +41,7 @@ from .units import human_bytes
 
 COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 REPO_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_HUB_NAME_PART = re.compile(r"^[A-Za-z0-9_](?:[\w.-]*[A-Za-z0-9_])?$")
 TREE_FORMAT_VERSION = 1  # huggingface_hub 2.4's trees/<commit>.json format
 HF_URL = "https://huggingface.co"
 
@@ -89,6 +90,14 @@ class UnsafeListing(WeightsError, ValueError):
 def is_local_path(model: str) -> bool:
     """A model given as a filesystem path is used as is (mounted), never downloaded."""
     return model.startswith(("/", ".", "~"))
+
+
+def is_repo_id(text: str) -> bool:
+    """`org/name` as the hub allows it: letters, digits, '-', '_', '.'; no part starting or ending with '-'
+    or '.', no '--' or '..', at most 96 characters a part (the client refuses anything else, with a traceback)."""
+    return bool(REPO_ID_RE.match(text)) and all(
+        _HUB_NAME_PART.match(part) and "--" not in part and ".." not in part and len(part) <= 96
+        for part in text.split("/"))
 
 
 def _repo_ref(value: object) -> str | None:
