@@ -134,7 +134,7 @@ def test_bad_network_settings_are_named_by_flag_or_env_key(home: Path, env_line:
 
 
 def test_network_settings_come_from_env_unless_a_flag_says_otherwise(tmp_path: Path) -> None:
-    from tasks.cli import env_options
+    from tasks.config import env_options
 
     env = tmp_path / "cluster.env"
     env.write_text("ETH_IF=enp1s0f1np1\nIB_IF=^mlx5_9\nMASTER_PORT=29600\nNON_PRIVILEGED=yes\n")
