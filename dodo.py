@@ -13,10 +13,13 @@ import sys
 from tasks import state
 from tasks.cli import doit_namespace
 from tasks.errors import RunRecipeError
+from tasks.masking import scrub
 
-state.lock("doit " + " ".join(sys.argv[1:]))
 try:
+    state.lock("doit " + " ".join(sys.argv[1:]))
+    if note := state.repair_dep_file():
+        print(f"Warning: {note}", file=sys.stderr)
     globals().update(doit_namespace())
 except RunRecipeError as exc:  # a bad recipe or node list is a message, not a traceback
-    print(f"Error: {exc}", file=sys.stderr)
+    print(f"Error: {scrub(str(exc))}", file=sys.stderr)
     raise SystemExit(exc.exit_code) from None

@@ -10,10 +10,12 @@ import json
 import sys
 import threading
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 from . import settings
-from .errors import ConfigError, RunError, RunRecipeError
+from .errors import ConfigError, RunRecipeError
+from .config import env_options
+from .masking import scrub
 from .plan import OVERRIDE_FLAGS, Options, Plan, make_plan, parse_overrides
 
 SUBCOMMANDS = ("status", "stop", "logs")
@@ -27,12 +29,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return lint(args[1:])
         if args and args[0] in SUBCOMMANDS:
-            return _lifecycle(args[0], args[1:])
+            from .lifecycle import main as lifecycle
+
+            return lifecycle(args[0], args[1:])
         if args and args[0] == "plan":
             return _run(args[1:], inspect=True)
         return _run(args)
     except RunRecipeError as exc:
-        print(f"Error: {exc}", file=sys.stderr)
+        print(f"Error: {scrub(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -65,16 +69,18 @@ def parser() -> argparse.ArgumentParser:
                    help="set any recipe parameter (repeatable); wins over the flags above")
     g = p.add_argument_group("setup")
     g.add_argument("--setup", action="store_true", help="build the image if its inputs changed, then run")
-    g.add_argument("--build-only", action="store_true", help="only build the image, do not run")
-    g.add_argument("--download-only", action="store_true", help="only download the model, do not run")
+    only = g.add_mutually_exclusive_group()  # argparse names the pair when both are given
+    only.add_argument("--build-only", action="store_true", help="only build the image, do not run")
+    only.add_argument("--download-only", action="store_true", help="only download the model, do not run")
     g.add_argument("--force-build", action="store_true", help="rebuild even if the image is up to date")
     g.add_argument("--force-download", action="store_true", help="download again even if the model is complete")
     g.add_argument("--revision", metavar="REV", help="model branch, tag or commit (overrides the recipe's revision)")
     g.add_argument("--verify", action="store_true",
                    help="hash every weight file against its name; fetch mismatches again")
     g = p.add_argument_group("launch")
-    g.add_argument("--solo", action="store_true", help="run on this machine only (no cluster)")
-    g.add_argument("-n", "--nodes", metavar="IPS", help="comma-separated nodes, first = head")
+    where = g.add_mutually_exclusive_group()
+    where.add_argument("--solo", action="store_true", help="run on this machine only (no cluster)")
+    where.add_argument("-n", "--nodes", metavar="IPS", help="comma-separated nodes, first = head")
     g.add_argument("-d", "--daemon", action="store_true", help="return once the server is ready")
     g.add_argument("-t", "--container", metavar="IMAGE", help="use IMAGE instead of the recipe's container")
     g.add_argument("--name", help="container name (default: runrecipe-<recipe>)")
@@ -82,10 +88,11 @@ def parser() -> argparse.ArgumentParser:
                    help="NCCL debug level (VERSION, WARN, INFO, TRACE)")
     g.add_argument("--non-privileged", action="store_true",
                    help="run without --privileged (IPC_LOCK, 64g shm, pids limit); also .env NON_PRIVILEGED=1")
-    g.add_argument("--ray", dest="ray", action="store_true", default=None,
-                   help="cluster: spread vLLM with Ray (default when the recipe names the Ray backend)")
-    g.add_argument("--no-ray", dest="ray", action="store_false",
-                   help="cluster: native multi-node (--nnodes/--node-rank), no Ray")
+    backend = g.add_mutually_exclusive_group()
+    backend.add_argument("--ray", dest="ray", action="store_true", default=None,
+                         help="cluster: spread vLLM with Ray (default when the recipe names the Ray backend)")
+    backend.add_argument("--no-ray", dest="ray", action="store_false",
+                         help="cluster: native multi-node (--nnodes/--node-rank), no Ray")
     g.add_argument("--eth-if", metavar="IF", help="cluster: network interface for NCCL/Gloo (also .env ETH_IF)")
     g.add_argument("--ib-if", metavar="HCAS", help="cluster: InfiniBand/RoCE HCAs, comma list (also .env IB_IF)")
     g.add_argument("--master-port", type=int, metavar="PORT",
@@ -125,33 +132,6 @@ def options_from(ns: argparse.Namespace, extra: list[str]) -> Options:
                                  non_privileged=ns.non_privileged))
 
 
-def env_options(config: Path | None, *, eth_if: str | None = None, ib_if: str | None = None,
-                master_port: int | None = None, non_privileged: bool = False) -> dict[str, Any]:
-    """The Options a .env can set (ETH_IF, IB_IF, MASTER_PORT, NON_PRIVILEGED), each checked; a flag wins.
-
-    Both entry points take them from here, so `doit run recipe=X` renders the same node scripts as
-    run-recipe and neither restarts what the other started."""
-    from .cluster import DEFAULT_MASTER_PORT, hca_names, interface_name
-    from .nodes import load_env
-    from .plan import env_file
-
-    path = env_file(Options(config=config))
-    dotenv = load_env(path)
-
-    def pick(flag_value: Any, flag: str, key: str) -> tuple[str, str]:
-        return (str(flag_value), flag) if flag_value else (dotenv.get(key, ""), f"{path}: {key}")
-
-    port_text, port_source = pick(master_port, "--master-port", "MASTER_PORT")
-    port_text = port_text or str(DEFAULT_MASTER_PORT)
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise ConfigError(f"{port_source}: '{port_text}' is not a port number (1-65535)")
-    ib_text, ib_source = pick(ib_if, "--ib-if", "IB_IF")
-    hca_names(ib_text, ib_source)
-    return {"eth_if": interface_name(*pick(eth_if, "--eth-if", "ETH_IF")), "ib_if": ib_text.strip(),
-            "master_port": int(port_text),
-            "privileged": not (non_privileged or dotenv.get("NON_PRIVILEGED", "").lower() in ("1", "true", "yes"))}
-
-
 def _run(args: list[str], inspect: bool = False) -> int:
     own, extra = _split_extra(args)
     ns = parser().parse_args(own)
@@ -172,7 +152,7 @@ def _run(args: list[str], inspect: bool = False) -> int:
     recipe = load_named(ns.recipe, settings.recipes_dir())
     plan = make_plan(recipe, options_from(ns, extra))
     for warning in plan.warnings:
-        print(f"Warning: {warning}", file=sys.stderr)
+        print(f"Warning: {scrub(warning)}", file=sys.stderr)
     if inspect:
         return inspect_plan(plan, ns.json)
     if ns.dry_run:
@@ -272,6 +252,11 @@ def run_doit(argv: list[str], plans: list[Plan], *, setup: bool) -> int:
 
     from .graph import namespace
 
+    from .state import repair_dep_file
+
+    note = repair_dep_file()
+    if note:
+        print(f"Warning: {note}", file=sys.stderr)
     ns = namespace(plans, setup=setup, default=[f"launch:{p.recipe.id}" for p in plans])
     return DoitMain(ModuleTaskLoader(ns)).run(argv)
 
@@ -398,7 +383,10 @@ def cached_bytes(recipe: Any) -> int | None:
     from . import weights
     from .plan import Options, main_model
 
-    model, _ = main_model(recipe, Options())
+    try:
+        model, _ = main_model(recipe, Options())
+    except RunRecipeError:
+        return None  # a model or revision no hub can have: nothing to count (lint and a run say why)
     if not model:
         return None
     cache = weights.hub_cache_dir()
@@ -411,7 +399,8 @@ def cached_bytes(recipe: Any) -> int | None:
 
 
 def show_env(config: Path | None) -> int:
-    from .nodes import load_env, mask
+    from .masking import mask
+    from .nodes import load_env
     from .plan import env_file
 
     path = env_file(Options(config=config))
@@ -420,106 +409,6 @@ def show_env(config: Path | None) -> int:
     for key, value in values.items():
         print(f"{key}={mask(key, value)}")
     return 0
-
-
-def _lifecycle(command: str, args: list[str]) -> int:
-    """status / stop / logs on every node of the cluster (-n, else .env CLUSTER_NODES), or this machine."""
-    from . import launch
-
-    p = argparse.ArgumentParser(prog=f"run-recipe {command}")
-    p.add_argument("recipe", nargs="?" if command == "status" else None)
-    p.add_argument("-n", "--nodes", metavar="IPS", help="nodes to look at (default: .env CLUSTER_NODES, else local)")
-    p.add_argument("--config", type=Path, metavar="FILE", help="read nodes from FILE instead of .env")
-    if command == "status":
-        p.add_argument("--json", action="store_true")
-    if command == "logs":
-        p.add_argument("-f", "--follow", action="store_true")
-        p.add_argument("--node", metavar="NODE", help="which node's container (default: the head)")
-    ns = p.parse_args(args)
-    runners = _node_runners(ns.nodes, ns.config)
-    recipe_id = _recipe_id(ns.recipe) if ns.recipe else None
-    if command == "status":
-        answers, missed = _on_each_node(lambda rn: launch.status(rn, recipe_id), runners)
-        rows = [row for rs in answers for row in rs]
-        if ns.json:
-            for row in rows:
-                row["record"] = launch.read_record(row["recipe"])
-            print(json.dumps(rows, indent=2))
-        else:
-            if not rows:
-                print("nothing running" + (f" for {recipe_id}" if recipe_id else "")
-                      + (" on the nodes that answered" if missed else ""))
-            for row in rows:
-                print(f"{row['recipe']:<32} {row['node']:<16} {row['state']:<10} {row['endpoint']:<28} "
-                      f"{row['container']} (since {row['started']})")
-        return _unreached("status", missed, "its containers are not listed")
-    if command == "stop":
-        answers, missed = _on_each_node(lambda rn: launch.stop(rn, recipe_id or ""), runners)
-        names = [f"{n}@{r.node}" for r, stopped in zip(runners, answers) for n in stopped]
-        print(f"stopped {', '.join(names)}" if names else f"nothing to stop for {recipe_id}"
-              + (" on the nodes that answered" if missed else ""))
-        return _unreached("stop", missed, f"run `run-recipe stop {recipe_id}` again once it is back")
-    runner = next((r for r in runners if not ns.node or ns.node in (r.node, r.node.split("@")[-1])), None)
-    rows = launch.status(runner, recipe_id) if runner else []
-    if not rows:
-        raise ConfigError(f"no container of recipe {recipe_id}" + (f" on {ns.node}" if ns.node else "")
-                          + "; see `run-recipe status`")
-    if runner is runners[0]:
-        import subprocess
-
-        return subprocess.call(["docker", "logs", *(["-f"] if ns.follow else []), rows[0]["id"]])
-    res = runner.run(["docker", "logs", *(["-f"] if ns.follow else []), rows[0]["id"]], check=False)
-    return res.exit_code
-
-
-def _on_each_node(work: Callable[[Any], list], runners: Sequence[Any]) -> tuple[list[list], list[str]]:
-    """`work` on every node at once; a node that cannot be reached costs only its own answer.
-
-    Returns the answers in node order ([] for a missed node) and one `node: why` line per missed node."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    def attempt(runner: Any) -> tuple[list, str]:
-        try:
-            return work(runner), ""
-        except RunError as exc:
-            return [], f"{runner.node}: {str(exc).splitlines()[0]}"
-
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        pairs = list(pool.map(attempt, runners))
-    return [answer for answer, _ in pairs], [why for _, why in pairs if why]
-
-
-def _unreached(command: str, missed: list[str], consequence: str) -> int:
-    """Exit code 1 and one line per node `command` could not reach, saying what that leaves undone."""
-    for why in missed:
-        print(f"Error: {command}: {why} ({consequence})", file=sys.stderr)
-    return 1 if missed else 0
-
-
-def _node_runners(nodes: str | None, config: Path | None) -> list[Any]:
-    """This machine first, then the other nodes over SSH (verified host keys)."""
-    from .nodes import load_env, parse_list
-    from .plan import env_file
-    from .remote import RemoteRunner, SshSettings
-    from .runner import LocalRunner
-
-    source = "-n/--nodes" if nodes is not None else f"{env_file(Options(config=config))}: CLUSTER_NODES"
-    text = nodes if nodes is not None else load_env(env_file(Options(config=config))).get("CLUSTER_NODES", "")
-    listed = parse_list(text, source)
-    head = LocalRunner()
-    if listed:
-        head.node = listed[0].target  # rows and errors name the head as the node list does
-    return [head] + [RemoteRunner(n, SshSettings()) for n in listed[1:]]
-
-
-def _recipe_id(name: str) -> str:
-    """The id containers are labelled with; a name that is not a file is taken as the id itself."""
-    from .recipe import find, id_for
-
-    try:
-        return id_for(find(name, settings.recipes_dir()), settings.recipes_dir())
-    except RunRecipeError:
-        return name
 
 
 DOIT_OPTION_VARS = ("recipe", "nodes", "container", "name", "revision")
@@ -545,7 +434,7 @@ def doit_namespace() -> dict[str, Any]:
     if variables.get("recipe"):
         plan = make_plan(load_named(variables["recipe"], settings.recipes_dir()), options)
         for warning in plan.warnings:
-            print(f"Warning: {warning}", file=sys.stderr)
+            print(f"Warning: {scrub(warning)}", file=sys.stderr)
         if plan.mode == "cluster" and _doit_runs_tasks(sys.argv[1:]):
             cluster_preflight(plan)  # as run-recipe does: every node checked, one table, before any change
         return namespace([plan], setup=True, default=[f"launch:{plan.recipe.id}"]) | {"task_lint": _lint_task}

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from . import docker, image, launch, mods, weights
 from .errors import RunError, RunRecipeError
+from .masking import scrub
 from .nodes import Node
 from .plan import Model, Plan
 from .runner import LocalRunner
@@ -54,8 +55,9 @@ def _step(fn: Callable[..., Any], *args: Any) -> Any:
     try:
         return fn(*args)
     except RunRecipeError as exc:
-        print(f"Error: {exc}", file=sys.stderr, flush=True)
-        return TaskFailed(str(exc).splitlines()[0])
+        message = scrub(str(exc))
+        print(f"Error: {message}", file=sys.stderr, flush=True)
+        return TaskFailed(message.splitlines()[0])
 
 
 def build_task(plan: Plan, runner: LocalRunner) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from typing import Callable, TypeVar
 
 from . import docker, mods, settings, weights
 from .docker import LABEL, Container, Runner
-from .errors import NotReadyError, RunError
+from .errors import ConfigError, NotReadyError, RunError
 from .plan import Plan
 
 T = TypeVar("T")
@@ -361,8 +361,12 @@ def status(runner: Runner, recipe_id: str | None = None) -> list[dict[str, str]]
              "node": runner.node} for c in found]
 
 
-def stop(runner: Runner, recipe_id: str) -> list[str]:
-    """Remove every container of this recipe; returns their names."""
-    found = docker.containers(runner, recipe=recipe_id)
+def stop(runner: Runner, recipe_id: str, *, every: bool = False) -> list[str]:
+    """Remove every container of this recipe (of any recipe only when `every` says so); returns their names.
+
+    An empty recipe id is refused: as a label filter it would match every runrecipe container."""
+    if not recipe_id.strip() and not every:
+        raise ConfigError("stop: no recipe named: name one, or ask for every runrecipe container (--all)")
+    found = docker.containers(runner, **({} if every else {"recipe": recipe_id}))
     docker.remove(runner, [c.id for c in found])
     return [c.name for c in found]

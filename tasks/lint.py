@@ -48,7 +48,6 @@ REPEATABLE_FLAGS = frozenset({"--middleware"})
 MODEL_FLAGS = ("--speculative-model", "--speculative-config.model", "--tokenizer")
 PARALLEL_FLAGS = (("tp", "--tensor-parallel-size"), ("pp", "--pipeline-parallel-size"),
                   ("dp", "--data-parallel-size"))
-HF_PART = re.compile(r"^[A-Za-z0-9_](?:[\w.-]*[A-Za-z0-9_])?$")
 TEST_NODES = "198.18.0.11,198.18.0.12"  # RFC 2544 benchmarking addresses; never contacted
 BASH_TIMEOUT = 20
 
@@ -463,14 +462,9 @@ def _extra_models(argv: list[str]) -> Iterator[tuple[str, str]]:
 
 
 def _model_ok(model: str) -> bool:
-    from .weights import REPO_ID_RE, is_local_path
+    from .weights import is_local_path, is_repo_id
 
-    if is_local_path(model):
-        return True
-    if not REPO_ID_RE.match(model):
-        return False
-    return all(HF_PART.match(part) and "--" not in part and ".." not in part and len(part) <= 96
-               for part in model.split("/"))
+    return is_local_path(model) or is_repo_id(model)
 
 
 def _env_suggestion(name: str) -> str:

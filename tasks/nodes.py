@@ -11,6 +11,7 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import masking
 from .errors import ConfigError
 
 _HOSTNAME = re.compile(r"^(?=.{1,253}\Z)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
@@ -18,7 +19,6 @@ _HOSTNAME = re.compile(r"^(?=.{1,253}\Z)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0
 _USER = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}\Z", re.IGNORECASE)
 # a Linux network interface name (IFNAMSIZ is 16 with the NUL): an IPv6 zone, --eth-if, ETH_IF
 IFNAME = re.compile(r"[A-Za-z0-9_.-]{1,15}\Z")
-SECRET_WORDS = ("TOKEN", "KEY", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL")
 
 
 @dataclass(frozen=True)
@@ -49,10 +49,10 @@ def parse_node(text: str, source: str) -> Node:
     user, _, rest = entry.rpartition("@") if "@" in entry else ("", "", entry)
     host, port = rest, 0
     if rest.startswith("["):
-        host, _, tail = rest[1:].partition("]")
+        host, closed, tail = rest[1:].partition("]")
         port = _port(tail[1:], entry, source) if tail.startswith(":") else 0
-        if tail and not tail.startswith(":"):
-            host = ""
+        if not closed or (tail and not tail.startswith(":")):
+            host = ""  # '[::1' or '[::1]x': refused below
     elif rest.count(":") == 1:
         host, port_text = rest.split(":")
         port = _port(port_text, entry, source)
@@ -79,30 +79,35 @@ def parse_list(text: str, source: str) -> tuple[Node, ...]:
 
 
 def load_env(path: Path) -> dict[str, str]:
-    """Read a .env file with python-dotenv (KEY=value, # comments, optional quotes)."""
+    """Read a .env file with python-dotenv (KEY=value, # comments, optional quotes).
+
+    No `${VAR}` interpolation: a value is what the file says, so `CLUSTER_NODES=a,${HF_TOKEN}` cannot
+    pull a secret into a node name (and from there into an error). Secret values are registered for
+    masking."""
     from dotenv import dotenv_values
 
     if not path.is_file():
         return {}
     try:
-        values = dotenv_values(path)
+        values = dotenv_values(path, interpolate=False)
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read: {exc}") from None
-    return {k: v for k, v in values.items() if v is not None}
+    found = {k: v for k, v in values.items() if v is not None}
+    masking.remember(found)
+    return found
 
 
-def mask(key: str, value: str) -> str:
-    """Show a value unless its name says it is a secret."""
-    if any(word in key.upper() for word in SECRET_WORDS) and value:
-        return "****"
-    return value
+def port_number(text: str) -> int | None:
+    """A TCP port from 1 to 65535, or None. ASCII digits only: str.isdigit() also accepts '²' (which
+    int() then refuses with a traceback) and '٢٢'."""
+    return int(text) if re.fullmatch(r"[0-9]{1,5}", text) and 0 < int(text) < 65536 else None
 
 
 def _port(text: str, entry: str, source: str) -> int:
-    # ASCII digits only: str.isdigit() also accepts '²' (int() then raises) and '٢٢'.
-    if not re.fullmatch(r"[0-9]{1,5}", text) or not 0 < int(text) < 65536:
+    port = port_number(text)
+    if port is None:
         raise ConfigError(f"{source}: node '{entry}': port '{text}' is not a number from 1 to 65535")
-    return int(text)
+    return port
 
 
 def _valid_host(host: str) -> bool:

