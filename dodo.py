@@ -6,12 +6,13 @@
     doit forget build:IMAGE           make doit forget a task's recorded result
     doit lint                         check the catalogue
 
-The tasks come from tasks.graph, the generators the run-recipe CLI uses too.
+The tasks come from tasks.loader (doit's variables into plans) and tasks.graph, the generators the
+run-recipe CLI uses too.
 """
 import sys
 
 from tasks import state
-from tasks.cli import doit_namespace
+from tasks.loader import doit_namespace
 from tasks.errors import RunRecipeError
 from tasks.masking import scrub
 

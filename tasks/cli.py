@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import threading
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -199,24 +198,10 @@ def download_only(plan: Plan, *, wait: bool) -> int:
 
 def cluster_preflight(plan: Plan) -> Any:
     """Every node checked at once, one table printed; a failing node stops the run before any change."""
-    from .cluster import bytes_to_copy, copy_hops, hca_names
-    from .distribute import open_hops
-    from .graph import fleet_for
-    from .preflight import preflight, render
-    from .weights import hub_cache_dir
+    from .preflight import check_cluster
 
-    fleet = fleet_for(plan)
-    needs = bytes_to_copy(plan, fleet, image=plan.options.setup, weights_too=plan.options.download)
-    named = plan.options
-    print(render(preflight(plan.nodes, fleet.runners, needs, hf_cache=str(hub_cache_dir()),
-                           interfaces=[named.eth_if] if named.eth_if else [],
-                           hcas=hca_names(named.ib_if, "--ib-if / IB_IF"))))
-    if any(map(any, needs.values())):
-        # Something will be copied: open the chains' worker-to-worker connections while the graph loads
-        # and checks, so no stream waits on their handshakes. Only now: a failed preflight changes
-        # nothing. A copy that starts first opens whatever it still lacks itself.
-        chains = copy_hops(fleet.copy_workers(), needs)
-        threading.Thread(target=open_hops, args=(chains,), name="open-hops").start()
+    fleet, table = check_cluster(plan)
+    print(table)
     return fleet
 
 
@@ -409,68 +394,3 @@ def show_env(config: Path | None) -> int:
     for key, value in values.items():
         print(f"{key}={mask(key, value)}")
     return 0
-
-
-DOIT_OPTION_VARS = ("recipe", "nodes", "container", "name", "revision")
-
-
-def doit_namespace() -> dict[str, Any]:
-    """dodo.py's tasks: `recipe=NAME` plans that recipe (the --setup path); without it, the whole catalogue.
-
-    Other `key=value` variables become parameter overrides, like -o.
-    """
-    from doit.doit_cmd import _CMDLINE_VARS  # doit exposes single names only (get_var); we need them all
-
-    from .graph import namespace
-    from .recipe import catalogue, load_named
-
-    variables = dict(_CMDLINE_VARS or {})
-    overrides = parse_overrides([f"{k}={v}" for k, v in variables.items() if k not in DOIT_OPTION_VARS],
-                                "doit variables")
-    options = Options(overrides=overrides, nodes=variables.get("nodes"), nodes_flag="doit nodes=",
-                      container=variables.get("container"),
-                      name=variables.get("name"), setup=True, download=True, daemon=True,
-                      revision=variables.get("revision"), **env_options(None))
-    if variables.get("recipe"):
-        plan = make_plan(load_named(variables["recipe"], settings.recipes_dir()), options)
-        for warning in plan.warnings:
-            print(f"Warning: {scrub(warning)}", file=sys.stderr)
-        if plan.mode == "cluster" and _doit_runs_tasks(sys.argv[1:]):
-            cluster_preflight(plan)  # as run-recipe does: every node checked, one table, before any change
-        return namespace([plan], setup=True, default=[f"launch:{plan.recipe.id}"]) | {"task_lint": _lint_task}
-    from .graph import fleet_for
-
-    plans = []
-    for item in catalogue(settings.recipes_dir()):
-        try:
-            plan = make_plan(item.recipe, options) if item.recipe else None
-            if plan and plan.mode == "cluster":
-                fleet_for(plan)  # the head must be this machine
-            plans.append(plan) if plan else None
-        except RunRecipeError:
-            continue  # e.g. cluster-only recipes without nodes: nothing to list for this machine
-    return namespace(plans, setup=True, default=["usage"]) | {"task_usage": _usage_task, "task_lint": _lint_task}
-
-
-def _doit_runs_tasks(argv: Sequence[str]) -> bool:
-    """Whether doit was asked to run tasks (`run`, or no command at all), not to list, explain or forget them."""
-    from doit.doit_cmd import DoitMain
-
-    commands = {cmd.get_name() for cmd in DoitMain.DOIT_CMDS}
-    return next((arg for arg in argv if arg in commands), "run") == "run"
-
-
-def _lint_task() -> dict[str, Any]:
-    """check every recipe of the catalogue (run-recipe lint)"""
-    from .lint import main as lint
-
-    return {"actions": [lambda: lint([]) == 0], "verbosity": 2, "uptodate": [False]}
-
-
-def _usage_task() -> dict[str, Any]:
-    """say which recipe to run: doit run recipe=NAME"""
-    from doit.exceptions import TaskFailed
-
-    return {"actions": [lambda: TaskFailed("name a recipe: doit run recipe=NAME [key=value ...] "
-                                           "(doit list shows the tasks of every recipe)")],
-            "verbosity": 2}

@@ -5,9 +5,11 @@ hostname or an IP address; anything else is refused here, before any command run
 """
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 import socket
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,22 +81,32 @@ def parse_list(text: str, source: str) -> tuple[Node, ...]:
 
 
 def load_env(path: Path) -> dict[str, str]:
-    """Read a .env file with python-dotenv (KEY=value, # comments, optional quotes).
+    """Read a .env file with python-dotenv (KEY=value, # comments, optional quotes), once per run.
 
     No `${VAR}` interpolation: a value is what the file says, so `CLUSTER_NODES=a,${HF_TOKEN}` cannot
     pull a secret into a node name (and from there into an error). Secret values are registered for
-    masking."""
+    masking. Nodes, COPY_HOSTS and the network settings all ask; the file is parsed once while it
+    stays unchanged (same size and mtime)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return {}
+    if not stat.S_ISREG(st.st_mode):
+        return {}
+    return dict(_read_env(str(path), st.st_mtime_ns, st.st_size))
+
+
+@functools.lru_cache(maxsize=8)
+def _read_env(path: str, mtime_ns: int, size: int) -> tuple[tuple[str, str], ...]:
     from dotenv import dotenv_values
 
-    if not path.is_file():
-        return {}
     try:
         values = dotenv_values(path, interpolate=False)
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read: {exc}") from None
     found = {k: v for k, v in values.items() if v is not None}
     masking.remember(found)
-    return found
+    return tuple(found.items())
 
 
 def port_number(text: str) -> int | None:

@@ -1,0 +1,83 @@
+"""dodo.py's loader: doit's `key=value` variables into plans, and plans into the task namespace.
+
+`doit run recipe=X [key=value ...]` is the `--setup -d` path of run-recipe; without `recipe=`, every
+recipe of the catalogue that can run here is listed. The options come from the same config module
+as run-recipe's, so both entry points render the same scripts and neither restarts what the other
+started.
+"""
+from __future__ import annotations
+
+import sys
+from typing import Any, Sequence
+
+from . import settings
+from .config import env_options
+from .errors import RunRecipeError
+from .masking import scrub
+from .plan import Options, make_plan, parse_overrides
+
+DOIT_OPTION_VARS = ("recipe", "nodes", "container", "name", "revision")
+
+
+def doit_namespace() -> dict[str, Any]:
+    """dodo.py's tasks: `recipe=NAME` plans that recipe (the --setup path); without it, the whole catalogue.
+
+    Other `key=value` variables become parameter overrides, like -o.
+    """
+    from doit.doit_cmd import _CMDLINE_VARS  # doit exposes single names only (get_var); we need them all
+
+    from .graph import namespace
+    from .recipe import catalogue, load_named
+
+    variables = dict(_CMDLINE_VARS or {})
+    overrides = parse_overrides([f"{k}={v}" for k, v in variables.items() if k not in DOIT_OPTION_VARS],
+                                "doit variables")
+    options = Options(overrides=overrides, nodes=variables.get("nodes"), nodes_flag="doit nodes=",
+                      container=variables.get("container"),
+                      name=variables.get("name"), setup=True, download=True, daemon=True,
+                      revision=variables.get("revision"), **env_options(None))
+    if variables.get("recipe"):
+        plan = make_plan(load_named(variables["recipe"], settings.recipes_dir()), options)
+        for warning in plan.warnings:
+            print(f"Warning: {scrub(warning)}", file=sys.stderr)
+        if plan.mode == "cluster" and _doit_runs_tasks(sys.argv[1:]):
+            from .preflight import check_cluster
+
+            print(check_cluster(plan)[1])  # as run-recipe does: every node checked, one table, before any change
+        return namespace([plan], setup=True, default=[f"launch:{plan.recipe.id}"]) | {"task_lint": _lint_task}
+    from .graph import fleet_for
+
+    plans = []
+    for item in catalogue(settings.recipes_dir()):
+        try:
+            plan = make_plan(item.recipe, options) if item.recipe else None
+            if plan and plan.mode == "cluster":
+                fleet_for(plan)  # the head must be this machine
+            plans.append(plan) if plan else None
+        except RunRecipeError:
+            continue  # e.g. cluster-only recipes without nodes: nothing to list for this machine
+    return namespace(plans, setup=True, default=["usage"]) | {"task_usage": _usage_task, "task_lint": _lint_task}
+
+
+def _doit_runs_tasks(argv: Sequence[str]) -> bool:
+    """Whether doit was asked to run tasks (`run`, or no command at all), not to list, explain or forget them."""
+    from doit.doit_cmd import DoitMain
+
+    commands = {cmd.get_name() for cmd in DoitMain.DOIT_CMDS}
+    return next((arg for arg in argv if arg in commands), "run") == "run"
+
+
+def _lint_task() -> dict[str, Any]:
+    """check every recipe of the catalogue (run-recipe lint)"""
+    from .lint import main as lint
+
+    return {"actions": [lambda: lint([]) == 0], "verbosity": 2, "uptodate": [False]}
+
+
+def _usage_task() -> dict[str, Any]:
+    """say which recipe to run: doit run recipe=NAME"""
+    from doit.exceptions import TaskFailed
+
+    return {"actions": [lambda: TaskFailed("name a recipe: doit run recipe=NAME [key=value ...] "
+                                           "(doit list shows the tasks of every recipe)")],
+            "verbosity": 2}
