@@ -9,13 +9,13 @@ import json
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from . import facts
 from .errors import RunError
 from .runner import Result
 
 LABEL = "runrecipe"
 # The labels a server container carries (all under "runrecipe.").
 LABEL_KEYS = ("recipe", "inputs", "file", "endpoint", "started", "weights")
-_ENGINE: dict[str, dict[str, Any]] = {}
 
 
 class Runner(Protocol):
@@ -42,17 +42,18 @@ class Container:
 
 def engine_facts(runner: Runner) -> dict[str, Any]:
     """Server version and runtimes, asked once per node per run (it is on every run's hot path)."""
-    key = runner.node
-    if key not in _ENGINE:
-        res = runner.read(["docker", "info", "--format", '{"version":{{json .ServerVersion}},'
-                           '"runtimes":{{json .Runtimes}}}'], check=False, timeout=20)
-        facts = json.loads(res.stdout.strip().splitlines()[-1]) if res.ok and res.stdout.strip() else {}
-        if not res.ok or not facts.get("version"):
-            raise RunError(f"the Docker engine on {runner.node} is not reachable: "
-                           f"{(res.stderr.strip().splitlines() or ['no answer'])[-1]}\n"
-                           "Start it (systemctl start docker) or set DOCKER_HOST")
-        _ENGINE[key] = facts
-    return _ENGINE[key]
+    return facts.fact(runner.node, "docker info", (), lambda: _engine_facts(runner))
+
+
+def _engine_facts(runner: Runner) -> dict[str, Any]:
+    res = runner.read(["docker", "info", "--format", '{"version":{{json .ServerVersion}},'
+                       '"runtimes":{{json .Runtimes}}}'], check=False, timeout=20)
+    found = json.loads(res.stdout.strip().splitlines()[-1]) if res.ok and res.stdout.strip() else {}
+    if not res.ok or not found.get("version"):
+        raise RunError(f"the Docker engine on {runner.node} is not reachable: "
+                       f"{(res.stderr.strip().splitlines() or ['no answer'])[-1]}\n"
+                       "Start it (systemctl start docker) or set DOCKER_HOST")
+    return found
 
 
 def has_nvidia_runtime(runner: Runner) -> bool:
@@ -61,6 +62,10 @@ def has_nvidia_runtime(runner: Runner) -> bool:
 
 def image_info(runner: Runner, ref: str) -> dict | None:
     """ID, labels and working dir of a local image, or None when the engine has no such image."""
+    return facts.fact(runner.node, "image", ref, lambda: _image_info(runner, ref))
+
+
+def _image_info(runner: Runner, ref: str) -> dict | None:
     res = runner.read(["docker", "image", "inspect", "--format",
                        '{"id":{{json .Id}},"labels":{{json .Config.Labels}},"workdir":{{json .Config.WorkingDir}}}',
                        ref], check=False)
@@ -81,6 +86,11 @@ def image_id(runner: Runner, ref: str) -> str | None:
 
 def containers(runner: Runner, **labels: str) -> list[Container]:
     """Containers (running or not) carrying all the given runrecipe labels; matched by label, never by name."""
+    key = tuple(sorted(labels.items()))
+    return list(facts.fact(runner.node, "containers", key, lambda: _containers(runner, labels)))
+
+
+def _containers(runner: Runner, labels: dict[str, str]) -> tuple[Container, ...]:
     fields = ["{{json .ID}}", "{{json .Names}}", "{{json .State}}", "{{json .Image}}"]
     fields += [f'{{{{json (.Label "{LABEL}.{key}")}}}}' for key in LABEL_KEYS]
     argv = ["docker", "ps", "-a", "--no-trunc", "--format", "\t".join(fields)]
@@ -92,7 +102,7 @@ def containers(runner: Runner, **labels: str) -> list[Container]:
             cid, name, state, image, *values = (json.loads(v) for v in line.split("\t"))
             found.append(Container(cid, name, state, image,
                                    {f"{LABEL}.{k}": v for k, v in zip(LABEL_KEYS, values) if v}))
-    return found
+    return tuple(found)
 
 
 def container_named(runner: Runner, name: str) -> Container | None:

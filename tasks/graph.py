@@ -13,7 +13,7 @@ import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
-from . import docker, image, launch, mods, weights
+from . import docker, facts, image, launch, mods, weights
 from .errors import RunError, RunRecipeError
 from .masking import scrub
 from .nodes import Node
@@ -221,7 +221,11 @@ def cluster_tasks(plan: Plan, fleet: "Fleet", *, setup: bool) -> list[dict[str, 
                 if not head_id:
                     raise RunError(f"image '{tag}' is not on the head; add --setup to build it")
                 chain = copy_chain(n, f"the image {tag}")
-                report = distribute.distribute_image(tag, head_id, chain, before_send=room_for_image)
+                try:
+                    report = distribute.distribute_image(tag, head_id, chain, before_send=room_for_image)
+                finally:
+                    for w in chain:
+                        facts.forget(w.name)  # images arrived by stream, not through a runner
                 print(_copied(report, chain), flush=True)
                 return {"sent_to": ",".join(report.sent_to), "bytes": str(report.bytes_sent)}
 

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
+from . import facts
 from .errors import RunError
 from .nodes import Node
 from .runner import LocalRunner, Result, finished, tail
@@ -135,6 +136,7 @@ class RemoteRunner:
         """Run a query and capture its output (bounded by `timeout`)."""
         return self._exec(argv, timeout=timeout, hide=True, check=check)
 
+    @facts.changes
     def run(self, argv: list[str], *, stream: bool = True, timeout: float | None = None,
             check: bool = True) -> Result:
         """Run a command that changes something; output streams to the user as it comes.
@@ -146,6 +148,7 @@ class RemoteRunner:
             timeout = self.settings.command_timeout
         return self._exec(argv, timeout=timeout, hide=not stream, check=check)
 
+    @facts.changes
     def feed(self, argv: list[str], data: bytes, *, timeout: float | None = 600, check: bool = True) -> Result:
         """Run a command with `data` on its stdin (a tar for `docker cp -` / `docker build -`).
 

@@ -12,6 +12,7 @@ import shlex
 import subprocess
 from dataclasses import dataclass
 
+from . import facts
 from .errors import RunError
 
 TAIL_LINES = 20
@@ -53,6 +54,7 @@ class LocalRunner:
                            exit_code=result.exit_code, tail=tail(result.stderr or result.stdout))
         return result
 
+    @facts.changes
     def feed(self, argv: list[str], data: bytes, *, timeout: float | None = 600, check: bool = True) -> Result:
         """Run a command with `data` on its stdin (a tar for `docker cp -` or `docker build -`)."""
         try:
@@ -63,6 +65,7 @@ class LocalRunner:
             raise RunError(f"command timed out after {timeout} s", node=self.node, command=shlex.join(argv)) from None
         return _checked(self.node, argv, proc, check)
 
+    @facts.changes
     def run(self, argv: list[str], *, stream: bool = True, timeout: float | None = None,
             check: bool = True) -> Result:
         """Run a command that changes something; its output goes to the user as it comes."""

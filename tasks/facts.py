@@ -1,0 +1,53 @@
+"""Facts about each node, asked once per run: read-only answers kept until that node changes.
+
+A run asks the same things several times: the build check, the mods check and the launch check
+each want the image's ID, preflight and the launch both want the engine's runtimes, every check of
+a cluster wants each worker's containers. Each answer is kept here, keyed by (node, fact, args), and
+forgotten when a command that changes that node runs (the runners call `forget`) or a copy lands on
+it. One process is one run, so nothing is kept across runs (pyinfra dropped its cross-run cache as
+not worth its complexity). `asked` counts what really went to a node, for the tests.
+"""
+from __future__ import annotations
+
+import functools
+import threading
+from collections import Counter
+from typing import Any, Callable, Hashable, TypeVar
+
+T = TypeVar("T")
+_LOCK = threading.Lock()
+_KNOWN: dict[tuple[str, str, Hashable], Any] = {}
+asked: Counter[tuple[str, str, Hashable]] = Counter()
+
+
+def fact(node: str, name: str, args: Hashable, ask: Callable[[], T]) -> T:
+    """The answer to `name(args)` on `node`: asked (through `ask`) the first time, then remembered.
+
+    An `ask` that raises is not remembered: the next check asks again."""
+    key = (node, name, args)
+    with _LOCK:
+        if key in _KNOWN:
+            return _KNOWN[key]
+    value = ask()
+    with _LOCK:
+        asked[key] += 1
+        _KNOWN[key] = value
+    return value
+
+
+def forget(node: str) -> None:
+    """Something on `node` changed (a build, a container started, a copy): ask it again next time."""
+    with _LOCK:
+        for key in [k for k in _KNOWN if k[0] == node]:
+            del _KNOWN[key]
+
+
+def changes(method: Callable[..., T]) -> Callable[..., T]:
+    """For a runner's methods that change its node: that node's facts are forgotten once the command ends."""
+    @functools.wraps(method)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> T:
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            forget(self.node)
+    return wrapper
