@@ -57,13 +57,13 @@ REMOTE_CACHE = "~/.cache/huggingface/hub"
 DRIVER = r"""
 import dataclasses, json, sys, time
 sys.path.insert(0, sys.argv[1])
-from tasks import distribute as d
+from tasks import chain, distribute as d
 a = json.loads(sys.argv[2])
-workers = [d.Worker(**w) for w in a["workers"]]
+workers = [chain.Worker(**w) for w in a["workers"]]
 if a.get("warm"):  # in a run, preflight has connected to every worker and then opened the chain's hops
     for w in workers:
-        d._call(w.ssh, ["true"], node=w.name, step="connect")
-    d.open_hops([workers])
+        chain.call(w.ssh, ["true"], node=w.name, step="connect")
+    chain.open_hops([workers])
 t0 = time.monotonic()
 if a["what"] == "image":
     r = d.distribute_image(a["tag"], a["head_id"], workers, progress=None)

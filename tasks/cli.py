@@ -215,7 +215,7 @@ def download_only(plan: Plan, *, wait: bool) -> int:
 def cluster_preflight(plan: Plan) -> Any:
     """Every node checked at once, one table printed; a failing node stops the run before any change."""
     from .cluster import bytes_to_copy, copy_hops, hca_names
-    from .distribute import open_hops
+    from .chain import open_hops
     from .graph import fleet_for
     from .preflight import preflight, render
     from .weights import hub_cache_dir

@@ -24,6 +24,7 @@ pytestmark = pytest.mark.cluster
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from tasks import chain  # noqa: E402
 from tasks import distribute as dist  # noqa: E402
 from tasks.errors import RunError  # noqa: E402
 from tasks.remote import close_shared_connections  # noqa: E402
@@ -293,17 +294,17 @@ def test_open_hops_connects_each_pair_once_and_shrugs_off_a_refused_hop(workers:
     n2 (its master answers), so the stream's hop needs no handshake of its own."""
     close_shared_connections()  # a fresh run: no hop socket of an earlier test's connections
     n2, n3 = workers
-    w2, w3 = (dist.Worker(n.name, ssh_prefix(n)) for n in workers)
-    hop = dist.ssh_prefix(w3.hop, from_head=False)
+    w2, w3 = (chain.Worker(n.name, ssh_prefix(n)) for n in workers)
+    hop = chain.ssh_prefix(w3.hop, from_head=False)
 
     def master_on_n2() -> int:
         return n2.run([*hop[:-1], "-O", "check", hop[-1]]).returncode
 
     assert master_on_n2() == 255  # not open yet
-    dist.open_hops([[w2, w3], [w2, w3]])
+    chain.open_hops([[w2, w3], [w2, w3]])
     assert master_on_n2() == 0
-    refused = dist.Worker(n3.name, ssh_prefix(n3), peer_ssh=distrusting(n3))
-    dist.open_hops([[w2, refused]])  # no error here: the stream reports it, and the head takes over
+    refused = chain.Worker(n3.name, ssh_prefix(n3), peer_ssh=distrusting(n3))
+    chain.open_hops([[w2, refused]])  # no error here: the stream reports it, and the head takes over
 
 
 def test_weights_chain_falls_back_to_rsync(tmp_path: Path, workers: list[rc.Node]) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.distribute import HOP_SCRIPT, _b64
+from tasks.chain import HOP_SCRIPT, _b64
 
 TOOLS = ("sh", "mktemp", "rm", "base64", "tr", "mkfifo", "tee", "cat", "tail", "head", "touch")
 
