@@ -103,20 +103,43 @@ def parallel(fn: Callable, items: Sequence, workers: int = 8) -> list:
         if f.exception() is not None:
             raise f.exception()  # type: ignore[misc]
     return [f.result() for f in futs]
-# The script each chain hop runs under `sh -c` (POSIX sh + GNU coreutils): $1 = this node's name,
-# $2 = next node's name ("" when last), $3 = base64 of the command that reaches the next hop,
-# $4 = base64 of the shell command that takes the stream on this node (docker load, tar -x).
+# The script each chain hop runs under `sh -c` (POSIX sh + GNU coreutils). Its argv is the same for
+# every hop of any chain; the chain itself comes ahead of the stream, as data (chain_header):
+# "RRCHAIN <bytes>\n", then one line per hop from this one on: base64 of its name, of the shell
+# command that takes the stream there (docker load, tar -x), and of the command that reaches it from
+# the previous hop ("-" on the first line). A hop reads its header (`read` and `head -c` take no byte
+# more), keeps its own line and passes the rest on as the next hop's header, so each hop reads and
+# sends only the chain after it, and every hop's command line stays the same size.
 # A forwarding node copies the stream to the next hop (a fifo) and to its taker (stdout), and keeps
 # feeding one when the other dies; the status lines say which. With python3 it reads and writes 1 MiB
 # at a time through 1 MiB pipes, so the ssh and the taker downstream read large chunks too: measured
 # ~0.3-0.5 CPU seconds less per 159 MB on each forwarding worker than `tee -p` (8 KiB), the fallback.
+# Each writer opens the fifo itself (an open meets the reader's, so it never waits on a reader gone):
+# python3 writes the next header first; with tee, the next hop's side puts the header ahead.
 HOP_SCRIPT = r"""
 set -u
-name=$1; next=$2
-d=$(mktemp -d) || { echo "RRSTAT take $name 97 $(printf 'mktemp failed' | base64 | tr -d '\n')"; exit 97; }
+name=?
+fail() { echo "RRSTAT take $name 97 $(printf %s "$1" | base64 | tr -d '\n')"; exit 97; }
+d=$(mktemp -d) || fail 'mktemp failed'
 trap 'rm -rf "$d"' EXIT
-take=$(printf %s "$4" | base64 -d)
+IFS=' ' read -r magic size || fail 'no chain header'
+case "$magic:$size" in RRCHAIN:*[!0-9]*|RRCHAIN:) fail 'bad chain header' ;; RRCHAIN:*) ;; *) fail 'bad chain header' ;; esac
+head -c "$size" >"$d/chain"
+[ "$(wc -c <"$d/chain")" -eq "$size" ] || fail 'chain header cut short'
+IFS=' ' read -r name take x <"$d/chain" || fail 'empty chain header'
+name=$(printf %s "$name" | base64 -d) && take=$(printf %s "$take" | base64 -d) || fail 'bad chain header'
+sed 1d "$d/chain" >"$d/rest"
+next=
+if [ -s "$d/rest" ]; then
+  IFS=' ' read -r next x fwd <"$d/rest"
+  next=$(printf %s "$next" | base64 -d) && fwd=$(printf %s "$fwd" | base64 -d) || fail 'bad chain header'
+  { echo "RRCHAIN $(wc -c <"$d/rest")" && cat "$d/rest"; } >"$d/h" && mkfifo "$d/f" || fail 'no room for the next hop'
+fi
 dup_py='import fcntl, os, sys
+def put(fd, data):
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 outs = [1, os.open(sys.argv[1], os.O_WRONLY)]
 for fd in [0] + outs:
     try:
@@ -124,29 +147,33 @@ for fd in [0] + outs:
     except OSError:
         pass
 try:
+    put(outs[1], open(sys.argv[2], "rb").read())
+except OSError:
+    outs.pop()
+try:
     while outs:
         data = os.read(0, 1 << 20)
         if not data:
             break
         for fd in list(outs):
-            view = memoryview(data)
             try:
-                while view:
-                    view = view[os.write(fd, view):]
+                put(fd, data)
             except OSError:
                 outs.remove(fd)
 except OSError as e:
     sys.exit("forwarding: %s" % e)'
-dup() { if command -v python3 >/dev/null 2>&1; then python3 -c "$dup_py" "$1"; else tee -p "$1"; fi; }
-if [ -n "$next" ]; then
-  mkfifo "$d/f" || exit 97
-  fwd=$(printf %s "$3" | base64 -d)
+if [ -z "$next" ]; then
+  sh -c "$take" >"$d/out" 2>"$d/err"
+  rc=$?
+elif command -v python3 >/dev/null 2>&1; then
   sh -c "$fwd" <"$d/f" &
   fp=$!
-  dup "$d/f" | sh -c "$take" >"$d/out" 2>"$d/err"
+  python3 -c "$dup_py" "$d/f" "$d/h" | sh -c "$take" >"$d/out" 2>"$d/err"
   rc=$?
 else
-  sh -c "$take" >"$d/out" 2>"$d/err"
+  { cat "$d/h"; cat "$d/f"; } | sh -c "$fwd" &
+  fp=$!
+  tee -p "$d/f" | sh -c "$take" >"$d/out" 2>"$d/err"
   rc=$?
 fi
 echo "RRSTAT take $name $rc $(tail -c 600 "$d/err" | base64 | tr -d '\n')"
@@ -156,19 +183,26 @@ if [ -n "$next" ]; then
 fi
 exit "$rc"
 """
+HOP = ["sh", "-c", HOP_SCRIPT, "hop"]
 
 
 def _b64(text: str) -> str:
-    return base64.b64encode(text.encode()).decode()  # nesting via base64: no quote blow-up per level
+    return base64.b64encode(text.encode()).decode()
 
 
-def _hop_command(chain: Sequence[Worker], take: Callable[[Worker], str], first: bool) -> list[str]:
-    """argv that reaches chain[0] (from the head, or from the previous worker) and runs its hop."""
-    w, rest = chain[0], chain[1:]
-    nxt = shlex.join(_hop_command(rest, take, first=False)) if rest else ""
-    return remote_argv(w.ssh if first else _peer_prefix(w),
-                       ["sh", "-c", HOP_SCRIPT, "hop", w.name, rest[0].name if rest else "", _b64(nxt), _b64(take(w))],
-                       from_head=first)
+def hop_argv(w: Worker, first: bool) -> list[str]:
+    """argv that reaches `w` (from the head, or from the previous worker) and runs its hop. Its size
+    does not depend on the chain's length: the chain travels in the stream (chain_header)."""
+    return remote_argv(w.ssh if first else _peer_prefix(w), HOP, from_head=first)
+
+
+def chain_header(chain: Sequence[Worker], take: Callable[[Worker], str]) -> bytes:
+    """What the head sends ahead of the stream: each hop's name, taker and how the previous hop
+    reaches it (see HOP_SCRIPT), one line per hop, all base64."""
+    lines = [" ".join((_b64(w.name), _b64(take(w)), _b64(shlex.join(hop_argv(w, first=False))) if i else "-"))
+             for i, w in enumerate(chain)]
+    body = "".join(line + "\n" for line in lines).encode()
+    return b"RRCHAIN %d\n%s" % (len(body), body)
 
 
 def _peer_prefix(w: Worker) -> list[str]:
@@ -231,10 +265,11 @@ def run_chain(source: list[str], stale: Sequence[Worker], take: Callable[[Worker
                take_timeout: float) -> Chain:
     """Stream `source`'s stdout through the chain of `stale` workers, each running `take` on it."""
     open_hops([stale])
-    cmd = _hop_command(stale, take, first=True)
+    cmd = hop_argv(stale[0], first=True)
     prog = Progress(f"{label} -> {', '.join(w.name for w in stale)}", size, progress)
     t_stream = time.monotonic()
-    sent, err_src, out, err_ssh, stalled, streamed = pump(source, cmd, prog, timeout, stall_timeout, take_timeout)
+    sent, err_src, out, err_ssh, stalled, streamed = pump(source, cmd, prog, timeout, stall_timeout, take_timeout,
+                                                          ahead=chain_header(stale, take))
     takes, fwds = _parse_status(out)
     # first problem in chain order: a broken hop into a node, else its taker, else a missing status
     problems: dict[str, tuple[str, str]] = {}

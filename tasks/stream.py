@@ -49,17 +49,22 @@ def _move(fd_in: int, fd_out: int) -> int:
             if exc.errno not in (errno.EINVAL, errno.ENOSYS):
                 raise
     buf = os.read(fd_in, CHUNK)
-    view = memoryview(buf)
-    while view:
-        view = view[os.write(fd_out, view):]
+    _write_all(fd_out, buf)
     return len(buf)
 
 
-def pump(src: list[str], dst: list[str], prog: Progress, timeout: float | None,
-            stall_timeout: float, load_timeout: float) -> tuple[int, str, str, str, bool, float]:
-    """Pump src's stdout into dst's stdin, counting bytes; a watchdog kills both on stall/timeout.
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
-    Returns (bytes, src stderr, dst stdout, dst stderr, stalled, monotonic time of the last byte)."""
+
+def pump(src: list[str], dst: list[str], prog: Progress, timeout: float | None,
+         stall_timeout: float, load_timeout: float, ahead: bytes = b"") -> tuple[int, str, str, str, bool, float]:
+    """Pump src's stdout into dst's stdin, after `ahead` (e.g. a chain's header); a watchdog kills both
+    on stall/timeout.
+
+    Returns (bytes of src, src stderr, dst stdout, dst stderr, stalled, monotonic time of the last byte)."""
     save = subprocess.Popen(src, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
     sink = subprocess.Popen(dst, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     outs: dict[str, bytes] = {}
@@ -93,6 +98,7 @@ def pump(src: list[str], dst: list[str], prog: Progress, timeout: float | None,
     assert save.stdout and sink.stdin
     fd_in, fd_out = save.stdout.fileno(), sink.stdin.fileno()
     try:
+        _write_all(fd_out, ahead)
         while True:
             n = _move(fd_in, fd_out)
             if not n:
