@@ -92,7 +92,7 @@ def call(prefix: Sequence[str] | None, argv: Sequence[str], *, node: str, step: 
     return proc
 
 
-def parallel(fn: Callable, items: Sequence, workers: int = 8) -> list:
+def on_threads(fn: Callable, items: Sequence, workers: int = 8) -> list:
     """fn over items on threads, results in order; the first exception (in item order) is raised."""
     if not items:
         return []
@@ -222,7 +222,7 @@ def open_hops(chains: Iterable[Sequence[Worker]]) -> None:
         a, b = pair
         with contextlib.suppress(RunError):
             call(a.ssh, [*_peer_prefix(b), "true"], node=a.name, step="ssh to the next worker")
-    parallel(one, list(pairs.values()))
+    on_threads(one, list(pairs.values()))
 
 
 def _parse_status(text: str) -> tuple[dict[str, tuple[int, str]], dict[str, int]]:

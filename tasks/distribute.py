@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping, Sequence, TextIO
 
-from .chain import (QUERY_TIMEOUT, Chain, Worker, call, node_label, parallel, raise_first, remote_argv, run_chain,
+from .chain import (QUERY_TIMEOUT, Chain, Worker, call, node_label, on_threads, raise_first, remote_argv, run_chain,
                     ssh_prefix, unreached)
 from .errors import RunError
 from .runner import tail
@@ -127,7 +127,7 @@ def distribute_image(tag: str, head_id: str, workers: Sequence[Worker], *,
     size)` runs before any byte moves (the caller's disk check); what it raises stops the copy.
     """
     t0 = time.monotonic()
-    ids = parallel(lambda w: image_id_on(w.ssh, tag, name=w.name), list(workers))
+    ids = on_threads(lambda w: image_id_on(w.ssh, tag, name=w.name), list(workers))
     report = Report("image", "chain")
     stale = [w for w, i in zip(workers, ids) if i != head_id]
     for w, i in zip(workers, ids):
@@ -157,14 +157,14 @@ def distribute_image(tag: str, head_id: str, workers: Sequence[Worker], *,
             return run_chain(["docker", "save", tag], [Worker(w.name, w.ssh)], _docker_load, "docker load",
                               "image", **go)
 
-        for w, again in zip(direct, parallel(one, direct)):
+        for w, again in zip(direct, on_threads(one, direct)):
             sent += again.sent
             received[w.name] = again.sent
             problems.pop(w.name)
             problems.update(again.problems)
         report.strategy = f"chain, then direct to {', '.join(w.name for w in direct)}"
     check = [w for w in stale if w.name not in problems]
-    now_ids = dict(zip([w.name for w in check], parallel(lambda w: _id_or_error(w, tag), check)))
+    now_ids = dict(zip([w.name for w in check], on_threads(lambda w: _id_or_error(w, tag), check)))
     for w in stale:
         if w.name not in problems and now_ids.get(w.name) != head_id:
             problems[w.name] = ("verify", f"image ID after load is {now_ids.get(w.name) or 'absent'}, "
@@ -420,7 +420,7 @@ def sync_weights(cache_dir_local: str | Path, cache_dir_remote: str | Path, repo
 
     crew = {w: Worker(w, list(ssh_prefixes[w]), list(peer_ssh[w]) if peer_ssh and w in peer_ssh else None)
             for w in workers}
-    looked = dict(zip(workers, parallel(inspect_or_error, list(workers), workers=parallel)))
+    looked = dict(zip(workers, on_threads(inspect_or_error, list(workers), workers=parallel)))
     failed = [r for r in looked.values() if isinstance(r, RunError)]
     needs = {w: r for w, r in looked.items() if isinstance(r, _NodeNeed)}
     workers = list(needs)
@@ -467,7 +467,7 @@ def sync_weights(cache_dir_local: str | Path, cache_dir_remote: str | Path, repo
         report.seconds = time.monotonic() - w0
         return report
 
-    nodes = parallel(finish, list(workers), workers=parallel)
+    nodes = on_threads(finish, list(workers), workers=parallel)
     if failed:
         raise failed[0]
     return Report("weights", strategy, nodes, bytes_sent=sent + sum(n.bytes for n in nodes if n.name not in chained),
