@@ -3,8 +3,10 @@ forwarding it to the next, so every link carries it once and N workers take abou
 
 Each hop runs HOP_SCRIPT; its status lines (RRSTAT) flow back up the chain, so a failure names the
 node it happened on, and a worker the previous one could not reach is reported as such (the caller
-then gives it a stream of its own from the head). Every node command is one `shlex.join`-ed word
-behind an ssh argv prefix (remote_argv), so no value reaches a remote shell unquoted.
+then gives it a stream of its own from the head). The chain's description travels ahead of the
+stream (chain_header), so a hop's command line is the same size whatever the chain's length. Every
+node command is one `shlex.join`-ed word behind an ssh argv prefix (remote_argv), so no value
+reaches a remote shell unquoted.
 """
 from __future__ import annotations
 
@@ -103,6 +105,8 @@ def on_threads(fn: Callable, items: Sequence, workers: int = 8) -> list:
         if f.exception() is not None:
             raise f.exception()  # type: ignore[misc]
     return [f.result() for f in futs]
+
+
 # The script each chain hop runs under `sh -c` (POSIX sh + GNU coreutils). Its argv is the same for
 # every hop of any chain; the chain itself comes ahead of the stream, as data (chain_header):
 # "RRCHAIN <bytes>\n", then one line per hop from this one on: base64 of its name, of the shell
