@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
@@ -582,10 +583,12 @@ class TestCluster:
     def remove_nodes(self, nodes: Iterable[Node]) -> None:
         """Tear these nodes down (daemons, netns, veth) and forget them; the others stay up."""
         gone = {n.index for n in nodes}
-        for node in self.nodes:
-            if node.index in gone:
-                _teardown_node(node.index, node.node_dir)
-                _sh(["ip", "link", "del", node.veth], check=False)  # gone with the netns, unless held
+
+        def remove(node: Node) -> None:
+            _teardown_node(node.index, node.node_dir)
+            _sh(["ip", "link", "del", node.veth], check=False)  # gone with the netns, unless held
+        with ThreadPoolExecutor(max_workers=8) as pool:  # ~0.6 s a node, mostly waiting for processes to end
+            list(pool.map(remove, [n for n in self.nodes if n.index in gone]))
         self.nodes = [n for n in self.nodes if n.index not in gone]
         self.size = len(self.nodes)
         self._write_client_files()
