@@ -25,9 +25,11 @@ CPU models, interleaved: shared cores, and each worker held to --worker-cpus of 
 quota; 3 x 0.6 leaves the head the rest of 2 cores), each model with its own receiver's load time
 and the CPU seconds each worker spent per copy (cgroup cpuacct: what it takes of a machine of its own).
 Weights run on shared cores. The image cases run --repeat times per model, interleaved, and count by
-their median. Takes ~5 min.
+their median. A long weights chain (--wide workers: the cluster grows by nodes with sshd only, links
+shaped alike) runs beside a copy to one worker, --repeat times interleaved; their ratio is what a
+chain of that length costs over one copy, here with every node on this host's cores. Takes ~5 min.
 
-    python bench/distribute.py [--mb 150] [--rate 400mbit] [--shard-mb 1024] [--worker-cpus 0.6]
+    python bench/distribute.py [--mb 150] [--rate 400mbit] [--shard-mb 1024] [--worker-cpus 0.6] [--wide 16]
 """
 from __future__ import annotations
 
@@ -57,13 +59,13 @@ REMOTE_CACHE = "~/.cache/huggingface/hub"
 DRIVER = r"""
 import dataclasses, json, sys, time
 sys.path.insert(0, sys.argv[1])
-from tasks import distribute as d
+from tasks import chain, distribute as d
 a = json.loads(sys.argv[2])
-workers = [d.Worker(**w) for w in a["workers"]]
+workers = [chain.Worker(**w) for w in a["workers"]]
 if a.get("warm"):  # in a run, preflight has connected to every worker and then opened the chain's hops
     for w in workers:
-        d._call(w.ssh, ["true"], node=w.name, step="connect")
-    d.open_hops([workers])
+        chain.call(w.ssh, ["true"], node=w.name, step="connect")
+    chain.open_hops([workers])
 t0 = time.monotonic()
 if a["what"] == "image":
     r = d.distribute_image(a["tag"], a["head_id"], workers, progress=None)
@@ -186,6 +188,42 @@ def make_commit(cache: Path, files: dict[str, bytes | int], sparse: int = 0) -> 
     return commit
 
 
+def clear(nodes: list[rc.Node]) -> None:
+    """No copy of the bench model on these workers."""
+    for w in nodes:
+        w.run(["rm", "-rf", f"/root/.cache/huggingface/hub/models--{REPO.replace('/', '--')}"])
+
+
+def wide_chain(c: rc.TestCluster, wargs: dict, wide: int, rate: str, sb: float,
+               repeat: int) -> tuple[list[tuple[str, float, float, str]], str]:
+    """The weights to `wide` workers by one chain and to one worker, side by side (interleaved, the
+    median counts). The workers past the cluster's own have sshd only (no dockerd), links shaped alike."""
+    extra = c.add_nodes(wide - (len(c.nodes) - 1), dockerd=False)
+    runs: dict[int, list[tuple[float, str]]] = {1: [], wide: []}
+    try:
+        for n in extra:
+            n.shape(rate)
+        many = c.nodes[1:]
+        ws = [{"name": w.name, "ssh": prefix(w)} for w in many]
+        for _ in range(repeat):
+            for k in runs:
+                clear(many[:k])
+                r = on_head(c, dict(wargs, workers=ws[:k], warm=True))
+                runs[k].append((r["t"], f"{r['report']['strategy']}; "
+                                        f"{r['report']['bytes_sent'] / 1e6:.1f} MB left the head"))
+        clear(many)
+    finally:
+        c.remove_nodes(extra)
+    one, chain = median_row(runs[1]), median_row(runs[wide])
+    ratio = chain[0] / one[0]
+    rows = [(f"weights, ours to 1 worker, in a run [beside the {wide}]", one[0], one[0] / sb, one[1]),
+            (f"weights, ours (chain) to {wide} workers, in a run", chain[0], chain[0] / sb,
+             f"{ratio:.2f} x one copy; {chain[1]}")]
+    goal = (f"  weights, chain to {wide} workers / one copy = {ratio:.2f}; each hop past the first adds "
+            f"{(chain[0] - one[0]) / (wide - 1):.3f} s (all {wide + 1} nodes share this host's cores and disk)")
+    return rows, goal
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--mb", type=int, default=150, help="image payload and weights size S in MiB")
@@ -195,6 +233,8 @@ def main() -> int:
                     help="each worker's CPU quota in the second CPU model of the image cases (0: shared cores only)")
     ap.add_argument("--repeat", type=int, default=3,
                     help="runs of each image case compared by the goals (interleaved; the median counts)")
+    ap.add_argument("--wide", type=int, default=16,
+                    help="workers of the long weights chain, measured beside one copy (0: skip)")
     ap.add_argument("--wait", type=float, default=900, help="seconds to wait for a busy test cluster")
     a = ap.parse_args()
     if os.geteuid() != 0:
@@ -210,12 +250,13 @@ def main() -> int:
                 sys.exit(str(e))
             time.sleep(3)
     try:
-        return run(c, a.mb, a.rate, bw, a.shard_mb, a.worker_cpus, max(1, a.repeat))
+        return run(c, a.mb, a.rate, bw, a.shard_mb, a.worker_cpus, max(1, a.repeat), a.wide)
     finally:
         c.teardown()
 
 
-def run(c: rc.TestCluster, mb: int, rate: str, bw: float, shard_mb: int, worker_cpus: float, repeat: int) -> int:
+def run(c: rc.TestCluster, mb: int, rate: str, bw: float, shard_mb: int, worker_cpus: float, repeat: int,
+        wide: int) -> int:
     head, workers = c.head, c.nodes[1:]
     tag, hid = build_image(head, mb)
     for n in c.nodes:
@@ -328,10 +369,6 @@ def run(c: rc.TestCluster, mb: int, rate: str, bw: float, shard_mb: int, worker_
     files = {f"model-{i:05d}-of-00050.safetensors": os.urandom(per) for i in range(50)}
     c1 = make_commit(cache, files)
 
-    def clear(nodes: list[rc.Node]) -> None:
-        for w in nodes:
-            w.run(["rm", "-rf", f"/root/.cache/huggingface/hub/{folder}"])
-
     def note(r: dict, changed: int) -> str:
         rep = r["report"]
         return (f"{rep['strategy']}; {rep['bytes_sent'] / 1e6:.1f} MB left the head"
@@ -347,6 +384,10 @@ def run(c: rc.TestCluster, mb: int, rate: str, bw: float, shard_mb: int, worker_
     rows.append((f"weights, ours to {len(workers)} workers", r["t"], r["t"] / sb, note(r, 0)))
     r = on_head(c, dict(wargs, commit=c1, workers=ws))
     rows.append(("weights, ours again (no-op)", r["t"], 0.0, f"files sent {sum(n['files'] for n in r['report']['nodes'])}"))
+    if wide > len(workers):
+        wide_rows, wide_goal = wide_chain(c, dict(wargs, commit=c1), wide, rate, sb, repeat)
+        rows += wide_rows
+        goals.append(wide_goal)
     files2 = dict(files)
     files2["model-00007-of-00050.safetensors"] = os.urandom(per)
     c2 = make_commit(cache, files2)

@@ -296,7 +296,7 @@ def check_cluster(plan: Any) -> tuple[Any, str]:
     fails), then the copy chains' worker-to-worker connections opened in the background. Returns the
     plan's Fleet and the table to show."""
     from .cluster import bytes_to_copy, copy_hops, hca_names
-    from .distribute import open_hops
+    from .chain import open_hops
     from .graph import fleet_for
     from .weights import hub_cache_dir
 

@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,7 @@ pytestmark = pytest.mark.cluster
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from tasks import chain  # noqa: E402
 from tasks import distribute as dist  # noqa: E402
 from tasks.errors import RunError  # noqa: E402
 from tasks.remote import close_shared_connections  # noqa: E402
@@ -293,17 +295,17 @@ def test_open_hops_connects_each_pair_once_and_shrugs_off_a_refused_hop(workers:
     n2 (its master answers), so the stream's hop needs no handshake of its own."""
     close_shared_connections()  # a fresh run: no hop socket of an earlier test's connections
     n2, n3 = workers
-    w2, w3 = (dist.Worker(n.name, ssh_prefix(n)) for n in workers)
-    hop = dist.ssh_prefix(w3.hop, from_head=False)
+    w2, w3 = (chain.Worker(n.name, ssh_prefix(n)) for n in workers)
+    hop = chain.ssh_prefix(w3.hop, from_head=False)
 
     def master_on_n2() -> int:
         return n2.run([*hop[:-1], "-O", "check", hop[-1]]).returncode
 
     assert master_on_n2() == 255  # not open yet
-    dist.open_hops([[w2, w3], [w2, w3]])
+    chain.open_hops([[w2, w3], [w2, w3]])
     assert master_on_n2() == 0
-    refused = dist.Worker(n3.name, ssh_prefix(n3), peer_ssh=distrusting(n3))
-    dist.open_hops([[w2, refused]])  # no error here: the stream reports it, and the head takes over
+    refused = chain.Worker(n3.name, ssh_prefix(n3), peer_ssh=distrusting(n3))
+    chain.open_hops([[w2, refused]])  # no error here: the stream reports it, and the head takes over
 
 
 def test_weights_chain_falls_back_to_rsync(tmp_path: Path, workers: list[rc.Node]) -> None:
@@ -357,3 +359,49 @@ def test_weights_broken_worker_names_node(tmp_path: Path, workers: list[rc.Node]
     assert time.monotonic() - t0 < 30
     n3.start_sshd()
     assert sync(cache, commit, workers).sent_to == ["n3"]  # n2 got it in the failed run already
+
+
+# ----------------------------------------------------------------------------- a long chain
+WIDE = 16  # workers: past the ~12 at which hop commands nested in each other's argv stopped working
+
+
+@pytest.fixture
+def wide(cluster3: rc.TestCluster) -> Iterator[list[rc.Node]]:
+    """n2, n3 and 14 more nodes with sshd only (no dockerd: a weights chain needs none), empty caches."""
+    extra = cluster3.add_nodes(WIDE - 2, dockerd=False)
+    try:
+        nodes = cluster3.nodes[1:]
+        for n in nodes:
+            subprocess.run(["rm", "-rf", str(remote_folder(n))], check=True)
+        yield nodes
+    finally:
+        cluster3.remove_nodes(extra)
+
+
+def test_weights_chain_through_sixteen_workers(tmp_path: Path, wide: list[rc.Node]) -> None:
+    """One tar stream leaves the head once and runs through all 16 workers; each ends up with every
+    file of the commit, byte for byte, in the HF cache layout."""
+    rnd = lambda n, s: hashlib.shake_256(s.encode()).digest(n)  # noqa: E731
+    files = {"config.json": b'{"model_type": "tiny"}', "tokenizer.json": rnd(150_000, "tok"),
+             "model-00001-of-00002.safetensors": rnd(600_000, "w1"),
+             "model-00002-of-00002.safetensors": rnd(400_000, "w2"), "sub/dir/extra.bin": rnd(50_000, "x")}
+    cache = tmp_path / "hub"
+    commit = make_commit(cache, REPO, files)
+    t0 = time.monotonic()
+    rep = sync(cache, commit, wide)
+    took = time.monotonic() - t0
+    assert rep.strategy == "chain (tar stream)", rep.strategy
+    assert rep.sent_to == [n.name for n in wide]
+    model_bytes = sum(len(d) for d in files.values())
+    assert model_bytes < rep.bytes_sent < 1.2 * model_bytes, rep.bytes_sent  # left the head once, not 16 times
+    for n in wide:
+        folder = remote_folder(n)
+        assert (folder / "refs" / "main").read_text() == commit, n.name
+        assert (folder / "trees" / f"{commit}.json").read_bytes() == \
+            (cache / folder.name / "trees" / f"{commit}.json").read_bytes(), n.name
+        for path, data in files.items():
+            snap = folder / "snapshots" / commit / path
+            assert snap.is_symlink() and not os.readlink(snap).startswith("/"), (n.name, path)
+            assert snap.read_bytes() == data, (n.name, path)
+    assert took < 60, f"16 workers took {took:.1f} s"
+    assert sync(cache, commit, wide).up_to_date == [n.name for n in wide]

@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
@@ -148,6 +149,7 @@ class Node:
     node_dir: Path
     client_dir: Path
     holder_pid: int = 0
+    dockerd: bool = True  # False: SSH only (weights chains), no daemon to start, wait for or heal
 
     @property
     def name(self) -> str:
@@ -364,6 +366,8 @@ class Node:
 
     def containers(self) -> list[str]:
         """IDs of all containers (running or not) on the node."""
+        if not self.dockerd:
+            return []
         p = self.docker("ps", "-aq", timeout=30)
         return p.stdout.split() if p.returncode == 0 else []
 
@@ -382,7 +386,7 @@ class Node:
         if not (pid and _pid_alive(pid)):
             self.start_sshd()
         pid = _read_pid(self.dockerd_pidfile)
-        if not (pid and _pid_alive(pid)):
+        if self.dockerd and not (pid and _pid_alive(pid)):
             self.start_dockerd()
 
     def __repr__(self) -> str:
@@ -479,6 +483,8 @@ class TestCluster:
     """N real nodes (netns + own sshd + own dockerd + own HOME) on bridge br-rr.
 
     Use as a context manager; ``teardown()`` is idempotent and safe after a partial bring-up.
+    ``dockerd=False`` (or ``add_nodes(k, dockerd=False)`` on a running cluster) makes nodes with sshd
+    only: a few tenths of a second each, for tests that need many nodes but no Docker (weights chains).
     """
 
     __test__ = False  # not a pytest test class despite the name
@@ -488,6 +494,7 @@ class TestCluster:
     client_dir: Path | None = None
     share_paths: list[str] = field(default_factory=_python_roots_under_root)
     owner: str = "pytest"
+    dockerd: bool = True
     nodes: list[Node] = field(default_factory=list)
     _own_client_dir: bool = False
     _lock: object = field(default=None, repr=False)
@@ -546,21 +553,46 @@ class TestCluster:
         self._write_state()  # before anything exists, so a crash is always cleanable
         self._make_client_key()
         self._make_bridge()
-        for i in range(1, self.size + 1):
-            node = Node(i, self.base_dir / "nodes" / f"n{i}", self.client_dir)
-            self.nodes.append(node)
+        self.add_nodes(self.size, dockerd=self.dockerd)
+        return self
+
+    def add_nodes(self, count: int, dockerd: bool = False) -> list[Node]:
+        """Bring up `count` more nodes after the last one; every node's ~/.ssh then knows them all."""
+        first = max((n.index for n in self.nodes), default=0) + 1
+        if first + count - 1 > MAX_NODES:
+            raise ValueError(f"at most {MAX_NODES} nodes")
+        new = [Node(i, self.base_dir / "nodes" / f"n{i}", self.client_dir or Path("/nonexistent"), dockerd=dockerd)
+               for i in range(first, first + count)]
+        self.nodes += new
+        self.size = len(self.nodes)
+        for node in new:
             self._make_node(node)
         self._write_state()
         # sshd and dockerd start in parallel across nodes: dockerd start dominates bring-up time
-        for node in self.nodes:
+        for node in new:
             node.start_sshd()
         self._write_client_files()
-        for node in self.nodes:
+        docker_nodes = [node for node in new if node.dockerd]
+        for node in docker_nodes:
             node.spawn_dockerd()
-        for node in self.nodes:
+        for node in docker_nodes:
             self._finish_dockerd(node)
         self._write_state()
-        return self
+        return new
+
+    def remove_nodes(self, nodes: Iterable[Node]) -> None:
+        """Tear these nodes down (daemons, netns, veth) and forget them; the others stay up."""
+        gone = {n.index for n in nodes}
+
+        def remove(node: Node) -> None:
+            _teardown_node(node.index, node.node_dir)
+            _sh(["ip", "link", "del", node.veth], check=False)  # gone with the netns, unless held
+        with ThreadPoolExecutor(max_workers=8) as pool:  # ~0.6 s a node, mostly waiting for processes to end
+            list(pool.map(remove, [n for n in self.nodes if n.index in gone]))
+        self.nodes = [n for n in self.nodes if n.index not in gone]
+        self.size = len(self.nodes)
+        self._write_client_files()
+        self._write_state()
 
     def teardown(self) -> None:
         """Stop every daemon and container, delete netns, veths, bridge and the FORWARD rule."""
@@ -596,7 +628,7 @@ class TestCluster:
         for n in state.get("nodes", []):
             idx = int(n["name"][1:])
             c.nodes.append(Node(idx, Path(n["node_dir"]), c.client_dir or Path("/nonexistent"),
-                                holder_pid=int(n.get("holder_pid") or 0)))
+                                holder_pid=int(n.get("holder_pid") or 0), dockerd=n.get("dockerd", True)))
         return c
 
     def write_known_hosts(self, path: Path, nodes: Iterable[Node]) -> Path:
@@ -618,7 +650,8 @@ class TestCluster:
             "ssh_config": str(self.client_dir / "ssh_config") if self.client_dir else None,
             "host_ip": HOST_IP, "bridge": BRIDGE,
             "nodes": [{"name": n.name, "ip": n.ip, "netns": n.netns, "veth": n.veth,
-                       "holder_pid": n.holder_pid, "node_dir": str(n.node_dir)} for n in self.nodes],
+                       "holder_pid": n.holder_pid, "node_dir": str(n.node_dir), "dockerd": n.dockerd}
+                      for n in self.nodes],
         }
         tmp = STATE_FILE.with_suffix(".tmp")
         tmp.write_text(json.dumps(state, indent=2))

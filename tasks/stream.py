@@ -1,0 +1,133 @@
+"""Bulk bytes from a local command into another one (an ssh chain), counted, with a stall watchdog.
+
+The head's CPU is the first hop of every copy: bytes move inside the kernel (splice) where it can,
+and a stream that moves no byte for a while is ended, so a dead link never hangs a run.
+"""
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import subprocess
+import threading
+import time
+from typing import TextIO
+
+from .units import human_bytes
+
+CHUNK = 1 << 20
+
+
+class Progress:
+    """A periodic `bytes, rate` line on a TTY; silent otherwise (logs and CI stay clean)."""
+
+    def __init__(self, label: str, total: int | None, stream: TextIO | None) -> None:
+        self.label, self.total = label, total
+        self.stream = stream if stream is not None and stream.isatty() else None
+        self.t0 = time.monotonic()
+        self.last = 0.0
+
+    def update(self, done: int, final: bool = False) -> None:
+        now = time.monotonic()
+        if self.stream is None or (not final and now - self.last < 0.5):
+            return
+        self.last = now
+        rate = done / max(now - self.t0, 1e-6)
+        pct = f" ({100 * done / self.total:.0f}%)" if self.total else ""
+        self.stream.write(f"\r  {self.label}: {human_bytes(done)}{pct} at {human_bytes(rate)}/s   "
+                          + ("\n" if final else ""))
+        self.stream.flush()
+
+
+def _move(fd_in: int, fd_out: int) -> int:
+    """Up to CHUNK bytes from one pipe to the other; 0 at the end. splice(2) moves them inside the
+    kernel (the head's CPU is the chain's first hop: no copy through Python); read/write elsewhere."""
+    if hasattr(os, "splice"):
+        try:
+            return os.splice(fd_in, fd_out, CHUNK)
+        except OSError as exc:
+            if exc.errno not in (errno.EINVAL, errno.ENOSYS):
+                raise
+    buf = os.read(fd_in, CHUNK)
+    _write_all(fd_out, buf)
+    return len(buf)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def pump(src: list[str], dst: list[str], prog: Progress, timeout: float | None,
+         stall_timeout: float, load_timeout: float, ahead: bytes = b"") -> tuple[int, str, str, str, bool, float]:
+    """Pump src's stdout into dst's stdin, after `ahead` (e.g. a chain's header); a watchdog kills both
+    on stall/timeout.
+
+    Returns (bytes of src, src stderr, dst stdout, dst stderr, stalled, monotonic time of the last byte)."""
+    save = subprocess.Popen(src, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    sink = subprocess.Popen(dst, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    outs: dict[str, bytes] = {}
+
+    def drain(name: str, f) -> None:
+        outs[name] = f.read()
+
+    readers = [threading.Thread(target=drain, args=(n, f), daemon=True)
+               for n, f in (("save_err", save.stderr), ("out", sink.stdout), ("err", sink.stderr))]
+    for t in readers:
+        t.start()
+    sent = 0
+    last_move = time.monotonic()
+    start = last_move
+    stop = threading.Event()
+    stalled = False
+
+    def watchdog() -> None:
+        nonlocal stalled
+        while not stop.wait(0.5):
+            now = time.monotonic()
+            if now - last_move > stall_timeout or (timeout is not None and now - start > timeout):
+                stalled = True
+                for p in (save, sink):
+                    if p.poll() is None:
+                        p.kill()
+                return
+
+    dog = threading.Thread(target=watchdog, daemon=True)
+    dog.start()
+    assert save.stdout and sink.stdin
+    fd_in, fd_out = save.stdout.fileno(), sink.stdin.fileno()
+    try:
+        _write_all(fd_out, ahead)
+        while True:
+            n = _move(fd_in, fd_out)
+            if not n:
+                break
+            sent += n
+            last_move = time.monotonic()
+            prog.update(sent)
+    except (BrokenPipeError, OSError):
+        if save.poll() is None:
+            save.kill()
+    finally:
+        with contextlib.suppress(OSError):
+            sink.stdin.close()
+        save.stdout.close()
+        streamed = time.monotonic()
+        stop.set()  # the watchdog guards the stream only
+    try:
+        # the stream is in; the loads run now (docker load spools first), bounded by load_timeout
+        try:
+            sink.wait(load_timeout)
+        except subprocess.TimeoutExpired:
+            stalled = True
+            sink.kill()
+    finally:
+        stop.set()
+        save.wait()
+        sink.wait()
+        for t in readers:
+            t.join(5)
+    prog.update(sent, final=True)
+    dec = lambda k: outs.get(k, b"").decode(errors="replace")  # noqa: E731
+    return sent, dec("save_err") if save.returncode else "", dec("out"), dec("err"), stalled, streamed
