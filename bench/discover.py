@@ -22,7 +22,7 @@ from harness import cluster as rc  # noqa: E402
 SCRIPT = r"""
 import json, time
 from tasks.discover import discover
-from tasks.remote import SshSettings
+from tasks.connect import SshSettings
 t0 = time.monotonic()
 found = discover("eth0", None, SshSettings(connect_timeout=2))
 print(json.dumps({"took": time.monotonic() - t0, "found": [c.as_dict() for c in found]}))

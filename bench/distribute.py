@@ -59,12 +59,12 @@ REMOTE_CACHE = "~/.cache/huggingface/hub"
 DRIVER = r"""
 import dataclasses, json, sys, time
 sys.path.insert(0, sys.argv[1])
-from tasks import chain, distribute as d
+from tasks import chain, connect, distribute as d
 a = json.loads(sys.argv[2])
 workers = [chain.Worker(**w) for w in a["workers"]]
 if a.get("warm"):  # in a run, preflight has connected to every worker and then opened the chain's hops
     for w in workers:
-        chain.call(w.ssh, ["true"], node=w.name, step="connect")
+        connect.call(w.ssh, ["true"], node=w.name, step="connect")
     chain.open_hops([workers])
 t0 = time.monotonic()
 if a["what"] == "image":

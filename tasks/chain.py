@@ -13,20 +13,16 @@ from __future__ import annotations
 import base64
 import concurrent.futures
 import contextlib
-import os
 import shlex
-import subprocess
 import time
 from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence, TextIO
 
 from .errors import RunError
-from .remote import shared_connection_options
+from .connect import call, remote_argv, ssh_prefix
 from .runner import tail
 from .stream import Progress, pump
 
-QUERY_TIMEOUT = 30.0  # an image inspect / manifest / hash listing over ssh
-KEEPALIVE = ["-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3"]
 STATUS = "RRSTAT"
 
 
@@ -46,52 +42,6 @@ class Worker:
     @property
     def hop(self) -> list[str]:
         return list(self.peer_ssh if self.peer_ssh is not None else self.ssh)
-
-
-def remote_argv(prefix: Sequence[str] | None, argv: Sequence[str], from_head: bool = True) -> list[str]:
-    """argv run through `prefix` (an ssh argv ending in the destination) as ONE quoted word, or locally."""
-    if prefix is None:
-        return list(argv)
-    return [*ssh_prefix(prefix, from_head), shlex.join(list(argv))]
-
-
-def ssh_prefix(prefix: Sequence[str], from_head: bool = True) -> list[str]:
-    """An ssh argv made fit for many calls: keepalives unless given (a dead link ends an ssh in bounded
-    time, not at TCP's), and a shared connection (remote.py: ~0.01 s a call, not ~0.2 s). Run on a
-    worker (`from_head=False`: a chain hop), that connection's socket lives in the worker's ~/.ssh,
-    named per run, so no other run ever rides on it; `open_hops` opens it."""
-    p = list(prefix)
-    if not p or os.path.basename(p[0]) != "ssh":
-        return p
-    if not any("serveralive" in a.lower() for a in p):
-        p[1:1] = KEEPALIVE
-    if not any("controlpath" in a.lower() for a in p):
-        p[1:1] = shared_connection_options(p[1:-1], on_worker=not from_head)
-    return p
-
-
-def node_label(prefix: Sequence[str] | None) -> str:
-    return "local" if prefix is None else prefix[-1]
-
-
-def call(prefix: Sequence[str] | None, argv: Sequence[str], *, node: str, step: str,
-          timeout: float = QUERY_TIMEOUT, input: bytes | None = None, ok: Sequence[int] = (0,)
-          ) -> subprocess.CompletedProcess:
-    """One command on a node with a timeout; RunError naming node, step, command and stderr tail."""
-    cmd = remote_argv(prefix, argv)
-    try:
-        proc = subprocess.run(cmd, capture_output=True, timeout=timeout, input=input,
-                              stdin=None if input is not None else subprocess.DEVNULL)
-    except subprocess.TimeoutExpired:
-        raise RunError(f"{step} on {node} timed out after {timeout:.0f} s", node=node,
-                       command=shlex.join(cmd)) from None
-    except FileNotFoundError:
-        raise RunError(f"{step} on {node}: '{cmd[0]}' is not installed", node=node,
-                       command=shlex.join(cmd)) from None
-    if proc.returncode not in ok:
-        raise RunError(f"{step} failed on {node}", node=node, command=shlex.join(cmd),
-                       exit_code=proc.returncode, tail=tail(proc.stderr.decode(errors="replace")))
-    return proc
 
 
 def on_threads(fn: Callable, items: Sequence, workers: int = 8) -> list:

@@ -165,7 +165,7 @@ def discover_nodes(ns: argparse.Namespace) -> int:
     """Scan, confirm by SSH, choose, save .env: always a fresh scan."""
     from .discover import choose, discover, write_env
     from .plan import env_file
-    from .remote import SshSettings
+    from .connect import SshSettings
 
     found = discover(ns.interface, ns.cidr, SshSettings(trust_new_hosts=ns.trust_new_hosts))
     for c in found:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping
 
 from . import render
+from .connect import peer_ssh
 from .errors import ConfigError, RunError
 from .nodes import IFNAME, Node, is_local_address, resolve
 from .plan import Plan, check_bash
@@ -25,7 +26,7 @@ from .vllm_args import EXECUTOR, Command
 if TYPE_CHECKING:
     from .distribute import Worker
     from .docker import Runner
-    from .remote import SshSettings
+    from .connect import SshSettings
 
 DEFAULT_MASTER_PORT = 29501
 RAY_OBJECT_STORE = "1073741824"
@@ -195,7 +196,7 @@ class Fleet:
         return list(zip(self.plan.nodes[1:], self.runners[1:]))
 
     def ssh(self, node: Node) -> list[str]:
-        from .remote import ssh_argv
+        from .connect import ssh_argv
 
         return ssh_argv(node, self.settings)
 
@@ -337,9 +338,3 @@ def copy_hops(workers: list["Worker"], needs: Mapping[str, tuple[int, int]]) -> 
     return [[w for w in workers if needs.get(w.name, (0, 0))[what]] for what in (0, 1)]
 
 
-def peer_ssh(node: Node) -> list[str]:
-    """How one worker reaches the next in a copy chain: its own ssh setup (keys, known_hosts); an
-    unreachable next worker fails in seconds, and the head then copies to it directly."""
-    dest = f"{node.user}@{node.host}" if node.user else node.host
-    return ["ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", "-o", "ConnectTimeout=10",
-            *(["-p", str(node.port)] if node.port else []), dest]

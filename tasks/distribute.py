@@ -40,8 +40,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping, Sequence, TextIO
 
-from .chain import (QUERY_TIMEOUT, Chain, Worker, call, node_label, on_threads, raise_first, remote_argv, run_chain,
-                    ssh_prefix, unreached)
+from .chain import Chain, Worker, on_threads, raise_first, run_chain, unreached
+from .connect import QUERY_TIMEOUT, call, node_label, quote_path, remote_argv, remote_script, ssh_prefix
 from .errors import RunError
 from .runner import tail
 from .weights import read_tree_listing, repo_folder, snapshot_state
@@ -81,17 +81,6 @@ class Report:
         return self.bytes_sent / self.seconds if self.seconds > 0 else 0.0
 
 
-
-def _qpath(path: str) -> str:
-    """Quote a path for a remote shell; a leading ~/ becomes "$HOME"/ (quoting would stop the expansion)."""
-    if path == "~":
-        return '"$HOME"'
-    if path.startswith("~/"):
-        return '"$HOME"/' + shlex.quote(path[2:])
-    return shlex.quote(path)
-
-
-
 # ----------------------------------------------------------------------------- image
 def image_id_on(ssh_prefix: Sequence[str] | None, ref: str, timeout: float = QUERY_TIMEOUT,
                 name: str | None = None) -> str | None:
@@ -109,7 +98,6 @@ def image_id_on(ssh_prefix: Sequence[str] | None, ref: str, timeout: float = QUE
     raise RunError(f"image inspect failed on {node}", node=node,
                    command=shlex.join(remote_argv(ssh_prefix, ["docker", "image", "inspect", ref])),
                    exit_code=1, tail=tail(err))
-
 
 
 def distribute_image(tag: str, head_id: str, workers: Sequence[Worker], *,
@@ -209,7 +197,6 @@ def _image_size(tag: str) -> int | None:
         return None
 
 
-
 # ----------------------------------------------------------------------------- weights
 @dataclass(frozen=True)
 class RemoteState:
@@ -232,14 +219,6 @@ printf 'END\0'
 """
 
 
-def _remote_script(prefix: Sequence[str] | None, script: str, args: Sequence[str]) -> list[str]:
-    """A script and its arguments; a remote `~/` path argument expands on the node via the shell."""
-    if prefix is None:
-        return ["sh", "-c", script, "rr", *[os.path.expanduser(a) for a in args]]
-    words = [shlex.quote(w) for w in ("sh", "-c", script, "rr")] + [_qpath(a) for a in args]
-    return [*ssh_prefix(prefix), " ".join(words)]
-
-
 def remote_state(ssh_prefix: Sequence[str] | None, cache_dir: str | Path, repo: str, commit: str,
                  name: str | None = None, write_refs: Sequence[str] = ()) -> RemoteState:
     """Sizes of every file of `commit` on a node plus its refs, in ONE remote call (stat only).
@@ -250,7 +229,7 @@ def remote_state(ssh_prefix: Sequence[str] | None, cache_dir: str | Path, repo: 
     folder = str(Path(cache_dir) / ("models--" + repo.replace("/", "--")))
     if cache_dir.startswith("~"):
         folder = cache_dir.rstrip("/") + "/models--" + repo.replace("/", "--")
-    cmd = _remote_script(ssh_prefix, MANIFEST_SCRIPT, [folder, commit, *write_refs])
+    cmd = remote_script(ssh_prefix, MANIFEST_SCRIPT, [folder, commit, *write_refs])
     proc = call(None, cmd, node=node, step="weights manifest")
     manifest: dict[str, int] = {}
     refs: dict[str, str] = {}
@@ -329,8 +308,6 @@ def _stale_refs(want: _Want, have: RemoteState) -> list[str]:
     return [r for r, c in want.refs.items() if have.refs.get(r) != c]
 
 
-
-
 HASH_SCRIPT = r"""
 cd "$1" || exit 3
 shift
@@ -341,7 +318,7 @@ sha256sum -- "$@"
 def _remote_hashes(prefix: Sequence[str], folder: str, paths: Sequence[str], node: str,
                    timeout: float) -> dict[str, str]:
     """sha256 of each path on the node (following snapshot links): reads every byte, hence opt-in."""
-    cmd = _remote_script(prefix, HASH_SCRIPT, [folder, *paths])
+    cmd = remote_script(prefix, HASH_SCRIPT, [folder, *paths])
     proc = call(None, cmd, node=node, step="weights verify (sha256sum)", timeout=timeout, ok=(0, 1))
     out: dict[str, str] = {}
     for line in proc.stdout.decode(errors="surrogateescape").splitlines():
@@ -408,7 +385,7 @@ def sync_weights(cache_dir_local: str | Path, cache_dir_remote: str | Path, repo
             corrupt = [p for p in present if got.get(p) != expect[p]]
             if corrupt:  # same size, wrong bytes: remove the blob so it counts as missing
                 blobs = sorted({want.blob_of.get(p, p) for p in corrupt})
-                call(None, _remote_script(prefix, 'cd "$1" && shift && rm -f -- "$@"', [folder_remote, *blobs]),
+                call(None, remote_script(prefix, 'cd "$1" && shift && rm -f -- "$@"', [folder_remote, *blobs]),
                       node=name, step="weights remove corrupt blobs")
         return _NodeNeed(have, need, corrupt)
 
@@ -481,7 +458,7 @@ def _rsync(folder_local: Path, folder_remote: str, files: Sequence[str], name: s
     rpath = folder_remote[2:] if folder_remote.startswith("~/") else folder_remote
     argv = ["rsync", "-a", "--partial", "--size-only", "--from0", "--files-from=-", "--itemize-changes",
             "--stats", f"--timeout={io_timeout}", "-e", e,
-            f"--rsync-path=mkdir -p {_qpath(folder_remote)} && rsync",
+            f"--rsync-path=mkdir -p {quote_path(folder_remote)} && rsync",
             f"{folder_local}/", f"{prefix[-1]}:{rpath}/"]
     proc = call(None, argv, node=name, step="weights rsync", input="\0".join(files).encode(), timeout=timeout)
     text = proc.stdout.decode(errors="replace")
@@ -518,7 +495,7 @@ def _chain_weights(folder_local: Path, folder_remote: str, want: _Want, chain_wo
         wrong = sorted({f for f in wanted[w.name] if f in node.have.blobs}
                        | {p for p in node.need if p in node.have.manifest and p not in want.blob_of})
         rm = f"rm -f -- {' '.join(shlex.quote(f) for f in wrong)} && " if wrong else ""
-        q = _qpath(folder_remote)
+        q = quote_path(folder_remote)
         return f"mkdir -p {q} && cd {q} && {rm}tar -x --skip-old-files --no-same-owner -f -"
 
     with tempfile.NamedTemporaryFile("wb", prefix="rr-weights-", suffix=".list") as listing:

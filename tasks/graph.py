@@ -331,7 +331,7 @@ def tasks_of(plan: Plan, *, setup: bool, dry: bool = False) -> list[dict[str, An
 def fleet_for(plan: Plan, dry: bool = False) -> "Fleet":
     """The plan's Fleet, made once per process so every task shares its SSH connections."""
     from .cluster import Fleet, backend
-    from .remote import SshSettings
+    from .connect import SshSettings
 
     if id(plan) not in _FLEETS:
         _FLEETS[id(plan)] = Fleet(plan, SshSettings(trust_new_hosts=plan.options.trust_new_hosts),

@@ -131,7 +131,8 @@ def _node_runners(nodes: str | None, config: Path | None) -> list[Any]:
     """This machine first, then the other nodes over SSH (verified host keys)."""
     from .nodes import load_env, parse_list
     from .plan import env_file
-    from .remote import RemoteRunner, SshSettings
+    from .connect import SshSettings
+    from .remote import RemoteRunner
     from .runner import LocalRunner
 
     source = "-n/--nodes" if nodes is not None else f"{env_file(Options(config=config))}: CLUSTER_NODES"

@@ -11,61 +11,28 @@ only when the user said `--trust-new-hosts`, records them like OpenSSH's
 code never knows which one it holds. Every call is bounded in time: connect,
 banner and auth by `connect_timeout`, commands by their timeout, and a link that
 dies mid-command by TCP keepalive + TCP_USER_TIMEOUT even without one.
-`ssh_argv` gives the OpenSSH client the same options for byte pipelines
-(`docker save | ssh … docker load`, `rsync -e`), which paramiko is too slow for.
-Those OpenSSH calls share one connection per node for the life of the process
-(ControlMaster): a handshake costs ~0.2 s, a call over the shared connection
-~0.01 s, and a cluster run makes several short calls per worker (image ID,
-weights manifest, rsync, manifest again). The sockets live in a private
-directory made per process and the masters are closed when it exits, so one
-run never rides on a connection another run opened (or on an sshd since stopped).
+Byte streams (`docker save | ssh … docker load`, `rsync -e`, chain hops) use the OpenSSH
+client with the same checks, built by connect.py, the only place an ssh argv is made.
 """
 from __future__ import annotations
 
-import atexit
-import hashlib
 import math
 import os
 import shlex
-import shutil
 import socket
 import subprocess
-import tempfile
 import threading
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Mapping
 
 from . import facts
+from .connect import SshSettings, ssh_argv
 from .errors import RunError
 from .nodes import Node
-from .runner import LocalRunner, Result, finished, tail
+from .runner import LocalRunner, Result, checked, finished, tail
 
 _RECORD_LOCK = threading.Lock()  # preflight connects to many nodes at once; appends must not interleave
-_MUX_LOCK = threading.Lock()
-_MUX_DIR: str | None = None
-MUX_IDLE = 30  # seconds a shared connection outlives its last use (bounds leftovers after kill -9)
 SYSTEM_KNOWN_HOSTS = Path("/etc/ssh/ssh_known_hosts")
-
-
-@dataclass(frozen=True)
-class SshSettings:
-    """How to reach nodes: which files to trust and how long to wait.
-
-    known_hosts None means what OpenSSH uses: the ssh_config's UserKnownHostsFile
-    (default ~/.ssh/known_hosts) plus the system file; a path means only that file.
-    """
-
-    known_hosts: Path | None = None
-    ssh_config: Path | None = None
-    trust_new_hosts: bool = False
-    connect_timeout: float = 10
-    command_timeout: float | None = None
-
-    @property
-    def dead_after(self) -> float:
-        """Seconds without an answer after which a live connection counts as dead."""
-        return max(3 * self.connect_timeout, 6.0)
 
 
 class HostKeyError(RunError):
@@ -156,8 +123,6 @@ class RemoteRunner:
         in_stream decodes to text and polls, and a raw paramiko channel would need its own
         send/receive threads to avoid deadlocking on large output.
         """
-        from .runner import _checked
-
         command = shlex.join(argv)
         try:
             proc = subprocess.run([*ssh_argv(self.host, self.settings), command], input=data,
@@ -171,7 +136,7 @@ class RemoteRunner:
                 self.read(["true"])  # raises the host-key error with the way to fix it
             raise RunError(f"ssh to {self.node} failed", node=self.node, command=command, exit_code=255,
                            tail=tail(err))
-        return _checked(self.node, argv, proc, check)
+        return checked(self.node, argv, proc, check)
 
     def close(self) -> None:
         with self._lock:
@@ -341,70 +306,6 @@ def _harden_socket(conn, s: SshSettings) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(dead * 1000))
     except OSError:
         pass
-
-
-def ssh_options(node: Node, settings: SshSettings) -> list[str]:
-    """OpenSSH options equivalent to RemoteRunner's checks (everything but `ssh` and the destination)."""
-    s = settings
-    opts = ["-o", "BatchMode=yes",
-            "-o", f"StrictHostKeyChecking={'accept-new' if s.trust_new_hosts else 'yes'}"]
-    if s.known_hosts is not None:
-        opts += ["-o", f"UserKnownHostsFile={s.known_hosts}", "-o", "GlobalKnownHostsFile=/dev/null"]
-    opts += ["-o", f"ConnectTimeout={max(1, math.ceil(s.connect_timeout))}",
-             "-o", f"ServerAliveInterval={max(1, int(s.dead_after / 3))}", "-o", "ServerAliveCountMax=3"]
-    if s.ssh_config is not None:
-        opts += ["-F", str(s.ssh_config)]
-    if node.port:
-        opts += ["-p", str(node.port)]
-    return opts + shared_connection_options(opts)
-
-
-def shared_connection_options(opts: Sequence[str], on_worker: bool = False) -> list[str]:
-    """OpenSSH options that make every call from this process to a node share one connection.
-
-    The socket name includes a hash of `opts` (known_hosts, config, trust mode…): a connection
-    opened under one set of checks is never reused by a call that asked for other checks.
-    `on_worker`: for ssh run on a worker (chain hops); the socket then lives in that worker's ~/.ssh,
-    its name hashed with this process's folder so no other run ever rides on it."""
-    folder = _mux_dir()
-    if on_worker:
-        key = hashlib.sha256("\0".join([folder, *opts]).encode()).hexdigest()[:12]
-        path = f"~/.ssh/rr-{key}-%C"
-    else:
-        path = f"{folder}/{hashlib.sha256(chr(0).join(opts).encode()).hexdigest()[:10]}-%C"
-    return ["-o", "ControlMaster=auto", "-o", f"ControlPath={path}", "-o", f"ControlPersist={MUX_IDLE}"]
-
-
-def _mux_dir() -> str:
-    """This process's private folder for shared-connection sockets (short: socket paths max ~100 bytes)."""
-    global _MUX_DIR
-    with _MUX_LOCK:
-        if _MUX_DIR is None:
-            _MUX_DIR = tempfile.mkdtemp(prefix="rr-ssh-", dir="/tmp")
-            atexit.register(close_shared_connections)
-        return _MUX_DIR
-
-
-def close_shared_connections() -> None:
-    """Stop this process's connection masters and remove their folder (at exit; tests call it too)."""
-    global _MUX_DIR
-    with _MUX_LOCK:
-        folder, _MUX_DIR = _MUX_DIR, None
-    if folder is None:
-        return
-    for sock in Path(folder).iterdir():
-        try:
-            subprocess.run(["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "runrecipe-mux"],
-                           capture_output=True, stdin=subprocess.DEVNULL, timeout=10, check=False)
-        except (OSError, subprocess.TimeoutExpired):
-            pass  # a master that cannot be told to exit ends by itself after MUX_IDLE seconds
-    shutil.rmtree(folder, ignore_errors=True)
-
-
-def ssh_argv(node: Node, settings: SshSettings) -> list[str]:
-    """`ssh <options> [user@]host`: append a remote command (one shlex-joined word) to use it."""
-    dest = f"{node.user}@{node.host}" if node.user else node.host
-    return ["ssh", *ssh_options(node, settings), dest]
 
 
 def runner_for(node: Node, settings: SshSettings) -> LocalRunner | RemoteRunner:

@@ -63,7 +63,7 @@ class LocalRunner:
             raise _missing(argv[0], self.node) from None
         except subprocess.TimeoutExpired:
             raise RunError(f"command timed out after {timeout} s", node=self.node, command=shlex.join(argv)) from None
-        return _checked(self.node, argv, proc, check)
+        return checked(self.node, argv, proc, check)
 
     @facts.changes
     def run(self, argv: list[str], *, stream: bool = True, timeout: float | None = None,
@@ -90,7 +90,7 @@ def finished(node: str, argv: list[str], result: Result, check: bool) -> Result:
     return result
 
 
-def _checked(node: str, argv: list[str], proc: "subprocess.CompletedProcess[bytes]", check: bool) -> Result:
+def checked(node: str, argv: list[str], proc: "subprocess.CompletedProcess[bytes]", check: bool) -> Result:
     """A finished byte-pipeline command as a Result, or (with check) its RunError."""
     out, err = (b.decode(errors="replace") for b in (proc.stdout, proc.stderr))
     if proc.returncode and check:

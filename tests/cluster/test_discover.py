@@ -21,7 +21,7 @@ SCRIPT = r"""
 import json, sys, time
 from pathlib import Path
 from tasks.discover import choose, discover, write_env
-from tasks.remote import SshSettings
+from tasks.connect import SshSettings
 args = json.loads(sys.argv[1])
 settings = SshSettings(known_hosts=Path(args["kh"]) if args.get("kh") else None, connect_timeout=2)
 t0 = time.monotonic()

@@ -25,10 +25,10 @@ pytestmark = pytest.mark.cluster
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from tasks import chain  # noqa: E402
+from tasks import chain, connect  # noqa: E402
 from tasks import distribute as dist  # noqa: E402
 from tasks.errors import RunError  # noqa: E402
-from tasks.remote import close_shared_connections  # noqa: E402
+from tasks.connect import close_shared_connections  # noqa: E402
 
 IMAGE = "rr-dist-test:v1"
 IMAGE_MB = 32
@@ -50,7 +50,7 @@ except RunError as e:
 
 # ----------------------------------------------------------------------------- helpers
 def ssh_prefix(node: rc.Node) -> list[str]:
-    """What tasks/remote.ssh_argv gives: strict host keys, one key, batch mode, the node's address."""
+    """What tasks/connect.ssh_argv gives: strict host keys, one key, batch mode, the node's address."""
     return ["ssh", *node.ssh_args, node.target]
 
 
@@ -296,7 +296,7 @@ def test_open_hops_connects_each_pair_once_and_shrugs_off_a_refused_hop(workers:
     close_shared_connections()  # a fresh run: no hop socket of an earlier test's connections
     n2, n3 = workers
     w2, w3 = (chain.Worker(n.name, ssh_prefix(n)) for n in workers)
-    hop = chain.ssh_prefix(w3.hop, from_head=False)
+    hop = connect.ssh_prefix(w3.hop, from_head=False)
 
     def master_on_n2() -> int:
         return n2.run([*hop[:-1], "-O", "check", hop[-1]]).returncode

@@ -14,7 +14,8 @@ from harness import rayimage
 from tasks import preflight as pf
 from tasks.errors import RunError
 from tasks.nodes import Node
-from tasks.remote import RemoteRunner, SshSettings
+from tasks.connect import SshSettings
+from tasks.remote import RemoteRunner
 
 pytestmark = pytest.mark.cluster
 
@@ -89,7 +90,7 @@ sys.path.insert(0, sys.argv[1])
 from tasks.cluster import Fleet, bytes_to_copy
 from tasks.plan import Options, make_plan
 from tasks.recipe import parse
-from tasks.remote import SshSettings
+from tasks.connect import SshSettings
 text = "name: Room\ncontainer: %s\ncluster_only: true\ncommand: vllm serve org/m\n" % sys.argv[2]
 plan = make_plan(parse(text, Path("/tmp/room.yaml")), Options(nodes=sys.argv[3], setup=True))
 print(json.dumps(bytes_to_copy(plan, Fleet(plan, SshSettings(), "native"), image=True, weights_too=False)))

@@ -15,8 +15,9 @@ import pytest
 from harness import cluster as rc
 from tasks.errors import RunError
 from tasks.nodes import Node
-from tasks.remote import (ChangedHostKeyError, LocalRunner, RemoteRunner, SshSettings, UnknownHostKeyError,
-                          runner_for, ssh_argv, with_env)
+from tasks.connect import SshSettings, ssh_argv
+from tasks.remote import (ChangedHostKeyError, LocalRunner, RemoteRunner, UnknownHostKeyError, runner_for,
+                          with_env)
 
 pytestmark = pytest.mark.cluster
 
