@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -251,7 +252,7 @@ def dry_run(plan: Plan, as_json: bool) -> int:
     from .cluster import preview
     from .graph import explain
 
-    rows = explain(plan, setup=plan.options.setup)
+    rows = [(task, verdict) for task, verdict, _ in explain(plan, setup=plan.options.setup)]
     backend, roles, notes = preview(plan) if plan.mode == "cluster" else ("", [], [])
     if as_json:
         print(json.dumps({"recipe": plan.recipe.id, "file": str(plan.recipe.path), "mode": plan.mode,
@@ -312,18 +313,29 @@ def inspect_plan(plan: Plan, as_json: bool) -> int:
         travel.pop(plan.head.target, None)  # the head's entry is room for `docker save`, not a copy
     if as_json:
         print(json.dumps({"recipe": plan.recipe.id, "mode": plan.mode, "nodes": [n.target for n in plan.nodes],
-                          "tasks": [{"task": t, "status": v} for t, v in rows],
+                          "tasks": [{"task": t, "status": v} | _change(a) for t, v, a in rows],
                           "copy": [{"node": n, "image_room": i, "weights_bytes": w} for n, (i, w) in travel.items()]},
                          indent=2))
         return 0
-    width = max(len(t) for t, _ in rows)
-    for task, verdict in rows:
+    width = max(len(t) for t, _, _ in rows)
+    for task, verdict, answer in rows:
         print(f"{task.ljust(width)}  {verdict}")
+        for argv in _change(answer).get("commands", []):
+            print(f"{'':{width}}    $ {shlex.join(argv)}")
     for node, (image_room, weight_bytes) in travel.items():
         parts = ([f"the image (needs {human_bytes(image_room)} free while it loads)"] if image_room else []) + \
                 ([f"{human_bytes(weight_bytes)} of weights"] if weight_bytes else [])
         print(f"copy to {node}: {', '.join(parts) or 'nothing'}")
     return 0
+
+
+def _change(answer: Any) -> dict[str, Any]:
+    """A step's Change as JSON fields (commands it would run, bytes it would send); {} for anything else."""
+    from .steps import Change
+
+    if not isinstance(answer, Change):
+        return {}
+    return {"commands": [list(c) for c in answer.commands], "bytes": answer.travels}
 
 
 def list_recipes(as_json: bool) -> int:

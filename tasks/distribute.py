@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping, Sequence, TextIO
 
+from . import steps
 from .chain import Chain, Worker, on_threads, raise_first, run_chain, unreached
 from .connect import QUERY_TIMEOUT, call, node_label, quote_path, remote_argv, remote_script, ssh_prefix
 from .errors import RunError
@@ -516,6 +517,13 @@ def _chain_weights(folder_local: Path, folder_remote: str, want: _Want, chain_wo
 def weights_current(cache_dir_local: str | Path, cache_dir_remote: str | Path, repo: str, commit: str,
                     ssh_prefix: Sequence[str] | None, name: str | None = None) -> bool:
     """The no-op check alone (a doit `uptodate`): one manifest call, True when sizes and refs match."""
+    return isinstance(weights_answer(cache_dir_local, cache_dir_remote, repo, commit, ssh_prefix, name), steps.Noop)
+
+
+def weights_answer(cache_dir_local: str | Path, cache_dir_remote: str | Path, repo: str, commit: str,
+                   ssh_prefix: Sequence[str] | None, name: str | None = None) -> steps.Answer:
+    """The weights step's answer for one worker, from one manifest call (stat only)."""
     want = _wanted(Path(cache_dir_local), repo, commit)
     have = remote_state(ssh_prefix, cache_dir_remote, repo, commit, name)
-    return not _diff(want, have) and not _stale_refs(want, have)
+    return steps.weights_copy(f"{repo}@{commit[:12]}", name or node_label(ssh_prefix), want.manifest,
+                              have.manifest, _stale_refs(want, have))

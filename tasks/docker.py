@@ -61,13 +61,14 @@ def has_nvidia_runtime(runner: Runner) -> bool:
 
 
 def image_info(runner: Runner, ref: str) -> dict | None:
-    """ID, labels and working dir of a local image, or None when the engine has no such image."""
+    """ID, labels, working dir and size of a local image, or None when the engine has no such image."""
     return facts.fact(runner.node, "image", ref, lambda: _image_info(runner, ref))
 
 
 def _image_info(runner: Runner, ref: str) -> dict | None:
     res = runner.read(["docker", "image", "inspect", "--format",
-                       '{"id":{{json .Id}},"labels":{{json .Config.Labels}},"workdir":{{json .Config.WorkingDir}}}',
+                       '{"id":{{json .Id}},"labels":{{json .Config.Labels}},"workdir":{{json .Config.WorkingDir}},'
+                       '"size":{{json .Size}}}',
                        ref], check=False)
     if not res.ok:
         if "No such image" in res.stderr or "No such object" in res.stderr:

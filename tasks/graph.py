@@ -13,7 +13,7 @@ import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
-from . import docker, facts, image, launch, mods, weights
+from . import docker, facts, image, launch, mods, steps, weights
 from .errors import RunError, RunRecipeError
 from .masking import scrub
 from .nodes import Node
@@ -27,25 +27,27 @@ if TYPE_CHECKING:
 
 @dataclass
 class Check:
-    """A doit `uptodate` callable: true when the fact already holds."""
+    """A doit `uptodate` callable: asks the step, up to date when it answers Noop.
 
-    question: Callable[[], bool]
-    why_not: str
-    because: str = "its check holds"   # what `run-recipe plan` says when it holds
+    The answer is kept: `doit info` and --dry-run print why it is not up to date (repr), and
+    `run-recipe plan` prints the reason, or the commands and bytes the Change would need."""
+
+    step: Callable[[], steps.Answer]
+    answer: steps.Answer = steps.Change("not checked yet")
 
     def __call__(self) -> bool:
         try:
-            return bool(self.question())
+            self.answer = self.step()
         except RunRecipeError as exc:  # doit would print a traceback; the action reports it instead
-            self.why_not = f"cannot tell: {str(exc).splitlines()[0]}"
-            return False
+            self.answer = steps.Change(f"cannot tell: {str(exc).splitlines()[0]}")
+        return isinstance(self.answer, steps.Noop)
 
     def __repr__(self) -> str:  # doit info prints this
-        return self.why_not
+        return self.answer.reason if isinstance(self.answer, steps.Noop) else self.answer.why
 
 
-def _forced() -> bool:
-    return False
+def _forced(why: str) -> Check:
+    return Check(lambda: steps.Change(why))
 
 
 def _step(fn: Callable[..., Any], *args: Any) -> Any:
@@ -62,10 +64,8 @@ def _step(fn: Callable[..., Any], *args: Any) -> Any:
 
 def build_task(plan: Plan, runner: LocalRunner) -> dict[str, Any]:
     spec = plan.build
-    check = (Check(_forced, "--force-build asks for a rebuild") if plan.options.force_build else
-             Check(lambda: image.is_current(runner, spec),
-                   f"image {spec.tag} is missing or was built from other inputs",
-                   f"{spec.tag} carries the hash of its current Dockerfile, args and context"))
+    check = (_forced("--force-build asks for a rebuild") if plan.options.force_build else
+             Check(lambda: steps.build(spec, docker.image_info(runner, spec.tag))))
     return {"basename": "build", "name": spec.tag,
             "doc": f"build image {spec.tag} from {spec.describe()}",
             "actions": [(_step, [image.build, runner, spec])],
@@ -80,6 +80,7 @@ class Weights:
         self.cache = weights.hub_cache_dir()
         self._commit: str | None = None
         self.why = f"{model.key} is not complete in {self.cache}"
+        self.answer: steps.Answer = steps.Change(self.why)
 
     def commit(self) -> str:
         """One API call for a branch or tag, none for a commit pin or offline."""
@@ -89,10 +90,13 @@ class Weights:
 
     def complete(self) -> bool:
         try:
-            return self._complete()
+            done = self._complete()
         except RunRecipeError as exc:  # e.g. hub unreachable: the download action reports it
             self.why = f"cannot tell: {str(exc).splitlines()[0]}"
-            return False
+            done = False
+        self.answer = steps.Noop(f"{self.model.key}: every file of its commit is in the HF cache") if done else \
+            steps.Change(self.why)
+        return done
 
     def _complete(self) -> bool:
         if self.force:
@@ -139,9 +143,10 @@ def download_task(plan: Plan, model: Model) -> dict[str, Any]:
 
 
 def mods_task(plan: Plan, runner: LocalRunner, deps: list[str]) -> dict[str, Any]:
-    def current() -> bool:
+    def current() -> steps.Answer:
         base = docker.image_id(runner, plan.build.tag)
-        return bool(base) and docker.image_id(runner, mods.derived_tag(base, plan.mods)) is not None
+        derived = mods.derived_tag(base or "", plan.mods)
+        return steps.mods([m.name for m in plan.mods], base, derived, base and docker.image_id(runner, derived))
 
     def apply() -> dict[str, str]:
         base = docker.image_id(runner, plan.build.tag)
@@ -153,8 +158,7 @@ def mods_task(plan: Plan, runner: LocalRunner, deps: list[str]) -> dict[str, Any
     return {"basename": "mods", "name": plan.recipe.id,
             "doc": f"apply mods {names} to {plan.build.tag}",
             "actions": [(_step, [apply])], "task_dep": deps,
-            "uptodate": [Check(current, f"mods {names} not yet applied to the current {plan.build.tag}",
-                               f"the mods image of {plan.build.tag} with {names} exists")],
+            "uptodate": [Check(current)],
             "verbosity": 2}
 
 
@@ -162,9 +166,7 @@ def launch_task(plan: Plan, runner: LocalRunner, deps: list[str]) -> dict[str, A
     return {"basename": "launch", "name": plan.recipe.id,
             "doc": f"serve {plan.recipe.name} ({plan.mode}) at {plan.endpoint}",
             "actions": [(_step, [launch.converge, launch.solo(runner, plan), plan])], "task_dep": deps,
-            "uptodate": [Check(lambda: launch.is_current(launch.solo(runner, plan), plan),
-                               f"no container of {plan.recipe.id} runs with the current image, script and settings",
-                               f"{plan.container_name} runs with the current image, script and settings")],
+            "uptodate": [Check(lambda: launch.answer(launch.solo(runner, plan), plan))],
             "verbosity": 2}
 
 
@@ -212,9 +214,10 @@ def cluster_tasks(plan: Plan, fleet: "Fleet", *, setup: bool) -> list[dict[str, 
         if setup:
             name = f"image:{tag}@{node.target}"
 
-            def same_image(n: Node = node) -> bool:
-                head_id = docker.image_id(head, tag)
-                return bool(head_id) and distribute.image_id_on(fleet.ssh(n), tag, name=n.target) == head_id
+            def same_image(n: Node = node) -> steps.Answer:
+                info = docker.image_info(head, tag)
+                there = distribute.image_id_on(fleet.ssh(n), tag, name=n.target) if info else None
+                return steps.image_copy(tag, n.target, info and info["id"], there, info and info.get("size") or 0)
 
             def send(n: Node = node) -> dict[str, str]:
                 head_id = docker.image_id(head, tag)
@@ -232,8 +235,7 @@ def cluster_tasks(plan: Plan, fleet: "Fleet", *, setup: bool) -> list[dict[str, 
             out.append({"basename": "image", "name": f"{tag}@{node.target}",
                         "doc": f"copy image {tag} to {node.target} (streamed, chained through the workers)",
                         "actions": [(_step, [send])], "task_dep": previous,
-                        "uptodate": [Check(same_image, f"{node.target} does not have the head's {tag}",
-                                           f"{node.target} has the head's image ID")],
+                        "uptodate": [Check(same_image)],
                         "verbosity": 2})
             previous = [name]
             deps.append(name)
@@ -241,9 +243,9 @@ def cluster_tasks(plan: Plan, fleet: "Fleet", *, setup: bool) -> list[dict[str, 
             for model in plan.models:
                 name = f"weights:{model.key}@{node.target}"
 
-                def synced(m: Model = model, n: Node = node) -> bool:
+                def synced(m: Model = model, n: Node = node) -> steps.Answer:
                     commit = weights.resolve_commit(m.repo, m.revision, offline=True, cache_dir=cache)
-                    return distribute.weights_current(cache, cache, m.repo, commit, fleet.ssh(n), n.target)
+                    return distribute.weights_answer(cache, cache, m.repo, commit, fleet.ssh(n), n.target)
 
                 def sync(m: Model = model, n: Node = node) -> dict[str, str]:
                     # this worker and the ones after it: what several lack leaves the head once (a chain);
@@ -262,9 +264,8 @@ def cluster_tasks(plan: Plan, fleet: "Fleet", *, setup: bool) -> list[dict[str, 
                             "doc": f"copy {model.key} to {node.target}'s HF cache (only missing or changed files)",
                             "actions": [(_step, [sync])],
                             "task_dep": [f"download:{model.key}"] + weights_before.get(model.key, []),
-                            "uptodate": [Check(synced, f"{node.target} lacks files of {model.key}",
-                                               f"{node.target} has every file of {model.key} at the head's size")]
-                            + ([Check(_forced, "--verify hashes every file")] if plan.options.verify else []),
+                            "uptodate": [Check(synced)]
+                            + ([_forced("--verify hashes every file")] if plan.options.verify else []),
                             "verbosity": 2})
                 weights_before[model.key] = [name]
                 deps.append(name)
@@ -285,9 +286,7 @@ def cluster_tasks(plan: Plan, fleet: "Fleet", *, setup: bool) -> list[dict[str, 
                 "doc": f"serve {plan.recipe.name} on {len(plan.nodes)} nodes ({fleet.mode}) at {plan.endpoint}",
                 "actions": [(_step, [lambda: launch.converge(places(), plan, ray_first=fleet.mode == "ray")])],
                 "task_dep": list(dict.fromkeys(launch_deps)),
-                "uptodate": [Check(lambda: launch.is_current(places(), plan),
-                                   f"not every node runs {plan.recipe.id} with the current image, script and settings",
-                                   f"every node runs {plan.recipe.id} with the current image, script and settings")],
+                "uptodate": [Check(lambda: launch.answer(places(), plan))],
                 "verbosity": 2})
     return out
 
@@ -371,15 +370,16 @@ def namespace(plans: Iterable[Plan], *, setup: bool, default: list[str]) -> dict
     }
 
 
-def explain(plan: Plan, *, setup: bool, contact: bool = False) -> list[tuple[str, str]]:
-    """Each task with 'up to date' or 'would run: <why>', without changing anything.
-
-    --dry-run contacts no node (contact=False); `run-recipe plan` asks every node, read-only."""
-    rows: list[tuple[str, str]] = []
+def explain(plan: Plan, *, setup: bool, contact: bool = False) -> list[tuple[str, str, steps.Answer | None]]:
+    """Each task with 'up to date: <because>' or 'would run: <why>', and the step's answer when it was
+    asked, without changing anything. --dry-run contacts no node (contact=False); `run-recipe plan`
+    asks every node, read-only."""
+    rows: list[tuple[str, str, steps.Answer | None]] = []
     ran: list[str] = []
     for task in tasks_of(plan, setup=setup, dry=not contact):
         name = f"{task['basename']}:{task['name']}"
         upstream = [d for d in task.get("task_dep", []) if d in ran]
+        answer = None
         if not contact and plan.mode == "cluster" and task["basename"] not in ("build", "download"):
             verdict = "not checked: --dry-run does not contact the nodes"
         elif upstream:
@@ -387,11 +387,12 @@ def explain(plan: Plan, *, setup: bool, contact: bool = False) -> list[tuple[str
         else:
             try:
                 stale = [c for c in task["uptodate"] if not c()]
-                because = "; ".join(getattr(c, "because", "its check holds") for c in task["uptodate"])
-                verdict = f"would run: {stale[0]!r}" if stale else f"up to date: {because}"
+                answer = stale[0].answer if stale else task["uptodate"][0].answer
+                verdict = f"would run: {stale[0]!r}" if stale else \
+                    "up to date: " + "; ".join(c.answer.reason for c in task["uptodate"])
             except RunError as exc:
                 verdict = f"would run: cannot tell ({str(exc).splitlines()[0]})"
         if not verdict.startswith("up to date"):
             ran.append(name)
-        rows.append((name, verdict))
+        rows.append((name, verdict, answer))
     return rows

@@ -74,20 +74,20 @@ def build_spec(tag: str, build_args: tuple[str, ...], context: Path, source: str
     return BuildSpec(tag, context, dockerfile, tuple(sorted(args.items())))
 
 
-def is_current(runner: Runner, spec: BuildSpec) -> bool:
-    """Up to date when the tag exists and was built from exactly these inputs."""
-    info = docker.image_info(runner, spec.tag)
-    return bool(info) and info["labels"].get(f"{LABEL}.inputs") == spec.inputs_hash()
+def build_argv(spec: BuildSpec) -> list[str]:
+    """The `docker build` that makes the tag, labelled with the hash of its inputs."""
+    argv = ["docker", "build", "-f", str(spec.dockerfile_path), "-t", spec.tag,
+            "--label", f"{LABEL}.inputs={spec.inputs_hash()}"]
+    for key, value in spec.build_args:
+        argv += ["--build-arg", f"{key}={value}"]
+    return [*argv, str(spec.context)]
 
 
 def build(runner: Runner, spec: BuildSpec) -> dict[str, str]:
     """docker build, then prove the tag now carries this build's inputs; returns the image ID."""
     digest = spec.inputs_hash()
-    argv = ["docker", "build", "-f", str(spec.dockerfile_path), "-t", spec.tag,
-            "--label", f"{LABEL}.inputs={digest}"]
-    for key, value in spec.build_args:
-        argv += ["--build-arg", f"{key}={value}"]
-    runner.run([*argv, str(spec.context)])
+    argv = build_argv(spec)
+    runner.run(argv)
     info = docker.image_info(runner, spec.tag)
     if not info or info["labels"].get(f"{LABEL}.inputs") != digest:
         raise RunError(f"docker build reported success but {spec.tag} does not carry the new build",

@@ -24,7 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, TypeVar
 
-from . import docker, mods, settings, weights
+from . import docker, mods, settings, steps, weights
 from .docker import LABEL, Container, Runner
 from .errors import ConfigError, NotReadyError, RunError
 from .plan import Plan
@@ -157,16 +157,27 @@ def _each(places: list[Placement], fn: Callable[[Placement], T]) -> list[T]:
         return list(pool.map(fn, places))
 
 
-def is_current(places: list[Placement], plan: Plan) -> bool:
-    """Up to date: on every node a container of this recipe runs with exactly the wanted inputs."""
+def answer(places: list[Placement], plan: Plan) -> steps.Answer:
+    """The launch step over every node: Noop only when each node runs this recipe's container with
+    exactly the wanted inputs and the head answers. Running is not serving: a run killed while it
+    waited for readiness leaves a running container with the right labels that may never answer."""
     record = verified_weights(plan) if plan.models else []
     try:
-        running = all(_each(places, lambda p: serving(p.runner, plan, wanted(p, plan, record).digest) is not None))
-    except RunError:
-        return False
-    # Running is not serving: a run killed while it waited for readiness leaves a running container
-    # with the right labels that may never answer. Only a head that answers counts as done.
-    return running and _models_ready(base_url(plan), plan.served_model)
+        digests = _each(places, lambda p: wanted(p, plan, record).digest)
+        found = _each(places, lambda p: docker.containers(p.runner, recipe=plan.recipe.id))
+    except RunError as exc:
+        return steps.Change(f"cannot start yet: {str(exc).splitlines()[0]}")
+    for place, digest, running in zip(places, digests, found):
+        step = steps.launch(plan.container_name, digest, running, answering=True)
+        if isinstance(step, steps.Change):
+            return steps.Change(f"{place.runner.node}: {step.why}", step.commands) if place.rank else step
+    return steps.launch(plan.container_name, digests[0], found[0],
+                        answering=_models_ready(base_url(plan), plan.served_model))
+
+
+def is_current(places: list[Placement], plan: Plan) -> bool:
+    """Up to date: the launch step answers Noop."""
+    return isinstance(answer(places, plan), steps.Noop)
 
 
 def converge(places: list[Placement], plan: Plan, ray_first: bool = True) -> dict[str, str]:
