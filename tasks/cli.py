@@ -89,9 +89,10 @@ def parser() -> argparse.ArgumentParser:
                    help="run without --privileged (IPC_LOCK, 64g shm, pids limit); also .env NON_PRIVILEGED=1")
     backend = g.add_mutually_exclusive_group()
     backend.add_argument("--ray", dest="ray", action="store_true", default=None,
-                         help="cluster: spread vLLM with Ray (default when the recipe names the Ray backend)")
+                         help="cluster: spread vLLM with Ray (the recipe's executor flag is set to ray)")
     backend.add_argument("--no-ray", dest="ray", action="store_false",
-                         help="cluster: native multi-node (--nnodes/--node-rank), no Ray")
+                         help="cluster: native multi-node, the default: each node runs vLLM with its "
+                         "--node-rank; the recipe's executor flag is removed")
     g.add_argument("--eth-if", metavar="IF", help="cluster: network interface for NCCL/Gloo (also .env ETH_IF)")
     g.add_argument("--ib-if", metavar="HCAS", help="cluster: InfiniBand/RoCE HCAs, comma list (also .env IB_IF)")
     g.add_argument("--master-port", type=int, metavar="PORT",
@@ -125,7 +126,7 @@ def options_from(ns: argparse.Namespace, extra: list[str]) -> Options:
                    setup=ns.setup or ns.build_only or ns.force_build, force_build=ns.force_build,
                    download=ns.setup or ns.download_only or ns.force_download or ns.verify,
                    force_download=ns.force_download, verify=ns.verify, revision=ns.revision,
-                   daemon=ns.daemon, restart=ns.restart, ready_timeout=ns.ready_timeout, ray=ns.ray,
+                   daemon=ns.daemon, restart=ns.restart, ready_timeout=ns.ready_timeout, ray=bool(ns.ray),
                    trust_new_hosts=ns.trust_new_hosts,
                    **env_options(ns.config, eth_if=ns.eth_if, ib_if=ns.ib_if, master_port=ns.master_port,
                                  non_privileged=ns.non_privileged))
@@ -133,7 +134,10 @@ def options_from(ns: argparse.Namespace, extra: list[str]) -> Options:
 
 def _run(args: list[str], inspect: bool = False) -> int:
     own, extra = _split_extra(args)
-    ns = parser().parse_args(own)
+    p = parser()
+    ns = p.parse_args(own)
+    if ns.solo and ns.ray is not None:  # no group can hold --solo with both
+        p.error(f"argument {'--ray' if ns.ray else '--no-ray'}: not allowed with argument --solo")
     if not ns.ready_timeout > 0:
         raise ConfigError(f"--ready-timeout {ns.ready_timeout:g}: give the seconds to wait for the server, above 0")
     if ns.list:

@@ -18,6 +18,8 @@ NODES = ["-n", "10.0.0.1,10.0.0.2"]
     (["--solo", *NODES], "argument -n/--nodes: not allowed with argument --solo"),
     (["--build-only", "--download-only"], "argument --download-only: not allowed with argument --build-only"),
     (["--ray", "--no-ray", *NODES], "argument --no-ray: not allowed with argument --ray"),
+    (["--solo", "--ray"], "argument --ray: not allowed with argument --solo"),
+    (["--no-ray", "--solo"], "argument --no-ray: not allowed with argument --solo"),
 ])
 def test_conflicting_flags_are_refused_naming_the_pair(home: Path, flags: list[str], pair: str) -> None:
     res = cli(home, "good", "--dry-run", *flags)
