@@ -100,6 +100,7 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--ib-if", metavar="HCAS", help="cluster: InfiniBand/RoCE HCAs, comma list (also .env IB_IF)")
     g.add_argument("--master-port", type=port, metavar="PORT",
                    help="cluster: Ray / torch.distributed port (default 29501; also .env MASTER_PORT)")
+    g.add_argument("--head-port", dest="master_port", type=port, help=argparse.SUPPRESS)  # the origin's alias
     g.add_argument("--trust-new-hosts", action="store_true",
                    help="record unknown SSH host keys in known_hosts (changed keys are always refused)")
     g.add_argument("--restart", action="store_true", help="give the container a restart policy (survives reboots)")

@@ -54,6 +54,17 @@ def seconds(text: str) -> float:
     return value
 
 
+# spark-vllm-docker's own flags that runrecipe does not have (origin-facts 6.3): they are not vLLM's either,
+# so the `--` advice would be wrong for them; say what to do instead.
+ORIGIN_ONLY = {
+    "-e": "put the variable under the recipe's env:", "--env": "put the variable under the recipe's env:",
+    "--apply-mod": "list the mod under the recipe's mods:",
+    **dict.fromkeys(("-v", "--volume", "-p", "--publish", "--apply-vllm-pr", "-j", "--no-cache-dirs",
+                     "--keep-entrypoint", "--earlyoom", "--earlyoom-args", "--mem-limit-gb",
+                     "--mem-swap-limit-gb", "--pids-limit", "--shm-size-gb"), "runrecipe has no equivalent yet"),
+}
+
+
 def unknown_options(own: Sequence[str], unknown: Sequence[str], recipe: str | None) -> str:
     """Why words run-recipe does not know are refused, and how to hand them to vLLM instead.
 
@@ -61,6 +72,10 @@ def unknown_options(own: Sequence[str], unknown: Sequence[str], recipe: str | No
     The example repeats the words only when the recipe was named before them (else argparse may have
     taken an option's value for the recipe)."""
     first = next((u for u in unknown if u.startswith("-")), unknown[0])
+    origin = ORIGIN_ONLY.get(first.split("=", 1)[0])
+    if origin:
+        return (f"'{first}' is a spark-vllm-docker option that run-recipe does not take: {origin} "
+                "(README: Coming from spark-vllm-docker). It is not a vLLM option, so do not pass it after `--`")
     clear = recipe is not None and own.index(recipe) < own.index(first)
     example = f"{shlex.quote(recipe)} [OPTIONS] -- {shlex.join(unknown)}" if clear else f"RECIPE [OPTIONS] -- {first} ..."
     kind = "option" if first.startswith("-") else "argument"
