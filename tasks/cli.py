@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from . import settings
-from .errors import ConfigError, RunRecipeError
+from .errors import RunRecipeError
 from .config import env_options
+from .flagtypes import MAX_LEN_HINT, fraction, port, seconds, unknown_options, whole
 from .masking import scrub
 from .plan import OVERRIDE_FLAGS, Options, Plan, make_plan, parse_overrides
 
@@ -59,12 +60,14 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--cidr", metavar="NET", help="--discover: scan this network instead (needed for a /16 or wider)")
     g.add_argument("-y", "--yes", action="store_true", help="--discover: take every confirmed node, no prompts")
     g = p.add_argument_group("recipe overrides")
-    g.add_argument("--port", help="override the port parameter")
+    g.add_argument("--port", type=port, help="override the port parameter")
     g.add_argument("--host", help="override the host parameter")
-    g.add_argument("--tensor-parallel", "--tp", dest="tensor_parallel", metavar="N", help="override tensor parallelism")
-    g.add_argument("--gpu-memory-utilization", "--gpu-mem", dest="gpu_memory_utilization", metavar="N",
-                   help="override GPU memory utilization")
-    g.add_argument("--max-model-len", metavar="N", help="override the maximum model length")
+    g.add_argument("--tensor-parallel", "--tp", dest="tensor_parallel", type=whole(1024),
+                   metavar="N", help="override tensor parallelism")
+    g.add_argument("--gpu-memory-utilization", "--gpu-mem", dest="gpu_memory_utilization", type=fraction,
+                   metavar="N", help="override GPU memory utilization (above 0, at most 1)")
+    g.add_argument("--max-model-len", type=whole(2**31 - 1, MAX_LEN_HINT), metavar="N",
+                   help="override the maximum model length")
     g.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE",
                    help="set any recipe parameter (repeatable); wins over the flags above")
     g = p.add_argument_group("setup")
@@ -90,17 +93,19 @@ def parser() -> argparse.ArgumentParser:
                    help="run without --privileged (IPC_LOCK, 64g shm, pids limit); also .env NON_PRIVILEGED=1")
     backend = g.add_mutually_exclusive_group()
     backend.add_argument("--ray", dest="ray", action="store_true", default=None,
-                         help="cluster: spread vLLM with Ray (default when the recipe names the Ray backend)")
+                         help="cluster: spread vLLM with Ray (the recipe's executor flag is set to ray)")
     backend.add_argument("--no-ray", dest="ray", action="store_false",
-                         help="cluster: native multi-node (--nnodes/--node-rank), no Ray")
+                         help="cluster: native multi-node, the default: each node runs vLLM with its "
+                         "--node-rank; the recipe's executor flag is removed")
     g.add_argument("--eth-if", metavar="IF", help="cluster: network interface for NCCL/Gloo (also .env ETH_IF)")
     g.add_argument("--ib-if", metavar="HCAS", help="cluster: InfiniBand/RoCE HCAs, comma list (also .env IB_IF)")
-    g.add_argument("--master-port", type=int, metavar="PORT",
+    g.add_argument("--master-port", type=port, metavar="PORT",
                    help="cluster: Ray / torch.distributed port (default 29501; also .env MASTER_PORT)")
+    g.add_argument("--head-port", dest="master_port", type=port, help=argparse.SUPPRESS)  # the origin's alias
     g.add_argument("--trust-new-hosts", action="store_true",
                    help="record unknown SSH host keys in known_hosts (changed keys are always refused)")
     g.add_argument("--restart", action="store_true", help="give the container a restart policy (survives reboots)")
-    g.add_argument("--ready-timeout", type=float, default=1800.0, metavar="SECONDS",
+    g.add_argument("--ready-timeout", type=seconds, default=1800.0, metavar="SECONDS",
                    help="how long to wait for the server to answer (default 1800)")
     g = p.add_argument_group("other")
     g.add_argument("--dry-run", action="store_true", help="show the plan and what would run, change nothing")
@@ -126,7 +131,7 @@ def options_from(ns: argparse.Namespace, extra: list[str]) -> Options:
                    setup=ns.setup or ns.build_only or ns.force_build, force_build=ns.force_build,
                    download=ns.setup or ns.download_only or ns.force_download or ns.verify,
                    force_download=ns.force_download, verify=ns.verify, revision=ns.revision,
-                   daemon=ns.daemon, restart=ns.restart, ready_timeout=ns.ready_timeout, ray=ns.ray,
+                   daemon=ns.daemon, restart=ns.restart, ready_timeout=ns.ready_timeout, ray=bool(ns.ray),
                    trust_new_hosts=ns.trust_new_hosts,
                    **env_options(ns.config, eth_if=ns.eth_if, ib_if=ns.ib_if, master_port=ns.master_port,
                                  non_privileged=ns.non_privileged))
@@ -134,9 +139,12 @@ def options_from(ns: argparse.Namespace, extra: list[str]) -> Options:
 
 def _run(args: list[str], inspect: bool = False) -> int:
     own, extra = _split_extra(args)
-    ns = parser().parse_args(own)
-    if not ns.ready_timeout > 0:
-        raise ConfigError(f"--ready-timeout {ns.ready_timeout:g}: give the seconds to wait for the server, above 0")
+    p = parser()
+    ns, unknown = p.parse_known_args(own)
+    if unknown:
+        p.error(unknown_options(own, unknown, ns.recipe))
+    if ns.solo and ns.ray is not None:  # no group can hold --solo with both
+        p.error(f"argument {'--ray' if ns.ray else '--no-ray'}: not allowed with argument --solo")
     if ns.list:
         return list_recipes(ns.json)
     if ns.show_env:

@@ -78,11 +78,10 @@ def hca_names(text: str, source: str) -> tuple[str, ...]:
     return () if text.startswith("^") else tuple(names)
 
 
-def backend(plan: Plan, ray: bool | None) -> str:
-    """--ray/--no-ray decide; otherwise Ray when the recipe asks for it, native when it does not."""
-    if ray is not None:
-        return "ray" if ray else "native"
-    return "ray" if plan.vllm.option(EXECUTOR) is not None else "native"
+def backend(ray: bool) -> str:
+    """Native unless --ray, whatever executor the recipe names (the origin's default since 2026-07):
+    native removes the flag, Ray sets it to `ray`, so a recipe's value never picks the mode."""
+    return "ray" if ray else "native"
 
 
 def node_env(plan: Plan, node: Node, net: Network) -> dict[str, str]:
@@ -140,7 +139,7 @@ def preview(plan: Plan) -> tuple[str, list[Role], list[str]]:
     if not opts.ib_if:
         notes.append("NCCL_IB_HCA: the head's `ibdev2netdev` ports that are up, read at run time (--ib-if or "
                      ".env IB_IF names them)")
-    mode = backend(plan, opts.ray)
+    mode = backend(opts.ray)
     return mode, roles(plan, mode, Network(ips, opts.eth_if, opts.ib_if, opts.master_port)), notes
 
 

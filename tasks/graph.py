@@ -334,7 +334,7 @@ def fleet_for(plan: Plan, dry: bool = False) -> "Fleet":
 
     if id(plan) not in _FLEETS:
         _FLEETS[id(plan)] = Fleet(plan, SshSettings(trust_new_hosts=plan.options.trust_new_hosts),
-                                  backend(plan, plan.options.ray), check_head=not dry)
+                                  backend(plan.options.ray), check_head=not dry)
     return _FLEETS[id(plan)]
 
 

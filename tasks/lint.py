@@ -21,6 +21,7 @@ Rules (the `rule` of a Finding):
     env-name        an env name a shell cannot export
     bash-syntax     the command is not shell words, or the launch script that would run fails `bash -n`
     render          the engine cannot build the launch plan for another reason (e.g. --port not a number)
+    executor, recipe-version   origin_rules: what an origin recipe says but means nothing here (warnings)
 """
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ from typing import Any, Iterable, Iterator
 
 import yaml
 
-from . import image, mods, render, settings, vllm_args
+from . import image, mods, origin_rules, render, settings, vllm_args
 from .errors import RunRecipeError
 from .recipe import ENV_NAME, Recipe, SafeLoader, id_for, parse
 
@@ -166,6 +167,9 @@ class _FileLint:
         if command is not None:
             self._model_ids(recipe, command)
             self._duplicate_flags(command)
+            for note in origin_rules.check(recipe, command):
+                where = self._flag_line(note.flag) if note.flag else (note.field,)
+                self.add(WARNING, note.rule, where, note.message, note.fix)
         self._bash(recipe)
         return self.findings
 

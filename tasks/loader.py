@@ -12,11 +12,11 @@ from typing import Any, Sequence
 
 from . import settings
 from .config import env_options
-from .errors import RunRecipeError
+from .errors import ConfigError, RunRecipeError
 from .masking import scrub
 from .plan import Options, make_plan, parse_overrides
 
-DOIT_OPTION_VARS = ("recipe", "nodes", "container", "name", "revision")
+DOIT_OPTION_VARS = ("recipe", "nodes", "container", "name", "revision", "ray")
 
 
 def doit_namespace() -> dict[str, Any]:
@@ -35,7 +35,8 @@ def doit_namespace() -> dict[str, Any]:
     options = Options(overrides=overrides, nodes=variables.get("nodes"), nodes_flag="doit nodes=",
                       container=variables.get("container"),
                       name=variables.get("name"), setup=True, download=True, daemon=True,
-                      revision=variables.get("revision"), **env_options(None))
+                      revision=variables.get("revision"), ray=_ray(variables.get("ray", "0")),
+                      **env_options(None))
     if variables.get("recipe"):
         plan = make_plan(load_named(variables["recipe"], settings.recipes_dir()), options)
         for warning in plan.warnings:
@@ -57,6 +58,13 @@ def doit_namespace() -> dict[str, Any]:
         except RunRecipeError:
             continue  # e.g. cluster-only recipes without nodes: nothing to list for this machine
     return namespace(plans, setup=True, default=["usage"]) | {"task_usage": _usage_task, "task_lint": _lint_task}
+
+
+def _ray(text: str) -> bool:
+    """`ray=1` is run-recipe's --ray (a cluster runs native otherwise)."""
+    if text not in ("0", "1"):
+        raise ConfigError(f"doit ray=: '{text}' is not 1 (Ray) or 0 (native multi-node, the default)")
+    return text == "1"
 
 
 def _doit_runs_tasks(argv: Sequence[str]) -> bool:

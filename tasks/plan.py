@@ -43,7 +43,7 @@ class Options:
     force_download: bool = False
     verify: bool = False              # hash every blob while checking the weights
     revision: str | None = None       # --revision: overrides the recipe's revision
-    ray: bool | None = None           # --ray / --no-ray (None: Ray when the recipe asks for it)
+    ray: bool = False                 # --ray (default and --no-ray: native multi-node, no Ray)
     eth_if: str = ""                  # --eth-if or .env ETH_IF (empty: the interface routing to the nodes)
     ib_if: str = ""                   # --ib-if or .env IB_IF (empty: from ibdev2netdev when present)
     master_port: int = 29501          # --master-port or .env MASTER_PORT
@@ -197,6 +197,8 @@ def make_plan(recipe: Recipe, options: Options, check_shell: bool = True) -> Pla
     vllm = vllm.with_args(extra)
     if mode == "solo":
         vllm = vllm.without(vllm_args.EXECUTOR)  # solo uses none, whatever the recipe or -- named
+        if options.ray:
+            warnings.append("--ray is for a cluster: this run is solo (one node), so vLLM runs without Ray")
     command, argv = vllm.text(), vllm.argv
     for key in options.overrides:
         if key not in used:

@@ -20,9 +20,10 @@ from .errors import RecipeError
 REQUIRED = ("name", "container", "command")
 OPTIONAL = ("description", "model", "cluster_only", "solo_only", "build_args", "mods",
             "defaults", "env", "recipe_version",
-            # ours, for pinned and partial weights (the weights issue)
-            "revision", "files", "model_path")
+            # ours, for pinned and partial weights (the weights issue); model_revision is revision's alias
+            "revision", "model_revision", "files", "model_path")
 KNOWN_KEYS = REQUIRED + OPTIONAL
+RECIPE_VERSIONS = ("1",)  # the origin's only format so far (every recipe of its catalogue says "1")
 MAX_RECIPE_BYTES = 1 << 20
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")  # \Z: $ would accept a trailing newline
 PARAM_NAME = ENV_NAME
@@ -166,6 +167,16 @@ def parse(text: str, path: Path, recipe_id: str | None = None) -> Recipe:
                           field=("solo_only",), fix="set at most one of cluster_only and solo_only")
     env = {k: str(v) for k, v in mapping("env", ENV_NAME, "environment variable name").items()}
     files = data.get("files")
+    version = text_field("recipe_version") or RECIPE_VERSIONS[0]
+    if version not in RECIPE_VERSIONS:
+        warnings.append(f"{where}: recipe_version '{version}' is not one this tool knows (it reads version "
+                        f"{', '.join(RECIPE_VERSIONS)}); the recipe is read as version {RECIPE_VERSIONS[-1]}, "
+                        "so check its fields against the recipe format")
+    revision, alias = text_field("revision"), text_field("model_revision")
+    if revision and alias and revision != alias:
+        raise RecipeError(f"{where}: 'revision' ({revision}) and 'model_revision' ({alias}) name different "
+                          "revisions of the model; they are one field, keep one", file=where,
+                          field=("model_revision",), fix="keep either revision or model_revision")
     return Recipe(
         id=recipe_id or path.stem,
         path=path,
@@ -180,8 +191,8 @@ def parse(text: str, path: Path, recipe_id: str | None = None) -> Recipe:
         mods=text_list("mods"),
         defaults=MappingProxyType(mapping("defaults", PARAM_NAME, "parameter name")),
         env=MappingProxyType(env),
-        recipe_version=text_field("recipe_version") or "1",
-        revision=text_field("revision"),
+        recipe_version=version,
+        revision=revision or alias,
         files=(_plain(where, ("files",), files),) if isinstance(files, str) else text_list("files"),
         model_path=text_field("model_path"),
         warnings=tuple(warnings),

@@ -69,7 +69,7 @@ def ours(node: rc.Node, rid: str) -> list[str]:
 def test_ray_cluster_converges_then_reruns_nothing(cluster3: rc.TestCluster, project: Path) -> None:
     mod(project, "mark", 'echo "applied in $WORKSPACE_DIR" > "$WORKSPACE_DIR/mod-mark"\n', cluster3)
     recipe(project, "rayc", extra="mods: [mods/mark]")
-    first = tool(cluster3, project, "rayc", "--setup", "-d", "--ready-timeout", "240")
+    first = tool(cluster3, project, "rayc", "--setup", "-d", "--ray", "--ready-timeout", "240")
     out = first.stdout + first.stderr
     assert first.returncode == 0, out
     assert "preflight" in out.lower() or "198.18.0.12" in first.stdout  # the table names every node
@@ -107,7 +107,7 @@ def test_ray_cluster_converges_then_reruns_nothing(cluster3: rc.TestCluster, pro
 
     before = {n.name: ours(n, "rayc") for n in cluster3.nodes}
     rx = received()
-    again = tool(cluster3, project, "rayc", "--setup", "-d")
+    again = tool(cluster3, project, "rayc", "--setup", "-d", "--ray")
     assert again.returncode == 0, again.stdout + again.stderr
     assert executed(again.stdout) == []
     image_bytes = int(cluster3.head.docker("image", "inspect", "-f", "{{.Size}}", TAG).stdout)
@@ -116,7 +116,7 @@ def test_ray_cluster_converges_then_reruns_nothing(cluster3: rc.TestCluster, pro
     assert {n.name: ours(n, "rayc") for n in cluster3.nodes} == before
 
     # `plan` asks every node, read-only: each step says why it is up to date, nothing would travel.
-    asked = tool(cluster3, project, "plan", "rayc", "--json")
+    asked = tool(cluster3, project, "plan", "rayc", "--ray", "--json")
     assert asked.returncode == 0, asked.stdout + asked.stderr
     report = json.loads(asked.stdout)
     tasks = {t["task"]: t["status"] for t in report["tasks"]}
@@ -141,8 +141,8 @@ def test_ray_cluster_converges_then_reruns_nothing(cluster3: rc.TestCluster, pro
 
 
 def test_native_multinode_ranks(cluster3: rc.TestCluster, project: Path) -> None:
-    recipe(project, "nat", backend="")
-    res = tool(cluster3, project, "nat", "--setup", "-d", "--no-ray", "--ready-timeout", "120")
+    recipe(project, "nat")  # names the Ray backend: native is still the default, the flag is removed
+    res = tool(cluster3, project, "nat", "--setup", "-d", "--ready-timeout", "120")
     assert res.returncode == 0, res.stdout + res.stderr
     for rank, node in enumerate(cluster3.nodes):
         (cid,) = ours(node, "nat")
@@ -151,7 +151,8 @@ def test_native_multinode_ranks(cluster3: rc.TestCluster, project: Path) -> None
         assert argv[i:i + 8] == ["--nnodes", "3", "--node-rank", str(rank), "--master-addr", "198.18.0.11",
                                  "--master-port", "29501"]
         assert ("--headless" in argv) == (rank > 0)
-    # --dry-run showed, without contacting a node, exactly the script each node now runs
+        assert "--distributed-executor-backend" not in argv
+    # --dry-run showed, without contacting a node, exactly the script each node now runs (--no-ray: the default)
     dry = tool(cluster3, project, "nat", "--no-ray", "--dry-run", "--json")
     assert dry.returncode == 0, dry.stderr
     shown = json.loads(dry.stdout)

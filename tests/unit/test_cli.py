@@ -160,7 +160,7 @@ def test_hca_lists_name_what_every_node_must_have() -> None:
     (["good", "--solo", "--dry-run", "--config", "missing.env"],
      "--config missing.env: no such file (`--discover --config missing.env` writes one)"),
     (["status", "--config", "missing.env"], "--config missing.env: no such file"),
-    (["good", "--solo", "--dry-run", "--ready-timeout", "-5"], "--ready-timeout -5: give the seconds"),
+    (["good", "--solo", "--dry-run", "--ready-timeout", "-5"], "--ready-timeout: '-5' is not a number of seconds"),
 ])
 def test_a_named_config_must_exist_and_a_timeout_be_positive(home: Path, args: list[str], expect: str) -> None:
     res = cli(home, *args)

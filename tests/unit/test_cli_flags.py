@@ -18,6 +18,8 @@ NODES = ["-n", "10.0.0.1,10.0.0.2"]
     (["--solo", *NODES], "argument -n/--nodes: not allowed with argument --solo"),
     (["--build-only", "--download-only"], "argument --download-only: not allowed with argument --build-only"),
     (["--ray", "--no-ray", *NODES], "argument --no-ray: not allowed with argument --ray"),
+    (["--solo", "--ray"], "argument --ray: not allowed with argument --solo"),
+    (["--no-ray", "--solo"], "argument --no-ray: not allowed with argument --solo"),
 ])
 def test_conflicting_flags_are_refused_naming_the_pair(home: Path, flags: list[str], pair: str) -> None:
     res = cli(home, "good", "--dry-run", *flags)
@@ -33,10 +35,11 @@ def test_conflicting_flags_are_refused_naming_the_pair(home: Path, flags: list[s
     ("MASTER_PORT=\u0662\u0662\n", [], ".env: MASTER_PORT: '\u0662\u0662' is not a port number"),
 ])
 def test_master_port_zero_or_not_ascii_is_refused(home: Path, env_line: str, flags: list[str], expect: str) -> None:
+    """A bad flag is a usage error (2, like every typed flag); a bad .env value is bad input (1)."""
     (home / ".env").write_text(env_line, encoding="utf-8")
     res = cli(home, "good", *NODES, "--dry-run", *flags)
-    assert res.returncode == 1 and expect in res.stderr, res.stderr
-    assert res.stderr.startswith("Error: ") and "Traceback" not in res.stderr + res.stdout
+    assert res.returncode == (2 if flags else 1) and expect in res.stderr, res.stderr
+    assert res.stderr.startswith("usage: " if flags else "Error: ") and "Traceback" not in res.stderr + res.stdout
 
 
 @pytest.mark.parametrize("entry", ["[::1", "[::1:22", "[fe80::1%eth0", "admin@[::1"])

@@ -36,12 +36,22 @@ def env_of(script: str) -> dict[str, str]:
     return dict(item.split("=", 1) for item in out.split("\0") if "=" in item)
 
 
-def test_backend_choice(tmp_path: Path) -> None:
-    plan = plan_for(tmp_path)
-    assert cluster.backend(plan, None) == "ray"
-    assert cluster.backend(plan, False) == "native"
-    plain = plan_for(tmp_path, RECIPE.replace(" --distributed-executor-backend ray", ""))
-    assert cluster.backend(plain, None) == "native" and cluster.backend(plain, True) == "ray"
+def test_backend_is_native_unless_ray_is_asked_whatever_the_recipe_names(tmp_path: Path) -> None:
+    """The origin's default since 2026-07 (origin-facts 6.1): a recipe naming the Ray backend still runs native."""
+    assert cluster.backend(False) == "native" and cluster.backend(True) == "ray"
+    for tail in (" --distributed-executor-backend ray", " --distributed-executor-backend mp",
+                 " --distributed_executor_backend=ray", ""):
+        plan = make_plan(parse(RECIPE.replace(" --distributed-executor-backend ray", tail), tmp_path / "two.yaml"),
+                         Options(nodes="198.18.0.11,198.18.0.12,198.18.0.13"))
+        mode, roles, _ = cluster.preview(plan)
+        assert mode == "native", tail
+        for role in roles:
+            assert "--distributed-executor-backend" not in role.script and "--distributed_executor" not in role.script
+            assert f"--node-rank {role.rank} --master-addr 198.18.0.11" in role.script
+    ray_plan = make_plan(parse(RECIPE.replace(" --distributed-executor-backend ray", " --distributed-executor-backend mp"),
+                               tmp_path / "two.yaml"), Options(nodes="198.18.0.11,198.18.0.12,198.18.0.13", ray=True))
+    mode, (head, *_), _ = cluster.preview(ray_plan)
+    assert mode == "ray" and head.script.rstrip().endswith("--distributed-executor-backend ray")
 
 
 @pytest.mark.parametrize("mode", ["ray", "native"])

@@ -51,6 +51,10 @@ EXPECTED: dict[str, list[tuple[int, str, str, str]]] = {
     "env-name-bad.yaml": [(6, "error", "env-name", "env: '1BAD' is not a valid environment variable name"),
                           (7, "error", "env-name", "env: 'ALSO-BAD' is not a valid environment variable name")],
     "bash-syntax.yaml": [(8, "error", "bash-syntax", "launch script fails `bash -n`: syntax error near unexpected token")],
+    "executor-mp-cluster.yaml": [(12, "warning", "executor", "--distributed-executor-backend mp is never used")],
+    "executor-solo-only.yaml": [(10, "warning", "executor",
+                                 "solo_only, but the command sets --distributed-executor-backend ray")],
+    "recipe-version-unknown.yaml": [(4, "warning", "recipe-version", "recipe_version '2' is not one this tool knows")],
     "clean.yaml": [],
 }
 
@@ -72,7 +76,7 @@ def test_fixture_findings(name: str) -> None:
 
 @pytest.mark.parametrize("rule", ["yaml", "schema", "unknown-key", "duplicate-key", "placeholder",
                                   "unused-default", "parallelism", "mod", "build-arg", "model-id",
-                                  "duplicate-flag", "env-name", "bash-syntax"])
+                                  "duplicate-flag", "env-name", "bash-syntax", "executor", "recipe-version"])
 def test_each_rule_has_a_failing_fixture(rule: str) -> None:
     assert any(r == rule for exp in EXPECTED.values() for _, _, r, _ in exp)
 

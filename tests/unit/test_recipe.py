@@ -115,3 +115,35 @@ def test_unreadable_and_non_utf8_files(tmp_path: Path) -> None:
     bad.write_bytes(b"name: \xff\n")
     with pytest.raises(RecipeError, match="not UTF-8"):
         load(bad)
+
+
+BASE = "name: V\ncontainer: img\nmodel: org/m\ncommand: vllm serve org/m\n"
+
+
+@pytest.mark.parametrize("line, warned", [("", False), ('recipe_version: "1"\n', False), ("recipe_version: 1\n", False),
+                                          ('recipe_version: "2"\n', True), ("recipe_version: 1.1\n", True)])
+def test_an_unknown_recipe_version_warns_naming_the_supported_one(tmp_path: Path, line: str, warned: bool) -> None:
+    recipe = parse(BASE + line, tmp_path / "v.yaml")
+    notes = [w for w in recipe.warnings if "recipe_version" in w]
+    assert bool(notes) == warned, recipe.warnings
+    if warned:
+        assert f"v.yaml: recipe_version '{recipe.recipe_version}' is not one this tool knows (it reads version 1)" \
+            in notes[0]
+
+
+def test_model_revision_is_the_revision_field(tmp_path: Path) -> None:
+    from tasks.plan import Options, main_model
+
+    recipe = parse(BASE + "model_revision: v2.0\n", tmp_path / "v.yaml")
+    assert recipe.revision == "v2.0" and not recipe.warnings and not recipe.unknown
+    model, _ = main_model(recipe, Options())
+    assert model is not None and model.key == "org/m@v2.0"
+    same = parse(BASE + "model_revision: v2.0\nrevision: v2.0\n", tmp_path / "v.yaml")
+    assert same.revision == "v2.0"
+
+
+def test_revision_and_model_revision_that_disagree_are_an_error_naming_both(tmp_path: Path) -> None:
+    with pytest.raises(RecipeError, match=r"v.yaml: 'revision' \(main\) and 'model_revision' \(v2.0\) name "
+                                          r"different revisions") as caught:
+        parse(BASE + "revision: main\nmodel_revision: v2.0\n", tmp_path / "v.yaml")
+    assert caught.value.field == ("model_revision",) and caught.value.fix

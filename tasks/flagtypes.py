@@ -1,0 +1,83 @@
+"""run-recipe's typed flags: a value of the wrong kind or out of range is a usage error naming the flag.
+
+The origin types --port, --tp, --max-model-len and --master-port as integers and --gpu-mem as a float,
+so `--max-model-len 4k` stops at the command line instead of inside vLLM minutes later. These are
+argparse `type=` callables: argparse prefixes the flag ("argument --tp: ...") and exits 2, as it does
+for conflicting flags. Digits are ASCII only (int() also reads '٢' and '1_0'). The messages say what
+to do, including how to hand vLLM a spelling we refuse (`-o key=value`, or after `--`).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import re
+import shlex
+from typing import Callable, Sequence
+
+from .nodes import port_number
+
+_WHOLE = re.compile(r"[0-9]{1,12}")
+_DECIMAL = re.compile(r"([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]{1,3})?")
+MAX_LEN_HINT = " (vLLM's other spellings, e.g. 4k or auto, go through -o max_model_len=VALUE)"
+
+
+def port(text: str) -> int:
+    """--port, --master-port: a TCP port."""
+    number = port_number(text)
+    if number is None:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a port number (1-65535)")
+    return number
+
+
+def whole(high: int, hint: str = "") -> Callable[[str], str]:
+    """--tp, --max-model-len: a whole number from 1 to `high`, as the text the recipe's placeholder gets."""
+    def check(text: str) -> str:
+        if not _WHOLE.fullmatch(text) or not 1 <= int(text) <= high:
+            raise argparse.ArgumentTypeError(f"'{text}' is not a whole number from 1 to {high}{hint}")
+        return str(int(text))
+    return check
+
+
+def fraction(text: str) -> str:
+    """--gpu-mem: the share of GPU memory vLLM may take, above 0 and at most 1."""
+    if not _DECIMAL.fullmatch(text) or not 0 < float(text) <= 1:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a fraction above 0 and at most 1 (e.g. 0.8)")
+    return text
+
+
+def seconds(text: str) -> float:
+    """--ready-timeout: a finite number of seconds above 0 ('inf' would wait forever, 'nan' never)."""
+    value = float(text) if _DECIMAL.fullmatch(text) else math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number of seconds above 0 (e.g. 600): give the "
+                                         "seconds to wait for the server")
+    return value
+
+
+# spark-vllm-docker's own flags that runrecipe does not have (origin-facts 6.3): they are not vLLM's either,
+# so the `--` advice would be wrong for them; say what to do instead.
+ORIGIN_ONLY = {
+    "-e": "put the variable under the recipe's env:", "--env": "put the variable under the recipe's env:",
+    "--apply-mod": "list the mod under the recipe's mods:",
+    **dict.fromkeys(("-v", "--volume", "-p", "--publish", "--apply-vllm-pr", "-j", "--no-cache-dirs",
+                     "--keep-entrypoint", "--earlyoom", "--earlyoom-args", "--mem-limit-gb",
+                     "--mem-swap-limit-gb", "--pids-limit", "--shm-size-gb"), "runrecipe has no equivalent yet"),
+}
+
+
+def unknown_options(own: Sequence[str], unknown: Sequence[str], recipe: str | None) -> str:
+    """Why words run-recipe does not know are refused, and how to hand them to vLLM instead.
+
+    The origin passed them on silently, so a typo (`--portt 9`) reached vLLM; here they must follow `--`.
+    The example repeats the words only when the recipe was named before them (else argparse may have
+    taken an option's value for the recipe)."""
+    first = next((u for u in unknown if u.startswith("-")), unknown[0])
+    origin = ORIGIN_ONLY.get(first.split("=", 1)[0])
+    if origin:
+        return (f"'{first}' is a spark-vllm-docker option that run-recipe does not take: {origin} "
+                "(README: Coming from spark-vllm-docker). It is not a vLLM option, so do not pass it after `--`")
+    clear = recipe is not None and own.index(recipe) < own.index(first)
+    example = f"{shlex.quote(recipe)} [OPTIONS] -- {shlex.join(unknown)}" if clear else f"RECIPE [OPTIONS] -- {first} ..."
+    kind = "option" if first.startswith("-") else "argument"
+    return (f"unknown {kind} '{first}' (not a run-recipe {kind}). To pass it to vLLM, put it after `--`: "
+            f"run-recipe {example}")
