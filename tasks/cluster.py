@@ -296,8 +296,7 @@ def bytes_to_copy(plan: Plan, fleet: Fleet, *, image: bool, weights_too: bool) -
 
     head = fleet.runners[0]
     info = docker.image_info(head, plan.build.tag) if image else None
-    size = int(head.read(["docker", "image", "inspect", "--format", "{{.Size}}", plan.build.tag]).stdout.strip()
-               or 0) if info else 0
+    size = int(info.get("size") or 0) if info else 0
     on_head, on_worker = distribute.image_room(size)
     cache = weights.hub_cache_dir()
     models = []
@@ -313,7 +312,8 @@ def bytes_to_copy(plan: Plan, fleet: Fleet, *, image: bool, weights_too: bool) -
     def need(node: Node) -> tuple[int, int]:
         ssh = fleet.ssh(node)
         try:
-            image_need = on_worker if info and distribute.image_id_on(ssh, plan.build.tag) != info["id"] else 0
+            there = docker.image_id(runners[node.target], plan.build.tag) if info else None
+            image_need = on_worker if info and there != info["id"] else 0
             weight_need = 0
             for model, commit, total in models:
                 have = distribute.remote_manifest(ssh, str(cache), model.repo, commit)
@@ -324,6 +324,7 @@ def bytes_to_copy(plan: Plan, fleet: Fleet, *, image: bool, weights_too: bool) -
         return image_need, weight_need
 
     workers = [n for n, _ in fleet.workers]
+    runners = {n.target: r for n, r in fleet.workers}
     with ThreadPoolExecutor(max_workers=max(1, min(8, len(workers)))) as pool:
         needs = dict(zip((n.target for n in workers), pool.map(need, workers)))
     if any(image for image, _ in needs.values()):

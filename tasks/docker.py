@@ -16,6 +16,8 @@ from .runner import Result
 LABEL = "runrecipe"
 # The labels a server container carries (all under "runrecipe.").
 LABEL_KEYS = ("recipe", "inputs", "file", "endpoint", "started", "weights")
+# what a run needs of an engine: version, runtimes (nvidia?) and data root (its free disk)
+ENGINE_FORMAT = '{"version":{{json .ServerVersion}},"runtimes":{{json .Runtimes}},"root":{{json .DockerRootDir}}}'
 
 
 class Runner(Protocol):
@@ -41,13 +43,12 @@ class Container:
 
 
 def engine_facts(runner: Runner) -> dict[str, Any]:
-    """Server version and runtimes, asked once per node per run (it is on every run's hot path)."""
+    """Server version, runtimes and data root, asked once per node per run (preflight's gather tells it too)."""
     return facts.fact(runner.node, "docker info", (), lambda: _engine_facts(runner))
 
 
 def _engine_facts(runner: Runner) -> dict[str, Any]:
-    res = runner.read(["docker", "info", "--format", '{"version":{{json .ServerVersion}},'
-                       '"runtimes":{{json .Runtimes}}}'], check=False, timeout=20)
+    res = runner.read(["docker", "info", "--format", ENGINE_FORMAT], check=False, timeout=20)
     found = json.loads(res.stdout.strip().splitlines()[-1]) if res.ok and res.stdout.strip() else {}
     if not res.ok or not found.get("version"):
         raise RunError(f"the Docker engine on {runner.node} is not reachable: "

@@ -35,6 +35,12 @@ def fact(node: str, name: str, args: Hashable, ask: Callable[[], T]) -> T:
     return value
 
 
+def remember(node: str, name: str, args: Hashable, value: Any) -> None:
+    """A fact learnt on the way (preflight's one gathering call tells the engine's facts too)."""
+    with _LOCK:
+        _KNOWN[(node, name, args)] = value
+
+
 def forget(node: str) -> None:
     """Something on `node` changed (a build, a container started, a copy): ask it again next time."""
     with _LOCK:

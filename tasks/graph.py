@@ -207,6 +207,7 @@ def cluster_tasks(plan: Plan, fleet: "Fleet", *, setup: bool) -> list[dict[str, 
                    f"the image {tag} (`docker load` unpacks its whole tar first: twice its size)")
 
     per_node: dict[str, list[str]] = {plan.head.target: list(built)}
+    runner_of = {n.target: r for n, r in fleet.workers}
     previous: list[str] = list(built)
     weights_before: dict[str, list[str]] = {}  # per model, the previous worker's weights task
     for node, runner in fleet.workers:
@@ -216,7 +217,7 @@ def cluster_tasks(plan: Plan, fleet: "Fleet", *, setup: bool) -> list[dict[str, 
 
             def same_image(n: Node = node) -> steps.Answer:
                 info = docker.image_info(head, tag)
-                there = distribute.image_id_on(fleet.ssh(n), tag, name=n.target) if info else None
+                there = docker.image_id(runner_of[n.target], tag) if info else None  # a fact: launch asks it too
                 return steps.image_copy(tag, n.target, info and info["id"], there, info and info.get("size") or 0)
 
             def send(n: Node = node) -> dict[str, str]:

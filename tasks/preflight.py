@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence, Union
 
+from . import docker, facts
 from .docker import Runner
 from .errors import RunError
 from .nodes import Node
@@ -28,7 +29,6 @@ from .runner import LocalRunner
 
 MiB = 1 << 20
 NOT_REPORTED = {"[n/a]", "n/a", "[not supported]", "not supported", ""}
-GPU_QUERY = ["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader,nounits"]
 NO_NVIDIA_SMI = 200  # exit code of our probe when nvidia-smi is not installed
 DEFAULT_HF_CACHE = "~/.cache/huggingface/hub"
 MAX_WORKERS = 16
@@ -137,12 +137,6 @@ def parse_df(text: str, path: str) -> Disk:
     return Disk(path, mount.strip(), int(avail))
 
 
-def parse_docker_info(text: str) -> tuple[str, bool, str]:
-    """(server version, has the nvidia runtime, data root) from our `docker info --format` JSON."""
-    info = json.loads(text.strip().splitlines()[-1])
-    return info["version"], "nvidia" in (info.get("runtimes") or {}), info["root"]
-
-
 def parse_links(text: str) -> frozenset[str]:
     """Interface names from /proc/net/dev (`  eth0: 123 ...`) plus `ib/<device>` lines, as given."""
     names = set()
@@ -155,55 +149,92 @@ def parse_links(text: str) -> frozenset[str]:
 
 
 # -- gathering --------------------------------------------------------------------------------
-_DOCKER_FORMAT = '{"version":{{json .ServerVersion}},"runtimes":{{json .Runtimes}},"root":{{json .DockerRootDir}}}'
-# df of the nearest existing parent: the HF cache may not exist yet on a fresh node
-_DF_SCRIPT = ('p=$1; case $p in "~") p=$HOME;; "~/"*) p=$HOME/${p#"~/"};; esac; '
-              'while [ ! -e "$p" ]; do p=$(dirname -- "$p"); done; exec df -B1 --output=avail,target -- "$p"')
-_GPU_SCRIPT = f'command -v nvidia-smi >/dev/null 2>&1 || exit {NO_NVIDIA_SMI}; exec "$@"'
-# this network namespace's interfaces (/sys/class/net shows the mounter's), then the RDMA devices
-_LINKS_SCRIPT = 'cat /proc/net/dev; for d in /sys/class/infiniband/*; do [ -e "$d" ] && echo "ib/${d##*/}"; done; true'
+# One read-only script per node gathers every fact preflight needs in ONE round trip: memory, the
+# Docker engine (version, runtimes, data root) and the free space under it, the HF cache's free
+# space (of the nearest existing parent: the cache may not exist yet), the GPUs, and with $3=1 the
+# interfaces of this network namespace (/sys/class/net shows the mounter's) and the RDMA devices.
+# Each part is printed as `@@RR <part> <exit code>` and its output.
+_FUNCTIONS = r"""
+part() { n=$1; shift; o=$("$@" 2>&1); rc=$?; printf '@@RR %s %s\n%s\n' "$n" "$rc" "$o"; }
+df_at() {
+  p=$1; case $p in "~") p=$HOME;; "~/"*) p=$HOME/${p#"~/"};; esac
+  while [ ! -e "$p" ]; do p=$(dirname -- "$p"); done; df -B1 --output=avail,target -- "$p"
+}
+gpu() { command -v nvidia-smi >/dev/null 2>&1 || return 200; nvidia-smi "$@"; }
+links() { cat /proc/net/dev; for d in /sys/class/infiniband/*; do [ -e "$d" ] && echo "ib/${d##*/}"; done; true; }
+"""
+GATHER_SCRIPT = _FUNCTIONS + r"""
+part meminfo cat /proc/meminfo
+part docker docker info --format "$1"
+root=$(printf '%s' "$o" | sed -n 's/.*"root":"\([^"]*\)".*/\1/p')
+[ -n "$root" ] && part docker_disk df_at "$root"
+part hf_disk df_at "$2"
+part gpu gpu --query-gpu=name,memory.total --format=csv,noheader,nounits
+[ "$3" = 1 ] && part links links
+true
+"""
+
+
+def parse_parts(text: str) -> dict[str, tuple[int, str]]:
+    """The gather script's output as {part: (exit code, output)}."""
+    parts: dict[str, tuple[int, str]] = {}
+    for chunk in ("\n" + text).split("\n@@RR ")[1:]:
+        head, _, body = chunk.partition("\n")
+        name, _, code = head.partition(" ")
+        parts[name] = (int(code) if code.strip().lstrip("-").isdigit() else -1, body.rstrip("\n"))
+    return parts
 
 
 def gather(runner: Runner, hf_cache: str = DEFAULT_HF_CACHE, links: bool = False) -> NodeFacts:
-    """Read one node's facts with read-only commands; never raises for a node problem.
+    """Read one node's facts in one read-only call; never raises for a node problem.
 
-    `links`: also list its network interfaces and RDMA devices (the run names some to use)."""
-    facts = NodeFacts(runner.node, ssh="local" if isinstance(runner, LocalRunner) else "ok")
-    try:
-        mem = runner.read(["cat", "/proc/meminfo"], timeout=20)  # first contact: proves SSH works
+    `links`: also list its network interfaces and RDMA devices (the run names some to use). The
+    engine's facts are kept for the rest of the run (docker.engine_facts asks no more)."""
+    found = NodeFacts(runner.node, ssh="local" if isinstance(runner, LocalRunner) else "ok")
+    try:  # first contact: proves SSH works
+        res = runner.read(["sh", "-c", GATHER_SCRIPT, "gather", docker.ENGINE_FORMAT, hf_cache, "1" if links else "0"],
+                          timeout=40)
     except RunError as exc:
         first = _first_line(str(exc))
-        facts.ssh, facts.ssh_error = first.split(" over SSH: ", 1)[-1], str(exc)
-        return facts
-    facts.mem_total = parse_meminfo(mem.stdout)
+        found.ssh, found.ssh_error = first.split(" over SSH: ", 1)[-1], str(exc)
+        return found
+    parts = parse_parts(res.stdout)
+    code, text = parts.get("meminfo", (1, ""))
     try:
-        res = runner.read(["docker", "info", "--format", _DOCKER_FORMAT], check=False, timeout=30)
-        if res.ok and res.stdout.strip():
-            facts.docker_version, facts.nvidia_runtime, root = parse_docker_info(res.stdout)
-            facts.docker_disk = _df(runner, root)
-        else:
-            facts.docker_error = _first_line(res.stderr or res.stdout or "no answer", last=True)
-    except RunError as exc:  # not installed, or the connection dropped
-        facts.docker_error = _first_line(str(exc))
+        found.mem_total = parse_meminfo(text) if code == 0 else None
+    except ValueError:
+        found.mem_total = None  # shown as "?"; a node is not refused for it
+    code, text = parts.get("docker", (1, "no answer"))
+    if code == 0 and text.strip():
+        engine = json.loads(text.strip().splitlines()[-1])
+        facts.remember(runner.node, "docker info", (), engine)
+        found.docker_version, found.nvidia_runtime = engine["version"], "nvidia" in (engine.get("runtimes") or {})
+        disk = parts.get("docker_disk", (1, ""))
+        found.docker_disk = parse_df(disk[1], engine["root"]) if disk[0] == 0 else None
+    else:
+        found.docker_error = ("docker is not installed" if code == 127 else
+                              _first_line(text or "no answer", last=True))
+    disk = parts.get("hf_disk", (1, ""))
+    found.hf_disk = parse_df(disk[1], hf_cache) if disk[0] == 0 else None
+    code, text = parts.get("gpu", (NO_NVIDIA_SMI, ""))
     try:
-        facts.hf_disk = _df(runner, hf_cache)
-        res = runner.read(["sh", "-c", _GPU_SCRIPT, "sh", *GPU_QUERY], check=False, timeout=30)
-        if res.ok:
-            facts.gpus = tuple(parse_gpu_csv(res.stdout))
-        elif res.exit_code != NO_NVIDIA_SMI:  # installed but no driver/GPU: worth showing
-            facts.gpu_error = _first_line(res.stdout + res.stderr)
-    except (RunError, ValueError) as exc:
-        facts.gpu_error = _first_line(str(exc))
+        if code == 0:
+            found.gpus = tuple(parse_gpu_csv(text))
+        elif code != NO_NVIDIA_SMI:  # installed but no driver/GPU: worth showing
+            found.gpu_error = _first_line(text or f"nvidia-smi exited {code}")
+    except ValueError as exc:
+        found.gpu_error = _first_line(str(exc))
     if links:
-        try:
-            facts.links = parse_links(runner.read(["sh", "-c", _LINKS_SCRIPT], timeout=20).stdout)
-        except RunError as exc:
-            facts.links_error = _first_line(str(exc))
-    return facts
+        code, text = parts.get("links", (1, "not listed"))
+        if code == 0:
+            found.links = parse_links(text)
+        else:
+            found.links_error = _first_line(text)
+    return found
 
 
 def _df(runner: Runner, path: str) -> Disk:
-    res = runner.read(["sh", "-c", _DF_SCRIPT, "sh", path], timeout=20)
+    res = runner.read(["sh", "-c", _FUNCTIONS + 'df_at "$1"', "sh", path], timeout=20)
     return parse_df(res.stdout, path)
 
 
@@ -212,8 +243,7 @@ def check_room(runners: Sequence[Runner], need: int, what: str) -> None:
 
     For a copy whose size preflight could not know: the first run builds the image after it."""
     def free(runner: Runner) -> Disk:
-        root = runner.read(["docker", "info", "--format", "{{.DockerRootDir}}"], timeout=30).stdout.strip()
-        return _df(runner, root)
+        return _df(runner, docker.engine_facts(runner)["root"])
 
     with ThreadPoolExecutor(max_workers=max(1, min(MAX_WORKERS, len(runners)))) as pool:
         disks = list(pool.map(free, runners))

@@ -161,6 +161,18 @@ def test_native_multinode_ranks(cluster3: rc.TestCluster, project: Path) -> None
         (cid,) = ours(node, "nat")
         assert node.docker("exec", cid, "cat", "/runrecipe/launch.sh").stdout == script["script"], node.name
 
+    # A no-op re-run: what it sends to the two workers (printed for the README and the closing note).
+    env = {"PYTHONPATH": str(ROOT / "tests"), "RUNRECIPE_HOME": str(project),
+           "RUNRECIPE_DOCKER_DIR": str(project / "docker"), "HF_HUB_OFFLINE": "1"}
+    again = cluster3.head.run([sys.executable, "-m", "harness.roundtrips", str(ROOT), "nat", "--setup", "-d"],
+                              env=env, cwd=str(project), timeout=120)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert executed(again.stdout) == []
+    counts = json.loads(again.stdout.rsplit("COUNTS ", 1)[1])
+    print(f"no-op native re-run on 3 nodes: {counts}")
+    # per worker: one gathering call (preflight), its image ID, its containers (launch check)
+    assert counts.get("fabric command", 0) + counts.get("ssh process", 0) <= 3 * 2, counts
+
 
 @pytest.mark.parametrize("fault", ["sshd", "dockerd", "hostkey"])
 def test_failures_are_clear_and_leave_no_container(cluster3: rc.TestCluster, project: Path, fault: str) -> None:

@@ -41,14 +41,12 @@ def test_several_gpus_and_empty_output() -> None:
     assert pf.parse_gpu_csv("\n") == []
 
 
-def test_meminfo_and_df_and_docker_info() -> None:
+def test_meminfo_and_df() -> None:
     assert pf.parse_meminfo((FIX / "gb10" / "meminfo").read_text()) == 127525296 * 1024
     with pytest.raises(ValueError):
         pf.parse_meminfo("MemFree: 1 kB\n")
     disk = pf.parse_df("       Avail Mounted on\n52701999104 /var/lib/my docker\n", "/x")
     assert disk == pf.Disk("/x", "/var/lib/my docker", 52701999104)
-    info = '{"version":"20.10.24","runtimes":{"nvidia":{},"runc":{}},"root":"/var/lib/docker"}'
-    assert pf.parse_docker_info(info) == ("20.10.24", True, "/var/lib/docker")
 
 
 class FakeRunner:
@@ -59,17 +57,18 @@ class FakeRunner:
         self.node, self.gpu, self.meminfo, self.free, self.docker_ok = node, gpu, meminfo, free, docker_ok
 
     def read(self, argv: list[str], *, check: bool = True, timeout: float = 60) -> Result:
-        if argv[:2] == ["cat", "/proc/meminfo"]:
-            return Result(self.meminfo, "", 0)
-        if argv[0] == "docker":
-            if not self.docker_ok:
-                return Result("", "Cannot connect to the Docker daemon at unix:///var/run/docker.sock.", 1)
-            return Result('{"version":"27.3.1","runtimes":{"nvidia":{}},"root":"/var/lib/docker"}\n', "", 0)
-        if "df" in argv[2]:
-            return Result(f"Avail Mounted on\n{self.free} /\n", "", 0)
-        if "nvidia-smi" in argv:
-            return Result(self.gpu, "", 0) if self.gpu is not None else Result("", "", pf.NO_NVIDIA_SMI)
-        raise AssertionError(argv)
+        """Answers the gather script part by part, in its own output format (one call per node)."""
+        assert argv[:3] == ["sh", "-c", pf.GATHER_SCRIPT], argv
+        df = f"Avail Mounted on\n{self.free} /"
+        parts = [("meminfo", 0, self.meminfo)]
+        if self.docker_ok:
+            parts += [("docker", 0, '{"version":"27.3.1","runtimes":{"nvidia":{}},"root":"/var/lib/docker"}'),
+                      ("docker_disk", 0, df)]
+        else:
+            parts.append(("docker", 1, "Cannot connect to the Docker daemon at unix:///var/run/docker.sock."))
+        parts += [("hf_disk", 0, df),
+                  ("gpu", 0, self.gpu) if self.gpu is not None else ("gpu", pf.NO_NVIDIA_SMI, "")]
+        return Result("".join(f"@@RR {name} {code}\n{text}\n" for name, code, text in parts), "", 0)
 
     def run(self, argv, **kw) -> Result:  # pragma: no cover - preflight never changes anything
         raise AssertionError("preflight must only read")
@@ -119,3 +118,17 @@ def test_split_need_adds_up_on_a_shared_filesystem() -> None:
     assert pf.judge(facts, (6, 6)).problems == ["needs 12 B on /, 10 B free"]
     facts.hf_disk = pf.Disk("/h", "/data", 10)
     assert pf.judge(facts, (6, 6)).ok
+
+
+def test_the_gather_script_runs_here_in_one_call_and_its_parts_parse(tmp_path: Path) -> None:
+    """The real script under sh, on this machine: every part present, parsed as preflight reads it."""
+    import subprocess
+
+    out = subprocess.run(["sh", "-c", pf.GATHER_SCRIPT, "gather", "{{.NoSuchField}}", str(tmp_path / "a" / "b"), "1"],
+                         capture_output=True, text=True, timeout=60).stdout
+    parts = pf.parse_parts(out)
+    assert {"meminfo", "docker", "hf_disk", "gpu", "links"} <= set(parts)
+    assert parts["meminfo"][0] == 0 and pf.parse_meminfo(parts["meminfo"][1]) > 0
+    assert parts["hf_disk"][0] == 0 and pf.parse_df(parts["hf_disk"][1], "x").free > 0
+    assert parts["links"][0] == 0 and "lo" in pf.parse_links(parts["links"][1])
+    assert parts["docker"][0] != 0 and "docker_disk" not in parts  # a format docker refuses: no root, no df
