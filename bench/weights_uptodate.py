@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tasks.weights import snapshot_state  # noqa: E402
+from tasks.hub_cache import snapshot_state  # noqa: E402
 
 GB = 1000**3
 

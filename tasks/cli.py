@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from . import settings
+from . import hub_cache, settings
 from .errors import RunRecipeError
 from .config import env_options
 from .flagtypes import MAX_LEN_HINT, fraction, port, seconds, unknown_options, whole
@@ -394,12 +394,12 @@ def cached_bytes(recipe: Any) -> int | None:
         return None  # a model or revision no hub can have: nothing to count (lint and a run say why)
     if not model:
         return None
-    cache = weights.hub_cache_dir()
+    cache = hub_cache.hub_cache_dir()
     try:
         commit = weights.resolve_commit(model.repo, model.revision, offline=True, cache_dir=cache)
     except weights.WeightsError:
         return None
-    state = weights.snapshot_state(cache, model.repo, commit, allow_patterns=model.patterns or None)
+    state = hub_cache.snapshot_state(cache, model.repo, commit, allow_patterns=model.patterns or None)
     return state.bytes if state.complete else None
 
 

@@ -16,7 +16,7 @@ import shlex
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping
 
-from . import render
+from . import hub_cache, render
 from .connect import peer_ssh
 from .errors import ConfigError, RunError
 from .nodes import IFNAME, Node, is_local_address, resolve
@@ -298,14 +298,14 @@ def bytes_to_copy(plan: Plan, fleet: Fleet, *, image: bool, weights_too: bool) -
     info = docker.image_info(head, plan.build.tag) if image else None
     size = int(info.get("size") or 0) if info else 0
     on_head, on_worker = distribute.image_room(size)
-    cache = weights.hub_cache_dir()
+    cache = hub_cache.hub_cache_dir()
     models = []
     for model in plan.models if weights_too else ():
         try:
             commit = weights.resolve_commit(model.repo, model.revision, offline=True, cache_dir=cache)
         except weights.WeightsError:
             continue
-        state = weights.snapshot_state(cache, model.repo, commit, allow_patterns=model.patterns or None)
+        state = hub_cache.snapshot_state(cache, model.repo, commit, allow_patterns=model.patterns or None)
         if state.complete:
             models.append((model, commit, state.bytes))
 

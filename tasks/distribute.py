@@ -45,7 +45,7 @@ from .chain import Chain, Worker, on_threads, raise_first, run_chain, unreached
 from .connect import QUERY_TIMEOUT, call, node_label, quote_path, remote_argv, remote_script, ssh_prefix
 from .errors import RunError
 from .runner import tail
-from .weights import read_tree_listing, repo_folder, snapshot_state
+from .hub_cache import read_tree_listing, repo_folder, snapshot_state
 
 
 @dataclass

@@ -13,7 +13,7 @@ import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
-from . import docker, facts, image, launch, mods, steps, weights
+from . import docker, facts, hub_cache, image, launch, mods, steps, weights
 from .errors import RunError, RunRecipeError
 from .masking import scrub
 from .nodes import Node
@@ -77,7 +77,7 @@ class Weights:
 
     def __init__(self, model: Model, *, force: bool, verify: bool) -> None:
         self.model, self.force, self.verify = model, force, verify
-        self.cache = weights.hub_cache_dir()
+        self.cache = hub_cache.hub_cache_dir()
         self._commit: str | None = None
         self.why = f"{model.key} is not complete in {self.cache}"
         self.answer: steps.Answer = steps.Change(self.why)
@@ -103,17 +103,17 @@ class Weights:
             self.why = "--force-download asks for a new download"
             return False
         m = self.model
-        state = weights.snapshot_state(self.cache, m.repo, self.commit(), allow_patterns=m.patterns or None,
+        state = hub_cache.snapshot_state(self.cache, m.repo, self.commit(), allow_patterns=m.patterns or None,
                                        revision=m.revision)
         if not state.complete:
             self.why = f"{m.key}: {state.reason}"
             return False
         if self.verify:
-            bad = weights.verify_blobs(self.cache, m.repo, self.commit(), allow_patterns=m.patterns or None)
+            bad = hub_cache.verify_blobs(self.cache, m.repo, self.commit(), allow_patterns=m.patterns or None)
             if bad:
                 self.why = f"{m.key}: {len(bad)} files do not match their hash ({', '.join(bad[:3])})"
                 print(f"verify: {self.why}; they will be fetched again", file=sys.stderr)
-                weights.discard(self.cache, m.repo, self.commit(), bad)
+                hub_cache.discard(self.cache, m.repo, self.commit(), bad)
                 return False
         return True
 
@@ -121,8 +121,8 @@ class Weights:
         m = self.model
         commit = self.commit()
         if self.force:
-            listing = weights.read_tree_listing(self.cache, m.repo, commit) or {}
-            weights.discard(self.cache, m.repo, commit, list(listing))
+            listing = hub_cache.read_tree_listing(self.cache, m.repo, commit) or {}
+            hub_cache.discard(self.cache, m.repo, commit, list(listing))
         summary = weights.download(m.repo, commit, cache_dir=self.cache, allow_patterns=m.patterns or None,
                                    revision=m.revision)
         return {"commit": commit, "files": str(summary.files), "bytes": str(summary.bytes)}
@@ -186,7 +186,7 @@ def cluster_tasks(plan: Plan, fleet: "Fleet", *, setup: bool) -> list[dict[str, 
         for model in plan.models:
             out.append(download_task(plan, model))
             downloads.append(f"download:{model.key}")
-    cache = str(weights.hub_cache_dir())
+    cache = str(hub_cache.hub_cache_dir())
     def copy_chain(node: Node, what: str) -> list["distribute.Worker"]:
         """`node` and the workers after it, each reached at its copy address (COPY_HOSTS or its own)."""
         chain = fleet.copy_workers()

@@ -24,7 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, TypeVar
 
-from . import docker, mods, settings, steps, weights
+from . import docker, hub_cache, mods, settings, steps, weights
 from .docker import LABEL, Container, Runner
 from .errors import ConfigError, NotReadyError, RunError
 from .plan import Plan
@@ -65,14 +65,14 @@ def nofile_limit() -> int:
 
 def verified_weights(plan: Plan) -> list[str] | None:
     """`repo@commit` of every model when all are complete in the cache (stat only, no network), else None."""
-    cache = weights.hub_cache_dir()
+    cache = hub_cache.hub_cache_dir()
     found = []
     for model in plan.models:
         try:
             commit = weights.resolve_commit(model.repo, model.revision, offline=True, cache_dir=cache)
         except weights.WeightsError:
             return None
-        state = weights.snapshot_state(cache, model.repo, commit, allow_patterns=model.patterns or None)
+        state = hub_cache.snapshot_state(cache, model.repo, commit, allow_patterns=model.patterns or None)
         if not state.complete:
             return None
         found.append(f"{model.repo}@{commit}")
@@ -87,7 +87,7 @@ def create_args(plan: Plan, image: str, gpus: bool, offline: bool) -> list[str]:
     nofile = nofile_limit()
     args = ["--name", plan.container_name, "--network", "host", "--ipc", "host", "--init",
             "--ulimit", f"nofile={nofile}:{nofile}", "-v", f"{settings.hf_home()}:{CONTAINER_HF_HOME}"]
-    hub = weights.hub_cache_dir()
+    hub = hub_cache.hub_cache_dir()
     if hub != settings.hf_home() / "hub":
         args += ["-v", f"{hub}:{CONTAINER_HF_HOME}/hub"]
     for path in plan.local_mounts:
@@ -187,7 +187,7 @@ def converge(places: list[Placement], plan: Plan, ray_first: bool = True) -> dic
     record = verified_weights(plan) if plan.models else []
     if plan.models and record is None:
         say(f"Warning: the weights of {', '.join(m.key for m in plan.models)} are not complete in "
-            f"{weights.hub_cache_dir()}; vLLM will download them itself at start, unverified "
+            f"{hub_cache.hub_cache_dir()}; vLLM will download them itself at start, unverified "
             "(add --setup to download and verify them first)")
     wants = _each(places, lambda p: wanted(p, plan, record))
     same = _each(places, lambda p: serving(p.runner, plan, wants[p.rank].digest))

@@ -38,7 +38,7 @@ from typing import Any, Iterable, Iterator
 import yaml
 
 from . import image, mods, origin_rules, render, settings, vllm_args
-from .errors import RunRecipeError
+from .errors import RenderError, RunRecipeError
 from .recipe import ENV_NAME, Recipe, SafeLoader, id_for, parse
 
 ERROR, WARNING = "error", "warning"
@@ -354,7 +354,6 @@ class _FileLint:
                      "keep one of them" if same else "keep one of them (the --no- form turns the option off)")
 
     def _model_ids(self, recipe: Recipe, command: vllm_args.Command) -> None:
-        from .weights import WeightsError, model_refs_in_command
 
         assert self.pos is not None
         if recipe.model and not _model_ok(recipe.model):
@@ -368,8 +367,8 @@ class _FileLint:
                      f"the command serves '{served}' but model is '{recipe.model}' (--setup downloads model)",
                      "make model and the model after `vllm serve` the same")
         try:
-            model_refs_in_command(argv)
-        except WeightsError as exc:
+            vllm_args.model_refs(argv)
+        except RenderError as exc:
             self.add(ERROR, "model-id", self.pos.find_in("command", "speculative"), str(exc),
                      "write the option's value as valid JSON (literal braces as {{ and }})")
             return
@@ -466,7 +465,7 @@ def _extra_models(argv: list[str]) -> Iterator[tuple[str, str]]:
 
 
 def _model_ok(model: str) -> bool:
-    from .weights import is_local_path, is_repo_id
+    from .hub_cache import is_local_path, is_repo_id
 
     return is_local_path(model) or is_repo_id(model)
 

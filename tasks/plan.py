@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from . import image, mods, render, settings, vllm_args, weights
+from . import hub_cache, image, mods, render, settings, vllm_args
 from .errors import ConfigError, ModeError, RecipeError, RenderError
 from .nodes import LOCAL, Node, is_local_address, load_env, parse_list, resolve
 from .recipe import Recipe
@@ -230,7 +230,7 @@ def make_plan(recipe: Recipe, options: Options, check_shell: bool = True) -> Pla
     docker_env = dict(BASE_DOCKER_ENV)
     if options.nccl_debug:
         docker_env["NCCL_DEBUG"] = options.nccl_debug
-    extras = tuple(Model(repo, role="extra") for repo in weights.model_refs_in_command(argv)
+    extras = tuple(Model(repo, role="extra") for repo in vllm_args.model_refs(argv)
                    if not main or repo != main.repo)
     return Plan(
         recipe=recipe, options=options, mode=mode, nodes=nodes, params=params,
@@ -243,14 +243,14 @@ def make_plan(recipe: Recipe, options: Options, check_shell: bool = True) -> Pla
 
 def main_model(recipe: Recipe, options: Options) -> tuple[Model | None, tuple[str, ...]]:
     """The recipe's model as a download, or as a local folder to mount (model_path or a path as model)."""
-    if recipe.model_path or (recipe.model and weights.is_local_path(recipe.model)):
+    if recipe.model_path or (recipe.model and hub_cache.is_local_path(recipe.model)):
         path = Path(recipe.model_path or recipe.model).expanduser()
         if not path.is_absolute():
             path = (recipe.path.parent / path).resolve()
         return None, (str(path),)
     if not recipe.model:
         return None, ()
-    if not weights.is_repo_id(recipe.model):
+    if not hub_cache.is_repo_id(recipe.model):
         raise RecipeError(f"{recipe.path}: model: '{recipe.model}' is neither a HuggingFace repo id (org/name, "
                           "e.g. Qwen/Qwen3.6-35B-A3B-FP8) nor a local path (starting with /, . or ~)")
     if options.revision:

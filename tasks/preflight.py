@@ -328,7 +328,7 @@ def check_cluster(plan: Any) -> tuple[Any, str]:
     from .cluster import bytes_to_copy, copy_hops, hca_names
     from .chain import open_hops
     from .graph import fleet_for
-    from .weights import hub_cache_dir
+    from .hub_cache import hub_cache_dir
 
     fleet = fleet_for(plan)
     needs = bytes_to_copy(plan, fleet, image=plan.options.setup, weights_too=plan.options.download)

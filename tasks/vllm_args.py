@@ -10,12 +10,15 @@ shell text. Reading the command (served model name, parallel sizes, any option u
 """
 from __future__ import annotations
 
+import json
 import re
 import shlex
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 from . import render
+from .errors import RenderError
+from .hub_cache import REPO_ID_RE, is_local_path
 from .shellwords import Op, Token, Word
 
 EXECUTOR = "--distributed-executor-backend"
@@ -198,3 +201,48 @@ def duplicates(command: Command, extra_args: Iterable[str]) -> list[str]:
     """Extra args whose option the command already sets (vLLM keeps the last one)."""
     present = {flag_name(w) for w in command.argv if is_flag(w)}
     return [a for a in extra_args if is_flag(a) and flag_name(a) in present]
+
+
+def _repo_ref(value: object) -> str | None:
+    if isinstance(value, str) and not is_local_path(value) and REPO_ID_RE.match(value):
+        return value
+    return None
+
+
+def model_refs(argv: Sequence[str]) -> list[str]:
+    """HF repo ids the vLLM command names besides the main model (draft models, tokenizer).
+
+    vLLM would otherwise fetch them itself at start, unpinned and unverified, inside the container.
+    Recognised: `--speculative-config '{"model": "org/name", ...}'` (also `_`, also `--x={json}`),
+    `--speculative-config.model org/name` (also `=`), `--speculative-model`, `--tokenizer`.
+    Local paths are skipped. Order kept, duplicates dropped.
+    """
+    found: list[str] = []
+    args = list(argv)
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        i += 1
+        if not arg.startswith("--"):
+            continue
+        name, eq, value = arg.partition("=")
+        if not eq:
+            if i < len(args) and not args[i].startswith("--"):
+                value = args[i]
+            else:
+                value = None  # flag without a value
+        key = name[2:].replace("_", "-")
+        if key == "speculative-config" and value is not None:
+            if eq == "":
+                i += 1
+            try:
+                cfg = json.loads(value)
+            except ValueError:
+                raise RenderError(f"{name} is not valid JSON: {value!r}") from None
+            if isinstance(cfg, dict):
+                found.append(_repo_ref(cfg.get("model")) or "")
+        elif key in ("speculative-config.model", "speculative-model", "tokenizer") and value is not None:
+            if eq == "":
+                i += 1
+            found.append(_repo_ref(value) or "")
+    return list(dict.fromkeys(r for r in found if r))

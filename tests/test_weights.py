@@ -21,6 +21,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from tasks import hub_cache as C  # noqa: E402
+from tasks.errors import RenderError  # noqa: E402
+from tasks import vllm_args as V  # noqa: E402
 from tasks import weights as W  # noqa: E402
 
 FILES = {
@@ -83,12 +86,12 @@ def message_and_clean(exc_info) -> str:
     ],
 )
 def test_model_refs_in_command(argv, refs):
-    assert W.model_refs_in_command(argv) == refs
+    assert V.model_refs(argv) == refs
 
 
 def test_model_refs_bad_json_is_a_clear_error():
-    with pytest.raises(W.WeightsError, match="not valid JSON"):
-        W.model_refs_in_command(["--speculative-config", "{model: org/x}"])
+    with pytest.raises(RenderError, match="not valid JSON"):
+        V.model_refs(["--speculative-config", "{model: org/x}"])
 
 
 name_part = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,20}", fullmatch=True)
@@ -101,19 +104,19 @@ def test_model_refs_any_repo_id_in_either_form(org, name, eq, flag):
 
     cfg = json.dumps({"model": f"{org}/{name}", "num_speculative_tokens": 2})
     argv = ["serve", "x/y", f"{flag}={cfg}"] if eq else ["serve", "x/y", flag, cfg]
-    assert W.model_refs_in_command(argv) == ([] if W.is_local_path(org) else [f"{org}/{name}"])
+    assert V.model_refs(argv) == ([] if C.is_local_path(org) else [f"{org}/{name}"])
 
 
 def test_is_local_path():
-    assert W.is_local_path("/models/llama") and W.is_local_path("./m") and W.is_local_path("../m")
-    assert not W.is_local_path("meta-llama/Llama-3.1-8B")
+    assert C.is_local_path("/models/llama") and C.is_local_path("./m") and C.is_local_path("../m")
+    assert not C.is_local_path("meta-llama/Llama-3.1-8B")
 
 
 def test_hub_cache_dir_follows_hf_env():
-    assert W.hub_cache_dir({"HF_HUB_CACHE": "/c", "HF_HOME": "/h"}) == Path("/c")
-    assert W.hub_cache_dir({"HF_HOME": "/h"}) == Path("/h/hub")
-    assert W.hub_cache_dir({"XDG_CACHE_HOME": "/x"}) == Path("/x/huggingface/hub")
-    assert W.offline_from_env({"HF_HUB_OFFLINE": "1"}) and not W.offline_from_env({"HF_HUB_OFFLINE": "0"})
+    assert C.hub_cache_dir({"HF_HUB_CACHE": "/c", "HF_HOME": "/h"}) == Path("/c")
+    assert C.hub_cache_dir({"HF_HOME": "/h"}) == Path("/h/hub")
+    assert C.hub_cache_dir({"XDG_CACHE_HOME": "/x"}) == Path("/x/huggingface/hub")
+    assert C.offline_from_env({"HF_HUB_OFFLINE": "1"}) and not C.offline_from_env({"HF_HUB_OFFLINE": "0"})
 
 
 # ----------------------------------------------------------------------------- resolve
@@ -172,18 +175,18 @@ def test_gated_repo_message_and_the_token_never_shows(hub, tmp_path, monkeypatch
     out = io.StringIO()
     s = dl(hub, tmp_path, repo="org/gated", commit=sha, token=hub.token, stream=out)
     assert s.files == len(FILES) and hub.token not in out.getvalue()
-    assert W.snapshot_state(tmp_path, "org/gated", sha).complete
+    assert C.snapshot_state(tmp_path, "org/gated", sha).complete
 
 
 # ----------------------------------------------------------------------------- state + download
 def test_snapshot_state_cold_then_complete_then_damaged(hub, repo, tmp_path):
-    st0 = W.snapshot_state(tmp_path, "org/model", repo)
+    st0 = C.snapshot_state(tmp_path, "org/model", repo)
     assert not st0.complete and "listing" in st0.reason
     out = io.StringIO()
     s = dl(hub, tmp_path, revision="main", stream=out)
     assert (s.files, s.bytes, s.present) == (len(FILES), sum(map(len, FILES.values())), 0)
     assert out.getvalue().count("\n") == 1 and f"{len(FILES)} files" in out.getvalue()
-    state = W.snapshot_state(tmp_path, "org/model", repo, revision="main")
+    state = C.snapshot_state(tmp_path, "org/model", repo, revision="main")
     assert state.complete and state.files == len(FILES) and state.bytes == sum(map(len, FILES.values()))
     assert Path(s.path, "config.json").read_bytes() == FILES["config.json"]
 
@@ -191,26 +194,26 @@ def test_snapshot_state_cold_then_complete_then_damaged(hub, repo, tmp_path):
     (snap / "tokenizer.json").unlink()
     blob = (snap / "model-00001-of-00002.safetensors").resolve()
     os.truncate(blob, 10)
-    state = W.snapshot_state(tmp_path, "org/model", repo)
+    state = C.snapshot_state(tmp_path, "org/model", repo)
     assert not state.complete
     assert state.missing == ["tokenizer.json"] and state.wrong_size == ["model-00001-of-00002.safetensors"]
     hub.requests.clear()
     s = dl(hub, tmp_path, commit=repo)  # repairs both: the bad blob is refetched, the link to a good blob redone
     assert resolve_gets(hub) == ["model-00001-of-00002.safetensors"]
     assert (s.files, s.present) == (1, len(FILES) - 1)
-    assert W.snapshot_state(tmp_path, "org/model", repo).complete
-    assert W.verify_blobs(tmp_path, "org/model", repo) == []
+    assert C.snapshot_state(tmp_path, "org/model", repo).complete
+    assert C.verify_blobs(tmp_path, "org/model", repo) == []
 
 
 def test_up_to_date_costs_one_request_and_zero_with_a_pin(hub, repo, tmp_path):
     dl(hub, tmp_path, revision="main")
     hub.requests.clear()
     commit = W.resolve_commit("org/model", "main", endpoint=hub.endpoint, token=False, offline=False)
-    assert W.snapshot_state(tmp_path, "org/model", commit, revision="main").complete
+    assert C.snapshot_state(tmp_path, "org/model", commit, revision="main").complete
     assert len(hub.requests) == 1
     hub.requests.clear()
     commit = W.resolve_commit("org/model", repo, endpoint=hub.endpoint, token=False, offline=False)
-    assert W.snapshot_state(tmp_path, "org/model", commit).complete
+    assert C.snapshot_state(tmp_path, "org/model", commit).complete
     s = dl(hub, tmp_path, commit=commit)
     assert s.files == 0 and s.present == len(FILES)
     assert hub.requests == []
@@ -227,7 +230,7 @@ def test_snapshot_state_reads_no_weight_bytes(hub, repo, tmp_path):
     opened = []
     builtins.open = lambda f, *a, **k: (opened.append(str(f)), real_open(f, *a, **k))[1]
     try:
-        assert W.snapshot_state(tmp_path, "org/model", repo).complete
+        assert C.snapshot_state(tmp_path, "org/model", repo).complete
     finally:
         builtins.open = real_open
     assert not [f for f in opened if "/blobs/" in f or "/snapshots/" in f]
@@ -239,22 +242,22 @@ def test_new_commit_downloads_only_changed_files(hub, repo, tmp_path):
     hub.requests.clear()
     commit = W.resolve_commit("org/model", "main", endpoint=hub.endpoint, token=False, offline=False)
     assert commit == new
-    assert not W.snapshot_state(tmp_path, "org/model", new, revision="main").complete
+    assert not C.snapshot_state(tmp_path, "org/model", new, revision="main").complete
     s = dl(hub, tmp_path, commit=new, revision="main")
     assert resolve_gets(hub) == ["model-00002-of-00002.safetensors"]
     assert (s.files, s.present) == (1, len(FILES) - 2)  # unchanged files: blobs re-linked, not fetched
-    assert W.snapshot_state(tmp_path, "org/model", new, revision="main").complete
-    assert not W.snapshot_state(tmp_path, "org/model", repo, revision="main").complete  # ref moved on
+    assert C.snapshot_state(tmp_path, "org/model", new, revision="main").complete
+    assert not C.snapshot_state(tmp_path, "org/model", repo, revision="main").complete  # ref moved on
 
 
 def test_allow_patterns_limit_download_and_state(hub, repo, tmp_path):
     pats = ["*.json", "*.safetensors"]
     s = dl(hub, tmp_path, commit=repo, allow_patterns=pats)
     assert "original/consolidated.pth" not in resolve_gets(hub) and s.files == len(FILES) - 1
-    assert W.snapshot_state(tmp_path, "org/model", repo, allow_patterns=pats).complete
-    full = W.snapshot_state(tmp_path, "org/model", repo)
+    assert C.snapshot_state(tmp_path, "org/model", repo, allow_patterns=pats).complete
+    full = C.snapshot_state(tmp_path, "org/model", repo)
     assert not full.complete and full.missing == ["original/consolidated.pth"]
-    assert W.snapshot_state(tmp_path, "org/model", repo, allow_patterns=["original/"]).missing == ["original/consolidated.pth"]
+    assert C.snapshot_state(tmp_path, "org/model", repo, allow_patterns=["original/"]).missing == ["original/consolidated.pth"]
 
 
 def test_not_enough_disk_refuses_before_fetching(hub, repo, tmp_path, monkeypatch):
@@ -308,14 +311,14 @@ def test_kill_mid_file_then_resume(hub, tmp_path):
     seen = []
     deadline = time.monotonic() + 60
     while not stalled.is_set() and time.monotonic() < deadline and child.poll() is None:
-        seen.append(W.snapshot_state(tmp_path, "org/big", sha).complete)
+        seen.append(C.snapshot_state(tmp_path, "org/big", sha).complete)
         time.sleep(0.005)
     assert stalled.is_set(), child.stderr.read() if child.poll() is not None else "no stall"
     time.sleep(0.2)  # let the client flush its first chunk into the .incomplete file
     os.kill(child.pid, signal.SIGKILL)
     child.wait(10)
     assert seen and not any(seen), "never complete while downloading"
-    state = W.snapshot_state(tmp_path, "org/big", sha)
+    state = C.snapshot_state(tmp_path, "org/big", sha)
     assert not state.complete and state.missing == ["z-big.safetensors"]
     partials = list((tmp_path / "models--org--big" / "blobs").glob("*.incomplete"))
     assert partials and partials[0].stat().st_size == chunk, "kill -9 leaves the client's partial file behind"
@@ -325,14 +328,14 @@ def test_kill_mid_file_then_resume(hub, tmp_path):
     assert resolve_gets(hub) == ["z-big.safetensors"], "finished files are not fetched again"
     assert s.files == 1 and s.present == len(FILES)
     assert not list((tmp_path / "models--org--big" / "blobs").glob("*.incomplete")), "stale partial removed"
-    assert W.snapshot_state(tmp_path, "org/big", sha).complete
-    assert W.verify_blobs(tmp_path, "org/big", sha) == []
+    assert C.snapshot_state(tmp_path, "org/big", sha).complete
+    assert C.verify_blobs(tmp_path, "org/big", sha) == []
 
 
 # ----------------------------------------------------------------------------- verify
 def test_verify_blobs_catches_a_flipped_byte(hub, repo, tmp_path):
     s = dl(hub, tmp_path, commit=repo)
-    assert W.verify_blobs(tmp_path, "org/model", repo, workers=2) == []
+    assert C.verify_blobs(tmp_path, "org/model", repo, workers=2) == []
     name = "model-00002-of-00002.safetensors"
     blob = (Path(s.path) / name).resolve()
     assert blob.name == hub.file_info("org/model", name)["sha256"]
@@ -340,8 +343,8 @@ def test_verify_blobs_catches_a_flipped_byte(hub, repo, tmp_path):
     data[len(data) // 2] ^= 0x01
     blob.write_bytes(bytes(data))
     (Path(s.path) / "config.json").resolve().write_bytes(b"{}" + FILES["config.json"][2:])  # same size, new bytes
-    assert W.snapshot_state(tmp_path, "org/model", repo).complete, "sizes match: only hashing can tell"
-    assert W.verify_blobs(tmp_path, "org/model", repo, workers=2) == ["config.json", name]
-    W.discard(tmp_path, "org/model", repo, ["config.json", name])
+    assert C.snapshot_state(tmp_path, "org/model", repo).complete, "sizes match: only hashing can tell"
+    assert C.verify_blobs(tmp_path, "org/model", repo, workers=2) == ["config.json", name]
+    C.discard(tmp_path, "org/model", repo, ["config.json", name])
     dl(hub, tmp_path, commit=repo)
-    assert W.verify_blobs(tmp_path, "org/model", repo) == []
+    assert C.verify_blobs(tmp_path, "org/model", repo) == []
