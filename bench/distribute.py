@@ -59,7 +59,7 @@ REMOTE_CACHE = "~/.cache/huggingface/hub"
 DRIVER = r"""
 import dataclasses, json, sys, time
 sys.path.insert(0, sys.argv[1])
-from tasks import chain, connect, distribute as d
+from tasks import chain, connect, distribute as d, image_copy
 a = json.loads(sys.argv[2])
 workers = [chain.Worker(**w) for w in a["workers"]]
 if a.get("warm"):  # in a run, preflight has connected to every worker and then opened the chain's hops
@@ -68,7 +68,7 @@ if a.get("warm"):  # in a run, preflight has connected to every worker and then 
     chain.open_hops([workers])
 t0 = time.monotonic()
 if a["what"] == "image":
-    r = d.distribute_image(a["tag"], a["head_id"], workers, progress=None)
+    r = image_copy.distribute_image(a["tag"], a["head_id"], workers, progress=None)
 else:
     r = d.sync_weights(a["cache"], a["remote"], a["repo"], a["commit"], [w.name for w in workers],
                        {w.name: w.ssh for w in workers})

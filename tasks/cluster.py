@@ -289,15 +289,15 @@ def bytes_to_copy(plan: Plan, fleet: Fleet, *, image: bool, weights_too: bool) -
 
     Only what is missing counts: a worker that already has the image, or part of the weights,
     needs room only for the rest. An image needs twice its size on a worker while it loads
-    (distribute.image_room). A worker that cannot be asked gets 0 here; preflight reports it."""
+    (image_copy.image_room). A worker that cannot be asked gets 0 here; preflight reports it."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from . import distribute, docker, weights
+    from . import distribute, docker, image_copy, weights
 
     head = fleet.runners[0]
     info = docker.image_info(head, plan.build.tag) if image else None
     size = int(info.get("size") or 0) if info else 0
-    on_head, on_worker = distribute.image_room(size)
+    on_head, on_worker = image_copy.image_room(size)
     cache = hub_cache.hub_cache_dir()
     models = []
     for model in plan.models if weights_too else ():

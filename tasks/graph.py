@@ -172,7 +172,7 @@ def launch_task(plan: Plan, runner: LocalRunner, deps: list[str]) -> dict[str, A
 
 def cluster_tasks(plan: Plan, fleet: "Fleet", *, setup: bool) -> list[dict[str, Any]]:
     """Build and download on the head, then per worker: image, weights, mods; then one launch over all nodes."""
-    from . import distribute
+    from . import distribute, image_copy
 
     head = fleet.runners[0]
     tag = plan.build.tag
@@ -201,7 +201,7 @@ def cluster_tasks(plan: Plan, fleet: "Fleet", *, setup: bool) -> list[dict[str, 
         from .preflight import check_room
 
         runners = dict((n.target, r) for n, r in fleet.workers)
-        on_head, on_worker = distribute.image_room(size or 0)
+        on_head, on_worker = image_copy.image_room(size or 0)
         check_room([head], on_head, f"`docker save {tag}`, which writes the image out first")
         check_room([runners[w.name] for w in stale], on_worker,
                    f"the image {tag} (`docker load` unpacks its whole tar first: twice its size)")
@@ -226,7 +226,7 @@ def cluster_tasks(plan: Plan, fleet: "Fleet", *, setup: bool) -> list[dict[str, 
                     raise RunError(f"image '{tag}' is not on the head; add --setup to build it")
                 chain = copy_chain(n, f"the image {tag}")
                 try:
-                    report = distribute.distribute_image(tag, head_id, chain, before_send=room_for_image)
+                    report = image_copy.distribute_image(tag, head_id, chain, before_send=room_for_image)
                 finally:
                     for w in chain:
                         facts.forget(w.name)  # images arrived by stream, not through a runner

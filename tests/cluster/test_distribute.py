@@ -27,6 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from tasks import chain, connect  # noqa: E402
 from tasks import distribute as dist  # noqa: E402
+from tasks import image_copy  # noqa: E402
 from tasks.errors import RunError  # noqa: E402
 from tasks.connect import close_shared_connections  # noqa: E402
 
@@ -36,7 +37,7 @@ IMAGE_MB = 32
 DRIVER = r"""
 import dataclasses, json, sys
 sys.path.insert(0, sys.argv[1])
-from tasks import distribute as d
+from tasks import image_copy as d
 from tasks.errors import RunError
 a = json.loads(sys.argv[2])
 try:
@@ -176,11 +177,11 @@ def test_image_id_on_local_and_remote(cluster3: rc.TestCluster, big_image: tuple
     tag, hid = big_image
     n2 = cluster3.node("n2")
     distribute_on_head(cluster3, tag, hid)
-    assert dist.image_id_on(ssh_prefix(n2), tag) == hid
-    assert dist.image_id_on(ssh_prefix(n2), "rr-no-such:image") is None
+    assert image_copy.image_id_on(ssh_prefix(n2), tag) == hid
+    assert image_copy.image_id_on(ssh_prefix(n2), "rr-no-such:image") is None
     n2.stop_dockerd()
     with pytest.raises(RunError) as ei:
-        dist.image_id_on(ssh_prefix(n2), tag)
+        image_copy.image_id_on(ssh_prefix(n2), tag)
     assert ei.value.node == n2.target
 
 
