@@ -76,6 +76,23 @@ def scripts_of(plan: Plan) -> list[str]:
     return [role.script for role in roles]
 
 
+def fuzz(cases_of: st.SearchStrategy, check: Callable[..., str], wanted: tuple[str, ...]) -> None:
+    """1,000 generated cases through `check` (which returns an outcome and collects scripts), each wanted
+    outcome at least 50 times, then every collected script through `bash -n`."""
+    cases: list[tuple[str, list[str]]] = []
+    outcomes: dict[str, int] = {}
+
+    @FUZZ
+    @given(cases_of)
+    def one(case: object) -> None:
+        outcome = check(case, cases)
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+
+    one()
+    assert sum(outcomes.values()) >= 1000 and all(outcomes.get(w, 0) >= 50 for w in wanted), outcomes
+    assert_bash_parses(cases)
+
+
 def assert_bash_parses(cases: list[tuple[str, list[str]]]) -> None:
     """One `bash -n` over every script (each in a function of its own); one by one to name a culprit."""
     if not cases:
@@ -165,19 +182,7 @@ def check_env(text: str, cases: list[tuple[str, list[str]]]) -> str:
 
 
 def test_env_files() -> None:
-    cases: list[tuple[str, list[str]]] = []
-    outcomes: dict[str, int] = {}
-
-    @FUZZ
-    @given(env_files)
-    def one(text: str) -> None:
-        outcome = check_env(text, cases)
-        outcomes[outcome] = outcomes.get(outcome, 0) + 1
-
-    one()
-    assert sum(outcomes.values()) >= 1000 and outcomes.get("cluster", 0) >= 50 and outcomes.get("error", 0) >= 50, \
-        outcomes
-    assert_bash_parses(cases)
+    fuzz(env_files, check_env, wanted=("solo", "cluster", "error"))
 
 
 # --- command lines -----------------------------------------------------------------------------------------------
@@ -249,16 +254,4 @@ def check_cli(argv: list[str], cases: list[tuple[str, list[str]]]) -> str:
 
 def test_command_lines() -> None:
     (HOME / ".env").write_text("CLUSTER_NODES=198.18.0.1,198.18.0.2\nETH_IF=eth0\n")
-    cases: list[tuple[str, list[str]]] = []
-    outcomes: dict[str, int] = {}
-
-    @FUZZ
-    @given(command_lines())
-    def one(argv: list[str]) -> None:
-        outcome = check_cli(argv, cases)
-        outcomes[outcome] = outcomes.get(outcome, 0) + 1
-
-    one()
-    assert sum(outcomes.values()) >= 1000 and outcomes.get("plan", 0) >= 50 and outcomes.get("error", 0) >= 50, \
-        outcomes
-    assert_bash_parses(cases)
+    fuzz(command_lines(), check_cli, wanted=("plan", "error"))
