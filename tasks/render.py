@@ -136,5 +136,10 @@ def _where(context: str) -> str:
 
 
 def text(value: Any) -> str:
-    """A value as the text a placeholder receives."""
-    return value if isinstance(value, str) else format(value)
+    """A value as the text a placeholder receives (an int of over 4,300 digits, e.g. YAML's 0xfff..., has none)."""
+    if isinstance(value, str):
+        return value
+    try:
+        return format(value)
+    except ValueError as exc:
+        raise RenderError(f"a value cannot be written as text: {exc}") from None

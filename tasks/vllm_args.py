@@ -183,7 +183,8 @@ def from_tokens(tokens: list[Token]) -> Command:
 
 def parse(template: str, params: Mapping[str, Any]) -> Command:
     """The recipe's command with its placeholders filled, as tokens (RenderError names what is wrong)."""
-    return _parse(template, tuple((name, render.text(value)) for name, value in params.items()))
+    used = set(render.placeholders(template))  # only their values become text (an unused one may be unwritable)
+    return _parse(template, tuple((name, render.text(value) if name in used else "") for name, value in params.items()))
 
 
 @lru_cache(maxsize=8)
