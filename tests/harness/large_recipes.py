@@ -6,9 +6,9 @@ FLAGS = 20_000            # lint: `--max-num-seqs N` lines, each a duplicate-fla
 PLACEHOLDERS = 300_000    # dry run: a 1 MB recipe
 
 
-def repeated_flags(flags: int) -> str:
+def repeated_flags(flags: int, option: str = "--max-num-seqs {i}") -> str:
     """A recipe whose command repeats one option `flags` times, one per line (lint reports each repeat)."""
-    lines = "".join(f"    --max-num-seqs {i} \\\n" for i in range(flags))
+    lines = "".join(f"    {option.format(i=i)} \\\n" for i in range(flags))
     return ("name: many flags\ncontainer: rr-bench\ndefaults: {port: 8000}\ncommand: |\n"
             f"  vllm serve org/m \\\n{lines}    --port {{port}}\n")
 
