@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from . import hub_cache, settings
-from .errors import RunRecipeError
+from .errors import ConfigError, RunRecipeError
 from .config import env_options
 from .flagtypes import MAX_LEN_HINT, fraction, port, seconds, unknown_options, whole
 from .masking import scrub
@@ -25,6 +25,7 @@ SUBCOMMANDS = ("status", "stop", "logs")
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     try:
+        _refuse_undecodable(args)
         if args and args[0] == "lint":
             from .lint import main as lint
 
@@ -42,6 +43,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def _refuse_undecodable(args: list[str]) -> None:
+    """Bytes that are not UTF-8 reach Python as lone surrogates, which no script, label or message can carry
+    (`-o host=$'\\xff'` ended in a UnicodeEncodeError traceback): refuse them, naming the argument."""
+    for arg in args:
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError:
+            shown = arg.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+            raise ConfigError(f"argument '{shown}' is not UTF-8 text; runrecipe passes arguments into scripts "
+                              "and labels, which must be text") from None
 
 
 def parser() -> argparse.ArgumentParser:

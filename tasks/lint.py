@@ -72,6 +72,7 @@ class _FileLint:
         self.path, self.shown, self.recipes_dir = path, shown, recipes_dir
         self.findings: list[Finding] = []
         self.pos: Positions | None = None
+        self._option_index: dict[bool, dict[str, list[int]]] = {}  # fold_no -> option key -> lines
 
     def add(self, severity: str, rule: str, where: tuple[Any, ...] | int, message: str, fix: str = "") -> None:
         line = where if isinstance(where, int) else (self.pos.line(where) if self.pos else 1)
@@ -113,7 +114,7 @@ class _FileLint:
     # -- schema ---------------------------------------------------------------------------
     def _schema(self, text: str, env_bad: bool) -> Recipe | None:
         try:
-            return parse(text, self.path, self._recipe_id())
+            return parse(text, self.path, self._recipe_id(), self.pos.root if self.pos else None)
         except RunRecipeError as exc:
             message = str(exc)
             prefix = f"{self.path}: "
@@ -252,14 +253,20 @@ class _FileLint:
 
     def _option_lines(self, key: str, fold_no: bool = False) -> list[int]:
         """Lines of the command where an option spelled any way vLLM reads as `key` appears, in order."""
+        if fold_no not in self._option_index:
+            self._option_index[fold_no] = self._index_options(fold_no)
+        return self._option_index[fold_no].get(key, [])
+
+    def _index_options(self, fold_no: bool) -> dict[str, list[int]]:
+        """Every option's lines, from one pass over the command: a finding per repeated flag must not
+        rescan the command (20,000 repeats took minutes)."""
         assert self.pos is not None
         _, last = self.pos.spans.get(("command",), (1, 1))
-        out = []
+        index: dict[str, list[int]] = {}
         for number in range(self.pos.line(("command",)), min(last, len(self.pos.lines)) + 1):
             for token in _OPTION.findall(self.pos.lines[number - 1]):
-                if _option_key(token, fold_no) == key:
-                    out.append(number)
-        return out
+                index.setdefault(_option_key(token, fold_no), []).append(number)
+        return index
 
     def _flag_line(self, flag: str) -> int:
         """Line of the last occurrence of an option (any alias or _/- spelling) in the command."""
@@ -414,9 +421,10 @@ def _env_suggestion(name: str) -> str:
 
 def _bash_n(script: str) -> tuple[str, str]:
     """(bash's complaint without script line numbers, the offending script text) or ("", "")."""
+    from .plan import bash_n
+
     try:
-        proc = subprocess.run(["bash", "-n"], input=script, capture_output=True, text=True,
-                              timeout=BASH_TIMEOUT)
+        proc = bash_n(script, BASH_TIMEOUT)
     except FileNotFoundError:
         return "", ""  # no bash here: nothing to check against
     except subprocess.TimeoutExpired:

@@ -78,14 +78,20 @@ class SafeLoader(yaml.SafeLoader):
         return super().compose_node(parent, index)
 
 
-def parse(text: str, path: Path, recipe_id: str | None = None) -> Recipe:
-    """Check one recipe document; raise RecipeError naming file, field and expectation."""
+def parse(text: str, path: Path, recipe_id: str | None = None, document: yaml.Node | None = None) -> Recipe:
+    """Check one recipe document; raise RecipeError naming file, field and expectation.
+
+    `document` is the text's YAML node tree when the caller composed it already (lint, for line
+    numbers): pure-Python YAML reads 1 MB in about a second, so it is read once."""
     where = str(path)
     if len(text.encode("utf-8", "surrogatepass")) > MAX_RECIPE_BYTES:
         raise RecipeError(f"{where}: file is larger than {MAX_RECIPE_BYTES} bytes; a recipe is a short YAML file",
                           file=where, fix="keep the recipe short: the weights and patches live elsewhere")
     try:
-        data = yaml.load(text, Loader=SafeLoader)  # noqa: S506 - a SafeLoader subclass
+        if document is None:
+            data = yaml.load(text, Loader=SafeLoader)  # noqa: S506 - a SafeLoader subclass
+        else:
+            data = SafeLoader("").construct_document(document)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         pos = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -21,6 +21,7 @@ from typing import Any, Callable, Mapping
 from .errors import RenderError
 from .shellwords import DOUBLE, SINGLE, Scanner, Token
 
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
 # How a value is written into each quoting context a placeholder may stand in.
 _QUOTERS: dict[str, Callable[[str], str]] = {
@@ -48,32 +49,45 @@ def substitute_tokens(template: str, params: Mapping[str, Any]) -> list[Token]:
 
 
 def _fill(template: str, params: Mapping[str, Any], scanner: Scanner) -> list[str]:
-    """The filled text in pieces; the scanner follows along to know each placeholder's quoting context."""
+    """The filled text in pieces; the scanner follows along to know each placeholder's quoting context.
+
+    A quoted value joins the scanner as one literal piece (it cannot change the context it was quoted
+    for), and each placeholder is quoted once per context: 300,000 placeholders fill in linear time."""
     out: list[str] = []
-    line = 1
+    quoted_values: dict[str, dict[str, tuple[str, str]]] = {}  # context -> field -> (quoted, value)
+    add, keep = scanner.quoted, out.append
+    line, context = 1, scanner.context
+    known = quoted_values.setdefault(context, {})
     for literal, field, spec, conversion in _parse(template):
-        out.append(literal)
-        scanner.feed(literal)
-        line += literal.count("\n")
+        if literal:
+            keep(literal)
+            scanner.feed(literal)
+            line += literal.count("\n")
+            context = scanner.context
+            known = quoted_values.setdefault(context, {})
         if field is None:
             continue
         if spec or conversion:
             raise RenderError(f"placeholder '{{{field}{'!' + conversion if conversion else ''}"
                               f"{':' + spec if spec else ''}}}' uses a format spec; write just {{{field}}}")
-        if field not in params:
-            available = ", ".join(sorted(params)) or "(none)"
-            raise RenderError(f"unknown placeholder '{{{field}}}' in the command; available: {available}. "
-                              "Add it to the recipe's defaults or pass -o "
-                              f"{field}=VALUE")
-        context = scanner.context
-        if context not in _QUOTERS:
-            raise RenderError(f"line {line}: placeholder '{{{field}}}' is {_where(context)}, where no quoting "
-                              "can keep its value literal; make it an argument of its own (or move it into "
-                              "the recipe's env)")
-        quoted = _QUOTERS[context](_text(params[field]))
-        scanner.feed(quoted)
-        out.append(quoted)
+        quoted, value = known.get(field) or known.setdefault(field, _quote(field, params, context, line))
+        add(quoted, value)
+        keep(quoted)
     return out
+
+
+def _quote(field: str, params: Mapping[str, Any], context: str, line: int) -> tuple[str, str]:
+    """(the value quoted for its context, the value itself), or RenderError saying why it cannot be."""
+    if field not in params:
+        available = ", ".join(sorted(params)) or "(none)"
+        raise RenderError(f"unknown placeholder '{{{field}}}' in the command; available: {available}. "
+                          f"Add it to the recipe's defaults or pass -o {field}=VALUE")
+    if context not in _QUOTERS:
+        raise RenderError(f"line {line}: placeholder '{{{field}}}' is {_where(context)}, where no quoting can "
+                          "keep its value literal; make it an argument of its own (or move it into the recipe's "
+                          "env)")
+    value = text(params[field])
+    return _QUOTERS[context](value), value
 
 
 def render_template(name: str, **context: Any) -> str:
@@ -98,20 +112,21 @@ def _environment() -> Any:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters["q"] = lambda v: shlex.quote(_text(v))
-    env.filters["comment"] = lambda v: " ".join(_text(v).split())
+    env.filters["q"] = lambda v: shlex.quote(text(v))
+    env.filters["comment"] = lambda v: " ".join(text(v).split())
     return env
 
 
-def _parse(template: str) -> list[tuple[str, str | None, str | None, str | None]]:
+@lru_cache(maxsize=8)
+def _parse(template: str) -> tuple[tuple[str, str | None, str | None, str | None], ...]:
+    """str.format's pieces of a template, names checked; cached: plan and lint ask for the same command."""
     try:
-        parsed = list(Formatter().parse(template))
+        parsed = tuple(Formatter().parse(template))
     except ValueError as exc:
         raise RenderError(f"the command has a stray brace ({exc}); write literal braces as {{{{ and }}}}") from None
-    for _, field, _, _ in parsed:
-        if field is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", field):
-            shown = field if field else ""
-            raise RenderError(f"'{{{shown}}}' is not a placeholder name; "
+    for field in dict.fromkeys(field for _, field, _, _ in parsed if field is not None):
+        if not _NAME.fullmatch(field):
+            raise RenderError(f"'{{{field}}}' is not a placeholder name; "
                               "for literal braces (JSON) write {{ and }}")
     return parsed
 
@@ -120,5 +135,11 @@ def _where(context: str) -> str:
     return context if context.startswith("right after") else f"inside {context}"
 
 
-def _text(value: Any) -> str:
-    return value if isinstance(value, str) else format(value)
+def text(value: Any) -> str:
+    """A value as the text a placeholder receives (an int of over 4,300 digits, e.g. YAML's 0xfff..., has none)."""
+    if isinstance(value, str):
+        return value
+    try:
+        return format(value)
+    except ValueError as exc:
+        raise RenderError(f"a value cannot be written as text: {exc}") from None

@@ -86,6 +86,8 @@ class Scanner:
             return "right after $"
         if self._comment:
             return "a comment"
+        if not self._stack:
+            return "bare"
         nested = [c for c in self._stack if c not in (SINGLE, DOUBLE)]
         if nested:
             return NESTED_NAMES[nested[-1]]
@@ -112,6 +114,15 @@ class Scanner:
             else:
                 i = self._nested(text, i)
 
+    def quoted(self, raw: str, value: str) -> None:
+        """A value render quoted for the current `context` (bare, SINGLE or DOUBLE): it joins the word as
+        one literal piece and leaves the context as it was, so it is added without scanning it again."""
+        if self._op:
+            self._end_op()
+        self._raw.append(raw)
+        self._value.append(value)
+        self._in_word = True
+
     def finish(self) -> list[Token]:
         if self._stack:
             opened = self._stack[-1]
@@ -127,19 +138,33 @@ class Scanner:
 
     # -- top level -----------------------------------------------------------------------------
     def _bare(self, text: str, i: int) -> int:
-        run = _BARE_RUN.match(text, i)
-        if run:
-            self._end_op()
-            self._add(run.group(), run.group())
-            return run.end()
-        ch = text[i]
+        """Runs of ordinary characters and blanks are taken here in a loop (they change no state but the
+        word); anything else is one step, after which `feed` looks at the state again."""
+        n = len(text)
+        while i < n:
+            run = _BARE_RUN.match(text, i)
+            if run:
+                if self._op:
+                    self._end_op()
+                self._raw.append(run.group())
+                self._value.append(run.group())
+                self._in_word = True
+                i = run.end()
+            elif text[i] in " \t\r":
+                if self._op:
+                    self._end_op()
+                self._end_word()
+                i = _BLANKS.match(text, i).end()  # type: ignore[union-attr]
+            else:
+                return self._bare_special(text[i], i)
+        return i
+
+    def _bare_special(self, ch: str, i: int) -> int:
+        """One character with a meaning at the top level: an operator, newline, quote, `\\`, `$`, `#`, glob."""
         if ch in _OP_CHARS:
             self._operator(ch)
             return i + 1
         self._end_op()
-        if ch in " \t\r":
-            self._end_word()
-            return _BLANKS.match(text, i).end()  # type: ignore[union-attr]
         if ch == "\n":
             self._end_word()
             self.tokens.append(Op("\n"))
@@ -181,10 +206,10 @@ class Scanner:
         self.tokens.append(Op(op))
 
     def _end_word(self) -> None:
-        if self._in_word:
+        if self._in_word:  # (out of a word, the word's state is already empty)
             self.tokens.append(Word("".join(self._value), "".join(self._raw), self._plain, self._continued))
             self._continued = False
-        self._raw, self._value, self._in_word, self._plain = [], [], False, True
+            self._raw, self._value, self._in_word, self._plain = [], [], False, True
 
     def _add(self, raw: str, value: str) -> None:
         self._raw.append(raw)

@@ -14,6 +14,7 @@ import json
 import re
 import shlex
 from dataclasses import dataclass
+from functools import cached_property, lru_cache
 from typing import Any, Iterable, Mapping, Sequence
 
 from . import render
@@ -26,12 +27,13 @@ EXECUTOR = "--distributed-executor-backend"
 ALIASES = {"-tp": "--tensor-parallel-size", "-pp": "--pipeline-parallel-size",
            "-dp": "--data-parallel-size", "-q": "--quantization"}
 PARALLEL = ("--tensor-parallel-size", "--pipeline-parallel-size", "--data-parallel-size")
+_NUMBER = re.compile(r"-[\d.]+")
 _ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
 
 
 def is_flag(arg: str) -> bool:
     """An option word (not a negative number)."""
-    return arg.startswith("-") and len(arg) > 1 and not re.fullmatch(r"-[\d.]+", arg)
+    return arg.startswith("-") and len(arg) > 1 and not _NUMBER.fullmatch(arg)
 
 
 def flag_name(arg: str) -> str:
@@ -54,7 +56,7 @@ class Command:
     start: int
     end: int
 
-    @property
+    @cached_property
     def argv(self) -> tuple[str, ...]:
         """The serve command's arguments as the program receives them (assignments and redirections left out)."""
         return tuple(self.tokens[i].value for i in self._arg_indexes())  # type: ignore[union-attr]
@@ -90,7 +92,12 @@ class Command:
 
     def option(self, *names: str) -> str | None:
         """Last value of an option (`--x v` or `--x=v`, any alias or spelling), as argparse keeps the last."""
-        return option_value(self.argv, *names)
+        return _pick(self._by_option, names)
+
+    @cached_property
+    def _by_option(self) -> dict[str, tuple[int, str]]:
+        """Each option's last value and position, found once: plan and lint ask a 20,000-flag command for several."""
+        return _last_values(self.argv)
 
     def parallel_sizes(self) -> dict[str, str]:
         """tp / pp / dp as written (text: lint judges it), only those the command sets."""
@@ -179,22 +186,39 @@ def from_tokens(tokens: list[Token]) -> Command:
 
 def parse(template: str, params: Mapping[str, Any]) -> Command:
     """The recipe's command with its placeholders filled, as tokens (RenderError names what is wrong)."""
-    return from_tokens(render.substitute_tokens(template, params))
+    used = set(render.placeholders(template))  # only their values become text (an unused one may be unwritable)
+    return _parse(template, tuple((name, render.text(value) if name in used else "") for name, value in params.items()))
+
+
+@lru_cache(maxsize=8)
+def _parse(template: str, params: tuple[tuple[str, str], ...]) -> Command:
+    """Cached (a Command is immutable): plan, lint and the graph parse the same command with the same
+    values several times per run, and a 1 MB command takes a second."""
+    return from_tokens(render.substitute_tokens(template, dict(params)))
 
 
 def option_value(argv: Iterable[str], *names: str) -> str | None:
     """Last value of an option in argv (`--x v` or `--x=v`), like argparse's last-wins."""
-    wanted = {flag_name(n) for n in names}
-    args = list(argv)
-    value = None
+    return _pick(_last_values(list(argv)), names)
+
+
+def _last_values(args: list[str] | tuple[str, ...]) -> dict[str, tuple[int, str]]:
+    """Each option's last value and where it was given, in one pass (a command asks for several options)."""
+    out: dict[str, tuple[int, str]] = {}
     for i, arg in enumerate(args):
-        if not is_flag(arg) or flag_name(arg) not in wanted:
+        if not is_flag(arg):
             continue
         if "=" in arg:
-            value = arg.split("=", 1)[1]
+            out[flag_name(arg)] = (i, arg.split("=", 1)[1])
         elif i + 1 < len(args):
-            value = args[i + 1]
-    return value
+            out[flag_name(arg)] = (i, args[i + 1])
+    return out
+
+
+def _pick(last: dict[str, tuple[int, str]], names: Iterable[str]) -> str | None:
+    """The value given last among these options (any alias or spelling)."""
+    given = [last[name] for name in {flag_name(n) for n in names} if name in last]
+    return max(given)[1] if given else None
 
 
 def duplicates(command: Command, extra_args: Iterable[str]) -> list[str]:

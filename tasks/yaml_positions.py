@@ -5,7 +5,8 @@ and this turns a field into a line. Duplicate keys (which YAML silently collapse
 """
 from __future__ import annotations
 
-import re
+import bisect
+import itertools
 from typing import Any
 
 import yaml
@@ -26,12 +27,15 @@ class Positions:
         self.keys: dict[tuple[Any, ...], int] = {}
         self.spans: dict[tuple[Any, ...], tuple[int, int]] = {}   # value node first/last line
         self.duplicates: list[tuple[tuple[Any, ...], int]] = []
+        self._joined: dict[str, tuple[str, list[int]]] = {}  # field -> its lines joined, where each starts
+        self._found: dict[tuple[str, str], int] = {}          # (field, needle) -> line: repeats are asked once
+        self.root: yaml.Node | None = None   # the document, for recipe.parse to construct (not read again)
         try:
-            root = yaml.compose(text, Loader=SafeLoader)  # noqa: S506 - a SafeLoader subclass
+            self.root = yaml.compose(text, Loader=SafeLoader)  # noqa: S506 - a SafeLoader subclass
         except (yaml.YAMLError, RecursionError, ValueError):
-            root = None
-        if root is not None:
-            self._walk(root, ())
+            pass
+        if self.root is not None:
+            self._walk(self.root, ())
 
     def _walk(self, node: yaml.Node, path: tuple[Any, ...]) -> None:
         if len(path) > 3:  # recipes nest two levels; this also stops at self-referencing aliases
@@ -61,15 +65,21 @@ class Positions:
             path = path[:-1]
         return 1
 
-    def find_in(self, field: str, needle: str | re.Pattern[str], nth: int = 0) -> int:
-        """Line of the nth match of needle inside a field's value (else the field's line)."""
+    def find_in(self, field: str, needle: str) -> int:
+        """Line of the first occurrence of needle inside a field's value (else the field's line).
+
+        The field's lines are joined once and searched with str.find, each needle once: a finding per
+        repeated flag (20,000 `--tokenizer` values) must not walk the lines in Python each time."""
         start = self.line((field,))
-        _, last = self.spans.get((field,), (start, start))
-        pattern = needle if isinstance(needle, re.Pattern) else re.compile(re.escape(needle))
-        seen = 0
-        for number in range(start, min(last, len(self.lines)) + 1):
-            for _ in pattern.finditer(self.lines[number - 1]):
-                if seen == nth:
-                    return number
-                seen += 1
-        return start
+        if needle.splitlines() != [needle]:
+            return start  # empty, or spans lines: no single line holds it
+        if field not in self._joined:
+            _, last = self.spans.get((field,), (start, start))
+            lines = self.lines[start - 1:min(last, len(self.lines))]
+            offsets = list(itertools.accumulate((len(line) + 1 for line in lines[:-1]), initial=0))
+            self._joined[field] = ("\n".join(lines), offsets)
+        if (field, needle) not in self._found:
+            text, offsets = self._joined[field]
+            at = text.find(needle)
+            self._found[(field, needle)] = start + bisect.bisect_right(offsets, at) - 1 if at >= 0 else start
+        return self._found[(field, needle)]

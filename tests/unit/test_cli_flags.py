@@ -51,3 +51,13 @@ def test_an_unclosed_ipv6_bracket_is_refused(entry: str) -> None:
 def test_an_unclosed_ipv6_bracket_is_refused_by_the_cli(home: Path) -> None:
     res = cli(home, "good", "--dry-run", "-n", "[::1,10.0.0.2")
     assert res.returncode == 1 and "node '[::1' is not a hostname or IP address" in res.stderr, res.stderr
+
+
+@pytest.mark.parametrize("args", [["-o", "host=\udcff"], ["--host", "a\udc80b"], ["--", "--x", "\udcfe"],
+                                  ["--name", "\udcff"]])
+def test_arguments_that_are_not_utf8_are_refused(home: Path, args: list[str]) -> None:
+    """Found by tests/faults/test_fuzz_env_cli.py: a byte like 0xff in -o ended in a UnicodeEncodeError traceback.
+    (subprocess hands str arguments over with os.fsencode: the surrogates become the original bytes.)"""
+    res = cli(home, "good", "--solo", "--dry-run", *args)
+    assert res.returncode == 1 and "is not UTF-8 text" in res.stderr, res.stderr
+    assert res.stderr.startswith("Error: ") and "Traceback" not in res.stderr + res.stdout

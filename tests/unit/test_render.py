@@ -230,3 +230,13 @@ def test_one_listed_node_means_solo_here_and_says_so_when_it_is_elsewhere(projec
                "served HERE" in w for w in elsewhere.warnings), elsewhere.warnings
     (project / ".env").write_text("CLUSTER_NODES=192.0.2.7\n")
     assert any(f"{project / '.env'}: CLUSTER_NODES lists one node" in w for w in make_plan(recipe, Options()).warnings)
+
+
+def test_a_number_too_long_to_write_is_a_clean_error_and_only_when_used() -> None:
+    """YAML reads 0xfff... as an int that Python will not write in decimal (over 4,300 digits): a traceback once."""
+    from tasks import vllm_args
+
+    huge = int("f" * 4000, 16)
+    with pytest.raises(RenderError, match="cannot be written as text"):
+        render.substitute("vllm serve m --x {big}", {"big": huge})
+    assert vllm_args.parse("vllm serve m --x {small}", {"small": 1, "big": huge}).argv[-1] == "1"
