@@ -128,6 +128,15 @@ def peer_ssh(node: Node) -> list[str]:
             *(["-p", str(node.port)] if node.port else []), dest]
 
 
+def remote_path(dest: str, path: str) -> str:
+    """rsync's `[user@]host:path` for an ssh destination: an IPv6 address (zone or not) goes in brackets,
+    or rsync would split it at its first colon."""
+    user, at, host = dest.rpartition("@")
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"{user}{at}{host}:{path}"
+
+
 def remote_argv(prefix: Sequence[str] | None, argv: Sequence[str], from_head: bool = True) -> list[str]:
     """argv run through `prefix` (an ssh argv ending in the destination) as ONE quoted word, or locally."""
     if prefix is None:

@@ -34,7 +34,7 @@ from typing import Mapping, Sequence, TextIO
 
 from . import steps
 from .chain import Chain, Worker, on_threads, run_chain
-from .connect import call, node_label, quote_path, remote_script, ssh_prefix
+from .connect import call, node_label, quote_path, remote_path, remote_script, ssh_prefix
 from .errors import RunError
 from .runner import tail
 from .hub_cache import read_tree_listing, repo_folder, snapshot_state
@@ -336,7 +336,7 @@ def _rsync(folder_local: Path, folder_remote: str, files: Sequence[str], name: s
     argv = ["rsync", "-a", "--partial", "--size-only", "--from0", "--files-from=-", "--itemize-changes",
             "--stats", f"--timeout={io_timeout}", "-e", e,
             f"--rsync-path=mkdir -p {quote_path(folder_remote)} && rsync",
-            f"{folder_local}/", f"{prefix[-1]}:{rpath}/"]
+            f"{folder_local}/", remote_path(prefix[-1], f"{rpath}/")]
     proc = call(None, argv, node=name, step="weights rsync", input="\0".join(files).encode(), timeout=timeout)
     text = proc.stdout.decode(errors="replace")
     # itemized: "<f..." a file sent to the node, "cL..." a link (re)made there
