@@ -18,6 +18,7 @@ from tasks.connect import close_shared_connections, remote_path
 FAKE_SSH = """#!/bin/sh
 while [ $# -gt 0 ]; do
   case $1 in
+    -O) exit 0;;  # a control command to a shared connection: there is none here
     -o|-p|-l|-F|-i|-S|-E) shift 2;;
     -*) shift;;
     *) break;;
@@ -56,6 +57,7 @@ def test_weights_copy_to_an_ipv6_worker(tmp_path: Path, monkeypatch: pytest.Monk
     remote_home.mkdir()
     (bin_dir / "ssh").write_text(FAKE_SSH)
     (bin_dir / "ssh").chmod(stat.S_IRWXU)
+    close_shared_connections()  # connections earlier tests opened close with the real ssh
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
     monkeypatch.setenv("SSH_LOG", str(log))
     monkeypatch.setenv("REMOTE_HOME", str(remote_home))
