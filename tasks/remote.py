@@ -22,6 +22,7 @@ import shlex
 import socket
 import subprocess
 import threading
+import time
 from pathlib import Path
 from typing import Mapping
 
@@ -160,6 +161,7 @@ class RemoteRunner:
         command = shlex.join(argv)
         conn = self._connection(command)
         try:
+            started = time.monotonic()
             res = conn.run(command, hide=hide, warn=True, timeout=timeout, in_stream=False, pty=False)
         except invoke.CommandTimedOut:
             self.close()  # the channel was killed; a dead link also leaves the transport unusable
@@ -171,6 +173,11 @@ class RemoteRunner:
                            node=self.node, command=command) from None
         if res.exited == -1 or (res.exited is None):
             self.close()
+            if timeout is not None and time.monotonic() - started >= timeout:
+                # invoke's timer killed the channel but was still inside its kill (on a dead link) when
+                # invoke asked whether it had fired: that is a timeout, not a lost connection
+                raise RunError(f"command timed out after {timeout:g} s on {self.node}", node=self.node,
+                               command=command)
             raise RunError(f"lost the SSH connection to {self.node} (no exit status; link or sshd gone?)",
                            node=self.node, command=command, tail=tail(res.stderr or res.stdout))
         return finished(self.node, argv, Result(res.stdout, res.stderr, res.exited), check)
