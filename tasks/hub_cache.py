@@ -284,3 +284,8 @@ def is_repo_id(text: str) -> bool:
     return bool(REPO_ID_RE.match(text)) and all(
         _HUB_NAME_PART.match(part) and "--" not in part and ".." not in part and len(part) <= 96
         for part in text.split("/"))
+
+
+def is_model_ref(model: str) -> bool:
+    """Something a model option can name: a local path, or a repo id the hub allows."""
+    return is_local_path(model) or is_repo_id(model)

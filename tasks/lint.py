@@ -29,7 +29,6 @@ import argparse
 import difflib
 import json
 import re
-import subprocess
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -37,15 +36,15 @@ from typing import Any, Iterable, Iterator
 
 from . import image, mods, origin_rules, render, settings, vllm_args
 from .errors import RenderError, RunRecipeError
-from .recipe import ENV_NAME, Recipe, id_for, parse
+from .hub_cache import is_model_ref
+from .plan import bash_problem
+from .recipe import ENV_NAME, Recipe, id_for, parse, suggested_env_name
 from .yaml_positions import Positions
 
 ERROR, WARNING = "error", "warning"
 # Options vLLM accepts more than once and accumulates (argparse action="append").
 # `--json-arg.list+ value` (list append syntax) is also allowed to repeat.
 REPEATABLE_FLAGS = frozenset({"--middleware"})
-# Options whose values are HF repo ids besides the served model.
-MODEL_FLAGS = ("--speculative-model", "--speculative-config.model", "--tokenizer")
 PARALLEL_FLAGS = (("tp", "--tensor-parallel-size"), ("pp", "--pipeline-parallel-size"),
                   ("dp", "--data-parallel-size"))
 TEST_NODES = "198.18.0.11,198.18.0.12"  # RFC 2544 benchmarking addresses; never contacted
@@ -152,7 +151,7 @@ class _FileLint:
                 self.add(ERROR, "env-name", path,
                          f"env: '{path[1]}' is not a valid environment variable name",
                          "use letters, digits and _, not starting with a digit (e.g. "
-                         f"{_env_suggestion(str(path[1]))})")
+                         f"{suggested_env_name(str(path[1]))})")
         return bad
 
     # -- command ----------------------------------------------------------------------------
@@ -300,13 +299,13 @@ class _FileLint:
     def _model_ids(self, recipe: Recipe, command: vllm_args.Command) -> None:
 
         assert self.pos is not None
-        if recipe.model and not _model_ok(recipe.model):
+        if recipe.model and not is_model_ref(recipe.model):
             self.add(ERROR, "model-id", ("model",),
                      f"model '{recipe.model}' is not a HuggingFace repo id (org/name)",
                      "write it as org/name, e.g. Qwen/Qwen3.6-35B-A3B-FP8")
         argv = list(command.argv)
         served = command.model
-        if served and recipe.model and _model_ok(served) and served != recipe.model:
+        if served and recipe.model and is_model_ref(served) and served != recipe.model:
             self.add(WARNING, "model-id", self.pos.find_in("command", served),
                      f"the command serves '{served}' but model is '{recipe.model}' (--setup downloads model)",
                      "make model and the model after `vllm serve` the same")
@@ -316,8 +315,8 @@ class _FileLint:
             self.add(ERROR, "model-id", self.pos.find_in("command", "speculative"), str(exc),
                      "write the option's value as valid JSON (literal braces as {{ and }})")
             return
-        for flag, value in _extra_models(argv):
-            if not _model_ok(value):
+        for flag, value in vllm_args.model_options(argv):
+            if not is_model_ref(value):
                 self.add(ERROR, "model-id", self.pos.find_in("command", value),
                          f"{flag} names '{value}', which is neither an org/name repo id nor a local path",
                          "write it as org/name (or a path starting with / or .)")
@@ -369,7 +368,7 @@ class _FileLint:
                     self.add(ERROR, "render", ("command",), f"the {mode} launch script cannot be rendered: "
                              f"{str(exc).splitlines()[0]}", "fix the command")
                 return
-            problem, source = _bash_n(script)
+            problem, source = bash_problem(script, BASH_TIMEOUT)
             if problem and problem not in seen:
                 seen.add(problem)
                 line = self._source_line(source)
@@ -386,60 +385,6 @@ def _option_key(word: str, fold_no: bool = False) -> str:
     """What vLLM reads an option as: aliases and `_` folded (render's rule); --no-x as --x if asked."""
     name = vllm_args.flag_name(word)
     return "--" + name[5:] if fold_no and name.startswith("--no-") else name
-
-
-def _extra_models(argv: list[str]) -> Iterator[tuple[str, str]]:
-    """(flag, value) of every option that names a model besides the served one."""
-    for i, arg in enumerate(argv):
-        if not arg.startswith("--"):
-            continue
-        name, eq, value = arg.partition("=")
-        flag = "--" + name[2:].replace("_", "-")
-        if not eq:
-            value = argv[i + 1] if i + 1 < len(argv) and not argv[i + 1].startswith("--") else ""
-        if flag == "--speculative-config":
-            try:
-                cfg = json.loads(value)
-            except ValueError:
-                continue
-            if isinstance(cfg, dict) and isinstance(cfg.get("model"), str):
-                yield f"{flag} model", cfg["model"]
-        elif flag in MODEL_FLAGS and value:
-            yield flag, value
-
-
-def _model_ok(model: str) -> bool:
-    from .hub_cache import is_local_path, is_repo_id
-
-    return is_local_path(model) or is_repo_id(model)
-
-
-def _env_suggestion(name: str) -> str:
-    fixed = re.sub(r"[^A-Za-z0-9_]", "_", name) or "NAME"
-    return "_" + fixed if fixed[0].isdigit() else fixed
-
-
-def _bash_n(script: str) -> tuple[str, str]:
-    """(bash's complaint without script line numbers, the offending script text) or ("", "")."""
-    from .plan import bash_n
-
-    try:
-        proc = bash_n(script, BASH_TIMEOUT)
-    except FileNotFoundError:
-        return "", ""  # no bash here: nothing to check against
-    except subprocess.TimeoutExpired:
-        return f"bash -n did not finish in {BASH_TIMEOUT} s", ""
-    if proc.returncode == 0:
-        return "", ""
-    problems, source = [], ""
-    for raw in proc.stderr.splitlines():
-        text = re.sub(r"^(?:bash: )?(?:line \d+: )?", "", raw.strip())
-        quoted = re.fullmatch(r"`(.*)'", text)
-        if quoted:
-            source = source or quoted.group(1).strip().rstrip("\\").strip()
-        elif text:
-            problems.append(text)
-    return "; ".join(problems) or f"exit code {proc.returncode}", source
 
 
 # ----------------------------------------------------------------------------- files and output

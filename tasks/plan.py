@@ -298,6 +298,27 @@ def bash_n(script: str, timeout: float) -> subprocess.CompletedProcess[str]:
                               timeout=timeout)
 
 
+def bash_problem(script: str, timeout: float) -> tuple[str, str]:
+    """(bash's complaint without script line numbers, the offending script text) or ("", "")."""
+    try:
+        proc = bash_n(script, timeout)
+    except FileNotFoundError:
+        return "", ""  # no bash here: nothing to check against
+    except subprocess.TimeoutExpired:
+        return f"bash -n did not finish in {timeout:g} s", ""
+    if proc.returncode == 0:
+        return "", ""
+    problems, source = [], ""
+    for raw in proc.stderr.splitlines():
+        text = re.sub(r"^(?:bash: )?(?:line \d+: )?", "", raw.strip())
+        quoted = re.fullmatch(r"`(.*)'", text)
+        if quoted:
+            source = source or quoted.group(1).strip().rstrip("\\").strip()
+        elif text:
+            problems.append(text)
+    return "; ".join(problems) or f"exit code {proc.returncode}", source
+
+
 def gpus_asked(recipe: Recipe) -> int:
     """tp * pp * dp of the command with its defaults: one GPU per DGX Spark, so the nodes a cluster run needs."""
     try:

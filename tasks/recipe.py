@@ -296,3 +296,9 @@ def _kind(value: Any) -> str:
     # Containers are named, never repr'd: an alias-shared list can stand for billions of items.
     named = {dict: "a mapping", list: "a list", type(None): "nothing"}.get(type(value))
     return named or f"{type(value).__name__} {value!r:.40}"
+
+
+def suggested_env_name(name: str) -> str:
+    """A shell-exportable spelling of an env name a recipe got wrong (for the fix lint suggests)."""
+    fixed = re.sub(r"[^A-Za-z0-9_]", "_", name) or "NAME"
+    return "_" + fixed if fixed[0].isdigit() else fixed

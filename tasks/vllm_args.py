@@ -15,7 +15,7 @@ import re
 import shlex
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from . import render
 from .errors import RenderError
@@ -227,21 +227,13 @@ def duplicates(command: Command, extra_args: Iterable[str]) -> list[str]:
     return [a for a in extra_args if is_flag(a) and flag_name(a) in present]
 
 
-def _repo_ref(value: object) -> str | None:
-    if isinstance(value, str) and not is_local_path(value) and REPO_ID_RE.match(value):
-        return value
-    return None
+MODEL_OPTIONS = ("--speculative-model", "--speculative-config.model", "--tokenizer")
 
 
-def model_refs(argv: Sequence[str]) -> list[str]:
-    """HF repo ids the vLLM command names besides the main model (draft models, tokenizer).
-
-    vLLM would otherwise fetch them itself at start, unpinned and unverified, inside the container.
-    Recognised: `--speculative-config '{"model": "org/name", ...}'` (also `_`, also `--x={json}`),
-    `--speculative-config.model org/name` (also `=`), `--speculative-model`, `--tokenizer`.
-    Local paths are skipped. Order kept, duplicates dropped.
-    """
-    found: list[str] = []
+def model_options(argv: Sequence[str]) -> Iterator[tuple[str, str]]:
+    """(option, value) of every option that names a model besides the served one, in order; the `model`
+    of `--speculative-config '{json}'` comes as ("--speculative-config model", value). Recognised in
+    every spelling vLLM reads (`_` for `-`, `--x=v`). RenderError when that config is not JSON."""
     args = list(argv)
     i = 0
     while i < len(args):
@@ -250,23 +242,26 @@ def model_refs(argv: Sequence[str]) -> list[str]:
         if not arg.startswith("--"):
             continue
         name, eq, value = arg.partition("=")
+        flag = "--" + name[2:].replace("_", "-")
+        if flag != "--speculative-config" and flag not in MODEL_OPTIONS:
+            continue
         if not eq:
-            if i < len(args) and not args[i].startswith("--"):
-                value = args[i]
-            else:
-                value = None  # flag without a value
-        key = name[2:].replace("_", "-")
-        if key == "speculative-config" and value is not None:
-            if eq == "":
-                i += 1
-            try:
-                cfg = json.loads(value)
-            except ValueError:
-                raise RenderError(f"{name} is not valid JSON: {value!r}") from None
-            if isinstance(cfg, dict):
-                found.append(_repo_ref(cfg.get("model")) or "")
-        elif key in ("speculative-config.model", "speculative-model", "tokenizer") and value is not None:
-            if eq == "":
-                i += 1
-            found.append(_repo_ref(value) or "")
-    return list(dict.fromkeys(r for r in found if r))
+            if i >= len(args) or args[i].startswith("--"):
+                continue  # the option without a value
+            value, i = args[i], i + 1
+        if flag != "--speculative-config":
+            yield flag, value
+            continue
+        try:
+            cfg = json.loads(value)
+        except ValueError:
+            raise RenderError(f"{name} is not valid JSON: {value!r}") from None
+        if isinstance(cfg, dict) and isinstance(cfg.get("model"), str):
+            yield f"{flag} model", cfg["model"]
+
+
+def model_refs(argv: Sequence[str]) -> list[str]:
+    """HF repo ids the vLLM command names besides the main model (draft models, tokenizer), in order,
+    once each; local paths skipped. vLLM would otherwise fetch them itself at start, unpinned and
+    unverified, inside the container."""
+    return list(dict.fromkeys(v for _, v in model_options(argv) if not is_local_path(v) and REPO_ID_RE.match(v)))
