@@ -309,6 +309,8 @@ def bytes_to_copy(plan: Plan, fleet: Fleet, *, image: bool, weights_too: bool) -
         if state.complete:
             models.append((model, commit, state.bytes))
 
+    runners = {n.target: r for n, r in fleet.workers}
+
     def need(node: Node) -> tuple[int, int]:
         ssh = fleet.ssh(node)
         try:
@@ -324,7 +326,6 @@ def bytes_to_copy(plan: Plan, fleet: Fleet, *, image: bool, weights_too: bool) -
         return image_need, weight_need
 
     workers = [n for n, _ in fleet.workers]
-    runners = {n.target: r for n, r in fleet.workers}
     with ThreadPoolExecutor(max_workers=max(1, min(8, len(workers)))) as pool:
         needs = dict(zip((n.target for n in workers), pool.map(need, workers)))
     if any(image for image, _ in needs.values()):
