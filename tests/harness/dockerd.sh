@@ -6,14 +6,19 @@
 #   bash tests/harness/dockerd.sh start   # idempotent; waits up to 30 s for `docker info`
 #   bash tests/harness/dockerd.sh stop
 #   eval "$(bash tests/harness/dockerd.sh env)"
+#
+# RR_TEST_DOCKERD=NAME runs a second, separate daemon (own socket and data-root),
+# so two checkouts can run their docker tests side by side without deleting each
+# other's images.
 set -euo pipefail
 
+NAME=${RR_TEST_DOCKERD:+-$RR_TEST_DOCKERD}
 RUN_DIR=/run/runrecipe-test
-DATA_ROOT=/var/lib/runrecipe-test/docker
-EXEC_ROOT=$RUN_DIR/exec
-SOCK=$RUN_DIR/docker.sock
-PIDFILE=$RUN_DIR/dockerd.pid
-LOG=$RUN_DIR/dockerd.log
+DATA_ROOT=/var/lib/runrecipe-test/docker$NAME
+EXEC_ROOT=$RUN_DIR/exec$NAME
+SOCK=$RUN_DIR/docker$NAME.sock
+PIDFILE=$RUN_DIR/dockerd$NAME.pid
+LOG=$RUN_DIR/dockerd$NAME.log
 HOST_URL=unix://$SOCK
 
 # The 20.10 client matches the 20.10 engine; any client works for `info`.

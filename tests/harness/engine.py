@@ -13,7 +13,8 @@ import subprocess
 from pathlib import Path
 
 DOCKERD_SH = Path(__file__).with_name("dockerd.sh")
-PRIVATE_HOST = "unix:///run/runrecipe-test/docker.sock"
+_NAME = os.environ.get("RR_TEST_DOCKERD", "")
+PRIVATE_HOST = f"unix:///run/runrecipe-test/docker{'-' + _NAME if _NAME else ''}.sock"
 
 
 class DockerUnavailable(RuntimeError):
