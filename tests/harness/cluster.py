@@ -544,7 +544,8 @@ class TestCluster:
             raise ValueError(f"size must be 1..{MAX_NODES}")
         if os.geteuid() != 0:
             raise ClusterError("the test cluster needs root (netns, mounts, dockerd)")
-        self._lock = acquire_lock()  # one cluster per machine: br-rr and 198.18.0.0/24 are fixed
+        # one cluster per machine (br-rr and 198.18.0.0/24 are fixed): wait for another test run
+        self._lock = acquire_lock(wait=float(os.environ.get("RR_TEST_CLUSTER_WAIT", "900")))
         cleanup_stale(self.base_dir)
         if self.client_dir is None:
             self.client_dir = Path(tempfile.mkdtemp(prefix="rr-cluster-"))
