@@ -58,8 +58,7 @@ def seconds(text: str) -> float:
 # so the `--` advice would be wrong for them; say what to do instead.
 ORIGIN_ONLY = {
     "-e": "put the variable under the recipe's env:", "--env": "put the variable under the recipe's env:",
-    "--apply-mod": "list the mod under the recipe's mods:",
-    **dict.fromkeys(("-v", "--volume", "-p", "--publish", "--apply-vllm-pr", "-j", "--no-cache-dirs",
+    **dict.fromkeys(("-v", "--volume", "-p", "--publish", "-j", "--no-cache-dirs",
                      "--keep-entrypoint", "--earlyoom", "--earlyoom-args", "--mem-limit-gb",
                      "--mem-swap-limit-gb", "--pids-limit", "--shm-size-gb"), "runrecipe has no equivalent yet"),
 }
