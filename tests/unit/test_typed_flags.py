@@ -84,7 +84,6 @@ def test_after_double_dash_the_same_option_reaches_vllm(home: Path) -> None:
 
 
 @pytest.mark.parametrize("flag, advice", [("-e", "put the variable under the recipe's env:"),
-                                          ("--apply-mod", "list the mod under the recipe's mods:"),
                                           ("--no-cache-dirs", "runrecipe has no equivalent yet"),
                                           ("--volume=/a:/b", "runrecipe has no equivalent yet")])
 def test_origin_only_flags_are_not_sent_to_vllm(home: Path, flag: str, advice: str) -> None:
