@@ -312,6 +312,7 @@ def dry_run(plan: Plan, as_json: bool) -> int:
                           "nodes": [n.target for n in plan.nodes], "image": plan.build.tag,
                           "container": plan.container_name, "endpoint": plan.endpoint,
                           "models": [m.key for m in plan.models], "local_models": list(plan.local_mounts),
+                          "mods": [str(m.path) for m in plan.mods],
                           "tasks": [{"task": t, "status": s} for t, s in rows],
                           "argv": list(plan.argv), "script": plan.script}
                          | ({"backend": backend, "notes": notes,
