@@ -7,15 +7,15 @@ Patches come from a loopback HTTP server (RUNRECIPE_VLLM_PR_BASE); nothing reach
 """
 from __future__ import annotations
 
-import http.server
 import shutil
-import threading
+import textwrap
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
 from harness.gitroot import git_root
+from harness.patches import PatchServer
 
 from .conftest import Project, free_port
 from .test_solo import executed, simple
@@ -55,35 +55,11 @@ def git_docker_dir(standin_docker_dir: Path, tmp_path_factory: pytest.TempPathFa
     return dest
 
 
-class PatchServer:
-    """Serves DIFF at /pull/<PR>.diff on loopback and counts the requests."""
-
-    def __init__(self) -> None:
-        self.hits = 0
-        server = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's name
-                server.hits += 1
-                body = DIFF.encode() if self.path == f"/pull/{PR}.diff" else b""
-                self.send_response(200 if body else 404)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}/pull"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-
 @pytest.fixture
 def patches() -> Iterator[PatchServer]:
-    server = PatchServer()
+    server = PatchServer({PR: DIFF})
     yield server
-    server.httpd.shutdown()
+    server.stop()
 
 
 @pytest.fixture
@@ -109,7 +85,7 @@ def test_a_vllm_pr_is_fetched_once_applied_once_and_reruns_do_nothing(gproject: 
     assert [p.read_text() for p in cached] == [DIFF]
     again = gproject.cli("pr", "--setup", "-d", "--apply-vllm-pr", f"https://github.com/vllm-project/vllm/pull/{PR}")
     assert again.returncode == 0 and executed(again.stdout) == [], again.stdout + again.stderr
-    patches.httpd.shutdown()  # offline: only the cache can answer
+    patches.stop()  # offline: only the cache can answer
     gproject.env["HF_HUB_OFFLINE"] = "1"
     offline = gproject.cli("pr", "--setup", "-d", "--apply-vllm-pr", str(PR))
     assert offline.returncode == 0 and executed(offline.stdout) == [], offline.stdout + offline.stderr
@@ -127,7 +103,7 @@ def test_an_applied_pr_is_skipped_and_order_follows_the_command_line(gproject: P
         (mod / "run.sh").write_text(f'#!/bin/sh\nset -eu\necho {name} >> "$WORKSPACE_DIR/order.txt"\n')
     recipe = tree / "recipes" / "ordered.yaml"
     recipe.parent.mkdir(parents=True)
-    recipe.write_text(__import__("textwrap").dedent(simple("ordered", free_port(), mods="mods: [mods/first]")))
+    recipe.write_text(textwrap.dedent(simple("ordered", free_port(), mods="mods: [mods/first]")))
     gproject.recipes.append("ordered")
     args = [str(recipe), "--setup", "-d", "--apply-mod", "mods/later", "--apply-vllm-pr", str(PR),
             "--apply-mod", "mods/last", "--apply-vllm-pr", str(PR)]

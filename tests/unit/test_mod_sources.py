@@ -6,17 +6,16 @@ huggingface_hub's client; the e2e test (tests/e2e/test_apply_mods.py) applies on
 from __future__ import annotations
 
 import hashlib
-import http.server
 import json
 import os
 import subprocess
 import sys
-import threading
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
+from harness.patches import PatchServer
 from tasks import vllm_pr
 
 from .test_cli import ROOT, cli
@@ -42,36 +41,11 @@ def home(tmp_path: Path) -> Path:
     return tmp_path / "project"
 
 
-class Diffs:
-    """/pull/<N>.diff from a dict, on loopback; counts requests."""
-
-    def __init__(self, diffs: dict[int, str]) -> None:
-        self.hits = 0
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802
-                outer.hits += 1
-                number = self.path.removeprefix("/pull/").removesuffix(".diff")
-                body = diffs.get(int(number), "").encode() if number.isdigit() else b""
-                self.send_response(200 if body else 404)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}/pull"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-
 @pytest.fixture
-def diffs() -> Iterator[Diffs]:
-    server = Diffs({7: GOOD_DIFF, 8: NATIVE_DIFF, 9: "diff --git a/docs/a.md b/docs/a.md\n"})
+def diffs() -> Iterator[PatchServer]:
+    server = PatchServer({7: GOOD_DIFF, 8: NATIVE_DIFF, 9: "diff --git a/docs/a.md b/docs/a.md\n"})
     yield server
-    server.httpd.shutdown()
+    server.stop()
 
 
 def test_a_recipe_finds_its_mod_in_its_own_tree_before_the_project(home: Path, tmp_path: Path) -> None:
@@ -135,7 +109,7 @@ def test_the_runtime_only_rule_lists_every_offending_path() -> None:
     assert vllm_pr.refused(vllm_pr.touched(GOOD_DIFF)) == []
 
 
-def test_a_pr_is_fetched_once_into_the_cache_and_offline_uses_it(home: Path, diffs: Diffs) -> None:
+def test_a_pr_is_fetched_once_into_the_cache_and_offline_uses_it(home: Path, diffs: PatchServer) -> None:
     (home / "recipes" / "r.yaml").write_text(RECIPE.replace("mods: [mods/fix-a]\n", ""))
     env = {"RUNRECIPE_VLLM_PR_BASE": diffs.base}
     dry = cli(home, "r", "--solo", "--dry-run", "--apply-vllm-pr", "7", **env)
@@ -161,7 +135,7 @@ def test_a_pr_is_fetched_once_into_the_cache_and_offline_uses_it(home: Path, dif
     assert damaged.returncode == 1 and "(edited or damaged): remove" in damaged.stderr
 
 
-def test_offline_without_the_cache_and_refused_patches_are_clear_errors(home: Path, diffs: Diffs) -> None:
+def test_offline_without_the_cache_and_refused_patches_are_clear_errors(home: Path, diffs: PatchServer) -> None:
     (home / "recipes" / "r.yaml").write_text(RECIPE.replace("mods: [mods/fix-a]\n", ""))
     env = {"RUNRECIPE_VLLM_PR_BASE": diffs.base}
     offline = cli(home, "r", "--solo", "-d", "--apply-vllm-pr", "7", HF_HUB_OFFLINE="1", **env)
