@@ -15,7 +15,7 @@ from typing import Any, Sequence
 from . import hub_cache, settings
 from .errors import ConfigError, RunRecipeError
 from .config import env_options
-from .flagtypes import MAX_LEN_HINT, fraction, port, seconds, unknown_options, whole
+from .flagtypes import MAX_LEN_HINT, apply_mod, apply_pr, fraction, port, seconds, unknown_options, whole
 from .masking import scrub
 from .plan import OVERRIDE_FLAGS, Options, Plan, make_plan, parse_overrides
 
@@ -117,7 +117,10 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--head-port", dest="master_port", type=port, help=argparse.SUPPRESS)  # the origin's alias
     g.add_argument("--trust-new-hosts", action="store_true",
                    help="record unknown SSH host keys in known_hosts (changed keys are always refused)")
-    add_apply_flags(g)
+    g.add_argument("--apply-mod", dest="apply", action="append", type=apply_mod, default=[], metavar="PATH",
+                   help="apply this mod (folder or .zip with run.sh) after the recipe's mods (repeatable)")
+    g.add_argument("--apply-vllm-pr", dest="apply", action="append", type=apply_pr, metavar="N|URL",
+                   help="apply a vLLM pull request's diff as a mod, fetched once into the cache (repeatable)")
     g.add_argument("--restart", action="store_true", help="give the container a restart policy (survives reboots)")
     g.add_argument("--ready-timeout", type=seconds, default=1800.0, metavar="SECONDS",
                    help="how long to wait for the server to answer (default 1800)")
@@ -173,7 +176,10 @@ def _run(args: list[str], inspect: bool = False) -> int:
 
     recipe = load_named(ns.recipe, settings.recipes_dir())
     if not (ns.dry_run or inspect):
-        fetch_patches(ns.apply)
+        from .vllm_pr import fetch_missing
+
+        for note in fetch_missing(ns.apply):
+            print(note)
     plan = make_plan(recipe, options_from(ns, extra))
     for warning in plan.warnings:
         print(f"Warning: {scrub(warning)}", file=sys.stderr)
@@ -184,35 +190,6 @@ def _run(args: list[str], inspect: bool = False) -> int:
     if ns.download_only:
         return download_only(plan, wait=not ns.no_wait)
     return execute(plan, build_only=ns.build_only, wait=not ns.no_wait)
-
-
-def add_apply_flags(g: argparse._ArgumentGroup) -> None:
-    """--apply-mod and --apply-vllm-pr share one list, so they keep their command-line order."""
-    from .vllm_pr import parse as pull_request
-
-    def mod(text: str) -> tuple[str, Path]:
-        return "mod", (Path.cwd() / Path(text).expanduser()).resolve()
-
-    def pr(text: str) -> tuple[str, Any]:
-        try:
-            return "pr", pull_request(text)
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
-
-    mod.__name__, pr.__name__ = "mod path", "pull request"  # argparse names the type in its errors
-    g.add_argument("--apply-mod", dest="apply", action="append", type=mod, default=[], metavar="PATH",
-                   help="apply this mod (folder or .zip with run.sh) after the recipe's mods (repeatable)")
-    g.add_argument("--apply-vllm-pr", dest="apply", action="append", type=pr, metavar="N|URL",
-                   help="apply a vLLM pull request's diff as a mod, fetched once into the cache (repeatable)")
-
-
-def fetch_patches(apply: list[tuple[str, Any]]) -> None:
-    """--apply-vllm-pr diffs missing from the cache are fetched before the plan is made (dry runs fetch none)."""
-    from . import vllm_pr
-
-    for kind, value in apply:
-        if kind == "pr":
-            vllm_pr.fetch(value)
 
 
 def discover_nodes(ns: argparse.Namespace) -> int:

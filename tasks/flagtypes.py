@@ -12,7 +12,8 @@ import argparse
 import math
 import re
 import shlex
-from typing import Callable, Sequence
+from pathlib import Path
+from typing import Any, Callable, Sequence
 
 from .nodes import port_number
 
@@ -80,3 +81,18 @@ def unknown_options(own: Sequence[str], unknown: Sequence[str], recipe: str | No
     kind = "option" if first.startswith("-") else "argument"
     return (f"unknown {kind} '{first}' (not a run-recipe {kind}). To pass it to vLLM, put it after `--`: "
             f"run-recipe {example}")
+
+
+def apply_mod(text: str) -> tuple[str, Path]:
+    """--apply-mod PATH: relative to the current directory, `~` expanded (origin-facts 6.2)."""
+    return "mod", (Path.cwd() / Path(text).expanduser()).resolve()
+
+
+def apply_pr(text: str) -> tuple[str, Any]:
+    """--apply-vllm-pr N|URL; shares --apply-mod's list so both keep their command-line order."""
+    from .vllm_pr import parse
+
+    try:
+        return "pr", parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None

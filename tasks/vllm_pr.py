@@ -18,6 +18,7 @@ import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from . import settings
 from .errors import ConfigError, RunError
@@ -101,8 +102,8 @@ def check_runtime_only(pr: PullRequest, diff: str) -> None:
 
 def cached(pr: PullRequest) -> Mod | None:
     """The PR's mod from the cache, without any network call; None when it was never fetched."""
-    entries = sorted((p for p in pr.folder.glob("*/pr.diff")), key=lambda p: p.stat().st_mtime) \
-        if pr.folder.is_dir() else []
+    entries = sorted((p for p in pr.folder.glob("*/pr.diff") if not p.parent.name.startswith(".")),
+                     key=lambda p: p.stat().st_mtime) if pr.folder.is_dir() else []
     if not entries:
         return None
     diff_path = entries[-1]
@@ -132,9 +133,23 @@ def fetch(pr: PullRequest) -> Mod:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     (tmp / "pr.diff").write_bytes(data)
-    os.replace(tmp, folder)
+    try:
+        os.replace(tmp, folder)
+    except OSError:  # another run cached the same diff first
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not (folder / "pr.diff").is_file():
+            raise
     _write_run_sh(pr, folder, digest)
     return Mod(f"vllm-pr-{pr.number}", folder)
+
+
+def fetch_missing(apply: list[tuple[str, Any]]) -> list[str]:
+    """Fetch every --apply-vllm-pr of the run the cache lacks (before the plan reads the cache); say what."""
+    notes = []
+    for kind, pr in apply:
+        if kind == "pr" and cached(pr) is None:
+            notes.append(f"{FLAG} {pr.number}: fetched {pr.url} into {fetch(pr).path} (its name is its sha256)")
+    return notes
 
 
 def _download(pr: PullRequest) -> bytes:

@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Iterator
 
@@ -18,7 +15,7 @@ import pytest
 from harness.patches import PatchServer
 from tasks import vllm_pr
 
-from .test_cli import ROOT, cli
+from .test_cli import cli
 
 GOOD_DIFF = ("diff --git a/vllm/x.py b/vllm/x.py\n--- a/vllm/x.py\n+++ b/vllm/x.py\n@@ -1 +1 @@\n-a\n+b\n"
              "diff --git a/tests/test_x.py b/tests/test_x.py\n--- a/tests/test_x.py\n+++ b/tests/test_x.py\n"
@@ -115,19 +112,18 @@ def test_a_pr_is_fetched_once_into_the_cache_and_offline_uses_it(home: Path, dif
     dry = cli(home, "r", "--solo", "--dry-run", "--apply-vllm-pr", "7", **env)
     assert dry.returncode == 0 and diffs.hits == 0, dry.stderr  # a dry run fetches nothing
     assert f"--apply-vllm-pr 7 is not fetched yet: a run fetches {diffs.base}/7.diff once" in dry.stderr
-    code = "from tasks import vllm_pr; m = vllm_pr.fetch(vllm_pr.parse('7')); print(m.name, m.path)"
-
-    def run(**extra: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
-                              env={**os.environ, "RUNRECIPE_HOME": str(home), **env, **extra})
-
-    first = run()
     digest = hashlib.sha256(GOOD_DIFF.encode()).hexdigest()
     folder = home / ".runrecipe" / "cache" / "vllm-pr" / "7" / digest
-    assert first.stdout.split() == ["vllm-pr-7", str(folder)] and diffs.hits == 1, first.stderr
-    assert (folder / "pr.diff").read_text() == GOOD_DIFF and "git apply --binary --include='vllm/**'" in \
-        (folder / "run.sh").read_text()
-    assert run().returncode == 0 and run(HF_HUB_OFFLINE="1").returncode == 0 and diffs.hits == 1
+    # a real run fetches before anything else (here it then stops: there is no Docker engine)
+    first = cli(home, "r", "--solo", "-d", "--apply-vllm-pr", "7", **env)
+    assert f"--apply-vllm-pr 7: fetched {diffs.base}/7.diff into {folder}" in first.stdout and diffs.hits == 1
+    assert "Docker engine on local is not reachable" in first.stderr, first.stderr
+    assert (folder / "pr.diff").read_text() == GOOD_DIFF
+    assert "git apply --binary --include='vllm/**'" in (folder / "run.sh").read_text()
+    for extra in ({}, {"HF_HUB_OFFLINE": "1"}):
+        again = cli(home, "r", "--solo", "-d", "--apply-vllm-pr", "7", **env, **extra)
+        assert "fetched" not in again.stdout and "Docker engine on local is not reachable" in again.stderr
+    assert diffs.hits == 1
     shown = json.loads(cli(home, "r", "--solo", "--dry-run", "--json", "--apply-vllm-pr", "7", **env).stdout)
     assert shown["tasks"]  # the cached PR is a mod of the plan now
     (folder / "pr.diff").write_text(GOOD_DIFF + "\n")
