@@ -168,7 +168,7 @@ def _download(pr: PullRequest) -> bytes:
 
 def _write_run_sh(pr: PullRequest, folder: Path, digest: str) -> None:
     """The mod's run.sh, (re)written from the template so a cached PR follows this version's script."""
-    text = render_template("vllm-pr-mod.sh.j2", number=pr.number, sha256=digest, url=pr.url)
+    text = render_template("vllm-pr-mod.sh.j2", number=pr.number, sha256=digest)
     path = folder / "run.sh"
     if not path.is_file() or path.read_text() != text:
         path.write_text(text)

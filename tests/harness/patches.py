@@ -1,7 +1,8 @@
 """A loopback stand-in for GitHub's patch-diff server: serves /pull/<N>.diff from a dict, counts requests.
 
 --apply-vllm-pr fetches `<RUNRECIPE_VLLM_PR_BASE>/<N>.diff`; tests set that base to `server.base`, so
-the product's real HTTP client talks to a real server and nothing leaves the machine.
+the product's real HTTP client talks to a real server and nothing leaves the machine (cluster tests
+bind it to the host's bridge address, 198.18.0.1, which the netns nodes reach).
 """
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import threading
 
 
 class PatchServer:
-    def __init__(self, diffs: dict[int, str]) -> None:
+    def __init__(self, diffs: dict[int, str], host: str = "127.0.0.1") -> None:
         self.hits = 0
         outer = self
 
@@ -27,8 +28,8 @@ class PatchServer:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}/pull"
+        self.httpd = http.server.ThreadingHTTPServer((host, 0), Handler)
+        self.base = f"http://{host}:{self.httpd.server_address[1]}/pull"
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
     def stop(self) -> None:

@@ -124,8 +124,11 @@ def test_a_pr_is_fetched_once_into_the_cache_and_offline_uses_it(home: Path, dif
         again = cli(home, "r", "--solo", "-d", "--apply-vllm-pr", "7", **env, **extra)
         assert "fetched" not in again.stdout and "Docker engine on local is not reachable" in again.stderr
     assert diffs.hits == 1
-    shown = json.loads(cli(home, "r", "--solo", "--dry-run", "--json", "--apply-vllm-pr", "7", **env).stdout)
-    assert shown["tasks"]  # the cached PR is a mod of the plan now
+    script = (folder / "run.sh").read_bytes()
+    elsewhere = {"RUNRECIPE_VLLM_PR_BASE": "http://127.0.0.1:9/other"}
+    shown = json.loads(cli(home, "r", "--solo", "--dry-run", "--json", "--apply-vllm-pr", "7", **elsewhere).stdout)
+    assert shown["mods"] == [str(folder)]  # the cached PR is a mod of the plan now
+    assert (folder / "run.sh").read_bytes() == script  # where it came from is no input of the mods image
     (folder / "pr.diff").write_text(GOOD_DIFF + "\n")
     damaged = cli(home, "r", "--solo", "--dry-run", "--apply-vllm-pr", "7", **env)
     assert damaged.returncode == 1 and "(edited or damaged): remove" in damaged.stderr
