@@ -22,6 +22,7 @@ from typing import Any
 
 from . import settings
 from .errors import ConfigError, RunError
+from .hub_cache import offline_from_env
 from .mods import Mod
 from .render import render_template
 
@@ -53,16 +54,13 @@ class PullRequest:
 
 def parse(text: str) -> PullRequest:
     """A positive PR number, or the PR's URL on github.com/vllm-project/vllm (argparse type: ValueError)."""
-    match = re.fullmatch(r"[0-9]+", text) or PR_URL.fullmatch(text)
-    number = int(match.group(1) if match and match.groups() else text) if match else 0
+    match = PR_URL.fullmatch(text)
+    digits = match.group(1) if match else text if re.fullmatch(r"[0-9]+", text) else "0"
+    number = int(digits)
     if number <= 0:
         raise ValueError(f"'{text}' is not a vLLM pull request: give its number (e.g. 12345) or its URL "
                          "(https://github.com/vllm-project/vllm/pull/12345)")
     return PullRequest(number)
-
-
-def offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def touched(diff: str) -> list[str]:
@@ -122,7 +120,7 @@ def fetch(pr: PullRequest) -> Mod:
     found = cached(pr)
     if found:
         return found
-    if offline():
+    if offline_from_env():
         raise ConfigError(f"{FLAG} {pr.number}: the patch is not in the cache ({pr.folder}) and HF_HUB_OFFLINE "
                           "forbids fetching it; run once with network access, then offline runs use the cache")
     data = _download(pr)
