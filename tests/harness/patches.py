@@ -13,11 +13,13 @@ import threading
 class PatchServer:
     def __init__(self, diffs: dict[int, str], host: str = "127.0.0.1") -> None:
         self.hits = 0
+        self.headers: list[dict[str, str]] = []  # of every request, to check what a client sends
         outer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 - http.server's name
                 outer.hits += 1
+                outer.headers.append(dict(self.headers))
                 number = self.path.removeprefix("/pull/").removesuffix(".diff")
                 body = diffs.get(int(number), "").encode() if number.isdigit() else b""
                 self.send_response(200 if body else 404)

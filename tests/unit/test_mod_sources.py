@@ -115,7 +115,8 @@ def test_a_pr_is_fetched_once_into_the_cache_and_offline_uses_it(home: Path, dif
     digest = hashlib.sha256(GOOD_DIFF.encode()).hexdigest()
     folder = home / ".runrecipe" / "cache" / "vllm-pr" / "7" / digest
     # a real run fetches before anything else (here it then stops: there is no Docker engine)
-    first = cli(home, "r", "--solo", "-d", "--apply-vllm-pr", "7", **env)
+    first = cli(home, "r", "--solo", "-d", "--apply-vllm-pr", "7", HF_TOKEN="hf_NotForGitHub1234", **env)
+    assert "hf_NotForGitHub1234" not in repr(diffs.headers) and "authorization" not in repr(diffs.headers).lower()
     assert f"--apply-vllm-pr 7: fetched {diffs.base}/7.diff into {folder}" in first.stdout and diffs.hits == 1
     assert "Docker engine on local is not reachable" in first.stderr, first.stderr
     assert (folder / "pr.diff").read_text() == GOOD_DIFF
