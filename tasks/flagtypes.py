@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import re
 import shlex
 from pathlib import Path
@@ -85,7 +86,7 @@ def unknown_options(own: Sequence[str], unknown: Sequence[str], recipe: str | No
 
 def apply_mod(text: str) -> tuple[str, Path]:
     """--apply-mod PATH: relative to the current directory, `~` expanded (origin-facts 6.2)."""
-    return "mod", (Path.cwd() / Path(text).expanduser()).resolve()
+    return "mod", (Path.cwd() / os.path.expanduser(text)).resolve()  # `~nobody` stays as written
 
 
 def apply_pr(text: str) -> tuple[str, Any]:

@@ -34,9 +34,11 @@ def search_roots(recipe_path: Path) -> tuple[Path, ...]:
 
 def find(entry: str, roots: tuple[Path, ...]) -> tuple[Path | None, tuple[Path, ...]]:
     """The first root holding `entry`, and every candidate tried (for the error)."""
-    tried = []
+    tried: list[Path] = []
     for root in roots:
-        candidate = root / Path(entry).expanduser()
+        candidate = root / entry  # relative to the tree, as in the origin (an absolute entry stays itself)
+        if candidate in tried:
+            continue
         tried.append(candidate)
         try:
             if candidate.exists():

@@ -149,3 +149,15 @@ def test_offline_without_the_cache_and_refused_patches_are_clear_errors(home: Pa
     assert docs_only.returncode == 1 and "changes no file of the vllm package" in docs_only.stderr
     missing = cli(home, "r", "--solo", "-d", "--apply-vllm-pr", "404", **env)
     assert missing.returncode == 1 and "answered HTTP 404" in missing.stderr, missing.stderr
+
+
+@pytest.mark.parametrize("entry, where", [("/abs/nope", ["/abs/nope"]), ("~nobody-here/x", None)])
+def test_odd_mod_paths_are_clear_errors(home: Path, entry: str, where: list[str] | None) -> None:
+    """An absolute entry is looked up once; `~user` is no expansion in a recipe and no traceback in a flag."""
+    (home / "recipes" / "r.yaml").write_text(RECIPE.replace("mods/fix-a", entry))
+    res = cli(home, "r", "--solo", "--dry-run")
+    looked = res.stderr.split("looked in:\n", 1)[1].split("put the mod", 1)[0].split()
+    assert res.returncode == 1 and looked == (where or [f"{home}/{entry}"]), res.stderr
+    (home / "recipes" / "plain.yaml").write_text(RECIPE.replace("mods: [mods/fix-a]\n", ""))
+    flag = cli(home, "plain", "--solo", "--dry-run", "--apply-mod", "~nobody-here/x")
+    assert flag.returncode == 1 and "Traceback" not in flag.stderr and "does not exist" in flag.stderr
