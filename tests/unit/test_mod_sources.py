@@ -15,7 +15,7 @@ import pytest
 from harness.patches import PatchServer
 from tasks import vllm_pr
 
-from .test_cli import cli
+from .test_cli import ROOT, cli
 
 GOOD_DIFF = ("diff --git a/vllm/x.py b/vllm/x.py\n--- a/vllm/x.py\n+++ b/vllm/x.py\n@@ -1 +1 @@\n-a\n+b\n"
              "diff --git a/tests/test_x.py b/tests/test_x.py\n--- a/tests/test_x.py\n+++ b/tests/test_x.py\n"
@@ -157,7 +157,7 @@ def test_odd_mod_paths_are_clear_errors(home: Path, entry: str, where: list[str]
     (home / "recipes" / "r.yaml").write_text(RECIPE.replace("mods/fix-a", entry))
     res = cli(home, "r", "--solo", "--dry-run")
     looked = res.stderr.split("looked in:\n", 1)[1].split("put the mod", 1)[0].split()
-    assert res.returncode == 1 and looked == (where or [f"{home}/{entry}"]), res.stderr
+    assert res.returncode == 1 and looked == (where or [f"{home}/{entry}", f"{ROOT}/{entry}"]), res.stderr
     (home / "recipes" / "plain.yaml").write_text(RECIPE.replace("mods: [mods/fix-a]\n", ""))
     flag = cli(home, "plain", "--solo", "--dry-run", "--apply-mod", "~nobody-here/x")
     assert flag.returncode == 1 and "Traceback" not in flag.stderr and "does not exist" in flag.stderr
