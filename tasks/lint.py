@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from . import image, mod_sources, mods, origin_rules, render, settings, vllm_args
+from . import image, mod_sources, origin_rules, render, settings, vllm_args
 from .errors import RenderError, RunRecipeError
 from .hub_cache import is_model_ref
 from .plan import bash_problem
@@ -325,12 +325,9 @@ class _FileLint:
     def _mods(self, recipe: Recipe) -> None:
         roots = mod_sources.search_roots(recipe.path)
         for i, mod in enumerate(recipe.mods):
-            resolved, tried = mod_sources.find(mod, roots)
-            try:
-                mods.check((resolved or tried[0],), "mods")
-            except RunRecipeError as exc:
-                where = f"'{resolved}'" if resolved else f"not found in {', '.join(map(str, tried))}:"
-                self.add(ERROR, "mod", ("mods", i), f"mod '{mod}': {where} {exc.reason}",
+            problem = mod_sources.problem(mod, roots)
+            if problem:
+                self.add(ERROR, "mod", ("mods", i), f"mod '{mod}': {problem}",
                          f"add {mod}/run.sh, or fix the path (relative to the folder that holds recipes/)")
 
     def _build_args(self, recipe: Recipe) -> None:

@@ -48,6 +48,18 @@ def find(entry: str, roots: tuple[Path, ...]) -> tuple[Path | None, tuple[Path, 
     return None, tuple(tried)
 
 
+def problem(entry: str, roots: tuple[Path, ...]) -> str | None:
+    """What is wrong with one `mods:` entry (for lint), or None when it is a usable mod."""
+    path, tried = find(entry, roots)
+    if path is None:
+        return f"not found in {', '.join(str(p) for p in tried)}"
+    try:
+        mods.check((path,), "mods")
+    except RecipeError as exc:
+        return f"'{path}' {exc.reason}"
+    return None
+
+
 def not_found(recipe: Recipe, index: int, entry: str, tried: tuple[Path, ...]) -> RecipeError:
     fix = (f"put the mod (a folder or .zip with run.sh) at {tried[0]}, or fix the path (relative to the "
            "folder that holds recipes/)")
