@@ -121,3 +121,14 @@ def test_an_applied_pr_is_skipped_and_order_follows_the_command_line(gproject: P
     changed = gproject.cli(*args)
     assert executed(changed.stdout) == ["mods:ordered", "launch:ordered"], changed.stdout + changed.stderr
     assert file_in(gproject, "ordered", "/workspace/vllm/order.txt") == "first\nlater\nchanged\n"
+
+
+def test_an_image_without_git_fails_the_pr_mod_saying_so(project: Project, patches: PatchServer) -> None:
+    """The plain busybox stand-in has no git: the PR's mod fails by name and says what is missing."""
+    project.env["RUNRECIPE_VLLM_PR_BASE"] = patches.base
+    project.recipe("nogit", simple("nogit", free_port()))
+    res = project.cli("nogit", "--setup", "-d", "--apply-vllm-pr", str(PR), timeout=300)
+    out = res.stdout + res.stderr
+    assert res.returncode == 1 and f"mod 'vllm-pr-{PR}' failed" in out, out
+    assert "this image has no git; --apply-vllm-pr applies the patch with git apply" in out
+    assert project.containers("nogit") == []
