@@ -16,7 +16,7 @@ from . import hub_cache, settings
 from .cli_container import container_group, docker_side, docker_view, print_docker
 from .errors import ConfigError, RunRecipeError
 from .config import env_options
-from .flagtypes import MAX_LEN_HINT, fraction, port, seconds, unknown_options, whole
+from .flagtypes import MAX_LEN_HINT, apply_mod, apply_pr, fraction, port, seconds, unknown_options, whole
 from .masking import scrub
 from .plan import OVERRIDE_FLAGS, Options, Plan, make_plan, parse_overrides
 
@@ -118,6 +118,10 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--head-port", dest="master_port", type=port, help=argparse.SUPPRESS)  # the origin's alias
     g.add_argument("--trust-new-hosts", action="store_true",
                    help="record unknown SSH host keys in known_hosts (changed keys are always refused)")
+    g.add_argument("--apply-mod", dest="apply", action="append", type=apply_mod, default=[], metavar="PATH",
+                   help="apply this mod (folder or .zip with run.sh) after the recipe's mods (repeatable)")
+    g.add_argument("--apply-vllm-pr", dest="apply", action="append", type=apply_pr, metavar="N|URL",
+                   help="apply a vLLM pull request's diff as a mod, fetched once into the cache (repeatable)")
     g.add_argument("--restart", action="store_true", help="give the container a restart policy (survives reboots)")
     g.add_argument("--ready-timeout", type=seconds, default=1800.0, metavar="SECONDS",
                    help="how long to wait for the server to answer (default 1800)")
@@ -149,7 +153,7 @@ def options_from(ns: argparse.Namespace, extra: list[str]) -> Options:
                    download=ns.setup or ns.download_only or ns.force_download or ns.verify,
                    force_download=ns.force_download, verify=ns.verify, revision=ns.revision,
                    daemon=ns.daemon, restart=ns.restart, ready_timeout=ns.ready_timeout, ray=bool(ns.ray),
-                   trust_new_hosts=ns.trust_new_hosts, docker=docker_side(ns, env["privileged"]), **env)
+                   trust_new_hosts=ns.trust_new_hosts, apply=tuple(ns.apply), docker=docker_side(ns, env["privileged"]), **env)
 
 
 def _run(args: list[str], inspect: bool = False) -> int:
@@ -173,6 +177,11 @@ def _run(args: list[str], inspect: bool = False) -> int:
     from .recipe import load_named
 
     recipe = load_named(ns.recipe, settings.recipes_dir())
+    if not (ns.dry_run or inspect):
+        from .vllm_pr import fetch_missing
+
+        for note in fetch_missing(ns.apply):
+            print(note)
     plan = make_plan(recipe, options_from(ns, extra))
     for warning in plan.warnings:
         print(f"Warning: {scrub(warning)}", file=sys.stderr)
@@ -282,6 +291,7 @@ def dry_run(plan: Plan, as_json: bool) -> int:
                           "nodes": [n.target for n in plan.nodes], "image": plan.build.tag,
                           "container": plan.container_name, "endpoint": plan.endpoint,
                           "models": [m.key for m in plan.models], "local_models": list(plan.local_mounts),
+                          "mods": [str(m.path) for m in plan.mods],
                           "tasks": [{"task": t, "status": s} for t, s in rows],
                           "argv": list(plan.argv), "script": plan.script}
                          | ({"backend": backend, "notes": notes,

@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from . import image, mods, origin_rules, render, settings, vllm_args
+from . import image, mod_sources, origin_rules, render, settings, vllm_args
 from .errors import RenderError, RunRecipeError
 from .hub_cache import is_model_ref
 from .plan import bash_problem
@@ -323,13 +323,12 @@ class _FileLint:
 
     # -- files the recipe refers to ---------------------------------------------------------
     def _mods(self, recipe: Recipe) -> None:
+        roots = mod_sources.search_roots(recipe.path)
         for i, mod in enumerate(recipe.mods):
-            resolved = settings.resolve_mod(mod)
-            try:
-                mods.check((resolved,), "mods")
-            except RunRecipeError as exc:
-                self.add(ERROR, "mod", ("mods", i), f"mod '{mod}': '{resolved}' {exc.reason}",
-                         f"add {mod}/run.sh, or fix the path (relative to {settings.project_root()})")
+            problem = mod_sources.problem(mod, roots)
+            if problem:
+                self.add(ERROR, "mod", ("mods", i), f"mod '{mod}': {problem}",
+                         f"add {mod}/run.sh, or fix the path (relative to the folder that holds recipes/)")
 
     def _build_args(self, recipe: Recipe) -> None:
         for i, flag in enumerate(recipe.build_args):
