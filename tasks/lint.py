@@ -331,12 +331,10 @@ class _FileLint:
                          f"add {mod}/run.sh, or fix the path (relative to the folder that holds recipes/)")
 
     def _build_args(self, recipe: Recipe) -> None:
-        for i, flag in enumerate(recipe.build_args):
-            if flag not in image.BUILD_FLAGS:
-                close = difflib.get_close_matches(flag, list(image.BUILD_FLAGS), n=1)
-                known = ", ".join(image.BUILD_FLAGS)
-                self.add(ERROR, "build-arg", ("build_args", i), f"unknown build flag '{flag}' (known: {known})",
-                         f"use '{close[0]}'" if close else "remove it")
+        for i, what, fix in image.flag_problems(recipe.build_args):
+            close = difflib.get_close_matches(recipe.build_args[i], list(image.KNOWN_FLAGS), n=1)
+            self.add(ERROR, "build-arg", ("build_args", i), what,
+                     f"use '{close[0]}'" if close and "unknown" in what else fix)
 
     def _source_line(self, source: str) -> int:
         """The command line holding rendered script text (values differ from placeholders: try its last word)."""
