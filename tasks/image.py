@@ -53,7 +53,7 @@ class BuildSpec:
         return self.context / self.dockerfile
 
     def describe(self) -> str:
-        args = " ".join(f"{k}={v}" for k, v in self.build_args)
+        args = " ".join([f"{k}={v}" for k, v in self.build_args] + [f"{k}=<build time>" for k in self.fresh])
         return f"{self.dockerfile_path}" + (f" ({args})" if args else "")
 
     def inputs_hash(self) -> str:
