@@ -34,6 +34,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .lifecycle import main as lifecycle
 
             return lifecycle(args[0], args[1:])
+        if args and args[0] == "stack":
+            from .stack_cli import main as stack
+
+            return stack(args[1:])
         if args and args[0] == "plan":
             return _run(args[1:], inspect=True)
         return _run(args)
@@ -61,7 +65,8 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="run-recipe", usage="run-recipe [OPTIONS] [RECIPE] [-- EXTRA_VLLM_ARGS...]\n"
         "       run-recipe plan RECIPE [OPTIONS]   (ask every node, read-only, what would run)\n"
-        "       run-recipe status|stop|logs|lint ...",
+        "       run-recipe status|stop|logs|lint ...\n"
+        "       run-recipe stack NAME|FILE [stop|status] [-d] [--setup] [--dry-run] [--json]",
         description="Serve a model with vLLM from a YAML recipe, on one node or a cluster. "
         "Steps whose inputs did not change are skipped.")
     p.add_argument("recipe", nargs="?", help="recipe name (searched in recipes/, sub-folders too) or path")

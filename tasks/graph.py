@@ -344,13 +344,17 @@ _FLEETS: dict[int, Any] = {}  # one Fleet (runners, SSH connections) per plan an
 
 def namespace(plans: Iterable[Plan], *, setup: bool, default: list[str]) -> dict[str, Any]:
     """A dodo-like namespace (task_* creators + DOIT_CONFIG) for doit's ModuleTaskLoader."""
+    return task_namespace([task for plan in plans for task in tasks_of(plan, setup=setup)], default)
+
+
+def task_namespace(tasks: Iterable[dict[str, Any]], default: list[str]) -> dict[str, Any]:
+    """The namespace of given tasks (a stack adds its own to its entries'); a task repeated by name counts once."""
     from .state import doit_config
 
     by_base: dict[str, dict[str, dict[str, Any]]] = {
-        "build": {}, "download": {}, "image": {}, "weights": {}, "mods": {}, "launch": {}}
-    for plan in plans:
-        for task in tasks_of(plan, setup=setup):
-            by_base[task["basename"]].setdefault(task["name"], task)
+        "build": {}, "download": {}, "image": {}, "weights": {}, "mods": {}, "launch": {}, "gateway": {}}
+    for task in tasks:
+        by_base[task["basename"]].setdefault(task["name"], task)
 
     def creator(base: str, doc: str) -> Callable[[], Iterable[dict[str, Any]]]:
         def create() -> Iterable[dict[str, Any]]:
@@ -367,6 +371,7 @@ def namespace(plans: Iterable[Plan], *, setup: bool, default: list[str]) -> dict
         "task_weights": creator("weights", "copy model weights to each worker (only missing or changed files)"),
         "task_mods": creator("mods", "apply recipe mods as a derived image (only when base or mods changed)"),
         "task_launch": creator("launch", "start or replace the server container, wait until it is ready"),
+        "task_gateway": creator("gateway", "start or replace a stack's gateway, wait until it lists every model"),
         "DOIT_CONFIG": {**doit_config(), "default_tasks": default},
     }
 

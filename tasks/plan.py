@@ -53,6 +53,7 @@ class Options:
     restart: bool = False
     privileged: bool = True           # --non-privileged or .env NON_PRIVILEGED=1 turn it off
     ready_timeout: float = 1800.0
+    stack: str = ""                   # the stack this run is an entry of (labels its containers)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,179 @@
+"""run-recipe stack NAME|FILE [stop|status]: several models, placed, checked, converged entry by entry.
+
+Part of the command line (it prints). The stack's plan is stack_plan's, the memory rule budget's,
+the tasks stack_graph's; stop and status find containers by the `runrecipe.stack` label.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+from . import docker, gateway, stack
+from .config import env_options
+from .errors import RunError
+from .flagtypes import seconds
+from .gateway import GatewayPlan
+from .masking import scrub
+from .nodes import LOCAL
+from .plan import Options
+from .stack_plan import StackPlan, make_stack_plan
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="run-recipe stack", description="Run several recipes together, each on "
+                                "its nodes, within memory, behind one gateway (stacks/NAME.yaml or a path).")
+    p.add_argument("stack", help="stack name (stacks/NAME.yaml) or a stack file's path")
+    p.add_argument("action", nargs="?", choices=("up", "stop", "status"), default="up",
+                   help="up (the default): converge every entry and the gateway; stop; status")
+    p.add_argument("-d", "--daemon", action="store_true", help="return once every entry and the gateway are ready")
+    p.add_argument("--setup", action="store_true", help="build images and download weights first")
+    p.add_argument("--dry-run", action="store_true", help="show each entry's placement and script; change nothing")
+    p.add_argument("--json", action="store_true", help="with --dry-run or status: print JSON")
+    p.add_argument("--ready-timeout", type=seconds, default=1800.0, metavar="SECONDS",
+                   help="how long to wait for each entry to answer (default 1800)")
+    p.add_argument("--no-wait", action="store_true", help="fail instead of waiting when another run is busy")
+    return p
+
+
+def main(args: list[str]) -> int:
+    ns = parser().parse_args(args)
+    options = Options(setup=ns.setup, download=ns.setup, daemon=True, ready_timeout=ns.ready_timeout,
+                      **env_options(None))
+    stack_plan, gw = load(ns.stack, options)
+    if ns.action == "stop":
+        return stop(stack_plan)
+    if ns.action == "status":
+        return status(stack_plan, ns.json)
+    for warning in stack_plan.warnings:
+        print(f"Warning: {scrub(warning)}", file=sys.stderr)
+    if ns.dry_run:
+        return dry_run(stack_plan, gw, ns.json)
+    code = up(stack_plan, gw, wait=not ns.no_wait)
+    if code or ns.daemon:
+        return code
+    print("serving; Ctrl-C stops the stack", file=sys.stderr)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        stop(stack_plan)
+        return 130
+
+
+def load(name: str, options: Options) -> tuple[StackPlan, GatewayPlan | None]:
+    stack_plan = make_stack_plan(stack.load(stack.find(name)), options)
+    return stack_plan, gateway.plan_gateway(stack_plan)
+
+
+def up(stack_plan: StackPlan, gw: GatewayPlan | None, *, wait: bool) -> int:
+    """Every check first (memory, each cluster entry's preflight, the gateway's key), then the graph."""
+    from doit.cmd_base import ModuleTaskLoader
+    from doit.doit_cmd import DoitMain
+
+    from . import budget, state
+    from .cli import cluster_preflight
+    from .graph import fleet_for
+    from .stack_graph import launch_targets, stack_namespace
+
+    for placed in stack_plan.entries:
+        if placed.plan.mode == "cluster":
+            fleet_for(placed.plan)  # the head must be this machine: said before anything else
+    checked = budget.check(stack_plan, budget.node_memory(stack_plan))
+    for share in checked:
+        print(f"memory: {share.entry} on {share.node} needs {share.needed >> 20} MiB of its {share.allowed >> 20} MiB")
+    for placed in stack_plan.entries:
+        if placed.plan.mode == "cluster":
+            cluster_preflight(placed.plan)
+    if gw is not None:
+        gateway.api_key(gw)
+    state.lock(f"run-recipe stack {stack_plan.name}", wait=wait)
+    if note := state.repair_dep_file():
+        print(f"Warning: {note}", file=sys.stderr)
+    ns = stack_namespace(stack_plan, gw, setup=stack_plan.entries[0].plan.options.setup)
+    code = DoitMain(ModuleTaskLoader(ns)).run(["run", *launch_targets(stack_plan, gw)])
+    if not code:
+        print(f"stack {stack_plan.name}: " + ", ".join(f"{p.plan.served_model} at {p.plan.endpoint}"
+                                                      for p in stack_plan.entries)
+              + (f"; gateway at {gw.endpoint}" if gw else ""))
+    return code
+
+
+def dry_run(stack_plan: StackPlan, gw: GatewayPlan | None, as_json: bool) -> int:
+    """Each entry's nodes, port, container and script(s), and the gateway's configuration; contacts nothing."""
+    from .cluster import preview
+
+    entries = []
+    for placed in stack_plan.entries:
+        plan = placed.plan
+        row: dict[str, Any] = {"recipe": placed.entry.recipe, "id": plan.recipe.id, "nodes": list(placed.node_targets),
+                               "port": plan.port, "container": plan.container_name, "gpu_mem": placed.fraction,
+                               "served_model": plan.served_model, "endpoint": plan.endpoint}
+        if plan.mode == "cluster":
+            _, roles, _ = preview(plan)
+            row["node_scripts"] = [{"node": r.node.target, "rank": r.rank, "script": r.script} for r in roles]
+        else:
+            row["script"] = plan.script
+        entries.append(row)
+    gw_row = None if gw is None else {
+        "container": gw.name, "port": gw.port, "image": gw.image, "endpoint": gw.endpoint,
+        "api_key_env": gw.key_env or None, "routes": [{"model": r.model, "api_base": r.api_base} for r in gw.routes],
+        "config": gw.config}
+    if as_json:
+        print(json.dumps({"stack": stack_plan.name, "file": str(stack_plan.stack.path),
+                          "nodes": [n.target for n in stack_plan.nodes], "entries": entries, "gateway": gw_row},
+                         indent=2))
+        return 0
+    print(f"stack {stack_plan.name} ({stack_plan.stack.path}) on {', '.join(n.target for n in stack_plan.nodes)}; "
+          "entries in start order:")
+    for row in entries:
+        print(f"  {row['container']:<28} {row['recipe']:<24} on {','.join(row['nodes']):<24} port {row['port']:<6} "
+              f"gpu_mem {row['gpu_mem']:g}")
+    if gw_row:
+        print(f"  gateway {gw_row['container']} at {gw_row['endpoint']} ({gw_row['image']}):\n{gw_row['config']}")
+    return 0
+
+
+def _runners(stack_plan: StackPlan) -> list[Any]:
+    from .lifecycle import _node_runners
+
+    return _node_runners("" if stack_plan.nodes == (LOCAL,) else ",".join(n.target for n in stack_plan.nodes), None)
+
+
+def stop(stack_plan: StackPlan) -> int:
+    """Remove every container of the stack on each node, newest first (the gateway, then the entries in
+    reverse start order); nothing else is touched."""
+    from .lifecycle import _on_each_node, _unreached
+
+    runners = _runners(stack_plan)
+    found, missed = _on_each_node(lambda rn: [(rn, c) for c in docker.containers(rn, stack=stack_plan.name)],
+                                  runners)
+    ours = sorted((pair for pairs in found for pair in pairs),
+                  key=lambda rc: (rc[1].labels.get("runrecipe.started", ""), rc[1].name), reverse=True)
+    names = []
+    for runner, container in ours:
+        try:
+            docker.remove(runner, [container.id])
+            names.append(f"{container.name}@{runner.node}")
+        except RunError as exc:
+            missed.append(f"{runner.node}: {str(exc).splitlines()[0]}")
+    print(f"stopped {', '.join(names)}" if names else f"nothing to stop for stack {stack_plan.name}")
+    return _unreached("stop", missed, f"run `run-recipe stack {stack_plan.name} stop` again once it is back")
+
+
+def status(stack_plan: StackPlan, as_json: bool) -> int:
+    from . import launch
+    from .lifecycle import _on_each_node, _unreached
+
+    answers, missed = _on_each_node(lambda rn: [r for r in launch.status(rn) if r["stack"] == stack_plan.name],
+                                    _runners(stack_plan))
+    rows = [row for rs in answers for row in rs]
+    if as_json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print(f"stack {stack_plan.name}: " + ("nothing running" if not rows else f"{len(rows)} container(s)"))
+        for row in rows:
+            print(f"  {row['container']:<28} {row['node']:<16} {row['state']:<10} {row['endpoint']}")
+    return _unreached("status", missed, "its containers are not listed")
