@@ -16,6 +16,8 @@ import rayimage  # noqa: E402
 from rayimage import DockerNode  # noqa: E402
 
 LITELLM_VERSION = "1.91.5"
+# pip download judges markers for Python 3.11.0; bookworm's is 3.11.2, for which redis also wants this
+EXTRA = ("async-timeout>=4.0.3",)
 
 DOCKERFILE = """\
 FROM {base} AS build
@@ -40,7 +42,7 @@ def dockerfile() -> str:
 def build_gateway_image(node: DockerNode, log=print) -> str:
     """The LiteLLM image on ``node`` (built once per input hash; ~170 MB of wheels, fetched once)."""
     pyver = rayimage.rootfs_python(rayimage.rootfs_tarball(log))
-    wheels = rayimage.download_wheels(f"litellm[proxy]=={LITELLM_VERSION}", f"litellm-{LITELLM_VERSION}", pyver, log)
+    wheels = rayimage.download_wheels(f"litellm[proxy]=={LITELLM_VERSION}", f"litellm-{LITELLM_VERSION}", pyver, log, EXTRA)
     return rayimage.build_wheels_image(node, rayimage.wheels_tag("rr-litellm", dockerfile(), wheels), dockerfile(),
                                        wheels, log)
 

@@ -200,8 +200,8 @@ def wheel_platform() -> str:
             "arm64": "manylinux2014_aarch64"}.get(m, f"manylinux2014_{m}")
 
 
-def download_wheels(requirement: str, key: str, pyver: str, log=print) -> Path:
-    """`pip download REQUIREMENT` (binary wheels only) for the rootfs' Python and this machine's arch, into a
+def download_wheels(requirement: str, key: str, pyver: str, log=print, extra: Sequence[str] = ()) -> Path:
+    """`pip download REQUIREMENT [EXTRA...]` (binary wheels only) for the rootfs' Python and this machine's arch, into a
     cached folder named by `key` (the requirement and version it stands for)."""
     cp = "cp" + pyver.replace(".", "")
     d = _cache() / f"wheels-{key}-{cp}-{wheel_platform()}"
@@ -213,7 +213,7 @@ def download_wheels(requirement: str, key: str, pyver: str, log=print) -> Path:
         # manylinux_2_36 (bookworm's glibc) lets pip take wheels built for newer glibc than manylinux2014's
         platforms = [wheel_platform(), wheel_platform().replace("manylinux2014", "manylinux_2_36")]
         _check(subprocess.run(
-            [sys.executable, "-m", "pip", "download", requirement, "--only-binary=:all:",
+            [sys.executable, "-m", "pip", "download", requirement, *extra, "--only-binary=:all:",
              "--python-version", pyver, "--implementation", "cp", "--abi", cp,
              *[a for p in platforms for a in ("--platform", p)], "--disable-pip-version-check", "-q", "-d", str(tmp)],
             capture_output=True, text=True, timeout=1800), f"pip download {requirement}")
