@@ -68,15 +68,11 @@ def load(name: str, options: Options) -> tuple[StackPlan, GatewayPlan | None]:
     return stack_plan, gateway.plan_gateway(stack_plan)
 
 
-def up(stack_plan: StackPlan, gw: GatewayPlan | None, *, wait: bool) -> int:
-    """Every check first (memory, each cluster entry's preflight, the gateway's key), then the graph."""
-    from doit.cmd_base import ModuleTaskLoader
-    from doit.doit_cmd import DoitMain
-
-    from . import budget, state
+def preflight(stack_plan: StackPlan, gw: GatewayPlan | None) -> None:
+    """Every check before any change: cluster heads, memory per node, each cluster entry's nodes, the key."""
+    from . import budget
     from .cli import cluster_preflight
     from .graph import fleet_for
-    from .stack_graph import launch_targets, stack_namespace
 
     for placed in stack_plan.entries:
         if placed.plan.mode == "cluster":
@@ -89,6 +85,17 @@ def up(stack_plan: StackPlan, gw: GatewayPlan | None, *, wait: bool) -> int:
             cluster_preflight(placed.plan)
     if gw is not None:
         gateway.api_key(gw)
+
+
+def up(stack_plan: StackPlan, gw: GatewayPlan | None, *, wait: bool) -> int:
+    """The checks, then the graph: every entry's tasks in start order, then the gateway."""
+    from doit.cmd_base import ModuleTaskLoader
+    from doit.doit_cmd import DoitMain
+
+    from . import state
+    from .stack_graph import launch_targets, stack_namespace
+
+    preflight(stack_plan, gw)
     state.lock(f"run-recipe stack {stack_plan.name}", wait=wait)
     if note := state.repair_dep_file():
         print(f"Warning: {note}", file=sys.stderr)
@@ -143,15 +150,16 @@ def _runners(stack_plan: StackPlan) -> list[Any]:
 
 
 def stop(stack_plan: StackPlan) -> int:
-    """Remove every container of the stack on each node, newest first (the gateway, then the entries in
-    reverse start order); nothing else is touched."""
+    """Remove every container of the stack on each node in reverse start order (the gateway, then the entries
+    last started first); nothing else is touched."""
     from .lifecycle import _on_each_node, _unreached
 
     runners = _runners(stack_plan)
     found, missed = _on_each_node(lambda rn: [(rn, c) for c in docker.containers(rn, stack=stack_plan.name)],
                                   runners)
+    order = {p.plan.recipe.id: i for i, p in enumerate(stack_plan.entries)}  # start order; gateway and strays last
     ours = sorted((pair for pairs in found for pair in pairs),
-                  key=lambda rc: (rc[1].labels.get("runrecipe.started", ""), rc[1].name), reverse=True)
+                  key=lambda rc: order.get(rc[1].labels.get("runrecipe.recipe", ""), len(order)), reverse=True)
     names = []
     for runner, container in ours:
         try:
