@@ -170,8 +170,11 @@ def launch_task(plan: Plan, runner: LocalRunner, deps: list[str]) -> dict[str, A
             "verbosity": 2}
 
 
-def cluster_tasks(plan: Plan, fleet: "Fleet", *, setup: bool) -> list[dict[str, Any]]:
-    """Build and download on the head, then per worker: image, weights, mods; then one launch over all nodes."""
+def cluster_tasks(plan: Plan, fleet: "Fleet", *, setup: bool, serve: Plan | None = None) -> list[dict[str, Any]]:
+    """Build and download on the head, then per worker: image, weights, mods; then one launch over all nodes.
+
+    `serve`: the plan the launch serves when it is not `plan` itself (a stack entry placed on a worker only:
+    copies go as for `plan`'s nodes, the server runs where fleet.placements says)."""
     from . import distribute, image_copy
 
     head = fleet.runners[0]
@@ -282,12 +285,12 @@ def cluster_tasks(plan: Plan, fleet: "Fleet", *, setup: bool) -> list[dict[str, 
             out.append(task)
         else:
             launch_deps += image_deps
-    places = fleet.placements
+    places, served = fleet.placements, serve or plan
     out.append({"basename": "launch", "name": plan.recipe.id,
-                "doc": f"serve {plan.recipe.name} on {len(plan.nodes)} nodes ({fleet.mode}) at {plan.endpoint}",
-                "actions": [(_step, [lambda: launch.converge(places(), plan, ray_first=fleet.mode == "ray")])],
+                "doc": f"serve {plan.recipe.name} on {len(served.nodes)} nodes ({fleet.mode}) at {served.endpoint}",
+                "actions": [(_step, [lambda: launch.converge(places(), served, ray_first=fleet.mode == "ray")])],
                 "task_dep": list(dict.fromkeys(launch_deps)),
-                "uptodate": [Check(lambda: launch.answer(places(), plan))],
+                "uptodate": [Check(lambda: launch.answer(places(), served))],
                 "verbosity": 2})
     return out
 

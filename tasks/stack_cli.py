@@ -81,8 +81,9 @@ def preflight(stack_plan: StackPlan, gw: GatewayPlan | None) -> None:
     for share in checked:
         print(f"memory: {share.entry} on {share.node} needs {share.needed >> 20} MiB of its {share.allowed >> 20} MiB")
     for placed in stack_plan.entries:
-        if placed.plan.mode == "cluster":
-            cluster_preflight(placed.plan)
+        carrier = placed.carrier(stack_plan.nodes[0])
+        if placed.plan.mode == "cluster" or carrier:
+            cluster_preflight(carrier or placed.plan)
     if gw is not None:
         gateway.api_key(gw)
 

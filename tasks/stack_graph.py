@@ -10,9 +10,25 @@ from typing import Any
 
 from . import gateway
 from .gateway import GatewayPlan
-from .graph import Check, _step, task_namespace, tasks_of
+from .cluster import Fleet
+from .connect import SshSettings
+from .graph import Check, _step, cluster_tasks, task_namespace, tasks_of
+from .launch import Placement
+from .plan import Plan
 from .runner import LocalRunner
 from .stack_plan import StackPlan
+
+
+class WorkerFleet(Fleet):
+    """A solo entry placed on a worker: its image and weights travel from the head as for a cluster of
+    (head, worker), and its one container runs on the worker with the entry's own script."""
+
+    def __init__(self, carrier: Plan, served: Plan) -> None:
+        super().__init__(carrier, SshSettings(trust_new_hosts=carrier.options.trust_new_hosts), "native")
+        self.served = served
+
+    def placements(self) -> list[Placement]:
+        return [Placement(self.runners[1], self.served.script, 0)]
 
 
 def launch_targets(stack_plan: StackPlan, gw: GatewayPlan | None) -> list[str]:
@@ -23,8 +39,12 @@ def launch_targets(stack_plan: StackPlan, gw: GatewayPlan | None) -> list[str]:
 def stack_tasks(stack_plan: StackPlan, gw: GatewayPlan | None, *, setup: bool) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     previous: list[str] = []
+    head = stack_plan.nodes[0]
     for placed in stack_plan.entries:
-        for task in tasks_of(placed.plan, setup=setup):
+        carrier = placed.carrier(head)
+        entry_tasks = (cluster_tasks(carrier, WorkerFleet(carrier, placed.plan), setup=setup, serve=placed.plan)
+                       if carrier else tasks_of(placed.plan, setup=setup))
+        for task in entry_tasks:
             if task["basename"] == "launch":
                 task = {**task, "task_dep": [*task.get("task_dep", []), *previous]}
             out.append(task)

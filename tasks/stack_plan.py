@@ -37,6 +37,14 @@ class Placed:
     def node_targets(self) -> tuple[str, ...]:
         return tuple(n.target for n in self.on)
 
+    def carrier(self, head: Node) -> Plan | None:
+        """For a solo entry on a worker: the plan its image and weights travel by (head, then that worker),
+        as for a cluster run; None for an entry the head serves or leads."""
+        plan = self.plan
+        if plan.mode != "solo" or plan.head.local or plan.head == head:
+            return None
+        return dataclasses.replace(plan, mode="cluster", nodes=(head, *plan.nodes))
+
 
 @dataclass(frozen=True)
 class StackPlan:
@@ -84,7 +92,7 @@ def make_stack_plan(stack: Stack, base: Options) -> StackPlan:
             while any(master in taken[n.target] for n in on):
                 master += 1
             _reserve(stack, taken, on, master, f"{name} (master port)", ("models", entry.index))
-        plan = _plan(stack, entry, recipe, on, base, name=name, port=port, master_port=master)
+        plan = _plan(stack, entry, recipe, on, base, name=name, port=port, master_port=master, head=nodes[0])
         fraction = float(plan.vllm.option(GPU_MEM_FLAG) or DEFAULT_GPU_MEM)
         warnings += [f"{stack.where(('models', entry.index))}: {w}" for w in plan.warnings]
         planned.append(Placed(entry, plan, fraction, on))
@@ -107,11 +115,12 @@ def _placement(stack: Stack, entry: Entry, nodes: tuple[Node, ...], by_target: M
                               f"the stack ({', '.join(by_target)}); add it to the stack's nodes or fix the name",
                               file=str(stack.path), field=field, line=stack.positions.line(field))
         on = tuple(by_target[n.target] for n in entry.on)
-    if on[0] != nodes[0]:
-        raise ConfigError(f"{stack.where(field)}: models[{entry.index}].on: an entry runs with the stack's head "
-                          f"({nodes[0].target}, this machine) as its first node; {on[0].target} first is not "
-                          "supported yet", file=str(stack.path), field=field, line=stack.positions.line(field),
-                          fix=f"start the entry's `on` with {nodes[0].target}")
+    if len(on) > 1 and on[0] != nodes[0]:
+        raise ConfigError(f"{stack.where(field)}: models[{entry.index}].on: an entry on several nodes has the "
+                          f"stack's head ({nodes[0].target}, this machine) as its first node, which builds and "
+                          f"copies; {on[0].target} first is not supported", file=str(stack.path), field=field,
+                          line=stack.positions.line(field), fix=f"start the entry's `on` with {nodes[0].target}, "
+                          "or place it on one node")
     return on
 
 
@@ -168,9 +177,10 @@ def _reserve(stack: Stack, taken: dict[str, dict[int, str]], on: tuple[Node, ...
 
 
 def _plan(stack: Stack, entry: Entry, recipe: Recipe, on: tuple[Node, ...], base: Options, *, name: str,
-          port: int, master_port: int) -> Plan:
+          port: int, master_port: int, head: Node) -> Plan:
     """The entry as an ordinary recipe run: its port and memory share as overrides when the command has
-    the placeholder, else as extra vLLM arguments; the stack's name on its containers."""
+    the placeholder, else as extra vLLM arguments; the stack's name on its containers. A solo entry on
+    a worker keeps that worker as its one node (see `carrier`)."""
     used = set(render.placeholders(recipe.command))
     overrides = {**entry.overrides}
     extra = list(entry.extra_args)
@@ -200,7 +210,8 @@ def _plan(stack: Stack, entry: Entry, recipe: Recipe, on: tuple[Node, ...], base
         raise type(exc)(f"{stack.where(field)}: models[{entry.index}] ({recipe.id}): {exc}", file=str(stack.path),
                         field=field, line=stack.positions.line(field)) from None
     warnings = tuple(w for w in plan.warnings if not w.startswith(tuple(added)))  # the stack's own, on purpose
-    return dataclasses.replace(plan, recipe=dataclasses.replace(recipe, id=f"{stack.name}/{name}"), warnings=warnings)
+    plan = dataclasses.replace(plan, recipe=dataclasses.replace(recipe, id=f"{stack.name}/{name}"), warnings=warnings)
+    return dataclasses.replace(plan, nodes=on) if len(on) == 1 and on[0] != head else plan
 
 
 def _check_fractions(stack: Stack, nodes: tuple[Node, ...], planned: list[Placed]) -> None:

@@ -202,8 +202,24 @@ def test_cluster_only_on_one_node_and_solo_only_on_several(project: Path) -> Non
 def test_on_names_stack_nodes_only_and_the_head_first(project: Path) -> None:
     exc = refused(project, "name: x\nnodes: [198.18.0.11, 198.18.0.12]\nmodels:\n  - {recipe: small, on: [10.0.0.9]}\n")
     assert "10.0.0.9 is not a node of the stack" in str(exc) and exc.line == 4
-    exc = refused(project, "name: x\nnodes: [198.18.0.11, 198.18.0.12]\nmodels:\n  - {recipe: small, on: [198.18.0.12]}\n")
+    exc = refused(project, "name: x\nnodes: [198.18.0.11, 198.18.0.12, 198.18.0.13]\nmodels:\n"
+                           "  - {recipe: big, on: [198.18.0.12, 198.18.0.13]}\n")
     assert "head" in str(exc) and exc.line == 4
+
+
+def test_a_solo_entry_on_a_worker_is_served_there_and_copied_through_the_head(project: Path) -> None:
+    sp = plan(project, "name: x\nnodes: [198.18.0.11, 198.18.0.12]\nmodels:\n"
+                       "  - {recipe: small, on: [198.18.0.12], gpu_mem: 0.5}\n  - {recipe: fixed, gpu_mem: 0.4}\n")
+    worker, head = sp.entries
+    assert worker.plan.mode == "solo" and [n.target for n in worker.plan.nodes] == ["198.18.0.12"]
+    assert worker.plan.endpoint == "http://198.18.0.12:8000/v1"
+    carrier = worker.carrier(sp.nodes[0])
+    assert carrier.mode == "cluster" and [n.target for n in carrier.nodes] == ["198.18.0.11", "198.18.0.12"]
+    assert head.carrier(sp.nodes[0]) is None and head.plan.nodes[0].local
+    gw = gateway.plan_gateway(make_stack_plan(load(write(project, "name: x\nnodes: [198.18.0.11, 198.18.0.12]\n"
+                                                       "models: [{recipe: small, on: [198.18.0.12]}]\ngateway: {}\n")),
+                                              Options()))
+    assert gw.routes[0].api_base == "http://198.18.0.12:8000/v1"
 
 
 def test_nodes_come_from_the_env_file_when_the_stack_has_none(project: Path) -> None:
