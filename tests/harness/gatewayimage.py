@@ -10,10 +10,13 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+if __package__:
+    from . import rayimage
+else:  # run as a script: python3 tests/harness/gatewayimage.py
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import rayimage  # type: ignore[no-redef]
 
-import rayimage  # noqa: E402
-from rayimage import DockerNode  # noqa: E402
+DockerNode = rayimage.DockerNode
 
 LITELLM_VERSION = "1.91.5"
 # pip download judges markers for Python 3.11.0; bookworm's is 3.11.2, for which redis also wants this
