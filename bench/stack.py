@@ -118,15 +118,10 @@ def main() -> int:
     a = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench/stack.py needs root (it builds a netns test cluster)")
-    deadline = time.monotonic() + a.wait
-    while True:
-        try:
-            c = rc.TestCluster(3, owner="bench/stack.py").__enter__()
-            break
-        except rc.ClusterBusy as e:
-            if time.monotonic() > deadline:
-                sys.exit(str(e))
-            time.sleep(3)
+    try:
+        c = rc.up_when_free(3, "bench/stack.py", a.wait)
+    except rc.ClusterBusy as e:
+        sys.exit(str(e))
     root = None
     try:
         root = project(rayimage.ensure_ray_image(c.nodes, log=lambda m: print(f"[ray] {m}")))

@@ -403,22 +403,14 @@ def list_recipes(as_json: bool) -> int:
 
 def cached_bytes(recipe: Any) -> int | None:
     """Size of the recipe's model in the HF cache when complete there (stat only, no network)."""
-    from . import weights
+    from .budget import model_bytes
     from .plan import Options, main_model
 
     try:
         model, _ = main_model(recipe, Options())
     except RunRecipeError:
         return None  # a model or revision no hub can have: nothing to count (lint and a run say why)
-    if not model:
-        return None
-    cache = hub_cache.hub_cache_dir()
-    try:
-        commit = weights.resolve_commit(model.repo, model.revision, offline=True, cache_dir=cache)
-    except weights.WeightsError:
-        return None
-    state = hub_cache.snapshot_state(cache, model.repo, commit, allow_patterns=model.patterns or None)
-    return state.bytes if state.complete else None
+    return model_bytes(model) if model else None
 
 
 def show_env(config: Path | None) -> int:
