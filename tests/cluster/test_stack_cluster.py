@@ -42,7 +42,7 @@ def ask(cluster: rc.TestCluster, path: str, body: dict | None = None) -> dict | 
 
 
 def ours(node: rc.Node, stack: str) -> dict[str, str]:
-    out = node.docker("ps", "-q", "--no-trunc", "--filter", f"label=runrecipe.stack={stack}",
+    out = node.docker("ps", "--no-trunc", "--filter", f"label=runrecipe.stack={stack}",
                       "--format", "{{.Names}} {{.ID}}").stdout
     return dict(line.split() for line in out.splitlines())
 

@@ -41,7 +41,7 @@ def stack_file(project: Project, name: str, body: str) -> Path:
 
 
 def ids(project: Project, stack: str) -> dict[str, str]:
-    out = project.docker("ps", "-q", "--no-trunc", "--filter", f"label=runrecipe.stack={stack}",
+    out = project.docker("ps", "--no-trunc", "--filter", f"label=runrecipe.stack={stack}",
                          "--format", "{{.Names}} {{.ID}}").stdout
     return dict(line.split() for line in out.splitlines())
 

@@ -299,3 +299,13 @@ def test_cli_errors_are_messages_not_tracebacks(project: Path) -> None:
     assert res.returncode == 1 and "line 3" in res.stderr and "Traceback" not in res.stderr
     res = cli(project, "stack", "missing")
     assert res.returncode == 1 and "no such file" in res.stderr
+
+
+def test_the_gateway_restarts_when_routes_change_and_only_then(project: Path) -> None:
+    body = "name: x\nmodels:\n  - {{recipe: small, gpu_mem: {mem}, port: {port}}}\ngateway: {{}}\n"
+
+    def digest(mem: float, port: int) -> str:
+        return gateway.digest(gateway.plan_gateway(plan(project, body.format(mem=mem, port=port))), "sha256:i")
+
+    assert digest(0.3, 8000) == digest(0.4, 8000)   # an entry's memory is not a route
+    assert digest(0.3, 8000) != digest(0.3, 8001)   # its address is
