@@ -116,6 +116,47 @@ def test_both_entries_serve_and_the_gateway_lists_them(duo: dict) -> None:
     assert status.stdout.count("\n  e2e-duo/") == 3, status.stdout
 
 
+def stream(url: str, body: dict) -> list[dict]:
+    """The JSON chunks of a streamed answer (server-sent events), up to `data: [DONE]`."""
+    req = urllib.request.Request(url, data=json.dumps({**body, "stream": True}).encode(), method="POST",
+                                 headers={"Content-Type": "application/json", "Authorization": f"Bearer {KEY}"})
+    chunks = []
+    with urllib.request.urlopen(req, timeout=60) as resp:
+        assert resp.headers["Content-Type"].startswith("text/event-stream")
+        for raw in resp:
+            line = raw.decode().strip()
+            if line == "data: [DONE]":
+                return chunks
+            if line.startswith("data: "):
+                chunks.append(json.loads(line[6:]))
+    raise AssertionError(f"no [DONE] after {chunks}")
+
+
+@pytest.mark.parametrize("model", ["coder", "org/chat"])
+def test_requests_reach_the_right_entry_by_model_name_streamed_and_not(duo: dict, model: str) -> None:
+    base = f"http://127.0.0.1:{duo['ports']['gateway']}/v1"
+    code, raw = post(f"{base}/chat/completions", {"model": model, "messages": [{"role": "user", "content": "hi"}]})
+    assert code == 200, raw
+    assert json.loads(raw)["choices"][0]["message"]["content"] == f"standin reply from {model}"
+    code, raw = post(f"{base}/completions", {"model": model, "prompt": "hi"})
+    assert code == 200, raw
+    assert json.loads(raw)["choices"][0]["text"] == f"standin reply from {model}"
+    chunks = stream(f"{base}/chat/completions", {"model": model, "messages": [{"role": "user", "content": "hi"}]})
+    assert len(chunks) > 2  # passed on as chunks, not one block
+    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"]) == \
+        f"standin reply from {model}"
+    chunks = stream(f"{base}/completions", {"model": model, "prompt": "hi"})
+    assert "".join(c["choices"][0].get("text") or "" for c in chunks if c["choices"]) == f"standin reply from {model}"
+    code, raw = post(f"{base}/chat/completions", {"model": model, "messages": []}, key="sk-wrong")
+    assert code >= 400  # the key is checked
+
+
+def test_an_unknown_model_is_refused_by_the_gateway(duo: dict) -> None:
+    code, raw = post(f"http://127.0.0.1:{duo['ports']['gateway']}/v1/chat/completions",
+                     {"model": "nobody", "messages": [{"role": "user", "content": "hi"}]})
+    assert code == 400 and b"nobody" in raw
+
+
 def test_a_rerun_changes_nothing_and_a_changed_entry_restarts_alone(duo: dict) -> None:
     project, ports = duo["project"], duo["ports"]
     before = ids(project, "e2e-duo")
