@@ -164,6 +164,12 @@ def test_a_rerun_changes_nothing_and_a_changed_entry_restarts_alone(duo: dict) -
     assert again.returncode == 0, again.stdout + again.stderr
     assert [ln for ln in again.stdout.splitlines() if ln.startswith(".  ")] == []
     assert ids(project, "e2e-duo") == before
+    through_doit = project.doit("run", "stack=duo")  # the same graph: nothing to do either
+    assert through_doit.returncode == 0, through_doit.stdout + through_doit.stderr
+    assert [ln for ln in through_doit.stdout.splitlines() if ln.startswith(".  ")] == []
+    listed = project.doit("list", "--all")
+    assert "gateway:e2e-duo" in listed.stdout and "launch:e2e-duo/e2e-duo-chat" in listed.stdout, listed.stdout
+    assert ids(project, "e2e-duo") == before
     stack_file(project, "duo", duo["body"].format(**ports, code_mem=0.35))  # the code entry only
     changed = project.cli("stack", "duo", "-d")
     assert changed.returncode == 0, changed.stdout + changed.stderr
