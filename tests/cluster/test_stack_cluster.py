@@ -98,6 +98,10 @@ def test_three_node_stack_places_serves_routes_and_stops(trio) -> None:
     assert "--nnodes" not in side_argv  # solo on n3, its image copied there from the head
     listed = json.loads(ask(cluster, "/v1/models"))
     assert sorted(m["id"] for m in listed["data"]) == ["org/big", "side"]
+    for model in ("org/big", "side"):  # routed by name across the nodes, by the real gateway
+        answer = json.loads(ask(cluster, "/v1/chat/completions",
+                                {"model": model, "messages": [{"role": "user", "content": "hi"}]}))
+        assert answer["choices"][0]["message"]["content"] == f"standin reply from {model}"
     assert KEY not in out
     status = tool(cluster, root, "stack", "trio", "status", "--json")
     rows = json.loads(status.stdout)
