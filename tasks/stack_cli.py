@@ -69,21 +69,27 @@ def load(name: str, options: Options) -> tuple[StackPlan, GatewayPlan | None]:
 
 
 def preflight(stack_plan: StackPlan, gw: GatewayPlan | None) -> None:
-    """Every check before any change: cluster heads, memory per node, each cluster entry's nodes, the key."""
+    """Every check before any change: cluster heads first, then at once the memory of every node and each
+    multi-node (or worker-placed) entry's preflight over SSH; then the gateway's key."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from . import budget
-    from .cli import cluster_preflight
     from .graph import fleet_for
+    from .preflight import check_cluster
 
     for placed in stack_plan.entries:
         if placed.plan.mode == "cluster":
             fleet_for(placed.plan)  # the head must be this machine: said before anything else
-    checked = budget.check(stack_plan, budget.node_memory(stack_plan))
+    spread = [p.carrier(stack_plan.nodes[0]) or p.plan for p in stack_plan.entries
+              if p.plan.mode == "cluster" or p.carrier(stack_plan.nodes[0])]
+    with ThreadPoolExecutor(max_workers=1 + len(spread)) as pool:  # SSH round trips overlap
+        memory = pool.submit(budget.node_memory, stack_plan)
+        tables = [pool.submit(check_cluster, plan) for plan in spread]
+        for table in tables:
+            print(table.result()[1])
+        checked = budget.check(stack_plan, memory.result())
     for share in checked:
         print(f"memory: {share.entry} on {share.node} needs {share.needed >> 20} MiB of its {share.allowed >> 20} MiB")
-    for placed in stack_plan.entries:
-        carrier = placed.carrier(stack_plan.nodes[0])
-        if placed.plan.mode == "cluster" or carrier:
-            cluster_preflight(carrier or placed.plan)
     if gw is not None:
         gateway.api_key(gw)
 
