@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -48,7 +48,7 @@ class Entry:
     port: int | None = None
     gpu_mem: float | None = None
     name: str | None = None
-    overrides: Mapping[str, str] = None  # type: ignore[assignment]
+    overrides: Mapping[str, str] = field(default_factory=dict)
     extra_args: tuple[str, ...] = ()
     mods: tuple[str, ...] = ()
     line: int = 1

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from typing import Any
@@ -64,8 +65,18 @@ def main(args: list[str]) -> int:
 
 
 def load(name: str, options: Options) -> tuple[StackPlan, GatewayPlan | None]:
+    """The stack's plan and gateway; the gateway's key variable, when only .env sets it, is exported to this
+    process, from which docker hands it to the container by name (never on a command line)."""
+    from .nodes import load_env
+    from .plan import env_file
+
     stack_plan = make_stack_plan(stack.load(stack.find(name)), options)
-    return stack_plan, gateway.plan_gateway(stack_plan)
+    gw = gateway.plan_gateway(stack_plan)
+    if gw and gw.key_env and gw.key_env not in os.environ:
+        value = load_env(env_file(options)).get(gw.key_env)
+        if value:
+            os.environ[gw.key_env] = value
+    return stack_plan, gw
 
 
 def preflight(stack_plan: StackPlan, gw: GatewayPlan | None) -> None:

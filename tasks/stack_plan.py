@@ -146,8 +146,9 @@ def _relative(stack: Stack, name: str) -> str:
 
 
 def _names(stack: Stack, recipes: list[Recipe]) -> dict[int, str]:
-    """Each entry's container name: its `name`, else `<stack>-<recipe>` (numbered when a recipe repeats)."""
-    out: dict[int, str] = {}
+    """Each entry's container name: its `name`, else `<stack>-<recipe>` (numbered when a recipe repeats);
+    `<stack>-gateway` is the gateway's when the stack has one."""
+    out: dict[int, str] = {-1: f"{stack.name}-gateway"} if stack.gateway else {}
     seen: dict[str, int] = {}
     for entry, recipe in zip(stack.entries, recipes):
         if entry.name:
@@ -159,7 +160,7 @@ def _names(stack: Stack, recipes: list[Recipe]) -> dict[int, str]:
         if name in out.values():
             field = ("models", entry.index, "name")
             raise ConfigError(f"{stack.where(field)}: models[{entry.index}].name: '{name}' is used by another "
-                              "entry of the stack; container names must differ", file=str(stack.path),
+                              "entry of the stack or its gateway; container names must differ", file=str(stack.path),
                               field=field, line=stack.positions.line(field), fix="give each entry its own name")
         out[entry.index] = name
     return out

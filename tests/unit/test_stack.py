@@ -309,3 +309,22 @@ def test_the_gateway_restarts_when_routes_change_and_only_then(project: Path) ->
 
     assert digest(0.3, 8000) == digest(0.4, 8000)   # an entry's memory is not a route
     assert digest(0.3, 8000) != digest(0.3, 8001)   # its address is
+
+
+def test_an_entry_may_not_take_the_gateways_name(project: Path) -> None:
+    exc = refused(project, "name: x\nmodels:\n  - {recipe: small, name: x-gateway}\ngateway: {}\n")
+    assert "'x-gateway' is used by another entry of the stack or its gateway" in str(exc) and exc.line == 3
+
+
+def test_the_gateway_key_may_come_from_the_env_file(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tasks.stack_cli import load as load_stack
+
+    monkeypatch.delenv("DUO_KEY", raising=False)
+    (project / ".env").write_text("DUO_KEY=sk-from-dotenv\n")
+    write(project, TWO, "duo")
+    _, gw = load_stack("duo", Options())
+    assert gateway.api_key(gw) == "sk-from-dotenv"
+    monkeypatch.setenv("DUO_KEY", "not-sk")
+    with pytest.raises(ConfigError, match="does not start with 'sk-'") as info:
+        gateway.api_key(gw)
+    assert "not-sk" not in str(info.value)
