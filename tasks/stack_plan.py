@@ -93,7 +93,7 @@ def make_stack_plan(stack: Stack, base: Options) -> StackPlan:
                 master += 1
             _reserve(stack, taken, on, master, f"{name} (master port)", ("models", entry.index))
         plan = _plan(stack, entry, recipe, on, base, name=name, port=port, master_port=master, head=nodes[0])
-        fraction = float(plan.vllm.option(GPU_MEM_FLAG) or DEFAULT_GPU_MEM)
+        fraction = _fraction(stack, entry, plan)
         warnings += [f"{stack.where(('models', entry.index))}: {w}" for w in plan.warnings]
         planned.append(Placed(entry, plan, fraction, on))
     _check_fractions(stack, nodes, planned)
@@ -210,9 +210,29 @@ def _plan(stack: Stack, entry: Entry, recipe: Recipe, on: tuple[Node, ...], base
     except RunRecipeError as exc:
         raise type(exc)(f"{stack.where(field)}: models[{entry.index}] ({recipe.id}): {exc}", file=str(stack.path),
                         field=field, line=stack.positions.line(field)) from None
+    if plan.port != port:
+        raise ConfigError(f"{stack.where(field)}: models[{entry.index}]: its server would listen on port {plan.port}, "
+                          f"not on {port}, the port the stack {'gave' if entry.port is None else 'was given'} for it "
+                          "(overrides or extra_args set another)", file=str(stack.path), field=field,
+                          line=stack.positions.line(field), fix="set the port with the entry's `port:` only")
     warnings = tuple(w for w in plan.warnings if not w.startswith(tuple(added)))  # the stack's own, on purpose
     plan = dataclasses.replace(plan, recipe=dataclasses.replace(recipe, id=f"{stack.name}/{name}"), warnings=warnings)
     return dataclasses.replace(plan, nodes=on) if len(on) == 1 and on[0] != head else plan
+
+
+def _fraction(stack: Stack, entry: Entry, plan: Plan) -> float:
+    """The entry's share of memory as its command says it (the last --gpu-memory-utilization), checked."""
+    text = plan.vllm.option(GPU_MEM_FLAG)
+    try:
+        value = float(text) if text is not None else DEFAULT_GPU_MEM
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 1:
+        field = ("models", entry.index)
+        raise ConfigError(f"{stack.where(field)}: models[{entry.index}]: the command's {GPU_MEM_FLAG} is '{text}', not "
+                          "a fraction above 0 and at most 1", file=str(stack.path), field=field,
+                          line=stack.positions.line(field), fix="set the entry's gpu_mem")
+    return value
 
 
 def _check_fractions(stack: Stack, nodes: tuple[Node, ...], planned: list[Placed]) -> None:

@@ -328,3 +328,14 @@ def test_the_gateway_key_may_come_from_the_env_file(project: Path, monkeypatch: 
     with pytest.raises(ConfigError, match="does not start with 'sk-'") as info:
         gateway.api_key(gw)
     assert "not-sk" not in str(info.value)
+
+
+@pytest.mark.parametrize("extra, words", [
+    ("overrides: {port: 9999}", "would listen on port 9999, not on 8000"),
+    ("extra_args: [--port, '9999']", "would listen on port 9999, not on 8000"),
+    ("overrides: {gpu_memory_utilization: lots}", "--gpu-memory-utilization is 'lots'"),
+    ("extra_args: [--gpu-memory-utilization, '1.5']", "--gpu-memory-utilization is '1.5'"),
+])
+def test_overrides_cannot_move_an_entry_off_its_port_or_share(project: Path, extra: str, words: str) -> None:
+    exc = refused(project, f"name: x\nmodels:\n  - recipe: small\n    {extra}\n")
+    assert words in str(exc) and exc.line == 3
