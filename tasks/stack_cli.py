@@ -18,7 +18,7 @@ from .errors import RunError
 from .flagtypes import seconds
 from .gateway import GatewayPlan
 from .masking import scrub
-from .nodes import LOCAL
+from .nodes import LOCAL, Node
 from .plan import Options
 from .stack_plan import StackPlan, make_stack_plan
 
@@ -43,11 +43,9 @@ def main(args: list[str]) -> int:
     ns = parser().parse_args(args)
     options = Options(setup=ns.setup, download=ns.setup, daemon=True, ready_timeout=ns.ready_timeout,
                       **env_options(None))
+    if ns.action in ("stop", "status"):
+        return lifecycle(ns.action, stack.load(stack.find(ns.stack)), options, ns.json)
     stack_plan, gw = load(ns.stack, options)
-    if ns.action == "stop":
-        return stop(stack_plan)
-    if ns.action == "status":
-        return status(stack_plan, ns.json)
     for warning in stack_plan.warnings:
         print(f"Warning: {scrub(warning)}", file=sys.stderr)
     if ns.dry_run:
@@ -60,8 +58,26 @@ def main(args: list[str]) -> int:
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
-        stop(stack_plan)
+        stop(stack_plan.name, stack_plan.nodes, [p.plan.recipe.id for p in stack_plan.entries])
         return 130
+
+
+def lifecycle(action: str, file: stack.Stack, options: Options, as_json: bool) -> int:
+    """stop or status from the file's name and nodes alone: a stack whose recipes no longer plan (a recipe
+    removed, an entry broken) can still be looked at and stopped; its start order, when it plans, orders stop."""
+    from .errors import RunRecipeError
+    from .stack_plan import stack_nodes
+
+    nodes = stack_nodes(file, options)
+    if action == "status":
+        return status(file.name, nodes, as_json)
+    try:
+        order = [p.plan.recipe.id for p in make_stack_plan(file, options).entries]
+    except RunRecipeError as exc:
+        print(f"Warning: {scrub(str(exc).splitlines()[0])}; stopping every container of the stack by its label",
+              file=sys.stderr)
+        order = []
+    return stop(file.name, nodes, order)
 
 
 def load(name: str, options: Options) -> tuple[StackPlan, GatewayPlan | None]:
@@ -161,23 +177,21 @@ def dry_run(stack_plan: StackPlan, gw: GatewayPlan | None, as_json: bool) -> int
     return 0
 
 
-def _runners(stack_plan: StackPlan) -> list[Any]:
+def _runners(nodes: tuple[Node, ...]) -> list[Any]:
     from .lifecycle import _node_runners
 
-    return _node_runners("" if stack_plan.nodes == (LOCAL,) else ",".join(n.target for n in stack_plan.nodes), None)
+    return _node_runners("" if nodes == (LOCAL,) else ",".join(n.target for n in nodes), None)
 
 
-def stop(stack_plan: StackPlan) -> int:
-    """Remove every container of the stack on each node in reverse start order (the gateway, then the entries
-    last started first); nothing else is touched."""
+def stop(name: str, nodes: tuple[Node, ...], order: list[str]) -> int:
+    """Remove every container labelled with the stack on each node in reverse start order (`order`: the entries'
+    ids as they start; the gateway and anything else of the stack go first); nothing else is touched."""
     from .lifecycle import _on_each_node, _unreached
 
-    runners = _runners(stack_plan)
-    found, missed = _on_each_node(lambda rn: [(rn, c) for c in docker.containers(rn, stack=stack_plan.name)],
-                                  runners)
-    order = {p.plan.recipe.id: i for i, p in enumerate(stack_plan.entries)}  # start order; gateway and strays last
+    found, missed = _on_each_node(lambda rn: [(rn, c) for c in docker.containers(rn, stack=name)], _runners(nodes))
+    rank = {rid: i for i, rid in enumerate(order)} | {f"{name}/{gateway.container_name(name)}": len(order) + 1}
     ours = sorted((pair for pairs in found for pair in pairs),
-                  key=lambda rc: order.get(rc[1].labels.get("runrecipe.recipe", ""), len(order)), reverse=True)
+                  key=lambda rc: rank.get(rc[1].labels.get("runrecipe.recipe", ""), len(order)), reverse=True)
     names = []
     for runner, container in ours:
         try:
@@ -185,21 +199,20 @@ def stop(stack_plan: StackPlan) -> int:
             names.append(f"{container.name}@{runner.node}")
         except RunError as exc:
             missed.append(f"{runner.node}: {str(exc).splitlines()[0]}")
-    print(f"stopped {', '.join(names)}" if names else f"nothing to stop for stack {stack_plan.name}")
-    return _unreached("stop", missed, f"run `run-recipe stack {stack_plan.name} stop` again once it is back")
+    print(f"stopped {', '.join(names)}" if names else f"nothing to stop for stack {name}")
+    return _unreached("stop", missed, f"run `run-recipe stack {name} stop` again once it is back")
 
 
-def status(stack_plan: StackPlan, as_json: bool) -> int:
+def status(name: str, nodes: tuple[Node, ...], as_json: bool) -> int:
     from . import launch
     from .lifecycle import _on_each_node, _unreached
 
-    answers, missed = _on_each_node(lambda rn: [r for r in launch.status(rn) if r["stack"] == stack_plan.name],
-                                    _runners(stack_plan))
+    answers, missed = _on_each_node(lambda rn: [r for r in launch.status(rn) if r["stack"] == name], _runners(nodes))
     rows = [row for rs in answers for row in rs]
     if as_json:
         print(json.dumps(rows, indent=2))
     else:
-        print(f"stack {stack_plan.name}: " + ("nothing running" if not rows else f"{len(rows)} container(s)"))
+        print(f"stack {name}: " + ("nothing running" if not rows else f"{len(rows)} container(s)"))
         for row in rows:
             print(f"  {row['container']:<28} {row['node']:<16} {row['state']:<10} {row['endpoint']}")
     return _unreached("status", missed, "its containers are not listed")

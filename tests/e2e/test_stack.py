@@ -209,8 +209,10 @@ def test_stop_removes_the_stack_and_nothing_else(duo: dict) -> None:
         """)
     alone = project.cli("alone", "--solo", "-d")
     assert alone.returncode == 0, alone.stderr
+    (project.root / "recipes" / "code.yaml").unlink()  # the stack no longer plans
     stopped = project.cli("stack", "duo", "stop")
     assert stopped.returncode == 0, stopped.stderr
+    assert "stopping every container of the stack by its label" in stopped.stderr
     assert ids(project, "e2e-duo") == {}
     # reverse start order: the gateway first
     assert stopped.stdout.split("stopped ")[1].split(", ")[0].startswith("e2e-duo-gateway@")
