@@ -2,6 +2,7 @@
 
     doit list                         every recipe's tasks (build:, download:, image:, weights:, mods:, launch:)
     doit run recipe=NAME [key=value]  build, download, copy, apply mods and launch NAME; key=value sets a parameter
+    doit run stack=NAME               every entry of stacks/NAME.yaml (or a path), in start order, then its gateway
     doit info launch:NAME             why a task would run
     doit forget build:IMAGE           make doit forget a task's recorded result
     doit lint                         check the catalogue

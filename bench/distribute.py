@@ -240,15 +240,10 @@ def main() -> int:
     if os.geteuid() != 0:
         sys.exit("bench/distribute.py needs root (it builds a netns test cluster)")
     bw = float(a.rate.removesuffix("mbit")) * 1e6 / 8  # bytes/s
-    deadline = time.monotonic() + a.wait
-    while True:
-        try:
-            c = rc.TestCluster(4, owner="bench/distribute.py").__enter__()
-            break
-        except rc.ClusterBusy as e:
-            if time.monotonic() > deadline:
-                sys.exit(str(e))
-            time.sleep(3)
+    try:
+        c = rc.up_when_free(4, "bench/distribute.py", a.wait)
+    except rc.ClusterBusy as e:
+        sys.exit(str(e))
     try:
         return run(c, a.mb, a.rate, bw, a.shard_mb, a.worker_cpus, max(1, a.repeat), a.wide)
     finally:

@@ -35,6 +35,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .lifecycle import main as lifecycle
 
             return lifecycle(args[0], args[1:])
+        if args and args[0] == "stack":
+            from .stack_cli import main as stack
+
+            return stack(args[1:])
         if args and args[0] == "plan":
             return _run(args[1:], inspect=True)
         return _run(args)
@@ -62,7 +66,8 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="run-recipe", usage="run-recipe [OPTIONS] [RECIPE] [-- EXTRA_VLLM_ARGS...]\n"
         "       run-recipe plan RECIPE [OPTIONS]   (ask every node, read-only, what would run)\n"
-        "       run-recipe status|stop|logs|lint ...",
+        "       run-recipe status|stop|logs|lint ...\n"
+        "       run-recipe stack NAME|FILE [stop|status] [-d] [--setup] [--dry-run] [--json]",
         description="Serve a model with vLLM from a YAML recipe, on one node or a cluster. "
         "Steps whose inputs did not change are skipped.")
     p.add_argument("recipe", nargs="?", help="recipe name (searched in recipes/, sub-folders too) or path")
@@ -415,22 +420,14 @@ def list_recipes(as_json: bool) -> int:
 
 def cached_bytes(recipe: Any) -> int | None:
     """Size of the recipe's model in the HF cache when complete there (stat only, no network)."""
-    from . import weights
+    from .budget import model_bytes
     from .plan import Options, main_model
 
     try:
         model, _ = main_model(recipe, Options())
     except RunRecipeError:
         return None  # a model or revision no hub can have: nothing to count (lint and a run say why)
-    if not model:
-        return None
-    cache = hub_cache.hub_cache_dir()
-    try:
-        commit = weights.resolve_commit(model.repo, model.revision, offline=True, cache_dir=cache)
-    except weights.WeightsError:
-        return None
-    state = hub_cache.snapshot_state(cache, model.repo, commit, allow_patterns=model.patterns or None)
-    return state.bytes if state.complete else None
+    return model_bytes(model) if model else None
 
 
 def show_env(config: Path | None) -> int:

@@ -15,7 +15,7 @@ from .runner import Result
 
 LABEL = "runrecipe"
 # The labels a server container carries (all under "runrecipe.").
-LABEL_KEYS = ("recipe", "inputs", "file", "endpoint", "started", "weights")
+LABEL_KEYS = ("recipe", "inputs", "file", "endpoint", "started", "weights", "stack")
 # what a run needs of an engine: version, runtimes (nvidia?) and data root (its free disk)
 ENGINE_FORMAT = '{"version":{{json .ServerVersion}},"runtimes":{{json .Runtimes}},"root":{{json .DockerRootDir}}}'
 

@@ -179,8 +179,12 @@ def launch_task(plan: Plan, runner: LocalRunner, deps: list[str], dry: bool = Fa
             "verbosity": 2}
 
 
-def cluster_tasks(plan: Plan, fleet: "Fleet", *, setup: bool, dry: bool = False) -> list[dict[str, Any]]:
-    """Build and download on the head, then per worker: image, weights, mods; then one launch over all nodes."""
+def cluster_tasks(plan: Plan, fleet: "Fleet", *, setup: bool, dry: bool = False,
+                  serve: Plan | None = None) -> list[dict[str, Any]]:
+    """Build and download on the head, then per worker: image, weights, mods; then one launch over all nodes.
+
+    `serve`: the plan the launch serves when it is not `plan` itself (a stack entry placed on a worker only:
+    copies go as for `plan`'s nodes, the server runs where fleet.placements says)."""
     from . import distribute, image_copy
 
     head = fleet.runners[0]
@@ -291,12 +295,12 @@ def cluster_tasks(plan: Plan, fleet: "Fleet", *, setup: bool, dry: bool = False)
             out.append(task)
         else:
             launch_deps += image_deps
-    places = fleet.placements
+    places, served = fleet.placements, serve or plan
     out.append({"basename": "launch", "name": plan.recipe.id,
-                "doc": f"serve {plan.recipe.name} on {len(plan.nodes)} nodes ({fleet.mode}) at {plan.endpoint}",
-                "actions": [(_step, [lambda: launch.converge(places(), plan, ray_first=fleet.mode == "ray")])],
+                "doc": f"serve {plan.recipe.name} on {len(served.nodes)} nodes ({fleet.mode}) at {served.endpoint}",
+                "actions": [(_step, [lambda: launch.converge(places(), served, ray_first=fleet.mode == "ray")])],
                 "task_dep": list(dict.fromkeys(launch_deps)),
-                "uptodate": [Check(lambda: launch.answer(places(), plan))],
+                "uptodate": [Check(lambda: launch.answer(places(), served))],
                 "verbosity": 2})
     return out
 
@@ -353,13 +357,17 @@ _FLEETS: dict[int, Any] = {}  # one Fleet (runners, SSH connections) per plan an
 
 def namespace(plans: Iterable[Plan], *, setup: bool, default: list[str]) -> dict[str, Any]:
     """A dodo-like namespace (task_* creators + DOIT_CONFIG) for doit's ModuleTaskLoader."""
+    return task_namespace([task for plan in plans for task in tasks_of(plan, setup=setup)], default)
+
+
+def task_namespace(tasks: Iterable[dict[str, Any]], default: list[str]) -> dict[str, Any]:
+    """The namespace of given tasks (a stack adds its own to its entries'); a task repeated by name counts once."""
     from .state import doit_config
 
     by_base: dict[str, dict[str, dict[str, Any]]] = {
-        "build": {}, "download": {}, "image": {}, "weights": {}, "mods": {}, "launch": {}}
-    for plan in plans:
-        for task in tasks_of(plan, setup=setup):
-            by_base[task["basename"]].setdefault(task["name"], task)
+        "build": {}, "download": {}, "image": {}, "weights": {}, "mods": {}, "launch": {}, "gateway": {}}
+    for task in tasks:
+        by_base[task["basename"]].setdefault(task["name"], task)
 
     def creator(base: str, doc: str) -> Callable[[], Iterable[dict[str, Any]]]:
         def create() -> Iterable[dict[str, Any]]:
@@ -376,6 +384,7 @@ def namespace(plans: Iterable[Plan], *, setup: bool, default: list[str]) -> dict
         "task_weights": creator("weights", "copy model weights to each worker (only missing or changed files)"),
         "task_mods": creator("mods", "apply recipe mods as a derived image (only when base or mods changed)"),
         "task_launch": creator("launch", "start or replace the server container, wait until it is ready"),
+        "task_gateway": creator("gateway", "start or replace a stack's gateway, wait until it lists every model"),
         "DOIT_CONFIG": {**doit_config(), "default_tasks": default},
     }
 

@@ -283,13 +283,13 @@ def _start(place: Placement, plan: Plan, want: Wanted) -> str:
     runner = place.runner
     labels = {"recipe": plan.recipe.id, "inputs": want.digest, "file": str(plan.recipe.path),
               "endpoint": plan.endpoint, "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-              "weights": want.record}
+              "weights": want.record} | ({"stack": plan.options.stack} if plan.options.stack else {})
     label_args = [a for k, v in labels.items() for a in ("--label", f"{LABEL}.{k}={v}")]
     side = plan.options.docker
     cid = runner.feed(container_create.create_argv(container_flags.cache_mounts(side), [*label_args, *want.args]),
                       container_flags.env_file_text(side).encode(), timeout=120).stdout.strip()
     try:
-        runner.feed(["docker", "cp", "-", f"{cid}:/"], _script_tar(place.script))
+        runner.feed(["docker", "cp", "-", f"{cid}:/"], script_tar(place.script))
         runner.read(["docker", "start", cid])
     except BaseException:
         docker.remove(runner, [cid])
@@ -297,14 +297,15 @@ def _start(place: Placement, plan: Plan, want: Wanted) -> str:
     return cid
 
 
-def _script_tar(script: str) -> bytes:
+def script_tar(script: str, name: str = "launch.sh") -> bytes:
+    """A tar of SCRIPT_DIR/name, for `docker cp -` (works the same over SSH, nothing on argv)."""
     buf = io.BytesIO()
     data = script.encode()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tar:
         folder = tarfile.TarInfo(SCRIPT_DIR.strip("/"))
         folder.type, folder.mode = tarfile.DIRTYPE, 0o755
         tar.addfile(folder)
-        info = tarfile.TarInfo(f"{SCRIPT_DIR.strip('/')}/launch.sh")
+        info = tarfile.TarInfo(f"{SCRIPT_DIR.strip('/')}/{name}")
         info.size, info.mode = len(data), 0o755
         tar.addfile(info, io.BytesIO(data))
     return buf.getvalue()
@@ -379,7 +380,7 @@ def status(runner: Runner, recipe_id: str | None = None) -> list[dict[str, str]]
     return [{"recipe": c.labels.get(f"{LABEL}.recipe", ""), "container": c.name, "id": c.id[:12],
              "state": c.state, "endpoint": c.labels.get(f"{LABEL}.endpoint", ""),
              "started": c.labels.get(f"{LABEL}.started", ""), "image": c.image,
-             "weights": c.labels.get(f"{LABEL}.weights", ""),
+             "weights": c.labels.get(f"{LABEL}.weights", ""), "stack": c.labels.get(f"{LABEL}.stack", ""),
              "node": runner.node} for c in found]
 
 

@@ -5,6 +5,7 @@ Part of the command line (it prints); the work per node is tasks/launch.py's.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -63,9 +64,12 @@ def _status(runners: list[Any], recipe_id: str | None, as_json: bool) -> int:
     if not rows:
         print("nothing running" + (f" for {recipe_id}" if recipe_id else "")
               + (" on the nodes that answered" if missed else ""))
-    for row in rows:
-        print(f"{row['recipe']:<32} {row['node']:<16} {row['state']:<10} {row['endpoint']:<28} "
-              f"{row['container']} (since {row['started']})")
+    for stack, group in itertools.groupby(sorted(rows, key=lambda r: r["stack"]), key=lambda r: r["stack"]):
+        if stack:  # a stack's entries and gateway together, under its name
+            print(f"stack {stack}:")
+        for row in group:
+            print(f"{'  ' if stack else ''}{row['recipe']:<32} {row['node']:<16} {row['state']:<10} "
+                  f"{row['endpoint']:<28} {row['container']} (since {row['started']})")
     return _unreached("status", missed, "its containers are not listed")
 
 

@@ -16,7 +16,7 @@ from .errors import ConfigError, RunRecipeError
 from .masking import scrub
 from .plan import Options, make_plan, parse_overrides
 
-DOIT_OPTION_VARS = ("recipe", "nodes", "container", "name", "revision", "ray")
+DOIT_OPTION_VARS = ("recipe", "nodes", "container", "name", "revision", "ray", "stack")
 
 
 def doit_namespace() -> dict[str, Any]:
@@ -37,6 +37,8 @@ def doit_namespace() -> dict[str, Any]:
                       name=variables.get("name"), setup=True, download=True, daemon=True,
                       revision=variables.get("revision"), ray=_ray(variables.get("ray", "0")),
                       **env_options(None))
+    if variables.get("stack"):
+        return _stack_namespace(variables["stack"], options)
     if variables.get("recipe"):
         plan = make_plan(load_named(variables["recipe"], settings.recipes_dir()), options)
         for warning in plan.warnings:
@@ -46,7 +48,7 @@ def doit_namespace() -> dict[str, Any]:
 
             print(check_cluster(plan)[1])  # as run-recipe does: every node checked, one table, before any change
         return namespace([plan], setup=True, default=[f"launch:{plan.recipe.id}"]) | {"task_lint": _lint_task}
-    from .graph import fleet_for
+    from .graph import fleet_for, task_namespace, tasks_of
 
     plans = []
     for item in catalogue(settings.recipes_dir()):
@@ -57,7 +59,35 @@ def doit_namespace() -> dict[str, Any]:
             plans.append(plan) if plan else None
         except RunRecipeError:
             continue  # e.g. cluster-only recipes without nodes: nothing to list for this machine
-    return namespace(plans, setup=True, default=["usage"]) | {"task_usage": _usage_task, "task_lint": _lint_task}
+    return task_namespace([t for plan in plans for t in tasks_of(plan, setup=True)] + _stack_tasks(options),
+                          ["usage"]) | {"task_usage": _usage_task, "task_lint": _lint_task}
+
+
+def _stack_namespace(name: str, options: Options) -> dict[str, Any]:
+    """`doit run stack=NAME`: the stack's tasks (every entry's, then its gateway), checked as run-recipe checks."""
+    from .stack_cli import load, preflight
+    from .stack_graph import stack_namespace
+
+    stack_plan, gw = load(name, options)
+    for warning in stack_plan.warnings:
+        print(f"Warning: {scrub(warning)}", file=sys.stderr)
+    if _doit_runs_tasks(sys.argv[1:]):
+        preflight(stack_plan, gw)
+    return stack_namespace(stack_plan, gw, setup=True) | {"task_lint": _lint_task}
+
+
+def _stack_tasks(options: Options) -> list[dict[str, Any]]:
+    """For `doit list`: the tasks of every stack in stacks/ that can run here."""
+    from .stack_cli import load
+    from .stack_graph import stack_tasks
+
+    out: list[dict[str, Any]] = []
+    for path in sorted((settings.project_root() / "stacks").glob("*.yaml")):
+        try:
+            out += stack_tasks(*load(str(path), options), setup=True)
+        except RunRecipeError:
+            continue  # e.g. a stack whose nodes are not reachable from here: nothing to list
+    return out
 
 
 def _ray(text: str) -> bool:

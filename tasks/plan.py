@@ -56,6 +56,7 @@ class Options:
     ready_timeout: float = 1800.0
     # --apply-mod / --apply-vllm-pr in command-line order: ("mod", Path) or ("pr", vllm_pr.PullRequest)
     apply: tuple[tuple[str, Any], ...] = ()
+    stack: str = ""                   # the stack this run is an entry of (labels its containers)
 
 
 @dataclass(frozen=True)

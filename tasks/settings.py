@@ -43,3 +43,8 @@ def hf_home() -> Path:
     """The HuggingFace folder mounted into containers (HF_HOME, else $XDG_CACHE_HOME/huggingface)."""
     cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(os.environ.get("HF_HOME") or Path(cache) / "huggingface")
+
+
+def gateway_image() -> str:
+    """The LiteLLM proxy image a stack's gateway runs (RUNRECIPE_GATEWAY_IMAGE; the tests build their own)."""
+    return os.environ.get("RUNRECIPE_GATEWAY_IMAGE") or "ghcr.io/berriai/litellm:main-stable"

@@ -788,6 +788,19 @@ class TestCluster:
         node.remove_containers()
 
 
+def up_when_free(size: int, owner: str, wait: float) -> "TestCluster":
+    """A TestCluster of `size` nodes, brought up once the machine's one cluster is free (benches wait for
+    tests); ClusterBusy after `wait` seconds."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            return TestCluster(size, owner=owner).__enter__()
+        except ClusterBusy:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(3)
+
+
 def acquire_lock(wait: float = 0):
     """Hold /run/runrecipe-test/cluster.lock (flock) for the cluster's lifetime in this process.
 

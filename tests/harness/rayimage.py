@@ -200,26 +200,34 @@ def wheel_platform() -> str:
             "arm64": "manylinux2014_aarch64"}.get(m, f"manylinux2014_{m}")
 
 
-def ray_wheels(pyver: str, log=print) -> Path:
-    """`pip download ray==RAY_VERSION` for the rootfs' Python and this machine's arch (~80 MB, cached)."""
+def download_wheels(requirement: str, key: str, pyver: str, log=print, extra: Sequence[str] = ()) -> Path:
+    """`pip download REQUIREMENT [EXTRA...]` (binary wheels only) for the rootfs' Python and this machine's arch, into a
+    cached folder named by `key` (the requirement and version it stands for)."""
     cp = "cp" + pyver.replace(".", "")
-    d = _cache() / f"wheels-ray-{RAY_VERSION}-{cp}-{wheel_platform()}"
+    d = _cache() / f"wheels-{key}-{cp}-{wheel_platform()}"
     if (d / ".complete").exists():
         return d
     tmp = Path(tempfile.mkdtemp(prefix="wheels-", dir=_cache()))
     try:
-        log(f"pip download ray=={RAY_VERSION} for {cp} {wheel_platform()} ...")
+        log(f"pip download {requirement} for {cp} {wheel_platform()} ...")
+        # manylinux_2_36 (bookworm's glibc) lets pip take wheels built for newer glibc than manylinux2014's
+        platforms = [wheel_platform(), wheel_platform().replace("manylinux2014", "manylinux_2_36")]
         _check(subprocess.run(
-            [sys.executable, "-m", "pip", "download", f"ray=={RAY_VERSION}", "--only-binary=:all:",
+            [sys.executable, "-m", "pip", "download", requirement, *extra, "--only-binary=:all:",
              "--python-version", pyver, "--implementation", "cp", "--abi", cp,
-             "--platform", wheel_platform(), "--disable-pip-version-check", "-q", "-d", str(tmp)],
-            capture_output=True, text=True, timeout=900), "pip download ray")
+             *[a for p in platforms for a in ("--platform", p)], "--disable-pip-version-check", "-q", "-d", str(tmp)],
+            capture_output=True, text=True, timeout=1800), f"pip download {requirement}")
         (tmp / ".complete").write_text("\n".join(sorted(p.name for p in tmp.glob("*.whl"))) + "\n")
         shutil.rmtree(d, ignore_errors=True)
         tmp.rename(d)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return d
+
+
+def ray_wheels(pyver: str, log=print) -> Path:
+    """`pip download ray==RAY_VERSION` (~80 MB, cached)."""
+    return download_wheels(f"ray=={RAY_VERSION}", f"ray-{RAY_VERSION}", pyver, log)
 
 
 RAY_DOCKERFILE = """\
@@ -243,34 +251,41 @@ def ray_dockerfile() -> str:
     return RAY_DOCKERFILE.format(base=base_tag(), ray=RAY_VERSION)
 
 
-def ray_tag(wheels: Path) -> str:
-    """rr-ray:<hash of Dockerfile (which names the rootfs hash) + wheel list>."""
+def wheels_tag(repo: str, dockerfile: str, wheels: Path) -> str:
+    """<repo>:<hash of Dockerfile (which names the rootfs hash) + wheel list>."""
     names = sorted(f"{p.name}:{p.stat().st_size}" for p in wheels.glob("*.whl"))
-    return f"rr-ray:{_h(ray_dockerfile(), *names)}"
+    return f"{repo}:{_h(dockerfile, *names)}"
 
 
-def build_ray_image(node: DockerNode, log=print) -> str:
-    """Build (or find cached) the Ray image on ``node``: debootstrap rootfs + Ray wheels, no network."""
-    tar = rootfs_tarball(log)
-    wheels = ray_wheels(rootfs_python(tar), log)
-    tag = ray_tag(wheels)
+def ray_tag(wheels: Path) -> str:
+    return wheels_tag("rr-ray", ray_dockerfile(), wheels)
+
+
+def build_wheels_image(node: DockerNode, tag: str, dockerfile: str, wheels: Path, log=print) -> str:
+    """Build `tag` on ``node`` from the Debian base image + a folder of wheels (no network); cached by tag."""
     if has_image(node, tag):
         return tag
     ensure_base_image(node, log)
-    ctx = Path(tempfile.mkdtemp(prefix="rayctx-", dir=_cache()))
+    ctx = Path(tempfile.mkdtemp(prefix="wheelsctx-", dir=_cache()))
     try:
         (ctx / "wheels").mkdir()
         for w in wheels.glob("*.whl"):
             os.link(w, ctx / "wheels" / w.name)  # same filesystem: no copy
-        (ctx / "Dockerfile").write_text(ray_dockerfile())
+        (ctx / "Dockerfile").write_text(dockerfile)
         log(f"{node.name}: docker build {tag} ...")
-        _check(node.docker("build", "-q", "-t", tag, str(ctx), env={"DOCKER_BUILDKIT": "0"}, timeout=900),
+        _check(node.docker("build", "-q", "-t", tag, str(ctx), env={"DOCKER_BUILDKIT": "0"}, timeout=1800),
                f"{node.name}: docker build {tag}")
         # the untagged build stage would otherwise show up in every `docker images` on the head
         node.docker("image", "prune", "-f", timeout=120)
     finally:
         shutil.rmtree(ctx, ignore_errors=True)
     return tag
+
+
+def build_ray_image(node: DockerNode, log=print) -> str:
+    """Build (or find cached) the Ray image on ``node``: debootstrap rootfs + Ray wheels, no network."""
+    wheels = ray_wheels(rootfs_python(rootfs_tarball(log)), log)
+    return build_wheels_image(node, ray_tag(wheels), ray_dockerfile(), wheels, log)
 
 
 def copy_image(src: DockerNode, dst: DockerNode, tag: str, timeout: float = 600) -> bool:

@@ -1,0 +1,191 @@
+"""A stack's gateway: one LiteLLM proxy container on the head that routes by model name to the entries.
+
+Its configuration (templates/gateway.yaml.j2) lists one route per entry: the entry's served model name
+to `hosted_vllm/<name>` at the entry's address. The container is replaced only when that configuration,
+the image or its arguments change (the inputs label, as for a server), and it counts as ready once
+`/v1/models` lists every route. LiteLLM has no hot reload without a database: new routes mean a restart.
+The API key stays in the environment: the container gets `-e NAME` (the value is taken from this
+process's environment by docker, never put on a command line) and the config names `os.environ/NAME`.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Callable
+
+from . import docker, render, settings, steps
+from .docker import LABEL, Runner
+from .errors import ConfigError, NotReadyError, RunError
+from .launch import POLL_SECONDS, SCRIPT_DIR, base_url, say, script_tar
+from .stack_plan import StackPlan
+
+CONFIG = "gateway.yaml"
+READY_TIMEOUT = 180.0
+
+
+@dataclass(frozen=True)
+class Route:
+    model: str          # the served model name clients ask for
+    api_base: str       # the entry's OpenAI base URL, as the head reaches it
+
+
+@dataclass(frozen=True)
+class GatewayPlan:
+    stack: str
+    name: str            # container name
+    port: int
+    key_env: str         # "" when the gateway needs no key
+    image: str
+    routes: tuple[Route, ...]
+    config: str          # the rendered LiteLLM configuration
+
+    @property
+    def id(self) -> str:
+        """Its `runrecipe.recipe` label: status lists it with the stack's entries."""
+        return f"{self.stack}/{self.name}"
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://localhost:{self.port}/v1"
+
+    def args(self, image_id: str) -> list[str]:
+        """`docker create` arguments (labels excluded): host network, offline cost map, the key by name."""
+        env = ["-e", "LITELLM_LOCAL_MODEL_COST_MAP=True", "-e", "LITELLM_TELEMETRY=False"]
+        if self.key_env:
+            env += ["-e", self.key_env]
+        return ["--name", self.name, "--network", "host", "--init", *env, "--entrypoint", "litellm", image_id,
+                "--config", f"{SCRIPT_DIR}/{CONFIG}", "--host", "0.0.0.0", "--port", str(self.port)]
+
+
+def container_name(stack: str) -> str:
+    return f"{stack}-gateway"
+
+
+def plan_gateway(stack_plan: StackPlan) -> GatewayPlan | None:
+    """The gateway of a stack, or None when the file has none; two entries serving one name are refused."""
+    gateway = stack_plan.stack.gateway
+    if gateway is None:
+        return None
+    routes: dict[str, Route] = {}
+    for placed in stack_plan.entries:
+        model = placed.plan.served_model or placed.plan.recipe.name
+        if model in routes:
+            field = ("models", placed.entry.index)
+            raise ConfigError(f"{stack_plan.stack.where(field)}: two entries serve the model name '{model}'; "
+                              "the gateway routes by name, so each needs its own (--served-model-name in "
+                              "extra_args)", file=str(stack_plan.stack.path), field=field)
+        routes[model] = Route(model, base_url(placed.plan) + "/v1")
+    ordered = tuple(routes.values())
+    config = render.render_template(f"{CONFIG}.j2", stack=stack_plan.name, routes=ordered,
+                                    key_env=gateway.api_key_env)
+    return GatewayPlan(stack_plan.name, container_name(stack_plan.name), gateway.port, gateway.api_key_env,
+                       settings.gateway_image(), ordered, config)
+
+
+def api_key(gw: GatewayPlan) -> str:
+    """The key from the environment, checked (LiteLLM wants `sk-...`); never printed."""
+    if not gw.key_env:
+        return ""
+    key = os.environ.get(gw.key_env, "")
+    if not key.startswith("sk-"):
+        raise ConfigError(f"gateway: the environment variable {gw.key_env} (api_key_env) is "
+                          + ("not set" if not key else "set but does not start with 'sk-'")
+                          + "; LiteLLM's master key must start with sk-", fix=f"export {gw.key_env}=sk-...")
+    return key
+
+
+def image_id(runner: Runner, gw: GatewayPlan) -> str:
+    found = docker.image_id(runner, gw.image)
+    if not found:
+        raise RunError(f"the gateway image '{gw.image}' is not on {runner.node}: `docker pull {gw.image}`, or "
+                       "name another LiteLLM proxy image in RUNRECIPE_GATEWAY_IMAGE")
+    return found
+
+
+def digest(gw: GatewayPlan, image: str) -> str:
+    return hashlib.sha256(json.dumps([gw.args(image), gw.config]).encode()).hexdigest()
+
+
+def answer(runner: Runner, gw: GatewayPlan) -> steps.Answer:
+    """Noop when the gateway runs with the current routes and image and lists every route."""
+    try:
+        want = digest(gw, image_id(runner, gw))
+    except RunError as exc:
+        return steps.Change(f"cannot start yet: {str(exc).splitlines()[0]}")
+    running = docker.containers(runner, recipe=gw.id)
+    current = [c for c in running if c.running and c.labels.get(f"{LABEL}.inputs") == want]
+    return steps.launch(gw.name, want, running, answering=bool(current) and _lists_all(gw, api_key(gw)))
+
+
+def converge(runner: Runner, gw: GatewayPlan) -> dict[str, str]:
+    """Start (or replace) the gateway and wait until it lists every route."""
+    key = api_key(gw)
+    image = image_id(runner, gw)
+    want = digest(gw, image)
+    running = docker.containers(runner, recipe=gw.id)
+    current = [c for c in running if c.running and c.labels.get(f"{LABEL}.inputs") == want]
+    if current:
+        wait_ready(runner, gw, current[0].id, key)
+        say(f"gateway already serving at {gw.endpoint} ({len(gw.routes)} models)")
+        return {"container_id": current[0].id, "inputs": want}
+    named = docker.container_named(runner, gw.name)
+    if named and named.id not in {c.id for c in running}:
+        raise RunError(f"a container named '{gw.name}' exists on {runner.node} and is not this stack's gateway; "
+                       "remove it or rename the stack")
+    if running:
+        say(f"replacing the gateway {gw.name}: its routes or image changed")
+        docker.remove(runner, [c.id for c in running])
+    labels = {"recipe": gw.id, "stack": gw.stack, "inputs": want, "endpoint": gw.endpoint,
+              "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    label_args = [a for k, v in labels.items() for a in ("--label", f"{LABEL}.{k}={v}")]
+    cid = runner.read(["docker", "create", *label_args, *gw.args(image)]).stdout.strip()
+    try:
+        runner.feed(["docker", "cp", "-", f"{cid}:/"], script_tar(gw.config, CONFIG))
+        runner.read(["docker", "start", cid])
+        say(f"started the gateway {gw.name}; waiting for {gw.endpoint} ...")
+        wait_ready(runner, gw, cid, key)
+    except BaseException:
+        docker.remove(runner, [cid])
+        raise
+    say(f"gateway serving {', '.join(r.model for r in gw.routes)} at {gw.endpoint}")
+    return {"container_id": cid, "inputs": want}
+
+
+def wait_ready(runner: Runner, gw: GatewayPlan, cid: str, key: str, timeout: float = READY_TIMEOUT,
+               clock: Callable[[], float] = time.monotonic) -> None:
+    """Until `/v1/models` lists every route; fail fast when the container exits."""
+    deadline = clock() + timeout
+    while True:
+        status, code = docker.state(runner, cid)
+        if status in ("exited", "dead", "gone"):
+            raise NotReadyError(f"the gateway container exited (code {code}) before it was ready", node=runner.node,
+                                exit_code=code, tail=docker.logs_tail(runner, cid))
+        if _lists_all(gw, key):
+            return
+        if clock() > deadline:
+            raise NotReadyError(f"the gateway did not list every model after {timeout:.0f} s ({gw.endpoint}/models)",
+                                node=runner.node, tail=docker.logs_tail(runner, cid))
+        time.sleep(POLL_SECONDS)
+
+
+def listed(port: int, key: str) -> set[str] | None:
+    """The model ids the gateway on this machine lists, or None when it does not answer."""
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/models",
+                                     headers={"Authorization": f"Bearer {key}"} if key else {})
+    try:
+        with urllib.request.urlopen(request, timeout=3) as resp:
+            data = json.loads(resp.read() or b"{}")
+    except (OSError, ValueError, urllib.error.URLError):
+        return None
+    return {m.get("id") for m in data.get("data", []) if isinstance(m, dict)}
+
+
+def _lists_all(gw: GatewayPlan, key: str) -> bool:
+    found = listed(gw.port, key)
+    return found is not None and {r.model for r in gw.routes} <= found
