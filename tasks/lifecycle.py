@@ -27,7 +27,7 @@ def main(command: str, args: list[str]) -> int:
                 + (", or use --all to stop every runrecipe container" if command == "stop" else ""))
     if command == "stop" and ns.all and ns.recipe:
         p.error(f"name a recipe ({ns.recipe}) or use --all, not both")
-    runners = _node_runners(ns.nodes, ns.config)
+    runners = node_runners(ns.nodes, ns.config)
     recipe_id = _recipe_id(ns.recipe) if ns.recipe else None
     if command == "status":
         return _status(runners, recipe_id, ns.json)
@@ -54,13 +54,13 @@ def _parser(command: str) -> argparse.ArgumentParser:
 def _status(runners: list[Any], recipe_id: str | None, as_json: bool) -> int:
     from . import launch
 
-    answers, missed = _on_each_node(lambda rn: launch.status(rn, recipe_id), runners)
+    answers, missed = on_each_node(lambda rn: launch.status(rn, recipe_id), runners)
     rows = [row for rs in answers for row in rs]
     if as_json:
         for row in rows:
             row["record"] = launch.read_record(row["recipe"])
         print(json.dumps(rows, indent=2))
-        return _unreached("status", missed, "its containers are not listed")
+        return report_unreached("status", missed, "its containers are not listed")
     if not rows:
         print("nothing running" + (f" for {recipe_id}" if recipe_id else "")
               + (" on the nodes that answered" if missed else ""))
@@ -70,7 +70,7 @@ def _status(runners: list[Any], recipe_id: str | None, as_json: bool) -> int:
         for row in group:
             print(f"{'  ' if stack else ''}{row['recipe']:<32} {row['node']:<16} {row['state']:<10} "
                   f"{row['endpoint']:<28} {row['container']} (since {row['started']})")
-    return _unreached("status", missed, "its containers are not listed")
+    return report_unreached("status", missed, "its containers are not listed")
 
 
 def _stop(runners: list[Any], recipe_id: str | None, every: bool) -> int:
@@ -82,13 +82,13 @@ def _stop(runners: list[Any], recipe_id: str | None, every: bool) -> int:
         print("Error: stop: name the recipe to stop (one of the above), or use --all to stop every "
               "runrecipe container", file=sys.stderr)
         return 2
-    answers, missed = _on_each_node(lambda rn: launch.stop(rn, recipe_id or "", every=every), runners)
+    answers, missed = on_each_node(lambda rn: launch.stop(rn, recipe_id or "", every=every), runners)
     names = [f"{n}@{r.node}" for r, stopped in zip(runners, answers) for n in stopped]
     what = "every runrecipe container" if every else recipe_id
     print(f"stopped {', '.join(names)}" if names else f"nothing to stop for {what}"
           + (" on the nodes that answered" if missed else ""))
     again = "run-recipe stop " + ("--all" if every else str(recipe_id))
-    return _unreached("stop", missed, f"run `{again}` again once it is back")
+    return report_unreached("stop", missed, f"run `{again}` again once it is back")
 
 
 def _logs(runners: list[Any], recipe_id: str | None, node: str | None, follow: bool) -> int:
@@ -107,7 +107,7 @@ def _logs(runners: list[Any], recipe_id: str | None, node: str | None, follow: b
     return runner.run(argv, check=False).exit_code
 
 
-def _on_each_node(work: Callable[[Any], list], runners: Sequence[Any]) -> tuple[list[list], list[str]]:
+def on_each_node(work: Callable[[Any], list], runners: Sequence[Any]) -> tuple[list[list], list[str]]:
     """`work` on every node at once; a node that cannot be reached costs only its own answer.
 
     Returns the answers in node order ([] for a missed node) and one `node: why` line per missed node."""
@@ -124,14 +124,14 @@ def _on_each_node(work: Callable[[Any], list], runners: Sequence[Any]) -> tuple[
     return [answer for answer, _ in pairs], [why for _, why in pairs if why]
 
 
-def _unreached(command: str, missed: list[str], consequence: str) -> int:
+def report_unreached(command: str, missed: list[str], consequence: str) -> int:
     """Exit code 1 and one line per node `command` could not reach, saying what that leaves undone."""
     for why in missed:
         print(f"Error: {command}: {scrub(why)} ({consequence})", file=sys.stderr)
     return 1 if missed else 0
 
 
-def _node_runners(nodes: str | None, config: Path | None) -> list[Any]:
+def node_runners(nodes: str | None, config: Path | None) -> list[Any]:
     """This machine first, then the other nodes over SSH (verified host keys)."""
     from .nodes import load_env, parse_list
     from .plan import env_file

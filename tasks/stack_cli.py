@@ -178,17 +178,17 @@ def dry_run(stack_plan: StackPlan, gw: GatewayPlan | None, as_json: bool) -> int
 
 
 def _runners(nodes: tuple[Node, ...]) -> list[Any]:
-    from .lifecycle import _node_runners
+    from .lifecycle import node_runners
 
-    return _node_runners("" if nodes == (LOCAL,) else ",".join(n.target for n in nodes), None)
+    return node_runners("" if nodes == (LOCAL,) else ",".join(n.target for n in nodes), None)
 
 
 def stop(name: str, nodes: tuple[Node, ...], order: list[str]) -> int:
     """Remove every container labelled with the stack on each node in reverse start order (`order`: the entries'
     ids as they start; the gateway and anything else of the stack go first); nothing else is touched."""
-    from .lifecycle import _on_each_node, _unreached
+    from .lifecycle import on_each_node, report_unreached
 
-    found, missed = _on_each_node(lambda rn: [(rn, c) for c in docker.containers(rn, stack=name)], _runners(nodes))
+    found, missed = on_each_node(lambda rn: [(rn, c) for c in docker.containers(rn, stack=name)], _runners(nodes))
     rank = {rid: i for i, rid in enumerate(order)} | {f"{name}/{gateway.container_name(name)}": len(order) + 1}
     ours = sorted((pair for pairs in found for pair in pairs),
                   key=lambda rc: rank.get(rc[1].labels.get("runrecipe.recipe", ""), len(order)), reverse=True)
@@ -200,14 +200,14 @@ def stop(name: str, nodes: tuple[Node, ...], order: list[str]) -> int:
         except RunError as exc:
             missed.append(f"{runner.node}: {str(exc).splitlines()[0]}")
     print(f"stopped {', '.join(names)}" if names else f"nothing to stop for stack {name}")
-    return _unreached("stop", missed, f"run `run-recipe stack {name} stop` again once it is back")
+    return report_unreached("stop", missed, f"run `run-recipe stack {name} stop` again once it is back")
 
 
 def status(name: str, nodes: tuple[Node, ...], as_json: bool) -> int:
     from . import launch
-    from .lifecycle import _on_each_node, _unreached
+    from .lifecycle import on_each_node, report_unreached
 
-    answers, missed = _on_each_node(lambda rn: [r for r in launch.status(rn) if r["stack"] == name], _runners(nodes))
+    answers, missed = on_each_node(lambda rn: [r for r in launch.status(rn) if r["stack"] == name], _runners(nodes))
     rows = [row for rs in answers for row in rs]
     if as_json:
         print(json.dumps(rows, indent=2))
@@ -215,4 +215,4 @@ def status(name: str, nodes: tuple[Node, ...], as_json: bool) -> int:
         print(f"stack {name}: " + ("nothing running" if not rows else f"{len(rows)} container(s)"))
         for row in rows:
             print(f"  {row['container']:<28} {row['node']:<16} {row['state']:<10} {row['endpoint']}")
-    return _unreached("status", missed, "its containers are not listed")
+    return report_unreached("status", missed, "its containers are not listed")
