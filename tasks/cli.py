@@ -118,6 +118,8 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--trust-new-hosts", action="store_true",
                    help="record unknown SSH host keys in known_hosts (changed keys are always refused)")
     g.add_argument("--restart", action="store_true", help="give the container a restart policy (survives reboots)")
+    g.add_argument("--force", action="store_true",
+                   help="start even when the memory guard finds too little free memory on a node")
     g.add_argument("--ready-timeout", type=seconds, default=1800.0, metavar="SECONDS",
                    help="how long to wait for the server to answer (default 1800)")
     g = p.add_argument_group("other")
@@ -144,7 +146,7 @@ def options_from(ns: argparse.Namespace, extra: list[str]) -> Options:
                    setup=ns.setup or ns.build_only or ns.force_build, force_build=ns.force_build,
                    download=ns.setup or ns.download_only or ns.force_download or ns.verify,
                    force_download=ns.force_download, verify=ns.verify, revision=ns.revision,
-                   daemon=ns.daemon, restart=ns.restart, ready_timeout=ns.ready_timeout, ray=bool(ns.ray),
+                   daemon=ns.daemon, restart=ns.restart, ready_timeout=ns.ready_timeout, ray=bool(ns.ray), force=ns.force,
                    trust_new_hosts=ns.trust_new_hosts,
                    **env_options(ns.config, eth_if=ns.eth_if, ib_if=ns.ib_if, master_port=ns.master_port,
                                  non_privileged=ns.non_privileged))

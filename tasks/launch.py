@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, TypeVar
 
-from . import crash_causes, docker, hub_cache, mods, readiness, settings, steps, weights
+from . import crash_causes, docker, hub_cache, memory_check, mods, readiness, settings, steps, weights
 from .docker import LABEL, Container, Runner
 from .errors import ConfigError, NotReadyError, RunError
 from .plan import Plan
@@ -208,7 +208,9 @@ def converge(places: list[Placement], plan: Plan, ray_first: bool = True) -> dic
             write_record(plan, [(p, wants[p.rank], same[p.rank].id) for p in places], progress)
         say(f"already serving at {plan.endpoint} (container {same[0].name})")
         return {"container_id": same[0].id, "inputs": wants[0].digest}
-    _each(places, lambda p: _clear(p.runner, plan))
+    replaced = _each(places, lambda p: _clear(p.runner, plan))
+    verdicts = memory_check.guard([p.runner for p in places], memory_check.fraction(plan), plan.options.force,
+                                  replaced)
     order = places if ray_first else places[1:] + places[:1]   # native: workers, then the head
     started: list[tuple[Placement, str]] = []
     try:
@@ -225,7 +227,8 @@ def converge(places: list[Placement], plan: Plan, ray_first: bool = True) -> dic
                 say(f"Warning: could not remove {cid[:12]} on {place.runner.node}: {exc}")
         raise
     say(f"serving {plan.served_model or plan.recipe.name} at {plan.endpoint}: {_timings(progress)}")
-    write_record(plan, [(p, wants[p.rank], cid) for p, cid in sorted(started, key=lambda pc: pc[0].rank)], progress)
+    write_record(plan, [(p, wants[p.rank], cid) for p, cid in sorted(started, key=lambda pc: pc[0].rank)], progress,
+                 {v.node: v.need for v in verdicts if v.fits is not None})
     return {"container_id": head_cid, "inputs": wants[0].digest}
 
 
@@ -240,7 +243,7 @@ def _timings(progress: readiness.Progress) -> str:
 
 
 def write_record(plan: Plan, nodes: list[tuple[Placement, Wanted, str]],
-                 progress: readiness.Progress | None = None) -> None:
+                 progress: readiness.Progress | None = None, memory_need: dict[str, int] | None = None) -> None:
     """What runs where after a successful launch: image, weights commits, mods, script hash per node,
     and how long readiness took. What the watcher keeps there (restarts, last cause) survives a relaunch."""
     kept = {k: v for k, v in (read_record(plan.recipe.id) or {}).items() if k == "watch"}
@@ -252,7 +255,7 @@ def write_record(plan: Plan, nodes: list[tuple[Placement, Wanted, str]],
                        "script_sha256": hashlib.sha256(place.script.encode()).hexdigest(),
                        "weights": want.record.split(",") if want.record else [],
                        "mods": [{"name": m.name, "sha256": mods.content_hash((m,))} for m in plan.mods],
-                       "inputs": want.digest}
+                       "inputs": want.digest, "memory_need": (memory_need or {}).get(place.runner.node)}
                       for place, want, cid in nodes]}
     save_record(plan.recipe.id, data)
 
@@ -272,8 +275,9 @@ def read_record(recipe_id: str) -> dict | None:
         return None
 
 
-def _clear(runner: Runner, plan: Plan) -> None:
-    """Remove this recipe's old containers; refuse to touch a same-named container we did not start."""
+def _clear(runner: Runner, plan: Plan) -> bool:
+    """Remove this recipe's old containers (True when there were some); refuse to touch a same-named
+    container we did not start."""
     ours = docker.containers(runner, recipe=plan.recipe.id)
     named = docker.container_named(runner, plan.container_name)
     if named and named.id not in {c.id for c in ours}:
@@ -282,6 +286,7 @@ def _clear(runner: Runner, plan: Plan) -> None:
     if ours:
         say(f"replacing {', '.join(c.name for c in ours)} on {runner.node}: its inputs changed")
         docker.remove(runner, [c.id for c in ours])
+    return bool(ours)
 
 
 def _start(place: Placement, plan: Plan, want: Wanted) -> str:

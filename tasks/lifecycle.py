@@ -84,7 +84,32 @@ def _stop(runners: list[Any], recipe_id: str | None, every: bool) -> int:
     print(f"stopped {', '.join(names)}" if names else f"nothing to stop for {what}"
           + (" on the nodes that answered" if missed else ""))
     again = "run-recipe stop " + ("--all" if every else str(recipe_id))
+    if recipe_id and names:
+        _wait_memory(runners, recipe_id)
     return _unreached("stop", missed, f"run `{again}` again once it is back")
+
+
+def _wait_memory(runners: list[Any], recipe_id: str) -> None:
+    """After a stop, wait (bounded) on each node until the memory its launch needed is free again;
+    say which processes hold it when it is not."""
+    from . import launch
+    from .memory_check import RELEASE_WAIT, wait_released
+    from .memory_guard import held_by, room
+    from .units import human_bytes
+
+    needs = {n["node"]: n.get("memory_need") for n in (launch.read_record(recipe_id) or {}).get("nodes", [])}
+    for runner in runners:
+        need = needs.get(runner.node)
+        if not need:
+            continue
+        try:
+            left = wait_released(runner, need)
+        except RunError:
+            continue  # the node did not answer: _unreached names it already
+        if left is not None:
+            print(f"Warning: {runner.node}: {human_bytes(need)} of memory not free again after "
+                  f"{RELEASE_WAIT:.0f} s ({human_bytes(room(left))} available); "
+                  f"held by {held_by(left.holders) or 'an unknown process'}", file=sys.stderr)
 
 
 def _logs(runners: list[Any], recipe_id: str | None, node: str | None, follow: bool) -> int:

@@ -53,6 +53,7 @@ class Options:
     restart: bool = False
     privileged: bool = True           # --non-privileged or .env NON_PRIVILEGED=1 turn it off
     ready_timeout: float = 1800.0
+    force: bool = False               # --force: start even when the memory guard says it does not fit
 
 
 @dataclass(frozen=True)
