@@ -20,6 +20,7 @@ from .masking import scrub
 from .plan import OVERRIDE_FLAGS, Options, Plan, make_plan, parse_overrides
 
 SUBCOMMANDS = ("status", "stop", "logs")
+SUPERVISION = ("watch", "install-service", "uninstall-service")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -30,6 +31,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .lint import main as lint
 
             return lint(args[1:])
+        if args and args[0] in SUPERVISION:
+            from .supervise import main as supervise
+
+            return supervise(args[0], args[1:])
         if args and args[0] in SUBCOMMANDS:
             from .lifecycle import main as lifecycle
 
@@ -61,7 +66,8 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="run-recipe", usage="run-recipe [OPTIONS] [RECIPE] [-- EXTRA_VLLM_ARGS...]\n"
         "       run-recipe plan RECIPE [OPTIONS]   (ask every node, read-only, what would run)\n"
-        "       run-recipe status|stop|logs|lint ...",
+        "       run-recipe status|stop|logs|lint ...\n"
+        "       run-recipe watch|install-service RECIPE [OPTIONS], uninstall-service RECIPE",
         description="Serve a model with vLLM from a YAML recipe, on one node or a cluster. "
         "Steps whose inputs did not change are skipped.")
     p.add_argument("recipe", nargs="?", help="recipe name (searched in recipes/, sub-folders too) or path")

@@ -66,7 +66,20 @@ def _status(runners: list[Any], recipe_id: str | None, as_json: bool) -> int:
     for row in rows:
         print(f"{row['recipe']:<32} {row['node']:<16} {row['state']:<10} {row['endpoint']:<28} "
               f"{row['container']} (since {row['started']})")
+    for rid in dict.fromkeys(row["recipe"] for row in rows):
+        print(_supervision_line(rid, launch.read_record(rid) or {}), end="")
     return _unreached("status", missed, "its containers are not listed")
+
+
+def _supervision_line(recipe_id: str, record: dict) -> str:
+    """Readiness times and what the watcher did, from the run record ("" when it holds neither)."""
+    ready, watch = record.get("readiness") or {}, record.get("watch") or {}
+    parts = ([f"ready in {ready['ready_seconds']:.1f} s, first token in {ready['first_token_seconds']:.3f} s"]
+             if ready.get("ready_seconds") is not None and ready.get("first_token_seconds") is not None else [])
+    if watch:
+        parts.append(f"watch: {watch.get('state')}, {watch.get('restarts', 0)} restart(s)"
+                     + (f", last cause: {watch['last_cause']} ({watch.get('at')})" if watch.get("last_cause") else ""))
+    return f"  {recipe_id}: {'; '.join(parts)}\n" if parts else ""
 
 
 def _stop(runners: list[Any], recipe_id: str | None, every: bool) -> int:
