@@ -32,6 +32,8 @@ BAD_ARGUMENT = Cause("bad-argument", "bad argument",
                      "fix the flag in the recipe's command or after `--`; `vllm serve --help` lists them")
 PORT_IN_USE = Cause("port-in-use", "port in use",
                     "stop what listens there (`ss -ltnp`) or choose another --port")
+ENGINE_DEAD = Cause("engine-dead", "vLLM's engine died",
+                    "the lines before it say why; `run-recipe watch` restarts the group")
 
 # (pattern, cause): first match wins, so an OOM reported as a CUDA error is read as out of memory.
 RULES: tuple[tuple[str, Cause], ...] = (
@@ -49,16 +51,22 @@ RULES: tuple[tuple[str, Cause], ...] = (
      r"'https://huggingface\.co'|Invalid repository ID or local directory", WEIGHTS),
     (r"No such file or directory: .*(config\.json|\.safetensors)", WEIGHTS),
 )
-_COMPILED = tuple((re.compile(pattern, re.IGNORECASE), cause) for pattern, cause in RULES)
+# read only when no rule above matches any line: they say that it died, not why
+FALLBACK_RULES: tuple[tuple[str, Cause], ...] = (
+    (r"EngineDeadError|EngineCore encountered a fatal error", ENGINE_DEAD),
+)
+_TIERS = tuple(tuple((re.compile(pattern, re.IGNORECASE), cause) for pattern, cause in rules)
+               for rules in (RULES, FALLBACK_RULES))
 
 
 def read_cause(log_tail: str) -> tuple[Cause, str] | None:
     """The cause and the line that shows it, searching from the last line up (the last error is the
     one that stopped the server; earlier ones may have been retried), or None when no rule matches."""
-    for line in reversed(log_tail.splitlines()):
-        for pattern, cause in _COMPILED:
-            if pattern.search(line):
-                return cause, line.strip()
+    for tier in _TIERS:
+        for line in reversed(log_tail.splitlines()):
+            for pattern, cause in tier:
+                if pattern.search(line):
+                    return cause, line.strip()
     return None
 
 

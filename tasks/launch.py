@@ -331,8 +331,9 @@ def wait_ready(runner: Runner, plan: Plan, cid: str, workers: list[tuple[Runner,
         for node, ncid in [(runner, cid), *workers]:
             status, code = docker.state(node, ncid)
             if status in ("exited", "dead", "gone"):
-                where = "the server container" if ncid == cid else f"the container on {node.node}"
-                raise _died(node, ncid, f"{where} exited (code {code}) before the server was ready", code)
+                what = ("the server container exited (code {}) before it was ready" if ncid == cid else
+                        f"the container on {node.node} exited (code {{}}) before the server was ready")
+                raise _died(node, ncid, what.format(code), code)
         try:
             stage = readiness.advance(progress, _head_host(plan), plan.port, base, plan.served_model,
                                       token_wait=max(0.5, min(TOKEN_WAIT, deadline - clock())), clock=clock)

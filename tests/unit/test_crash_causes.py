@@ -59,3 +59,10 @@ def test_unrecognised_and_sigkill() -> None:
     assert crash_causes.cause_name("INFO all fine") == "unknown"
     assert "out-of-memory killer" in crash_causes.one_line("", exit_code=137)
     assert crash_causes.cause_name("", exit_code=137) == "out-of-memory"
+
+
+def test_a_dead_engine_reads_as_such_unless_a_line_says_why() -> None:
+    dead = "ERROR 12-01 06:00:00 [core.py:586] EngineCore encountered a fatal error.\n" \
+           "vllm.v1.engine.exceptions.EngineDeadError: EngineCore encountered an issue. See stack trace (above) for the root cause."
+    assert crash_causes.cause_name(dead) == "engine-dead"
+    assert crash_causes.cause_name("torch.OutOfMemoryError: CUDA out of memory.\n" + dead) == "out-of-memory"
