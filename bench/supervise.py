@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
 
-from harness import engine, images  # noqa: E402
+from harness import engine, project  # noqa: E402
 from tasks import readiness  # noqa: E402
 
 RECIPE = """\
@@ -116,9 +116,7 @@ def main() -> int:
     host = engine.docker_host()
     with tempfile.TemporaryDirectory(prefix="rr-bench-") as tmp:
         base = Path(tmp)
-        dockdir = images.standin_docker_dir(base / "docker")
-        (base / "recipes").mkdir()
-        (base / ".env").write_text("NON_PRIVILEGED=1\n")
+        dockdir = project.standin_project(base)
         port = free_port()
         (base / "recipes" / "bench-supervise.yaml").write_text(RECIPE.format(port=port, delay=ns.delay))
         env = {**os.environ, "DOCKER_HOST": host, "RUNRECIPE_HOME": str(base), "RUNRECIPE_DOCKER_DIR": str(dockdir),
