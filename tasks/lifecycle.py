@@ -66,7 +66,7 @@ def _status(runners: list[Any], recipe_id: str | None, as_json: bool) -> int:
     for row in rows:
         print(f"{row['recipe']:<32} {row['node']:<16} {row['state']:<10} {row['endpoint']:<28} "
               f"{row['container']} (since {row['started']})")
-    for rid in dict.fromkeys(row["recipe"] for row in rows):
+    for rid in dict.fromkeys([*(row["recipe"] for row in rows), *([recipe_id] if recipe_id else [])]):
         print(_supervision_line(rid, launch.read_record(rid) or {}), end="")
     return _unreached("status", missed, "its containers are not listed")
 

@@ -52,8 +52,7 @@ def systemd_line(words: Sequence[str]) -> str:
     return " ".join(systemd_word(w) for w in words)
 
 
-def render_unit(recipe_id: str, run_args: Sequence[str], *, user: bool, directory: Path | None = None,
-                start_timeout: float = 1800.0) -> Unit:
+def render_unit(recipe_id: str, run_args: Sequence[str], *, user: bool, directory: Path | None = None) -> Unit:
     """The unit for `run-recipe <run_args>`: converge with -d, then watch with the same words."""
     if any("\n" in a for a in run_args):
         raise ConfigError("install-service: an argument holds a line break, which a unit file cannot carry")
@@ -67,7 +66,7 @@ def render_unit(recipe_id: str, run_args: Sequence[str], *, user: bool, director
         "runrecipe.service.j2", recipe=recipe_id, home=systemd_word(str(home)),
         environment=systemd_line([f"{k}={v}" for k, v in env.items()]),
         converge=systemd_line([entry, *words, "-d"]), watch=systemd_line([entry, "watch", *words]),
-        start_timeout=f"{start_timeout + 300:.0f}", wanted_by="default.target" if user else "multi-user.target")
+        wanted_by="default.target" if user else "multi-user.target")
     return Unit(name, (directory or unit_dir(user)) / name, text, user)
 
 

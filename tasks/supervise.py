@@ -101,8 +101,7 @@ def _install(ns: argparse.Namespace, plan: Any, run_args: list[str]) -> int:
     from . import service
 
     user = (not _is_root()) if ns.user is None else ns.user
-    unit = service.render_unit(plan.recipe.id, run_args, user=user, directory=ns.unit_dir,
-                               start_timeout=plan.options.ready_timeout)
+    unit = service.render_unit(plan.recipe.id, run_args, user=user, directory=ns.unit_dir)
     service.write(unit)
     problem = service.verify(unit)
     if problem:

@@ -85,3 +85,12 @@ def test_a_node_capped_by_a_cgroup_has_only_the_cap_available(tmp_path: Path) ->
     verdict = mg.judge("capped", unified, 0.5)
     assert verdict.fits is False and verdict.room == memory.cgroup_room
     assert "the cgroup's limit minus its usage" in verdict.basis
+
+
+def test_waiting_for_memory_after_a_stop_reads_this_machine() -> None:
+    from tasks.memory_check import wait_released
+    from tasks.runner import LocalRunner
+
+    assert wait_released(LocalRunner(), 1 << 20, timeout=0) is None
+    left = wait_released(LocalRunner(), 1 << 62, timeout=0.3, poll=0.1)
+    assert left is not None and left.holders and left.holders[0].bytes
