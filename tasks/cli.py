@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from . import hub_cache, settings
+from .cli_container import container_group, docker_side, docker_view, print_docker
 from .errors import ConfigError, RunRecipeError
 from .config import env_options
 from .flagtypes import MAX_LEN_HINT, fraction, port, seconds, unknown_options, whole
@@ -109,7 +110,7 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--nccl-debug", metavar="LEVEL", choices=["VERSION", "WARN", "INFO", "TRACE"],
                    help="NCCL debug level (VERSION, WARN, INFO, TRACE)")
     g.add_argument("--non-privileged", action="store_true",
-                   help="run without --privileged (IPC_LOCK, 64g shm, pids limit); also .env NON_PRIVILEGED=1")
+                   help="run without --privileged and host IPC: IPC_LOCK and the limits below; also .env NON_PRIVILEGED=1")
     backend = g.add_mutually_exclusive_group()
     backend.add_argument("--ray", dest="ray", action="store_true", default=None,
                          help="cluster: spread vLLM with Ray (the recipe's executor flag is set to ray)")
@@ -128,6 +129,7 @@ def parser() -> argparse.ArgumentParser:
                    help="start even when the memory guard finds too little free memory on a node")
     g.add_argument("--ready-timeout", type=seconds, default=1800.0, metavar="SECONDS",
                    help="how long to wait for the server to answer (default 1800)")
+    container_group(p)
     g = p.add_argument_group("other")
     g.add_argument("--dry-run", action="store_true", help="show the plan and what would run, change nothing")
     g.add_argument("-l", "--list", action="store_true", help="list the recipes")
@@ -147,15 +149,15 @@ def options_from(ns: argparse.Namespace, extra: list[str]) -> Options:
     overrides = {k: v for k in OVERRIDE_FLAGS
                  if (v := getattr(ns, k)) is not None}
     overrides.update(parse_overrides(ns.override, "-o"))
+    env = env_options(ns.config, eth_if=ns.eth_if, ib_if=ns.ib_if, master_port=ns.master_port,
+                      non_privileged=ns.non_privileged)
     return Options(overrides=overrides, extra_args=tuple(extra), solo=ns.solo, nodes=ns.nodes,
                    config=ns.config, container=ns.container, name=ns.name, nccl_debug=ns.nccl_debug,
                    setup=ns.setup or ns.build_only or ns.force_build, force_build=ns.force_build,
                    download=ns.setup or ns.download_only or ns.force_download or ns.verify,
                    force_download=ns.force_download, verify=ns.verify, revision=ns.revision,
-                   daemon=ns.daemon, restart=ns.restart, ready_timeout=ns.ready_timeout, ray=bool(ns.ray), force=ns.force,
-                   trust_new_hosts=ns.trust_new_hosts,
-                   **env_options(ns.config, eth_if=ns.eth_if, ib_if=ns.ib_if, master_port=ns.master_port,
-                                 non_privileged=ns.non_privileged))
+                   daemon=ns.daemon, restart=ns.restart, ready_timeout=ns.ready_timeout, ray=bool(ns.ray),
+                   force=ns.force, trust_new_hosts=ns.trust_new_hosts, docker=docker_side(ns, env["privileged"]), **env)
 
 
 def _run(args: list[str], inspect: bool = False) -> int:
@@ -291,8 +293,10 @@ def dry_run(plan: Plan, as_json: bool) -> int:
                           "tasks": [{"task": t, "status": s} for t, s in rows],
                           "argv": list(plan.argv), "script": plan.script}
                          | ({"backend": backend, "notes": notes,
-                             "node_scripts": [{"node": r.node.target, "rank": r.rank, "script": r.script}
-                                              for r in roles]} if roles else {}), indent=2))
+                             "node_scripts": [{"node": r.node.target, "role": "head" if r.head else "worker",
+                                               "rank": r.rank, "script": r.script, "docker": docker_view(plan)}
+                                              for r in roles]} if roles else {"docker": docker_view(plan)}),
+                         indent=2))
         return 0
     print(f"recipe:    {plan.recipe.name} ({plan.recipe.path})")
     print(f"mode:      {plan.mode}")
@@ -311,6 +315,7 @@ def dry_run(plan: Plan, as_json: bool) -> int:
     for task, verdict in rows:
         print(f"  {task.ljust(width)}  {verdict}")
     if not roles:
+        print_docker(docker_view(plan), "  ")
         print("launch script:")
         print("  " + plan.script.rstrip().replace("\n", "\n  "))
         return 0
@@ -319,8 +324,10 @@ def dry_run(plan: Plan, as_json: bool) -> int:
     for note in notes:
         print(f"note:      {note}")
     for role in roles:
-        print(f"node script for {role.node.target} ({'head' if role.head else 'worker'}, rank {role.rank}):")
-        print("  " + role.script.rstrip().replace("\n", "\n  "))
+        print(f"node {role.node.target} ({'head' if role.head else 'worker'}, rank {role.rank}):")
+        print_docker(docker_view(plan), "    ")
+        print("  node script:")
+        print("    " + role.script.rstrip().replace("\n", "\n    "))
     return 0
 
 

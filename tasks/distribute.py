@@ -258,7 +258,9 @@ def sync_weights(cache_dir_local: str | Path, cache_dir_remote: str | Path, repo
         corrupt: list[str] = []
         if verify:
             present = [p for p in expect if p not in need]
-            got = _remote_hashes(prefix, folder_remote, present, name, timeout or max(120, total / 50e6))
+            # nothing present (a fresh worker has no folder to cd into): nothing to hash
+            got = _remote_hashes(prefix, folder_remote, present, name,
+                                 timeout or max(120, total / 50e6)) if present else {}
             corrupt = [p for p in present if got.get(p) != expect[p]]
             if corrupt:  # same size, wrong bytes: remove the blob so it counts as missing
                 blobs = sorted({want.blob_of.get(p, p) for p in corrupt})

@@ -38,6 +38,12 @@ def whole(high: int, hint: str = "") -> Callable[[str], str]:
     return check
 
 
+def count(high: int) -> Callable[[str], int]:
+    """-j, --mem-limit-gb, --pids-limit ...: a whole number from 1 to `high`, as a number."""
+    check = whole(high)
+    return lambda text: int(check(text))
+
+
 def fraction(text: str) -> str:
     """--gpu-mem: the share of GPU memory vLLM may take, above 0 and at most 1."""
     if not _DECIMAL.fullmatch(text) or not 0 < float(text) <= 1:
@@ -57,11 +63,8 @@ def seconds(text: str) -> float:
 # spark-vllm-docker's own flags that runrecipe does not have (origin-facts 6.3): they are not vLLM's either,
 # so the `--` advice would be wrong for them; say what to do instead.
 ORIGIN_ONLY = {
-    "-e": "put the variable under the recipe's env:", "--env": "put the variable under the recipe's env:",
     "--apply-mod": "list the mod under the recipe's mods:",
-    **dict.fromkeys(("-v", "--volume", "-p", "--publish", "--apply-vllm-pr", "-j", "--no-cache-dirs",
-                     "--keep-entrypoint", "--earlyoom", "--earlyoom-args", "--mem-limit-gb",
-                     "--mem-swap-limit-gb", "--pids-limit", "--shm-size-gb"), "runrecipe has no equivalent yet"),
+    "--apply-vllm-pr": "runrecipe has no equivalent yet",
 }
 
 

@@ -75,17 +75,25 @@ def build_task(plan: Plan, runner: LocalRunner) -> dict[str, Any]:
 class Weights:
     """Up-to-date check and action for one model: resolved once per run, checked by stat (or hash with --verify)."""
 
-    def __init__(self, model: Model, *, force: bool, verify: bool) -> None:
-        self.model, self.force, self.verify = model, force, verify
+    def __init__(self, model: Model, *, force: bool, verify: bool, offline: bool = False) -> None:
+        self.model, self.force, self.verify, self.offline = model, force, verify, offline
         self.cache = hub_cache.hub_cache_dir()
         self._commit: str | None = None
         self.why = f"{model.key} is not complete in {self.cache}"
         self.answer: steps.Answer = steps.Change(self.why)
 
     def commit(self) -> str:
-        """One API call for a branch or tag, none for a commit pin or offline."""
+        """One API call for a branch or tag, none for a commit pin or offline (--dry-run: the cache's refs only)."""
         if self._commit is None:
-            self._commit = weights.resolve_commit(self.model.repo, self.model.revision, cache_dir=self.cache)
+            try:
+                self._commit = weights.resolve_commit(self.model.repo, self.model.revision, cache_dir=self.cache,
+                                                      offline=True if self.offline else None)
+            except weights.OfflineIncomplete:
+                if not self.offline:
+                    raise
+                raise weights.OfflineIncomplete(
+                    f"revision '{self.model.revision}' of {self.model.repo} left unresolved: --dry-run asks no "
+                    "hub and the HF cache has no ref for it (a run asks the hub once)") from None
         return self._commit
 
     def complete(self) -> bool:
@@ -133,8 +141,9 @@ class Weights:
         return self.why
 
 
-def download_task(plan: Plan, model: Model) -> dict[str, Any]:
-    step = Weights(model, force=plan.options.force_download, verify=plan.options.verify)
+def download_task(plan: Plan, model: Model, dry: bool = False) -> dict[str, Any]:
+    """`dry`: the up-to-date check reads only the cache (--dry-run makes no network call)."""
+    step = Weights(model, force=plan.options.force_download, verify=plan.options.verify, offline=dry)
     return {"basename": "download", "name": model.key,
             "doc": f"download {model.key} into the HF cache and prove it complete"
                    + (" (draft/tokenizer named by the command)" if model.role == "extra" else ""),
@@ -170,7 +179,7 @@ def launch_task(plan: Plan, runner: LocalRunner, deps: list[str]) -> dict[str, A
             "verbosity": 2}
 
 
-def cluster_tasks(plan: Plan, fleet: "Fleet", *, setup: bool) -> list[dict[str, Any]]:
+def cluster_tasks(plan: Plan, fleet: "Fleet", *, setup: bool, dry: bool = False) -> list[dict[str, Any]]:
     """Build and download on the head, then per worker: image, weights, mods; then one launch over all nodes."""
     from . import distribute, image_copy
 
@@ -184,7 +193,7 @@ def cluster_tasks(plan: Plan, fleet: "Fleet", *, setup: bool) -> list[dict[str, 
     downloads = []
     if setup or plan.options.download:
         for model in plan.models:
-            out.append(download_task(plan, model))
+            out.append(download_task(plan, model, dry))
             downloads.append(f"download:{model.key}")
     cache = str(hub_cache.hub_cache_dir())
     def copy_chain(node: Node, what: str) -> list["distribute.Worker"]:
@@ -302,7 +311,7 @@ def _copied(report: "distribute.Report", chain: list["distribute.Worker"]) -> st
             f"{human_bytes(report.bytes_sent)} left the head in {report.seconds:.1f} s")
 
 
-def recipe_tasks(plan: Plan, *, setup: bool) -> list[dict[str, Any]]:
+def recipe_tasks(plan: Plan, *, setup: bool, dry: bool = False) -> list[dict[str, Any]]:
     """The tasks of one plan, in dependency order."""
     runner = LocalRunner()
     out: list[dict[str, Any]] = []
@@ -312,7 +321,7 @@ def recipe_tasks(plan: Plan, *, setup: bool) -> list[dict[str, Any]]:
         deps = [f"build:{plan.build.tag}"]
     if setup or plan.options.download:
         for model in plan.models:
-            out.append(download_task(plan, model))
+            out.append(download_task(plan, model, dry))
             deps.append(f"download:{model.key}")
     if plan.mods:
         out.append(mods_task(plan, runner, [d for d in deps if d.startswith("build:")]))
@@ -324,8 +333,8 @@ def recipe_tasks(plan: Plan, *, setup: bool) -> list[dict[str, Any]]:
 def tasks_of(plan: Plan, *, setup: bool, dry: bool = False) -> list[dict[str, Any]]:
     """Solo plans get the local graph; cluster plans the per-node one (their Fleet made once per plan)."""
     if plan.mode != "cluster":
-        return recipe_tasks(plan, setup=setup)
-    return cluster_tasks(plan, fleet_for(plan, dry=dry), setup=setup)
+        return recipe_tasks(plan, setup=setup, dry=dry)
+    return cluster_tasks(plan, fleet_for(plan, dry=dry), setup=setup, dry=dry)
 
 
 def fleet_for(plan: Plan, dry: bool = False) -> "Fleet":

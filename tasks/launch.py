@@ -23,7 +23,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, TypeVar
 
-from . import crash_causes, docker, hub_cache, memory_check, mods, readiness, settings, steps, weights
+from . import (container_create, container_flags, crash_causes, docker, hub_cache, memory_check, mods, readiness,
+               settings, steps, weights)
 from .docker import LABEL, Container, Runner
 from .errors import ConfigError, NotReadyError, RunError
 from .plan import Plan
@@ -80,38 +81,42 @@ def verified_weights(plan: Plan) -> list[str] | None:
 
 
 def create_args(plan: Plan, image: str, gpus: bool, offline: bool) -> list[str]:
-    """`docker create` arguments that define the server (labels excluded: they describe it).
+    """`docker create` arguments that define the server (labels excluded: they describe it; compile cache
+    mounts and the secret env file excluded: container_create adds them on the node).
 
     With every model verified in the cache the server runs with HF_HUB_OFFLINE=1, so it loads
     exactly what was checked and cannot fetch anything else."""
+    side = plan.options.docker
     nofile = nofile_limit()
-    args = ["--name", plan.container_name, "--network", "host", "--ipc", "host", "--init",
-            "--ulimit", f"nofile={nofile}:{nofile}", "-v", f"{settings.hf_home()}:{CONTAINER_HF_HOME}"]
-    hub = hub_cache.hub_cache_dir()
-    if hub != settings.hf_home() / "hub":
-        args += ["-v", f"{hub}:{CONTAINER_HF_HOME}/hub"]
-    for path in plan.local_mounts:
-        args += ["-v", f"{path}:{path}:ro"]
+    args = ["--name", plan.container_name, *container_flags.network_args(side), "--init",
+            "--ulimit", f"nofile={nofile}:{nofile}", *(a for m in hf_mounts(plan) for a in ("-v", m))]
     if offline:
         args += ["-e", "HF_HUB_OFFLINE=1"]
-    if plan.options.privileged:
-        args += ["--privileged"]
-    else:  # the origin's --non-privileged set, minus memory caps that depend on the machine
-        args += ["--cap-add", "IPC_LOCK", "--shm-size", "64g", "--pids-limit", "4096"]
-        if Path("/dev/infiniband").exists():
-            args += ["--device", "/dev/infiniband"]
+    args += container_flags.privilege_args(side, plan.options.privileged, Path("/dev/infiniband").exists())
     if gpus:
         args += ["--gpus", "all"]
     if plan.options.restart:
         args += ["--restart", "unless-stopped"]
     for key, value in plan.docker_env.items():
         args += ["-e", f"{key}={value}"]
-    return [*args, "--entrypoint", "bash", image, f"{SCRIPT_DIR}/launch.sh"]
+    return [*args, *container_flags.user_args(side),
+            *container_flags.entry_args(side, image, f"{SCRIPT_DIR}/launch.sh")]
 
 
-def inputs_hash(args: list[str], script: str, weights_record: str) -> str:
-    """What makes a server the same: its docker arguments, its script and the weights' commits."""
-    return hashlib.sha256(json.dumps([args, script, weights_record]).encode()).hexdigest()
+def hf_mounts(plan: Plan) -> list[str]:
+    """The HF folder (and a hub cache kept elsewhere), and local model folders read-only at their path."""
+    mounts = [f"{settings.hf_home()}:{CONTAINER_HF_HOME}"]
+    hub = hub_cache.hub_cache_dir()
+    if hub != settings.hf_home() / "hub":
+        mounts.append(f"{hub}:{CONTAINER_HF_HOME}/hub")
+    return mounts + [f"{path}:{path}:ro" for path in plan.local_mounts]
+
+
+def inputs_hash(args: list[str], script: str, weights_record: str, secrets: str = "") -> str:
+    """What makes a server the same: its docker arguments, its script, the weights' commits, and the
+    digest of its secret env (container_flags.secrets_digest; left out when there is none)."""
+    return hashlib.sha256(json.dumps([args, script, weights_record] + ([secrets] if secrets else []))
+                          .encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -128,6 +133,7 @@ class Wanted:
     args: list[str]
     digest: str
     record: str
+    image: str
 
 
 def solo(runner: Runner, plan: Plan) -> list[Placement]:
@@ -137,9 +143,11 @@ def solo(runner: Runner, plan: Plan) -> list[Placement]:
 def wanted(place: Placement, plan: Plan, record: list[str] | None) -> Wanted:
     """The create arguments and inputs hash of the container this plan asks for on one node, now."""
     runner = place.runner
-    args = create_args(plan, image_ref(runner, plan), docker.has_nvidia_runtime(runner), record is not None)
+    image = image_ref(runner, plan)
+    args = create_args(plan, image, docker.has_nvidia_runtime(runner), record is not None)
     text = ",".join(record or [])
-    return Wanted(args, inputs_hash(args, place.script, text), text)
+    return Wanted(args, inputs_hash(args, place.script, text, container_flags.secrets_digest(plan.options.docker)),
+                  text, image)
 
 
 def serving(runner: Runner, plan: Plan, digest: str) -> Container | None:
@@ -251,7 +259,7 @@ def write_record(plan: Plan, nodes: list[tuple[Placement, Wanted, str]],
             "endpoint": plan.endpoint, "written": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             **({"readiness": progress.record()} if progress else {}), **kept,
             "nodes": [{"node": place.runner.node, "rank": place.rank, "container": cid,
-                       "image": want.args[-2],  # create_args ends with the image and the script path
+                       "image": want.image,
                        "script_sha256": hashlib.sha256(place.script.encode()).hexdigest(),
                        "weights": want.record.split(",") if want.record else [],
                        "mods": [{"name": m.name, "sha256": mods.content_hash((m,))} for m in plan.mods],
@@ -290,13 +298,16 @@ def _clear(runner: Runner, plan: Plan) -> bool:
 
 
 def _start(place: Placement, plan: Plan, want: Wanted) -> str:
-    """docker create, copy the script in (as a tar on stdin: works the same over SSH), docker start."""
+    """docker create (with the node's compile caches and the secret env file: container_create), copy the
+    script in (as a tar on stdin: works the same over SSH), docker start."""
     runner = place.runner
     labels = {"recipe": plan.recipe.id, "inputs": want.digest, "file": str(plan.recipe.path),
               "endpoint": plan.endpoint, "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "weights": want.record}
     label_args = [a for k, v in labels.items() for a in ("--label", f"{LABEL}.{k}={v}")]
-    cid = runner.read(["docker", "create", *label_args, *want.args]).stdout.strip()
+    side = plan.options.docker
+    cid = runner.feed(container_create.create_argv(container_flags.cache_mounts(side), [*label_args, *want.args]),
+                      container_flags.env_file_text(side).encode(), timeout=120).stdout.strip()
     try:
         runner.feed(["docker", "cp", "-", f"{cid}:/"], _script_tar(place.script))
         runner.read(["docker", "start", cid])

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from . import hub_cache, image, mods, render, settings, vllm_args
+from . import container_flags, hub_cache, image, mods, render, settings, vllm_args
 from .errors import ConfigError, ModeError, RecipeError, RenderError
 from .nodes import LOCAL, Node, is_local_address, load_env, parse_list, resolve
 from .recipe import Recipe
@@ -52,6 +52,7 @@ class Options:
     daemon: bool = False
     restart: bool = False
     privileged: bool = True           # --non-privileged or .env NON_PRIVILEGED=1 turn it off
+    docker: container_flags.DockerSide = field(default_factory=container_flags.DockerSide)  # -e, -p, -v, ...
     ready_timeout: float = 1800.0
     force: bool = False               # --force: start even when the memory guard says it does not fit
 
@@ -178,6 +179,7 @@ def make_plan(recipe: Recipe, options: Options, check_shell: bool = True) -> Pla
 
     check_shell=False leaves `bash -n` of the script to the caller (lint reports it with a line)."""
     mode, nodes, node_warnings = choose_nodes(recipe, options)
+    container_flags.check_mode(options.docker, mode)
     copy_to, copy_warnings = copy_hosts(options, mode)
     warnings = list(recipe.warnings) + node_warnings + copy_warnings
     params: dict[str, Any] = dict(recipe.defaults)
@@ -229,7 +231,7 @@ def make_plan(recipe: Recipe, options: Options, check_shell: bool = True) -> Pla
         env=dict(recipe.env), command=command, exec_ok=not vllm.has_operators)
     if check_shell:
         check_bash(script, recipe.path)
-    docker_env = dict(BASE_DOCKER_ENV)
+    docker_env = BASE_DOCKER_ENV | container_flags.public_env(options.docker)  # secret -e: container_create
     if options.nccl_debug:
         docker_env["NCCL_DEBUG"] = options.nccl_debug
     extras = tuple(Model(repo, role="extra") for repo in vllm_args.model_refs(argv)
@@ -238,7 +240,7 @@ def make_plan(recipe: Recipe, options: Options, check_shell: bool = True) -> Pla
         recipe=recipe, options=options, mode=mode, nodes=nodes, params=params,
         command=command, argv=argv, vllm=vllm, script=script, build=build, mods=mod_list,
         container_name=name,
-        docker_env=docker_env, port=int(port_text), served_model=vllm.served_model,
+        docker_env=docker_env, port=container_flags.host_port(options.docker, int(port_text)), served_model=vllm.served_model,
         models=((main,) if main else ()) + extras, local_mounts=local_mounts, warnings=tuple(warnings),
         copy_hosts=copy_to)
 

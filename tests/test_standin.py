@@ -4,6 +4,7 @@ Runs real containers on the test dockerd (network host, loopback only).
 """
 from __future__ import annotations
 
+import http.client
 import json
 import shlex
 import socket
@@ -42,10 +43,12 @@ def wait_for(what: str, check: Callable[[], object], timeout: float = 10.0) -> o
 
 
 def http_get(port: int, path: str) -> tuple[int, bytes] | None:
-    """(status, body) from 127.0.0.1:port, or None while nothing answers."""
+    """(status, body) from 127.0.0.1:port (error statuses too), or None while nothing answers."""
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as r:
             return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
     except (urllib.error.URLError, ConnectionError):
         return None
 
@@ -192,3 +195,127 @@ def test_build_info_records_dockerfile_and_build_arg(
     assert build_info() == f"dockerfile={dockerfile} pre_transformers=0"
     assert build_info("--build-arg", "PRE_TRANSFORMERS=1") == \
         f"dockerfile={dockerfile} pre_transformers=1"
+
+
+def http_post(port: int, path: str, body: dict[str, object], timeout: float = 5) -> tuple[int, bytes]:
+    """(status, body) of a JSON POST to 127.0.0.1:port; HTTP errors are answers, not raised."""
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def stream_events(port: int, path: str, body: dict[str, object],
+                  timeout: float = 5) -> tuple[list[str], float]:
+    """The `data:` payloads of a streamed POST, and seconds between the first one and the end."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        assert resp.status == 200
+        assert resp.getheader("Content-Type", "").startswith("text/event-stream")
+        events: list[str] = []
+        first = 0.0
+        for line in resp:
+            if line.startswith(b"data: "):
+                first = first or time.monotonic()
+                events.append(line[6:].decode().strip())
+        return events, time.monotonic() - first
+    finally:
+        conn.close()
+
+
+def serving(start: Start, *opts: str, name: str = "org/model") -> tuple[str, int]:
+    """Start a stand-in with `opts` (docker run options), wait for /health; (container ID, port)."""
+    port = free_port()
+    cid = start(*opts, cmd=["vllm", "serve", "org/model", "--port", str(port), "--served-model-name", name])
+    wait_for("/health", lambda: http_get(port, "/health"))
+    return cid, port
+
+
+def test_completions_answer_with_the_served_name(start: Start) -> None:
+    """Both endpoints, streamed and not, in OpenAI format; the first chunk comes before the end."""
+    _, port = serving(start, name='m "1"')
+    want = 'standin reply from m "1"'
+    prompt = {"model": 'm "1"', "prompt": "x" * 5000, "max_tokens": 4}  # body bigger than one read
+    chat = {"model": 'm "1"', "messages": [{"role": "user", "content": "hi"}]}
+
+    status, raw = http_post(port, "/v1/completions", prompt)
+    answer = json.loads(raw)
+    assert (status, answer["model"], answer["choices"][0]["text"]) == (200, 'm "1"', want)
+    assert answer["usage"]["completion_tokens"] == 4
+    status, raw = http_post(port, "/v1/chat/completions", chat)
+    answer = json.loads(raw)
+    assert (status, answer["model"]) == (200, 'm "1"')
+    assert answer["choices"][0]["message"] == {"role": "assistant", "content": want}
+
+    events, after_first = stream_events(port, "/v1/completions", {**prompt, "stream": True})
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(e) for e in events[:-1]]
+    assert {c["model"] for c in chunks} == {'m "1"'}
+    assert "".join(c["choices"][0]["text"] for c in chunks) == want
+    assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+    assert after_first >= 0.2, "the first chunk arrived only with the end of the stream"
+
+    events, _ = stream_events(port, "/v1/chat/completions", {**chat, "stream": True})
+    chunks = [json.loads(e) for e in events[:-1]]
+    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks) == want
+    assert {c["object"] for c in chunks} == {"chat.completion.chunk"}
+
+    assert http_post(port, "/v1/embeddings", {})[0] == 404
+    assert (http_get(port, "/v1/completions") or (0,))[0] == 405
+
+
+def test_no_tokens_hangs_completions_but_stops_at_once(docker: Docker, start: Start) -> None:
+    """STANDIN_NO_TOKENS=1: healthy and listed, completions time out; docker stop is still quick."""
+    cid, port = serving(start, "-e", "STANDIN_NO_TOKENS=1")
+    assert (http_get(port, "/v1/models") or (0,))[0] == 200
+    with pytest.raises((TimeoutError, urllib.error.URLError)):
+        http_post(port, "/v1/completions", {"prompt": "x"}, timeout=1)
+    with pytest.raises(TimeoutError):
+        stream_events(port, "/v1/chat/completions", {"messages": [], "stream": True}, timeout=1)
+    t0 = time.monotonic()
+    docker("stop", "-t", "5", cid)  # with two handlers still hanging
+    assert time.monotonic() - t0 < 3
+    assert exit_code(docker, cid) == 0
+
+
+def test_health_503_is_a_dead_engine(docker: Docker, start: Start) -> None:
+    """STANDIN_HEALTH_503=1: healthy at first, then /health 503, completions 500, cause logged."""
+    cid, port = serving(start, "-e", "STANDIN_HEALTH_503=1")
+    assert http_post(port, "/v1/completions", {"prompt": "x"})[0] == 200
+    wait_for("/health 503", lambda: (http_get(port, "/health") or (0,))[0] == 503)
+    status, raw = http_post(port, "/v1/chat/completions", {"messages": []})
+    assert status == 500 and "EngineCore" in json.loads(raw)["message"]
+    assert "EngineDeadError" in docker("logs", cid).stderr
+
+
+CRASHES = {"oom": (1, "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate"),
+           "cuda": (1, "RuntimeError: CUDA error:"),
+           "nccl": (1, "torch.distributed.DistBackendError: NCCL error"),
+           "weights": (1, "OSError: org/model does not appear to have a file named config.json"),
+           "arg": (2, "vllm: error: unrecognized arguments: --foo"),
+           "port": (1, "OSError: [Errno 98] Address already in use")}
+
+
+def test_crash_kinds_log_the_cause_last(docker: Docker, start: Start) -> None:
+    """STANDIN_CRASH=KIND exits at start with vLLM's error for KIND as the last stderr line."""
+    started = {kind: start("-e", f"STANDIN_CRASH={kind}", cmd=["vllm", "serve", "org/model"])
+               for kind in CRASHES}
+    for kind, (code, line) in CRASHES.items():
+        assert exit_code(docker, started[kind]) == code, kind
+        assert docker("logs", started[kind]).stderr.splitlines()[-1].startswith(line), kind
+
+
+def test_die_after_exits_1_serving_or_headless(docker: Docker, start: Start) -> None:
+    """STANDIN_DIE_AFTER=1: serves (or idles headless), then logs a dead worker and exits 1."""
+    cid, port = serving(start, "-e", "STANDIN_DIE_AFTER=1")
+    headless = start("-e", "STANDIN_DIE_AFTER=1", cmd=["vllm", "serve", "org/model", "--headless"])
+    for c in (cid, headless):
+        assert exit_code(docker, c) == 1
+        assert "died unexpectedly" in docker("logs", c).stderr.splitlines()[-1]
+    assert not port_open(port)

@@ -173,6 +173,24 @@ def test_native_multinode_ranks(cluster3: rc.TestCluster, project: Path) -> None
     # per worker: one gathering call (preflight), its image ID, its containers (launch check)
     assert counts.get("fabric command", 0) + counts.get("ssh process", 0) <= 3 * 2, counts
 
+    # The compile caches were made on every node; a secret -e relaunches every node (its digest is in the
+    # launch hash), reaches every server and no node's docker inspect or script; the caches' files stay.
+    secret = f"rrsecret{os.getpid()}"
+    for node in cluster3.nodes:
+        assert all((node.home / d).is_dir() for d in (".cache/vllm", ".cache/flashinfer", ".triton", ".tilelang"))
+        (node.home / ".cache/vllm/kept").write_text(node.name)
+    res = tool(cluster3, project, "nat", "-d", "-e", f"HF_TOKEN={secret}", "--ready-timeout", "120")
+    assert res.returncode == 0 and secret not in res.stdout + res.stderr, res.stdout + res.stderr
+    for node in cluster3.nodes:
+        (cid,) = ours(node, "nat")
+        assert f"HF_TOKEN={secret}" in node.docker("exec", cid, "cat", "/proc/1/environ").stdout.split("\0")
+        shown = node.docker("inspect", "--format", "{{json .Path}}{{json .Args}}{{json .Config.Cmd}}"
+                            "{{json .Config.Entrypoint}}{{json .Config.Labels}}", cid).stdout
+        assert secret not in shown + node.docker("exec", cid, "cat", "/runrecipe/launch.sh").stdout, node.name
+        assert node.docker("exec", cid, "cat", "/root/.cache/vllm/kept").stdout == node.name
+    refused = tool(cluster3, project, "nat", "--dry-run", "-p", "18200:18200")
+    assert refused.returncode == 1 and "-p/--publish is for a solo run" in refused.stderr, refused.stderr
+
 
 @pytest.mark.parametrize("fault", ["sshd", "dockerd", "hostkey"])
 def test_failures_are_clear_and_leave_no_container(cluster3: rc.TestCluster, project: Path, fault: str) -> None:

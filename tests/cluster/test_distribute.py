@@ -406,3 +406,59 @@ def test_weights_chain_through_sixteen_workers(tmp_path: Path, wide: list[rc.Nod
             assert snap.read_bytes() == data, (n.name, path)
     assert took < 60, f"16 workers took {took:.1f} s"
     assert sync(cache, commit, wide).up_to_date == [n.name for n in wide]
+
+
+# ----------------------------------------------------------------------------- IPv6
+@pytest.fixture(scope="module")
+def v6(cluster3: rc.TestCluster) -> Iterator[list[rc.Node]]:
+    """Three more nodes with dockerd, reachable over IPv6 (unique local and link-local) as well as IPv4."""
+    extra = cluster3.add_nodes(3, dockerd=True, ipv6=True)
+    try:
+        yield extra
+    finally:
+        cluster3.remove_nodes(extra)
+
+
+def over(node: rc.Node, address: str) -> list[str]:
+    return ["ssh", *node.ssh_args, f"root@{address}"]
+
+
+def test_image_chain_over_ipv6_with_and_without_zone(v6: list[rc.Node]) -> None:
+    """Head n4 streams to n5 by its unique local address, n5 forwards to n6 by link-local with zone
+    (eth0 is the same name on every node, as the ConnectX port is on identical Sparks)."""
+    head, a, b = v6
+    tag = rayimage.build_tiny_image(head)
+    hid = rayimage.has_image(head, tag)
+    for worker in (a, b):  # node data-roots persist between runs: start from "never copied"
+        worker.docker("rmi", "-f", tag, timeout=120)
+    workers = [{"name": a.name, "ssh": over(a, a.ip6)}, {"name": b.name, "ssh": over(b, f"{b.link_local}%eth0")}]
+    args = {"tag": tag, "head_id": hid, "workers": workers, "stall": 60}
+    p = head.run([sys.executable, "-c", DRIVER, str(ROOT), json.dumps(args)], timeout=300)
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout.strip().splitlines()[-1])
+    assert out["ok"], out
+    assert out["report"]["strategy"] == "chain"
+    assert [n["action"] for n in out["report"]["nodes"]] == ["sent", "sent"]
+    assert rayimage.has_image(a, tag) == hid and rayimage.has_image(b, tag) == hid
+
+
+def test_weights_chain_over_ipv6_with_and_without_zone(tmp_path: Path, v6: list[rc.Node]) -> None:
+    """From the host: n5 by link-local with the bridge as zone, then n5 -> n6 by unique local address."""
+    _, a, b = v6
+    files = model_files(seed=6)
+    cache = tmp_path / "hub"
+    commit = make_commit(cache, REPO, files)
+    hosts = {a.name: over(a, f"{a.link_local}%{rc.BRIDGE}"), b.name: over(b, b.ip6)}
+    rep = dist.sync_weights(cache, REMOTE_CACHE, REPO, commit, list(hosts), hosts, verify=True)
+    assert rep.strategy == "chain (tar stream)" and rep.sent_to == [a.name, b.name]
+    for node in (a, b):
+        snap = remote_folder(node) / "snapshots" / commit
+        assert {p: (snap / p).read_bytes() for p in files} == files
+    again = dist.sync_weights(cache, REMOTE_CACHE, REPO, commit, list(hosts), hosts)
+    assert again.sent_to == []
+    subprocess.run(["rm", "-rf", str(remote_folder(b))], check=True)
+    lone = {b.name: over(b, f"{b.link_local}%{rc.BRIDGE}")}  # one worker lacking files: rsync, not a chain
+    rep = dist.sync_weights(cache, REMOTE_CACHE, REPO, commit, list(lone), lone, verify=True)
+    assert rep.sent_to == [b.name] and "rsync" in rep.strategy, rep.strategy
+    snap = remote_folder(b) / "snapshots" / commit
+    assert {p: (snap / p).read_bytes() for p in files} == files

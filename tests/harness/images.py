@@ -39,14 +39,14 @@ def standin_docker_dir(dest: Path) -> Path:
 
 
 def cluster_standin_dir(dest: Path, base_image: str, label: str = "") -> Path:
-    """A product-style Docker folder whose Dockerfile adds the stand-in vllm (and busybox httpd) to
+    """A product-style Docker folder whose Dockerfile adds the stand-in vllm (and busybox, whose nc serves) to
     `base_image` (the Ray test image), for cluster runs where Ray must be real."""
     dest.mkdir(parents=True, exist_ok=True)
     shutil.copy(BUSYBOX, dest / "busybox")
     shutil.copy(STANDIN_SRC / "vllm", dest / "vllm")
     (dest / "Dockerfile").write_text(
         f"FROM {base_image}\nCOPY busybox /usr/local/bin/busybox\n"
-        "RUN ln -sf busybox /usr/local/bin/httpd\nCOPY vllm /usr/local/bin/vllm\n"
+        "COPY vllm /usr/local/bin/vllm\n"
         "RUN chmod +x /usr/local/bin/vllm /usr/local/bin/busybox\nWORKDIR /workspace/vllm\n"
         + (f"LABEL {label}\n" if label else ""))
     return dest
