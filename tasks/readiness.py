@@ -19,6 +19,9 @@ import requests
 
 STAGES = ("port", "health", "token")
 CONNECT_TIMEOUT = 2.0
+# The head is this machine or a cluster node: never through an HTTP proxy from the environment.
+_HTTP = requests.Session()
+_HTTP.trust_env = False
 
 
 class HealthFailed(Exception):
@@ -60,7 +63,7 @@ def port_open(host: str, port: int, timeout: float = 1.0) -> bool:
 def health(base: str, timeout: float = CONNECT_TIMEOUT) -> int | None:
     """The status `/health` answers, None when nothing answers."""
     try:
-        return requests.get(f"{base}/health", timeout=timeout).status_code
+        return _HTTP.get(f"{base}/health", timeout=timeout).status_code
     except requests.RequestException:
         return None
 
@@ -68,7 +71,7 @@ def health(base: str, timeout: float = CONNECT_TIMEOUT) -> int | None:
 def served_model(base: str, wanted: str = "") -> str | None:
     """The model to ask: `wanted` when `/v1/models` lists it, else the first listed; None if none is."""
     try:
-        data = requests.get(f"{base}/v1/models", timeout=CONNECT_TIMEOUT).json()
+        data = _HTTP.get(f"{base}/v1/models", timeout=CONNECT_TIMEOUT).json()
     except (requests.RequestException, ValueError):
         return None
     ids = [m.get("id") for m in (data.get("data") or []) if isinstance(m, dict)] if isinstance(data, dict) else []
@@ -83,7 +86,7 @@ def first_token(base: str, model: str, wait: float, clock: Callable[[], float] =
     body = {"model": model, "prompt": "Hello", "max_tokens": 1, "stream": True, "temperature": 0}
     sent = clock()
     try:
-        with requests.post(f"{base}/v1/completions", json=body, stream=True,
+        with _HTTP.post(f"{base}/v1/completions", json=body, stream=True,
                            timeout=(CONNECT_TIMEOUT, wait)) as resp:
             if resp.status_code != 200:
                 return None
