@@ -14,7 +14,7 @@ from dataclasses import dataclass
 class Cause:
     """One kind of failure: what it is (one line) and what to do about it."""
 
-    name: str   # short key, kept in the run record
+    name: str   # short key
     what: str
     fix: str
 
@@ -81,10 +81,3 @@ def one_line(log_tail: str, exit_code: int | None = None) -> str:
         return f"cause: killed (exit 137, often the kernel's out-of-memory killer); fix: {OUT_OF_MEMORY.fix}"
     return "cause: not recognised from the log (see the lines below)"
 
-
-def cause_name(log_tail: str, exit_code: int | None = None) -> str:
-    """The short key of the cause for the run record ("unknown" when no rule matches)."""
-    found = read_cause(log_tail)
-    if found:
-        return found[0].name
-    return OUT_OF_MEMORY.name if exit_code == 137 else "unknown"

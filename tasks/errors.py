@@ -57,8 +57,6 @@ class RunError(RunRecipeError, RuntimeError):
 class NotReadyError(RunError):
     """The server did not become ready (exited early or timed out)."""
 
-    cause = "not-ready"  # the short key of why (tasks/crash_causes.py), kept in the run record
-
 
 class LockBusyError(RunRecipeError, BlockingIOError):
     """Another run holds the state lock and the caller asked not to wait."""

@@ -372,10 +372,8 @@ READY_WAITS = {"port": "nothing listens on {base}",
 def _died(node: Runner, cid: str, what: str, code: int | None) -> NotReadyError:
     """The error for a server that cannot become ready: what happened, the cause its log shows, the tail."""
     tail = docker.logs_tail(node, cid)
-    error = NotReadyError(f"{what}\n  {crash_causes.one_line(tail, code)}", node=node.node,
-                          command=f"{SCRIPT_DIR}/launch.sh", exit_code=code, tail=tail)
-    error.cause = crash_causes.cause_name(tail, code)
-    return error
+    return NotReadyError(f"{what}\n  {crash_causes.one_line(tail, code)}", node=node.node,
+                         command=f"{SCRIPT_DIR}/launch.sh", exit_code=code, tail=tail)
 
 
 def _head_host(plan: Plan) -> str:

@@ -40,13 +40,13 @@ LINES = [
 @pytest.mark.parametrize("line,name", LINES)
 def test_each_public_error_line_reads_as_its_cause(line: str, name: str) -> None:
     tail = f"INFO 12-01 05:00:00 [api_server.py:1] vLLM API server version 0.11.0\nTraceback (most recent call last):\n{line}"
-    assert crash_causes.cause_name(tail) == name
-    assert crash_causes.read_cause(tail)[1] == line.strip()
+    cause, shown = crash_causes.read_cause(tail)
+    assert cause.name == name and shown == line.strip()
 
 
 def test_the_last_error_wins_over_an_earlier_retried_one() -> None:
     tail = "RuntimeError: CUDA error: an illegal memory access was encountered\nOSError: [Errno 98] Address already in use"
-    assert crash_causes.cause_name(tail) == "port-in-use"
+    assert crash_causes.read_cause(tail)[0].name == "port-in-use"
 
 
 def test_one_line_names_cause_line_and_fix() -> None:
@@ -56,13 +56,11 @@ def test_one_line_names_cause_line_and_fix() -> None:
 
 def test_unrecognised_and_sigkill() -> None:
     assert crash_causes.read_cause("INFO all fine\nshutting down") is None
-    assert crash_causes.cause_name("INFO all fine") == "unknown"
     assert "out-of-memory killer" in crash_causes.one_line("", exit_code=137)
-    assert crash_causes.cause_name("", exit_code=137) == "out-of-memory"
 
 
 def test_a_dead_engine_reads_as_such_unless_a_line_says_why() -> None:
     dead = "ERROR 12-01 06:00:00 [core.py:586] EngineCore encountered a fatal error.\n" \
            "vllm.v1.engine.exceptions.EngineDeadError: EngineCore encountered an issue. See stack trace (above) for the root cause."
-    assert crash_causes.cause_name(dead) == "engine-dead"
-    assert crash_causes.cause_name("torch.OutOfMemoryError: CUDA out of memory.\n" + dead) == "out-of-memory"
+    assert crash_causes.read_cause(dead)[0].name == "engine-dead"
+    assert crash_causes.read_cause("torch.OutOfMemoryError: CUDA out of memory.\n" + dead)[0].name == "out-of-memory"
