@@ -39,6 +39,11 @@ def unit_dir(user: bool) -> Path:
     return Path("/etc/systemd/system")
 
 
+def env_file() -> Path:
+    """Variables the service's runs need that must not stand in the unit (HF_TOKEN, secret `-e` values)."""
+    return settings.state_dir() / "service.env"
+
+
 def systemd_word(word: str) -> str:
     """One argument of an Exec line, literal to systemd: `%` and `$` doubled (its specifiers and
     variables), quoted with C escapes when it holds anything but safe characters."""
@@ -64,7 +69,7 @@ def render_unit(recipe_id: str, run_args: Sequence[str], *, user: bool, director
     name = unit_name(recipe_id)
     text = render.render_template(
         "runrecipe.service.j2", recipe=recipe_id, home=systemd_word(str(home)),
-        environment=systemd_line([f"{k}={v}" for k, v in env.items()]),
+        environment=systemd_line([f"{k}={v}" for k, v in env.items()]), env_file=systemd_word(str(env_file())),
         converge=systemd_line([entry, *words, "-d"]), watch=systemd_line([entry, "watch", *words]),
         wanted_by="default.target" if user else "multi-user.target")
     return Unit(name, (directory or unit_dir(user)) / name, text, user)

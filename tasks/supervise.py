@@ -100,6 +100,14 @@ def _is_root() -> bool:
 def _install(ns: argparse.Namespace, plan: Any, run_args: list[str]) -> int:
     from . import service
 
+    from .container_flags import secret_env
+    from .errors import ConfigError
+
+    named = [k for k, v in secret_env(plan.options.docker).items() if v and any(v in a for a in run_args)]
+    if named:
+        raise ConfigError(f"install-service: the value of {', '.join(named)} is written on the command line and would "
+                          f"be stored in the unit file; write `-e {named[0]}` (no value) and put {named[0]}=... in "
+                          f"{service.env_file()} (mode 0600), which the unit reads")
     user = (not _is_root()) if ns.user is None else ns.user
     unit = service.render_unit(plan.recipe.id, run_args, user=user, directory=ns.unit_dir)
     service.write(unit)

@@ -57,3 +57,6 @@ def test_install_and_uninstall_through_the_cli(tmp_path: Path) -> None:
     assert gone.returncode == 0 and not path.exists(), gone.stderr
     again = run("uninstall-service", "tiny", "--unit-dir", str(tmp_path / "units"))
     assert again.returncode == 1 and "no unit" in again.stderr
+    secret = run("install-service", "tiny", "--solo", "-e", "HF_TOKEN=hf_secretvalue", "--unit-dir", str(tmp_path / "units"))
+    assert secret.returncode == 1 and "hf_secretvalue" not in secret.stderr + secret.stdout
+    assert "write `-e HF_TOKEN` (no value) and put HF_TOKEN=... in " in secret.stderr and not path.exists()
