@@ -145,5 +145,5 @@ def _stamp() -> str:
 
 
 def logger(stream: Callable[[str], None]) -> Callable[[str], None]:
-    """Every action with its UTC time, one line each."""
-    return lambda line: stream(f"{_stamp()} watch: {line}")
+    """Every action with its UTC time (milliseconds), one line each."""
+    return lambda line: stream(f"{datetime.now(timezone.utc).isoformat(timespec='milliseconds')} watch: {line}")
