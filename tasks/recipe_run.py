@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
@@ -14,17 +15,21 @@ from .errors import RunError
 from .masking import scrub
 from .plan import Plan
 
-MISSES = 2  # checks in a row without any /health answer before the head counts as gone
+MISSES = 2  # checks in a row without a /health answer (or probes without a token) before the head counts as gone
 
 
 class RecipeRun:
     """A recipe on its nodes. `run_args` are the run's own command-line words (recipe, flags, `-- ...`)."""
 
-    def __init__(self, plan: Plan, run_args: Sequence[str], runners: Sequence[Runner]) -> None:
+    def __init__(self, plan: Plan, run_args: Sequence[str], runners: Sequence[Runner], token_every: float = 30.0,
+                 token_wait: float = 30.0) -> None:
         self.plan, self.name = plan, plan.recipe.id
         self.run_args = [a for a in run_args if a not in ("-d", "--daemon")]
         self.runners = {r.node: r for r in runners}
-        self.misses = 0
+        self.token_every = token_every  # seconds between streamed-token probes (answering /health is not serving)
+        self.token_wait = token_wait    # seconds a probe waits for its first token (a busy server queues it)
+        self.misses = self.mute = 0
+        self.probed = time.monotonic()
 
     def check(self) -> str | None:
         record = launch.read_record(self.name) or {}
@@ -44,11 +49,24 @@ class RecipeRun:
         status = readiness.health(base)
         if status == 200:
             self.misses = 0
-            return None
+            return self._probe(base)
         if status is not None and status >= 500:
             return f"the head's {base}/health answered {status} (vLLM's engine is dead)"
         self.misses += 1
         return f"the head stopped answering {base}/health" if self.misses >= MISSES else None
+
+    def _probe(self, base: str) -> str | None:
+        """Every `token_every` s, one streamed completion: a head that answers /health but gives no
+        token twice in a row is wedged."""
+        if time.monotonic() - self.probed < self.token_every:
+            return None
+        model = readiness.served_model(base, self.plan.served_model)
+        took = readiness.first_token(base, model, self.token_wait) if model else None
+        self.probed = time.monotonic()
+        self.mute = 0 if took is not None else self.mute + 1
+        if self.mute >= MISSES:
+            return f"the head answers {base}/health but streamed no token in {MISSES} tries ({self.token_wait:g} s each)"
+        return None
 
     def teardown(self) -> None:
         def stop(runner: Runner) -> None:
@@ -57,7 +75,7 @@ class RecipeRun:
 
         with ThreadPoolExecutor(max_workers=min(8, len(self.runners))) as pool:
             list(pool.map(stop, self.runners.values()))
-        self.misses = 0
+        self.misses = self.mute = 0
 
     def converge(self) -> None:
         """`run-recipe <run args> -d` in a process of its own: it takes the state lock only while it

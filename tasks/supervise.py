@@ -40,6 +40,10 @@ def _parser(command: str) -> argparse.ArgumentParser:
         p.add_argument("--max-restarts", type=int, default=5, metavar="K",
                        help="stop after K failed restarts within --within minutes (default 5)")
         p.add_argument("--within", type=seconds, default=10.0, metavar="MINUTES", help="the crash-loop window (default 10)")
+        p.add_argument("--token-every", type=seconds, default=30.0, metavar="S",
+                       help="seconds between streamed-token probes of the head (default 30)")
+        p.add_argument("--token-wait", type=seconds, default=30.0, metavar="S",
+                       help="seconds a probe waits for its first token; two silent probes re-form (default 30)")
         return p
     if command == "uninstall-service":
         p.add_argument("recipe")
@@ -88,7 +92,7 @@ def _watch(ns: argparse.Namespace, plan: Any, run_args: list[str]) -> int:
     policy = watch.Policy(interval=ns.interval, backoff=ns.backoff, max_failures=max(1, ns.max_restarts),
                           window=ns.within * 60)
     log = watch.logger(lambda line: print(line, file=sys.stderr, flush=True))
-    return watch.watch([RecipeRun(plan, run_args, runners)], policy, log)
+    return watch.watch([RecipeRun(plan, run_args, runners, ns.token_every, ns.token_wait)], policy, log)
 
 
 def _is_root() -> bool:

@@ -99,33 +99,45 @@ def test_memory_guard_refuses_on_a_capped_unified_node_and_force_overrides(proje
         subprocess.run(["sh", "-c", 'sleep 0.3; rmdir "$0"', str(group)], check=False)
 
 
-def test_watch_re_forms_a_killed_server_then_a_crash_loop_hits_the_cap(project: Project) -> None:
+def wait_watch(project: Project, rid: str, restarts: int) -> dict:
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        watch = record(project, rid).get("watch", {})
+        if watch.get("state") == "watching" and watch.get("restarts") == restarts:
+            return watch
+        time.sleep(0.5)
+    return record(project, rid).get("watch", {})
+
+
+def test_watch_re_forms_a_killed_or_wedged_server_then_a_crash_loop_hits_the_cap(project: Project) -> None:
     port = free_port()
     project.recipe("kept", simple("kept", port))
     assert project.cli("kept", "--setup", "-d").returncode == 0
     first = project.containers("kept")[0]["Id"]
-    watcher = subprocess.Popen([sys.executable, "-m", "tasks", "watch", "kept", "--interval", "0.5"],
+    watcher = subprocess.Popen([sys.executable, "-m", "tasks", "watch", "kept", "--interval", "0.5",
+                                "--token-every", "1", "--token-wait", "1"],
                                cwd=project.root, env=project.env, stderr=subprocess.PIPE, text=True)
     try:
         time.sleep(1.5)
         project.docker("kill", first)
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            watch = record(project, "kept").get("watch", {})
-            if watch.get("state") == "watching" and watch.get("restarts") == 1:
-                break
-            time.sleep(0.5)
+        watch = wait_watch(project, "kept", 1)
+        assert watch["restarts"] == 1 and "rank 0 on " in watch["last_cause"] and "container exited" in watch["last_cause"]
         assert get_json(f"http://127.0.0.1:{port}/v1/models")["data"][0]["id"] == "org/model"
         running = project.containers("kept")
         assert len(running) == 1 and running[0]["Id"] != first and running[0]["State"]["Running"]
-        watch = record(project, "kept")["watch"]
-        assert watch["restarts"] == 1 and "rank 0 on " in watch["last_cause"] and "container exited" in watch["last_cause"]
         assert "watch: watching, 1 restart(s), last cause: rank 0" in project.cli("status").stdout
+
+        # the new server wedges: /health stays 200 but no token comes; two silent probes re-form it
+        second = running[0]["Id"]
+        project.docker("exec", second, "sh", "-c", "for d in /tmp/standin-run.*; do touch \"$d/mute\"; done")
+        watch = wait_watch(project, "kept", 2)
+        assert watch["restarts"] == 2 and "/health but streamed no token in 2 tries" in watch["last_cause"], watch
+        assert [c["Id"] for c in project.containers("kept")] not in ([first], [second])
     finally:
         watcher.send_signal(signal.SIGINT)
         log = watcher.communicate(timeout=30)[1]
     assert "tearing down the group on every node and converging again (restart 1)" in log
-    assert "serving again after restart 1" in log
+    assert "serving again after restart 2" in log
 
     # a server that crashes at start every time: the watcher stops at the cap and says why
     project.recipe("loop", simple("kept", free_port(), extra_env="STANDIN_CRASH: cuda"))
