@@ -16,12 +16,11 @@ from . import hub_cache, settings
 from .cli_container import container_group, docker_side, docker_view, print_docker
 from .errors import ConfigError, RunRecipeError
 from .config import env_options
-from .flagtypes import MAX_LEN_HINT, fraction, port, seconds, unknown_options, whole
+from .flagtypes import MAX_LEN_HINT, apply_mod, apply_pr, fraction, port, seconds, unknown_options, whole
 from .masking import scrub
 from .plan import OVERRIDE_FLAGS, Options, Plan, make_plan, parse_overrides
 
-SUBCOMMANDS = ("status", "stop", "logs")
-SUPERVISION = ("watch", "install-service", "uninstall-service")
+SUBCOMMANDS = ("status", "stop", "logs", "watch", "install-service", "uninstall-service")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -32,10 +31,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .lint import main as lint
 
             return lint(args[1:])
-        if args and args[0] in SUPERVISION:
-            from .supervise import main as supervise
-
-            return supervise(args[0], args[1:])
         if args and args[0] in SUBCOMMANDS:
             from .lifecycle import main as lifecycle
 
@@ -124,9 +119,12 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--head-port", dest="master_port", type=port, help=argparse.SUPPRESS)  # the origin's alias
     g.add_argument("--trust-new-hosts", action="store_true",
                    help="record unknown SSH host keys in known_hosts (changed keys are always refused)")
+    g.add_argument("--apply-mod", dest="apply", action="append", type=apply_mod, default=[], metavar="PATH",
+                   help="apply this mod (folder or .zip with run.sh) after the recipe's mods (repeatable)")
+    g.add_argument("--apply-vllm-pr", dest="apply", action="append", type=apply_pr, metavar="N|URL",
+                   help="apply a vLLM pull request's diff as a mod, fetched once into the cache (repeatable)")
     g.add_argument("--restart", action="store_true", help="give the container a restart policy (survives reboots)")
-    g.add_argument("--force", action="store_true",
-                   help="start even when the memory guard finds too little free memory on a node")
+    g.add_argument("--force", action="store_true", help="start even if the memory guard finds too little free memory")
     g.add_argument("--ready-timeout", type=seconds, default=1800.0, metavar="SECONDS",
                    help="how long to wait for the server to answer (default 1800)")
     container_group(p)
@@ -157,7 +155,8 @@ def options_from(ns: argparse.Namespace, extra: list[str]) -> Options:
                    download=ns.setup or ns.download_only or ns.force_download or ns.verify,
                    force_download=ns.force_download, verify=ns.verify, revision=ns.revision,
                    daemon=ns.daemon, restart=ns.restart, ready_timeout=ns.ready_timeout, ray=bool(ns.ray),
-                   force=ns.force, trust_new_hosts=ns.trust_new_hosts, docker=docker_side(ns, env["privileged"]), **env)
+                   force=ns.force, trust_new_hosts=ns.trust_new_hosts, apply=tuple(ns.apply),
+                   docker=docker_side(ns, env["privileged"]), **env)
 
 
 def _run(args: list[str], inspect: bool = False) -> int:
@@ -181,6 +180,11 @@ def _run(args: list[str], inspect: bool = False) -> int:
     from .recipe import load_named
 
     recipe = load_named(ns.recipe, settings.recipes_dir())
+    if not (ns.dry_run or inspect):
+        from .vllm_pr import fetch_missing
+
+        for note in fetch_missing(ns.apply):
+            print(note)
     plan = make_plan(recipe, options_from(ns, extra))
     for warning in plan.warnings:
         print(f"Warning: {scrub(warning)}", file=sys.stderr)
@@ -290,6 +294,7 @@ def dry_run(plan: Plan, as_json: bool) -> int:
                           "nodes": [n.target for n in plan.nodes], "image": plan.build.tag,
                           "container": plan.container_name, "endpoint": plan.endpoint,
                           "models": [m.key for m in plan.models], "local_models": list(plan.local_mounts),
+                          "mods": [str(m.path) for m in plan.mods],
                           "tasks": [{"task": t, "status": s} for t, s in rows],
                           "argv": list(plan.argv), "script": plan.script}
                          | ({"backend": backend, "notes": notes,

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import re
 import shlex
-from typing import Callable, Sequence
+from pathlib import Path
+from typing import Any, Callable, Sequence
 
 from .nodes import port_number
 
@@ -60,14 +62,6 @@ def seconds(text: str) -> float:
     return value
 
 
-# spark-vllm-docker's own flags that runrecipe does not have (origin-facts 6.3): they are not vLLM's either,
-# so the `--` advice would be wrong for them; say what to do instead.
-ORIGIN_ONLY = {
-    "--apply-mod": "list the mod under the recipe's mods:",
-    "--apply-vllm-pr": "runrecipe has no equivalent yet",
-}
-
-
 def unknown_options(own: Sequence[str], unknown: Sequence[str], recipe: str | None) -> str:
     """Why words run-recipe does not know are refused, and how to hand them to vLLM instead.
 
@@ -75,12 +69,23 @@ def unknown_options(own: Sequence[str], unknown: Sequence[str], recipe: str | No
     The example repeats the words only when the recipe was named before them (else argparse may have
     taken an option's value for the recipe)."""
     first = next((u for u in unknown if u.startswith("-")), unknown[0])
-    origin = ORIGIN_ONLY.get(first.split("=", 1)[0])
-    if origin:
-        return (f"'{first}' is a spark-vllm-docker option that run-recipe does not take: {origin} "
-                "(README: Coming from spark-vllm-docker). It is not a vLLM option, so do not pass it after `--`")
     clear = recipe is not None and own.index(recipe) < own.index(first)
     example = f"{shlex.quote(recipe)} [OPTIONS] -- {shlex.join(unknown)}" if clear else f"RECIPE [OPTIONS] -- {first} ..."
     kind = "option" if first.startswith("-") else "argument"
     return (f"unknown {kind} '{first}' (not a run-recipe {kind}). To pass it to vLLM, put it after `--`: "
             f"run-recipe {example}")
+
+
+def apply_mod(text: str) -> tuple[str, Path]:
+    """--apply-mod PATH: relative to the current directory, `~` expanded (origin-facts 6.2)."""
+    return "mod", (Path.cwd() / os.path.expanduser(text)).resolve()  # `~nobody` stays as written
+
+
+def apply_pr(text: str) -> tuple[str, Any]:
+    """--apply-vllm-pr N|URL; shares --apply-mod's list so both keep their command-line order."""
+    from .vllm_pr import parse
+
+    try:
+        return "pr", parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None

@@ -171,11 +171,11 @@ def mods_task(plan: Plan, runner: LocalRunner, deps: list[str]) -> dict[str, Any
             "verbosity": 2}
 
 
-def launch_task(plan: Plan, runner: LocalRunner, deps: list[str]) -> dict[str, Any]:
+def launch_task(plan: Plan, runner: LocalRunner, deps: list[str], dry: bool = False) -> dict[str, Any]:
     return {"basename": "launch", "name": plan.recipe.id,
             "doc": f"serve {plan.recipe.name} ({plan.mode}) at {plan.endpoint}",
             "actions": [(_step, [launch.converge, launch.solo(runner, plan), plan])], "task_dep": deps,
-            "uptodate": [Check(lambda: launch.answer(launch.solo(runner, plan), plan))],
+            "uptodate": [Check(lambda: launch.answer(launch.solo(runner, plan), plan, ask_server=not dry))],
             "verbosity": 2}
 
 
@@ -326,7 +326,7 @@ def recipe_tasks(plan: Plan, *, setup: bool, dry: bool = False) -> list[dict[str
     if plan.mods:
         out.append(mods_task(plan, runner, [d for d in deps if d.startswith("build:")]))
         deps = [d for d in deps if not d.startswith("build:")] + [f"mods:{plan.recipe.id}"]
-    out.append(launch_task(plan, runner, deps))
+    out.append(launch_task(plan, runner, deps, dry))
     return out
 
 

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+import shlex
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +26,14 @@ BUILD_FLAGS: dict[str, tuple[str | None, dict[str, str]]] = {
     "--use-wheels": ("Dockerfile.wheels", {}),
     "--exp-b12x": (None, {"ENABLE_B12X": "1"}),
 }
+# Flags that force a fresh clone of one stage's sources: its cache-bust arg gets the build's time, so
+# whenever the build runs, that stage is not served from Docker's layer cache. Only the flag counts in
+# the inputs hash (a clock value there would rebuild on every run).
+FRESH_FLAGS = {"--rebuild-vllm": "CACHEBUST_VLLM", "--rebuild-flashinfer": "CACHEBUST_FLASHINFER"}
+# `--apply-vllm-pr N` (repeatable): upstream vLLM pull requests applied to the source before the build.
+PR_FLAG, PR_ARG = "--apply-vllm-pr", "VLLM_PRS"
+PR_REF = re.compile(r"(?:https://github\.com/vllm-project/vllm/pull/)?([1-9][0-9]{0,6})/?")
+KNOWN_FLAGS = (*BUILD_FLAGS, *FRESH_FLAGS, PR_FLAG)
 # Files above this size (e.g. wheels) are hashed by size and mtime instead of content.
 CONTENT_HASH_LIMIT = 8 << 20
 
@@ -35,13 +46,14 @@ class BuildSpec:
     context: Path
     dockerfile: str
     build_args: tuple[tuple[str, str], ...]
+    fresh: tuple[str, ...] = ()  # build args set to the build's time (FRESH_FLAGS)
 
     @property
     def dockerfile_path(self) -> Path:
         return self.context / self.dockerfile
 
     def describe(self) -> str:
-        args = " ".join(f"{k}={v}" for k, v in self.build_args)
+        args = " ".join([f"{k}={v}" for k, v in self.build_args] + [f"{k}=<build time>" for k in self.fresh])
         return f"{self.dockerfile_path}" + (f" ({args})" if args else "")
 
     def inputs_hash(self) -> str:
@@ -50,7 +62,8 @@ class BuildSpec:
             raise RunError(f"cannot build {self.tag}: {self.dockerfile_path} does not exist "
                            "(set RUNRECIPE_DOCKER_DIR to the folder holding the Dockerfiles)")
         h = hashlib.sha256()
-        h.update(json.dumps([self.dockerfile, list(self.build_args)]).encode())
+        h.update(json.dumps([self.dockerfile, list(self.build_args)] + ([list(self.fresh)] if self.fresh else []))
+                 .encode())
         for path in sorted(p for p in self.context.rglob("*") if p.is_file()):
             st = path.stat()
             h.update(str(path.relative_to(self.context)).encode() + b"\0")
@@ -61,17 +74,53 @@ class BuildSpec:
         return h.hexdigest()
 
 
+def _words(build_args: tuple[str, ...]) -> tuple[list[tuple[int, str]], list[tuple[int, str, str]]]:
+    """Every word with the index of its entry (`--apply-vllm-pr 634` may be one entry or two)."""
+    words, problems = [], []
+    for i, entry in enumerate(build_args):
+        try:
+            words += [(i, word) for word in shlex.split(entry)]
+        except ValueError as exc:
+            problems.append((i, f"'{entry}' cannot be split into words ({exc})", "close its quote"))
+    return words, problems
+
+
+def flag_problems(build_args: tuple[str, ...]) -> list[tuple[int, str, str]]:
+    """(entry index, what is wrong, the fix) for each build_args entry the build cannot use."""
+    words, out = _words(build_args)
+    while words:
+        i, flag = words.pop(0)
+        if flag == PR_FLAG:
+            ref = words.pop(0)[1] if words else ""
+            if not PR_REF.fullmatch(ref):
+                out.append((i, f"{PR_FLAG} needs a pull request number of vLLM, got '{ref}'",
+                            f"write '{PR_FLAG} 634' (or the PR's github.com URL)"))
+        elif flag not in KNOWN_FLAGS:
+            out.append((i, f"unknown build flag '{flag}' (known: {', '.join(KNOWN_FLAGS)})", "remove it"))
+    return sorted(out)
+
+
 def build_spec(tag: str, build_args: tuple[str, ...], context: Path, source: str) -> BuildSpec:
     """Map the origin's build flags onto a Dockerfile and build args; unknown flags are an error."""
-    dockerfile, args = "Dockerfile", {}
-    for flag in build_args:
-        if flag not in BUILD_FLAGS:
-            known = ", ".join(BUILD_FLAGS)
-            raise RecipeError(f"{source}: build_args: unknown build flag '{flag}' (known: {known})")
-        chosen, extra = BUILD_FLAGS[flag]
-        dockerfile = chosen or dockerfile
-        args.update(extra)
-    return BuildSpec(tag, context, dockerfile, tuple(sorted(args.items())))
+    problems = flag_problems(build_args)
+    if problems:
+        index, what, fix = problems[0]
+        raise RecipeError(f"{source}: build_args: {what}", file=source, field=("build_args", index), fix=fix,
+                          reason=what)
+    dockerfile, args, fresh, prs = "Dockerfile", {}, [], []
+    words = [word for _, word in _words(build_args)[0]]
+    for i, flag in enumerate(words):
+        if flag in BUILD_FLAGS:
+            chosen, extra = BUILD_FLAGS[flag]
+            dockerfile = chosen or dockerfile
+            args.update(extra)
+        elif flag in FRESH_FLAGS:
+            fresh.append(FRESH_FLAGS[flag])
+        elif flag == PR_FLAG:
+            prs.append(PR_REF.fullmatch(words[i + 1]).group(1))  # type: ignore[union-attr]
+    if prs:
+        args[PR_ARG] = " ".join(dict.fromkeys(prs))
+    return BuildSpec(tag, context, dockerfile, tuple(sorted(args.items())), tuple(sorted(set(fresh))))
 
 
 def build_argv(spec: BuildSpec) -> list[str]:
@@ -80,6 +129,8 @@ def build_argv(spec: BuildSpec) -> list[str]:
             "--label", f"{LABEL}.inputs={spec.inputs_hash()}"]
     for key, value in spec.build_args:
         argv += ["--build-arg", f"{key}={value}"]
+    for key in spec.fresh:
+        argv += ["--build-arg", f"{key}={int(time.time())}"]
     return [*argv, str(spec.context)]
 
 

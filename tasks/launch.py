@@ -165,10 +165,11 @@ def _each(places: list[Placement], fn: Callable[[Placement], T]) -> list[T]:
         return list(pool.map(fn, places))
 
 
-def answer(places: list[Placement], plan: Plan) -> steps.Answer:
+def answer(places: list[Placement], plan: Plan, ask_server: bool = True) -> steps.Answer:
     """The launch step over every node: Noop only when each node runs this recipe's container with
     exactly the wanted inputs and the head answers. Running is not serving: a run killed while it
-    waited for readiness leaves a running container with the right labels that may never answer."""
+    waited for readiness leaves a running container with the right labels that may never answer.
+    `ask_server` False (--dry-run): the head's labels are trusted and no request is sent."""
     record = verified_weights(plan) if plan.models else []
     try:
         digests = _each(places, lambda p: wanted(p, plan, record).digest)
@@ -180,7 +181,7 @@ def answer(places: list[Placement], plan: Plan) -> steps.Answer:
         if isinstance(step, steps.Change):
             return steps.Change(f"{place.runner.node}: {step.why}", step.commands) if place.rank else step
     return steps.launch(plan.container_name, digests[0], found[0],
-                        answering=_models_ready(base_url(plan), plan.served_model))
+                        answering=_models_ready(base_url(plan), plan.served_model) if ask_server else None)
 
 
 def is_current(places: list[Placement], plan: Plan) -> bool:

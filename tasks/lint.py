@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from . import image, mods, origin_rules, render, settings, vllm_args
+from . import image, mod_sources, origin_rules, render, settings, vllm_args
 from .errors import RenderError, RunRecipeError
 from .hub_cache import is_model_ref
 from .plan import bash_problem
@@ -323,21 +323,18 @@ class _FileLint:
 
     # -- files the recipe refers to ---------------------------------------------------------
     def _mods(self, recipe: Recipe) -> None:
+        roots = mod_sources.search_roots(recipe.path)
         for i, mod in enumerate(recipe.mods):
-            resolved = settings.resolve_mod(mod)
-            try:
-                mods.check((resolved,), "mods")
-            except RunRecipeError as exc:
-                self.add(ERROR, "mod", ("mods", i), f"mod '{mod}': '{resolved}' {exc.reason}",
-                         f"add {mod}/run.sh, or fix the path (relative to {settings.project_root()})")
+            problem = mod_sources.problem(mod, roots)
+            if problem:
+                self.add(ERROR, "mod", ("mods", i), f"mod '{mod}': {problem}",
+                         f"add {mod}/run.sh, or fix the path (relative to the folder that holds recipes/)")
 
     def _build_args(self, recipe: Recipe) -> None:
-        for i, flag in enumerate(recipe.build_args):
-            if flag not in image.BUILD_FLAGS:
-                close = difflib.get_close_matches(flag, list(image.BUILD_FLAGS), n=1)
-                known = ", ".join(image.BUILD_FLAGS)
-                self.add(ERROR, "build-arg", ("build_args", i), f"unknown build flag '{flag}' (known: {known})",
-                         f"use '{close[0]}'" if close else "remove it")
+        for i, what, fix in image.flag_problems(recipe.build_args):
+            close = difflib.get_close_matches(recipe.build_args[i], list(image.KNOWN_FLAGS), n=1)
+            self.add(ERROR, "build-arg", ("build_args", i), what,
+                     f"use '{close[0]}'" if close and "unknown" in what else fix)
 
     def _source_line(self, source: str) -> int:
         """The command line holding rendered script text (values differ from placeholders: try its last word)."""

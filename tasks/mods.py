@@ -37,8 +37,8 @@ class Mod:
         return self.path.suffix == ".zip"
 
 
-def check(paths: tuple[Path, ...], source: str) -> tuple[Mod, ...]:
-    """Every mod must exist and hold a run.sh; the error names the recipe and the mod."""
+def check(paths: tuple[Path, ...], source: str, field: str = "mods") -> tuple[Mod, ...]:
+    """Every mod must exist and hold a run.sh; the error names the recipe (or flag) and the mod."""
     mods = []
     for path in paths:
         try:
@@ -47,11 +47,11 @@ def check(paths: tuple[Path, ...], source: str) -> tuple[Mod, ...]:
             kind = ""
         if kind == "dir":
             if not (path / "run.sh").is_file():
-                raise _missing(source, path, "has no run.sh")
+                raise _missing(source, path, "has no run.sh", field)
         elif path.suffix == ".zip" and kind == "file":
-            _zip_root(path, source)
+            _zip_root(path, source, field)
         else:
-            raise _missing(source, path, "does not exist (a folder or .zip with run.sh)")
+            raise _missing(source, path, "does not exist (a folder or .zip with run.sh)", field)
         name = re.sub(r"[^A-Za-z0-9_.-]", "_", path.stem if path.suffix == ".zip" else path.name)
         mods.append(Mod(name, path))
     return tuple(mods)
@@ -128,24 +128,25 @@ def _stage(mod: Mod, dest: Path) -> None:
             target.chmod(0o755 if rel.name == "run.sh" else 0o644)
 
 
-def _zip_root(path: Path, source: str) -> str:
+def _zip_root(path: Path, source: str, field: str = "mods") -> str:
     """The folder inside the zip that holds run.sh ('' for the top); unsafe names are refused."""
     try:
         with zipfile.ZipFile(path) as zf:
             names = [PurePosixPath(n) for n in zf.namelist()]
     except (zipfile.BadZipFile, OSError) as exc:
-        raise _missing(source, path, f"is not a readable zip: {exc}") from None
+        raise _missing(source, path, f"is not a readable zip: {exc}", field) from None
     if any(n.is_absolute() or ".." in n.parts for n in names):
-        raise _missing(source, path, "has entries outside its own folder")
+        raise _missing(source, path, "has entries outside its own folder", field)
     if PurePosixPath("run.sh") in names:
         return ""
     roots = {n.parts[0] for n in names if n.parts}
     if len(roots) == 1 and PurePosixPath(next(iter(roots)), "run.sh") in names:
         return next(iter(roots))
-    raise _missing(source, path, "has no run.sh")
+    raise _missing(source, path, "has no run.sh", field)
 
 
-def _missing(source: str, path: Path, problem: str) -> RecipeError:
-    """A mod that cannot be applied: the error names the recipe, the mod and what is wrong."""
-    return RecipeError(f"{source}: mods: '{path}' {problem}", field=("mods",), reason=problem,
-                       fix="give each mod a folder (or .zip) holding run.sh, relative to the project folder")
+def _missing(source: str, path: Path, problem: str, field: str = "mods") -> RecipeError:
+    """A mod that cannot be applied: the error names the recipe (or flag), the mod and what is wrong."""
+    where = f"{source}: {field}:" if field else f"{source}"
+    return RecipeError(f"{where} '{path}' {problem}", field=(field,) if field else (), reason=problem,
+                       fix="give each mod a folder (or .zip) holding run.sh")

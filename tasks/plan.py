@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from . import container_flags, hub_cache, image, mods, render, settings, vllm_args
+from . import container_flags, hub_cache, image, mod_sources, mods, render, settings, vllm_args
 from .errors import ConfigError, ModeError, RecipeError, RenderError
 from .nodes import LOCAL, Node, is_local_address, load_env, parse_list, resolve
 from .recipe import Recipe
@@ -55,6 +55,8 @@ class Options:
     docker: container_flags.DockerSide = field(default_factory=container_flags.DockerSide)  # -e, -p, -v, ...
     ready_timeout: float = 1800.0
     force: bool = False               # --force: start even when the memory guard says it does not fit
+    # --apply-mod / --apply-vllm-pr in command-line order: ("mod", Path) or ("pr", vllm_pr.PullRequest)
+    apply: tuple[tuple[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -225,7 +227,8 @@ def make_plan(recipe: Recipe, options: Options, check_shell: bool = True) -> Pla
         raise ConfigError(f"{source}: '{container}' is not an image reference (e.g. vllm-node or "
                           "registry/name:tag)")
     build = image.build_spec(container, recipe.build_args, settings.docker_dir(), f"{recipe.path}")
-    mod_list = mods.check(tuple(settings.resolve_mod(m) for m in recipe.mods), f"{recipe.path}")
+    mod_list, mod_warnings = mod_sources.plan_mods(recipe, options.apply)
+    warnings += mod_warnings
     script = render.render_template(
         "launch.sh.j2", recipe_name=recipe.name, recipe_file=str(recipe.path), mode=mode,
         env=dict(recipe.env), command=command, exec_ok=not vllm.has_operators)

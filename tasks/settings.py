@@ -39,18 +39,6 @@ def docker_dir() -> Path:
     return Path(os.environ.get("RUNRECIPE_DOCKER_DIR") or CODE_ROOT / "docker").resolve()
 
 
-def resolve_mod(path: str) -> Path:
-    """A recipe's mod path is relative to the project folder (as in the origin), else to this checkout."""
-    for base in (project_root(), CODE_ROOT):
-        try:
-            cand = (base / path).resolve()
-            if cand.exists():
-                return cand
-        except OSError:  # e.g. a name too long for the file system: reported as missing by mods.check
-            continue
-    return project_root() / path
-
-
 def hf_home() -> Path:
     """The HuggingFace folder mounted into containers (HF_HOME, else $XDG_CACHE_HOME/huggingface)."""
     cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"

@@ -74,9 +74,13 @@ def weights_copy(key: str, node: str, want: Mapping[str, int], have: Mapping[str
     return Change(why, (("rsync", "-a", "--partial", *sorted(missing)),) if missing else (), sum(missing.values()))
 
 
-def launch(container: str, digest: str, running: Sequence[Container], answering: bool) -> Answer:
-    """`running`: this recipe's containers on the node; `digest`: the inputs hash it must carry."""
+def launch(container: str, digest: str, running: Sequence[Container], answering: bool | None) -> Answer:
+    """`running`: this recipe's containers on the node; `digest`: the inputs hash it must carry;
+    `answering` None: the server was not asked (--dry-run sends no request, not even to loopback)."""
     current = [c for c in running if c.running and c.labels.get(f"{LABEL}.inputs") == digest]
+    if current and answering is None:
+        return Noop(f"{current[0].name} runs with the current image, script and settings "
+                    "(not asked whether it answers: a dry run sends no request)")
     if current and answering:
         return Noop(f"{current[0].name} runs with the current image, script and settings, and answers")
     if current:

@@ -56,9 +56,10 @@ command: |
 """)
 
 
-def tool(cluster: rc.TestCluster, root: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+def tool(cluster: rc.TestCluster, root: Path, *args: str, timeout: float = 300,
+         env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     env = {"PYTHONPATH": str(ROOT), "RUNRECIPE_HOME": str(root), "RUNRECIPE_DOCKER_DIR": str(root / "docker"),
-           "DOCKER_BUILDKIT": "0", "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
+           "DOCKER_BUILDKIT": "0", "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1", **(env or {})}
     return cluster.head.run([sys.executable, "-m", "tasks", *args], env=env, cwd=str(root), timeout=timeout)
 
 

@@ -58,6 +58,18 @@ def test_doit_run_converges_and_reruns_nothing(project: Project) -> None:
     argv = project.argv_in(c1["Id"])
     assert argv == ["serve", "org/model", "--port", str(port), "--host", "127.0.0.1", "-tp", "1"]
 
+    # --dry-run sends no request, not even to this loopback server: frozen, it would make /health time out.
+    signal_server = ("for d in /proc/[0-9]*; do tr '\\0' ' ' <$d/cmdline 2>/dev/null | grep -q 'nc -l[l]' "
+                     "&& kill -$0 ${d#/proc/}; done; true")
+    project.docker("exec", c1["Id"], "sh", "-c", signal_server, "STOP")
+    try:
+        dry = project.cli("conv", "--dry-run")
+    finally:
+        project.docker("exec", c1["Id"], "sh", "-c", signal_server, "CONT")
+    assert dry.returncode == 0, dry.stderr
+    (launch_row,) = [ln for ln in dry.stdout.splitlines() if ln.strip().startswith("launch:conv")]
+    assert "up to date" in launch_row and "not asked whether it answers" in launch_row, launch_row
+
     # Changing one value (through doit's key=value) replaces the server; the image is not rebuilt.
     port2 = free_port()
     moved = project.doit("run", "recipe=conv", f"port={port2}")

@@ -83,15 +83,6 @@ def test_after_double_dash_the_same_option_reaches_vllm(home: Path) -> None:
     assert json.loads(res.stdout)["argv"][-2:] == ["--portt", "9"]
 
 
-@pytest.mark.parametrize("flag, advice", [("--apply-mod", "list the mod under the recipe's mods:")])
-def test_origin_only_flags_are_not_sent_to_vllm(home: Path, flag: str, advice: str) -> None:
-    """spark-vllm-docker's own flags are not vLLM's: the `--` advice would hand them to the wrong program."""
-    res = cli(home, "good", "--solo", "--dry-run", flag, *([] if "=" in flag or flag == "--no-cache-dirs" else ["X=1"]))
-    assert res.returncode == 2 and f"'{flag}' is a spark-vllm-docker option that run-recipe does not take: {advice}" \
-        in res.stderr, res.stderr
-    assert "do not pass it after `--`" in res.stderr
-
-
 def test_head_port_is_the_origins_alias_of_master_port(home: Path) -> None:
     res = cli(home, "good", "-n", "10.9.9.1,10.9.9.2", "--dry-run", "--json", "--head-port", "29777")
     assert res.returncode == 0, res.stderr

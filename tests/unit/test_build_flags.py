@@ -1,0 +1,51 @@
+"""The origin's build_args beyond the seed's three: fresh-clone flags and build-time vLLM pull requests."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tasks import image
+from tasks.errors import RecipeError
+
+
+def spec(*build_args: str) -> image.BuildSpec:
+    return image.build_spec("t", build_args, Path("/nonexistent"), "r.yaml")
+
+
+def test_origin_recipe_build_args_load_as_written() -> None:
+    """deepseek-v4-flash-vision-exp (origin-facts 3.3) writes one entry with a flag and its value."""
+    s = spec("--exp-b12x", "--rebuild-vllm", "--apply-vllm-pr 634")
+    assert s.dockerfile == "Dockerfile"
+    assert dict(s.build_args) == {"ENABLE_B12X": "1", "VLLM_PRS": "634"}
+    assert s.fresh == ("CACHEBUST_VLLM",)
+
+
+def test_fresh_args_get_the_build_time_but_stay_out_of_the_hash(tmp_path: Path) -> None:
+    (tmp_path / "Dockerfile").write_text("FROM scratch\n")
+    plain = image.build_spec("t", (), tmp_path, "r.yaml")
+    fresh = image.build_spec("t", ("--rebuild-vllm", "--rebuild-flashinfer"), tmp_path, "r.yaml")
+    assert fresh.inputs_hash() != plain.inputs_hash()  # asking for a fresh clone is a different build
+    assert fresh.inputs_hash() == image.build_spec("t", ("--rebuild-flashinfer", "--rebuild-vllm"), tmp_path,
+                                                   "r.yaml").inputs_hash()
+    argv = image.build_argv(fresh)
+    stamps = {a.split("=")[0]: a.split("=")[1] for a in argv if a.startswith("CACHEBUST_")}
+    assert set(stamps) == {"CACHEBUST_VLLM", "CACHEBUST_FLASHINFER"} and all(v.isdigit() for v in stamps.values())
+
+
+def test_pull_requests_by_number_or_url_in_order_without_repeats() -> None:
+    s = spec("--apply-vllm-pr 634", "--apply-vllm-pr", "https://github.com/vllm-project/vllm/pull/41000")
+    assert dict(s.build_args)["VLLM_PRS"] == "634 41000"
+
+
+@pytest.mark.parametrize("entry, said", [
+    ("--apply-vllm-pr", "needs a pull request number"),
+    ("--apply-vllm-pr abc", "got 'abc'"),
+    ("--apply-vllm-pr 12;id", "got '12;id'"),
+    ("--rebuild-vlm", "unknown build flag '--rebuild-vlm'"),
+    ("--apply-vllm-pr 'x", "cannot be split"),
+])
+def test_bad_entries_name_the_field(entry: str, said: str) -> None:
+    with pytest.raises(RecipeError) as err:
+        spec("--exp-b12x", entry)
+    assert said in str(err.value) and err.value.field == ("build_args", 1) and err.value.file == "r.yaml"
