@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 need=()
-for cmd in dockerd sshd rsync ip iptables busybox debootstrap tini; do
+for cmd in dockerd sshd rsync ip iptables busybox debootstrap tini systemd-analyze; do
   command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || need+=("$cmd")
 done
 if [ "${#need[@]}" -gt 0 ]; then
@@ -13,7 +13,7 @@ if [ "${#need[@]}" -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends docker.io openssh-server openssh-client rsync \
-      iproute2 iptables busybox-static debootstrap tini ca-certificates >/dev/null
+      iproute2 iptables busybox-static debootstrap tini systemd ca-certificates >/dev/null
   else
     echo "run-tests: missing ${need[*]}; Docker and netns tests will be skipped" >&2
   fi

@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from harness import engine, images  # noqa: E402
+from harness import engine, project  # noqa: E402
 
 RECIPE = """\
 name: bench {tag}
@@ -70,9 +70,7 @@ def main() -> int:
     host = engine.docker_host()
     with tempfile.TemporaryDirectory(prefix="rr-bench-") as tmp:
         base = Path(tmp)
-        dockdir = images.standin_docker_dir(base / "docker")
-        (base / "recipes").mkdir()
-        (base / ".env").write_text("NON_PRIVILEGED=1\n")
+        dockdir = project.standin_project(base)
         sizes = {"tiny": (10, 1 << 20), "large": (10, 100 << 20)}   # 10 MB vs 1 GB apparent: 100x
         env_of = {}
         for tag, (files, size) in sizes.items():

@@ -20,7 +20,7 @@ from .flagtypes import MAX_LEN_HINT, apply_mod, apply_pr, fraction, port, second
 from .masking import scrub
 from .plan import OVERRIDE_FLAGS, Options, Plan, make_plan, parse_overrides
 
-SUBCOMMANDS = ("status", "stop", "logs")
+SUBCOMMANDS = ("status", "stop", "logs", "watch", "install-service", "uninstall-service")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -67,7 +67,8 @@ def parser() -> argparse.ArgumentParser:
         prog="run-recipe", usage="run-recipe [OPTIONS] [RECIPE] [-- EXTRA_VLLM_ARGS...]\n"
         "       run-recipe plan RECIPE [OPTIONS]   (ask every node, read-only, what would run)\n"
         "       run-recipe status|stop|logs|lint ...\n"
-        "       run-recipe stack NAME|FILE [stop|status] [-d] [--setup] [--dry-run] [--json]",
+        "       run-recipe stack NAME|FILE [stop|status] [-d] [--setup] [--dry-run] [--json]\n"
+        "       run-recipe watch|install-service RECIPE [OPTIONS], uninstall-service RECIPE",
         description="Serve a model with vLLM from a YAML recipe, on one node or a cluster. "
         "Steps whose inputs did not change are skipped.")
     p.add_argument("recipe", nargs="?", help="recipe name (searched in recipes/, sub-folders too) or path")
@@ -128,6 +129,7 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--apply-vllm-pr", dest="apply", action="append", type=apply_pr, metavar="N|URL",
                    help="apply a vLLM pull request's diff as a mod, fetched once into the cache (repeatable)")
     g.add_argument("--restart", action="store_true", help="give the container a restart policy (survives reboots)")
+    g.add_argument("--force", action="store_true", help="start even if the memory guard finds too little free memory")
     g.add_argument("--ready-timeout", type=seconds, default=1800.0, metavar="SECONDS",
                    help="how long to wait for the server to answer (default 1800)")
     container_group(p)
@@ -158,7 +160,8 @@ def options_from(ns: argparse.Namespace, extra: list[str]) -> Options:
                    download=ns.setup or ns.download_only or ns.force_download or ns.verify,
                    force_download=ns.force_download, verify=ns.verify, revision=ns.revision,
                    daemon=ns.daemon, restart=ns.restart, ready_timeout=ns.ready_timeout, ray=bool(ns.ray),
-                   trust_new_hosts=ns.trust_new_hosts, apply=tuple(ns.apply), docker=docker_side(ns, env["privileged"]), **env)
+                   force=ns.force, trust_new_hosts=ns.trust_new_hosts, apply=tuple(ns.apply),
+                   docker=docker_side(ns, env["privileged"]), **env)
 
 
 def _run(args: list[str], inspect: bool = False) -> int:

@@ -10,21 +10,21 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import re
 import resource
 import subprocess
 import sys
 import tarfile
 import time
-import urllib.error
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, TypeVar
 
-from . import container_create, container_flags, docker, hub_cache, mods, settings, steps, weights
+from . import (container_create, container_flags, crash_causes, docker, hub_cache, memory_check, mods, readiness,
+               settings, steps, weights)
 from .docker import LABEL, Container, Runner
 from .errors import ConfigError, NotReadyError, RunError
 from .plan import Plan
@@ -33,7 +33,8 @@ T = TypeVar("T")
 SCRIPT_DIR = "/runrecipe"
 CONTAINER_HF_HOME = "/root/.cache/huggingface"
 NOFILE = 1048576
-POLL_SECONDS = 0.5
+POLL_SECONDS = 0.2  # readiness is noticed within this of the server answering
+TOKEN_WAIT = 10.0  # seconds of silence before a streamed completion counts as no token (then asked again)
 
 
 def say(message: str) -> None:
@@ -204,7 +205,8 @@ def converge(places: list[Placement], plan: Plan, ray_first: bool = True) -> dic
             say(f"{same[0].name} runs with the current inputs but does not answer yet (an earlier run "
                 f"stopped waiting for it); waiting for {plan.endpoint} ...")
             try:
-                wait_ready(places[0].runner, plan, same[0].id, [(p.runner, same[p.rank].id) for p in places if p.rank])
+                progress = wait_ready(places[0].runner, plan, same[0].id,
+                                      [(p.runner, same[p.rank].id) for p in places if p.rank])
             except RunError:
                 for place in places:  # never ready: not left behind as if it served
                     try:
@@ -212,10 +214,12 @@ def converge(places: list[Placement], plan: Plan, ray_first: bool = True) -> dic
                     except RunError as exc:
                         say(f"Warning: could not remove {same[place.rank].id[:12]} on {place.runner.node}: {exc}")
                 raise
-            write_record(plan, [(p, wants[p.rank], same[p.rank].id) for p in places])
+            write_record(plan, [(p, wants[p.rank], same[p.rank].id) for p in places], progress)
         say(f"already serving at {plan.endpoint} (container {same[0].name})")
         return {"container_id": same[0].id, "inputs": wants[0].digest}
-    _each(places, lambda p: _clear(p.runner, plan))
+    replaced = _each(places, lambda p: _clear(p.runner, plan))
+    verdicts = memory_check.guard([p.runner for p in places], memory_check.fraction(plan), plan.options.force,
+                                  replaced)
     order = places if ray_first else places[1:] + places[:1]   # native: workers, then the head
     started: list[tuple[Placement, str]] = []
     try:
@@ -223,7 +227,7 @@ def converge(places: list[Placement], plan: Plan, ray_first: bool = True) -> dic
             started.append((place, _start(place, plan, wants[place.rank])))
         head_cid = next(cid for p, cid in started if p.rank == 0)
         say(f"started {plan.container_name} on {len(started)} node(s); waiting for {plan.endpoint} ...")
-        wait_ready(places[0].runner, plan, head_cid, [(p.runner, cid) for p, cid in started if p.rank])
+        progress = wait_ready(places[0].runner, plan, head_cid, [(p.runner, cid) for p, cid in started if p.rank])
     except BaseException:
         for place, cid in started:
             try:
@@ -231,8 +235,9 @@ def converge(places: list[Placement], plan: Plan, ray_first: bool = True) -> dic
             except RunError as exc:
                 say(f"Warning: could not remove {cid[:12]} on {place.runner.node}: {exc}")
         raise
-    say(f"serving {plan.served_model or plan.recipe.name} at {plan.endpoint}")
-    write_record(plan, [(p, wants[p.rank], cid) for p, cid in sorted(started, key=lambda pc: pc[0].rank)])
+    say(f"serving {plan.served_model or plan.recipe.name} at {plan.endpoint}: {_timings(progress)}")
+    write_record(plan, [(p, wants[p.rank], cid) for p, cid in sorted(started, key=lambda pc: pc[0].rank)], progress,
+                 {v.node: v.need for v in verdicts if v.fits is not None})
     return {"container_id": head_cid, "inputs": wants[0].digest}
 
 
@@ -240,20 +245,34 @@ def record_path(recipe_id: str) -> Path:
     return settings.state_dir() / "runs" / (re.sub(r"[^A-Za-z0-9_.-]+", "-", recipe_id) + ".json")
 
 
-def write_record(plan: Plan, nodes: list[tuple[Placement, Wanted, str]]) -> None:
-    """What runs where after a successful launch: image, weights commits, mods, script hash per node."""
+def _timings(progress: readiness.Progress) -> str:
+    t = progress.record()
+    return (f"ready in {t['ready_seconds']:.2f} s (port {t['port_seconds']:.2f} s, /health {t['health_seconds']:.2f} s), "
+            f"first token in {t['first_token_seconds']:.3f} s")
+
+
+def write_record(plan: Plan, nodes: list[tuple[Placement, Wanted, str]],
+                 progress: readiness.Progress | None = None, memory_need: dict[str, int] | None = None) -> None:
+    """What runs where after a successful launch: image, weights commits, mods, script hash per node,
+    and how long readiness took. What the watcher keeps there (restarts, last cause) survives a relaunch."""
+    kept = {k: v for k, v in (read_record(plan.recipe.id) or {}).items() if k == "watch"}
     data = {"recipe": plan.recipe.id, "file": str(plan.recipe.path), "mode": plan.mode,
             "endpoint": plan.endpoint, "written": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            **({"readiness": progress.record()} if progress else {}), **kept,
             "nodes": [{"node": place.runner.node, "rank": place.rank, "container": cid,
                        "image": want.image,
                        "script_sha256": hashlib.sha256(place.script.encode()).hexdigest(),
                        "weights": want.record.split(",") if want.record else [],
                        "mods": [{"name": m.name, "sha256": mods.content_hash((m,))} for m in plan.mods],
-                       "inputs": want.digest}
+                       "inputs": want.digest, "memory_need": (memory_need or {}).get(place.runner.node)}
                       for place, want, cid in nodes]}
-    path = record_path(plan.recipe.id)
+    save_record(plan.recipe.id, data)
+
+
+def save_record(recipe_id: str, data: dict) -> None:
+    path = record_path(recipe_id)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
     tmp.write_text(json.dumps(data, indent=2))
     tmp.replace(path)  # a reader never sees half a record
 
@@ -265,8 +284,9 @@ def read_record(recipe_id: str) -> dict | None:
         return None
 
 
-def _clear(runner: Runner, plan: Plan) -> None:
-    """Remove this recipe's old containers; refuse to touch a same-named container we did not start."""
+def _clear(runner: Runner, plan: Plan) -> bool:
+    """Remove this recipe's old containers (True when there were some); refuse to touch a same-named
+    container we did not start."""
     ours = docker.containers(runner, recipe=plan.recipe.id)
     named = docker.container_named(runner, plan.container_name)
     if named and named.id not in {c.id for c in ours}:
@@ -275,6 +295,7 @@ def _clear(runner: Runner, plan: Plan) -> None:
     if ours:
         say(f"replacing {', '.join(c.name for c in ours)} on {runner.node}: its inputs changed")
         docker.remove(runner, [c.id for c in ours])
+    return bool(ours)
 
 
 def _start(place: Placement, plan: Plan, want: Wanted) -> str:
@@ -312,54 +333,63 @@ def script_tar(script: str, name: str = "launch.sh") -> bytes:
 
 
 def wait_ready(runner: Runner, plan: Plan, cid: str, workers: list[tuple[Runner, str]] = (),  # type: ignore[assignment]
-               clock: Callable[[], float] = time.monotonic) -> None:
-    """Wait for /health, then for the model in /v1/models; fail fast if any container exits."""
+               clock: Callable[[], float] = time.monotonic) -> readiness.Progress:
+    """Wait through the three readiness stages (port, /health, first streamed token); fail fast, with
+    the log tail and its cause, when any container exits or /health answers 5xx."""
     base = base_url(plan)
-    start = clock()
-    deadline = start + plan.options.ready_timeout
-    next_note = start + 15
+    progress = readiness.Progress(clock())
+    deadline = progress.started + plan.options.ready_timeout
+    next_note = progress.started + 15
     while True:
-        status, code = docker.state(runner, cid)
-        if status in ("exited", "dead", "gone"):
-            raise NotReadyError(f"the server container exited (code {code}) before it was ready",
-                                node=runner.node, command=f"{SCRIPT_DIR}/launch.sh",
-                                exit_code=code, tail=docker.logs_tail(runner, cid))
-        for worker, wcid in workers:
-            wstatus, wcode = docker.state(worker, wcid)
-            if wstatus in ("exited", "dead", "gone"):
-                raise NotReadyError(f"the container on {worker.node} exited (code {wcode}) before the "
-                                    "server was ready", node=worker.node, exit_code=wcode,
-                                    tail=docker.logs_tail(worker, wcid))
-        if _models_ready(base, plan.served_model):
-            return
+        for node, ncid in [(runner, cid), *workers]:
+            status, code = docker.state(node, ncid)
+            if status in ("exited", "dead", "gone"):
+                what = ("the server container exited (code {}) before it was ready" if ncid == cid else
+                        f"the container on {node.node} exited (code {{}}) before the server was ready")
+                raise _died(node, ncid, what.format(code), code)
+        try:
+            stage = readiness.advance(progress, _head_host(plan), plan.port, base, plan.served_model,
+                                      token_wait=max(0.5, min(TOKEN_WAIT, deadline - clock())), clock=clock)
+        except readiness.HealthFailed as exc:
+            raise _died(runner, cid, f"{base}/health answered {exc.status} (vLLM's engine is dead)", None) from None
+        if stage == "ready":
+            return progress
         now = clock()
         if now > deadline:
-            raise NotReadyError(f"the server was not ready after {plan.options.ready_timeout:.0f} s "
-                                f"({base}/health, then {plan.served_model or 'a model'} in /v1/models)",
+            raise NotReadyError(f"the server was not ready after {plan.options.ready_timeout:.0f} s: "
+                                f"{READY_WAITS[stage].format(base=base)}",
                                 node=runner.node, tail=docker.logs_tail(runner, cid))
         if now > next_note:
-            say(f"  still waiting for {base} ({now - start:.0f} s)")
+            say(f"  still waiting for {base}: {READY_WAITS[stage].format(base=base)} ({now - progress.started:.0f} s)")
             next_note = now + 30
         time.sleep(POLL_SECONDS)
 
 
+# what the wait is stuck on, per stage
+READY_WAITS = {"port": "nothing listens on {base}",
+               "health": "{base}/health does not answer 200",
+               "token": "{base}/health answers but a streamed completion returned no token"}
+
+
+def _died(node: Runner, cid: str, what: str, code: int | None) -> NotReadyError:
+    """The error for a server that cannot become ready: what happened, the cause its log shows, the tail."""
+    tail = docker.logs_tail(node, cid)
+    return NotReadyError(f"{what}\n  {crash_causes.one_line(tail, code)}", node=node.node,
+                         command=f"{SCRIPT_DIR}/launch.sh", exit_code=code, tail=tail)
+
+
+def _head_host(plan: Plan) -> str:
+    return "127.0.0.1" if plan.head.local else plan.head.host
+
+
 def base_url(plan: Plan) -> str:
     """Where the head's server answers, as seen from this machine (the head)."""
-    host = "127.0.0.1" if plan.head.local else plan.head.host
-    return f"http://{host}:{plan.port}"
+    return f"http://{_head_host(plan)}:{plan.port}"
 
 
 def _models_ready(base: str, model: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{base}/health", timeout=2) as resp:
-            if resp.status != 200:
-                return False
-        with urllib.request.urlopen(f"{base}/v1/models", timeout=2) as resp:
-            data = json.loads(resp.read() or b"{}")
-    except (OSError, ValueError, urllib.error.URLError):
-        return False
-    ids = [m.get("id") for m in data.get("data", []) if isinstance(m, dict)]
-    return bool(ids) and (not model or model in ids)
+    """The cheap check of a server that was ready once: /health 200 and the model listed (no generation)."""
+    return readiness.health(base) == 200 and readiness.served_model(base, model) is not None
 
 
 def follow(runner: Runner, plan: Plan, cid: str) -> int:

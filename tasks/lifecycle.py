@@ -19,6 +19,10 @@ from .plan import Options
 
 def main(command: str, args: list[str]) -> int:
     """status / stop / logs on every node of the cluster (-n, else .env CLUSTER_NODES), or this machine."""
+    if command in ("watch", "install-service", "uninstall-service"):
+        from .supervise import main as supervise
+
+        return supervise(command, args)
     p = _parser(command)
     ns = p.parse_args(args)
     if ns.recipe is not None and not ns.recipe.strip():
@@ -70,7 +74,20 @@ def _status(runners: list[Any], recipe_id: str | None, as_json: bool) -> int:
         for row in group:
             print(f"{'  ' if stack else ''}{row['recipe']:<32} {row['node']:<16} {row['state']:<10} "
                   f"{row['endpoint']:<28} {row['container']} (since {row['started']})")
+    for rid in dict.fromkeys([*(row["recipe"] for row in rows), *([recipe_id] if recipe_id else [])]):
+        print(_supervision_line(rid, launch.read_record(rid) or {}), end="")
     return report_unreached("status", missed, "its containers are not listed")
+
+
+def _supervision_line(recipe_id: str, record: dict) -> str:
+    """Readiness times and what the watcher did, from the run record ("" when it holds neither)."""
+    ready, watch = record.get("readiness") or {}, record.get("watch") or {}
+    parts = ([f"ready in {ready['ready_seconds']:.1f} s, first token in {ready['first_token_seconds']:.3f} s"]
+             if ready.get("ready_seconds") is not None and ready.get("first_token_seconds") is not None else [])
+    if watch:
+        parts.append(f"watch: {watch.get('state')}, {watch.get('restarts', 0)} restart(s)"
+                     + (f", last cause: {watch['last_cause']} ({watch.get('at')})" if watch.get("last_cause") else ""))
+    return f"  {recipe_id}: {'; '.join(parts)}\n" if parts else ""
 
 
 def _stop(runners: list[Any], recipe_id: str | None, every: bool) -> int:
@@ -88,7 +105,32 @@ def _stop(runners: list[Any], recipe_id: str | None, every: bool) -> int:
     print(f"stopped {', '.join(names)}" if names else f"nothing to stop for {what}"
           + (" on the nodes that answered" if missed else ""))
     again = "run-recipe stop " + ("--all" if every else str(recipe_id))
+    if recipe_id and names:
+        _wait_memory(runners, recipe_id)
     return report_unreached("stop", missed, f"run `{again}` again once it is back")
+
+
+def _wait_memory(runners: list[Any], recipe_id: str) -> None:
+    """After a stop, wait (bounded) on each node until the memory its launch needed is free again;
+    say which processes hold it when it is not."""
+    from . import launch
+    from .memory_check import RELEASE_WAIT, wait_released
+    from .memory_guard import held_by, room
+    from .units import human_bytes
+
+    needs = {n["node"]: n.get("memory_need") for n in (launch.read_record(recipe_id) or {}).get("nodes", [])}
+    for runner in runners:
+        need = needs.get(runner.node)
+        if not need:
+            continue
+        try:
+            left = wait_released(runner, need)
+        except RunError:
+            continue  # the node did not answer: report_unreached names it already
+        if left is not None:
+            print(f"Warning: {runner.node}: {human_bytes(need)} of memory not free again after "
+                  f"{RELEASE_WAIT:.0f} s ({human_bytes(room(left))} available); "
+                  f"held by {held_by(left.holders) or 'an unknown process'}", file=sys.stderr)
 
 
 def _logs(runners: list[Any], recipe_id: str | None, node: str | None, follow: bool) -> int:

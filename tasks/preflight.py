@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence, Union
 
-from . import docker, facts
+from . import docker, facts, memory_guard
 from .docker import Runner
 from .errors import RunError
 from .nodes import Node
@@ -67,6 +67,7 @@ class NodeFacts:
     mem_total: int | None = None    # /proc/meminfo MemTotal, bytes
     links: frozenset[str] = frozenset()  # network interfaces and RDMA devices, read when the run names some
     links_error: str = ""
+    memory: memory_guard.Memory | None = None  # memory now: what the memory guard judges
     needed: Need = 0
     problems: list[str] = field(default_factory=list)
 
@@ -107,27 +108,16 @@ def parse_gpu_csv(text: str) -> list[Gpu]:
         cells = [c.strip() for c in line.split(",")]
         if len(cells) <= max(name_col, mem_col):
             raise ValueError(f"unexpected nvidia-smi line: {line!r}")
-        gpus.append(Gpu(cells[name_col], _mib(cells[mem_col])))
+        gpus.append(Gpu(cells[name_col], memory_guard.mib(cells[mem_col])))
     return gpus
 
 
-def _mib(cell: str) -> int | None:
-    value = cell.strip()
-    if value.lower() in NOT_REPORTED:
-        return None
-    if value.lower().endswith("mib"):
-        value = value[:-3].strip()
-    return int(float(value) * MiB)
-
-
 def parse_meminfo(text: str) -> int:
-    """MemTotal from /proc/meminfo, in bytes (the kernel writes kB = KiB)."""
-    for line in text.splitlines():
-        if line.startswith("MemTotal:"):
-            number, unit = line.split()[1:3]
-            assert unit == "kB", line
-            return int(number) * 1024
-    raise ValueError("no MemTotal in /proc/meminfo")
+    """MemTotal from /proc/meminfo, in bytes."""
+    total, _ = memory_guard.parse_meminfo(text)
+    if total is None:
+        raise ValueError("no MemTotal in /proc/meminfo")
+    return total
 
 
 def parse_df(text: str, path: str) -> Disk:
@@ -162,7 +152,28 @@ df_at() {
 }
 gpu() { command -v nvidia-smi >/dev/null 2>&1 || return 200; nvidia-smi "$@"; }
 links() { cat /proc/net/dev; for d in /sys/class/infiniband/*; do [ -e "$d" ] && echo "ib/${d##*/}"; done; true; }
+# each memory cgroup level from ours up: LIMIT USAGE INACTIVE_FILE PATH (v2, else v1)
+cgroup_mem() {
+  if [ -f /sys/fs/cgroup/cgroup.controllers ]; then
+    r=/sys/fs/cgroup m=memory.max u=memory.current i=inactive_file p=$(sed -n 's/^0:://p' /proc/self/cgroup)
+  else
+    r=/sys/fs/cgroup/memory m=memory.limit_in_bytes u=memory.usage_in_bytes i=total_inactive_file
+    p=$(sed -n 's/^[0-9]*:[^:]*memory[^:]*://p' /proc/self/cgroup)
+  fi
+  d=$r$p; [ -d "$d" ] || d=$r
+  while :; do
+    [ -r "$d/$m" ] && echo "$(cat "$d/$m") $(cat "$d/$u" 2>/dev/null || echo 0) $(sed -n "s/^$i //p" "$d/memory.stat" 2>/dev/null || echo 0) $d"
+    [ "$d" = "$r" ] || [ "$d" = / ] && break; d=$(dirname -- "$d")
+  done; true
+}
+memory() {
+  part cgroup cgroup_mem
+  part gpu_free gpu --query-gpu=index,memory.total,memory.free --format=csv,noheader,nounits
+  part gpu_apps gpu --query-compute-apps=pid,process_name,used_memory --format=csv,noheader,nounits
+  part top sh -c 'ps -eo pid=,rss=,comm= --sort=-rss | head -n 5'
+}
 """
+MEMORY_SCRIPT = _FUNCTIONS + "part meminfo cat /proc/meminfo\nmemory\n"
 GATHER_SCRIPT = _FUNCTIONS + r"""
 part meminfo cat /proc/meminfo
 part docker docker info --format "$1"
@@ -171,6 +182,7 @@ root=$(printf '%s' "$o" | sed -n 's/.*"root":"\([^"]*\)".*/\1/p')
 part hf_disk df_at "$2"
 part gpu gpu --query-gpu=name,memory.total --format=csv,noheader,nounits
 [ "$3" = 1 ] && part links links
+memory
 true
 """
 
@@ -204,6 +216,8 @@ def gather(runner: Runner, hf_cache: str = DEFAULT_HF_CACHE, links: bool = False
         found.mem_total = parse_meminfo(text) if code == 0 else None
     except ValueError:
         found.mem_total = None  # shown as "?"; a node is not refused for it
+    found.memory = memory_facts(parts)
+    facts.remember(runner.node, "memory", (), found.memory)
     code, text = parts.get("docker", (1, "no answer"))
     if code == 0 and text.strip():
         engine = json.loads(text.strip().splitlines()[-1])
@@ -231,6 +245,25 @@ def gather(runner: Runner, hf_cache: str = DEFAULT_HF_CACHE, links: bool = False
         else:
             found.links_error = _first_line(text)
     return found
+
+
+def memory_facts(parts: dict[str, tuple[int, str]]) -> memory_guard.Memory:
+    """The memory parts of a gathering (MEMORY_SCRIPT's or GATHER_SCRIPT's output) as facts."""
+    def text(name: str) -> str:
+        code, out = parts.get(name, (1, ""))
+        return out if code == 0 else ""
+
+    total, available = memory_guard.parse_meminfo(text("meminfo"))
+    return memory_guard.Memory(total, available, memory_guard.parse_cgroup(text("cgroup")),
+                               memory_guard.parse_gpu_free(text("gpu_free")),
+                               memory_guard.parse_holders(text("gpu_apps"), text("top")))
+
+
+def read_memory(runner: Runner) -> memory_guard.Memory:
+    """One node's memory now, asked once per run unless preflight's gathering told it already (a
+    command that changes the node, like removing a container, makes it be asked again)."""
+    return facts.fact(runner.node, "memory", (), lambda: memory_facts(
+        parse_parts(runner.read(["sh", "-c", MEMORY_SCRIPT, "memory"], timeout=30).stdout)))
 
 
 def _df(runner: Runner, path: str) -> Disk:

@@ -1,0 +1,135 @@
+"""Is the server ready? Three stages, each a fact about the head's endpoint:
+
+1. port: something accepts TCP connections on it;
+2. health: `/health` answers 200 (503 is vLLM's dead engine: a failure, not a wait);
+3. token: one streamed `/v1/completions` request returns its first token.
+
+`/health` alone is not enough: a server can answer it and never generate (a wedged engine, a rank
+that never joined). Only the third stage proves the model serves. HTTP goes through `requests`.
+"""
+from __future__ import annotations
+
+import json
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import requests
+
+STAGES = ("port", "health", "token")
+CONNECT_TIMEOUT = 2.0
+# The head is this machine or a cluster node: never through an HTTP proxy from the environment.
+_HTTP = requests.Session()
+_HTTP.trust_env = False
+
+
+class HealthFailed(Exception):
+    """`/health` answered with a server error: vLLM says its engine is dead."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(f"/health answered {status}")
+        self.status = status
+
+
+@dataclass
+class Progress:
+    """Where the wait stands: the stage reached and, per finished stage, seconds since the wait began."""
+
+    started: float
+    reached: dict[str, float] = field(default_factory=dict)
+    first_token: float | None = None  # seconds from sending the completion to its first token
+    model: str = ""
+
+    @property
+    def stage(self) -> str:
+        """The stage being waited for ("ready" once all three passed)."""
+        return next((s for s in STAGES if s not in self.reached), "ready")
+
+    def record(self) -> dict[str, float | None]:
+        """What the run record keeps: seconds to each stage, to ready, and the time to first token."""
+        return {"ready_seconds": self.reached.get("token"), "first_token_seconds": self.first_token,
+                **{f"{stage}_seconds": self.reached.get(stage) for stage in STAGES[:2]}}
+
+
+def port_open(host: str, port: int, timeout: float = 1.0) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def health(base: str, timeout: float = CONNECT_TIMEOUT) -> int | None:
+    """The status `/health` answers, None when nothing answers."""
+    try:
+        return _HTTP.get(f"{base}/health", timeout=timeout).status_code
+    except requests.RequestException:
+        return None
+
+
+def served_model(base: str, wanted: str = "") -> str | None:
+    """The model to ask: `wanted` when `/v1/models` lists it, else the first listed; None if none is."""
+    try:
+        data = _HTTP.get(f"{base}/v1/models", timeout=CONNECT_TIMEOUT).json()
+    except (requests.RequestException, ValueError):
+        return None
+    ids = [m.get("id") for m in (data.get("data") or []) if isinstance(m, dict)] if isinstance(data, dict) else []
+    if wanted:
+        return wanted if wanted in ids else None
+    return ids[0] if ids else None
+
+
+def first_token(base: str, model: str, wait: float, clock: Callable[[], float] = time.monotonic) -> float | None:
+    """Seconds until a streamed one-token completion yields its first token; None when none comes
+    within `wait` seconds of silence, or the request fails."""
+    body = {"model": model, "prompt": "Hello", "max_tokens": 1, "stream": True, "temperature": 0}
+    sent = clock()
+    try:
+        with _HTTP.post(f"{base}/v1/completions", json=body, stream=True,
+                           timeout=(CONNECT_TIMEOUT, wait)) as resp:
+            if resp.status_code != 200:
+                return None
+            for line in resp.iter_lines():
+                if _is_token(line):
+                    return clock() - sent
+    except requests.RequestException:
+        return None
+    return None
+
+
+def _is_token(line: bytes) -> bool:
+    """A server-sent event carrying a completion choice (`data: {"choices": [...]}`)."""
+    if not line.startswith(b"data:"):
+        return False
+    payload = line[5:].strip()
+    if payload == b"[DONE]":
+        return False
+    try:
+        return bool(json.loads(payload).get("choices"))
+    except (ValueError, AttributeError):
+        return False
+
+
+def advance(progress: Progress, host: str, port: int, base: str, wanted_model: str, token_wait: float,
+            clock: Callable[[], float] = time.monotonic) -> str:
+    """Try the next stage(s) once; returns the stage now waited for ("ready" when done).
+
+    Raises HealthFailed when `/health` answers 5xx."""
+    if progress.stage == "port" and port_open(host, port):
+        progress.reached["port"] = clock() - progress.started
+    if progress.stage == "health":
+        status = health(base)
+        if status is not None and status >= 500:
+            raise HealthFailed(status)
+        if status == 200:
+            progress.reached["health"] = clock() - progress.started
+    if progress.stage == "token":
+        model = served_model(base, wanted_model)
+        took = first_token(base, model, token_wait, clock) if model else None
+        if took is not None:
+            progress.model, progress.first_token = model or "", took
+            progress.reached["token"] = clock() - progress.started
+        elif (status := health(base)) is not None and status >= 500:  # it died while we asked
+            raise HealthFailed(status)
+    return progress.stage

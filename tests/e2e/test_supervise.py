@@ -1,0 +1,151 @@
+"""A server you can leave running, solo on the real test dockerd with the stand-in vLLM: readiness
+that proves generation, causes read from the log, the memory guard, the watcher's re-form and cap."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from .conftest import CODE_ROOT, Project, free_port, get_json
+from .test_solo import simple
+
+
+def record(project: Project, rid: str) -> dict:
+    return json.loads((project.root / ".runrecipe" / "runs" / f"{rid}.json").read_text())
+
+
+def test_ready_means_a_streamed_token_and_its_times_are_kept(project: Project) -> None:
+    port = free_port()
+    project.recipe("gen", simple("gen", port))
+    res = project.cli("gen", "--setup", "-d")
+    assert res.returncode == 0, res.stderr
+    assert "ready in " in res.stderr and "first token in " in res.stderr
+    rows = json.loads(project.cli("status", "gen", "--json").stdout)
+    times = rows[0]["record"]["readiness"]
+    assert 0 <= times["port_seconds"] <= times["health_seconds"] <= times["ready_seconds"]
+    assert 0 < times["first_token_seconds"] < times["ready_seconds"] + 1
+    assert "ready in " in project.cli("status").stdout
+
+    # the same image, a server that answers /health but never streams a token: not ready
+    project.recipe("mute", simple("gen", free_port(), extra_env="STANDIN_NO_TOKENS: '1'"))
+    res = project.cli("mute", "-d", "--ready-timeout", "4")
+    assert res.returncode == 1
+    assert "health answers but a streamed completion returned no token" in res.stderr
+    assert project.containers("mute") == []
+
+
+@pytest.mark.parametrize("env,cause", [
+    ("STANDIN_CRASH: oom", "cause: out of memory (torch.OutOfMemoryError: CUDA out of memory."),
+    ("STANDIN_HEALTH_503: '0'", "answered 503 (vLLM's engine is dead)"),
+])
+def test_a_failing_start_fails_fast_with_its_cause(project: Project, env: str, cause: str) -> None:
+    project.recipe("bad", simple("bad", free_port(), extra_env=env))
+    start = time.monotonic()
+    res = project.cli("bad", "--setup", "-d", "--ready-timeout", "120")
+    assert res.returncode == 1 and cause in res.stderr, res.stderr
+    assert time.monotonic() - start < 60 and "Traceback" not in res.stderr
+    assert project.containers("bad") == []
+
+
+STANDIN_NVIDIA_SMI = """#!/bin/sh
+# stand-in nvidia-smi of a DGX Spark (GB10: memory unified with the CPU, reported as [N/A])
+case "$*" in
+  *query-gpu=name,memory.total*) echo "NVIDIA GB10, [N/A]" ;;
+  *query-gpu=index,memory.total,memory.free*) echo "0, [N/A], [N/A]" ;;
+  *query-compute-apps*) ;;
+  *) exit 9 ;;
+esac
+"""
+MEMORY_CGROUP = Path("/sys/fs/cgroup/memory")
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not (MEMORY_CGROUP / "cgroup.procs").exists(),
+                    reason="needs root and the cgroup v1 memory controller")
+def test_memory_guard_refuses_on_a_capped_unified_node_and_force_overrides(project: Project, tmp_path: Path) -> None:
+    """The CLI runs in a memory cgroup capped at 1 GiB on a (stand-in) unified-memory GPU: 0.9 of
+    MemTotal does not fit, the refusal gives the numbers, nothing starts; --force starts it."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "nvidia-smi").write_text(STANDIN_NVIDIA_SMI)
+    (bin_dir / "nvidia-smi").chmod(0o755)
+    group = MEMORY_CGROUP / f"runrecipe-test-guard-{os.getpid()}"
+    group.mkdir()
+    try:
+        (group / "memory.limit_in_bytes").write_text(str(1 << 30))
+        project.env["PATH"] = f"{bin_dir}:{project.env['PATH']}"
+        port = free_port()
+        project.recipe("big", simple("big", port))
+
+        def capped(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(["sh", "-c", 'echo $$ > "$0/cgroup.procs" && exec "$@"', str(group),
+                                   sys.executable, "-m", "tasks", *args], cwd=project.root, env=project.env,
+                                  capture_output=True, text=True, timeout=300)
+
+        res = capped("big", "--setup", "-d")
+        assert res.returncode == 1, res.stderr
+        assert "the server does not fit in memory now; nothing was started" in res.stderr
+        assert "available (0.9 x " in res.stderr and "unified memory; available = the cgroup's limit minus its usage" in res.stderr
+        assert "--force" in res.stderr and project.containers("big") == []
+        res = capped("big", "-d", "--force")
+        assert res.returncode == 0, res.stderr
+        assert get_json(f"http://127.0.0.1:{port}/v1/models")["data"][0]["id"] == "org/model"
+    finally:
+        subprocess.run(["sh", "-c", 'sleep 0.3; rmdir "$0"', str(group)], check=False)
+
+
+def wait_watch(project: Project, rid: str, restarts: int) -> dict:
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        watch = record(project, rid).get("watch", {})
+        if watch.get("state") == "watching" and watch.get("restarts") == restarts:
+            return watch
+        time.sleep(0.5)
+    return record(project, rid).get("watch", {})
+
+
+def test_watch_re_forms_a_killed_or_wedged_server_then_a_crash_loop_hits_the_cap(project: Project) -> None:
+    port = free_port()
+    project.recipe("kept", simple("kept", port))
+    assert project.cli("kept", "--setup", "-d").returncode == 0
+    first = project.containers("kept")[0]["Id"]
+    watcher = subprocess.Popen([sys.executable, "-m", "tasks", "watch", "kept", "--interval", "0.5",
+                                "--token-every", "1", "--token-wait", "1"],
+                               cwd=project.root, env=project.env, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.5)
+        project.docker("kill", first)
+        watch = wait_watch(project, "kept", 1)
+        assert watch["restarts"] == 1 and "rank 0 on " in watch["last_cause"] and "container exited" in watch["last_cause"]
+        assert get_json(f"http://127.0.0.1:{port}/v1/models")["data"][0]["id"] == "org/model"
+        running = project.containers("kept")
+        assert len(running) == 1 and running[0]["Id"] != first and running[0]["State"]["Running"]
+        assert "watch: watching, 1 restart(s), last cause: rank 0" in project.cli("status").stdout
+
+        # the new server wedges: /health stays 200 but no token comes; two silent probes re-form it
+        second = running[0]["Id"]
+        project.docker("exec", second, "sh", "-c", "for d in /tmp/standin-run.*; do touch \"$d/mute\"; done")
+        watch = wait_watch(project, "kept", 2)
+        assert watch["restarts"] == 2 and "/health but streamed no token in 2 tries" in watch["last_cause"], watch
+        assert [c["Id"] for c in project.containers("kept")] not in ([first], [second])
+    finally:
+        watcher.send_signal(signal.SIGINT)
+        log = watcher.communicate(timeout=30)[1]
+    assert "tearing down the group on every node and converging again (restart 1)" in log
+    assert "serving again after restart 2" in log
+
+    # a server that crashes at start every time: the watcher stops at the cap and says why
+    project.recipe("loop", simple("kept", free_port(), extra_env="STANDIN_CRASH: cuda"))
+    res = subprocess.run([sys.executable, "-m", "tasks", "watch", "loop", "--interval", "0.2", "--backoff", "0.2",
+                          "--max-restarts", "2", "--within", "5"], cwd=project.root, env=project.env,
+                         capture_output=True, text=True, timeout=180)
+    assert res.returncode == 1, res.stderr
+    assert ("stopped watching: crash loop: 2 failed restarts within 5 min; last cause: cause: CUDA error "
+            "(RuntimeError: CUDA error: an illegal memory access was encountered)") in res.stderr
+    assert "next try in 0.2 s" in res.stderr
+    assert record(project, "loop")["watch"]["state"] == "stopped"

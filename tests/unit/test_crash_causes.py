@@ -1,0 +1,66 @@
+"""The crash-cause table against log lines written from vLLM's, PyTorch's, NCCL's, huggingface_hub's
+and uvicorn's public error messages (the text those projects print, with this run's numbers)."""
+from __future__ import annotations
+
+import pytest
+
+from tasks import crash_causes
+
+LINES = [
+    ("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of "
+     "79.19 GiB of which 1.06 GiB is free.", "out-of-memory"),
+    ("torch.cuda.OutOfMemoryError: CUDA out of memory. Tried to allocate 20.00 MiB", "out-of-memory"),
+    ("ValueError: No available memory for the cache blocks. Try increasing `gpu_memory_utilization` when "
+     "initializing the engine.", "out-of-memory"),
+    ("ValueError: Free memory on device (39.2/119.7 GiB) on startup is less than desired GPU memory utilization "
+     "(0.9, 107.7 GiB). Decrease GPU memory utilization or reduce GPU memory used by other processes.",
+     "out-of-memory"),
+    ("RuntimeError: CUDA error: out of memory", "out-of-memory"),
+    ("RuntimeError: CUDA error: an illegal memory access was encountered", "cuda"),
+    ("RuntimeError: The NVIDIA driver on your system is too old (found version 12020). CUDA driver version "
+     "is insufficient for CUDA runtime version", "cuda"),
+    ("RuntimeError: No CUDA GPUs are available", "cuda"),
+    ("torch.distributed.DistBackendError: NCCL error in: ../torch/csrc/distributed/c10d/NCCLUtils.hpp:317, "
+     "unhandled system error (run with NCCL_DEBUG=INFO for details), NCCL version 2.21.5", "nccl"),
+    ("ncclUnhandledCudaError: Call to CUDA function failed.", "nccl"),
+    ("ERROR:    [Errno 98] error while attempting to bind on address ('0.0.0.0', 8000): address already in use",
+     "port-in-use"),
+    ("OSError: [Errno 98] Address already in use", "port-in-use"),
+    ("vllm serve: error: unrecognized arguments: --tensor-paralel-size 2", "bad-argument"),
+    ("vllm serve: error: argument --tensor-parallel-size/-tp: invalid int value: 'two'", "bad-argument"),
+    ("huggingface_hub.errors.LocalEntryNotFoundError: Cannot find the requested files in the disk cache and "
+     "outgoing traffic has been disabled. To enable hf.co look-ups and downloads online, set 'local_files_only' "
+     "to False.", "weights"),
+    ("OSError: cyankiwi/GLM-4.7-Flash-AWQ-4bit does not appear to have a file named config.json.", "weights"),
+    ("RuntimeError: Cannot find any model weights with `/models/glm`", "weights"),
+    ("huggingface_hub.errors.RepositoryNotFoundError: 404 Client Error. Repository Not Found for url", "weights"),
+]
+
+
+@pytest.mark.parametrize("line,name", LINES)
+def test_each_public_error_line_reads_as_its_cause(line: str, name: str) -> None:
+    tail = f"INFO 12-01 05:00:00 [api_server.py:1] vLLM API server version 0.11.0\nTraceback (most recent call last):\n{line}"
+    cause, shown = crash_causes.read_cause(tail)
+    assert cause.name == name and shown == line.strip()
+
+
+def test_the_last_error_wins_over_an_earlier_retried_one() -> None:
+    tail = "RuntimeError: CUDA error: an illegal memory access was encountered\nOSError: [Errno 98] Address already in use"
+    assert crash_causes.read_cause(tail)[0].name == "port-in-use"
+
+
+def test_one_line_names_cause_line_and_fix() -> None:
+    text = crash_causes.one_line("x\nvllm serve: error: unrecognized arguments: --foo\n")
+    assert text.startswith("cause: bad argument (vllm serve: error: unrecognized arguments: --foo); fix: ")
+
+
+def test_unrecognised_and_sigkill() -> None:
+    assert crash_causes.read_cause("INFO all fine\nshutting down") is None
+    assert "out-of-memory killer" in crash_causes.one_line("", exit_code=137)
+
+
+def test_a_dead_engine_reads_as_such_unless_a_line_says_why() -> None:
+    dead = "ERROR 12-01 06:00:00 [core.py:586] EngineCore encountered a fatal error.\n" \
+           "vllm.v1.engine.exceptions.EngineDeadError: EngineCore encountered an issue. See stack trace (above) for the root cause."
+    assert crash_causes.read_cause(dead)[0].name == "engine-dead"
+    assert crash_causes.read_cause("torch.OutOfMemoryError: CUDA out of memory.\n" + dead)[0].name == "out-of-memory"

@@ -1,0 +1,62 @@
+"""The systemd unit install-service writes: rendered from its template, words literal to systemd,
+checked by systemd-analyze verify where it is installed."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tasks import service
+
+
+def test_words_stay_literal_for_systemd() -> None:
+    assert service.systemd_word("glm-4.7") == "glm-4.7"
+    assert service.systemd_word("a b") == '"a b"'
+    assert service.systemd_word("50%$HOME") == '"50%%$$HOME"'
+    assert service.systemd_word('x"\\y') == '"x\\"\\\\y"'
+
+
+def test_the_unit_converges_then_watches_with_the_same_words(tmp_path: Path) -> None:
+    unit = service.render_unit("4x/minimax", ["4x/minimax", "-n", "a,b", "-d", "--", "--seed", "4 2"],
+                               user=True, directory=tmp_path)
+    assert unit.name == "runrecipe-4x-minimax.service" and unit.path == tmp_path / unit.name
+    lines = unit.text.splitlines()
+    entry = str(Path(service.__file__).resolve().parents[1] / "run-recipe.sh")
+    assert f"ExecStartPre=-{entry} 4x/minimax -n a,b -- --seed \"4 2\" -d" in lines
+    assert f"ExecStart={entry} watch 4x/minimax -n a,b -- --seed \"4 2\"" in lines
+    assert "WantedBy=default.target" in lines and "Restart=on-failure" in lines
+
+
+@pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="systemd-analyze is not installed")
+def test_systemd_analyze_verify_accepts_the_unit(tmp_path: Path) -> None:
+    unit = service.render_unit("glm", ["glm", "--port", "9000"], user=False, directory=tmp_path)
+    service.write(unit)
+    assert service.verify(unit) is None, unit.text
+    broken = service.Unit(unit.name, unit.path, unit.text.replace("[Service]", "[Service]\nExecStartt=/bin/true"), False)
+    service.write(broken)
+    assert service.verify(broken)
+
+
+def test_install_and_uninstall_through_the_cli(tmp_path: Path) -> None:
+    recipes = tmp_path / "home" / "recipes"
+    recipes.mkdir(parents=True)
+    (recipes / "tiny.yaml").write_text("name: Tiny\ncontainer: img\ncommand: vllm serve /m --port {port}\n"
+                                       "defaults: {port: 8000}\n")
+    env = {"RUNRECIPE_HOME": str(tmp_path / "home"), "PATH": "/usr/bin:/bin"}
+    root = Path(service.__file__).resolve().parents[1]
+    run = lambda *a: subprocess.run([sys.executable, "-m", "tasks", *a], cwd=root, env=env, capture_output=True,
+                                    text=True, timeout=60)
+    made = run("install-service", "tiny", "--solo", "--unit-dir", str(tmp_path / "units"))
+    assert made.returncode == 0, made.stderr
+    path = tmp_path / "units" / "runrecipe-tiny.service"
+    assert f"wrote {path}" in made.stdout and "ExecStart=" in path.read_text()
+    gone = run("uninstall-service", "tiny", "--unit-dir", str(tmp_path / "units"))
+    assert gone.returncode == 0 and not path.exists(), gone.stderr
+    again = run("uninstall-service", "tiny", "--unit-dir", str(tmp_path / "units"))
+    assert again.returncode == 1 and "no unit" in again.stderr
+    secret = run("install-service", "tiny", "--solo", "-e", "HF_TOKEN=hf_secretvalue", "--unit-dir", str(tmp_path / "units"))
+    assert secret.returncode == 1 and "hf_secretvalue" not in secret.stderr + secret.stdout
+    assert "write `-e HF_TOKEN` (no value) and put HF_TOKEN=... in " in secret.stderr and not path.exists()

@@ -1,0 +1,69 @@
+"""The watcher's policy over scripted runs: re-form on a failure, exponential backoff, the crash-loop cap."""
+from __future__ import annotations
+
+from tasks import watch
+from tasks.errors import RunError
+
+
+class Scripted:
+    """A run whose checks and converges follow a script; records what the watcher did to it."""
+
+    def __init__(self, checks: list[str | None], converges: list[str | None]) -> None:
+        self.name, self.checks, self.converges = "r", checks, converges
+        self.actions: list[str] = []
+        self.notes: list[dict] = []
+
+    def check(self) -> str | None:
+        return self.checks.pop(0) if self.checks else None
+
+    def teardown(self) -> None:
+        self.actions.append("teardown")
+
+    def converge(self) -> None:
+        self.actions.append("converge")
+        failure = self.converges.pop(0) if self.converges else None
+        if failure:
+            raise RunError(f"r: the converge exited 1\nError: not ready\n  cause: {failure}")
+
+    def note(self, state: dict) -> None:
+        self.notes.append(state)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def test_a_dead_rank_is_torn_down_and_converged_once() -> None:
+    run, clock, lines = Scripted([None, "rank 1 on n2: container exited (exit 137)", None], []), Clock(), []
+    assert watch.watch([run], watch.Policy(interval=1), lines.append, clock, clock.sleep, rounds=3) == 0
+    assert run.actions == ["teardown", "converge"]
+    assert run.notes[-1]["restarts"] == 1 and run.notes[-1]["state"] == "watching"
+    assert run.notes[-1]["last_cause"] == "rank 1 on n2: container exited (exit 137)"
+    assert any("tearing down the group" in ln for ln in lines) and any("serving again" in ln for ln in lines)
+
+
+def test_failed_restarts_back_off_exponentially_and_hit_the_cap() -> None:
+    run, clock, lines = Scripted(["not running"], ["out of memory"] * 10), Clock(), []
+    policy = watch.Policy(interval=1, backoff=2, max_failures=4, window=600)
+    assert watch.watch([run], policy, lines.append, clock, clock.sleep) == 1
+    assert run.actions.count("converge") == 4
+    waits = [ln.rsplit("next try in ", 1)[1] for ln in lines if "next try in" in ln]
+    assert waits == ["2 s", "4 s", "8 s"]
+    assert run.notes[-1]["state"] == "stopped" and run.notes[-1]["restarts"] == 4
+    assert "crash loop: 4 failed restarts within 10 min; last cause: cause: out of memory" in run.notes[-1]["stopped"]
+
+
+def test_failures_outside_the_window_do_not_count() -> None:
+    tally, policy = watch.Tally(), watch.Policy(backoff=1, max_failures=2, window=60)
+    tally.failed(0, policy)
+    tally.failed(100, policy)
+    assert not tally.gave_up and len(tally.failures) == 1
+    tally.failed(110, policy)
+    assert tally.gave_up
