@@ -169,7 +169,7 @@ def answer(places: list[Placement], plan: Plan, ask_server: bool = True) -> step
     """The launch step over every node: Noop only when each node runs this recipe's container with
     exactly the wanted inputs and the head answers. Running is not serving: a run killed while it
     waited for readiness leaves a running container with the right labels that may never answer.
-    `ask_server` False (--dry-run): the head's labels are trusted and no request is sent."""
+    `ask_server` False (--dry-run): no request is sent; the run record says whether it was seen ready."""
     record = verified_weights(plan) if plan.models else []
     try:
         digests = _each(places, lambda p: wanted(p, plan, record).digest)
@@ -181,7 +181,16 @@ def answer(places: list[Placement], plan: Plan, ask_server: bool = True) -> step
         if isinstance(step, steps.Change):
             return steps.Change(f"{place.runner.node}: {step.why}", step.commands) if place.rank else step
     return steps.launch(plan.container_name, digests[0], found[0],
-                        answering=_models_ready(base_url(plan), plan.served_model) if ask_server else None)
+                        answering=_models_ready(base_url(plan), plan.served_model) if ask_server
+                        else None if _seen_ready(plan, digests[0], found[0]) else False)
+
+
+def _seen_ready(plan: Plan, digest: str, running: list[Container]) -> bool:
+    """--dry-run's stand-in for asking the server: the run that started this very container saw it
+    ready (only then is the run record written), so a run killed while waiting does not count."""
+    record = read_record(plan.recipe.id) or {}
+    seen = {n.get("container") for n in record.get("nodes", []) if n.get("inputs") == digest}
+    return any(c.id in seen for c in running)
 
 
 def is_current(places: list[Placement], plan: Plan) -> bool:

@@ -79,8 +79,8 @@ def launch(container: str, digest: str, running: Sequence[Container], answering:
     `answering` None: the server was not asked (--dry-run sends no request, not even to loopback)."""
     current = [c for c in running if c.running and c.labels.get(f"{LABEL}.inputs") == digest]
     if current and answering is None:
-        return Noop(f"{current[0].name} runs with the current image, script and settings "
-                    "(not asked whether it answers: a dry run sends no request)")
+        return Noop(f"{current[0].name} runs with the current image, script and settings and was seen "
+                    "ready (not asked whether it answers: a dry run sends no request)")
     if current and answering:
         return Noop(f"{current[0].name} runs with the current image, script and settings, and answers")
     if current:

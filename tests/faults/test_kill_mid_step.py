@@ -113,13 +113,13 @@ def test_kill_during_launch_wait(project: Project, standin_tag: str) -> None:
         name: Kill during readiness
         container: {standin_tag}
         defaults: {{port: {port}}}
-        env: {{STANDIN_DELAY: "8"}}
+        env: {{STANDIN_DELAY: "15"}}
         command: vllm serve org/m --port {{port}} --host 127.0.0.1
         """)
     proc = start(project, "kwait", "-d", "--ready-timeout", "120")
     wait_for("the server container to run", lambda: [c for c in project.containers("kwait")
                                                      if c["State"]["Running"]], proc=proc)
-    time.sleep(1.0)  # inside wait_ready now; the stand-in sleeps 8 s before it answers
+    time.sleep(1.0)  # inside wait_ready now; the stand-in sleeps 15 s before it answers (two dry runs fit in that under load)
     assert proc.poll() is None
     during = project.cli("kwait", "--dry-run", "--json")
     assert record(project.root, "launch:kwait") is None
