@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from . import hub_cache, settings
+from . import hub_cache, settings, vllm_check
 from .errors import ConfigError, RunRecipeError
 from .config import env_options
 from .flagtypes import MAX_LEN_HINT, fraction, port, seconds, unknown_options, whole
@@ -26,6 +26,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     try:
         _refuse_undecodable(args)
+        if args and args[0] == "lint" and any(a.split("=")[0] in ("--vllm", "--venv") for a in args[1:]):
+            from .lint_vllm import main as lint_vllm
+
+            return lint_vllm(args[1:])
         if args and args[0] == "lint":
             from .lint import main as lint
 
@@ -120,6 +124,8 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--restart", action="store_true", help="give the container a restart policy (survives reboots)")
     g.add_argument("--ready-timeout", type=seconds, default=1800.0, metavar="SECONDS",
                    help="how long to wait for the server to answer (default 1800)")
+    g.add_argument("--skip-vllm-check", action="store_true",
+                   help="do not ask the image's vLLM whether it accepts the command before anything is copied")
     g = p.add_argument_group("other")
     g.add_argument("--dry-run", action="store_true", help="show the plan and what would run, change nothing")
     g.add_argument("-l", "--list", action="store_true", help="list the recipes")
@@ -145,7 +151,7 @@ def options_from(ns: argparse.Namespace, extra: list[str]) -> Options:
                    download=ns.setup or ns.download_only or ns.force_download or ns.verify,
                    force_download=ns.force_download, verify=ns.verify, revision=ns.revision,
                    daemon=ns.daemon, restart=ns.restart, ready_timeout=ns.ready_timeout, ray=bool(ns.ray),
-                   trust_new_hosts=ns.trust_new_hosts,
+                   trust_new_hosts=ns.trust_new_hosts, skip_vllm_check=ns.skip_vllm_check,
                    **env_options(ns.config, eth_if=ns.eth_if, ib_if=ns.ib_if, master_port=ns.master_port,
                                  non_privileged=ns.non_privileged))
 
@@ -172,7 +178,7 @@ def _run(args: list[str], inspect: bool = False) -> int:
 
     recipe = load_named(ns.recipe, settings.recipes_dir())
     plan = make_plan(recipe, options_from(ns, extra))
-    for warning in plan.warnings:
+    for warning in plan.warnings + ((vllm_check.SKIPPED,) if ns.skip_vllm_check else ()):
         print(f"Warning: {scrub(warning)}", file=sys.stderr)
     if inspect:
         return inspect_plan(plan, ns.json)

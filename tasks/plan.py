@@ -53,6 +53,7 @@ class Options:
     restart: bool = False
     privileged: bool = True           # --non-privileged or .env NON_PRIVILEGED=1 turn it off
     ready_timeout: float = 1800.0
+    skip_vllm_check: bool = False     # --skip-vllm-check: no check:<recipe> step (vllm_check.SKIPPED says what)
 
 
 @dataclass(frozen=True)
