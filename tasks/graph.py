@@ -298,7 +298,7 @@ def cluster_tasks(plan: Plan, fleet: "Fleet", *, setup: bool) -> list[dict[str, 
         else:
             launch_deps += image_deps
         if rank == 0:  # the head's image (and mods) exist now: ask its vLLM before anything travels
-            checks = check_task(plan, head, list(launch_deps))
+            checks = check_task(plan, head, list(dict.fromkeys(launch_deps)))
             out += checks
             launch_deps += [f"check:{t['name']}" for t in checks] + downloads
     places = fleet.placements

@@ -24,7 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, TypeVar
 
-from . import docker, hub_cache, mods, settings, steps, weights
+from . import docker, hub_cache, mods, settings, steps, vllm_check, weights
 from .docker import LABEL, Container, Runner
 from .errors import ConfigError, NotReadyError, RunError
 from .plan import Plan
@@ -242,7 +242,8 @@ def write_record(plan: Plan, nodes: list[tuple[Placement, Wanted, str]]) -> None
                        "weights": want.record.split(",") if want.record else [],
                        "mods": [{"name": m.name, "sha256": mods.content_hash((m,))} for m in plan.mods],
                        "inputs": want.digest}
-                      for place, want, cid in nodes]}
+                      for place, want, cid in nodes],
+            "vllm_check": vllm_check.read_record(plan.recipe.id)}
     path = record_path(plan.recipe.id)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")

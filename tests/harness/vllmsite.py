@@ -7,7 +7,8 @@ the CPU torch wheel this machine kind keeps on disk (`torch==2.13.0` takes it; v
 site folder cached under /var/lib/runrecipe-test/cache (~2.2 GB, built once per machine), then copied
 into an image on top of the Debian base image (python 3.11, as the wheels) with `docker run` +
 `docker commit`, so no build context of gigabytes travels to the daemon. The image has python3 with
-vLLM importable (PYTHONPATH) and the stand-in `vllm` command: a real vLLM check, no GPU.
+vLLM importable (PYTHONPATH) and the stand-in `vllm` command (so a run can also launch): a real
+vLLM check, no GPU.
 """
 from __future__ import annotations
 
@@ -75,7 +76,8 @@ def site_dir(log: Callable[[str], None] = print) -> Path:
 
 
 def image_tag(base: str) -> str:
-    return f"rr-vllm-check:{_h(base, site_key())}"
+    standin = (Path(__file__).resolve().parents[1] / "images" / "standin" / "vllm").read_bytes()
+    return f"rr-vllm-check:{_h(base, site_key(), standin)}"
 
 
 def has(docker: Docker, tag: str) -> bool:
@@ -91,8 +93,13 @@ def ensure_image(docker: Docker, base: str, log: Callable[[str], None] = print) 
     name = f"rr-vllm-site-{site_key()}"
     docker("rm", "-f", name, timeout=60)
     t0 = time.monotonic()
-    _check(docker("run", "--name", name, "--network", "none", "-v", f"{site}:/src:ro", "--entrypoint", "cp", base,
-                  "-a", "/src/.", SITE_IN_IMAGE, timeout=900), "copy the vLLM site into the image")
+    # the site, and the stand-in `vllm` command with busybox httpd (as images.cluster_standin_dir adds them)
+    standin = Path(__file__).resolve().parents[1] / "images" / "standin" / "vllm"
+    copy = (f"cp -a /src/. {SITE_IN_IMAGE} && cp /standin /usr/local/bin/vllm && cp /busybox /usr/local/bin/busybox"
+            " && ln -sf busybox /usr/local/bin/httpd && chmod +x /usr/local/bin/vllm /usr/local/bin/busybox")
+    _check(docker("run", "--name", name, "--network", "none", "-v", f"{site}:/src:ro", "-v", f"{standin}:/standin:ro",
+                  "-v", f"{rayimage.BUSYBOX}:/busybox:ro", "--entrypoint", "sh", base, "-c", copy, timeout=900),
+           "copy the vLLM site into the image")
     try:
         _check(docker("commit", "--change", f"ENV PYTHONPATH={SITE_IN_IMAGE}", "--change", "ENTRYPOINT []",
                       "--change", 'CMD ["bash"]', name, tag, timeout=900), f"docker commit {tag}")
