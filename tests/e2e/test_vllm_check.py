@@ -77,11 +77,8 @@ def test_an_image_without_python_cannot_be_checked(standin_image: str, docker_ho
 def test_refused_before_launch_and_not_asked_again(project, vllm_image: str) -> None:
     """Through the CLI: a typo stops the run before any container, naming flag and version; a good
     command is checked once, launched, and a re-run finds the check up to date (no new container)."""
-    project.recipe("typo", f"""\
-        name: typo
-        container: {vllm_image}
-        command: vllm serve org/model --port 18431 --max-modle-len 4096
-    """)
+    recipe = "name: {0}\ncontainer: %s\ncommand: vllm serve org/model --port {1} {2} 4096\n" % vllm_image
+    project.recipe("typo", recipe.format("typo", 18431, "--max-modle-len"))
     res = project.cli("typo", "-d", timeout=600)
     assert res.returncode == 1, res.stderr
     assert "--max-modle-len" in res.stderr and "vLLM 0.33.0" in res.stderr and "--skip-vllm-check" in res.stderr
@@ -92,11 +89,7 @@ def test_refused_before_launch_and_not_asked_again(project, vllm_image: str) -> 
     skipped = project.cli("typo", "-d", "--skip-vllm-check", "--ready-timeout", "1", timeout=600)
     assert "--skip-vllm-check: the command is not checked" in skipped.stderr
 
-    project.recipe("good", f"""\
-        name: good
-        container: {vllm_image}
-        command: vllm serve org/model --port 18432 --max-model-len 4096
-    """)
+    project.recipe("good", recipe.format("good", 18432, "--max-model-len"))
     first = project.cli("good", "-d", timeout=600)
     assert first.returncode == 0, first.stderr
     assert "vLLM 0.33.0" in first.stderr and "accepts the command" in first.stderr
