@@ -108,12 +108,13 @@ def main(args: list[str]) -> int:
             verdict = vllm_check.in_image(runner, where, argvs)
         if ns.venv or ns.vllm:
             verdict = advisory(verdict, by_id)
-        errors += len(verdict.errors)
-        warnings += len(verdict.warnings)
+        # the same finding on every node's argv counts (and prints) once
+        errors += len({(f.recipe, f.flag, f.message) for f in verdict.errors})
+        warnings += len({(f.recipe, f.flag, f.message) for f in verdict.warnings})
         label = shown.get(where, where)
         print(f"{label}: vLLM {verdict.version}, {len(argvs)} argv(s) of "
               f"{len({t.recipe for t in argvs})} recipe(s)")
-        for line in dict.fromkeys(verdict.lines(label)):  # the same finding on every node's argv: once
+        for line in dict.fromkeys(verdict.lines(label)):
             print(f"  {line}")
     for line in skipped:
         print(f"not checked: {line}")

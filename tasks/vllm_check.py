@@ -104,15 +104,16 @@ def checker_argv(python: Sequence[str]) -> list[str]:
     return [*python, "-c", CHECKER.read_text()]
 
 
-def docker_argv(image: str, mounts: Sequence[str] = ()) -> list[str]:
-    """`docker run` of the checker in `image`: no network, no GPU, read-only mounts of what the server sees."""
+def docker_argv(image: str, mounts: Sequence[tuple[str, str]] = ()) -> list[str]:
+    """`docker run` of the checker in `image`: no network, no GPU, read-only mounts (host, container path)
+    of what the server sees, so a chat template in a mounted folder is found where it will be."""
     env = [a for k, v in ENV.items() for a in ("-e", f"{k}={v}")]
-    vols = [a for m in mounts for a in ("-v", f"{m}:{m}:ro")]
+    vols = [a for host, inside in mounts for a in ("-v", f"{host}:{inside}:ro")]
     return ["docker", "run", "--rm", "-i", "--network", "none", *env, *vols, "--entrypoint", "python3",
             image, *checker_argv([])]
 
 
-def in_image(runner: Runner, image: str, argvs: Sequence[Target], mounts: Sequence[str] = ()) -> Verdict:
+def in_image(runner: Runner, image: str, argvs: Sequence[Target], mounts: Sequence[tuple[str, str]] = ()) -> Verdict:
     """One container of `image` on the runner's node checks every argv."""
     data = json.dumps([list(t.argv) for t in argvs]).encode()
     result = runner.feed(docker_argv(image, mounts), data, timeout=TIMEOUT, check=False)
@@ -182,7 +183,7 @@ def answer(runner: Runner, plan: Plan) -> steps.Answer:
 
 def run(runner: Runner, plan: Plan) -> dict[str, str]:
     """The check action: print warnings and cannot-check lines, refuse (RunError) on any error."""
-    from .launch import image_ref, say
+    from .launch import CONTAINER_HF_HOME, image_ref, say
 
     image = image_ref(runner, plan)
     argvs = targets(plan)
@@ -192,8 +193,8 @@ def run(runner: Runner, plan: Plan) -> dict[str, str]:
         verdict = Verdict(record["version"], record.get("cannot", ""),
                           tuple(Finding(**f) for f in record.get("findings", [])))
     else:
-        mounts = [str(settings.hf_home()), *plan.local_mounts]
-        verdict = in_image(runner, image, argvs, [m for m in mounts if Path(m).is_dir()])
+        mounts = [(str(settings.hf_home()), CONTAINER_HF_HOME), *((p, p) for p in plan.local_mounts)]
+        verdict = in_image(runner, image, argvs, [m for m in mounts if Path(m[0]).is_dir()])
     shown = f"{plan.build.tag}" + (" with its mods" if plan.mods else "")
     for finding in verdict.warnings:
         say(f"Warning: {finding.text(verdict.version)}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -56,7 +57,7 @@ def test_verdicts_of_the_real_parser(vllm_image: str, docker_host: str, monkeypa
              _target("template", "--chat-template", "/nowhere/missing.jinja"),
              _target("cc", "-cc.cudagraph_mode=BOGUS"),
              _target("parser", "--enable-auto-tool-choice", "--tool-call-parser", "no_such_parser")]
-    verdict = vllm_check.in_image(LocalRunner(), vllm_image, argvs, mounts=[str(tmp_path)])
+    verdict = vllm_check.in_image(LocalRunner(), vllm_image, argvs, mounts=[(str(tmp_path), str(tmp_path))])
     assert verdict.version == "0.33.0" and not verdict.cannot
     errors = {f.where: f for f in verdict.errors}
     assert set(errors) == {"typo", "template", "cc"}
@@ -100,3 +101,18 @@ def test_refused_before_launch_and_not_asked_again(project, vllm_image: str) -> 
     assert (project.root / ".runrecipe" / "checks" / "good.json").read_text() == checked
     run = json.loads((project.root / ".runrecipe" / "runs" / "good.json").read_text())
     assert run["vllm_check"]["verdict"] == "accepted"
+
+
+def test_lint_vllm_with_a_local_venv(tmp_path: Path) -> None:
+    """`lint --vllm --venv`: a venv whose site-packages name the cached vLLM site (a .pth line)."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    (next(venv.glob("lib/python3*/site-packages")) / "vllm-site.pth").write_text(f"{vllmsite.site_dir()}\n")
+    recipes = tmp_path / "recipes"
+    recipes.mkdir()
+    (recipes / "typo.yaml").write_text("name: t\ncontainer: img\ncommand: vllm serve org/m --max-modle-len 4\n")
+    res = subprocess.run([sys.executable, "-m", "tasks", "lint", "--vllm", "--venv", str(venv), str(recipes)],
+                         capture_output=True, text=True, timeout=900, cwd=Path(__file__).resolve().parents[2])
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "typo: vLLM 0.33.0 refuses --max-modle-len" in res.stdout
+    assert "lint --vllm: 1 error(s)" in res.stdout

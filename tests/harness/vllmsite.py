@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Callable
 
 from . import rayimage
-from .rayimage import CACHE, ImageError, _check, _h
+from .rayimage import CACHE, _check, _h
 
 VLLM = "vllm==0.33.0"
 PACKAGES = """
@@ -119,6 +119,3 @@ def local_docker(docker_host: str) -> Docker:
     def run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
         return subprocess.run(["docker", "-H", docker_host, *args], capture_output=True, text=True, timeout=timeout)
     return run
-
-
-__all__ = ["ImageError", "ensure_image", "local_docker", "node_docker", "site_dir"]
