@@ -1,6 +1,6 @@
 """runrecipe's task graph for doit.
 
-    doit list                         every recipe's tasks (build:, download:, image:, weights:, mods:, launch:)
+    doit list                         every recipe's tasks (build:, download:, image:, weights:, mods:, check:, launch:)
     doit run recipe=NAME [key=value]  build, download, copy, apply mods and launch NAME; key=value sets a parameter
     doit run stack=NAME               every entry of stacks/NAME.yaml (or a path), in start order, then its gateway
     doit info launch:NAME             why a task would run

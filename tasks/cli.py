@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from . import hub_cache, settings
+from . import hub_cache, settings, vllm_check
 from .cli_container import container_group, docker_side, docker_view, print_docker
 from .errors import ConfigError, RunRecipeError
 from .config import env_options
@@ -27,6 +27,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     try:
         _refuse_undecodable(args)
+        if args and args[0] == "lint" and any(a.split("=")[0] in ("--vllm", "--venv") for a in args[1:]):
+            from .lint_vllm import main as lint_vllm
+
+            return lint_vllm(args[1:])
         if args and args[0] == "lint":
             from .lint import main as lint
 
@@ -132,6 +136,8 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--force", action="store_true", help="start even if the memory guard finds too little free memory")
     g.add_argument("--ready-timeout", type=seconds, default=1800.0, metavar="SECONDS",
                    help="how long to wait for the server to answer (default 1800)")
+    g.add_argument("--skip-vllm-check", action="store_true",
+                   help="do not ask the image's vLLM whether it accepts the command before anything is copied")
     container_group(p)
     g = p.add_argument_group("other")
     g.add_argument("--dry-run", action="store_true", help="show the plan and what would run, change nothing")
@@ -161,6 +167,7 @@ def options_from(ns: argparse.Namespace, extra: list[str]) -> Options:
                    force_download=ns.force_download, verify=ns.verify, revision=ns.revision,
                    daemon=ns.daemon, restart=ns.restart, ready_timeout=ns.ready_timeout, ray=bool(ns.ray),
                    force=ns.force, trust_new_hosts=ns.trust_new_hosts, apply=tuple(ns.apply),
+                   skip_vllm_check=ns.skip_vllm_check,
                    docker=docker_side(ns, env["privileged"]), **env)
 
 
@@ -191,7 +198,7 @@ def _run(args: list[str], inspect: bool = False) -> int:
         for note in fetch_missing(ns.apply):
             print(note)
     plan = make_plan(recipe, options_from(ns, extra))
-    for warning in plan.warnings:
+    for warning in plan.warnings + ((vllm_check.SKIPPED,) if ns.skip_vllm_check else ()):
         print(f"Warning: {scrub(warning)}", file=sys.stderr)
     if inspect:
         return inspect_plan(plan, ns.json)

@@ -2,6 +2,7 @@
 
     build:<image>      the recipe's image, from the Dockerfile its build_args select
     mods:<recipe>      the image with the recipe's mods applied (derived image)
+    check:<recipe>     the image's own vLLM accepts every node's serve argv (before any download or copy)
     launch:<recipe>    the server container, ready and answering
 
 Checks read facts (image labels, container labels), never weight bytes. Each
@@ -13,7 +14,7 @@ import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
-from . import docker, facts, hub_cache, image, launch, mods, steps, weights
+from . import docker, facts, hub_cache, image, launch, mods, steps, vllm_check, weights
 from .errors import RunError, RunRecipeError
 from .masking import scrub
 from .nodes import Node
@@ -171,6 +172,20 @@ def mods_task(plan: Plan, runner: LocalRunner, deps: list[str]) -> dict[str, Any
             "verbosity": 2}
 
 
+def check_task(plan: Plan, runner: LocalRunner, deps: list[str]) -> list[dict[str, Any]]:
+    """`check:<recipe>` in the image that will run (on the head); none with --skip-vllm-check.
+
+    Callers list it before downloads and copies in the launch's task_dep: doit runs those in order and
+    stops at the first failure, so a refused command costs no transfer."""
+    if plan.options.skip_vllm_check:
+        return []
+    return [{"basename": "check", "name": plan.recipe.id,
+             "doc": f"ask the vLLM in {plan.build.tag}{' + mods' if plan.mods else ''} whether it accepts "
+                    "every node's serve argv",
+             "actions": [(_step, [vllm_check.run, runner, plan])], "task_dep": deps,
+             "uptodate": [Check(lambda: vllm_check.answer(runner, plan))], "verbosity": 2}]
+
+
 def launch_task(plan: Plan, runner: LocalRunner, deps: list[str], dry: bool = False) -> dict[str, Any]:
     return {"basename": "launch", "name": plan.recipe.id,
             "doc": f"serve {plan.recipe.name} ({plan.mode}) at {plan.endpoint}",
@@ -284,8 +299,8 @@ def cluster_tasks(plan: Plan, fleet: "Fleet", *, setup: bool, dry: bool = False,
                 weights_before[model.key] = [name]
                 deps.append(name)
         per_node[node.target] = deps
-    launch_deps = list(built) + downloads
-    for (node, runner) in zip(plan.nodes, fleet.runners):
+    launch_deps = list(built)
+    for rank, (node, runner) in enumerate(zip(plan.nodes, fleet.runners)):
         image_deps = [d for d in per_node[node.target] if d.startswith(("image:", "build:"))]
         launch_deps += [d for d in per_node[node.target] if d.startswith("weights:")]
         if plan.mods:
@@ -295,6 +310,10 @@ def cluster_tasks(plan: Plan, fleet: "Fleet", *, setup: bool, dry: bool = False,
             out.append(task)
         else:
             launch_deps += image_deps
+        if rank == 0:  # the head's image (and mods) exist now: ask its vLLM before anything travels
+            checks = check_task(serve or plan, head, list(dict.fromkeys(launch_deps)))
+            out += checks
+            launch_deps += [f"check:{t['name']}" for t in checks] + downloads
     places, served = fleet.placements, serve or plan
     out.append({"basename": "launch", "name": plan.recipe.id,
                 "doc": f"serve {plan.recipe.name} on {len(served.nodes)} nodes ({fleet.mode}) at {served.endpoint}",
@@ -327,10 +346,14 @@ def recipe_tasks(plan: Plan, *, setup: bool, dry: bool = False) -> list[dict[str
         for model in plan.models:
             out.append(download_task(plan, model, dry))
             deps.append(f"download:{model.key}")
+    image_deps = [d for d in deps if d.startswith("build:")]
     if plan.mods:
-        out.append(mods_task(plan, runner, [d for d in deps if d.startswith("build:")]))
-        deps = [d for d in deps if not d.startswith("build:")] + [f"mods:{plan.recipe.id}"]
-    out.append(launch_task(plan, runner, deps, dry))
+        out.append(mods_task(plan, runner, image_deps))
+        image_deps = [f"mods:{plan.recipe.id}"]
+    checks = check_task(plan, runner, image_deps)
+    out += checks
+    downloads = [d for d in deps if d.startswith("download:")]  # after the check: a refusal downloads nothing
+    out.append(launch_task(plan, runner, image_deps + [f"check:{t['name']}" for t in checks] + downloads, dry))
     return out
 
 
@@ -365,7 +388,7 @@ def task_namespace(tasks: Iterable[dict[str, Any]], default: list[str]) -> dict[
     from .state import doit_config
 
     by_base: dict[str, dict[str, dict[str, Any]]] = {
-        "build": {}, "download": {}, "image": {}, "weights": {}, "mods": {}, "launch": {}, "gateway": {}}
+        "build": {}, "download": {}, "image": {}, "weights": {}, "mods": {}, "check": {}, "launch": {}, "gateway": {}}
     for task in tasks:
         by_base[task["basename"]].setdefault(task["name"], task)
 
@@ -383,6 +406,8 @@ def task_namespace(tasks: Iterable[dict[str, Any]], default: list[str]) -> dict[
         "task_image": creator("image", "copy the image to each worker (only when its image ID differs)"),
         "task_weights": creator("weights", "copy model weights to each worker (only missing or changed files)"),
         "task_mods": creator("mods", "apply recipe mods as a derived image (only when base or mods changed)"),
+        "task_check": creator("check", "ask the image's vLLM whether it accepts the command (only when the "
+                              "image or the argvs changed)"),
         "task_launch": creator("launch", "start or replace the server container, wait until it is ready"),
         "task_gateway": creator("gateway", "start or replace a stack's gateway, wait until it lists every model"),
         "DOIT_CONFIG": {**doit_config(), "default_tasks": default},

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Callable, TypeVar
 
 from . import (container_create, container_flags, crash_causes, docker, hub_cache, memory_check, mods, readiness,
-               settings, steps, weights)
+               settings, steps, vllm_check, weights)
 from .docker import LABEL, Container, Runner
 from .errors import ConfigError, NotReadyError, RunError
 from .plan import Plan
@@ -274,7 +274,8 @@ def write_record(plan: Plan, nodes: list[tuple[Placement, Wanted, str]],
                        "weights": want.record.split(",") if want.record else [],
                        "mods": [{"name": m.name, "sha256": mods.content_hash((m,))} for m in plan.mods],
                        "inputs": want.digest, "memory_need": (memory_need or {}).get(place.runner.node)}
-                      for place, want, cid in nodes]}
+                      for place, want, cid in nodes],
+            "vllm_check": vllm_check.read_record(plan.recipe.id)}
     save_record(plan.recipe.id, data)
 
 

@@ -58,6 +58,7 @@ class Options:
     # --apply-mod / --apply-vllm-pr in command-line order: ("mod", Path) or ("pr", vllm_pr.PullRequest)
     apply: tuple[tuple[str, Any], ...] = ()
     stack: str = ""                   # the stack this run is an entry of (labels its containers)
+    skip_vllm_check: bool = False     # --skip-vllm-check: no check:<recipe> step (vllm_check.SKIPPED says what)
 
 
 @dataclass(frozen=True)

@@ -83,14 +83,21 @@ class Command:
         return ""
 
     @property
-    def options(self) -> tuple[str, ...]:
-        """The words after `vllm serve MODEL` (or all arguments when the command is something else)."""
+    def serve_args(self) -> tuple[str, ...] | None:
+        """The words after `vllm serve` (model and options) as vLLM's parser gets them; None for another command."""
         argv = self.argv
         for i, word in enumerate(argv[:-1]):
             if word.endswith("vllm") and argv[i + 1] == "serve":
-                rest = argv[i + 2:]
-                return rest[1:] if rest and not is_flag(rest[0]) else rest
-        return argv
+                return argv[i + 2:]
+        return None
+
+    @property
+    def options(self) -> tuple[str, ...]:
+        """The words after `vllm serve MODEL` (or all arguments when the command is something else)."""
+        rest = self.serve_args
+        if rest is None:
+            return self.argv
+        return rest[1:] if rest and not is_flag(rest[0]) else rest
 
     def option(self, *names: str) -> str | None:
         """Last value of an option (`--x v` or `--x=v`, any alias or spelling), as argparse keeps the last."""

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from harness import cluster as rc
-from harness import images, rayimage
+from harness import images, rayimage, vllmsite
 
 ROOT = Path(__file__).resolve().parents[2]
 TAG = "rr-cluster-standin"
@@ -76,7 +76,7 @@ def test_ray_cluster_converges_then_reruns_nothing(cluster3: rc.TestCluster, pro
     assert "preflight" in out.lower() or "198.18.0.12" in first.stdout  # the table names every node
     # One chained stream serves both workers: n3's image task then finds its image already there.
     ips = [n.ip for n in cluster3.nodes]
-    assert executed(first.stdout) == ["build:rr-cluster-standin", f"mods:rayc@{ips[0]}", f"image:{TAG}@{ips[1]}",
+    assert executed(first.stdout) == ["build:rr-cluster-standin", f"mods:rayc@{ips[0]}", "check:rayc", f"image:{TAG}@{ips[1]}",
                                       f"mods:rayc@{ips[1]}", f"mods:rayc@{ips[2]}", "launch:rayc"]
     assert f"-- image:{TAG}@198.18.0.13" in first.stdout
     head_id = cluster3.head.docker("image", "inspect", "-f", "{{.Id}}", TAG).stdout.strip()
@@ -139,6 +139,22 @@ def test_ray_cluster_converges_then_reruns_nothing(cluster3: rc.TestCluster, pro
     stopped = tool(cluster3, project, "stop", "rayc")
     assert stopped.returncode == 0, stopped.stderr
     assert all(ours(n, "rayc") == [] for n in cluster3.nodes)
+
+
+def test_typo_refused_before_any_copy(cluster3: rc.TestCluster, project: Path) -> None:
+    """The head's image carries the real vLLM 0.33.0 parser (tests/harness/vllmsite.py: the --no-deps site
+    in the Debian base image, with the stand-in command): a misspelt flag stops `--setup` after the build,
+    before the image travels to any worker, naming the flag and the version."""
+    base = rayimage.ensure_base_image(cluster3.head)
+    images.cluster_standin_dir(project / "docker", vllmsite.ensure_image(vllmsite.node_docker(cluster3.head), base))
+    recipe(project, "typo", backend=" --max-modle-len 4096")
+    res = tool(cluster3, project, "typo", "--setup", "-d", timeout=900)
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "--max-modle-len" in res.stderr and "vLLM 0.33.0" in res.stderr, res.stderr
+    assert not any(t.startswith(("image:", "weights:", "launch:")) for t in executed(res.stdout)), res.stdout
+    for node in cluster3.nodes[1:]:
+        assert node.docker("image", "inspect", TAG).returncode != 0, f"{node.name} got the image"
+        assert ours(node, "typo") == []
 
 
 def test_native_multinode_ranks(cluster3: rc.TestCluster, project: Path) -> None:

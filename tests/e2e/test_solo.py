@@ -39,7 +39,7 @@ def test_doit_run_converges_and_reruns_nothing(project: Project) -> None:
     project.recipe("conv", simple("conv", port))
     first = project.doit("run", "recipe=conv")
     assert first.returncode == 0, first.stderr + first.stdout
-    assert executed(first.stdout) == ["build:rr-e2e-conv", "launch:conv"]
+    assert executed(first.stdout) == ["build:rr-e2e-conv", "check:conv", "launch:conv"]
     models = get_json(f"http://127.0.0.1:{port}/v1/models")
     assert [m["id"] for m in models["data"]] == ["org/model"]
     (c1,) = project.containers("conv")
@@ -74,7 +74,7 @@ def test_doit_run_converges_and_reruns_nothing(project: Project) -> None:
     port2 = free_port()
     moved = project.doit("run", "recipe=conv", f"port={port2}")
     assert moved.returncode == 0, moved.stderr
-    assert executed(moved.stdout) == ["launch:conv"]
+    assert executed(moved.stdout) == ["check:conv", "launch:conv"]  # a new argv is checked again
     (c2,) = project.containers("conv")
     assert c2["Id"] != c1["Id"]
     assert get_json(f"http://127.0.0.1:{port2}/v1/models")["data"][0]["id"] == "org/model"
@@ -182,13 +182,13 @@ def test_mods_are_baked_once_and_reapplied_when_they_change(project: Project) ->
     project.recipe("modded", simple("modded", port, mods="mods: [mods/stamp]"))
     first = project.cli("modded", "--setup", "-d")
     assert first.returncode == 0, first.stderr
-    assert executed(first.stdout) == ["build:rr-e2e-modded", "mods:modded", "launch:modded"]
+    assert executed(first.stdout) == ["build:rr-e2e-modded", "mods:modded", "check:modded", "launch:modded"]
     (c1,) = project.containers("modded")
     assert project.docker("exec", c1["Id"], "cat", "/workspace/vllm/stamp.txt").stdout == "stamp v1\n"
     assert executed(project.cli("modded", "--setup", "-d").stdout) == []
     (mod / "run.sh").write_text('#!/bin/sh\nset -eu\necho "stamp v2" > "$WORKSPACE_DIR/stamp.txt"\n')
     third = project.cli("modded", "--setup", "-d")
-    assert executed(third.stdout) == ["mods:modded", "launch:modded"]
+    assert executed(third.stdout) == ["mods:modded", "check:modded", "launch:modded"]
     (c2,) = project.containers("modded")
     assert project.docker("exec", c2["Id"], "cat", "/workspace/vllm/stamp.txt").stdout == "stamp v2\n"
     (mod / "run.sh").write_text('#!/bin/sh\necho "patch target missing" >&2\nexit 4\n')

@@ -63,7 +63,7 @@ def test_setup_downloads_verifies_and_launches_offline_then_reruns_with_one_requ
     recipe(project, "wts", port)
     first = project.cli("wts", "--setup", "-d")
     assert first.returncode == 0, first.stdout + first.stderr
-    assert executed(first.stdout) == ["build:rr-e2e-wts", "download:org/model@main", "launch:wts"]
+    assert executed(first.stdout) == ["build:rr-e2e-wts", "check:wts", "download:org/model@main", "launch:wts"]
     assert sorted(gets(hub)) == sorted(files())
     (c,) = project.containers("wts")
     logs = project.docker("logs", c["Id"]).stdout

@@ -106,7 +106,7 @@ def test_same_recipe_two_ports_at_once(project: Project, standin_tag: str) -> No
                 ["twoport", "-d", "--port", str(p2), "--ready-timeout", "60"])
     for proc, out, err in runs:
         assert proc.returncode == 0, out + err  # each run's outcome: it served its port, then maybe was replaced
-        assert executed(out) == ["launch:twoport"], out
+        assert executed(out) == ["check:twoport", "launch:twoport"], out  # each port is a new argv
         assert "serving" in err and "Traceback" not in err
     # the lock file names the last holder: that run's port is the one served now
     last_pid = json.loads((project.root / ".runrecipe" / "lock").read_text())["pid"]

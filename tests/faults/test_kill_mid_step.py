@@ -185,7 +185,7 @@ def test_kill_during_mods_build(project: Project, standin_tag: str) -> None:
 
     again = project.cli("kmods", "-d", "--ready-timeout", "60")
     assert again.returncode == 0, again.stdout + again.stderr
-    assert executed(again.stdout) == ["mods:kmods", "launch:kmods"]
+    assert executed(again.stdout) == ["mods:kmods", "check:kmods", "launch:kmods"]
     tag = record(project.root, "mods:kmods")["_values_:"]["tag"]
     assert mods_images() == before | {tag}
     (c,) = project.containers("kmods")

@@ -1,0 +1,223 @@
+"""The check step: ask the image's own vLLM whether it accepts each node's `vllm serve` argv.
+
+The recipe's image (its mods image when there are mods, so mod-added flags, templates and parser
+plugins count) runs templates/vllm_checker.py with its own python, VLLM_TARGET_DEVICE=cpu, no GPU
+and no network, all argvs of the run in one container. vLLM's import dominates the cost (12-16 s on
+2 cores), so the verdict is kept under the state folder keyed by the image ID and the argvs' hash:
+a re-run with neither changed asks nothing. Images the checker cannot use (no python, no vLLM,
+a release too different) give one "cannot check" line and the run goes on.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import subprocess
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Sequence
+
+from . import settings, steps
+from .docker import Runner
+from .errors import RunError
+from .plan import Plan
+
+CHECKER = Path(__file__).resolve().parents[1] / "templates" / "vllm_checker.py"
+RESULT_MARK = "RUNRECIPE-VLLM-CHECK "
+TIMEOUT = 900.0  # vLLM's import takes 12-16 s on 2 idle cores; a loaded machine is much slower
+ENV = {"VLLM_TARGET_DEVICE": "cpu", "CUDA_VISIBLE_DEVICES": ""}
+SKIPPED = ("--skip-vllm-check: the command is not checked against the image's vLLM (unknown or misspelt "
+           "flags, bad values, a missing chat template and unknown backend or parser names show up only "
+           "when the server starts, after every copy)")
+
+
+@dataclass(frozen=True)
+class Target:
+    """One argv to check: the words after `vllm serve`, where it runs, and the recipe it comes from."""
+
+    recipe: str
+    where: str
+    argv: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Finding:
+    level: str          # "error" (vLLM refuses it) or "warning" (a name only the engine checks at start)
+    recipe: str
+    where: str
+    flag: str
+    message: str
+
+    def text(self, version: str, where: bool = True) -> str:
+        flag = f"{self.flag}: " if self.flag else ""
+        verb = "refuses" if self.level == "error" else "may refuse at start"
+        return f"{self.recipe}{f' ({self.where})' if where else ''}: vLLM {version} {verb} {flag}{self.message}"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    version: str
+    cannot: str = ""                     # why the checker could not run; empty when it did
+    findings: tuple[Finding, ...] = field(default=())
+
+    @property
+    def errors(self) -> list[Finding]:
+        return [f for f in self.findings if f.level == "error"]
+
+    @property
+    def warnings(self) -> list[Finding]:
+        return [f for f in self.findings if f.level == "warning"]
+
+    def lines(self, image: str) -> list[str]:
+        """What a person reads: the cannot-check line, or one line per finding."""
+        if self.cannot:
+            which = f"vLLM {self.version}" if self.version != "?" else "the vLLM"
+            return [f"cannot check with {which} in {image}: {self.cannot}"]
+        return [f.text(self.version, where=False) for f in self.findings]
+
+
+def targets(plan: Plan) -> list[Target]:
+    """Every node script's serve argv, as --dry-run shows them: solo, or each node's Ray/native command."""
+    from .cluster import backend, native_command, ray_command
+
+    rid = plan.recipe.id
+    if plan.mode != "cluster":
+        commands = [("solo", plan.vllm)]
+    elif backend(plan.options.ray) == "ray":
+        commands = [(f"{n.target} (ray)", ray_command(plan.vllm)) for n in plan.nodes]
+    else:
+        count, port = len(plan.nodes), plan.options.master_port
+        commands = [(f"{n.target} (native, rank {rank})",
+                     native_command(plan.vllm, rank, count, plan.head.host, port)) for rank, n in enumerate(plan.nodes)]
+    return [Target(rid, where, cmd.serve_args) for where, cmd in commands if cmd.serve_args is not None]
+
+
+def key(image_id: str, argvs: Sequence[Target]) -> str:
+    """What the verdict depends on: the image, the argvs and the checker itself."""
+    data = json.dumps([image_id, [list(t.argv) for t in argvs], CHECKER.read_text()])
+    return hashlib.sha256(data.encode()).hexdigest()
+
+
+def checker_argv(python: Sequence[str]) -> list[str]:
+    return [*python, "-c", CHECKER.read_text()]
+
+
+def docker_argv(image: str, mounts: Sequence[tuple[str, str]] = ()) -> list[str]:
+    """`docker run` of the checker in `image`: no network, no GPU, read-only mounts (host, container path)
+    of what the server sees, so a chat template in a mounted folder is found where it will be."""
+    env = [a for k, v in ENV.items() for a in ("-e", f"{k}={v}")]
+    vols = [a for host, inside in mounts for a in ("-v", f"{host}:{inside}:ro")]
+    return ["docker", "run", "--rm", "-i", "--network", "none", *env, *vols, "--entrypoint", "python3",
+            image, *checker_argv([])]
+
+
+def in_image(runner: Runner, image: str, argvs: Sequence[Target], mounts: Sequence[tuple[str, str]] = ()) -> Verdict:
+    """One container of `image` on the runner's node checks every argv."""
+    data = json.dumps([list(t.argv) for t in argvs]).encode()
+    result = runner.feed(docker_argv(image, mounts), data, timeout=TIMEOUT, check=False)
+    if result.exit_code in (125, 126, 127) and RESULT_MARK not in result.stdout:
+        if re.search(r"executable file not found|no such file or directory", result.stderr, re.I):
+            return Verdict("?", "the image has no python3, so no vLLM to ask")
+        raise RunError("the vLLM check could not start a container", node=runner.node,
+                       exit_code=result.exit_code, tail=result.stderr)
+    return read(result.stdout, result.stderr, result.exit_code, argvs)
+
+
+def in_venv(venv: Path, argvs: Sequence[Target]) -> Verdict:
+    """The same check with the vLLM of a local venv (`lint --vllm --venv`): advisory, no image."""
+    python = venv / "bin" / "python"
+    if not python.is_file():
+        return Verdict("?", f"{python} does not exist (give the folder of a venv with vLLM installed)")
+    data = json.dumps([list(t.argv) for t in argvs])
+    try:
+        proc = subprocess.run(checker_argv([str(python)]), input=data, capture_output=True, text=True,
+                              timeout=TIMEOUT, env={**os.environ, **ENV})
+    except subprocess.TimeoutExpired:
+        return Verdict("?", f"no answer within {TIMEOUT:.0f} s")
+    return read(proc.stdout, proc.stderr, proc.returncode, argvs)
+
+
+def read(stdout: str, stderr: str, code: int, argvs: Sequence[Target]) -> Verdict:
+    """The checker's marked JSON line as a Verdict; anything else is a cannot-check with the output's tail."""
+    line = next((ln for ln in stdout.splitlines() if ln.startswith(RESULT_MARK)), "")
+    if not line:
+        tail = (stderr or stdout).strip().splitlines()[-1:] or [f"exit status {code}"]
+        return Verdict("?", f"the checker gave no answer (exit status {code}): {tail[0][:300]}")
+    data = json.loads(line[len(RESULT_MARK):])
+    if data.get("cannot"):
+        return Verdict(data["version"], data["cannot"])
+    findings = []
+    for target, res in zip(argvs, data["results"]):
+        if not res["ok"]:
+            findings.append(Finding("error", target.recipe, target.where, res.get("flag") or "", res["message"]))
+        findings += [Finding("warning", target.recipe, target.where, w["flag"], w["message"])
+                     for w in res.get("warnings", [])]
+    return Verdict(data["version"], "", tuple(findings))
+
+
+# -- the graph's step -----------------------------------------------------------------------------------
+
+def record_path(recipe_id: str) -> Path:
+    return settings.state_dir() / "checks" / (re.sub(r"[^A-Za-z0-9_.-]+", "-", recipe_id) + ".json")
+
+
+def read_record(recipe_id: str) -> dict | None:
+    try:
+        return json.loads(record_path(recipe_id).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def answer(runner: Runner, plan: Plan) -> steps.Answer:
+    """Noop when the last verdict was for this image ID and these argvs and did not refuse them."""
+    from .launch import image_ref
+
+    image = image_ref(runner, plan)
+    record = read_record(plan.recipe.id)
+    if record and record.get("key") == key(image, targets(plan)) and record.get("verdict") != "refused":
+        return steps.Noop(f"vLLM {record['version']} in {image[:19]} {record['verdict']} these argvs before")
+    return steps.Change(f"vLLM in {image[:19]} has not checked these argvs")
+
+
+def run(runner: Runner, plan: Plan) -> dict[str, str]:
+    """The check action: print warnings and cannot-check lines, refuse (RunError) on any error."""
+    from .launch import CONTAINER_HF_HOME, image_ref, say
+
+    image = image_ref(runner, plan)
+    argvs = targets(plan)
+    digest = key(image, argvs)
+    record = read_record(plan.recipe.id)
+    if record and record.get("key") == digest:  # refused before with the same inputs: no new container
+        verdict = Verdict(record["version"], record.get("cannot", ""),
+                          tuple(Finding(**f) for f in record.get("findings", [])))
+    else:
+        mounts = [(str(settings.hf_home()), CONTAINER_HF_HOME), *((p, p) for p in plan.local_mounts)]
+        verdict = in_image(runner, image, argvs, [m for m in mounts if Path(m[0]).is_dir()])
+    shown = f"{plan.build.tag}" + (" with its mods" if plan.mods else "")
+    for finding in verdict.warnings:
+        say(f"Warning: {finding.text(verdict.version)}")
+    if verdict.cannot:
+        say(f"Warning: {verdict.lines(shown)[0]}; the run goes on unchecked")
+    status = "refused" if verdict.errors else "could not check" if verdict.cannot else "accepted"
+    write_record(plan.recipe.id, image, digest, verdict, status)
+    if verdict.errors:
+        lines = "\n".join(f"  {f.text(verdict.version)}" for f in verdict.errors)
+        raise RunError(f"the vLLM in {shown} refuses the command of {plan.recipe.path}; nothing was copied "
+                       f"or started:\n{lines}\nFix the recipe (or its mods), or pass --skip-vllm-check to "
+                       "start it anyway")
+    if not verdict.cannot:
+        say(f"vLLM {verdict.version} in {shown} accepts the command ({len(argvs)} node argv(s))")
+    return {"vllm": verdict.version, "verdict": status}
+
+
+def write_record(recipe_id: str, image: str, digest: str, verdict: Verdict, status: str) -> None:
+    data = {"recipe": recipe_id, "image": image, "key": digest, "version": verdict.version, "verdict": status,
+            "cannot": verdict.cannot, "findings": [asdict(f) for f in verdict.findings],
+            "checked": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    path = record_path(recipe_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    tmp.replace(path)

@@ -1,0 +1,74 @@
+"""The check step as data: which argvs it asks about, where it sits in the graph, how it reads answers."""
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from tasks import graph, vllm_check
+from tasks.plan import Options, make_plan
+from tasks.recipe import parse
+
+RECIPE = """\
+name: Two
+container: img
+model: org/m
+defaults: {port: 8000, tensor_parallel: 2}
+command: |
+  vllm serve org/m --port {port} -tp {tensor_parallel} --distributed-executor-backend ray
+"""
+NODES = "198.18.0.11,198.18.0.12,198.18.0.13"
+
+
+def plan_for(tmp_path: Path, **options):  # type: ignore[no-untyped-def]
+    return make_plan(parse(RECIPE, tmp_path / "two.yaml"), Options(**options))
+
+
+def test_every_node_argv_after_serve(tmp_path: Path) -> None:
+    solo = vllm_check.targets(plan_for(tmp_path, solo=True))
+    assert [(t.where, t.argv) for t in solo] == [("solo", ("org/m", "--port", "8000", "-tp", "1"))]
+    native = vllm_check.targets(plan_for(tmp_path, nodes=NODES))
+    assert [t.where for t in native] == [f"198.18.0.1{i} (native, rank {i - 1})" for i in (1, 2, 3)]
+    assert native[1].argv[-9:] == ("--nnodes", "3", "--node-rank", "1", "--master-addr", "198.18.0.11",
+                                   "--master-port", "29501", "--headless")
+    ray = vllm_check.targets(plan_for(tmp_path, nodes=NODES, ray=True))
+    assert {t.argv for t in ray} == {("org/m", "--port", "8000", "-tp", "2", "--distributed-executor-backend", "ray")}
+
+
+@pytest.mark.parametrize("setup", [True, False])
+def test_check_runs_before_any_download_or_copy(tmp_path: Path, setup: bool) -> None:
+    """doit runs a task's task_dep in order and stops at the first failure: the check must come first."""
+    plan = plan_for(tmp_path, nodes=NODES, setup=setup, download=True)
+    tasks = graph.cluster_tasks(plan, graph.fleet_for(plan, dry=True), setup=setup)
+    deps = next(t for t in tasks if t["basename"] == "launch")["task_dep"]
+    first_transfer = min(i for i, d in enumerate(deps) if d.startswith(("download:", "image:", "weights:")))
+    assert deps.index("check:two") < first_transfer
+    check = next(t for t in tasks if t["basename"] == "check")
+    assert check["task_dep"] == (["build:img"] if setup else [])
+    solo = plan_for(tmp_path, solo=True, setup=True, download=True)
+    deps = next(t for t in graph.recipe_tasks(solo, setup=True) if t["basename"] == "launch")["task_dep"]
+    assert deps == ["build:img", "check:two", "download:org/m@main"]
+
+
+def test_skip_removes_the_step(tmp_path: Path) -> None:
+    plan = plan_for(tmp_path, solo=True)
+    skipped = replace(plan, options=replace(plan.options, skip_vllm_check=True))
+    assert [t["basename"] for t in graph.recipe_tasks(skipped, setup=False)] == ["launch"]
+    assert "check" in [t["basename"] for t in graph.recipe_tasks(plan, setup=False)]
+
+
+def test_answers_become_findings() -> None:
+    argvs = [vllm_check.Target("r", "solo", ("m",)), vllm_check.Target("r", "w", ("m", "--x"))]
+    out = "log line\n" + vllm_check.RESULT_MARK + json.dumps(
+        {"version": "0.33.0", "results": [{"ok": True, "warnings": [{"flag": "--load-format", "message": "'z' ..."}]},
+                                          {"ok": False, "stage": "parse", "flag": "--x", "message": "unrecognized"}]})
+    verdict = vllm_check.read(out, "", 0, argvs)
+    assert [(f.level, f.where, f.flag) for f in verdict.findings] == [("warning", "solo", "--load-format"),
+                                                                    ("error", "w", "--x")]
+    assert verdict.errors[0].text("0.33.0") == "r (w): vLLM 0.33.0 refuses --x: unrecognized"
+    broken = vllm_check.read("", "Traceback ...\nSyntaxError: bad", 1, argvs)
+    assert broken.cannot == "the checker gave no answer (exit status 1): SyntaxError: bad"
+    cannot = vllm_check.read(vllm_check.RESULT_MARK + '{"version": "0.6.0", "cannot": "LookupError: old"}', "", 0, argvs)
+    assert cannot.lines("img") == ["cannot check with vLLM 0.6.0 in img: LookupError: old"]
