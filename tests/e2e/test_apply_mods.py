@@ -78,7 +78,7 @@ def test_a_vllm_pr_is_fetched_once_applied_once_and_reruns_do_nothing(gproject: 
     gproject.recipe("pr", simple("pr", free_port()))
     first = gproject.cli("pr", "--setup", "-d", "--apply-vllm-pr", str(PR), timeout=300)
     assert first.returncode == 0, first.stdout + first.stderr
-    assert executed(first.stdout) == ["build:rr-e2e-pr", "mods:pr", "launch:pr"]
+    assert executed(first.stdout) == ["build:rr-e2e-pr", "mods:pr", "check:pr", "launch:pr"]
     assert file_in(gproject, "pr", f"{SITE}/vllm/sampling_params.py").endswith(f"MAX_TOKENS = 2  # from PR {PR}\n")
     assert patches.hits == 1
     cached = list((gproject.root / ".runrecipe" / "cache" / "vllm-pr" / str(PR)).glob("*/pr.diff"))
@@ -119,7 +119,7 @@ def test_an_applied_pr_is_skipped_and_order_follows_the_command_line(gproject: P
     assert executed(gproject.cli(*args).stdout) == []
     (gproject.root / "mods" / "last" / "run.sh").write_text('#!/bin/sh\necho changed >> "$WORKSPACE_DIR/order.txt"\n')
     changed = gproject.cli(*args)
-    assert executed(changed.stdout) == ["mods:ordered", "launch:ordered"], changed.stdout + changed.stderr
+    assert executed(changed.stdout) == ["mods:ordered", "check:ordered", "launch:ordered"], changed.stdout + changed.stderr
     assert file_in(gproject, "ordered", "/workspace/vllm/order.txt") == "first\nlater\nchanged\n"
 
 
