@@ -407,7 +407,8 @@ command: |
 
     moved = run_with(sha2)  # one file changed: only it (and the new tree listing) travels
     assert moved.returncode == 0, moved.stdout + moved.stderr
-    assert executed(moved.stdout) == [f"weights:org/wts@{sha2}@198.18.0.12", "launch:wts"]
+    # the pinned revision is in the argv: the check asks vLLM again, before anything travels
+    assert executed(moved.stdout) == ["check:wts", f"weights:org/wts@{sha2}@198.18.0.12", "launch:wts"]
     for node in cluster3.nodes[1:]:
         blobs = node.run(["sh", "-c", "ls /root/.cache/huggingface/hub/models--org--wts/blobs | wc -l"]).stdout
         assert int(blobs) == 4  # 3 blobs of the first commit + the new config.json; shards not sent twice
