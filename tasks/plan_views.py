@@ -1,0 +1,108 @@
+"""What a plan would do, printed for a person or as JSON: `--dry-run` (contacts nothing) and
+`run-recipe plan` (asks every node, read-only). Front-end views: they print; the library decides."""
+from __future__ import annotations
+
+import json
+import shlex
+from typing import Any
+
+from .cli_container import docker_view, print_docker
+from .plan import Plan
+
+
+def dry_run(plan: Plan, as_json: bool) -> int:
+    """What would run and why; on a cluster, each node's script (nothing is contacted)."""
+    from .cluster import preview
+    from .graph import explain
+
+    rows = [(task, verdict) for task, verdict, _ in explain(plan, setup=plan.options.setup)]
+    backend, roles, notes = preview(plan) if plan.mode == "cluster" else ("", [], [])
+    if as_json:
+        docker = docker_view(plan)
+        print(json.dumps({"recipe": plan.recipe.id, "file": str(plan.recipe.path), "mode": plan.mode,
+                          "nodes": [n.target for n in plan.nodes], "image": plan.build.tag,
+                          "container": plan.container_name, "endpoint": plan.endpoint,
+                          "models": [m.key for m in plan.models], "local_models": list(plan.local_mounts),
+                          "mods": [str(m.path) for m in plan.mods],
+                          "tasks": [{"task": t, "status": s} for t, s in rows],
+                          "argv": list(plan.argv), "script": plan.script}
+                         | ({"backend": backend, "notes": notes,
+                             "node_scripts": [{"node": r.node.target, "role": "head" if r.head else "worker",
+                                               "rank": r.rank, "script": r.script, "docker": docker}
+                                              for r in roles]} if roles else {"docker": docker}),
+                         indent=2))
+        return 0
+    print(f"recipe:    {plan.recipe.name} ({plan.recipe.path})")
+    print(f"mode:      {plan.mode}")
+    print(f"nodes:     {', '.join(n.target for n in plan.nodes)} (head first)")
+    print(f"image:     {plan.build.tag} ({plan.build.describe()})")
+    if plan.mods:
+        print(f"mods:      {', '.join(str(m.path) for m in plan.mods)}")
+    for model in plan.models:
+        print(f"weights:   {model.key}" + (" (named by the command)" if model.role == "extra" else ""))
+    for path in plan.local_mounts:
+        print(f"weights:   {path} (local folder, mounted; no download)")
+    print(f"container: {plan.container_name}")
+    print(f"endpoint:  {plan.endpoint}")
+    print("tasks:")
+    width = max(len(t) for t, _ in rows)
+    for task, verdict in rows:
+        print(f"  {task.ljust(width)}  {verdict}")
+    if not roles:
+        print_docker(docker_view(plan), "  ")
+        print("launch script:")
+        print("  " + plan.script.rstrip().replace("\n", "\n  "))
+        return 0
+    print(f"backend:   {backend}" + (" (Ray: the head starts it, workers join)" if backend == "ray" else
+                                     " (each node runs vLLM with its --node-rank)"))
+    for note in notes:
+        print(f"note:      {note}")
+    for role in roles:
+        print(f"node {role.node.target} ({'head' if role.head else 'worker'}, rank {role.rank}):")
+        print_docker(docker_view(plan), "    ")
+        print("  node script:")
+        print("    " + role.script.rstrip().replace("\n", "\n    "))
+    return 0
+
+
+def inspect_plan(plan: Plan, as_json: bool) -> int:
+    """`run-recipe plan`: every step on every node, asked read-only: up to date because ..., or what
+    would run, and the bytes a cluster run would copy to each node. Changes nothing."""
+    from dataclasses import replace
+
+    from .graph import explain, fleet_for
+    from .units import human_bytes
+
+    plan = replace(plan, options=replace(plan.options, setup=True, download=True))
+    rows = explain(plan, setup=True, contact=True)
+    travel: dict[str, tuple[int, int]] = {}
+    if plan.mode == "cluster":
+        from .cluster import bytes_to_copy
+
+        travel = bytes_to_copy(plan, fleet_for(plan), image=True, weights_too=True)
+        travel.pop(plan.head.target, None)  # the head's entry is room for `docker save`, not a copy
+    if as_json:
+        print(json.dumps({"recipe": plan.recipe.id, "mode": plan.mode, "nodes": [n.target for n in plan.nodes],
+                          "tasks": [{"task": t, "status": v} | _change(a) for t, v, a in rows],
+                          "copy": [{"node": n, "image_room": i, "weights_bytes": w} for n, (i, w) in travel.items()]},
+                         indent=2))
+        return 0
+    width = max(len(t) for t, _, _ in rows)
+    for task, verdict, answer in rows:
+        print(f"{task.ljust(width)}  {verdict}")
+        for argv in _change(answer).get("commands", []):
+            print(f"{'':{width}}    $ {shlex.join(argv)}")
+    for node, (image_room, weight_bytes) in travel.items():
+        parts = ([f"the image (needs {human_bytes(image_room)} free while it loads)"] if image_room else []) + \
+                ([f"{human_bytes(weight_bytes)} of weights"] if weight_bytes else [])
+        print(f"copy to {node}: {', '.join(parts) or 'nothing'}")
+    return 0
+
+
+def _change(answer: Any) -> dict[str, Any]:
+    """A step's Change as JSON fields (commands it would run, bytes it would send); {} for anything else."""
+    from .steps import Change
+
+    if not isinstance(answer, Change):
+        return {}
+    return {"commands": [list(c) for c in answer.commands], "bytes": answer.travels}
