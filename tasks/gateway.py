@@ -13,16 +13,15 @@ import hashlib
 import json
 import os
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable
 
-from . import docker, render, settings, steps
+from . import docker, masking, readiness, render, settings, steps
 from .docker import LABEL, Runner
 from .errors import ConfigError, NotReadyError, RunError
 from .launch import POLL_SECONDS, SCRIPT_DIR, base_url, say, script_tar
+from .stack import gateway_container as container_name
 from .stack_plan import StackPlan
 
 CONFIG = "gateway.yaml"
@@ -63,10 +62,6 @@ class GatewayPlan:
                 "--config", f"{SCRIPT_DIR}/{CONFIG}", "--host", "0.0.0.0", "--port", str(self.port)]
 
 
-def container_name(stack: str) -> str:
-    return f"{stack}-gateway"
-
-
 def plan_gateway(stack_plan: StackPlan) -> GatewayPlan | None:
     """The gateway of a stack, or None when the file has none; two entries serving one name are refused."""
     gateway = stack_plan.stack.gateway
@@ -97,6 +92,7 @@ def api_key(gw: GatewayPlan) -> str:
         raise ConfigError(f"gateway: the environment variable {gw.key_env} (api_key_env) is "
                           + ("not set" if not key else "set but does not start with 'sk-'")
                           + "; LiteLLM's master key must start with sk-", fix=f"export {gw.key_env}=sk-...")
+    masking.remember_secret(key)  # masked in every later message, whatever the variable is called
     return key
 
 
@@ -108,26 +104,30 @@ def image_id(runner: Runner, gw: GatewayPlan) -> str:
     return found
 
 
-def digest(gw: GatewayPlan, image: str) -> str:
-    return hashlib.sha256(json.dumps([gw.args(image), gw.config]).encode()).hexdigest()
+def digest(gw: GatewayPlan, image: str, key: str = "") -> str:
+    """The gateway's inputs; the key counts by its hash (Docker copies it at create time, so a new key
+    needs a new container), never in clear."""
+    return hashlib.sha256(json.dumps([gw.args(image), gw.config, hashlib.sha256(key.encode()).hexdigest()
+                                      if key else ""]).encode()).hexdigest()
 
 
 def answer(runner: Runner, gw: GatewayPlan) -> steps.Answer:
     """Noop when the gateway runs with the current routes and image and lists every route."""
+    key = api_key(gw)
     try:
-        want = digest(gw, image_id(runner, gw))
+        want = digest(gw, image_id(runner, gw), key)
     except RunError as exc:
         return steps.Change(f"cannot start yet: {str(exc).splitlines()[0]}")
     running = docker.containers(runner, recipe=gw.id)
     current = [c for c in running if c.running and c.labels.get(f"{LABEL}.inputs") == want]
-    return steps.launch(gw.name, want, running, answering=bool(current) and _lists_all(gw, api_key(gw)))
+    return steps.launch(gw.name, want, running, answering=bool(current) and _lists_all(gw, key))
 
 
 def converge(runner: Runner, gw: GatewayPlan) -> dict[str, str]:
     """Start (or replace) the gateway and wait until it lists every route."""
     key = api_key(gw)
     image = image_id(runner, gw)
-    want = digest(gw, image)
+    want = digest(gw, image, key)
     running = docker.containers(runner, recipe=gw.id)
     current = [c for c in running if c.running and c.labels.get(f"{LABEL}.inputs") == want]
     if current:
@@ -176,14 +176,8 @@ def wait_ready(runner: Runner, gw: GatewayPlan, cid: str, key: str, timeout: flo
 
 def listed(port: int, key: str) -> set[str] | None:
     """The model ids the gateway on this machine lists, or None when it does not answer."""
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/models",
-                                     headers={"Authorization": f"Bearer {key}"} if key else {})
-    try:
-        with urllib.request.urlopen(request, timeout=3) as resp:
-            data = json.loads(resp.read() or b"{}")
-    except (OSError, ValueError, urllib.error.URLError):
-        return None
-    return {m.get("id") for m in data.get("data", []) if isinstance(m, dict)}
+    found = readiness.listed_models(f"http://127.0.0.1:{port}", key)
+    return None if found is None else set(found)
 
 
 def _lists_all(gw: GatewayPlan, key: str) -> bool:

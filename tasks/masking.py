@@ -29,6 +29,12 @@ def remember(values: Mapping[str, str]) -> None:
     _from_files.update(v for k, v in values.items() if is_secret_key(k) and v)
 
 
+def remember_secret(value: str) -> None:
+    """A value known to be secret although its variable's name does not say so (a gateway key)."""
+    if value:
+        _from_files.add(value)
+
+
 def values(extra: Iterable[str] = ()) -> list[str]:
     """Every secret value known to this run, longest first (a secret containing another is masked whole)."""
     found = {os.environ[k] for k in TOKEN_VARS if os.environ.get(k)}

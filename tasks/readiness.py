@@ -68,13 +68,23 @@ def health(base: str, timeout: float = CONNECT_TIMEOUT) -> int | None:
         return None
 
 
-def served_model(base: str, wanted: str = "") -> str | None:
-    """The model to ask: `wanted` when `/v1/models` lists it, else the first listed; None if none is."""
+def listed_models(base: str, key: str = "") -> list[str] | None:
+    """The model ids `/v1/models` lists (asked with `key` as bearer, proxies ignored, so a key never
+    leaves this machine); None when nothing answers or the answer is not a 200 list."""
     try:
-        data = _HTTP.get(f"{base}/v1/models", timeout=CONNECT_TIMEOUT).json()
+        resp = _HTTP.get(f"{base}/v1/models", timeout=CONNECT_TIMEOUT,
+                         headers={"Authorization": f"Bearer {key}"} if key else None)
+        data = resp.json() if resp.status_code == 200 else None
     except (requests.RequestException, ValueError):
         return None
-    ids = [m.get("id") for m in (data.get("data") or []) if isinstance(m, dict)] if isinstance(data, dict) else []
+    if not isinstance(data, dict):
+        return None
+    return [m.get("id") for m in (data.get("data") or []) if isinstance(m, dict)]
+
+
+def served_model(base: str, wanted: str = "") -> str | None:
+    """The model to ask: `wanted` when `/v1/models` lists it, else the first listed; None if none is."""
+    ids = listed_models(base) or []
     if wanted:
         return wanted if wanted in ids else None
     return ids[0] if ids else None

@@ -21,6 +21,11 @@ from .recipe import ENV_NAME, MAX_RECIPE_BYTES, PARAM_NAME, SafeLoader
 from .yaml_positions import Positions
 
 STACK_KEYS = ("name", "nodes", "models", "gateway", "description")
+
+
+def gateway_container(stack: str) -> str:
+    """The gateway's container name (kept apart from the entries' names by the clash check)."""
+    return f"{stack}-gateway"
 ENTRY_KEYS = ("recipe", "on", "port", "gpu_mem", "name", "overrides", "extra_args", "mods")
 GATEWAY_KEYS = ("port", "api_key_env")
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\Z")   # also a docker container name and a label value

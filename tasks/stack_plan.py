@@ -17,7 +17,7 @@ from .errors import ConfigError, ModeError, RunRecipeError
 from .nodes import LOCAL, Node, load_env, parse_list
 from .plan import Options, Plan, env_file, make_plan
 from .recipe import Recipe, load_named
-from .stack import Entry, Stack
+from .stack import Entry, Stack, gateway_container
 
 BASE_PORT = 8000
 DEFAULT_GPU_MEM = 0.9          # vLLM's --gpu-memory-utilization when nothing sets it
@@ -148,7 +148,7 @@ def _relative(stack: Stack, name: str) -> str:
 def _names(stack: Stack, recipes: list[Recipe]) -> dict[int, str]:
     """Each entry's container name: its `name`, else `<stack>-<recipe>` (numbered when a recipe repeats);
     `<stack>-gateway` is the gateway's when the stack has one."""
-    out: dict[int, str] = {-1: f"{stack.name}-gateway"} if stack.gateway else {}
+    out: dict[int, str] = {-1: gateway_container(stack.name)} if stack.gateway else {}
     seen: dict[str, int] = {}
     for entry, recipe in zip(stack.entries, recipes):
         if entry.name:
