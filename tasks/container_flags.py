@@ -62,8 +62,11 @@ def env_pair(text: str) -> tuple[str, str]:
     """`-e VAR=VALUE`, or `-e VAR` for VAR's value in this shell (a token then never appears on the line)."""
     name, sep, value = text.partition("=")
     if not _NAME.fullmatch(name):
-        raise ConfigError(f"-e/--env '{name}{sep and '=...'}': '{name}' is not a variable name (letters, digits "
-                          "and _, not starting with a digit); write -e VAR=VALUE")  # the value may be a secret
+        # only the leading name characters are shown: `-e HF_TOKEN:hf_...` carries the secret in its "name"
+        head = re.match(r"[A-Za-z0-9_]*", name).group()  # type: ignore[union-attr]
+        shown = head if head == name else f"{head}..."
+        raise ConfigError(f"-e/--env '{shown}{sep and '=...'}': '{shown}' is not a variable name (letters, "
+                          "digits and _, not starting with a digit); write -e VAR=VALUE")
     if not sep:
         if name not in os.environ:
             raise ConfigError(f"-e/--env {name}: {name} is not set in this shell; write -e {name}=VALUE or "
