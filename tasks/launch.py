@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import re
 import resource
 import subprocess
@@ -24,7 +23,7 @@ from pathlib import Path
 from typing import Callable, TypeVar
 
 from . import (container_create, container_flags, crash_causes, docker, hub_cache, memory_check, mods, readiness,
-               settings, steps, vllm_check, weights)
+               settings, state, steps, vllm_check, weights)
 from .docker import LABEL, Container, Runner
 from .errors import ConfigError, NotReadyError, RunError
 from .plan import Plan
@@ -193,11 +192,6 @@ def _seen_ready(plan: Plan, digest: str, running: list[Container]) -> bool:
     return any(c.id in seen for c in running)
 
 
-def is_current(places: list[Placement], plan: Plan) -> bool:
-    """Up to date: the launch step answers Noop."""
-    return isinstance(answer(places, plan), steps.Noop)
-
-
 def converge(places: list[Placement], plan: Plan, ray_first: bool = True) -> dict[str, str]:
     """Start (or replace) the server on every node and wait until the head answers.
 
@@ -264,7 +258,13 @@ def write_record(plan: Plan, nodes: list[tuple[Placement, Wanted, str]],
                  progress: readiness.Progress | None = None, memory_need: dict[str, int] | None = None) -> None:
     """What runs where after a successful launch: image, weights commits, mods, script hash per node,
     and how long readiness took. What the watcher keeps there (restarts, last cause) survives a relaunch."""
-    kept = {k: v for k, v in (read_record(plan.recipe.id) or {}).items() if k == "watch"}
+    earlier = read_record(plan.recipe.id) or {}
+    kept = {k: v for k, v in earlier.items() if k == "watch"}
+    if memory_need is None:  # a server found running and waited for: its launch's need still holds
+        memory_need = {n.get("node"): n.get("memory_need") for n in earlier.get("nodes", [])}
+    check = vllm_check.read_record(plan.recipe.id)
+    if plan.options.skip_vllm_check or not check or check.get("image") != nodes[0][1].image:
+        check = None  # a verdict about another image (or a skipped check) is not this launch's
     data = {"recipe": plan.recipe.id, "file": str(plan.recipe.path), "mode": plan.mode,
             "endpoint": plan.endpoint, "written": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             **({"readiness": progress.record()} if progress else {}), **kept,
@@ -275,16 +275,12 @@ def write_record(plan: Plan, nodes: list[tuple[Placement, Wanted, str]],
                        "mods": [{"name": m.name, "sha256": mods.content_hash((m,))} for m in plan.mods],
                        "inputs": want.digest, "memory_need": (memory_need or {}).get(place.runner.node)}
                       for place, want, cid in nodes],
-            "vllm_check": vllm_check.read_record(plan.recipe.id)}
+            "vllm_check": check}
     save_record(plan.recipe.id, data)
 
 
 def save_record(recipe_id: str, data: dict) -> None:
-    path = record_path(recipe_id)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2))
-    tmp.replace(path)  # a reader never sees half a record
+    state.write_json(record_path(recipe_id), data)
 
 
 def read_record(recipe_id: str) -> dict | None:

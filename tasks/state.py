@@ -90,3 +90,11 @@ def _holder(path: Path) -> str:
         return f"pid {info.get('pid')}: {info.get('what')}"
     except (OSError, ValueError):
         return "unknown holder"
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write a record whole or not at all: a reader (or a concurrent run) never sees half of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2))
+    tmp.replace(path)

@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
 
-from . import settings, steps
+from . import settings, state, steps
 from .docker import Runner
 from .errors import RunError
 from .plan import Plan
@@ -28,6 +28,7 @@ CHECKER = Path(__file__).resolve().parents[1] / "templates" / "vllm_checker.py"
 RESULT_MARK = "RUNRECIPE-VLLM-CHECK "
 TIMEOUT = 900.0  # vLLM's import takes 12-16 s on 2 idle cores; a loaded machine is much slower
 ENV = {"VLLM_TARGET_DEVICE": "cpu", "CUDA_VISIBLE_DEVICES": ""}
+LASTING = ("accepted", "could not check")  # verdicts that hold while image and argvs do
 SKIPPED = ("--skip-vllm-check: the command is not checked against the image's vLLM (unknown or misspelt "
            "flags, bad values, a missing chat template and unknown backend or parser names show up only "
            "when the server starts, after every copy)")
@@ -61,6 +62,7 @@ class Verdict:
     version: str
     cannot: str = ""                     # why the checker could not run; empty when it did
     findings: tuple[Finding, ...] = field(default=())
+    transient: bool = False              # no answer this time (timeout, lost node): not kept as done
 
     @property
     def errors(self) -> list[Finding]:
@@ -116,7 +118,10 @@ def docker_argv(image: str, mounts: Sequence[tuple[str, str]] = ()) -> list[str]
 def in_image(runner: Runner, image: str, argvs: Sequence[Target], mounts: Sequence[tuple[str, str]] = ()) -> Verdict:
     """One container of `image` on the runner's node checks every argv."""
     data = json.dumps([list(t.argv) for t in argvs]).encode()
-    result = runner.feed(docker_argv(image, mounts), data, timeout=TIMEOUT, check=False)
+    try:
+        result = runner.feed(docker_argv(image, mounts), data, timeout=TIMEOUT, check=False)
+    except RunError as exc:  # a timeout or a lost node: unchecked, and asked again next run
+        return Verdict("?", f"no answer: {str(exc).splitlines()[0]}", transient=True)
     if result.exit_code in (125, 126, 127) and RESULT_MARK not in result.stdout:
         if re.search(r"executable file not found|no such file or directory", result.stderr, re.I):
             return Verdict("?", "the image has no python3, so no vLLM to ask")
@@ -135,7 +140,7 @@ def in_venv(venv: Path, argvs: Sequence[Target]) -> Verdict:
         proc = subprocess.run(checker_argv([str(python)]), input=data, capture_output=True, text=True,
                               timeout=TIMEOUT, env={**os.environ, **ENV})
     except subprocess.TimeoutExpired:
-        return Verdict("?", f"no answer within {TIMEOUT:.0f} s")
+        return Verdict("?", f"no answer within {TIMEOUT:.0f} s", transient=True)
     return read(proc.stdout, proc.stderr, proc.returncode, argvs)
 
 
@@ -144,7 +149,7 @@ def read(stdout: str, stderr: str, code: int, argvs: Sequence[Target]) -> Verdic
     line = next((ln for ln in stdout.splitlines() if ln.startswith(RESULT_MARK)), "")
     if not line:
         tail = (stderr or stdout).strip().splitlines()[-1:] or [f"exit status {code}"]
-        return Verdict("?", f"the checker gave no answer (exit status {code}): {tail[0][:300]}")
+        return Verdict("?", f"the checker gave no answer (exit status {code}): {tail[0][:300]}", transient=True)
     data = json.loads(line[len(RESULT_MARK):])
     if data.get("cannot"):
         return Verdict(data["version"], data["cannot"])
@@ -176,31 +181,28 @@ def answer(runner: Runner, plan: Plan) -> steps.Answer:
 
     image = image_ref(runner, plan)
     record = read_record(plan.recipe.id)
-    if record and record.get("key") == key(image, targets(plan)) and record.get("verdict") != "refused":
+    if record and record.get("key") == key(image, targets(plan)) and record.get("verdict") in LASTING:
         return steps.Noop(f"vLLM {record['version']} in {image[:19]} {record['verdict']} these argvs before")
     return steps.Change(f"vLLM in {image[:19]} has not checked these argvs")
 
 
 def run(runner: Runner, plan: Plan) -> dict[str, str]:
     """The check action: print warnings and cannot-check lines, refuse (RunError) on any error."""
-    from .launch import CONTAINER_HF_HOME, image_ref, say
+    from .launch import hf_mounts, image_ref, say
 
     image = image_ref(runner, plan)
     argvs = targets(plan)
     digest = key(image, argvs)
-    record = read_record(plan.recipe.id)
-    if record and record.get("key") == digest:  # refused before with the same inputs: no new container
-        verdict = Verdict(record["version"], record.get("cannot", ""),
-                          tuple(Finding(**f) for f in record.get("findings", [])))
-    else:
-        mounts = [(str(settings.hf_home()), CONTAINER_HF_HOME), *((p, p) for p in plan.local_mounts)]
-        verdict = in_image(runner, image, argvs, [m for m in mounts if Path(m[0]).is_dir()])
+    # asked again after a refusal too: a chat template added to a mounted folder may have fixed it
+    mounts = [(host, inside) for host, inside, *_ in (m.split(":") for m in hf_mounts(plan))]
+    verdict = in_image(runner, image, argvs, [m for m in mounts if Path(m[0]).is_dir()])
     shown = f"{plan.build.tag}" + (" with its mods" if plan.mods else "")
     for finding in verdict.warnings:
         say(f"Warning: {finding.text(verdict.version)}")
     if verdict.cannot:
         say(f"Warning: {verdict.lines(shown)[0]}; the run goes on unchecked")
-    status = "refused" if verdict.errors else "could not check" if verdict.cannot else "accepted"
+    status = ("refused" if verdict.errors else "accepted" if not verdict.cannot
+              else "no answer" if verdict.transient else "could not check")
     write_record(plan.recipe.id, image, digest, verdict, status)
     if verdict.errors:
         lines = "\n".join(f"  {f.text(verdict.version)}" for f in verdict.errors)
@@ -216,8 +218,4 @@ def write_record(recipe_id: str, image: str, digest: str, verdict: Verdict, stat
     data = {"recipe": recipe_id, "image": image, "key": digest, "version": verdict.version, "verdict": status,
             "cannot": verdict.cannot, "findings": [asdict(f) for f in verdict.findings],
             "checked": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    path = record_path(recipe_id)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    tmp.replace(path)
+    state.write_json(record_path(recipe_id), data)
