@@ -17,8 +17,8 @@ def dry_run(plan: Plan, as_json: bool) -> int:
 
     rows = [(task, verdict) for task, verdict, _ in explain(plan, setup=plan.options.setup)]
     backend, roles, notes = preview(plan) if plan.mode == "cluster" else ("", [], [])
+    docker = docker_view(plan)  # the same on every node
     if as_json:
-        docker = docker_view(plan)
         print(json.dumps({"recipe": plan.recipe.id, "file": str(plan.recipe.path), "mode": plan.mode,
                           "nodes": [n.target for n in plan.nodes], "image": plan.build.tag,
                           "container": plan.container_name, "endpoint": plan.endpoint,
@@ -49,7 +49,7 @@ def dry_run(plan: Plan, as_json: bool) -> int:
     for task, verdict in rows:
         print(f"  {task.ljust(width)}  {verdict}")
     if not roles:
-        print_docker(docker_view(plan), "  ")
+        print_docker(docker, "  ")
         print("launch script:")
         print("  " + plan.script.rstrip().replace("\n", "\n  "))
         return 0
@@ -59,7 +59,7 @@ def dry_run(plan: Plan, as_json: bool) -> int:
         print(f"note:      {note}")
     for role in roles:
         print(f"node {role.node.target} ({'head' if role.head else 'worker'}, rank {role.rank}):")
-        print_docker(docker_view(plan), "    ")
+        print_docker(docker, "    ")
         print("  node script:")
         print("    " + role.script.rstrip().replace("\n", "\n    "))
     return 0
