@@ -86,7 +86,7 @@ class RecipeRun:
         for line in (proc.stdout + proc.stderr).splitlines():
             print(f"    {scrub(line)}", file=sys.stderr, flush=True)
         if proc.returncode:
-            raise RunError(f"{self.name}: the converge exited {proc.returncode}\n{proc.stderr.strip()}")
+            raise RunError(f"{self.name}: the converge exited {proc.returncode}\n{scrub(proc.stderr.strip())}")
 
     def note(self, watch: dict) -> None:
         record = launch.read_record(self.name) or {"recipe": self.name}

@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from typing import Callable, Protocol, Sequence
 
 from .errors import RunRecipeError
+from .masking import scrub
 
 
 class Run(Protocol):
@@ -105,8 +106,8 @@ def _step(run: Run, tally: Tally, policy: Policy, log: Callable[[str], None], cl
         cause = _safe_check(run)
         if cause is None:
             return
-        tally.last_cause = cause
-        log(f"{run.name}: {cause}")
+        tally.last_cause = scrub(cause)  # read from server logs: kept in the run record and printed
+        log(f"{run.name}: {tally.last_cause}")
     tally.restarts += 1
     log(f"{run.name}: tearing down the group on every node and converging again (restart {tally.restarts})")
     try:
@@ -137,7 +138,7 @@ def _safe_check(run: Run) -> str | None:
 def _cause_of(message: str) -> str:
     """The line of an error that says why (`cause: ...`), else its first line."""
     lines = [ln.strip() for ln in message.splitlines() if ln.strip()] or ["unknown"]
-    return next((ln for ln in lines if ln.startswith("cause: ")), lines[0])
+    return scrub(next((ln for ln in lines if ln.startswith("cause: ")), lines[0]))
 
 
 def _stamp() -> str:
@@ -146,4 +147,4 @@ def _stamp() -> str:
 
 def logger(stream: Callable[[str], None]) -> Callable[[str], None]:
     """Every action with its UTC time (milliseconds), one line each."""
-    return lambda line: stream(f"{datetime.now(timezone.utc).isoformat(timespec='milliseconds')} watch: {line}")
+    return lambda line: stream(f"{datetime.now(timezone.utc).isoformat(timespec='milliseconds')} watch: {scrub(line)}")
