@@ -33,6 +33,7 @@ SCRIPT_DIR = "/runrecipe"
 CONTAINER_HF_HOME = "/root/.cache/huggingface"
 NOFILE = 1048576
 POLL_SECONDS = 0.2  # readiness is noticed within this of the server answering
+STATE_SECONDS = 1.0  # how often readiness asks each node's container state (a docker call; SSH for workers)
 TOKEN_WAIT = 10.0  # seconds of silence before a streamed completion counts as no token (then asked again)
 
 
@@ -345,9 +346,11 @@ def wait_ready(runner: Runner, plan: Plan, cid: str, workers: list[tuple[Runner,
     base = base_url(plan)
     progress = readiness.Progress(clock())
     deadline = progress.started + plan.options.ready_timeout
-    next_note = progress.started + 15
+    next_note, next_state = progress.started + 15, progress.started
     while True:
-        for node, ncid in [(runner, cid), *workers]:
+        # each node's container state is a docker call (over SSH for workers): once a second is fast enough
+        # to fail fast; the cheap HTTP stages are polled every POLL_SECONDS
+        for node, ncid in ([(runner, cid), *workers] if clock() >= next_state else []):
             status, code = docker.state(node, ncid)
             if status in ("exited", "dead", "gone"):
                 what = ("the server container exited (code {}) before it was ready" if ncid == cid else
@@ -361,6 +364,8 @@ def wait_ready(runner: Runner, plan: Plan, cid: str, workers: list[tuple[Runner,
         if stage == "ready":
             return progress
         now = clock()
+        if now >= next_state:
+            next_state = now + STATE_SECONDS
         if now > deadline:
             raise NotReadyError(f"the server was not ready after {plan.options.ready_timeout:.0f} s: "
                                 f"{READY_WAITS[stage].format(base=base)}",
