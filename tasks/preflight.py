@@ -27,8 +27,6 @@ from .nodes import Node
 from .units import human_bytes
 from .runner import LocalRunner
 
-MiB = 1 << 20
-NOT_REPORTED = {"[n/a]", "n/a", "[not supported]", "not supported", ""}
 NO_NVIDIA_SMI = 200  # exit code of our probe when nvidia-smi is not installed
 DEFAULT_HF_CACHE = "~/.cache/huggingface/hub"
 MAX_WORKERS = 16

@@ -56,14 +56,12 @@ class Entry:
     overrides: Mapping[str, str] = field(default_factory=dict)
     extra_args: tuple[str, ...] = ()
     mods: tuple[str, ...] = ()
-    line: int = 1
 
 
 @dataclass(frozen=True)
 class Gateway:
     port: int = 4000
     api_key_env: str = ""
-    line: int = 1
 
 
 @dataclass(frozen=True)
@@ -227,8 +225,7 @@ class _Checker:
                      gpu_mem=float(gpu_mem) if gpu_mem is not None else None,
                      name=self.name(item.get("name"), (*field, "name")),
                      overrides={k: _text(v) for k, v in overrides.items()},
-                     extra_args=lists["extra_args"], mods=lists["mods"],
-                     line=self.positions.line(field))
+                     extra_args=lists["extra_args"], mods=lists["mods"])
 
     def texts(self, value: Any, field: tuple[Any, ...]) -> tuple[str, ...]:
         if value is None:
@@ -248,7 +245,7 @@ class _Checker:
             self.fail(("gateway", "api_key_env"), f"'{key_env}' is not an environment variable name",
                       "the NAME of the variable that holds the key (letters, digits, _), never the key itself")
         port = self.port(value["port"], ("gateway", "port")) if value.get("port") is not None else 4000
-        return Gateway(port, key_env, self.positions.line(("gateway",)))
+        return Gateway(port, key_env)
 
 
 def _text(value: Any) -> str:
