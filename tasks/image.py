@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import shlex
 import time
 from dataclasses import dataclass
@@ -32,7 +31,6 @@ BUILD_FLAGS: dict[str, tuple[str | None, dict[str, str]]] = {
 FRESH_FLAGS = {"--rebuild-vllm": "CACHEBUST_VLLM", "--rebuild-flashinfer": "CACHEBUST_FLASHINFER"}
 # `--apply-vllm-pr N` (repeatable): upstream vLLM pull requests applied to the source before the build.
 PR_FLAG, PR_ARG = "--apply-vllm-pr", "VLLM_PRS"
-PR_REF = re.compile(r"(?:https://github\.com/vllm-project/vllm/pull/)?([1-9][0-9]{0,6})/?")
 KNOWN_FLAGS = (*BUILD_FLAGS, *FRESH_FLAGS, PR_FLAG)
 # Files above this size (e.g. wheels) are hashed by size and mtime instead of content.
 CONTENT_HASH_LIMIT = 8 << 20
@@ -85,6 +83,16 @@ def _words(build_args: tuple[str, ...]) -> tuple[list[tuple[int, str]], list[tup
     return words, problems
 
 
+def _pr_number(ref: str) -> int | None:
+    """A PR as the run-time --apply-vllm-pr reads it (number or URL), or None."""
+    from .vllm_pr import parse
+
+    try:
+        return parse(ref).number
+    except ValueError:
+        return None
+
+
 def flag_problems(build_args: tuple[str, ...]) -> list[tuple[int, str, str]]:
     """(entry index, what is wrong, the fix) for each build_args entry the build cannot use."""
     words, out = _words(build_args)
@@ -92,7 +100,7 @@ def flag_problems(build_args: tuple[str, ...]) -> list[tuple[int, str, str]]:
         i, flag = words.pop(0)
         if flag == PR_FLAG:
             ref = words.pop(0)[1] if words else ""
-            if not PR_REF.fullmatch(ref):
+            if _pr_number(ref) is None:
                 out.append((i, f"{PR_FLAG} needs a pull request number of vLLM, got '{ref}'",
                             f"write '{PR_FLAG} 634' (or the PR's github.com URL)"))
         elif flag not in KNOWN_FLAGS:
@@ -117,7 +125,7 @@ def build_spec(tag: str, build_args: tuple[str, ...], context: Path, source: str
         elif flag in FRESH_FLAGS:
             fresh.append(FRESH_FLAGS[flag])
         elif flag == PR_FLAG:
-            prs.append(PR_REF.fullmatch(words[i + 1]).group(1))  # type: ignore[union-attr]
+            prs.append(str(_pr_number(words[i + 1])))
     if prs:
         args[PR_ARG] = " ".join(dict.fromkeys(prs))
     return BuildSpec(tag, context, dockerfile, tuple(sorted(args.items())), tuple(sorted(set(fresh))))
