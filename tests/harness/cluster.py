@@ -334,7 +334,11 @@ class Node:
                               capture_output=True, text=True, timeout=20)
         if proc.returncode != 0:
             raise ClusterError(f"{self.name}: sshd failed: {proc.stderr}")
-        _wait(f"{self.name} sshd on {self.ip}:22", lambda: _tcp_open(self.ip, 22), 15)
+        try:
+            _wait(f"{self.name} sshd on {self.ip}:22", lambda: _tcp_open(self.ip, 22), 15)
+        except ClusterError as e:
+            log = self.run_dir / "sshd.log"
+            raise ClusterError(f"{e}; sshd.log: {log.read_text()[-1000:] if log.exists() else '(none)'}") from None
 
     def stop_dockerd(self) -> None:
         """Stop the node's dockerd (docker commands on the node then fail)."""
@@ -595,6 +599,14 @@ class TestCluster:
             self._bridge_ipv6()
         self.nodes += new
         self.size = len(self.nodes)
+        try:
+            self._bring_up(new)
+        except BaseException:
+            self.remove_nodes(new)  # a half-made node must not stay in a module-scoped cluster
+            raise
+        return new
+
+    def _bring_up(self, new: list[Node]) -> None:
         for node in new:
             self._make_node(node)
         self._write_state()
@@ -608,7 +620,6 @@ class TestCluster:
         for node in docker_nodes:
             self._finish_dockerd(node)
         self._write_state()
-        return new
 
     def remove_nodes(self, nodes: Iterable[Node]) -> None:
         """Tear these nodes down (daemons, netns, veth) and forget them; the others stay up."""
@@ -617,9 +628,12 @@ class TestCluster:
         def remove(node: Node) -> None:
             _teardown_node(node.index, node.node_dir)
             _sh(["ip", "link", "del", node.veth], check=False)  # gone with the netns, unless held
+        removed = [n for n in self.nodes if n.index in gone]
         with ThreadPoolExecutor(max_workers=8) as pool:  # ~0.6 s a node, mostly waiting for processes to end
-            list(pool.map(remove, [n for n in self.nodes if n.index in gone]))
+            list(pool.map(remove, removed))
         self.nodes = [n for n in self.nodes if n.index not in gone]
+        for node in removed:
+            self._forget_neighbours(node)
         self.size = len(self.nodes)
         self._write_client_files()
         self._write_state()
@@ -709,8 +723,19 @@ class TestCluster:
         for addr in ("fd00:198:18::1/64", "fe80::1/64"):
             _sh(["ip", "addr", "replace", addr, "dev", BRIDGE, "nodad"])
 
+    def _forget_neighbours(self, node: Node) -> None:
+        """Drop the host's and the other nodes' ARP/ND entries for `node`'s addresses.
+
+        A node made again under the same index has a new MAC; a still-REACHABLE entry for the old one
+        sends every packet to nobody for up to ~45 s (base_reachable_time, then delay and probes)."""
+        addresses = [node.ip, node.ip6, node.link_local] if node.ipv6 else [node.ip]
+        batch = "".join(f"neigh flush to {address}\n" for address in addresses)
+        for prefix in ([], *(["-n", other.netns] for other in self.nodes if other.index != node.index)):
+            _sh(["ip", *prefix, "-force", "-batch", "-"], check=False, input=batch.encode())
+
     def _make_node(self, node: Node) -> None:
         ns, veth = node.netns, node.veth
+        self._forget_neighbours(node)  # also after a crashed run that never removed it
         _sh(["ip", "netns", "add", ns])
         _sh(["ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns])
         _sh(["sysctl", "-qw", f"net.ipv6.conf.{veth}.disable_ipv6=1"], check=False)
