@@ -255,7 +255,7 @@ def cluster_preflight(plan: Plan) -> Any:
 
 def execute(plan: Plan, *, build_only: bool = False, wait: bool = True) -> int:
     """Preflight, then hand the graph to doit; in the foreground, follow the server's logs."""
-    from . import docker, launch, state
+    from . import docker, facts, launch, state
     from .runner import LocalRunner
 
     runner = LocalRunner()
@@ -263,6 +263,10 @@ def execute(plan: Plan, *, build_only: bool = False, wait: bool = True) -> int:
         from .graph import fleet_for
 
         fleet_for(plan)  # the head must be this machine: say so before touching anything
+    state.lock(f"run-recipe {plan.recipe.id}", wait=wait)
+    # Under the lock no other run changes this engine: what the checks will ask can be asked now, at once.
+    facts.gather([lambda: docker.engine_facts(runner), lambda: docker.image_info(runner, plan.build.tag),
+                  lambda: docker.containers(runner, recipe=plan.recipe.id)])
     if not docker.has_nvidia_runtime(runner):
         print("Warning: this Docker engine has no NVIDIA runtime: vLLM will find no GPU "
               "(install nvidia-container-toolkit)", file=sys.stderr)
@@ -271,7 +275,6 @@ def execute(plan: Plan, *, build_only: bool = False, wait: bool = True) -> int:
         fleet = cluster_preflight(plan)
         if build_only:
             target += [f"image:{plan.build.tag}@{node.target}" for node, _ in fleet.workers]
-    state.lock(f"run-recipe {plan.recipe.id}", wait=wait)
     code = run_doit(["run", *target], [plan], setup=plan.options.setup)
     if code or build_only or plan.options.daemon:
         return code

@@ -35,6 +35,26 @@ def fact(node: str, name: str, args: Hashable, ask: Callable[[], T]) -> T:
     return value
 
 
+def gather(asks: list[Callable[[], Any]]) -> None:
+    """Ask several facts at once (each call goes through `fact`, so each answer is remembered).
+
+    A no-op run asks the local engine three things before its checks can answer; each `docker` call
+    is mostly the client starting, so asking them side by side saves most of their time. A failing
+    ask is not remembered: the step that needs it asks again and reports the error in its place."""
+    threads = [threading.Thread(target=_quietly, args=(ask,), daemon=True) for ask in asks]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
+def _quietly(ask: Callable[[], Any]) -> None:
+    try:
+        ask()
+    except Exception:  # noqa: BLE001 - not remembered; the step that needs it asks again and says why
+        pass
+
+
 def remember(node: str, name: str, args: Hashable, value: Any) -> None:
     """A fact learnt on the way (preflight's one gathering call tells the engine's facts too)."""
     with _LOCK:

@@ -1,0 +1,33 @@
+"""facts.gather asks side by side and remembers what it learnt; a failing ask is left for its step."""
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from tasks import facts
+
+
+def test_gather_runs_asks_at_once_and_remembers_answers() -> None:
+    both_started = threading.Barrier(2, timeout=5)  # each ask waits for the other: one at a time would time out
+
+    def ask(value: str):
+        def answer() -> str:
+            both_started.wait()
+            return value
+        return answer
+
+    facts.gather([lambda: facts.fact("n-gather", "a", (), ask("A")),
+                  lambda: facts.fact("n-gather", "b", (), ask("B"))])
+    assert facts.fact("n-gather", "a", (), lambda: "asked again") == "A"
+    assert facts.fact("n-gather", "b", (), lambda: "asked again") == "B"
+
+
+def test_a_failing_ask_is_not_remembered_and_the_step_sees_its_error() -> None:
+    def broken() -> str:
+        raise RuntimeError("engine not reachable")
+
+    facts.gather([lambda: facts.fact("n-broken", "info", (), broken)])
+    with pytest.raises(RuntimeError, match="engine not reachable"):
+        facts.fact("n-broken", "info", (), broken)
+    assert facts.fact("n-broken", "info", (), lambda: "up") == "up"
