@@ -171,7 +171,9 @@ def options_from(ns: argparse.Namespace, extra: list[str]) -> Options:
                    docker=docker_side(ns, env["privileged"]), **env)
 
 
-def _run(args: list[str], inspect: bool = False) -> int:
+def parse_run(args: list[str]) -> tuple[argparse.Namespace, list[str]]:
+    """A run's words (`RECIPE [OPTIONS] [-- EXTRA_VLLM_ARGS...]`) with the checks argparse cannot make;
+    `watch` and `install-service` read theirs here too, so they converge what a run would."""
     own, extra = _split_extra(args)
     p = parser()
     ns, unknown = p.parse_known_args(own)
@@ -179,6 +181,28 @@ def _run(args: list[str], inspect: bool = False) -> int:
         p.error(unknown_options(own, unknown, ns.recipe))
     if ns.solo and ns.ray is not None:  # no group can hold --solo with both
         p.error(f"argument {'--ray' if ns.ray else '--no-ray'}: not allowed with argument --solo")
+    return ns, extra
+
+
+def plan_run(ns: argparse.Namespace, extra: list[str], *, fetch: bool) -> Plan:
+    """The named recipe's plan, its warnings printed; with `fetch`, `--apply-vllm-pr` patches missing
+    from the cache are fetched first (the plan hashes them)."""
+    from .recipe import load_named
+
+    recipe = load_named(ns.recipe, settings.recipes_dir())
+    if fetch:
+        from .vllm_pr import fetch_missing
+
+        for note in fetch_missing(ns.apply):
+            print(note)
+    plan = make_plan(recipe, options_from(ns, extra))
+    for warning in plan.warnings + ((vllm_check.SKIPPED,) if ns.skip_vllm_check else ()):
+        print(f"Warning: {scrub(warning)}", file=sys.stderr)
+    return plan
+
+
+def _run(args: list[str], inspect: bool = False) -> int:
+    ns, extra = parse_run(args)
     if ns.list:
         return list_recipes(ns.json)
     if ns.show_env:
@@ -189,17 +213,7 @@ def _run(args: list[str], inspect: bool = False) -> int:
         parser().print_usage(sys.stderr)
         print("Error: name a recipe (see --list)", file=sys.stderr)
         return 2
-    from .recipe import load_named
-
-    recipe = load_named(ns.recipe, settings.recipes_dir())
-    if not (ns.dry_run or inspect):
-        from .vllm_pr import fetch_missing
-
-        for note in fetch_missing(ns.apply):
-            print(note)
-    plan = make_plan(recipe, options_from(ns, extra))
-    for warning in plan.warnings + ((vllm_check.SKIPPED,) if ns.skip_vllm_check else ()):
-        print(f"Warning: {scrub(warning)}", file=sys.stderr)
+    plan = plan_run(ns, extra, fetch=not (ns.dry_run or inspect))
     if inspect:
         return inspect_plan(plan, ns.json)
     if ns.dry_run:

@@ -57,25 +57,12 @@ def _parser(command: str) -> argparse.ArgumentParser:
 
 
 def _plan(run_args: list[str]) -> Any:
-    from . import settings
-    from .cli import options_from, parser
-    from .masking import scrub
-    from .flagtypes import unknown_options
-    from .recipe import load_named
-    from .plan import make_plan
+    from .cli import parse_run, parser, plan_run
 
-    own, extra = (run_args[:run_args.index("--")], run_args[run_args.index("--") + 1:]) if "--" in run_args \
-        else (run_args, [])
-    p = parser()
-    ns, unknown = p.parse_known_args(own)
-    if unknown:
-        p.error(unknown_options(own, unknown, ns.recipe))
+    ns, extra = parse_run(run_args)
     if not ns.recipe:
-        p.error("name a recipe (see --list)")
-    plan = make_plan(load_named(ns.recipe, settings.recipes_dir()), options_from(ns, extra))
-    for warning in plan.warnings:
-        print(f"Warning: {scrub(warning)}", file=sys.stderr)
-    return plan
+        parser().error("name a recipe (see --list)")
+    return plan_run(ns, extra, fetch=True)
 
 
 def _watch(ns: argparse.Namespace, plan: Any, run_args: list[str]) -> int:

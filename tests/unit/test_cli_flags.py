@@ -27,6 +27,15 @@ def test_conflicting_flags_are_refused_naming_the_pair(home: Path, flags: list[s
     assert "Traceback" not in res.stderr
 
 
+@pytest.mark.parametrize("command", ["watch", "install-service"])
+def test_watch_and_service_read_the_run_words_as_a_run_does(home: Path, command: str) -> None:
+    """They converge the same plan later: a pair a run refuses must not be written into a unit or watched."""
+    res = cli(home, command, "good", "--solo", "--ray", "--unit-dir" if command != "watch" else "--interval",
+              str(home / "units") if command != "watch" else "1")
+    assert res.returncode == 2 and "argument --ray: not allowed with argument --solo" in res.stderr, res.stderr
+    assert not (home / "units").exists() and "Traceback" not in res.stderr
+
+
 @pytest.mark.parametrize("env_line, flags, expect", [
     ("", ["--master-port", "0"], "--master-port: '0' is not a port number (1-65535)"),
     ("MASTER_PORT=2000\n", ["--master-port", "0"], "--master-port: '0' is not a port number"),
