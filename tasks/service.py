@@ -44,17 +44,30 @@ def env_file() -> Path:
     return settings.state_dir() / "service.env"
 
 
-def systemd_word(word: str) -> str:
-    """One argument of an Exec line, literal to systemd: `%` and `$` doubled (its specifiers and
-    variables), quoted with C escapes when it holds anything but safe characters."""
-    word = word.replace("%", "%%").replace("$", "$$")
+def systemd_word(word: str, *, exec_line: bool = True) -> str:
+    """One word of an Exec or Environment= line, literal to systemd: `%` doubled (its specifiers),
+    `$` doubled on Exec lines only (Environment= expands no variables), quoted with C escapes when it
+    holds anything but safe characters."""
+    word = word.replace("%", "%%")
+    if exec_line:
+        word = word.replace("$", "$$")
     if SAFE.fullmatch(word):
         return word
     return '"' + word.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
-def systemd_line(words: Sequence[str]) -> str:
-    return " ".join(systemd_word(w) for w in words)
+def systemd_line(words: Sequence[str], *, exec_line: bool = True) -> str:
+    return " ".join(systemd_word(w, exec_line=exec_line) for w in words)
+
+
+def systemd_path(path: Path) -> str:
+    """A path setting (WorkingDirectory=, EnvironmentFile=): systemd takes the rest of the line as the
+    path, unquoted, so only `%` is doubled; what it would trim or split cannot be written."""
+    text = str(path)
+    if "\n" in text or text != text.strip():
+        raise ConfigError(f"install-service: the path {text!r} has a line break or surrounding spaces, "
+                          "which a unit file cannot carry; use a project folder without them")
+    return text.replace("%", "%%")
 
 
 def render_unit(recipe_id: str, run_args: Sequence[str], *, user: bool, directory: Path | None = None) -> Unit:
@@ -68,8 +81,9 @@ def render_unit(recipe_id: str, run_args: Sequence[str], *, user: bool, director
                                            if os.environ.get(k)}}
     name = unit_name(recipe_id)
     text = render.render_template(
-        "runrecipe.service.j2", recipe=recipe_id, home=systemd_word(str(home)),
-        environment=systemd_line([f"{k}={v}" for k, v in env.items()]), env_file=systemd_word(str(env_file())),
+        "runrecipe.service.j2", recipe=recipe_id, home=systemd_path(home),
+        environment=systemd_line([f"{k}={v}" for k, v in env.items()], exec_line=False),
+        env_file=systemd_path(env_file()),
         converge=systemd_line([entry, *words, "-d"]), watch=systemd_line([entry, "watch", *words]),
         wanted_by="default.target" if user else "multi-user.target")
     return Unit(name, (directory or unit_dir(user)) / name, text, user)

@@ -40,6 +40,26 @@ def test_systemd_analyze_verify_accepts_the_unit(tmp_path: Path) -> None:
     assert service.verify(broken)
 
 
+@pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="systemd-analyze is not installed")
+def test_a_project_path_with_a_space_and_percent_stays_one_literal_path(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """WorkingDirectory= and EnvironmentFile= take the path unquoted; Environment= expands no `$`."""
+    home = tmp_path / "my models 100%"
+    home.mkdir()
+    monkeypatch.setenv("RUNRECIPE_HOME", str(home))
+    monkeypatch.setenv("HF_HOME", "/srv/hf$cache")
+    unit = service.render_unit("glm", ["glm"], user=False, directory=tmp_path)
+    lines = unit.text.splitlines()
+    assert f"WorkingDirectory={tmp_path}/my models 100%%" in lines, unit.text
+    assert f"EnvironmentFile=-{tmp_path}/my models 100%%/.runrecipe/service.env" in lines, unit.text
+    assert f'"RUNRECIPE_HOME={tmp_path}/my models 100%%"' in unit.text and "HF_HOME=/srv/hf$cache" in unit.text
+    service.write(unit)
+    assert service.verify(unit) is None, unit.text
+    monkeypatch.setenv("RUNRECIPE_HOME", str(home) + "\n")
+    with pytest.raises(service.ConfigError, match="line break"):
+        service.render_unit("glm", ["glm"], user=False, directory=tmp_path)
+
+
 def test_install_and_uninstall_through_the_cli(tmp_path: Path) -> None:
     recipes = tmp_path / "home" / "recipes"
     recipes.mkdir(parents=True)
