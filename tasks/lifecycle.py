@@ -99,6 +99,7 @@ def _stop(runners: list[Any], recipe_id: str | None, every: bool) -> int:
         print("Error: stop: name the recipe to stop (one of the above), or use --all to stop every "
               "runrecipe container", file=sys.stderr)
         return 2
+    launch.mark_stopped(recipe_id)  # first: a watcher must not read the gone containers as a failure
     answers, missed = on_each_node(lambda rn: launch.stop(rn, recipe_id or "", every=every), runners)
     names = [f"{n}@{r.node}" for r, stopped in zip(runners, answers) for n in stopped]
     what = "every runrecipe container" if every else recipe_id

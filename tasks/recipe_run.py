@@ -31,6 +31,10 @@ class RecipeRun:
         self.misses = self.mute = 0
         self.probed = time.monotonic()
 
+    def ended(self) -> str | None:
+        stopped = (launch.read_record(self.name) or {}).get("stopped")
+        return f"stopped with `run-recipe stop` at {stopped}" if stopped else None
+
     def check(self) -> str | None:
         record = launch.read_record(self.name) or {}
         if not record.get("nodes"):

@@ -24,6 +24,9 @@ class Run(Protocol):
 
     name: str
 
+    def ended(self) -> str | None:
+        """Why to stop watching it (someone stopped it on purpose), or None."""
+
     def check(self) -> str | None:
         """None while it serves; else the cause, in one line."""
 
@@ -56,6 +59,7 @@ class Tally:
     retry_at: float = 0.0     # 0: no failed restart pending
     delay: float = 0.0
     gave_up: str = ""
+    ended: str = ""           # stopped on purpose: not a failure
 
     def failed(self, now: float, policy: Policy) -> None:
         """A restart failed: count it, and either schedule the next one later or give up (crash loop)."""
@@ -78,8 +82,9 @@ class Tally:
 def watch(runs: Sequence[Run], policy: Policy, log: Callable[[str], None],
           clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
           rounds: int | None = None) -> int:
-    """Check every run every `policy.interval` s and re-form the failed ones; returns 1 once every run
-    has hit its crash-loop cap (0 after `rounds` rounds, for tests and benchmarks)."""
+    """Check every run every `policy.interval` s and re-form the failed ones. Returns once no run is left
+    to watch: 1 when one hit its crash-loop cap, 0 when all were stopped on purpose (and 0 after
+    `rounds` rounds, for tests and benchmarks)."""
     tallies = {run.name: Tally() for run in runs}
     for run in runs:
         log(f"watching {run.name} (every {policy.interval:g} s; gives up after {policy.max_failures} failed "
@@ -88,10 +93,10 @@ def watch(runs: Sequence[Run], policy: Policy, log: Callable[[str], None],
     while rounds is None or done < rounds:
         for run in runs:
             tally = tallies[run.name]
-            if not tally.gave_up:
+            if not (tally.gave_up or tally.ended):
                 _step(run, tally, policy, log, clock)
-        if all(t.gave_up for t in tallies.values()):
-            return 1
+        if all(t.gave_up or t.ended for t in tallies.values()):
+            return 1 if any(t.gave_up for t in tallies.values()) else 0
         done += 1
         sleep(policy.interval)
     return 0
@@ -102,9 +107,11 @@ def _step(run: Run, tally: Tally, policy: Policy, log: Callable[[str], None], cl
     now = clock()
     if tally.retry_at and now < tally.retry_at:
         return
+    if _ended(run, tally, log):
+        return
     if not tally.retry_at:
         cause = _safe_check(run)
-        if cause is None:
+        if cause is None or _ended(run, tally, log):  # asked again: a stop removes the containers just after
             return
         tally.last_cause = scrub(cause)  # read from server logs: kept in the run record and printed
         log(f"{run.name}: {tally.last_cause}")
@@ -126,6 +133,14 @@ def _step(run: Run, tally: Tally, policy: Policy, log: Callable[[str], None], cl
     tally.succeeded()
     log(f"{run.name}: serving again after restart {tally.restarts}")
     run.note(tally.record("watching"))
+
+
+def _ended(run: Run, tally: Tally, log: Callable[[str], None]) -> bool:
+    tally.ended = run.ended() or ""
+    if tally.ended:
+        log(f"{run.name}: {tally.ended}: stopped watching it")
+        run.note(tally.record("ended"))
+    return bool(tally.ended)
 
 
 def _safe_check(run: Run) -> str | None:

@@ -149,3 +149,29 @@ def test_watch_re_forms_a_killed_or_wedged_server_then_a_crash_loop_hits_the_cap
             "(RuntimeError: CUDA error: an illegal memory access was encountered)") in res.stderr
     assert "next try in 0.2 s" in res.stderr
     assert record(project, "loop")["watch"]["state"] == "stopped"
+
+
+def test_stop_ends_the_watch_instead_of_being_re_formed(project: Project) -> None:
+    """`run-recipe stop` while a watcher runs (a service, say): the server stays stopped, the watcher
+    ends with 0 (systemd's Restart=on-failure leaves it be) and says why."""
+    port = free_port()
+    project.recipe("halt", simple("halt", port))
+    assert project.cli("halt", "--setup", "-d").returncode == 0
+    watcher = subprocess.Popen([sys.executable, "-m", "tasks", "watch", "halt", "--interval", "0.2"],
+                               cwd=project.root, env=project.env, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.0)
+        stopped = project.cli("stop", "halt")
+        assert stopped.returncode == 0 and "stopped runrecipe-halt" in stopped.stdout, stopped.stdout + stopped.stderr
+        code = watcher.wait(timeout=30)
+    finally:
+        watcher.kill()
+        log = watcher.communicate()[1]
+    assert code == 0, log
+    assert "halt: stopped with `run-recipe stop` at " in log and "tearing down" not in log, log
+    time.sleep(1.0)
+    assert project.containers("halt") == []
+    assert record(project, "halt")["watch"]["state"] == "ended"
+    assert "watch: ended" in project.cli("status", "halt").stdout
+    # a new launch is watched again: its record no longer says stopped
+    assert project.cli("halt", "-d").returncode == 0 and "stopped" not in record(project, "halt")

@@ -12,6 +12,10 @@ class Scripted:
         self.name, self.checks, self.converges = "r", checks, converges
         self.actions: list[str] = []
         self.notes: list[dict] = []
+        self.stopped = ""  # set by a test: `run-recipe stop` marked the run
+
+    def ended(self) -> str | None:
+        return self.stopped or None
 
     def check(self) -> str | None:
         return self.checks.pop(0) if self.checks else None
@@ -67,3 +71,22 @@ def test_failures_outside_the_window_do_not_count() -> None:
     assert not tally.gave_up and len(tally.failures) == 1
     tally.failed(110, policy)
     assert tally.gave_up
+
+
+def test_a_run_stopped_on_purpose_is_not_re_formed_and_the_watcher_ends_with_0() -> None:
+    """`run-recipe stop` marks the record first; its containers vanish next, which a check reads as failure."""
+    run, clock, lines = Scripted([None, "rank 0 on n1: container gone"], []), Clock(), []
+    other = Scripted([None] * 10, [])
+    other.name = "other"
+
+    def stopped_during_the_check() -> str | None:  # marked while the check ran: the check saw the gone container
+        cause = run.checks.pop(0)
+        if cause:
+            run.stopped = "stopped with `run-recipe stop` at T"
+        return cause
+    run.check = stopped_during_the_check  # type: ignore[method-assign]
+    assert watch.watch([run, other], watch.Policy(interval=1), lines.append, clock, clock.sleep, rounds=3) == 0
+    assert run.actions == [] and run.notes[-1]["state"] == "ended"
+    assert "r: stopped with `run-recipe stop` at T: stopped watching it" in lines
+    other.stopped = "stopped"
+    assert watch.watch([other], watch.Policy(interval=1), lines.append, clock, clock.sleep) == 0
