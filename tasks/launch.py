@@ -181,7 +181,7 @@ def answer(places: list[Placement], plan: Plan, ask_server: bool = True) -> step
         if isinstance(step, steps.Change):
             return steps.Change(f"{place.runner.node}: {step.why}", step.commands) if place.rank else step
     return steps.launch(plan.container_name, digests[0], found[0],
-                        answering=_models_ready(base_url(plan), plan.served_model) if ask_server
+                        answering=_models_ready(base_url(plan), plan.served_model, plan.api_key) if ask_server
                         else None if _seen_ready(plan, digests[0], found[0]) else False)
 
 
@@ -205,7 +205,7 @@ def converge(places: list[Placement], plan: Plan, ray_first: bool = True) -> dic
     wants = _each(places, lambda p: wanted(p, plan, record))
     same = _each(places, lambda p: serving(p.runner, plan, wants[p.rank].digest))
     if all(same):  # the containers this plan asks for run already; count them only once the head answers
-        if not _models_ready(base_url(plan), plan.served_model):
+        if not _models_ready(base_url(plan), plan.served_model, plan.api_key):
             say(f"{same[0].name} runs with the current inputs but does not answer yet (an earlier run "
                 f"stopped waiting for it); waiting for {plan.endpoint} ...")
             try:
@@ -371,7 +371,8 @@ def wait_ready(runner: Runner, plan: Plan, cid: str, workers: list[tuple[Runner,
                 raise _died(node, ncid, what.format(code), code)
         try:
             stage = readiness.advance(progress, _head_host(plan), plan.port, base, plan.served_model,
-                                      token_wait=max(0.5, min(TOKEN_WAIT, deadline - clock())), clock=clock)
+                                      token_wait=max(0.5, min(TOKEN_WAIT, deadline - clock())), clock=clock,
+                                      key=plan.api_key)
         except readiness.HealthFailed as exc:
             raise _died(runner, cid, f"{base}/health answered {exc.status} (vLLM's engine is dead)", None) from None
         if stage == "ready":
@@ -411,9 +412,9 @@ def base_url(plan: Plan) -> str:
     return f"http://{_head_host(plan)}:{plan.port}"
 
 
-def _models_ready(base: str, model: str) -> bool:
+def _models_ready(base: str, model: str, key: str) -> bool:
     """The cheap check of a server that was ready once: /health 200 and the model listed (no generation)."""
-    return readiness.health(base) == 200 and readiness.served_model(base, model) is not None
+    return readiness.health(base) == 200 and readiness.served_model(base, model, key) is not None
 
 
 def follow(runner: Runner, plan: Plan, cid: str) -> int:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from . import container_flags, hub_cache, image, mod_sources, mods, render, settings, vllm_args
+from . import container_flags, hub_cache, image, masking, mod_sources, mods, render, settings, vllm_args
 from .errors import ConfigError, ModeError, RecipeError, RenderError
 from .nodes import LOCAL, Node, is_local_address, load_env, parse_list, resolve
 from .recipe import Recipe
@@ -100,6 +100,13 @@ class Plan:
     @property
     def head(self) -> Node:
         return self.nodes[0]
+
+    @property
+    def api_key(self) -> str:
+        """The key the server will want on /v1/ paths, as vLLM picks it: its --api-key, else VLLM_API_KEY
+        (from -e, then the recipe's env); "" when it wants none. Readiness and watch must present it."""
+        return (self.vllm.option("--api-key") or container_flags.secret_env(self.options.docker).get("VLLM_API_KEY")
+                or str(self.recipe.env.get("VLLM_API_KEY") or ""))
 
     @property
     def endpoint(self) -> str:
@@ -241,6 +248,7 @@ def make_plan(recipe: Recipe, options: Options, check_shell: bool = True) -> Pla
         docker_env["NCCL_DEBUG"] = options.nccl_debug
     extras = tuple(Model(repo, role="extra") for repo in vllm_args.model_refs(argv)
                    if not main or repo != main.repo)
+    masking.remember_secret(vllm.option("--api-key") or "")  # written in the command; never in what we print
     return Plan(
         recipe=recipe, options=options, mode=mode, nodes=nodes, params=params,
         command=command, argv=argv, vllm=vllm, script=script, build=build, mods=mod_list,

@@ -91,12 +91,16 @@ def health(base: str, timeout: float = CONNECT_TIMEOUT) -> int | None:
         return None
 
 
+def bearer(key: str) -> dict[str, str] | None:
+    """The header a key-protected server (vLLM's --api-key, the gateway's master key) wants on /v1/."""
+    return {"Authorization": f"Bearer {key}"} if key else None
+
+
 def listed_models(base: str, key: str = "") -> list[str] | None:
     """The model ids `/v1/models` lists (asked with `key` as bearer, proxies ignored, so a key never
     leaves this machine); None when nothing answers or the answer is not a 200 list."""
     try:
-        with _exchange("GET", f"{base}/v1/models",
-                       headers={"Authorization": f"Bearer {key}"} if key else None) as resp:
+        with _exchange("GET", f"{base}/v1/models", headers=bearer(key)) as resp:
             data = json.loads(resp.read()) if resp.status == 200 else None
     except (*_FAILED, ValueError):
         return None
@@ -105,21 +109,22 @@ def listed_models(base: str, key: str = "") -> list[str] | None:
     return [m.get("id") for m in (data.get("data") or []) if isinstance(m, dict)]
 
 
-def served_model(base: str, wanted: str = "") -> str | None:
+def served_model(base: str, wanted: str = "", key: str = "") -> str | None:
     """The model to ask: `wanted` when `/v1/models` lists it, else the first listed; None if none is."""
-    ids = listed_models(base) or []
+    ids = listed_models(base, key) or []
     if wanted:
         return wanted if wanted in ids else None
     return ids[0] if ids else None
 
 
-def first_token(base: str, model: str, wait: float, clock: Callable[[], float] = time.monotonic) -> float | None:
+def first_token(base: str, model: str, wait: float, clock: Callable[[], float] = time.monotonic,
+                key: str = "") -> float | None:
     """Seconds until a streamed one-token completion yields its first token; None when none comes
     within `wait` seconds of silence, or the request fails."""
     body = {"model": model, "prompt": "Hello", "max_tokens": 1, "stream": True, "temperature": 0}
     sent = clock()
     try:
-        with _exchange("POST", f"{base}/v1/completions", body=body, silence=wait) as resp:
+        with _exchange("POST", f"{base}/v1/completions", body=body, headers=bearer(key), silence=wait) as resp:
             if resp.status != 200:
                 return None
             for line in iter(resp.readline, b""):
@@ -144,7 +149,7 @@ def _is_token(line: bytes) -> bool:
 
 
 def advance(progress: Progress, host: str, port: int, base: str, wanted_model: str, token_wait: float,
-            clock: Callable[[], float] = time.monotonic) -> str:
+            clock: Callable[[], float] = time.monotonic, key: str = "") -> str:
     """Try the next stage(s) once; returns the stage now waited for ("ready" when done).
 
     Raises HealthFailed when `/health` answers 5xx."""
@@ -157,8 +162,8 @@ def advance(progress: Progress, host: str, port: int, base: str, wanted_model: s
         if status == 200:
             progress.reached["health"] = clock() - progress.started
     if progress.stage == "token":
-        model = served_model(base, wanted_model)
-        took = first_token(base, model, token_wait, clock) if model else None
+        model = served_model(base, wanted_model, key)
+        took = first_token(base, model, token_wait, clock, key) if model else None
         if took is not None:
             progress.model, progress.first_token = model or "", took
             progress.reached["token"] = clock() - progress.started

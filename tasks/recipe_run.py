@@ -64,8 +64,9 @@ class RecipeRun:
         token twice in a row is wedged."""
         if time.monotonic() - self.probed < self.token_every:
             return None
-        model = readiness.served_model(base, self.plan.served_model)
-        took = readiness.first_token(base, model, self.token_wait) if model else None
+        key = self.plan.api_key
+        model = readiness.served_model(base, self.plan.served_model, key)
+        took = readiness.first_token(base, model, self.token_wait, key=key) if model else None
         self.probed = time.monotonic()
         self.mute = 0 if took is not None else self.mute + 1
         if self.mute >= MISSES:

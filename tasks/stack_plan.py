@@ -215,6 +215,11 @@ def _plan(stack: Stack, entry: Entry, recipe: Recipe, on: tuple[Node, ...], base
                           f"not on {port}, the port the stack {'gave' if entry.port is None else 'was given'} for it "
                           "(overrides or extra_args set another)", file=str(stack.path), field=field,
                           line=stack.positions.line(field), fix="set the port with the entry's `port:` only")
+    if plan.api_key and stack.gateway:
+        raise ConfigError(f"{stack.where(field)}: models[{entry.index}]: its server wants an API key (vLLM's --api-key "
+                          "or VLLM_API_KEY), which the gateway's routes do not present", file=str(stack.path),
+                          field=field, line=stack.positions.line(field),
+                          fix="drop the entry's key and protect the stack with the gateway's api_key_env")
     warnings = tuple(w for w in plan.warnings if not w.startswith(tuple(added)))  # the stack's own, on purpose
     plan = dataclasses.replace(plan, recipe=dataclasses.replace(recipe, id=f"{stack.name}/{name}"), warnings=warnings)
     return dataclasses.replace(plan, nodes=on) if len(on) == 1 and on[0] != head else plan

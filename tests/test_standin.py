@@ -270,6 +270,20 @@ def test_completions_answer_with_the_served_name(start: Start) -> None:
     assert (http_get(port, "/v1/completions") or (0,))[0] == 405
 
 
+def test_an_api_key_guards_v1_as_vllms_does(start: Start) -> None:
+    """--api-key (or VLLM_API_KEY): /v1/ paths answer 401 without `Authorization: Bearer KEY`; /health stays open."""
+    for opts, extra in ((), ["--api-key", "k-1"]), (("-e", "VLLM_API_KEY=k-1"), []):
+        port = free_port()
+        start(*opts, cmd=["vllm", "serve", "org/model", "--port", str(port), *extra])
+        wait_for("/health", lambda: http_get(port, "/health"))
+        assert (http_get(port, "/health") or (0,))[0] == 200
+        assert http_get(port, "/v1/models") == (401, b'{"error":"Unauthorized"}')
+        assert http_post(port, "/v1/completions", {"model": "org/model", "prompt": "x"})[0] == 401
+        keyed = urllib.request.Request(f"http://127.0.0.1:{port}/v1/models", headers={"Authorization": "Bearer k-1"})
+        with urllib.request.urlopen(keyed, timeout=5) as r:
+            assert json.loads(r.read())["data"][0]["id"] == "org/model"
+
+
 def test_no_tokens_hangs_completions_but_stops_at_once(docker: Docker, start: Start) -> None:
     """STANDIN_NO_TOKENS=1: healthy and listed, completions time out; docker stop is still quick."""
     cid, port = serving(start, "-e", "STANDIN_NO_TOKENS=1")

@@ -175,3 +175,29 @@ def test_stop_ends_the_watch_instead_of_being_re_formed(project: Project) -> Non
     assert "watch: ended" in project.cli("status", "halt").stdout
     # a new launch is watched again: its record no longer says stopped
     assert project.cli("halt", "-d").returncode == 0 and "stopped" not in record(project, "halt")
+
+
+@pytest.mark.parametrize("how", ["argv", "env"])
+def test_a_server_that_wants_an_api_key_is_asked_with_it(project: Project, how: str) -> None:
+    """vLLM's --api-key (or VLLM_API_KEY via -e) makes /v1/ answer 401 without it: readiness, the no-op
+    re-run's check and the watcher's token probe present the key; no output shows it."""
+    port, key = free_port(), f"sk-e2e-{how}-7"
+    words = ["--", "--api-key", key] if how == "argv" else ["-e", f"VLLM_API_KEY={key}"]
+    project.recipe("keyed", simple("keyed", port))
+    first = project.cli("keyed", "--setup", "-d", "--ready-timeout", "30", *words)
+    assert first.returncode == 0 and "first token in" in first.stdout + first.stderr, first.stdout + first.stderr
+    with pytest.raises(Exception, match="401"):
+        get_json(f"http://127.0.0.1:{port}/v1/models")
+    again = project.cli("keyed", "-d", *words)
+    assert again.returncode == 0 and "-- launch:keyed" in again.stdout, again.stdout + again.stderr
+    watcher = subprocess.Popen([sys.executable, "-m", "tasks", "watch", "keyed", "--interval", "0.2",
+                                "--token-every", "0.2", "--token-wait", "2", *words],
+                               cwd=project.root, env=project.env, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(3)  # ten rounds of probes; a 401 would count as no token and re-form after two
+    finally:
+        watcher.send_signal(signal.SIGINT)
+        log = watcher.communicate(timeout=30)[1]
+    assert "tearing down" not in log, log
+    for output in (first.stdout, first.stderr, again.stdout, again.stderr, log):
+        assert key not in output

@@ -339,3 +339,11 @@ def test_the_gateway_key_may_come_from_the_env_file(project: Path, monkeypatch: 
 def test_overrides_cannot_move_an_entry_off_its_port_or_share(project: Path, extra: str, words: str) -> None:
     exc = refused(project, f"name: x\nmodels:\n  - recipe: small\n    {extra}\n")
     assert words in str(exc) and exc.line == 3
+
+
+def test_an_entry_whose_server_wants_an_api_key_is_refused_behind_the_gateway(project: Path) -> None:
+    """The gateway's routes present no key: requests through it would all be 401."""
+    body = "name: x\nmodels:\n  - {recipe: small, gpu_mem: 0.4, extra_args: [--api-key, sk-entry-1]}\n"
+    exc = refused(project, body + "gateway: {}\n")
+    assert "models[0]: its server wants an API key" in str(exc) and exc.line == 3 and "sk-entry-1" not in str(exc)
+    assert plan(project, body).entries[0].plan.api_key == "sk-entry-1"  # no gateway: the key is the user's affair
