@@ -111,7 +111,7 @@ def _stop(runners: list[Any], recipe_id: str | None, every: bool) -> int:
     return report_unreached("stop", missed, f"run `{again}` again once it is back")
 
 
-def _wait_memory(runners: list[Any], recipe_id: str) -> None:
+def _wait_memory(runners: list[Any], recipe_id: str, timeout: float | None = None) -> None:
     """After a stop, wait (bounded) on each node until the memory its launch needed is free again;
     say which processes hold it when it is not."""
     from . import launch
@@ -120,17 +120,15 @@ def _wait_memory(runners: list[Any], recipe_id: str) -> None:
     from .units import human_bytes
 
     needs = {n["node"]: n.get("memory_need") for n in (launch.read_record(recipe_id) or {}).get("nodes", [])}
-    for runner in runners:
-        need = needs.get(runner.node)
-        if not need:
-            continue
-        try:
-            left = wait_released(runner, need)
-        except RunError:
-            continue  # the node did not answer: report_unreached names it already
-        if left is not None:
+    waiting = [r for r in runners if needs.get(r.node)]
+    # every node at once: a stuck node would otherwise hold up the wait of each node after it
+    wait = RELEASE_WAIT if timeout is None else timeout
+    lefts, _ = on_each_node(lambda runner: [wait_released(runner, needs[runner.node], timeout=wait)], waiting)
+    for runner, answer in zip(waiting, lefts):  # [] when the node did not answer: report_unreached names it
+        if answer and answer[0] is not None:
+            need, left = needs[runner.node], answer[0]
             print(f"Warning: {runner.node}: {human_bytes(need)} of memory not free again after "
-                  f"{RELEASE_WAIT:.0f} s ({human_bytes(room(left))} available); "
+                  f"{wait:.0f} s ({human_bytes(room(left))} available); "
                   f"held by {held_by(left.holders) or 'an unknown process'}", file=sys.stderr)
 
 

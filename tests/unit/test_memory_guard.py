@@ -94,3 +94,25 @@ def test_waiting_for_memory_after_a_stop_reads_this_machine() -> None:
     assert wait_released(LocalRunner(), 1 << 20, timeout=0) is None
     left = wait_released(LocalRunner(), 1 << 62, timeout=0.3, poll=0.1)
     assert left is not None and left.holders and left.holders[0].bytes
+
+
+def test_stop_waits_on_every_node_at_once_and_names_who_holds_memory(tmp_path, monkeypatch, capsys) -> None:
+    """Two nodes that never free what their launch needed: both are waited on side by side (one wait,
+    not two) and each gets its warning with the holders."""
+    import time
+
+    from tasks import launch, lifecycle
+    from tasks.runner import LocalRunner
+
+    monkeypatch.setenv("RUNRECIPE_HOME", str(tmp_path))
+    a, b = LocalRunner(), LocalRunner()
+    b.node = "local-b"
+    launch.save_record("r", {"recipe": "r", "nodes": [{"node": a.node, "memory_need": 10 ** 12},
+                                                      {"node": b.node, "memory_need": 10 ** 12}]})
+    started = time.monotonic()
+    lifecycle._wait_memory([a, b], "r", timeout=1.0)
+    took = time.monotonic() - started
+    err = capsys.readouterr().err
+    assert f"Warning: {a.node}: 1.0 TB of memory not free again after 1 s" in err, err
+    assert "Warning: local-b: " in err and "held by " in err
+    assert took < 1.9, f"the nodes were waited on one after the other ({took:.1f} s)"
