@@ -82,7 +82,8 @@ def _stack_tasks(options: Options) -> list[dict[str, Any]]:
     from .stack_graph import stack_tasks
 
     out: list[dict[str, Any]] = []
-    for path in sorted((settings.project_root() / "stacks").glob("*.yaml")):
+    folder = settings.project_root() / "stacks"
+    for path in sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")]):  # what `stack NAME` finds
         try:
             out += stack_tasks(*load(str(path), options), setup=True)
         except RunRecipeError:

@@ -347,3 +347,13 @@ def test_an_entry_whose_server_wants_an_api_key_is_refused_behind_the_gateway(pr
     exc = refused(project, body + "gateway: {}\n")
     assert "models[0]: its server wants an API key" in str(exc) and exc.line == 3 and "sk-entry-1" not in str(exc)
     assert plan(project, body).entries[0].plan.api_key == "sk-entry-1"  # no gateway: the key is the user's affair
+
+
+def test_doit_list_shows_the_stacks_that_stack_name_finds(project: Path) -> None:
+    """`run-recipe stack NAME` takes stacks/NAME.yml as well as .yaml: `doit list` must list both."""
+    from tasks.loader import _stack_tasks
+
+    write(project, "name: one\nmodels: [{recipe: small}]\n", name="one")
+    (project / "stacks" / "two.yml").write_text("name: two\nmodels: [{recipe: small}]\n")
+    names = {task["name"] for task in _stack_tasks(Options())}
+    assert {"one/one-small", "two/two-small"} <= names, names
