@@ -6,7 +6,10 @@ run, so machine noise hits both alike. Goal: <= 0.3 s and a large/tiny ratio <= 
 The children run with bytecode caching on, as an installed runrecipe does: with
 PYTHONDONTWRITEBYTECODE set (some CI images set it) every run compiles our modules again (~75 ms).
 
-    python3 bench/noop.py [--rounds 25]
+    python3 bench/noop.py [--rounds 25] [--against CHECKOUT]
+
+`--against` times another checkout's code the same way in the same rounds (its own project, recipes
+and containers), so "before vs after" is measured side by side rather than on two different days.
 """
 from __future__ import annotations
 
@@ -65,54 +68,71 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def converge(code: Path, base: Path, tags: dict[str, tuple[int, int]], host: str, who: str) -> dict[str, dict[str, str]]:
+    """A project in `base` with one recipe `<who>-<tag>` per tag (one engine holds every checkout's
+    containers: names must differ), converged by the runrecipe checkout `code`; the environment of
+    each tag's no-op re-run (children keep bytecode caching, as an installed tool has)."""
+    dockdir = project.standin_project(base)
+    parent = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env_of = {}
+    for tag, (files, size) in tags.items():
+        (base / "recipes" / f"{who}-{tag}.yaml").write_text(RECIPE.format(tag=tag, port=free_port()))
+        fill_cache(base / f"hf-{tag}", files, size)
+        env_of[tag] = {**parent, "DOCKER_HOST": host, "RUNRECIPE_HOME": str(base),
+                       "RUNRECIPE_DOCKER_DIR": str(dockdir), "DOCKER_BUILDKIT": "0",
+                       "HF_HOME": str(base / f"hf-{tag}"), "PYTHONPATH": str(code),
+                       "HF_HUB_OFFLINE": "1", "HF_ENDPOINT": "http://127.0.0.1:9"}  # never the internet
+        first = subprocess.run(_run(who, tag) + ["--setup"], env=env_of[tag], capture_output=True, text=True)
+        if first.returncode:
+            raise SystemExit(f"{code}: converging {who}-{tag} failed:\n{first.stdout}{first.stderr}")
+    return env_of
+
+
+def _run(who: str, tag: str) -> list[str]:
+    return [sys.executable, "-m", "tasks", f"{who}-{tag}", "-d"]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=25)
-    rounds = ap.parse_args().rounds
+    ap.add_argument("--against", type=Path, metavar="CHECKOUT",
+                    help="also time another runrecipe checkout (e.g. a `git worktree` of older code), side by side")
+    args = ap.parse_args()
     host = engine.docker_host()
+    sizes = {"tiny": (10, 1 << 20), "large": (10, 100 << 20)}   # 10 MB vs 1 GB apparent: 100x
+    codes = {"ours": ROOT, **({"against": args.against.resolve()} if args.against else {})}
     with tempfile.TemporaryDirectory(prefix="rr-bench-") as tmp:
-        base = Path(tmp)
-        dockdir = project.standin_project(base)
-        sizes = {"tiny": (10, 1 << 20), "large": (10, 100 << 20)}   # 10 MB vs 1 GB apparent: 100x
-        parent = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-        env_of = {}
-        for tag, (files, size) in sizes.items():
-            (base / "recipes" / f"bench-{tag}.yaml").write_text(RECIPE.format(tag=tag, port=free_port()))
-            fill_cache(base / f"hf-{tag}", files, size)
-            env_of[tag] = {**parent, "DOCKER_HOST": host, "RUNRECIPE_HOME": str(base),
-                           "RUNRECIPE_DOCKER_DIR": str(dockdir), "DOCKER_BUILDKIT": "0",
-                           "HF_HOME": str(base / f"hf-{tag}"), "PYTHONPATH": str(ROOT),
-                           "HF_HUB_OFFLINE": "1", "HF_ENDPOINT": "http://127.0.0.1:9"}  # never the internet
-        cmd = lambda tag: [sys.executable, "-m", "tasks", f"bench-{tag}", "-d"]  # noqa: E731
-        for tag in sizes:
-            first = subprocess.run(cmd(tag) + ["--setup"], env=env_of[tag], capture_output=True, text=True)
-            if first.returncode:
-                print(first.stdout, first.stderr, file=sys.stderr)
-                return 1
-        times: dict[str, list[float]] = {tag: [] for tag in [*sizes, "python"]}
-        for round_ in range(rounds):
+        envs = {(who, tag): env for who, code in codes.items()
+                for tag, env in converge(code, Path(tmp) / who, sizes, host, who).items()}
+        times: dict[object, list[float]] = {key: [] for key in [*envs, "python"]}
+        for round_ in range(args.rounds):
             start = time.perf_counter()
-            subprocess.run([sys.executable, "-c", "pass"], env=env_of["tiny"], check=True)
+            subprocess.run([sys.executable, "-c", "pass"], env=envs["ours", "tiny"], check=True)
             times["python"].append(time.perf_counter() - start)
-            for tag in (sorted if round_ % 2 else reversed)(sizes):  # alternate who goes first
+            for who, tag in (sorted if round_ % 2 else reversed)(list(envs)):  # alternate who goes first
                 start = time.perf_counter()
-                res = subprocess.run(cmd(tag), env=env_of[tag], capture_output=True, text=True)
-                times[tag].append(time.perf_counter() - start)
-                if res.returncode or ".  launch" in res.stdout:
-                    print("not a no-op:", res.stdout, res.stderr, file=sys.stderr)
+                res = subprocess.run(_run(who, tag), env=envs[who, tag], capture_output=True, text=True)
+                times[who, tag].append(time.perf_counter() - start)
+                if res.returncode or ".  launch" in res.stdout:  # doit's mark of a task it ran
+                    print(f"{who}: not a no-op:", res.stdout, res.stderr, file=sys.stderr)
                     return 1
-        for tag in sizes:
-            subprocess.run([sys.executable, "-m", "tasks", "stop", f"bench-{tag}"], env=env_of[tag],
+        for who, tag in envs:
+            subprocess.run([sys.executable, "-m", "tasks", "stop", f"{who}-{tag}"], env=envs[who, tag],
                            capture_output=True)
-    med = {tag: statistics.median(v) for tag, v in times.items()}
+    med = {key: statistics.median(v) for key, v in times.items()}
     print(f"python -c pass (this interpreter and its site-packages, not runrecipe): median {med['python']:.3f} s")
-    for tag, (files, size) in sizes.items():
-        print(f"no-op re-run, HF cache {files} files x {size >> 20} MiB ({tag}): "
-              f"median {med[tag]:.3f} s, min {min(times[tag]):.3f} s over {rounds} runs")
-    # each round's pair ran back to back: the median of the pair ratios cancels slow spells of the machine
-    ratio = statistics.median(big / small for big, small in zip(times["large"], times["tiny"]))
-    print(f"ratio large/tiny (median of {rounds} back-to-back pairs): {ratio:.2f} (goal <= 1.1: {'ok' if ratio <= 1.1 else 'MISSED'})")
-    print(f"no-op time: {med['tiny']:.3f} s (goal <= 0.3 s: {'ok' if med['tiny'] <= 0.3 else 'MISSED'})")
+    for who, code in codes.items():
+        for tag, (files, size) in sizes.items():
+            print(f"{who} ({code}): no-op re-run, HF cache {files} files x {size >> 20} MiB ({tag}): "
+                  f"median {med[who, tag]:.3f} s, min {min(times[who, tag]):.3f} s over {args.rounds} runs")
+    # each round's runs are back to back: the median of per-round ratios cancels slow spells of the machine
+    ratio = statistics.median(big / small for big, small in zip(times["ours", "large"], times["ours", "tiny"]))
+    print(f"ratio large/tiny (median of {args.rounds} back-to-back pairs): {ratio:.2f} "
+          f"(goal <= 1.1: {'ok' if ratio <= 1.1 else 'MISSED'})")
+    if args.against:
+        vs = statistics.median(o / a for o, a in zip(times["ours", "tiny"], times["against", "tiny"]))
+        print(f"ours/against, tiny (median of {args.rounds} back-to-back pairs): {vs:.2f}")
+    print(f"no-op time: {med['ours', 'tiny']:.3f} s (goal <= 0.3 s: {'ok' if med['ours', 'tiny'] <= 0.3 else 'MISSED'})")
     return 0
 
 

@@ -15,37 +15,54 @@ from collections import Counter
 from typing import Any, Callable, Hashable, TypeVar
 
 T = TypeVar("T")
+Key = tuple[str, str, Hashable]
 _LOCK = threading.Lock()
-_KNOWN: dict[tuple[str, str, Hashable], Any] = {}
-asked: Counter[tuple[str, str, Hashable]] = Counter()
+_KNOWN: dict[Key, Any] = {}
+_ASKING: dict[Key, threading.Event] = {}   # asks in flight: another thread waits for their answer
+_CHANGES: Counter[str] = Counter()          # per node, how often it changed: an answer begun before is stale
+asked: Counter[Key] = Counter()
 
 
 def fact(node: str, name: str, args: Hashable, ask: Callable[[], T]) -> T:
     """The answer to `name(args)` on `node`: asked (through `ask`) the first time, then remembered.
+    While another thread is asking the same thing, its answer is awaited rather than asked twice.
 
-    An `ask` that raises is not remembered: the next check asks again."""
+    An `ask` that raises is not remembered: the next check asks again. An answer is not kept when
+    the node changed while it was being asked."""
     key = (node, name, args)
-    with _LOCK:
-        if key in _KNOWN:
-            return _KNOWN[key]
-    value = ask()
-    with _LOCK:
-        asked[key] += 1
-        _KNOWN[key] = value
-    return value
+    while True:
+        with _LOCK:
+            if key in _KNOWN:
+                return _KNOWN[key]
+            other = _ASKING.get(key)
+            if other is None:
+                mine = _ASKING[key] = threading.Event()
+                changes = _CHANGES[node]
+                break
+        other.wait()  # its answer, when it has one, is in _KNOWN; if it failed, ask ourselves
+    try:
+        value = ask()
+        with _LOCK:
+            asked[key] += 1
+            if _CHANGES[node] == changes:
+                _KNOWN[key] = value
+        return value
+    finally:
+        with _LOCK:
+            del _ASKING[key]
+        mine.set()
 
 
 def gather(asks: list[Callable[[], Any]]) -> None:
-    """Ask several facts at once (each call goes through `fact`, so each answer is remembered).
+    """Start asking several facts at once, in the background (each call goes through `fact`, so a
+    check that needs one of them waits for its answer instead of asking again).
 
     A no-op run asks the local engine three things before its checks can answer; each `docker` call
-    is mostly the client starting, so asking them side by side saves most of their time. A failing
-    ask is not remembered: the step that needs it asks again and reports the error in its place."""
-    threads = [threading.Thread(target=_quietly, args=(ask,), daemon=True) for ask in asks]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    is mostly the client starting, so asking them side by side, while the run goes on loading doit,
+    saves most of their time. A failing ask is not remembered: the step that needs it asks again
+    and reports the error in its place."""
+    for ask in asks:
+        threading.Thread(target=_quietly, args=(ask,), daemon=True).start()
 
 
 def _quietly(ask: Callable[[], Any]) -> None:
@@ -64,6 +81,7 @@ def remember(node: str, name: str, args: Hashable, value: Any) -> None:
 def forget(node: str) -> None:
     """Something on `node` changed (a build, a container started, a copy): ask it again next time."""
     with _LOCK:
+        _CHANGES[node] += 1
         for key in [k for k in _KNOWN if k[0] == node]:
             del _KNOWN[key]
 

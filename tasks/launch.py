@@ -22,8 +22,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, TypeVar
 
-from . import (container_create, container_flags, crash_causes, docker, hub_cache, memory_check, mods, readiness,
-               settings, state, steps, vllm_check, weights)
+from . import (container_create, container_flags, docker, hub_cache, mods, readiness, settings, state, steps,
+               vllm_check, weights)
 from .docker import LABEL, Container, Runner
 from .errors import ConfigError, NotReadyError, RunError
 from .plan import Plan
@@ -221,6 +221,8 @@ def converge(places: list[Placement], plan: Plan, ray_first: bool = True) -> dic
             write_record(plan, [(p, wants[p.rank], same[p.rank].id) for p in places], progress)
         say(f"already serving at {plan.endpoint} (container {same[0].name})")
         return {"container_id": same[0].id, "inputs": wants[0].digest}
+    from . import memory_check  # a start only: a no-op re-run never reads memory (nor imports its readers)
+
     replaced = _each(places, lambda p: _clear(p.runner, plan))
     verdicts = memory_check.guard([p.runner for p in places], memory_check.fraction(plan), plan.options.force,
                                   replaced)
@@ -398,6 +400,8 @@ READY_WAITS = {"port": "nothing listens on {base}",
 
 def _died(node: Runner, cid: str, what: str, code: int | None) -> NotReadyError:
     """The error for a server that cannot become ready: what happened, the cause its log shows, the tail."""
+    from . import crash_causes
+
     tail = docker.logs_tail(node, cid)
     return NotReadyError(f"{what}\n  {crash_causes.one_line(tail, code)}", node=node.node,
                          command=f"{SCRIPT_DIR}/launch.sh", exit_code=code, tail=tail)

@@ -31,3 +31,21 @@ def test_a_failing_ask_is_not_remembered_and_the_step_sees_its_error() -> None:
     with pytest.raises(RuntimeError, match="engine not reachable"):
         facts.fact("n-broken", "info", (), broken)
     assert facts.fact("n-broken", "info", (), lambda: "up") == "up"
+
+
+def test_an_answer_begun_before_the_node_changed_is_not_kept() -> None:
+    """A gathered ask still in flight when a command changes the node (forget) holds the old state:
+    the check that waited for it asks again instead of taking it."""
+    started, release = threading.Event(), threading.Event()
+
+    def slow_old_state() -> str:
+        started.set()
+        release.wait(5)
+        return "old"
+
+    facts.gather([lambda: facts.fact("n-change", "image", (), slow_old_state)])
+    assert started.wait(5)
+    facts.forget("n-change")  # e.g. a build just finished
+    threading.Timer(0.2, release.set).start()
+    assert facts.fact("n-change", "image", (), lambda: "new") == "new"
+    assert facts.fact("n-change", "image", (), lambda: "asked again") == "new"
