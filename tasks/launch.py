@@ -286,19 +286,6 @@ def save_record(recipe_id: str, data: dict) -> None:
     state.write_json(record_path(recipe_id), data)
 
 
-def mark_stopped(recipe_id: str | None) -> None:
-    """`run-recipe stop` says so in the run record (every record with no id) before any container goes,
-    so a watcher ends that run instead of re-forming it; the next launch writes a fresh record."""
-    paths = [record_path(recipe_id)] if recipe_id else sorted((settings.state_dir() / "runs").glob("*.json"))
-    for path in paths:
-        try:
-            record = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
-        record["stopped"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        state.write_json(path, record)
-
-
 def read_record(recipe_id: str) -> dict | None:
     try:
         return json.loads(record_path(recipe_id).read_text())

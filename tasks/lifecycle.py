@@ -8,10 +8,11 @@ import argparse
 import itertools
 import json
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from . import settings
+from . import settings, state
 from .errors import ConfigError, RunError, RunRecipeError
 from .masking import scrub
 from .plan import Options
@@ -99,7 +100,7 @@ def _stop(runners: list[Any], recipe_id: str | None, every: bool) -> int:
         print("Error: stop: name the recipe to stop (one of the above), or use --all to stop every "
               "runrecipe container", file=sys.stderr)
         return 2
-    launch.mark_stopped(recipe_id)  # first: a watcher must not read the gone containers as a failure
+    _mark_stopped(recipe_id)  # first: a watcher must not read the gone containers as a failure
     answers, missed = on_each_node(lambda rn: launch.stop(rn, recipe_id or "", every=every), runners)
     names = [f"{n}@{r.node}" for r, stopped in zip(runners, answers) for n in stopped]
     what = "every runrecipe container" if every else recipe_id
@@ -109,6 +110,21 @@ def _stop(runners: list[Any], recipe_id: str | None, every: bool) -> int:
     if recipe_id and names:
         _wait_memory(runners, recipe_id)
     return report_unreached("stop", missed, f"run `{again}` again once it is back")
+
+
+def _mark_stopped(recipe_id: str | None) -> None:
+    """`run-recipe stop` says so in the run record (every record with no id) before any container goes,
+    so a watcher ends that run instead of re-forming it; the next launch writes a fresh record."""
+    from . import launch
+
+    paths = [launch.record_path(recipe_id)] if recipe_id else sorted((settings.state_dir() / "runs").glob("*.json"))
+    for path in paths:
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        record["stopped"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        state.write_json(path, record)
 
 
 def _wait_memory(runners: list[Any], recipe_id: str, timeout: float | None = None) -> None:
