@@ -18,14 +18,23 @@ T = TypeVar("T")
 Key = tuple[str, str, Hashable]
 _LOCK = threading.Lock()
 _KNOWN: dict[Key, Any] = {}
-_ASKING: dict[Key, threading.Event] = {}   # asks in flight: another thread waits for their answer
+_ASKING: dict[Key, "_InFlight"] = {}      # asks in flight: another thread waits for their outcome
 _CHANGES: Counter[str] = Counter()          # per node, how often it changed: an answer begun before is stale
 asked: Counter[Key] = Counter()
 
 
+class _InFlight:
+    """One ask under way: set when it ends; `error` is what it raised, for the threads that waited."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+
+
 def fact(node: str, name: str, args: Hashable, ask: Callable[[], T]) -> T:
     """The answer to `name(args)` on `node`: asked (through `ask`) the first time, then remembered.
-    While another thread is asking the same thing, its answer is awaited rather than asked twice.
+    While another thread is asking the same thing, its outcome is awaited rather than asked twice:
+    its answer, or its error (an engine that hangs costs one timeout, not two).
 
     An `ask` that raises is not remembered: the next check asks again. An answer is not kept when
     the node changed while it was being asked."""
@@ -36,10 +45,13 @@ def fact(node: str, name: str, args: Hashable, ask: Callable[[], T]) -> T:
                 return _KNOWN[key]
             other = _ASKING.get(key)
             if other is None:
-                mine = _ASKING[key] = threading.Event()
+                mine = _ASKING[key] = _InFlight()
                 changes = _CHANGES[node]
                 break
-        other.wait()  # its answer, when it has one, is in _KNOWN; if it failed, ask ourselves
+        other.done.wait()
+        if other.error is not None:
+            raise other.error
+        # answered: it is in _KNOWN, unless the node changed meanwhile (then ask ourselves)
     try:
         value = ask()
         with _LOCK:
@@ -47,10 +59,13 @@ def fact(node: str, name: str, args: Hashable, ask: Callable[[], T]) -> T:
             if _CHANGES[node] == changes:
                 _KNOWN[key] = value
         return value
+    except BaseException as exc:
+        mine.error = exc
+        raise
     finally:
         with _LOCK:
             del _ASKING[key]
-        mine.set()
+        mine.done.set()
 
 
 def gather(asks: list[Callable[[], Any]]) -> None:
@@ -59,8 +74,8 @@ def gather(asks: list[Callable[[], Any]]) -> None:
 
     A no-op run asks the local engine three things before its checks can answer; each `docker` call
     is mostly the client starting, so asking them side by side, while the run goes on loading doit,
-    saves most of their time. A failing ask is not remembered: the step that needs it asks again
-    and reports the error in its place."""
+    saves most of their time. A failing ask is not remembered: the step waiting for it gets its
+    error and reports it in its place."""
     for ask in asks:
         threading.Thread(target=_quietly, args=(ask,), daemon=True).start()
 
@@ -68,7 +83,7 @@ def gather(asks: list[Callable[[], Any]]) -> None:
 def _quietly(ask: Callable[[], Any]) -> None:
     try:
         ask()
-    except Exception:  # noqa: BLE001 - not remembered; the step that needs it asks again and says why
+    except Exception:  # noqa: BLE001 - not remembered; the step waiting for it reports the error
         pass
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -49,3 +50,21 @@ def test_an_answer_begun_before_the_node_changed_is_not_kept() -> None:
     threading.Timer(0.2, release.set).start()
     assert facts.fact("n-change", "image", (), lambda: "new") == "new"
     assert facts.fact("n-change", "image", (), lambda: "asked again") == "new"
+
+
+def test_a_check_waiting_for_a_failing_ask_gets_its_error_without_asking_again() -> None:
+    """An engine that hangs: the gathered ask times out once, and the waiting check reports that, not a second wait."""
+    started, calls = threading.Event(), []
+
+    def hangs_then_fails() -> str:
+        calls.append("gathered")
+        started.set()
+        time.sleep(0.3)
+        raise RuntimeError("docker info: timed out after 20 s")
+
+    facts.gather([lambda: facts.fact("n-hang", "info", (), hangs_then_fails)])
+    assert started.wait(5)
+    with pytest.raises(RuntimeError, match="timed out"):
+        facts.fact("n-hang", "info", (), lambda: calls.append("asked again") or "up")
+    assert calls == ["gathered"]
+    assert facts.fact("n-hang", "info", (), lambda: "up") == "up"  # not remembered: the next check asks
