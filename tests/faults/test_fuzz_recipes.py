@@ -312,11 +312,14 @@ def test_binary_garbage(doc: bytes) -> None:
 
 
 def test_the_classic_billion_laughs_is_refused_or_loaded_fast() -> None:
-    """9 levels x 9 aliases = 81 aliases (under the alias limit) standing for 9^9 items, in every field."""
+    """9 levels x 9 aliases = 81 aliases (under the alias limit) standing for 9^9 items, in every field.
+
+    Walking 9^9 items would take many minutes: the bound only tells exponential work from linear
+    (each field takes ~0.1-1.3 s on a busy 2-core machine); speed itself is measured in bench/."""
     for field in FIELDS + ("key",):
         start = time.monotonic()
         check_document(alias_bomb(8, 9, field), "bomb")
-        assert time.monotonic() - start < 1.0, f"billion laughs in {field} took {time.monotonic() - start:.1f} s"
+        assert time.monotonic() - start < 10.0, f"billion laughs in {field} took {time.monotonic() - start:.1f} s"
     with pytest.raises(RunRecipeError, match="aliases"):
         path = HOME / "recipes" / "many.yaml"
         path.write_text(alias_bomb(20, 12, "name"))
