@@ -248,14 +248,15 @@ def make_plan(recipe: Recipe, options: Options, check_shell: bool = True) -> Pla
         docker_env["NCCL_DEBUG"] = options.nccl_debug
     extras = tuple(Model(repo, role="extra") for repo in vllm_args.model_refs(argv)
                    if not main or repo != main.repo)
-    masking.remember_secret(vllm.option("--api-key") or "")  # written in the command; never in what we print
-    return Plan(
+    plan = Plan(
         recipe=recipe, options=options, mode=mode, nodes=nodes, params=params,
         command=command, argv=argv, vllm=vllm, script=script, build=build, mods=mod_list,
         container_name=name,
         docker_env=docker_env, port=container_flags.host_port(options.docker, int(port_text)), served_model=vllm.served_model,
         models=((main,) if main else ()) + extras, local_mounts=local_mounts, warnings=tuple(warnings),
         copy_hosts=copy_to)
+    masking.remember_secret(plan.api_key)  # from the command or the recipe's env too: never in what we print
+    return plan
 
 
 def main_model(recipe: Recipe, options: Options) -> tuple[Model | None, tuple[str, ...]]:
