@@ -82,10 +82,16 @@ def converge(code: Path, base: Path, tags: dict[str, tuple[int, int]], host: str
                        "RUNRECIPE_DOCKER_DIR": str(dockdir), "DOCKER_BUILDKIT": "0",
                        "HF_HOME": str(base / f"hf-{tag}"), "PYTHONPATH": str(code),
                        "HF_HUB_OFFLINE": "1", "HF_ENDPOINT": "http://127.0.0.1:9"}  # never the internet
-        first = subprocess.run(_run(who, tag) + ["--setup"], env=env_of[tag], capture_output=True, text=True)
+        first = _child(_run(who, tag) + ["--setup"], env_of[tag])
         if first.returncode:
             raise SystemExit(f"{code}: converging {who}-{tag} failed:\n{first.stdout}{first.stderr}")
     return env_of
+
+
+def _child(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run from the project folder: `python -m` puts the working directory first on sys.path, so
+    started from a checkout it would import that checkout's code whatever PYTHONPATH says."""
+    return subprocess.run(argv, env=env, cwd=env["RUNRECIPE_HOME"], capture_output=True, text=True)
 
 
 def _run(who: str, tag: str) -> list[str]:
@@ -107,18 +113,17 @@ def main() -> int:
         times: dict[object, list[float]] = {key: [] for key in [*envs, "python"]}
         for round_ in range(args.rounds):
             start = time.perf_counter()
-            subprocess.run([sys.executable, "-c", "pass"], env=envs["ours", "tiny"], check=True)
+            _child([sys.executable, "-c", "pass"], envs["ours", "tiny"])
             times["python"].append(time.perf_counter() - start)
             for who, tag in (sorted if round_ % 2 else reversed)(list(envs)):  # alternate who goes first
                 start = time.perf_counter()
-                res = subprocess.run(_run(who, tag), env=envs[who, tag], capture_output=True, text=True)
+                res = _child(_run(who, tag), envs[who, tag])
                 times[who, tag].append(time.perf_counter() - start)
                 if res.returncode or ".  launch" in res.stdout:  # doit's mark of a task it ran
                     print(f"{who}: not a no-op:", res.stdout, res.stderr, file=sys.stderr)
                     return 1
         for who, tag in envs:
-            subprocess.run([sys.executable, "-m", "tasks", "stop", f"{who}-{tag}"], env=envs[who, tag],
-                           capture_output=True)
+            _child([sys.executable, "-m", "tasks", "stop", f"{who}-{tag}"], envs[who, tag])
     med = {key: statistics.median(v) for key, v in times.items()}
     print(f"python -c pass (this interpreter and its site-packages, not runrecipe): median {med['python']:.3f} s")
     for who, code in codes.items():
