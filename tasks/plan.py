@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from . import container_flags, hub_cache, image, masking, mod_sources, mods, render, settings, vllm_args
+from . import container_flags, hub_cache, image, masking, memo, mod_sources, mods, render, settings, vllm_args
 from .errors import ConfigError, ModeError, RecipeError, RenderError
 from .nodes import LOCAL, Node, is_local_address, load_env, parse_list, resolve
 from .recipe import Recipe
@@ -296,7 +296,11 @@ def _revision(text: str, source: str) -> str:
 
 
 def check_bash(script: str, source: Path | str, what: str = "the rendered script") -> None:
-    """A script must parse as bash before anything runs (an unclosed `$(` would fail only in the container)."""
+    """A script must parse as bash before anything runs (an unclosed `$(` would fail only in the container).
+    A text that passed once is in the memo: the re-run of an unchanged recipe starts no bash."""
+    passed = memo.key("bash -n", script)
+    if memo.get(passed) is not None:
+        return
     try:
         res = bash_n(script, timeout=10)
     except (FileNotFoundError, subprocess.TimeoutExpired):
@@ -304,6 +308,7 @@ def check_bash(script: str, source: Path | str, what: str = "the rendered script
     if res.returncode:
         detail = res.stderr.strip().splitlines()[-1:] or ["syntax error"]
         raise RenderError(f"{source}: command: {what} is not valid bash: {detail[0].replace('bash: ', '')}")
+    memo.put(passed, "")
 
 
 def bash_n(script: str, timeout: float) -> subprocess.CompletedProcess[str]:

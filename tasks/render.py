@@ -18,6 +18,7 @@ from pathlib import Path
 from string import Formatter
 from typing import Any, Callable, Mapping
 
+from . import memo
 from .errors import RenderError
 from .shellwords import DOUBLE, SINGLE, Scanner, Token
 
@@ -91,13 +92,42 @@ def _quote(field: str, params: Mapping[str, Any], context: str, line: int) -> tu
 
 
 def render_template(name: str, **context: Any) -> str:
-    """Render templates/<name> with StrictUndefined: a missing value is an error, never ''."""
+    """Render templates/<name> with StrictUndefined: a missing value is an error, never ''.
+
+    Kept in the memo under the template's text, this module's (its filters) and the values, so a
+    re-run with nothing changed neither imports nor compiles Jinja."""
+    digest = _memo_key(name, context)
+    done = memo.get(digest) if digest else None
+    if done is not None:
+        return done
     import jinja2
 
     try:
-        return _environment().get_template(name).render(**context)
+        text = _environment().get_template(name).render(**context)
     except jinja2.UndefinedError as exc:
         raise RenderError(f"template {name}: {exc.message}") from None
+    if digest:
+        memo.put(digest, text)
+    return text
+
+
+def _memo_key(name: str, context: dict[str, Any]) -> str | None:
+    """None when a value is not plain data (its repr could not stand for what the template sees)."""
+    if not _plain(context):
+        return None
+    try:  # every template: one may include another
+        sources = [p.read_bytes() for p in sorted(TEMPLATES_DIR.iterdir()) if p.is_file()]
+    except OSError:
+        return None  # Jinja's own error says what is missing
+    return memo.key("template", name, *sources, Path(__file__).read_bytes(), repr(context))
+
+
+def _plain(value: Any) -> bool:
+    if value is None or isinstance(value, (str, int, float)):
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(_plain(v) for v in value)
+    return isinstance(value, dict) and all(isinstance(k, str) and _plain(v) for k, v in value.items())
 
 
 @lru_cache(maxsize=1)
