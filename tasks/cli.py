@@ -213,6 +213,8 @@ def _run(args: list[str], inspect: bool = False) -> int:
         parser().print_usage(sys.stderr)
         print("Error: name a recipe (see --list)", file=sys.stderr)
         return 2
+    if not (ns.dry_run or inspect or ns.download_only):
+        _ask_engine_early()
     plan = plan_run(ns, extra, fetch=not (ns.dry_run or inspect))
     if inspect:
         return inspect_plan(plan, ns.json)
@@ -221,6 +223,15 @@ def _run(args: list[str], inspect: bool = False) -> int:
     if ns.download_only:
         return download_only(plan, wait=not ns.no_wait)
     return execute(plan, build_only=ns.build_only, wait=not ns.no_wait)
+
+
+def _ask_engine_early() -> None:
+    """The local engine's version, runtimes and data root, which no run changes: asked in the background
+    while the plan is made, so a no-op run does not wait for its slowest `docker` call."""
+    from . import docker, facts
+    from .runner import LocalRunner
+
+    facts.gather([lambda: docker.engine_facts(LocalRunner())])
 
 
 def discover_nodes(ns: argparse.Namespace) -> int:
@@ -282,7 +293,7 @@ def execute(plan: Plan, *, build_only: bool = False, wait: bool = True) -> int:
     # side and in the background, while doit loads (~30 ms of imports the engine's answers hide).
     facts.gather([lambda: docker.engine_facts(runner), lambda: docker.image_info(runner, plan.build.tag),
                   lambda: docker.containers(runner, recipe=plan.recipe.id)])
-    import doit.doit_cmd  # noqa: F401
+    from . import doit_run  # noqa: F401 - doit loads (~30 ms) while the facts are asked
     if not docker.has_nvidia_runtime(runner):
         print("Warning: this Docker engine has no NVIDIA runtime: vLLM will find no GPU "
               "(install nvidia-container-toolkit)", file=sys.stderr)
@@ -299,18 +310,15 @@ def execute(plan: Plan, *, build_only: bool = False, wait: bool = True) -> int:
 
 
 def run_doit(argv: list[str], plans: list[Plan], *, setup: bool) -> int:
-    from doit.cmd_base import ModuleTaskLoader
-    from doit.doit_cmd import DoitMain
-
+    from . import doit_run
     from .graph import namespace
-
     from .state import repair_dep_file
 
     note = repair_dep_file()
     if note:
         print(f"Warning: {note}", file=sys.stderr)
     ns = namespace(plans, setup=setup, default=[f"launch:{p.recipe.id}" for p in plans])
-    return DoitMain(ModuleTaskLoader(ns)).run(argv)
+    return doit_run.run(ns, argv)
 
 
 def list_recipes(as_json: bool) -> int:

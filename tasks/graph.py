@@ -379,7 +379,7 @@ _FLEETS: dict[int, Any] = {}  # one Fleet (runners, SSH connections) per plan an
 
 
 def namespace(plans: Iterable[Plan], *, setup: bool, default: list[str]) -> dict[str, Any]:
-    """A dodo-like namespace (task_* creators + DOIT_CONFIG) for doit's ModuleTaskLoader."""
+    """A dodo-like namespace (task_* creators + DOIT_CONFIG): dodo.py's globals, or doit_run's loader."""
     return task_namespace([task for plan in plans for task in tasks_of(plan, setup=setup)], default)
 
 

@@ -123,10 +123,7 @@ def preflight(stack_plan: StackPlan, gw: GatewayPlan | None) -> None:
 
 def up(stack_plan: StackPlan, gw: GatewayPlan | None, *, wait: bool) -> int:
     """The checks, then the graph: every entry's tasks in start order, then the gateway."""
-    from doit.cmd_base import ModuleTaskLoader
-    from doit.doit_cmd import DoitMain
-
-    from . import state
+    from . import doit_run, state
     from .stack_graph import launch_targets, stack_namespace
 
     preflight(stack_plan, gw)
@@ -134,7 +131,7 @@ def up(stack_plan: StackPlan, gw: GatewayPlan | None, *, wait: bool) -> int:
     if note := state.repair_dep_file():
         print(f"Warning: {note}", file=sys.stderr)
     ns = stack_namespace(stack_plan, gw, setup=stack_plan.entries[0].plan.options.setup)
-    code = DoitMain(ModuleTaskLoader(ns)).run(["run", *launch_targets(stack_plan, gw)])
+    code = doit_run.run(ns, ["run", *launch_targets(stack_plan, gw)])
     if not code:
         print(f"stack {stack_plan.name}: " + ", ".join(f"{p.plan.served_model} at {p.plan.endpoint}"
                                                       for p in stack_plan.entries)
