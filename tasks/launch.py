@@ -16,7 +16,6 @@ import subprocess
 import sys
 import tarfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -161,6 +160,8 @@ def _each(places: list[Placement], fn: Callable[[Placement], T]) -> list[T]:
     """fn on every node at once (SSH round trips overlap); results in placement order."""
     if len(places) == 1:
         return [fn(places[0])]
+    from concurrent.futures import ThreadPoolExecutor  # a single node needs no pool
+
     with ThreadPoolExecutor(max_workers=min(8, len(places))) as pool:
         return list(pool.map(fn, places))
 
