@@ -144,6 +144,7 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("-l", "--list", action="store_true", help="list the recipes")
     g.add_argument("--json", action="store_true", help="with --list or --dry-run: print JSON")
     g.add_argument("--no-wait", action="store_true", help="fail instead of waiting when another run is busy")
+    g.add_argument("--reform", action="store_true", help=argparse.SUPPRESS)  # the watcher's converge: see Options
     return p
 
 
@@ -167,7 +168,7 @@ def options_from(ns: argparse.Namespace, extra: list[str]) -> Options:
                    force_download=ns.force_download, verify=ns.verify, revision=ns.revision,
                    daemon=ns.daemon, restart=ns.restart, ready_timeout=ns.ready_timeout, ray=bool(ns.ray),
                    force=ns.force, trust_new_hosts=ns.trust_new_hosts, apply=tuple(ns.apply),
-                   skip_vllm_check=ns.skip_vllm_check,
+                   skip_vllm_check=ns.skip_vllm_check, reform=ns.reform,
                    docker=docker_side(ns, env["privileged"]), **env)
 
 

@@ -89,3 +89,12 @@ def apply_pr(text: str) -> tuple[str, Any]:
         return "pr", parse(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def run_words(words: Sequence[str], *flags: str) -> list[str]:
+    """A run's words again with `flags` in place of its -d/--daemon/--reform: before `--`, since every
+    word after it is vLLM's (a `-d` appended there would reach vLLM and leave the run in the foreground)."""
+    words = list(words)
+    cut = words.index("--") if "--" in words else len(words)
+    own = [w for w in words[:cut] if w not in ("-d", "--daemon", "--reform")]
+    return [*own, *flags, *words[cut:]]

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import re
 import resource
 import subprocess
 import sys
@@ -21,7 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, TypeVar
 
-from . import (container_create, container_flags, docker, hub_cache, mods, readiness, settings, state, steps,
+from . import (container_create, container_flags, docker, hub_cache, mods, readiness, run_record, settings, steps,
                vllm_check, weights)
 from .docker import LABEL, Container, Runner
 from .errors import ConfigError, NotReadyError, RunError
@@ -189,7 +188,7 @@ def answer(places: list[Placement], plan: Plan, ask_server: bool = True) -> step
 def _seen_ready(plan: Plan, digest: str, running: list[Container]) -> bool:
     """--dry-run's stand-in for asking the server: the run that started this very container saw it
     ready (only then is the run record written), so a run killed while waiting does not count."""
-    record = read_record(plan.recipe.id) or {}
+    record = run_record.read(plan.recipe.id) or {}
     seen = {n.get("container") for n in record.get("nodes", []) if n.get("inputs") == digest}
     return any(c.id in seen for c in running)
 
@@ -197,7 +196,11 @@ def _seen_ready(plan: Plan, digest: str, running: list[Container]) -> bool:
 def converge(places: list[Placement], plan: Plan, ray_first: bool = True) -> dict[str, str]:
     """Start (or replace) the server on every node and wait until the head answers.
 
-    A failed start removes every container this run started, on every node."""
+    A failed start removes every container this run started, on every node, and so does a
+    `run-recipe stop` that lands meanwhile (see run_record)."""
+    stop_seen = run_record.stop_mark(plan.recipe.id)
+    if plan.options.reform:
+        run_record.refuse_if_stopped(plan.recipe.id, stop_seen, reform=True)
     record = verified_weights(plan) if plan.models else []
     if plan.models and record is None:
         say(f"Warning: the weights of {', '.join(m.key for m in plan.models)} are not complete in "
@@ -219,7 +222,7 @@ def converge(places: list[Placement], plan: Plan, ray_first: bool = True) -> dic
                     except RunError as exc:
                         say(f"Warning: could not remove {same[place.rank].id[:12]} on {place.runner.node}: {exc}")
                 raise
-            write_record(plan, [(p, wants[p.rank], same[p.rank].id) for p in places], progress)
+            write_record(plan, [(p, wants[p.rank], same[p.rank].id) for p in places], stop_seen, progress)
         say(f"already serving at {plan.endpoint} (container {same[0].name})")
         return {"container_id": same[0].id, "inputs": wants[0].digest}
     from . import memory_check  # a start only: a no-op re-run never reads memory (nor imports its readers)
@@ -235,6 +238,8 @@ def converge(places: list[Placement], plan: Plan, ray_first: bool = True) -> dic
         head_cid = next(cid for p, cid in started if p.rank == 0)
         say(f"started {plan.container_name} on {len(started)} node(s); waiting for {plan.endpoint} ...")
         progress = wait_ready(places[0].runner, plan, head_cid, [(p.runner, cid) for p, cid in started if p.rank])
+        write_record(plan, [(p, wants[p.rank], cid) for p, cid in sorted(started, key=lambda pc: pc[0].rank)],
+                     stop_seen, progress, {v.node: v.need for v in verdicts if v.fits is not None})
     except BaseException:
         for place, cid in started:
             try:
@@ -243,13 +248,7 @@ def converge(places: list[Placement], plan: Plan, ray_first: bool = True) -> dic
                 say(f"Warning: could not remove {cid[:12]} on {place.runner.node}: {exc}")
         raise
     say(f"serving {plan.served_model or plan.recipe.name} at {plan.endpoint}: {_timings(progress)}")
-    write_record(plan, [(p, wants[p.rank], cid) for p, cid in sorted(started, key=lambda pc: pc[0].rank)], progress,
-                 {v.node: v.need for v in verdicts if v.fits is not None})
     return {"container_id": head_cid, "inputs": wants[0].digest}
-
-
-def record_path(recipe_id: str) -> Path:
-    return settings.state_dir() / "runs" / (re.sub(r"[^A-Za-z0-9_.-]+", "-", recipe_id) + ".json")
 
 
 def _timings(progress: readiness.Progress) -> str:
@@ -258,11 +257,13 @@ def _timings(progress: readiness.Progress) -> str:
             f"first token in {t['first_token_seconds']:.3f} s")
 
 
-def write_record(plan: Plan, nodes: list[tuple[Placement, Wanted, str]],
+def write_record(plan: Plan, nodes: list[tuple[Placement, Wanted, str]], stop_seen: str | None,
                  progress: readiness.Progress | None = None, memory_need: dict[str, int] | None = None) -> None:
     """What runs where after a successful launch: image, weights commits, mods, script hash per node,
-    and how long readiness took. What the watcher keeps there (restarts, last cause) survives a relaunch."""
-    earlier = read_record(plan.recipe.id) or {}
+    and how long readiness took. What the watcher keeps there (restarts, last cause) survives a relaunch;
+    a stop mark does not, unless it came after `stop_seen` (then StoppedError: the caller removes what it started)."""
+    run_record.refuse_if_stopped(plan.recipe.id, stop_seen, reform=False)
+    earlier = run_record.read(plan.recipe.id) or {}
     kept = {k: v for k, v in earlier.items() if k == "watch"}
     if memory_need is None:  # a server found running and waited for: its launch's need still holds
         memory_need = {n.get("node"): n.get("memory_need") for n in earlier.get("nodes", [])}
@@ -280,18 +281,7 @@ def write_record(plan: Plan, nodes: list[tuple[Placement, Wanted, str]],
                        "inputs": want.digest, "memory_need": (memory_need or {}).get(place.runner.node)}
                       for place, want, cid in nodes],
             "vllm_check": check}
-    save_record(plan.recipe.id, data)
-
-
-def save_record(recipe_id: str, data: dict) -> None:
-    state.write_json(record_path(recipe_id), data)
-
-
-def read_record(recipe_id: str) -> dict | None:
-    try:
-        return json.loads(record_path(recipe_id).read_text())
-    except (OSError, ValueError):
-        return None
+    run_record.save(plan.recipe.id, data)
 
 
 def _clear(runner: Runner, plan: Plan) -> bool:

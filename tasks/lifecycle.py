@@ -8,11 +8,10 @@ import argparse
 import itertools
 import json
 import sys
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from . import settings, state
+from . import run_record, settings
 from .errors import ConfigError, RunError, RunRecipeError
 from .masking import scrub
 from .plan import Options
@@ -63,7 +62,7 @@ def _status(runners: list[Any], recipe_id: str | None, as_json: bool) -> int:
     rows = [row for rs in answers for row in rs]
     if as_json:
         for row in rows:
-            row["record"] = launch.read_record(row["recipe"])
+            row["record"] = run_record.read(row["recipe"])
         print(json.dumps(rows, indent=2))
         return report_unreached("status", missed, "its containers are not listed")
     if not rows:
@@ -76,7 +75,7 @@ def _status(runners: list[Any], recipe_id: str | None, as_json: bool) -> int:
             print(f"{'  ' if stack else ''}{row['recipe']:<32} {row['node']:<16} {row['state']:<10} "
                   f"{row['endpoint']:<28} {row['container']} (since {row['started']})")
     for rid in dict.fromkeys([*(row["recipe"] for row in rows), *([recipe_id] if recipe_id else [])]):
-        print(_supervision_line(rid, launch.read_record(rid) or {}), end="")
+        print(_supervision_line(rid, run_record.read(rid) or {}), end="")
     return report_unreached("status", missed, "its containers are not listed")
 
 
@@ -100,7 +99,7 @@ def _stop(runners: list[Any], recipe_id: str | None, every: bool) -> int:
         print("Error: stop: name the recipe to stop (one of the above), or use --all to stop every "
               "runrecipe container", file=sys.stderr)
         return 2
-    _mark_stopped(recipe_id)  # first: a watcher must not read the gone containers as a failure
+    run_record.mark_stopped(recipe_id)  # first: a watcher must not read the gone containers as a failure
     answers, missed = on_each_node(lambda rn: launch.stop(rn, recipe_id or "", every=every), runners)
     names = [f"{n}@{r.node}" for r, stopped in zip(runners, answers) for n in stopped]
     what = "every runrecipe container" if every else recipe_id
@@ -112,30 +111,14 @@ def _stop(runners: list[Any], recipe_id: str | None, every: bool) -> int:
     return report_unreached("stop", missed, f"run `{again}` again once it is back")
 
 
-def _mark_stopped(recipe_id: str | None) -> None:
-    """`run-recipe stop` says so in the run record (every record with no id) before any container goes,
-    so a watcher ends that run instead of re-forming it; the next launch writes a fresh record."""
-    from . import launch
-
-    paths = [launch.record_path(recipe_id)] if recipe_id else sorted((settings.state_dir() / "runs").glob("*.json"))
-    for path in paths:
-        try:
-            record = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
-        record["stopped"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        state.write_json(path, record)
-
-
 def _wait_memory(runners: list[Any], recipe_id: str, timeout: float | None = None) -> None:
     """After a stop, wait (bounded) on each node until the memory its launch needed is free again;
     say which processes hold it when it is not."""
-    from . import launch
     from .memory_check import RELEASE_WAIT, wait_released
     from .memory_guard import held_by, room
     from .units import human_bytes
 
-    needs = {n["node"]: n.get("memory_need") for n in (launch.read_record(recipe_id) or {}).get("nodes", [])}
+    needs = {n["node"]: n.get("memory_need") for n in (run_record.read(recipe_id) or {}).get("nodes", [])}
     waiting = [r for r in runners if needs.get(r.node)]
     # every node at once: a stuck node would otherwise hold up the wait of each node after it
     wait = RELEASE_WAIT if timeout is None else timeout

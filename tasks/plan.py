@@ -59,6 +59,7 @@ class Options:
     apply: tuple[tuple[str, Any], ...] = ()
     stack: str = ""                   # the stack this run is an entry of (labels its containers)
     skip_vllm_check: bool = False     # --skip-vllm-check: no check:<recipe> step (vllm_check.SKIPPED says what)
+    reform: bool = False              # the watcher re-forms the run: never start it over a `run-recipe stop`
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
-from . import crash_causes, docker, facts, launch, readiness, settings
+from . import crash_causes, docker, facts, launch, readiness, run_record, settings
 from .docker import Runner
 from .errors import RunError
+from .flagtypes import run_words
 from .masking import scrub
 from .plan import Plan
 
@@ -24,7 +25,7 @@ class RecipeRun:
     def __init__(self, plan: Plan, run_args: Sequence[str], runners: Sequence[Runner], token_every: float = 30.0,
                  token_wait: float = 30.0) -> None:
         self.plan, self.name = plan, plan.recipe.id
-        self.run_args = [a for a in run_args if a not in ("-d", "--daemon")]
+        self.run_args = list(run_args)
         self.runners = {r.node: r for r in runners}
         self.token_every = token_every  # seconds between streamed-token probes (answering /health is not serving)
         self.token_wait = token_wait    # seconds a probe waits for its first token (a busy server queues it)
@@ -32,11 +33,11 @@ class RecipeRun:
         self.probed = time.monotonic()
 
     def ended(self) -> str | None:
-        stopped = (launch.read_record(self.name) or {}).get("stopped")
+        stopped = (run_record.read(self.name) or {}).get("stopped")
         return f"stopped with `run-recipe stop` at {stopped}" if stopped else None
 
     def check(self) -> str | None:
-        record = launch.read_record(self.name) or {}
+        record = run_record.read(self.name) or {}
         if not record.get("nodes"):
             return "not running (no run record: it never became ready)"
         for node in record["nodes"]:
@@ -83,16 +84,17 @@ class RecipeRun:
         self.misses = self.mute = 0
 
     def converge(self) -> None:
-        """`run-recipe <run args> -d` in a process of its own: it takes the state lock only while it
-        converges, and its output goes to the watcher's log."""
+        """`run-recipe <run args> -d --reform [-- vLLM args]` in a process of its own: it takes the state
+        lock only while it converges, its output goes to the watcher's log, and it refuses to start a
+        run that `run-recipe stop` stopped (run_record)."""
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(settings.CODE_ROOT), os.environ.get("PYTHONPATH")]))}
-        proc = subprocess.run([sys.executable, "-m", "tasks", *self.run_args, "-d"], env=env,
-                              capture_output=True, text=True)
+        proc = subprocess.run([sys.executable, "-m", "tasks", *run_words(self.run_args, "-d", "--reform")],
+                              env=env, capture_output=True, text=True)
         for line in (proc.stdout + proc.stderr).splitlines():
             print(f"    {scrub(line)}", file=sys.stderr, flush=True)
         if proc.returncode:
             raise RunError(f"{self.name}: the converge exited {proc.returncode}\n{scrub(proc.stderr.strip())}")
 
     def note(self, watch: dict) -> None:
-        record = launch.read_record(self.name) or {"recipe": self.name}
-        launch.save_record(self.name, {**record, "watch": watch})
+        record = run_record.read(self.name) or {"recipe": self.name}
+        run_record.save(self.name, {**record, "watch": watch})

@@ -16,6 +16,7 @@ from typing import Sequence
 
 from . import render, settings
 from .errors import ConfigError
+from .flagtypes import run_words
 
 SAFE = re.compile(r"[A-Za-z0-9_@%+=:,./-]+")
 
@@ -75,7 +76,7 @@ def render_unit(recipe_id: str, run_args: Sequence[str], *, user: bool, director
     if any("\n" in a for a in run_args):
         raise ConfigError("install-service: an argument holds a line break, which a unit file cannot carry")
     entry = str(settings.CODE_ROOT / "run-recipe.sh")
-    words = [a for a in run_args if a not in ("-d", "--daemon")]
+    words = run_words(run_args)
     home = settings.project_root()
     env = {"RUNRECIPE_HOME": str(home), **{k: os.environ[k] for k in ("DOCKER_HOST", "HF_HOME", "HF_HUB_CACHE", "RUNRECIPE_DOCKER_DIR")
                                            if os.environ.get(k)}}
@@ -84,7 +85,7 @@ def render_unit(recipe_id: str, run_args: Sequence[str], *, user: bool, director
         "runrecipe.service.j2", recipe=recipe_id, home=systemd_path(home),
         environment=systemd_line([f"{k}={v}" for k, v in env.items()], exec_line=False),
         env_file=systemd_path(env_file()),
-        converge=systemd_line([entry, *words, "-d"]), watch=systemd_line([entry, "watch", *words]),
+        converge=systemd_line([entry, *run_words(words, "-d")]), watch=systemd_line([entry, "watch", *words]),
         wanted_by="default.target" if user else "multi-user.target")
     return Unit(name, (directory or unit_dir(user)) / name, text, user)
 

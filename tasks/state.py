@@ -9,6 +9,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import sqlite3
 import sys
 import time
@@ -90,6 +91,19 @@ def _holder(path: Path) -> str:
         return f"pid {info.get('pid')}: {info.get('what')}"
     except (OSError, ValueError):
         return "unknown holder"
+
+
+def record_file(folder: str, recipe_id: str) -> Path:
+    """A recipe's record in a folder of the state dir (runs/, checks/): its id made a safe file name."""
+    return settings.state_dir() / folder / (re.sub(r"[^A-Za-z0-9_.-]+", "-", recipe_id) + ".json")
+
+
+def read_json(path: Path) -> Any:
+    """A record written by write_json, or None when it is missing or unreadable (then it is made anew)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def write_json(path: Path, data: Any) -> None:

@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
 
-from . import settings, state, steps
+from . import state, steps
 from .docker import Runner
 from .errors import RunError
 from .plan import Plan
@@ -165,14 +165,11 @@ def read(stdout: str, stderr: str, code: int, argvs: Sequence[Target]) -> Verdic
 # -- the graph's step -----------------------------------------------------------------------------------
 
 def record_path(recipe_id: str) -> Path:
-    return settings.state_dir() / "checks" / (re.sub(r"[^A-Za-z0-9_.-]+", "-", recipe_id) + ".json")
+    return state.record_file("checks", recipe_id)
 
 
 def read_record(recipe_id: str) -> dict | None:
-    try:
-        return json.loads(record_path(recipe_id).read_text())
-    except (OSError, ValueError):
-        return None
+    return state.read_json(record_path(recipe_id))
 
 
 def answer(runner: Runner, plan: Plan) -> steps.Answer:

@@ -121,6 +121,8 @@ def _step(run: Run, tally: Tally, policy: Policy, log: Callable[[str], None], cl
         run.teardown()
         run.converge()
     except RunRecipeError as exc:
+        if _ended(run, tally, log):  # stopped while re-forming: the converge refused, or removed what it started
+            return
         tally.last_cause = _cause_of(str(exc))
         tally.failed(clock(), policy)
         if tally.gave_up:

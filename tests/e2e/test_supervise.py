@@ -2,6 +2,7 @@
 that proves generation, causes read from the log, the memory guard, the watcher's re-form and cap."""
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
@@ -175,6 +176,48 @@ def test_stop_ends_the_watch_instead_of_being_re_formed(project: Project) -> Non
     assert "watch: ended" in project.cli("status", "halt").stdout
     # a new launch is watched again: its record no longer says stopped
     assert project.cli("halt", "-d").returncode == 0 and "stopped" not in record(project, "halt")
+
+
+def test_a_stop_while_the_watcher_re_forms_holds(project: Project) -> None:
+    """The run's vLLM words after `--` reach vLLM as they are in a re-form (the watcher's -d goes before
+    them). Then `run-recipe stop` lands while a re-form waits for the state lock (held here, as another
+    run would hold it): the re-form refuses to start over the stop, and the watcher ends with 0 without
+    counting a failed restart. Before, the re-form started the server again and wrote a record without
+    the mark, and the watcher went on watching it."""
+    port = free_port()
+    project.recipe("race", simple("race", port))
+    assert project.cli("race", "--setup", "-d", "--", "--seed", "7").returncode == 0
+    watcher = subprocess.Popen([sys.executable, "-m", "tasks", "watch", "race", "--interval", "0.2", "--backoff",
+                                "0.2", "--", "--seed", "7"],
+                               cwd=project.root, env=project.env, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.0)
+        project.docker("kill", project.containers("race")[0]["Id"])
+        assert wait_watch(project, "race", 1)["restarts"] == 1
+        again = project.containers("race")[0]["Id"]
+        argv = project.docker("exec", again, "cat", "/tmp/vllm-argv").stdout.split("\0")
+        assert argv[-3:-1] == ["--seed", "7"] and "-d" not in argv, argv
+
+        with open(project.root / ".runrecipe" / "lock", "a+") as held:
+            fcntl.flock(held, fcntl.LOCK_EX)
+            project.docker("kill", again)
+            deadline = time.monotonic() + 30
+            while project.containers("race") and time.monotonic() < deadline:  # the teardown
+                time.sleep(0.1)
+            time.sleep(1.5)  # the re-form's process is up and waits for the lock
+            stopped = project.cli("stop", "race")
+            assert stopped.returncode == 0, stopped.stderr
+        code = watcher.wait(timeout=60)
+    finally:
+        watcher.kill()
+        log = watcher.communicate()[1]
+    assert code == 0, log
+    assert "the watcher does not start it again" in log and "race: stopped with `run-recipe stop` at " in log, log
+    assert "next try" not in log and "serving again after restart 2" not in log, log
+    time.sleep(1.0)
+    assert project.containers("race") == []
+    rec = record(project, "race")
+    assert rec["stopped"] and rec["watch"]["state"] == "ended" and rec["watch"]["failed_restarts"] == 0
 
 
 @pytest.mark.parametrize("how", ["argv", "env"])

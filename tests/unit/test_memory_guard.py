@@ -101,13 +101,13 @@ def test_stop_waits_on_every_node_at_once_and_names_who_holds_memory(tmp_path, m
     not two) and each gets its warning with the holders."""
     import time
 
-    from tasks import launch, lifecycle
+    from tasks import lifecycle, run_record
     from tasks.runner import LocalRunner
 
     monkeypatch.setenv("RUNRECIPE_HOME", str(tmp_path))
     a, b = LocalRunner(), LocalRunner()
     b.node = "local-b"
-    launch.save_record("r", {"recipe": "r", "nodes": [{"node": a.node, "memory_need": 10 ** 12},
+    run_record.save("r", {"recipe": "r", "nodes": [{"node": a.node, "memory_need": 10 ** 12},
                                                       {"node": b.node, "memory_need": 10 ** 12}]})
     started = time.monotonic()
     lifecycle._wait_memory([a, b], "r", timeout=1.0)

@@ -25,7 +25,8 @@ def test_the_unit_converges_then_watches_with_the_same_words(tmp_path: Path) -> 
     assert unit.name == "runrecipe-4x-minimax.service" and unit.path == tmp_path / unit.name
     lines = unit.text.splitlines()
     entry = str(Path(service.__file__).resolve().parents[1] / "run-recipe.sh")
-    assert f"ExecStartPre=-{entry} 4x/minimax -n a,b -- --seed \"4 2\" -d" in lines
+    # -d goes before `--`: after it, it would be vLLM's (and the converge would stay in the foreground)
+    assert f"ExecStartPre=-{entry} 4x/minimax -n a,b -d -- --seed \"4 2\"" in lines
     assert f"ExecStart={entry} watch 4x/minimax -n a,b -- --seed \"4 2\"" in lines
     assert "WantedBy=default.target" in lines and "Restart=on-failure" in lines
 

@@ -90,3 +90,20 @@ def test_a_run_stopped_on_purpose_is_not_re_formed_and_the_watcher_ends_with_0()
     assert "r: stopped with `run-recipe stop` at T: stopped watching it" in lines
     other.stopped = "stopped"
     assert watch.watch([other], watch.Policy(interval=1), lines.append, clock, clock.sleep) == 0
+
+
+def test_a_stop_during_the_re_form_ends_the_watch_without_counting_a_failure() -> None:
+    """The converge refused (or removed what it started) because `run-recipe stop` marked the run
+    meanwhile: that is the user's stop, not a failed restart; no retry, exit 0."""
+    run, clock, lines = Scripted(["container gone"], ["stopped with `run-recipe stop`"]), Clock(), []
+    converge = run.converge
+
+    def stopped_meanwhile() -> None:
+        run.stopped = "stopped with `run-recipe stop` at T"
+        converge()
+
+    run.converge = stopped_meanwhile  # type: ignore[method-assign]
+    assert watch.watch([run], watch.Policy(interval=1), lines.append, clock, clock.sleep) == 0
+    assert run.actions == ["teardown", "converge"]
+    assert run.notes[-1]["state"] == "ended" and run.notes[-1]["failed_restarts"] == 0
+    assert not any("next try" in ln for ln in lines)
