@@ -198,9 +198,10 @@ def converge(places: list[Placement], plan: Plan, ray_first: bool = True) -> dic
 
     A failed start removes every container this run started, on every node, and so does a
     `run-recipe stop` that lands meanwhile (see run_record)."""
-    stop_seen = run_record.stop_mark(plan.recipe.id)
+    begun = run_record.read(plan.recipe.id) or {}
+    stop_seen = run_record.stop_mark(begun)
     if plan.options.reform:
-        run_record.refuse_if_stopped(plan.recipe.id, stop_seen, reform=True)
+        run_record.refuse_if_stopped(plan.recipe.id, begun, stop_seen, reform=True)
     record = verified_weights(plan) if plan.models else []
     if plan.models and record is None:
         say(f"Warning: the weights of {', '.join(m.key for m in plan.models)} are not complete in "
@@ -262,8 +263,12 @@ def write_record(plan: Plan, nodes: list[tuple[Placement, Wanted, str]], stop_se
     """What runs where after a successful launch: image, weights commits, mods, script hash per node,
     and how long readiness took. What the watcher keeps there (restarts, last cause) survives a relaunch;
     a stop mark does not, unless it came after `stop_seen` (then StoppedError: the caller removes what it started)."""
-    run_record.refuse_if_stopped(plan.recipe.id, stop_seen, reform=False)
-    earlier = run_record.read(plan.recipe.id) or {}
+    run_record.update(plan.recipe.id, lambda earlier: _record(plan, nodes, earlier, stop_seen, progress, memory_need))
+
+
+def _record(plan: Plan, nodes: list[tuple[Placement, Wanted, str]], earlier: dict, stop_seen: str | None,
+            progress: readiness.Progress | None, memory_need: dict[str, int] | None) -> dict:
+    run_record.refuse_if_stopped(plan.recipe.id, earlier, stop_seen, reform=False)
     kept = {k: v for k, v in earlier.items() if k == "watch"}
     if memory_need is None:  # a server found running and waited for: its launch's need still holds
         memory_need = {n.get("node"): n.get("memory_need") for n in earlier.get("nodes", [])}
@@ -281,7 +286,7 @@ def write_record(plan: Plan, nodes: list[tuple[Placement, Wanted, str]], stop_se
                        "inputs": want.digest, "memory_need": (memory_need or {}).get(place.runner.node)}
                       for place, want, cid in nodes],
             "vllm_check": check}
-    run_record.save(plan.recipe.id, data)
+    return data
 
 
 def _clear(runner: Runner, plan: Plan) -> bool:

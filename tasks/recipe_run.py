@@ -96,5 +96,4 @@ class RecipeRun:
             raise RunError(f"{self.name}: the converge exited {proc.returncode}\n{scrub(proc.stderr.strip())}")
 
     def note(self, watch: dict) -> None:
-        record = run_record.read(self.name) or {"recipe": self.name}
-        run_record.save(self.name, {**record, "watch": watch})
+        run_record.update(self.name, lambda record: {"recipe": self.name, **record, "watch": watch})

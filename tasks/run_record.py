@@ -4,15 +4,17 @@ A launch writes the record once its server answers; `status` shows it and the wa
 `run-recipe stop` marks the record before any container goes, so a watcher ends the run instead of
 re-forming it. A stop can land while a launch is still starting the server (a watcher's re-form,
 or a slow first start), and that launch must not undo it: it reads the mark as it begins
-(`stop_mark`), and before it records its server it checks the mark is still that one
-(`refuse_if_stopped`); if not, it removes what it started. The watcher's own re-forms refuse to
+(`stop_mark`), and as it records its server (under the records' lock: `update`) it checks the
+mark is still that one (`refuse_if_stopped`); if not, it removes what it started. The watcher's own re-forms refuse to
 start at all over a mark (the user's next launch clears it by writing a fresh record).
 """
 from __future__ import annotations
 
+import fcntl
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable
 
 from . import settings, state
 from .errors import RunError
@@ -34,9 +36,21 @@ def save(recipe_id: str, data: dict) -> None:
     state.write_json(path(recipe_id), data)
 
 
-def stop_mark(recipe_id: str) -> str | None:
-    """The mark of the latest `run-recipe stop` still on the record (None: not stopped since its launch)."""
-    record = read(recipe_id) or {}
+def update(recipe_id: str, change: Callable[[dict], dict | None]) -> None:
+    """Read, change and write one record while no other process does (a stop and a launch's last
+    write could otherwise each write over the other); `change` gets {} for a missing record and may
+    return None to leave it as it is. Its exceptions leave the record untouched."""
+    folder = settings.state_dir() / "runs"
+    folder.mkdir(exist_ok=True)
+    with open(folder / ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        new = change(read(recipe_id) or {})
+        if new is not None:
+            save(recipe_id, new)
+
+
+def stop_mark(record: dict) -> str | None:
+    """The mark of the latest `run-recipe stop` still on a record (None: not stopped since its launch)."""
     return record.get("stop_id") or record.get("stopped")
 
 
@@ -46,17 +60,15 @@ def mark_stopped(recipe_id: str | None) -> None:
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     ids = [recipe_id] if recipe_id else [p.stem for p in sorted((settings.state_dir() / "runs").glob("*.json"))]
     for rid in ids:
-        record = read(rid) or ({"recipe": rid} if recipe_id else None)
-        if record is not None:
-            save(rid, {**record, "stopped": now, "stop_id": uuid.uuid4().hex})
+        update(rid, lambda record, rid=rid: {"recipe": rid, **record, "stopped": now, "stop_id": uuid.uuid4().hex}
+               if record or recipe_id else None)
 
 
-def refuse_if_stopped(recipe_id: str, seen: str | None, *, reform: bool) -> None:
-    """Raise StoppedError when a stop landed since `seen` (the mark as this launch began), or, for the
-    watcher's re-form, when the run is marked stopped at all."""
-    mark = stop_mark(recipe_id)
+def refuse_if_stopped(recipe_id: str, record: dict, seen: str | None, *, reform: bool) -> None:
+    """Raise StoppedError when `record` holds a stop that landed since `seen` (the mark as this launch
+    began), or, for the watcher's re-form, any stop mark at all."""
+    mark = stop_mark(record)
     if mark and (mark != seen or reform):
-        stopped = (read(recipe_id) or {}).get("stopped", "?")
-        raise StoppedError(f"{recipe_id}: stopped with `run-recipe stop` at {stopped}"
+        raise StoppedError(f"{recipe_id}: stopped with `run-recipe stop` at {record.get('stopped', '?')}"
                            + ("; the watcher does not start it again" if reform and mark == seen else
                               " while this run started it; what it started is removed"))
