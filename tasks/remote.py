@@ -16,6 +16,7 @@ client with the same checks, built by connect.py, the only place an ssh argv is 
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
 import shlex
@@ -203,7 +204,8 @@ class RemoteRunner:
         import fabric
 
         s = self.settings
-        config = fabric.Config(runtime_ssh_path=str(s.ssh_config)) if s.ssh_config else fabric.Config()
+        config = fabric.Config(overrides={"runners": {"remote": _remote_runner()}},
+                               **({"runtime_ssh_path": str(s.ssh_config)} if s.ssh_config else {}))
         t = s.connect_timeout
         conn = fabric.Connection(
             self.host.host, user=self.host.user or None, port=self.host.port or None, config=config,
@@ -318,3 +320,22 @@ def _harden_socket(conn, s: SshSettings) -> None:
 def runner_for(node: Node, settings: SshSettings) -> LocalRunner | RemoteRunner:
     """The machine running the tool gets a LocalRunner; every other node goes over SSH."""
     return LocalRunner() if node.local else RemoteRunner(node, settings)
+
+
+@functools.lru_cache(maxsize=1)
+def _remote_runner() -> type:
+    """fabric's remote runner, whose timeout kill accepts a link that is already dead.
+
+    On a command's timeout invoke's timer thread closes the channel; over a cut link paramiko's
+    transport raises EOFError there, and Python printed that thread's traceback on the user's
+    terminal. The command's own timeout error already says what happened."""
+    from fabric.runners import Remote
+
+    class QuietKill(Remote):
+        def kill(self) -> None:
+            try:
+                super().kill()
+            except (EOFError, OSError):
+                pass
+
+    return QuietKill

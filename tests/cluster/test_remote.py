@@ -146,6 +146,7 @@ def _cut_link_during(node: rc.Node, runner: RemoteRunner, argv: list[str]) -> tu
         runner.close()
 
 
+@pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")  # no traceback from fabric's timer
 def test_link_cut_mid_command_fails_within_the_command_timeout(cluster3: rc.TestCluster) -> None:
     n2 = cluster3.node("n2")
     r = RemoteRunner(Node(n2.ip, "root"), settings(cluster3, command_timeout=3))
