@@ -198,7 +198,7 @@ def converge(places: list[Placement], plan: Plan, ray_first: bool = True) -> dic
 
     A failed start removes every container this run started, on every node, and so does a
     `run-recipe stop` that lands meanwhile (see run_record)."""
-    begun = run_record.read(plan.recipe.id) or {}
+    begun = run_record.begin(plan.recipe.id)
     stop_seen = run_record.stop_mark(begun)
     if plan.options.reform:
         run_record.refuse_if_stopped(plan.recipe.id, begun, stop_seen, reform=True)

@@ -49,6 +49,19 @@ def update(recipe_id: str, change: Callable[[dict], dict | None]) -> None:
             save(recipe_id, new)
 
 
+def begin(recipe_id: str) -> dict:
+    """The record as a launch begins ({} if none). A recipe without one gets {"recipe": id} on disk,
+    so that a `stop --all` during its first launch marks it too."""
+    seen: dict = {}
+
+    def keep(record: dict) -> dict | None:
+        seen.update(record)
+        return None if record else {"recipe": recipe_id}
+
+    update(recipe_id, keep)
+    return seen
+
+
 def stop_mark(record: dict) -> str | None:
     """The mark of the latest `run-recipe stop` still on a record (None: not stopped since its launch)."""
     return record.get("stop_id") or record.get("stopped")

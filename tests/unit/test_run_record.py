@@ -75,3 +75,13 @@ def test_updates_from_several_processes_lose_nothing(home: Path) -> None:
     procs = [subprocess.Popen([sys.executable, "-c", code], env=env, cwd=home) for _ in range(4)]
     assert [p.wait(timeout=60) for p in procs] == [0] * 4
     assert run_record.read("r") == {"n": 100}
+
+
+def test_stop_all_reaches_a_first_launch_under_way() -> None:
+    """A launch begins: a recipe without a record gets one, so `stop --all` (which marks the records
+    there are) marks it, and the launch then refuses to record its server."""
+    assert run_record.begin("new") == {}
+    run_record.mark_stopped(None)
+    with pytest.raises(run_record.StoppedError, match="while this run started it"):
+        run_record.refuse_if_stopped("new", run_record.read("new"), None, reform=False)
+    assert run_record.begin("new")["stopped"]  # the next launch sees the mark it began over
