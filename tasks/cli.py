@@ -291,8 +291,9 @@ def execute(plan: Plan, *, build_only: bool = False, wait: bool = True) -> int:
         fleet_for(plan)  # the head must be this machine: say so before touching anything
     state.lock(f"run-recipe {plan.recipe.id}", wait=wait)
     # Under the lock no other run changes this engine: what the checks will ask is asked now, side by
-    # side and in the background, while doit loads (~30 ms of imports the engine's answers hide).
-    facts.gather([lambda: docker.engine_facts(runner), lambda: docker.image_info(runner, plan.build.tag),
+    # side and in the background, while doit loads (~30 ms of imports the engine's answers hide). The
+    # engine's own facts are under way already (_ask_engine_early).
+    facts.gather([lambda: docker.image_info(runner, plan.build.tag),
                   lambda: docker.containers(runner, recipe=plan.recipe.id)])
     from . import doit_run  # noqa: F401 - doit loads (~30 ms) while the facts are asked
     if not docker.has_nvidia_runtime(runner):

@@ -5,8 +5,8 @@ A launch writes the record once its server answers; `status` shows it and the wa
 re-forming it. A stop can land while a launch is still starting the server (a watcher's re-form,
 or a slow first start), and that launch must not undo it: it reads the mark as it begins
 (`stop_mark`), and as it records its server (under the records' lock: `update`) it checks the
-mark is still that one (`refuse_if_stopped`); if not, it removes what it started. The watcher's own re-forms refuse to
-start at all over a mark (the user's next launch clears it by writing a fresh record).
+mark is still that one (`refuse_if_stopped`); if not, it removes what it started. The watcher's own
+re-forms refuse to start at all over a mark (the user's next launch clears it with a fresh record).
 """
 from __future__ import annotations
 
@@ -71,10 +71,15 @@ def mark_stopped(recipe_id: str | None) -> None:
     """Mark one recipe's record stopped (made if the recipe has none yet: a first launch may be under
     way), or every record when no recipe is named (`stop --all`)."""
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+    def mark(record: dict) -> dict | None:
+        if not record and not recipe_id:
+            return None  # stop --all: a record that went meanwhile is not made again
+        return {**(record or {"recipe": recipe_id}), "stopped": now, "stop_id": uuid.uuid4().hex}
+
     ids = [recipe_id] if recipe_id else [p.stem for p in sorted((settings.state_dir() / "runs").glob("*.json"))]
     for rid in ids:
-        update(rid, lambda record, rid=rid: {"recipe": rid, **record, "stopped": now, "stop_id": uuid.uuid4().hex}
-               if record or recipe_id else None)
+        update(rid, mark)
 
 
 def refuse_if_stopped(recipe_id: str, record: dict, seen: str | None, *, reform: bool) -> None:
