@@ -24,6 +24,7 @@ BUILD_FLAGS: dict[str, tuple[str | None, dict[str, str]]] = {
     "--exp-mxfp4": ("Dockerfile.mxfp4", {}),
     "--use-wheels": ("Dockerfile.wheels", {}),
     "--exp-b12x": (None, {"ENABLE_B12X": "1"}),
+    "--cpu": ("Dockerfile.cpu", {}),
 }
 # Flags that force a fresh clone of one stage's sources: its cache-bust arg gets the build's time, so
 # whenever the build runs, that stage is not served from Docker's layer cache. Only the flag counts in

@@ -112,6 +112,24 @@ def standin_docker_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def cpu_docker_dir(docker_host: str) -> Path:
+    """A Docker folder with the repo's Dockerfile.cpu and an offline wheelhouse; its image (cpuengine.TAG)
+    built on the test dockerd by runrecipe's own build step (~4 min cold, then kept)."""
+    import shutil
+
+    from harness import cpuengine
+    from harness.gatewayimage import Daemon
+
+    if not shutil.which("debootstrap"):
+        pytest.skip("the CPU image's base needs debootstrap (apt-get install debootstrap)")
+    log = lambda m: print(f"[cpu] {m}")  # noqa: E731
+    cpuengine.ensure_base(Daemon(docker_host), log=log)
+    folder = cpuengine.docker_dir(log=log)
+    cpuengine.ensure_built(docker_host, folder, log=log)
+    return folder
+
+
+@pytest.fixture(scope="session")
 def standin_image(docker_host: str) -> str:
     """Image ID of the stand-in vLLM image (tag rr-standin:<content hash>), built once."""
     return images.ensure_standin_image("rr-standin", docker_host)

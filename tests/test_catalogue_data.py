@@ -47,6 +47,7 @@ OPTIONAL_FIELDS = {
 MODEL_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 MULTI_NODE_DIR = re.compile(r"^(\d+)x$")
+CPU_DIR = "cpu"  # recipes for vLLM's CPU build (Dockerfile.cpu): no GPU needed
 
 # Recipe build flag -> (Dockerfile it selects, docker build arg it sets or None).
 BUILD_FLAGS = {
@@ -54,6 +55,7 @@ BUILD_FLAGS = {
     "--exp-mxfp4": ("Dockerfile.mxfp4", None),
     "--use-wheels": ("Dockerfile.wheels", None),
     "--exp-b12x": ("Dockerfile", "ENABLE_B12X"),
+    "--cpu": ("Dockerfile.cpu", None),
 }
 # Container name -> the build flag that must come with it (None: plain vllm-node).
 CONTAINERS = {
@@ -61,8 +63,10 @@ CONTAINERS = {
     "vllm-node-tf5": "--pre-tf",
     "vllm-node-mxfp4": "--exp-mxfp4",
     "vllm-node-b12x": "--exp-b12x",
+    "vllm-cpu": "--cpu",
 }
-DOCKERFILES = ["Dockerfile", "Dockerfile.mxfp4", "Dockerfile.wheels"]
+GPU_DOCKERFILES = ["Dockerfile", "Dockerfile.mxfp4", "Dockerfile.wheels"]
+DOCKERFILES = [*GPU_DOCKERFILES, "Dockerfile.cpu"]
 
 
 def rel(path: Path) -> str:
@@ -142,10 +146,12 @@ def test_recipe_mode_flags(recipe_file):
         assert nodes <= 2, f"{nodes} GPUs by default: mark cluster_only and move it to {nodes}x/"
     folder = recipe_file.parent.name
     shape = MULTI_NODE_DIR.match(folder)
+    cpu = "--cpu" in recipe.get("build_args", [])
+    assert cpu == (folder == CPU_DIR), f"recipes of vLLM's CPU build (--cpu) and only they live in {CPU_DIR}/"
     if shape:
         assert recipe.get("cluster_only"), f"{folder}/ holds cluster recipes"
         assert nodes == int(shape.group(1)), f"{folder}/ recipe asks for {nodes} nodes"
-    else:
+    elif not cpu:
         assert recipe_file.parent == RECIPES_DIR, f"unexpected folder {folder}"
 
 
@@ -212,7 +218,8 @@ def test_container_and_build_args(recipe_file):
     needed = CONTAINERS[recipe["container"]]
     if needed:
         assert needed in flags, f"{recipe['container']} is built with {needed}"
-    for flag, container in [("--pre-tf", "vllm-node-tf5"), ("--exp-mxfp4", "vllm-node-mxfp4"), ("--exp-b12x", "vllm-node-b12x")]:
+    for flag, container in [("--pre-tf", "vllm-node-tf5"), ("--exp-mxfp4", "vllm-node-mxfp4"), ("--exp-b12x", "vllm-node-b12x"),
+                            ("--cpu", "vllm-cpu")]:
         if flag in flags:
             assert recipe["container"] == container, f"{flag} builds {container}"
     assert not {"--exp-mxfp4", "--use-wheels"} <= set(flags), "two flags that pick different Dockerfiles"
@@ -232,7 +239,7 @@ def test_catalogue_coverage():
     assert any(re.search(r"\{\{[^\n]*\{\w+\}[^\n]*\}\}", r["command"]) for r in recipes.values()), "JSON flag with a placeholder inside"
     json_env = [v for r in recipes.values() for v in (r.get("env") or {}).values() if v.startswith("{")]
     assert json_env and all(isinstance(json.loads(v), dict) for v in json_env)
-    assert {p.parent.name for p in RECIPE_FILES} >= {"recipes", "3x", "4x", "8x"}
+    assert {p.parent.name for p in RECIPE_FILES} >= {"recipes", "3x", "4x", "8x", CPU_DIR}
 
 
 # ---------------------------------------------------------------------------- mods
@@ -508,7 +515,7 @@ def test_dockerfile_copy_sources_exist(name):
             assert matches, f"{name}:{ins.line}: COPY source {src} does not exist in docker/"
 
 
-@pytest.mark.parametrize("name", DOCKERFILES)
+@pytest.mark.parametrize("name", GPU_DOCKERFILES)
 def test_dockerfile_targets_spark(name):
     text = (DOCKER_DIR / name).read_text(encoding="utf-8")
     instructions = dockerfile_instructions(DOCKER_DIR / name)
@@ -540,7 +547,18 @@ def test_build_flag_mapping_is_documented_and_backed():
             targets = [dockerfile] if dockerfile else DOCKERFILES
             for target in targets:
                 assert arg in _declared_args(dockerfile_instructions(DOCKER_DIR / target)), f"{target} lacks ARG {arg}"
-    assert (DOCKER_DIR / "wheels" / "README.md").is_file()
+    assert (DOCKER_DIR / "wheels" / "README.md").is_file() and (DOCKER_DIR / "wheels-cpu" / "README.md").is_file()
+
+
+def test_cpu_dockerfile_carries_what_the_engine_needs():
+    """What trying the real engine found missing: a C++ compiler, libnuma, a `vllm` dist-info saying cpu."""
+    text = (DOCKER_DIR / "Dockerfile.cpu").read_text(encoding="utf-8")
+    packages = (DOCKER_DIR / "cpu-packages.sh").read_text(encoding="utf-8")
+    assert "g++" in packages and "libnuma1" in packages and "cpu-packages.sh all" in text
+    assert "--no-index --find-links /tmp/wheels" in text and "uninstall -q -y torchvision torchaudio torchcodec triton" in text
+    assert "Name: vllm" in text and "+cpu" in text and "VLLM_TARGET_DEVICE=cpu" in text
+    workdirs = [ins.args for ins in dockerfile_instructions(DOCKER_DIR / "Dockerfile.cpu") if ins.keyword == "WORKDIR"]
+    assert workdirs[-1] == "/workspace/vllm", "mods rely on /workspace/vllm"
 
 
 # ------------------------------------------------- external linters (PyPI wheels in the test extras)
@@ -560,6 +578,6 @@ def test_hadolint(name):
 @pytest.mark.skipif(not shutil.which("shellcheck"), reason="shellcheck not installed (pip install -e '.[test]')")
 @pytest.mark.tools
 def test_shellcheck_mods():
-    scripts = sorted(str(p) for p in MODS_DIR.glob("*/run.sh"))
+    scripts = sorted(str(p) for p in MODS_DIR.glob("*/run.sh")) + [str(DOCKER_DIR / "cpu-packages.sh")]
     result = subprocess.run(["shellcheck", "-s", "sh", *scripts], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -135,13 +135,13 @@ def apt_proxy_env() -> dict[str, str]:
     return env
 
 
-def rootfs_key() -> str:
-    return _h("debootstrap", SUITE, VARIANT, INCLUDE, platform.machine())
+def rootfs_key(include: str = INCLUDE) -> str:
+    return _h("debootstrap", SUITE, VARIANT, include, platform.machine())
 
 
-def rootfs_tarball(log=print) -> Path:
-    """debootstrap --variant=minbase bookworm with python3 + venv, as a cached tar (37 s cold)."""
-    key = rootfs_key()
+def rootfs_tarball(log=print, include: str = INCLUDE) -> Path:
+    """debootstrap --variant=minbase bookworm with python3 + venv (+ `include`), as a cached tar (37 s cold)."""
+    key = rootfs_key(include)
     tar = _cache() / f"rootfs-{SUITE}-{key}.tar"
     if tar.exists():
         return tar
@@ -152,7 +152,7 @@ def rootfs_tarball(log=print) -> Path:
         log(f"debootstrap {SUITE} from {mirror} ...")
         t0 = time.monotonic()
         _check(subprocess.run(
-            ["debootstrap", f"--variant={VARIANT}", f"--include={INCLUDE}", SUITE, str(root), mirror],
+            ["debootstrap", f"--variant={VARIANT}", f"--include={include}", SUITE, str(root), mirror],
             capture_output=True, text=True, timeout=900, env={**os.environ, **apt_proxy_env()}),
             "debootstrap")
         # apt lists and debs are not needed in the image
@@ -178,16 +178,16 @@ def rootfs_python(tar: Path) -> str:
     return tar.with_suffix(".pyver").read_text().strip()
 
 
-def base_tag() -> str:
-    return f"rr-debian-base:{rootfs_key()}"
+def base_tag(include: str = INCLUDE) -> str:
+    return f"rr-debian-base:{rootfs_key(include)}"
 
 
-def ensure_base_image(node: DockerNode, log=print) -> str:
+def ensure_base_image(node: DockerNode, log=print, include: str = INCLUDE) -> str:
     """`docker import` the cached rootfs on the node (no registry, no FROM debian)."""
-    tag = base_tag()
+    tag = base_tag(include)
     if has_image(node, tag):
         return tag
-    tar = rootfs_tarball(log)
+    tar = rootfs_tarball(log, include)
     _check(node.run(["sh", "-c", 'docker import - "$1" < "$2"', "import", tag, str(tar)], timeout=600),
            f"{node.name}: docker import {tag}")
     return tag
@@ -211,7 +211,9 @@ def download_wheels(requirement: str, key: str, pyver: str, log=print, extra: Se
     try:
         log(f"pip download {requirement} for {cp} {wheel_platform()} ...")
         # manylinux_2_36 (bookworm's glibc) lets pip take wheels built for newer glibc than manylinux2014's
-        platforms = [wheel_platform(), wheel_platform().replace("manylinux2014", "manylinux_2_36")]
+        # bookworm's glibc is 2.36; pip does not widen an explicit manylinux_2_36 to the tags below it
+        platforms = [wheel_platform(), *(wheel_platform().replace("manylinux2014", f"manylinux_2_{v}")
+                                         for v in range(17, 37))]
         _check(subprocess.run(
             [sys.executable, "-m", "pip", "download", requirement, *extra, "--only-binary=:all:",
              "--python-version", pyver, "--implementation", "cp", "--abi", cp,
