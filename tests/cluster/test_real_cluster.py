@@ -30,13 +30,10 @@ HF_CACHE = ".cache/huggingface/hub"
 
 
 @pytest.fixture(scope="module")
-def cpu_head(cluster3: rc.TestCluster, docker_host: str) -> Path:
-    """The CPU Docker folder; its image (built by runrecipe on the test dockerd) on the head only."""
-    folder = cpuengine.docker_dir(log=lambda m: print(f"[cpu] {m}"))
-    cpuengine.ensure_base(Daemon(docker_host), log=lambda m: print(f"[cpu] {m}"))
-    cpuengine.ensure_built(docker_host, folder, log=lambda m: print(f"[cpu] {m}"))
+def cpu_head(cluster3: rc.TestCluster, docker_host: str, cpu_docker_dir: Path) -> Path:
+    """The CPU Docker folder; its image (built by runrecipe on the test dockerd) loaded on the head only."""
     rayimage.copy_image(Daemon(docker_host), cluster3.head, TAG, timeout=1800)
-    return folder
+    return cpu_docker_dir
 
 
 @pytest.fixture
