@@ -18,7 +18,7 @@ import pytest
 
 from .conftest import CODE_ROOT, Project, free_port, get_json
 from .test_solo import executed
-from .test_stack import KEY, gateway_image, stack_file, stream  # noqa: F401  (gateway_image: a fixture)
+from .test_stack import KEY, gateway_image, post, stack_file, stream  # noqa: F401  (gateway_image: a fixture)
 from .test_supervise import wait_watch
 
 sys.path.insert(0, str(CODE_ROOT / "tests"))
@@ -46,19 +46,20 @@ def real(project: Project, cpu_docker_dir: Path, tiny_hub: LocalHub) -> Project:
 
 
 def chat(port: int) -> list[str]:
-    """A streamed chat answer's content pieces: one chunk per token."""
+    """A streamed chat answer of 8 tokens: the content of each token's chunk (a random model's special
+    tokens decode to "", so some are empty; the count is what shows one chunk per token)."""
     body = {"model": MODEL, "messages": [{"role": "user", "content": "hello"}], "max_tokens": 8,
             "temperature": 0, "stream": True}
     req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/chat/completions", data=json.dumps(body).encode(),
                                  headers={"Content-Type": "application/json"}, method="POST")
-    pieces = []
     with urllib.request.urlopen(req, timeout=120) as resp:
-        for raw in resp:
-            line = raw.decode().strip()
-            if line.startswith("data: {"):
-                delta = json.loads(line[6:])["choices"][0]["delta"]
-                pieces += [delta["content"]] if delta.get("content") else []
-    return pieces
+        chunks = [json.loads(line[6:]) for raw in resp if (line := raw.decode().strip()).startswith("data: {")]
+    return token_pieces(chunks)
+
+
+def token_pieces(chunks: list[dict]) -> list[str]:
+    """The content of every chunk after the first (which only says the role)."""
+    return [c["choices"][0]["delta"].get("content", "") for c in chunks[1:] if c["choices"]]
 
 
 def available_kib() -> int:
@@ -81,7 +82,7 @@ def test_solo_setup_serves_reruns_nothing_relaunches_on_a_port_change_and_stop_f
     assert get_json(f"http://127.0.0.1:{port}/v1/models")["data"][0]["id"] == MODEL
     text = complete(f"http://127.0.0.1:{port}/v1")
     assert text and text == complete(f"http://127.0.0.1:{port}/v1")  # temperature 0: the same nonsense
-    assert len(chat(port)) >= 2  # streamed: one chunk per token
+    assert len(chat(port)) == 8  # streamed: one chunk per token
     (cid,) = [c["Id"] for c in real.containers("tiny")]
     env = json.loads(real.docker("inspect", cid).stdout)[0]["Config"]["Env"]
     assert "HF_HUB_OFFLINE=1" in env  # loaded from the verified cache, not the hub
@@ -119,8 +120,10 @@ file=$(grep -rl 'def show_version' "$pkg/entrypoints")
 sed -i 's/ver = {"version": VLLM_VERSION}/ver = {"version": VLLM_VERSION, "patched_by": "rr-mod"}/' "$file"
 grep -q rr-mod "$file"
 """
-STOP_ENGINE = ("for p in /proc/[0-9]*; do if grep -q EngineCore \"$p/cmdline\" 2>/dev/null; then "
-               "kill -STOP \"${p#/proc/}\"; echo \"${p#/proc/}\"; fi; done")
+# SIGSTOP vLLM's engine process (its title says EngineCore; this shell's own command line says it too)
+STOP_ENGINE = ("for p in /proc/[0-9]*; do [ \"${p#/proc/}\" = $$ ] && continue; "
+               "case $(tr '\\0' ' ' < \"$p/cmdline\" 2>/dev/null) in *EngineCore*) "
+               "kill -STOP \"${p#/proc/}\" && echo \"${p#/proc/}\";; esac; done")
 
 
 def test_a_mod_patches_the_real_vllm_and_the_watcher_catches_it_wedged(real: Project) -> None:
@@ -172,10 +175,13 @@ def test_a_stack_of_two_real_servers_streams_through_the_real_gateway(real: Proj
         assert res.returncode == 0, res.stdout + res.stderr
         base = f"http://127.0.0.1:{ports['gateway']}/v1"
         for name in ("tiny-a", "tiny-b"):
-            chunks = stream(f"{base}/chat/completions", {"model": name, "max_tokens": 6, "temperature": 0,
-                                                         "messages": [{"role": "user", "content": "hello"}]})
-            assert sum(1 for c in chunks if c["choices"] and c["choices"][0]["delta"].get("content")) >= 2, chunks
-            assert all(c["model"] == name for c in chunks), chunks
+            body = {"model": name, "max_tokens": 6, "temperature": 0, "messages": [{"role": "user", "content": "hello"}]}
+            chunks = stream(f"{base}/chat/completions", body)
+            # LiteLLM passes the tokens' chunks on (dropping the empty ones): the same text as the server's own
+            code, direct = post(f"http://127.0.0.1:{ports[name[-1]]}/v1/chat/completions", body)
+            assert code == 200 and all(c["model"] == name for c in chunks), chunks
+            assert "".join(token_pieces(chunks)) == json.loads(direct)["choices"][0]["message"]["content"], chunks
+            assert chunks[-1]["choices"][0]["finish_reason"] == "length", chunks
         # the gateway's answer is the server's own: the same temperature-0 text as asking it directly
         assert complete(base, key=KEY, model="tiny-a") == complete(f"http://127.0.0.1:{ports['a']}/v1")
     finally:

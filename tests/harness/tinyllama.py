@@ -75,7 +75,7 @@ def config(head_dim: int) -> dict[str, object]:
 
 
 def tokenizer_json(seed: int = 0) -> str:
-    """A byte-level BPE of VOCAB tokens trained on generated sentences; <unk> <s> </s> are ids 0-2."""
+    """A byte-level BPE of up to VOCAB tokens trained on generated sentences; <unk> <s> </s> are ids 0-2."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     rng = random.Random(seed)
@@ -83,8 +83,9 @@ def tokenizer_json(seed: int = 0) -> str:
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=VOCAB, special_tokens=["<unk>", "<s>", "</s>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    # only the characters of the sentences (no full byte alphabet): every token then decodes to ASCII text,
+    # so a random model's stream carries text in every chunk instead of held-back partial UTF-8
+    trainer = trainers.BpeTrainer(vocab_size=VOCAB, special_tokens=["<unk>", "<s>", "</s>"], show_progress=False)
     tok.train_from_iterator(lines, trainer)
     return tok.to_str()
 
