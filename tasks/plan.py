@@ -103,6 +103,11 @@ class Plan:
         return self.nodes[0]
 
     @property
+    def cpu(self) -> bool:
+        """vLLM's CPU build (the recipe's build_args hold --cpu): no GPU is needed, none is asked for."""
+        return self.build.cpu
+
+    @property
     def api_key(self) -> str:
         """The key the server will want on /v1/ paths, as vLLM picks it: its --api-key, else VLLM_API_KEY
         (from -e, then the recipe's env); "" when it wants none. Readiness and watch must present it."""
