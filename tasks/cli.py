@@ -296,7 +296,7 @@ def execute(plan: Plan, *, build_only: bool = False, wait: bool = True) -> int:
     facts.gather([lambda: docker.image_info(runner, plan.build.tag),
                   lambda: docker.containers(runner, recipe=plan.recipe.id)])
     from . import doit_run  # noqa: F401 - doit loads (~30 ms) while the facts are asked
-    if not docker.has_nvidia_runtime(runner):
+    if not plan.cpu and not docker.has_nvidia_runtime(runner):  # a CPU image asks for no GPU
         print("Warning: this Docker engine has no NVIDIA runtime: vLLM will find no GPU "
               "(install nvidia-container-toolkit)", file=sys.stderr)
     target = [f"build:{plan.build.tag}"] if build_only else [f"launch:{plan.recipe.id}"]
