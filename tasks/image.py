@@ -165,6 +165,20 @@ def build_argv(spec: BuildSpec) -> list[str]:
     return [*argv, str(spec.context)]
 
 
+def not_here(spec: BuildSpec) -> str:
+    """Why --no-build cannot go on: the image is not on this machine, and the two ways out."""
+    return (f"image {spec.tag} is not on this machine: docker pull/load it, or drop --no-build (doit: no_build=1) "
+            f"to build it from {spec.dockerfile_path}")
+
+
+def as_is(runner: Runner, spec: BuildSpec) -> dict[str, str]:
+    """--no-build: the tag as it is on this node (pulled, loaded or built elsewhere), never built; its image ID."""
+    info = docker.image_info(runner, spec.tag)
+    if not info:
+        raise RunError(not_here(spec), node=runner.node)
+    return {"image_id": info["id"]}
+
+
 def build(runner: Runner, spec: BuildSpec) -> dict[str, str]:
     """docker build, then prove the tag now carries this build's inputs; returns the image ID."""
     digest = spec.inputs_hash()

@@ -41,6 +41,7 @@ class Options:
     setup: bool = False               # build (and download) before launching
     download: bool = False            # include the weights download tasks (--setup, --download-only)
     force_build: bool = False
+    no_build: bool = False            # --no-build: the build step takes the image as it is on the head, never builds it
     force_download: bool = False
     verify: bool = False              # hash every blob while checking the weights
     revision: str | None = None       # --revision: overrides the recipe's revision

@@ -45,10 +45,12 @@ def test_help_says_native_is_the_default(home: Path) -> None:
 def test_doit_takes_ray_as_a_variable(value: str, ray: bool) -> None:
     from tasks import loader
 
-    assert loader._ray(value) is ray
+    assert loader._switch({"ray": value}, "ray") is ray
 
 
-def test_doit_refuses_a_ray_value_it_cannot_read(home: Path) -> None:
+@pytest.mark.parametrize("variable, said", [("ray=yes", "doit ray=: 'yes' is not 1 (Ray) or 0"),
+                                            ("no_build=yes", "doit no_build=: 'yes' is not 1 (use the image as it is")])
+def test_doit_refuses_a_switch_value_it_cannot_read(home: Path, variable: str, said: str) -> None:
     import os
     import subprocess
     import sys
@@ -56,9 +58,9 @@ def test_doit_refuses_a_ray_value_it_cannot_read(home: Path) -> None:
     from .test_cli import ROOT
 
     env = {**os.environ, "RUNRECIPE_HOME": str(home), "PYTHONPATH": str(ROOT), "DOCKER_HOST": "unix:///nonexistent.sock"}
-    res = subprocess.run([sys.executable, "-m", "doit", "-f", str(ROOT / "dodo.py"), "list", "recipe=good", "ray=yes"],
+    res = subprocess.run([sys.executable, "-m", "doit", "-f", str(ROOT / "dodo.py"), "list", "recipe=good", variable],
                          cwd=home, env=env, capture_output=True, text=True, timeout=60)
-    assert res.returncode != 0 and "doit ray=: 'yes' is not 1 (Ray) or 0" in res.stderr, res.stderr
+    assert res.returncode != 0 and said in res.stderr, res.stderr
 
 
 CPU_PAIR = RAY_RECIPE.replace("container: img\n", "container: img\nbuild_args: [--cpu]\n")
