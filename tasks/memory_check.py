@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
-from . import facts, memory_guard, preflight
+from . import docker, facts, memory_guard, preflight
 from .docker import Runner
 from .errors import RunError
 
@@ -31,11 +31,12 @@ def fraction(plan: Any) -> float:
         return memory_guard.DEFAULT_FRACTION  # vLLM will refuse the value itself, with its own message
 
 
-def cpu_kv_bytes(plan: Any) -> int | None:
+def cpu_kv_bytes(plan: Any, image_env: Mapping[str, str]) -> int | None:
     """The KV cache size a server of vLLM's CPU build is given, as its CPU platform reads it:
-    VLLM_CPU_KVCACHE_SPACE in GiB (the recipe's env, which the launch script exports over -e's), else
-    --kv-cache-memory-bytes; None when neither is set or vLLM would refuse the value itself."""
-    env = {**plan.docker_env, **plan.recipe.env}
+    VLLM_CPU_KVCACHE_SPACE in GiB (the recipe's env, which the launch script exports over -e's, which
+    win over the image's ENV), else --kv-cache-memory-bytes; None when neither is set or vLLM would
+    refuse the value itself."""
+    env = {**image_env, **plan.docker_env, **plan.recipe.env}
     text = str(env.get(CPU_KV_ENV, "")).strip()
     if text:
         return int(text) << 30 if text.isascii() and text.isdigit() else None
@@ -48,7 +49,9 @@ def guard(runners: Sequence[Runner], plan: Any, replaced: Sequence[bool] = ()) -
     unless --force. A CPU plan is judged against system RAM (memory_guard.judge).
 
     A node whose old server was just removed (`replaced`) gets time to give its memory back first."""
-    share, kv = fraction(plan), cpu_kv_bytes(plan) if plan.cpu else None
+    share, kv = fraction(plan), None
+    if plan.cpu:  # the ENV of the head's image: the workers run its copy
+        kv = cpu_kv_bytes(plan, (docker.image_info(runners[0], plan.build.tag) or {}).get("env") or {})
 
     def now(runner: Runner) -> memory_guard.Verdict:
         return memory_guard.judge(runner.node, preflight.read_memory(runner), share, cpu=plan.cpu, kv_bytes=kv)

@@ -4,6 +4,8 @@ against system RAM, `--ray` is refused before anything starts. The image is the 
 the recipe's: Dockerfile.cpu itself is not built here."""
 from __future__ import annotations
 
+import subprocess
+
 from .conftest import Project, free_port, get_json
 
 CPU_LINE = "CPU image: no GPU needed; memory checked against system RAM: local: needs "
@@ -44,9 +46,11 @@ def test_a_cpu_recipe_runs_with_no_gpu_asked_or_warned_and_its_memory_judged_on_
     assert "CPU image" not in gpu.stderr
 
 
-def test_a_cpu_recipe_asking_all_the_ram_is_refused_with_the_numbers(project: Project, standin_image: str) -> None:
+def test_a_cpu_recipe_asking_all_the_ram_is_refused_unless_its_image_sets_a_kv_cache(
+        project: Project, standin_image: str) -> None:
     """Without a KV cache size vLLM's CPU worker reserves --gpu-memory-utilization of the RAM: all of it
-    is never available, so the guard refuses, naming the RAM, and starts nothing."""
+    is never available, so the guard refuses, naming the RAM, and starts nothing. An image whose ENV
+    sets VLLM_CPU_KVCACHE_SPACE (as Dockerfile.cpu does) is judged on that size instead."""
     project.docker("tag", standin_image, "rr-e2e-cpuall")
     project.recipe("cpuall", cpu_recipe("cpuall", free_port()))
     res = project.cli("cpuall", "-d", "--", "--gpu-memory-utilization", "1")
@@ -54,6 +58,12 @@ def test_a_cpu_recipe_asking_all_the_ram_is_refused_with_the_numbers(project: Pr
     assert "the server does not fit in memory now; nothing was started" in res.stderr
     assert "local: needs " in res.stderr and "(1 x " in res.stderr and " RAM (CPU image); available = " in res.stderr
     assert "Traceback" not in res.stderr and project.containers("cpuall") == []
+
+    subprocess.run(["docker", "build", "-q", "-t", "rr-e2e-cpuenv", "-"], input=f"FROM {standin_image}\n"
+                   "ENV VLLM_CPU_KVCACHE_SPACE=1\n", env=project.env, capture_output=True, text=True, check=True)
+    res = project.cli("cpuall", "-t", "rr-e2e-cpuenv", "-d", "--", "--gpu-memory-utilization", "1")
+    assert res.returncode == 0, res.stderr
+    assert CPU_LINE + "1.1 GB, " in res.stderr and "its 1.1 GB KV cache" in res.stderr, res.stderr
 
 
 def test_ray_with_a_cpu_recipe_is_refused_before_anything_starts(project: Project) -> None:

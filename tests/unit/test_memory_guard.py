@@ -73,17 +73,19 @@ def test_the_cpu_kv_cache_size_is_read_as_vllms_cpu_platform_reads_it(tmp_path: 
     from tasks.plan import Options, make_plan
     from tasks.recipe import load_named
 
-    def kv(env: str = "", tail: str = "", *docker_env: str) -> int | None:
+    def kv(env: str = "", tail: str = "", *docker_env: str, image: str = "") -> int | None:
         from tasks.container_flags import make
 
         path = tmp_path / "r.yaml"
         path.write_text(f"name: r\ncontainer: c\nbuild_args: [--cpu]\nenv: {{{env}}}\n"
                         f"command: vllm serve org/m {tail}\n")
-        return cpu_kv_bytes(make_plan(load_named(str(path), tmp_path), Options(solo=True, docker=make(env=docker_env))))
+        plan = make_plan(load_named(str(path), tmp_path), Options(solo=True, docker=make(env=docker_env)))
+        return cpu_kv_bytes(plan, {"PATH": "/bin", "VLLM_CPU_KVCACHE_SPACE": image} if image else {})
 
     assert kv() is None and kv("VLLM_CPU_KVCACHE_SPACE: 'x'") is None
-    assert kv("VLLM_CPU_KVCACHE_SPACE: 2") == 2 * GiB == kv("", "", "VLLM_CPU_KVCACHE_SPACE=2")
+    assert kv("VLLM_CPU_KVCACHE_SPACE: 2") == 2 * GiB == kv("", "", "VLLM_CPU_KVCACHE_SPACE=2") == kv(image="2")
     assert kv("VLLM_CPU_KVCACHE_SPACE: 3", "", "VLLM_CPU_KVCACHE_SPACE=2") == 3 * GiB  # the script exports it last
+    assert kv("", "", "VLLM_CPU_KVCACHE_SPACE=1", image="4") == GiB  # -e wins over the image's ENV
     assert kv("VLLM_CPU_KVCACHE_SPACE: 1", "--kv-cache-memory-bytes 5G") == GiB
     assert kv("", "--kv-cache-memory-bytes 5G") == 5 * GiB and kv("", "--kv-cache-memory-bytes 1.5g") == 1_500_000_000
 
