@@ -135,8 +135,8 @@ def build_spec(tag: str, build_args: tuple[str, ...], context: Path, source: str
     problems = flag_problems(build_args)
     if problems:
         index, what, fix = problems[0]
-        raise RecipeError(f"{source}: build_args: {what}; fix: {fix}", file=source, field=("build_args", index), fix=fix,
-                          reason=what)
+        raise RecipeError(f"{source}: build_args: {what}; fix: {fix}", file=source, field=("build_args", index),
+                          fix=fix, reason=what)
     dockerfile, args, fresh, prs = "Dockerfile", {}, [], []
     words = [word for _, word in _words(build_args)[0]]
     for i, flag in enumerate(words):

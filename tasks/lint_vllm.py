@@ -2,10 +2,11 @@
 
 Every recipe's serve argvs (solo, and a two-node cluster in Ray and native mode where the recipe
 allows it; never Ray for a CPU build, which refuses it) go to vLLM's own parser: grouped by image,
-one container per image with all its argvs, or all to a local venv's vLLM. With no IMAGE each recipe is checked in its own image (its mods image
-when applied on this machine), which is the verdict a run would get. Against another image or a
-venv the check is advisory: what only the recipe's own build or mods provide (flags of a patched
-vLLM, a chat template a mod places) is reported as a warning, not an error.
+one container per image with all its argvs, or all to a local venv's vLLM. With no IMAGE each recipe
+is checked in its own image (its mods image when applied on this machine), which is the verdict a
+run would get. Against another image or a venv the check is advisory: what only the recipe's own
+build or mods provide (flags of a patched vLLM, a chat template a mod places) is reported as a
+warning, not an error.
 """
 from __future__ import annotations
 

@@ -19,7 +19,8 @@ from .plan import Options, make_plan, parse_overrides
 DOIT_OPTION_VARS = ("recipe", "nodes", "container", "name", "revision", "ray", "no_build", "stack")
 # doit's on/off variables: what 1 and 0 mean (0 is the default)
 SWITCHES = {"ray": "1 (Ray) or 0 (native multi-node, the default)",
-            "no_build": "1 (use the image as it is, never build it) or 0 (build it when its inputs changed, the default)"}
+            "no_build": "1 (use the image as it is, never build it) or 0 (build it when its inputs changed, "
+                        "the default)"}
 
 
 def doit_namespace() -> dict[str, Any]:

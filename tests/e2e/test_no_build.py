@@ -24,7 +24,8 @@ def test_an_image_we_did_not_build_serves_as_it_is(project: Project, standin_ima
     assert "build:rr-e2e-mine" not in executed(res.stdout) and "-- build:rr-e2e-mine" in res.stdout, res.stdout
     assert image_id(project, "rr-e2e-mine") == standin_image
     (c,) = project.containers("mine")
-    assert c["Image"] == standin_image and get_json(f"http://127.0.0.1:{port}/v1/models")["data"][0]["id"] == "org/model"
+    assert c["Image"] == standin_image
+    assert get_json(f"http://127.0.0.1:{port}/v1/models")["data"][0]["id"] == "org/model"
 
     again = project.doit("run", "recipe=mine", "no_build=1")  # doit's spelling; nothing changed, nothing runs
     assert again.returncode == 0 and executed(again.stdout) == [], again.stdout + again.stderr

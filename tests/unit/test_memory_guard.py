@@ -58,7 +58,8 @@ def test_a_cpu_image_is_judged_against_system_ram_whatever_gpus_the_node_has() -
     box = mg.Memory(16 * GiB, 10 * GiB, holders=mg.parse_holders("", "777 3145728 python3\n"))
     share = mg.judge("box", box, 0.5, cpu=True)
     assert (share.fits, share.need, share.room) == (True, 8 * GiB, 10 * GiB)
-    assert share.message() == "box: needs 8.6 GB, 10.7 GB available (0.5 x 17.2 GB RAM (CPU image); available = MemAvailable)"
+    assert share.message() == ("box: needs 8.6 GB, 10.7 GB available (0.5 x 17.2 GB RAM (CPU image); "
+                               "available = MemAvailable)")
     refused = mg.judge("box", box, 0.9, cpu=True)
     assert refused.fits is False and "held by python3 (pid 777" in mg.refusal([refused])
     kv = mg.judge("box", box, 0.9, cpu=True, kv_bytes=GiB)
