@@ -19,6 +19,11 @@ def test_an_image_we_did_not_build_serves_as_it_is(project: Project, standin_ima
     (row,) = [ln for ln in plain.stdout.splitlines() if ln.strip().startswith("build:rr-e2e-mine")]
     assert "would run: image rr-e2e-mine was built from other inputs" in row, plain.stdout
 
+    dry = project.cli("mine", "--setup", "--no-build", "--dry-run")
+    assert "image:     rr-e2e-mine (as it is on this machine: --no-build)" in dry.stdout, dry.stdout
+    (row,) = [ln for ln in dry.stdout.splitlines() if ln.strip().startswith("build:rr-e2e-mine")]
+    assert "up to date: rr-e2e-mine is on this machine (--no-build: used as it is, not built)" in row, row
+
     res = project.cli("mine", "--setup", "--no-build", "-d")
     assert res.returncode == 0, res.stderr
     assert "build:rr-e2e-mine" not in executed(res.stdout) and "-- build:rr-e2e-mine" in res.stdout, res.stdout
