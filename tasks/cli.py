@@ -99,7 +99,11 @@ def parser() -> argparse.ArgumentParser:
     only = g.add_mutually_exclusive_group()  # argparse names the pair when both are given
     only.add_argument("--build-only", action="store_true", help="only build the image, do not run")
     only.add_argument("--download-only", action="store_true", help="only download the model, do not run")
-    g.add_argument("--force-build", action="store_true", help="rebuild even if the image is up to date")
+    build = g.add_mutually_exclusive_group()
+    build.add_argument("--force-build", action="store_true", help="rebuild even if the image is up to date")
+    build.add_argument("--no-build", action="store_true",
+                       help="with --setup/--build-only: use the image as it is on this machine (pulled or built "
+                       "elsewhere), never build it; it is still copied to the workers")
     g.add_argument("--force-download", action="store_true", help="download again even if the model is complete")
     g.add_argument("--revision", metavar="REV", help="model branch, tag or commit (overrides the recipe's revision)")
     g.add_argument("--verify", action="store_true",
@@ -164,6 +168,7 @@ def options_from(ns: argparse.Namespace, extra: list[str]) -> Options:
     return Options(overrides=overrides, extra_args=tuple(extra), solo=ns.solo, nodes=ns.nodes,
                    config=ns.config, container=ns.container, name=ns.name, nccl_debug=ns.nccl_debug,
                    setup=ns.setup or ns.build_only or ns.force_build, force_build=ns.force_build,
+                   no_build=ns.no_build,
                    download=ns.setup or ns.download_only or ns.force_download or ns.verify,
                    force_download=ns.force_download, verify=ns.verify, revision=ns.revision,
                    daemon=ns.daemon, restart=ns.restart, ready_timeout=ns.ready_timeout, ray=bool(ns.ray),
@@ -182,6 +187,9 @@ def parse_run(args: list[str]) -> tuple[argparse.Namespace, list[str]]:
         p.error(unknown_options(own, unknown, ns.recipe))
     if ns.solo and ns.ray is not None:  # no group can hold --solo with both
         p.error(f"argument {'--ray' if ns.ray else '--no-ray'}: not allowed with argument --solo")
+    if ns.no_build and not (ns.setup or ns.build_only):
+        p.error("argument --no-build: only with --setup or --build-only (it makes their build step use the image "
+                "as it is; without them nothing is built anyway)")
     return ns, extra
 
 
@@ -296,7 +304,7 @@ def execute(plan: Plan, *, build_only: bool = False, wait: bool = True) -> int:
     facts.gather([lambda: docker.image_info(runner, plan.build.tag),
                   lambda: docker.containers(runner, recipe=plan.recipe.id)])
     from . import doit_run  # noqa: F401 - doit loads (~30 ms) while the facts are asked
-    if not docker.has_nvidia_runtime(runner):
+    if not plan.cpu and not docker.has_nvidia_runtime(runner):  # a CPU image asks for no GPU
         print("Warning: this Docker engine has no NVIDIA runtime: vLLM will find no GPU "
               "(install nvidia-container-toolkit)", file=sys.stderr)
     target = [f"build:{plan.build.tag}"] if build_only else [f"launch:{plan.recipe.id}"]

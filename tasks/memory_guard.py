@@ -5,7 +5,10 @@ still holds makes vLLM fail minutes into its start. vLLM asks for `gpu_memory_ut
 0.9) of each GPU's total memory and refuses to start when less is free; on unified memory (DGX
 Spark: nvidia-smi reports no GPU memory of its own) that total is the system's, shared with every
 other process, so what is free is the kernel's MemAvailable — and no more than the cgroup the node
-runs in still allows. The facts are gathered by tasks/preflight.py (same call as the other facts).
+runs in still allows. vLLM's CPU build (a recipe built with --cpu) is judged against system RAM
+whatever GPUs the node has: there `--gpu-memory-utilization` is a share of the RAM, unless a KV cache
+size is set, which must then be available. The facts are gathered by tasks/preflight.py (same call as
+the other facts).
 """
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ from .units import human_bytes
 
 DEFAULT_FRACTION = 0.9  # vLLM's --gpu-memory-utilization default
 UNLIMITED = 1 << 60     # a cgroup limit at or above this is "no limit" (v1 writes 2^63 rounded to pages)
+CPU_NOTE = "CPU image: no GPU needed; memory checked against system RAM"
 
 
 @dataclass(frozen=True)
@@ -73,20 +77,22 @@ class Verdict:
         return line + (f"; held by {held_by(self.holders)}" if self.holders and not self.fits else "")
 
 
-def judge(node: str, memory: Memory, fraction: float = DEFAULT_FRACTION) -> Verdict:
+def judge(node: str, memory: Memory, fraction: float = DEFAULT_FRACTION, *, cpu: bool = False,
+          kv_bytes: int | None = None) -> Verdict:
     """Need vs room on one node: per GPU on discrete GPUs (the tightest one decides), system memory
-    on unified memory."""
-    if not memory.gpus:
+    on unified memory. `cpu`: vLLM's CPU build, against system RAM: the KV cache size it is given
+    (`kv_bytes`) must be available, else it reserves `fraction` of the RAM as vLLM's CPU worker does."""
+    if cpu and kv_bytes is not None:
+        return _against_ram(node, memory, kv_bytes, f"CPU image: its {human_bytes(kv_bytes)} KV cache (the weights "
+                            "come on top)")
+    if not memory.gpus and not cpu:
         return Verdict(node, None, basis="no NVIDIA GPU")
-    if memory.unified:
-        room = memory.system_room
-        if memory.total is None or room is None:
+    if memory.unified or cpu:
+        if memory.total is None:
             return Verdict(node, None, basis="MemTotal/MemAvailable not readable")
-        need = int(fraction * memory.total)
-        capped = memory.cgroup_room is not None and memory.cgroup_room < (memory.available or 0)
-        basis = (f"{fraction:g} x {human_bytes(memory.total)} unified memory; available = "
-                 + ("the cgroup's limit minus its usage" if capped else "MemAvailable"))
-        return Verdict(node, room >= need, need, room, basis, memory.holders)
+        kind = "RAM (CPU image)" if cpu else "unified memory"
+        return _against_ram(node, memory, int(fraction * memory.total),
+                            f"{fraction:g} x {human_bytes(memory.total)} {kind}")
     short = [(int(fraction * g.total) - g.free, g) for g in memory.gpus if g.total is not None and g.free is not None]
     if not short:
         return Verdict(node, None, basis="GPU free memory not reported")
@@ -95,6 +101,16 @@ def judge(node: str, memory: Memory, fraction: float = DEFAULT_FRACTION) -> Verd
     return Verdict(node, (gpu.free or 0) >= need, need, gpu.free or 0,
                    f"{fraction:g} x {human_bytes(gpu.total or 0)} of GPU {gpu.index}; available = its free memory",
                    memory.holders)
+
+
+def _against_ram(node: str, memory: Memory, need: int, what: str) -> Verdict:
+    """`need` bytes against the system memory a new process may take (MemAvailable, capped by the cgroup)."""
+    room = memory.system_room
+    if room is None:
+        return Verdict(node, None, basis="MemTotal/MemAvailable not readable")
+    capped = memory.cgroup_room is not None and memory.cgroup_room < (memory.available or 0)
+    basis = f"{what}; available = " + ("the cgroup's limit minus its usage" if capped else "MemAvailable")
+    return Verdict(node, room >= need, need, room, basis, memory.holders)
 
 
 def room(memory: Memory) -> int | None:

@@ -41,6 +41,7 @@ class Options:
     setup: bool = False               # build (and download) before launching
     download: bool = False            # include the weights download tasks (--setup, --download-only)
     force_build: bool = False
+    no_build: bool = False            # --no-build: the build step takes the image as it is on the head, never builds it
     force_download: bool = False
     verify: bool = False              # hash every blob while checking the weights
     revision: str | None = None       # --revision: overrides the recipe's revision
@@ -101,6 +102,11 @@ class Plan:
     @property
     def head(self) -> Node:
         return self.nodes[0]
+
+    @property
+    def cpu(self) -> bool:
+        """vLLM's CPU build (the recipe's build_args hold --cpu): no GPU is needed, none is asked for."""
+        return self.build.cpu
 
     @property
     def api_key(self) -> str:
@@ -237,6 +243,11 @@ def make_plan(recipe: Recipe, options: Options, check_shell: bool = True) -> Pla
         raise ConfigError(f"{source}: '{container}' is not an image reference (e.g. vllm-node or "
                           "registry/name:tag)")
     build = image.build_spec(container, recipe.build_args, settings.docker_dir(), f"{recipe.path}")
+    if build.cpu and options.ray:  # the engine would accept the command, then stop at its start
+        raise ModeError(f"--ray (doit: ray=1) cannot run {recipe.path}: its build_args hold {image.CPU_FLAG}, and "
+                        "vLLM's CPU build refuses Ray when its engine starts (\"current platform cpu does not "
+                        "support ray\"); nothing was started. Run it without --ray: a cluster then runs native "
+                        "multi-node (each node runs vLLM with its --node-rank)")
     mod_list, mod_warnings = mod_sources.plan_mods(recipe, options.apply)
     warnings += mod_warnings
     script = render.render_template(

@@ -35,7 +35,8 @@ def dry_run(plan: Plan, as_json: bool) -> int:
     print(f"recipe:    {plan.recipe.name} ({plan.recipe.path})")
     print(f"mode:      {plan.mode}")
     print(f"nodes:     {', '.join(n.target for n in plan.nodes)} (head first)")
-    print(f"image:     {plan.build.tag} ({plan.build.describe()})")
+    built = "as it is on this machine: --no-build" if plan.options.no_build else plan.build.describe()
+    print(f"image:     {plan.build.tag} ({built})")
     if plan.mods:
         print(f"mods:      {', '.join(str(m.path) for m in plan.mods)}")
     for model in plan.models:

@@ -367,6 +367,8 @@ def check_cluster(plan: Any) -> tuple[Any, str]:
     table = render(preflight(plan.nodes, fleet.runners, needs, hf_cache=str(hub_cache_dir()),
                              interfaces=[named.eth_if] if named.eth_if else [],
                              hcas=hca_names(named.ib_if, "--ib-if / IB_IF")))
+    if plan.cpu:
+        table += memory_guard.CPU_NOTE + "\n"
     if any(map(any, needs.values())):
         # Something will be copied: open the chains' worker-to-worker connections while the graph loads
         # and checks, so no stream waits on their handshakes. Only now: a failed preflight changes

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Mapping, Sequence, Union
 
 from .docker import LABEL, Container
-from .image import BuildSpec, build_argv
+from .image import BuildSpec, build_argv, not_here
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,13 @@ def build(spec: BuildSpec, image: Mapping | None) -> Answer:
         return Noop(f"{spec.tag} carries the hash of its current Dockerfile, args and context")
     why = "is missing" if not image else "was built from other inputs"
     return Change(f"image {spec.tag} {why}", (tuple(build_argv(spec)),))
+
+
+def as_is(spec: BuildSpec, image: Mapping | None) -> Answer:
+    """--no-build: the image must be there as it is; nothing is built."""
+    if image:
+        return Noop(f"{spec.tag} is on this machine (--no-build: used as it is, not built)")
+    return Change(not_here(spec))
 
 
 def mods(names: Sequence[str], base_id: str | None, derived: str, derived_id: str | None) -> Answer:

@@ -49,3 +49,23 @@ def test_bad_entries_name_the_field(entry: str, said: str) -> None:
     with pytest.raises(RecipeError) as err:
         spec("--exp-b12x", entry)
     assert said in str(err.value) and err.value.field == ("build_args", 1) and err.value.file == "r.yaml"
+
+
+def test_cpu_selects_the_cpu_dockerfile_and_marks_the_spec() -> None:
+    """`--cpu` is the one source of "this run needs no GPU"; --rebuild-vllm may come with it."""
+    cpu = spec("--cpu", "--rebuild-vllm")
+    assert (cpu.dockerfile, cpu.build_args, cpu.fresh, cpu.cpu) == ("Dockerfile.cpu", (), ("CACHEBUST_VLLM",), True)
+    assert image.is_cpu(("--cpu",)) and not image.is_cpu(("--exp-mxfp4",)) and not spec().cpu
+
+
+@pytest.mark.parametrize("entry", ["--exp-mxfp4", "--use-wheels", "--exp-b12x", "--pre-tf", "--apply-vllm-pr 634",
+                                   "--rebuild-flashinfer"])
+def test_cpu_refuses_flags_of_the_gpu_builds_naming_the_entry_and_the_fix(entry: str) -> None:
+    with pytest.raises(RecipeError) as err:
+        spec("--cpu", entry)
+    flag = entry.split()[0]
+    assert err.value.field == ("build_args", 1) and err.value.file == "r.yaml"
+    assert f"r.yaml: build_args: '{flag}' cannot be combined with --cpu" in str(err.value)
+    assert err.value.fix == f"remove '{flag}', or remove --cpu to build the GPU image"
+    assert str(err.value).endswith(f"; fix: {err.value.fix}")
+    assert image.flag_problems((entry, "--cpu")) == [(0, err.value.reason, err.value.fix)]  # either order

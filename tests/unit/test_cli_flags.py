@@ -20,6 +20,9 @@ NODES = ["-n", "10.0.0.1,10.0.0.2"]
     (["--ray", "--no-ray", *NODES], "argument --no-ray: not allowed with argument --ray"),
     (["--solo", "--ray"], "argument --ray: not allowed with argument --solo"),
     (["--no-ray", "--solo"], "argument --no-ray: not allowed with argument --solo"),
+    (["--setup", "--force-build", "--no-build"], "argument --no-build: not allowed with argument --force-build"),
+    (["--no-build"], "argument --no-build: only with --setup or --build-only"),
+    (["--download-only", "--no-build"], "argument --no-build: only with --setup or --build-only"),
 ])
 def test_conflicting_flags_are_refused_naming_the_pair(home: Path, flags: list[str], pair: str) -> None:
     res = cli(home, "good", "--dry-run", *flags)

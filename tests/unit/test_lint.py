@@ -39,6 +39,7 @@ EXPECTED: dict[str, list[tuple[int, str, str, str]]] = {
     "mod-missing.yaml": [(6, "error", "mod", "mod 'mods/no-such-mod': "),
                          (7, "error", "mod", "no-run-sh' has no run.sh")],
     "build-arg-unknown.yaml": [(6, "error", "build-arg", "unknown build flag '--pre-tf5'")],
+    "build-arg-cpu-conflict.yaml": [(7, "error", "build-arg", "'--pre-tf' cannot be combined with --cpu")],
     "model-id-bad.yaml": [(3, "error", "model-id", "model 'just-a-name' is not a HuggingFace repo id (org/name)")],
     "model-id-draft-bad.yaml": [(9, "error", "model-id", "--speculative-config model names 'org/draft--model'"),
                                 (10, "error", "model-id", "--tokenizer names 'tokenizer-without-org'")],

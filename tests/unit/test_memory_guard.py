@@ -53,6 +53,44 @@ def test_no_gpu_is_not_judged_and_needs_no_wait() -> None:
     assert verdict.fits is None and "no NVIDIA GPU" in verdict.message()
 
 
+def test_a_cpu_image_is_judged_against_system_ram_whatever_gpus_the_node_has() -> None:
+    """vLLM's CPU worker reserves --gpu-memory-utilization of the RAM, unless a KV cache size is set."""
+    box = mg.Memory(16 * GiB, 10 * GiB, holders=mg.parse_holders("", "777 3145728 python3\n"))
+    share = mg.judge("box", box, 0.5, cpu=True)
+    assert (share.fits, share.need, share.room) == (True, 8 * GiB, 10 * GiB)
+    assert share.message() == ("box: needs 8.6 GB, 10.7 GB available (0.5 x 17.2 GB RAM (CPU image); "
+                               "available = MemAvailable)")
+    refused = mg.judge("box", box, 0.9, cpu=True)
+    assert refused.fits is False and "held by python3 (pid 777" in mg.refusal([refused])
+    kv = mg.judge("box", box, 0.9, cpu=True, kv_bytes=GiB)
+    assert (kv.fits, kv.need, kv.room) == (True, GiB, 10 * GiB) and "its 1.1 GB KV cache" in kv.basis
+    on_gpus = mg.Memory(16 * GiB, 10 * GiB, None, mg.parse_gpu_free(H200_FREE))  # the GPUs do not count
+    assert mg.judge("gpus", on_gpus, 0.5, cpu=True).basis == share.basis
+    assert mg.judge("box", mg.Memory(), 0.5, cpu=True).fits is None
+
+
+def test_the_cpu_kv_cache_size_is_read_as_vllms_cpu_platform_reads_it(tmp_path: Path) -> None:
+    from tasks.memory_check import cpu_kv_bytes
+    from tasks.plan import Options, make_plan
+    from tasks.recipe import load_named
+
+    def kv(env: str = "", tail: str = "", *docker_env: str, image: str = "") -> int | None:
+        from tasks.container_flags import make
+
+        path = tmp_path / "r.yaml"
+        path.write_text(f"name: r\ncontainer: c\nbuild_args: [--cpu]\nenv: {{{env}}}\n"
+                        f"command: vllm serve org/m {tail}\n")
+        plan = make_plan(load_named(str(path), tmp_path), Options(solo=True, docker=make(env=docker_env)))
+        return cpu_kv_bytes(plan, {"PATH": "/bin", "VLLM_CPU_KVCACHE_SPACE": image} if image else {})
+
+    assert kv() is None and kv("VLLM_CPU_KVCACHE_SPACE: 'x'") is None
+    assert kv("VLLM_CPU_KVCACHE_SPACE: 2") == 2 * GiB == kv("", "", "VLLM_CPU_KVCACHE_SPACE=2") == kv(image="2")
+    assert kv("VLLM_CPU_KVCACHE_SPACE: 3", "", "VLLM_CPU_KVCACHE_SPACE=2") == 3 * GiB  # the script exports it last
+    assert kv("", "", "VLLM_CPU_KVCACHE_SPACE=1", image="4") == GiB  # -e wins over the image's ENV
+    assert kv("VLLM_CPU_KVCACHE_SPACE: 1", "--kv-cache-memory-bytes 5G") == GiB
+    assert kv("", "--kv-cache-memory-bytes 5G") == 5 * GiB and kv("", "--kv-cache-memory-bytes 1.5g") == 1_500_000_000
+
+
 def test_cgroup_levels_the_tightest_counts_and_page_cache_is_room() -> None:
     text = ("9223372036854771712 43937792 1490944 /sys/fs/cgroup/memory/a/b\n"
             "1073741824 805306368 268435456 /sys/fs/cgroup/memory/a\n"

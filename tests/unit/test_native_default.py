@@ -45,10 +45,12 @@ def test_help_says_native_is_the_default(home: Path) -> None:
 def test_doit_takes_ray_as_a_variable(value: str, ray: bool) -> None:
     from tasks import loader
 
-    assert loader._ray(value) is ray
+    assert loader._switch({"ray": value}, "ray") is ray
 
 
-def test_doit_refuses_a_ray_value_it_cannot_read(home: Path) -> None:
+@pytest.mark.parametrize("variable, said", [("ray=yes", "doit ray=: 'yes' is not 1 (Ray) or 0"),
+                                            ("no_build=yes", "doit no_build=: 'yes' is not 1 (use the image as it is")])
+def test_doit_refuses_a_switch_value_it_cannot_read(home: Path, variable: str, said: str) -> None:
     import os
     import subprocess
     import sys
@@ -56,6 +58,46 @@ def test_doit_refuses_a_ray_value_it_cannot_read(home: Path) -> None:
     from .test_cli import ROOT
 
     env = {**os.environ, "RUNRECIPE_HOME": str(home), "PYTHONPATH": str(ROOT), "DOCKER_HOST": "unix:///nonexistent.sock"}
-    res = subprocess.run([sys.executable, "-m", "doit", "-f", str(ROOT / "dodo.py"), "list", "recipe=good", "ray=yes"],
+    res = subprocess.run([sys.executable, "-m", "doit", "-f", str(ROOT / "dodo.py"), "list", "recipe=good", variable],
                          cwd=home, env=env, capture_output=True, text=True, timeout=60)
-    assert res.returncode != 0 and "doit ray=: 'yes' is not 1 (Ray) or 0" in res.stderr, res.stderr
+    assert res.returncode != 0 and said in res.stderr, res.stderr
+
+
+CPU_PAIR = RAY_RECIPE.replace("container: img\n", "container: img\nbuild_args: [--cpu]\n")
+RAY_REFUSED = ("its build_args hold --cpu, and vLLM's CPU build refuses Ray when its engine starts "
+               "(\"current platform cpu does not support ray\"); nothing was started. Run it without --ray")
+
+
+@pytest.mark.parametrize("flags", [NODES, []])  # a cluster, and a run that is solo anyway
+def test_ray_with_a_cpu_recipe_is_refused_with_the_engines_reason(home: Path, flags: list[str]) -> None:
+    (home / "recipes" / "cpupair.yaml").write_text(CPU_PAIR.replace("cluster_only: true\n", ""))
+    res = cli(home, "cpupair", *flags, "--dry-run", "--ray")
+    assert res.returncode == 1 and RAY_REFUSED in res.stderr and "Traceback" not in res.stderr, res.stderr
+    assert res.stdout == ""
+    native = cli(home, "cpupair", *NODES, "--dry-run", "--json")
+    assert native.returncode == 0 and json.loads(native.stdout)["backend"] == "native", native.stderr
+
+
+def test_doit_ray_with_a_cpu_recipe_is_refused(home: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from .test_cli import ROOT
+
+    (home / "recipes" / "cpupair.yaml").write_text(CPU_PAIR)
+    env = {**os.environ, "RUNRECIPE_HOME": str(home), "PYTHONPATH": str(ROOT), "DOCKER_HOST": "unix:///nonexistent.sock"}
+    res = subprocess.run([sys.executable, "-m", "doit", "-f", str(ROOT / "dodo.py"), "list", "recipe=cpupair", "ray=1",
+                          "nodes=10.9.9.1,10.9.9.2"], cwd=home, env=env, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 1 and RAY_REFUSED in res.stderr, res.stderr
+
+
+def test_lint_vllm_plans_no_ray_run_of_a_cpu_recipe(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tasks import lint_vllm
+
+    (home / "recipes" / "cpupair.yaml").write_text(CPU_PAIR)
+    (home / "recipes" / "pair.yaml").write_text(RAY_RECIPE)
+    monkeypatch.setenv("RUNRECIPE_HOME", str(home))
+    plans, skipped = lint_vllm.plans_of([home / "recipes" / "cpupair.yaml", home / "recipes" / "pair.yaml"])
+    assert skipped == []
+    assert [(p.recipe.id, p.options.ray) for p in plans] == [("cpupair", False), ("pair", True), ("pair", False)]

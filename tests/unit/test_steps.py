@@ -31,6 +31,15 @@ def test_build_is_a_noop_only_when_the_label_carries_the_inputs(monkeypatch: pyt
         assert argv[:2] == ("docker", "build") and "runrecipe.inputs=h1" in argv and "A=1" in argv
 
 
+def test_no_build_takes_any_image_with_the_tag_and_reads_no_dockerfile() -> None:
+    """`/ctx/Dockerfile` does not exist: --no-build never hashes the inputs, whatever labels the image has."""
+    assert steps.as_is(SPEC, labelled("someone else's")) == steps.Noop(
+        "img is on this machine (--no-build: used as it is, not built)")
+    assert steps.as_is(SPEC, None) == steps.Change(
+        "image img is not on this machine: docker pull/load it, or drop --no-build (doit: no_build=1) to build it "
+        "from /ctx/Dockerfile")
+
+
 @pytest.mark.parametrize("base, derived_id, kind, text", [
     ("sha256:b", "sha256:d", steps.Noop, "the mods image runrecipe-mods:x (m1, m2 on the current base) exists"),
     ("sha256:b", None, steps.Change, "mods m1, m2 not yet applied to the current base image"),
