@@ -91,7 +91,8 @@ def test_solo_setup_serves_reruns_nothing_relaunches_on_a_port_change_and_stop_f
     assert again.returncode == 0 and executed(again.stdout) == [], again.stdout + again.stderr
     moved = free_port()
     relaunch = real.cli("tiny", "--solo", "--setup", "-d", "--port", str(moved), *READY, timeout=900)
-    assert relaunch.returncode == 0 and executed(relaunch.stdout) == ["launch:tiny"], relaunch.stdout
+    # the argv changed, so the check asks vLLM again (kept by argv hash); nothing else runs
+    assert relaunch.returncode == 0 and executed(relaunch.stdout) == ["check:tiny", "launch:tiny"], relaunch.stdout
     assert [c["Id"] for c in real.containers("tiny")] != [cid]
     assert complete(f"http://127.0.0.1:{moved}/v1") == text
 
