@@ -17,6 +17,7 @@ LABEL = "runrecipe"
 # The labels a server container carries (all under "runrecipe.").
 LABEL_KEYS = ("recipe", "inputs", "file", "endpoint", "started", "weights", "stack")
 # what a run needs of an engine: version, runtimes (nvidia?) and data root (its free disk)
+LOG_TAIL = 30  # lines of a server's log an error shows
 ENGINE_FORMAT = '{"version":{{json .ServerVersion}},"runtimes":{{json .Runtimes}},"root":{{json .DockerRootDir}}}'
 
 
@@ -129,9 +130,25 @@ def state(runner: Runner, container_id: str) -> tuple[str, int]:
     return status, int(code)
 
 
-def logs_tail(runner: Runner, container_id: str, lines: int = 30) -> str:
+def logs_tail(runner: Runner, container_id: str, lines: int = LOG_TAIL) -> str:
     res = runner.read(["docker", "logs", "--tail", str(lines), container_id], check=False)
     return (res.stdout + res.stderr).strip()
+
+
+def logs(runner: Runner, container_id: str, timeout: float = 30) -> str:
+    """A container's whole log as a terminal shows `docker logs`: stdout and stderr lines in the order
+    they were written. A captured read returns the two streams apart (vLLM logs to stdout, tracebacks go
+    to stderr), so they are merged by docker's timestamps (fixed width, UTC: they sort as text)."""
+    res = runner.read(["docker", "logs", "--timestamps", container_id], timeout=timeout)
+    stamped: list[tuple[str, int, int, str]] = []
+    for stream, text in enumerate((res.stdout, res.stderr)):
+        lines = text.split("\n")  # not splitlines: a progress bar's \r stays inside its line
+        if lines[-1] == "":
+            lines.pop()
+        for line in lines:
+            stamp, _, rest = line.partition(" ")
+            stamped.append((stamp, stream, len(stamped), rest))
+    return "".join(f"{line}\n" for *_, line in sorted(stamped))
 
 
 def remove(runner: Runner, container_ids: list[str]) -> None:

@@ -20,8 +20,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, TypeVar
 
-from . import (container_create, container_flags, docker, hub_cache, memory_guard, mods, readiness, run_record,
-               settings, steps, vllm_check, weights)
+from . import (container_create, container_flags, crash_logs, docker, hub_cache, memory_guard, mods, readiness,
+               run_record, settings, steps, vllm_check, weights)
 from .docker import LABEL, Container, Runner
 from .errors import ConfigError, NotReadyError, RunError
 from .plan import Plan
@@ -341,35 +341,35 @@ def script_tar(script: str, name: str = "launch.sh") -> bytes:
 def wait_ready(runner: Runner, plan: Plan, cid: str, workers: list[tuple[Runner, str]] = (),  # type: ignore[assignment]
                clock: Callable[[], float] = time.monotonic) -> readiness.Progress:
     """Wait through the three readiness stages (port, /health, first streamed token); fail fast, with
-    the log tail and its cause, when any container exits or /health answers 5xx."""
+    the root cause and every node's log kept (crash_logs), when any container exits or /health answers 5xx."""
     base = base_url(plan)
+    every = [(runner, cid), *workers]
     progress = readiness.Progress(clock())
     deadline = progress.started + plan.options.ready_timeout
     next_note, next_state = progress.started + 15, progress.started
     while True:
         # each node's container state is a docker call (over SSH for workers): once a second is fast enough
         # to fail fast; the cheap HTTP stages are polled every POLL_SECONDS
-        for node, ncid in ([(runner, cid), *workers] if clock() >= next_state else []):
+        for index, (node, ncid) in enumerate(every if clock() >= next_state else []):
             status, code = docker.state(node, ncid)
             if status in ("exited", "dead", "gone"):
-                what = ("the server container exited (code {}) before it was ready" if ncid == cid else
+                what = ("the server container exited (code {}) before it was ready" if index == 0 else
                         f"the container on {node.node} exited (code {{}}) before the server was ready")
-                raise _died(node, ncid, what.format(code), code)
+                raise _died(plan, every, index, what.format(code), code)
         try:
             stage = readiness.advance(progress, _head_host(plan), plan.port, base, plan.served_model,
                                       token_wait=max(0.5, min(TOKEN_WAIT, deadline - clock())), clock=clock,
                                       key=plan.api_key)
         except readiness.HealthFailed as exc:
-            raise _died(runner, cid, f"{base}/health answered {exc.status} (vLLM's engine is dead)", None) from None
+            raise _died(plan, every, 0, f"{base}/health answered {exc.status} (vLLM's engine is dead)", None) from None
         if stage == "ready":
             return progress
         now = clock()
         if now >= next_state:
             next_state = now + STATE_SECONDS
         if now > deadline:
-            raise NotReadyError(f"the server was not ready after {plan.options.ready_timeout:.0f} s: "
-                                f"{READY_WAITS[stage].format(base=base)}",
-                                node=runner.node, tail=docker.logs_tail(runner, cid))
+            raise crash_logs.failure(plan, every, 0, f"the server was not ready after {plan.options.ready_timeout:.0f} s: "
+                                     f"{READY_WAITS[stage].format(base=base)}")
         if now > next_note:
             say(f"  still waiting for {base}: {READY_WAITS[stage].format(base=base)} ({now - progress.started:.0f} s)")
             next_note = now + 30
@@ -382,13 +382,10 @@ READY_WAITS = {"port": "nothing listens on {base}",
                "token": "{base}/health answers but a streamed completion returned no token"}
 
 
-def _died(node: Runner, cid: str, what: str, code: int | None) -> NotReadyError:
-    """The error for a server that cannot become ready: what happened, the cause its log shows, the tail."""
-    from . import crash_causes
-
-    tail = docker.logs_tail(node, cid)
-    return NotReadyError(f"{what}\n  {crash_causes.one_line(tail, code)}", node=node.node,
-                         command=f"{SCRIPT_DIR}/launch.sh", exit_code=code, tail=tail)
+def _died(plan: Plan, every: list[tuple[Runner, str]], failing: int, what: str, code: int | None) -> NotReadyError:
+    """The error for a server that cannot become ready: what happened, the root cause its log shows, the
+    tail, and where every node's whole log is kept (before the containers go)."""
+    return crash_logs.failure(plan, every, failing, what, command=f"{SCRIPT_DIR}/launch.sh", code=code)
 
 
 def _head_host(plan: Plan) -> str:

@@ -93,9 +93,16 @@ def _holder(path: Path) -> str:
         return "unknown holder"
 
 
+def safe_name(text: str) -> str:
+    """A recipe id, node or container name as one file name (no path separator, nothing a shell minds,
+    never `.` or `..`)."""
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", text)
+    return name if name.strip(".") else name.replace(".", "-")
+
+
 def record_file(folder: str, recipe_id: str) -> Path:
     """A recipe's record in a folder of the state dir (runs/, checks/): its id made a safe file name."""
-    return settings.state_dir() / folder / (re.sub(r"[^A-Za-z0-9_.-]+", "-", recipe_id) + ".json")
+    return settings.state_dir() / folder / (safe_name(recipe_id) + ".json")
 
 
 def read_json(path: Path) -> Any:

@@ -308,6 +308,21 @@ def test_health_503_is_a_dead_engine(docker: Docker, start: Start) -> None:
     assert "EngineDeadError" in docker("logs", cid).stderr
 
 
+def test_engine_error_kills_the_engine_at_the_first_completion(docker: Docker, start: Start) -> None:
+    """STANDIN_ENGINE_ERROR=LINE: healthy until a completion; that one gets 500 and the log reads as the
+    real CPU build's death: LINE early on stdout, the API server's traceback on stderr, EngineDeadError last."""
+    line = "Unsupported CPU attention configuration: head_dim=16"
+    cid, port = serving(start, "-e", f"STANDIN_ENGINE_ERROR={line}")
+    assert (http_get(port, "/health") or (0,))[0] == 200
+    assert http_post(port, "/v1/completions", {"prompt": "x"})[0] == 500
+    assert (http_get(port, "/health") or (0,))[0] == 503
+    out, err = docker("logs", cid).stdout, docker("logs", cid).stderr
+    assert f"] {line}" in out and line not in err
+    assert err.splitlines()[-1] == ("(APIServer pid=1) vllm.v1.engine.exceptions.EngineDeadError: EngineCore "
+                                    "encountered an issue. See stack trace (above) for the root cause.")
+    assert "non-default args: {'model_tag': 'org/model'" in out
+
+
 CRASHES = {"oom": (1, "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate"),
            "cuda": (1, "RuntimeError: CUDA error:"),
            "nccl": (1, "torch.distributed.DistBackendError: NCCL error"),

@@ -54,6 +54,35 @@ def test_a_failing_start_fails_fast_with_its_cause(project: Project, env: str, c
     assert project.containers("bad") == []
 
 
+@pytest.mark.parametrize("error,cause", [
+    ("Unsupported CPU attention configuration: head_dim=16",
+     "cause: vLLM's CPU attention refuses the model's head size (Unsupported CPU attention configuration: "
+     "head_dim=16); fix: the CPU build's attention kernels do not support this model's head_dim"),
+    ("KeyError: 'rope_theta'", "cause: the first error the server logged (KeyError: 'rope_theta'); fix: "),
+])
+def test_a_dead_engine_is_reported_by_its_root_cause_and_its_whole_log_is_kept(project: Project, error: str,
+                                                                                cause: str) -> None:
+    """The engine dies at the first request, as the real CPU build's did on a head size it refuses: the
+    log ends with vLLM's generic EngineDeadError, but the error names the first one; the container's whole
+    log (stdout and stderr in order, the --api-key vLLM prints masked) is kept before it is removed."""
+    key = "sk-e2e-crash-5"
+    project.recipe("head16", simple("head16", free_port(), extra_env=f'STANDIN_ENGINE_ERROR: "{error}"'))
+    res = project.cli("head16", "--setup", "-d", "--ready-timeout", "60", "--", "--api-key", key)
+    assert res.returncode == 1 and "answered 503 (vLLM's engine is dead)" in res.stderr, res.stderr
+    assert cause in res.stderr and "vLLM's engine died" not in res.stderr
+    assert "Traceback" not in res.stderr.split("last output:")[0] and key not in res.stdout + res.stderr
+    assert project.containers("head16") == []
+    kept = Path(res.stderr.split("every node's full log is kept in ", 1)[1].split()[0])
+    assert kept.parent == project.root / ".runrecipe" / "logs" / "head16"
+    assert [p.name for p in kept.iterdir()] == ["local-runrecipe-head16.log"]
+    lines = (kept / "local-runrecipe-head16.log").read_text().splitlines()
+    assert lines[0] == "standin-vllm: serving org/model"
+    assert "'api_key': ['****']" in lines[1] and key not in "\n".join(lines)
+    first = next(i for i, line in enumerate(lines) if line.endswith(f"] {error}"))
+    assert first < lines.index("(APIServer pid=1) Traceback (most recent call last):") < len(lines) - 1
+    assert lines[-1].startswith("(APIServer pid=1) vllm.v1.engine.exceptions.EngineDeadError: ")
+
+
 STANDIN_NVIDIA_SMI = """#!/bin/sh
 # stand-in nvidia-smi of a DGX Spark (GB10: memory unified with the CPU, reported as [N/A])
 case "$*" in

@@ -2,6 +2,8 @@
 and uvicorn's public error messages (the text those projects print, with this run's numbers)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tasks import crash_causes
@@ -44,9 +46,53 @@ def test_each_public_error_line_reads_as_its_cause(line: str, name: str) -> None
     assert cause.name == name and shown == line.strip()
 
 
-def test_the_last_error_wins_over_an_earlier_retried_one() -> None:
-    tail = "RuntimeError: CUDA error: an illegal memory access was encountered\nOSError: [Errno 98] Address already in use"
-    assert crash_causes.read_cause(tail)[0].name == "port-in-use"
+LOGS = Path(__file__).parent / "fixtures" / "vllm-logs"
+ROOTS = [  # fixture, cause, the line shown: vLLM's header gone, the generic EngineDeadError never
+    ("cpu-attention", "cpu-attention", "Unsupported CPU attention configuration: head_dim=16"),
+    ("no-compiler", "no-compiler", "torch._inductor.exc.InductorError: InvalidCxxCompiler: No working C++ compiler "
+                                   "found in torch._inductor.config.cpp.cxx: (None, 'g++')"),
+    ("cpu-ray", "cpu-ray", "ValueError: current platform cpu does not support ray."),
+    ("libnuma", "libnuma", "Failed to import from vllm._C with ImportError('libnuma.so.1: cannot open shared object "
+                           "file: No such file or directory')"),
+    ("unknown-error", "first-error", "KeyError: 'rope_theta'"),
+    ("oom-then-nccl", "out-of-memory", "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB. "
+                                       "GPU 1 has a total capacity of 79.19 GiB of which 1.06 GiB is free."),
+    ("engine-dead-only", "engine-dead", "AsyncLLM output_handler failed."),
+]
+
+
+@pytest.mark.parametrize("fixture,name,line", ROOTS)
+def test_the_root_cause_of_a_real_engine_death_is_read_not_its_last_line(fixture: str, name: str, line: str) -> None:
+    """Known rules first (an error line, then a warning), then the first error-looking line, then vLLM's
+    generic lines; the earliest line of the best kind wins: what follows the first error is its echo."""
+    cause, shown = crash_causes.read_cause((LOGS / f"{fixture}.log").read_text())
+    assert (cause.name, shown) == (name, line)
+
+
+def test_the_rule_texts_say_what_to_do_on_a_cpu_machine() -> None:
+    def fix(fixture: str) -> str:
+        return crash_causes.one_line((LOGS / f"{fixture}.log").read_text()).split("; fix: ", 1)[1]
+
+    assert "head_dim" in fix("cpu-attention") and "64 or 128" in fix("cpu-attention")
+    assert "install g++ in the image" in fix("no-compiler") and "docker/Dockerfile.cpu" in fix("no-compiler")
+    assert "without --ray" in fix("cpu-ray") and "native multi-node" in fix("cpu-ray")
+    assert "install libnuma1" in fix("libnuma")
+
+
+def test_the_first_error_wins_over_its_echoes_and_quiet_lines_never_count() -> None:
+    first, echo = ("RuntimeError: CUDA error: an illegal memory access was encountered",
+                   "OSError: [Errno 98] Address already in use")
+    assert crash_causes.read_cause(f"{first}\n{echo}")[0].name == "cuda"
+    # a traceback's frames and code are not its exception; INFO and DEBUG lines are never a cause
+    assert crash_causes.read_cause("Traceback (most recent call last):\n"
+                                   '  File "/x/serve.py", line 3, in main\n'
+                                   "    raise ValueError(msg)\n"
+                                   "ValueError: bad max_model_len") == (crash_causes.FIRST_ERROR,
+                                                                        "ValueError: bad max_model_len")
+    assert crash_causes.read_cause("(APIServer pid=1) INFO 12-07 10:00:01 [x.py:1] retrying after CUDA error\n"
+                                   "DEBUG 12-07 10:00:01 [x.py:2] KeyError: 'ignored'") is None
+    # a warning counts only through a rule; an unknown one is not an error
+    assert crash_causes.read_cause("WARNING 12-07 10:00:01 [x.py:1] ValueError: deprecated, ignored") is None
 
 
 def test_one_line_names_cause_line_and_fix() -> None:
@@ -57,6 +103,9 @@ def test_one_line_names_cause_line_and_fix() -> None:
 def test_unrecognised_and_sigkill() -> None:
     assert crash_causes.read_cause("INFO all fine\nshutting down") is None
     assert "out-of-memory killer" in crash_causes.one_line("", exit_code=137)
+    # SIGKILL comes from outside: an unknown error line does not explain it, a known one may
+    assert "out-of-memory killer" in crash_causes.one_line("KeyError: 'x'", exit_code=137)
+    assert "cause: port in use" in crash_causes.one_line("OSError: [Errno 98] Address already in use", exit_code=137)
 
 
 def test_a_dead_engine_reads_as_such_unless_a_line_says_why() -> None:
