@@ -551,10 +551,10 @@ def test_build_flag_mapping_is_documented_and_backed():
 
 
 def test_cpu_dockerfile_carries_what_the_engine_needs():
-    """What trying the real engine found missing: a C++ compiler, libnuma, a `vllm` dist-info saying cpu."""
+    """What trying the real engine found missing: a C++ compiler and Python.h, libnuma, a `vllm` dist-info saying cpu."""
     text = (DOCKER_DIR / "Dockerfile.cpu").read_text(encoding="utf-8")
     packages = (DOCKER_DIR / "cpu-packages.sh").read_text(encoding="utf-8")
-    assert "g++" in packages and "libnuma1" in packages and "cpu-packages.sh all" in text
+    assert "g++" in packages and "python3-dev" in packages and "libnuma1" in packages and "cpu-packages.sh all" in text
     assert "--no-index --find-links /tmp/wheels" in text and "uninstall -q -y torchvision torchaudio torchcodec triton" in text
     assert "Name: vllm" in text and "+cpu" in text and "VLLM_TARGET_DEVICE=cpu" in text
     workdirs = [ins.args for ins in dockerfile_instructions(DOCKER_DIR / "Dockerfile.cpu") if ins.keyword == "WORKDIR"]

