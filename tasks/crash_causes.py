@@ -149,7 +149,7 @@ def one_line(log: str, exit_code: int | None = None) -> str:
     """`cause: <what> (<the line>); fix: <what to do>` for messages; a kill by SIGKILL (137) that no
     known rule explains is most often the kernel's OOM killer."""
     found = read_cause(log)
-    if found and not (exit_code == 137 and found[0] in (FIRST_ERROR, ENGINE_DEAD)):  # an unknown error line does not explain a kill
+    if found and not (exit_code == 137 and found[0] in (FIRST_ERROR, ENGINE_DEAD)):  # no rule: the kill says more
         cause, line = found
         return f"cause: {cause.what} ({line[:200]}); fix: {cause.fix}"
     if exit_code == 137:

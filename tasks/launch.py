@@ -368,8 +368,8 @@ def wait_ready(runner: Runner, plan: Plan, cid: str, workers: list[tuple[Runner,
         if now >= next_state:
             next_state = now + STATE_SECONDS
         if now > deadline:
-            raise crash_logs.failure(plan, every, 0, f"the server was not ready after {plan.options.ready_timeout:.0f} s: "
-                                     f"{READY_WAITS[stage].format(base=base)}")
+            raise crash_logs.failure(plan, every, 0, f"the server was not ready after "
+                                     f"{plan.options.ready_timeout:.0f} s: {READY_WAITS[stage].format(base=base)}")
         if now > next_note:
             say(f"  still waiting for {base}: {READY_WAITS[stage].format(base=base)} ({now - progress.started:.0f} s)")
             next_note = now + 30

@@ -38,6 +38,9 @@ def test_ready_means_a_streamed_token_and_its_times_are_kept(project: Project) -
     res = project.cli("mute", "-d", "--ready-timeout", "4")
     assert res.returncode == 1
     assert "health answers but a streamed completion returned no token" in res.stderr
+    assert "cause:" not in res.stderr, "a server that is slow, not dead, gets no cause"
+    kept = Path(res.stderr.split("every node's full log is kept in ", 1)[1].split()[0])
+    assert (kept / "local-runrecipe-mute.log").read_text().startswith("standin-vllm: serving org/model\n")
     assert project.containers("mute") == []
 
 

@@ -48,13 +48,15 @@ def test_each_public_error_line_reads_as_its_cause(line: str, name: str) -> None
 
 LOGS = Path(__file__).parent / "fixtures" / "vllm-logs"
 ROOTS = [  # fixture, cause, the line shown: vLLM's header gone, the generic EngineDeadError never
-    ("cpu-attention", "cpu-attention", "Unsupported CPU attention configuration: head_dim=16"),
+    ("cpu-attention", "cpu-attention", "RuntimeError: Unsupported CPU attention configuration: head_dim=16 isa=2 "
+                                       "kv_cache_idx=0"),
     ("no-compiler", "no-compiler", "torch._inductor.exc.InductorError: InvalidCxxCompiler: No working C++ compiler "
                                    "found in torch._inductor.config.cpp.cxx: (None, 'g++')"),
     ("cpu-ray", "cpu-ray", "ValueError: current platform cpu does not support ray."),
     ("libnuma", "libnuma", "Failed to import from vllm._C with ImportError('libnuma.so.1: cannot open shared object "
                            "file: No such file or directory')"),
-    ("unknown-error", "first-error", "KeyError: 'rope_theta'"),
+    ("shm-too-small", "first-error", "RuntimeError: Insufficient space in /dev/shm for shared-memory allocation: 160 "
+                                     "MiB required, 64 MiB free. Increase /dev/shm (e.g. --shm-size or --ipc=host)."),
     ("oom-then-nccl", "out-of-memory", "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB. "
                                        "GPU 1 has a total capacity of 79.19 GiB of which 1.06 GiB is free."),
     ("engine-dead-only", "engine-dead", "AsyncLLM output_handler failed."),
