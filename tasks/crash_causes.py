@@ -49,6 +49,12 @@ CPU_ATTENTION = Cause("cpu-attention", "vLLM's CPU attention refuses the model's
 NO_COMPILER = Cause("no-compiler", "no C++ compiler in the image",
                     "vLLM's CPU path compiles with torch.compile (tensor parallelism does even with "
                     "--enforce-eager): install g++ in the image (docker/Dockerfile.cpu does)")
+NO_PYTHON_HEADERS = Cause("no-python-headers", "no Python headers in the image",
+                          "torch.compile's C++ (tensor parallelism on the CPU build) includes Python.h: install "
+                          "python3-dev in the image (docker/Dockerfile.cpu does)")
+SHM_TOO_SMALL = Cause("shm-too-small", "/dev/shm too small for vLLM's shared memory",
+                      "run with --ipc=host (runrecipe's default) or a larger --shm-size in the recipe's "
+                      "container flags")
 CPU_RAY = Cause("cpu-ray", "the CPU build of vLLM cannot use Ray",
                 "run without --ray (native multi-node, the default) and without "
                 "`--distributed-executor-backend ray` in the command")
@@ -78,6 +84,8 @@ RULES: tuple[tuple[str, Cause], ...] = (
     (r"No such file or directory: .*(config\.json|\.safetensors)", WEIGHTS),
     (r"Unsupported CPU attention configuration", CPU_ATTENTION),
     (r"InvalidCxxCompiler|No working C\+\+ compiler", NO_COMPILER),
+    (r"Python\.h: No such file or directory", NO_PYTHON_HEADERS),
+    (r"Insufficient space in /dev/shm", SHM_TOO_SMALL),
     (r"current platform cpu does not support ray", CPU_RAY),
     (r"libnuma\.so[.\d]*: cannot open shared object file", NO_LIBNUMA),
 )

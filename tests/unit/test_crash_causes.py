@@ -55,7 +55,9 @@ ROOTS = [  # fixture, cause, the line shown: vLLM's header gone, the generic Eng
     ("cpu-ray", "cpu-ray", "ValueError: current platform cpu does not support ray."),
     ("libnuma", "libnuma", "Failed to import from vllm._C with ImportError('libnuma.so.1: cannot open shared object "
                            "file: No such file or directory')"),
-    ("shm-too-small", "first-error", "RuntimeError: Insufficient space in /dev/shm for shared-memory allocation: 160 "
+    ("no-python-headers", "no-python-headers", "/tmp/torchinductor_root/wa/cwamtpwdcktm3x.main.cpp:32:10: fatal "
+                                               "error: Python.h: No such file or directory"),
+    ("shm-too-small", "shm-too-small", "RuntimeError: Insufficient space in /dev/shm for shared-memory allocation: 160 "
                                      "MiB required, 64 MiB free. Increase /dev/shm (e.g. --shm-size or --ipc=host)."),
     ("oom-then-nccl", "out-of-memory", "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB. "
                                        "GPU 1 has a total capacity of 79.19 GiB of which 1.06 GiB is free."),
