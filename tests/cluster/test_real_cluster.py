@@ -75,6 +75,7 @@ def test_tensor_parallel_group_answers_as_one_process_does(cluster3: rc.TestClus
     group_text = complete(f"http://{HEAD}:{PORT}/v1")
     assert group_text
 
+    assert tool(cluster3, root, "stop", "tp").returncode == 0  # a --solo run does not reach the worker's part
     solo = tool(cluster3, root, "tp", "--solo", "-d", "--tp", "1", *READY, timeout=1200)
     assert solo.returncode == 0, solo.stdout + solo.stderr
     assert [len(ours(n, "tp")) for n in cluster3.nodes] == [1, 0, 0]
