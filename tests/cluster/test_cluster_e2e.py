@@ -63,6 +63,14 @@ def tool(cluster: rc.TestCluster, root: Path, *args: str, timeout: float = 300,
     return cluster.head.run([sys.executable, "-m", "tasks", *args], env=env, cwd=str(root), timeout=timeout)
 
 
+def watcher(cluster: rc.TestCluster, root: Path, rid: str, *args: str) -> subprocess.Popen:
+    """`run-recipe watch RID ARGS...` on the head in the background; its stderr is the watcher's log."""
+    env = {"PYTHONPATH": str(ROOT), "RUNRECIPE_HOME": str(root), "RUNRECIPE_DOCKER_DIR": str(root / "docker"),
+           "DOCKER_BUILDKIT": "0", "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
+    return cluster.head.popen([sys.executable, "-m", "tasks", "watch", rid, *args], env=env, cwd=str(root),
+                              stderr=subprocess.PIPE, text=True)
+
+
 def ours(node: rc.Node, rid: str) -> list[str]:
     return node.docker("ps", "-aq", "--filter", f"label=runrecipe.recipe={rid}").stdout.split()
 

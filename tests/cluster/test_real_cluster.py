@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from harness import cpuengine, rayimage
 from harness.cpuengine import MODEL, TAG, complete
 from harness.gatewayimage import Daemon
 from harness.hub import LocalHub
-from test_cluster_e2e import ROOT, executed, ours, tool
+from test_cluster_e2e import executed, ours, tool, watcher
 
 HEAD, WORKER = "198.18.0.11", "198.18.0.12"
 PORT = 18300
@@ -100,10 +99,7 @@ def test_data_parallel_group_is_re_formed_after_its_worker_is_killed(cluster3: r
     logs = (lambda p: p.stdout + p.stderr)(cluster3.node(2).docker("logs", worker_cid))
     assert "data_parallel_rank 1" in logs or "DP1" in logs, logs[-3000:]
 
-    env = {"PYTHONPATH": str(ROOT), "RUNRECIPE_HOME": str(root), "RUNRECIPE_DOCKER_DIR": str(root / "docker"),
-           "DOCKER_BUILDKIT": "0", "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
-    watcher = cluster3.head.popen([sys.executable, "-m", "tasks", "watch", "dp", "--interval", "2"],
-                                  env=env, cwd=str(root), stderr=subprocess.PIPE, text=True)
+    watching = watcher(cluster3, root, "dp", "--interval", "2")
     runs = root / ".runrecipe" / "runs" / "dp.json"
     try:
         time.sleep(3)
@@ -121,6 +117,6 @@ def test_data_parallel_group_is_re_formed_after_its_worker_is_killed(cluster3: r
         assert complete(f"http://{HEAD}:{PORT}/v1") == text
         assert len(ours(cluster3.node(2), "dp")) == 1 and ours(cluster3.node(2), "dp") != [worker_cid]
     finally:
-        watcher.send_signal(signal.SIGTERM)
-        log = watcher.communicate(timeout=60)[1]
+        watching.send_signal(signal.SIGTERM)
+        log = watching.communicate(timeout=120)[1]
     assert "serving again after restart 1" in log, log

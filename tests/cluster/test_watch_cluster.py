@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 import time
 import urllib.request
 from datetime import datetime, timezone
 from pathlib import Path
 
 from harness import cluster as rc
-from test_cluster_e2e import ROOT, ours, project, recipe, tool  # noqa: F401  (project is a fixture)
+from test_cluster_e2e import ours, project, recipe, tool, watcher  # noqa: F401  (project is a fixture)
 
 
 def test_killed_worker_makes_the_watcher_re_form_the_group(cluster3: rc.TestCluster, project: Path) -> None:  # noqa: F811
@@ -20,10 +18,7 @@ def test_killed_worker_makes_the_watcher_re_form_the_group(cluster3: rc.TestClus
     res = tool(cluster3, project, "watched", "--setup", "-d", "--ready-timeout", "120")
     assert res.returncode == 0, res.stdout + res.stderr
     before = [ours(node, "watched") for node in cluster3.nodes]
-    env = {"PYTHONPATH": str(ROOT), "RUNRECIPE_HOME": str(project), "RUNRECIPE_DOCKER_DIR": str(project / "docker"),
-           "DOCKER_BUILDKIT": "0", "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
-    watcher = cluster3.head.popen([sys.executable, "-m", "tasks", "watch", "watched", "--interval", "1"],
-                                  env=env, cwd=str(project), stderr=subprocess.PIPE, text=True)
+    watching = watcher(cluster3, project, "watched", "--interval", "1")
     runs = project / ".runrecipe" / "runs" / "watched.json"
     try:
         time.sleep(3)
@@ -40,8 +35,8 @@ def test_killed_worker_makes_the_watcher_re_form_the_group(cluster3: rc.TestClus
         after = [ours(node, "watched") for node in cluster3.nodes]
         assert all(len(a) == 1 and a != b for a, b in zip(after, before)), (before, after)
     finally:
-        watcher.send_signal(signal.SIGTERM)
-        log = watcher.communicate(timeout=30)[1]
+        watching.send_signal(signal.SIGTERM)
+        log = watching.communicate(timeout=120)[1]
     assert "tearing down the group on every node and converging again (restart 1)" in log, log
     assert "serving again after restart 1" in log, log
     began = next(ln.split(" watch: ")[0] for ln in log.splitlines() if "tearing down the group" in ln)

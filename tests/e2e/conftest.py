@@ -41,6 +41,11 @@ class Project:
         return subprocess.run([sys.executable, "-m", "tasks", *args], cwd=self.root, env=self.env,
                               capture_output=True, text=True, timeout=timeout)
 
+    def watcher(self, rid: str, *args: str) -> subprocess.Popen[str]:
+        """`run-recipe watch RID ARGS...` in the background; its stderr is the watcher's log."""
+        return subprocess.Popen([sys.executable, "-m", "tasks", "watch", rid, *args], cwd=self.root, env=self.env,
+                                stderr=subprocess.PIPE, text=True)
+
     def doit(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "doit", "-f", str(CODE_ROOT / "dodo.py"), *args],
                               cwd=self.root, env=self.env, capture_output=True, text=True, timeout=timeout)

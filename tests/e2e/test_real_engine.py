@@ -8,7 +8,6 @@ HF_HUB_OFFLINE are what vLLM loads through.
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import time
 import urllib.request
@@ -139,9 +138,7 @@ def test_a_mod_patches_the_real_vllm_and_the_watcher_catches_it_wedged(real: Pro
     assert get_json(f"http://127.0.0.1:{port}/version")["patched_by"] == "rr-mod"
     first = real.containers("modded")[0]["Id"]
 
-    watcher = subprocess.Popen([sys.executable, "-m", "tasks", "watch", "modded", "--interval", "1",
-                                "--token-every", "2", "--token-wait", "15"],
-                               cwd=real.root, env=real.env, stderr=subprocess.PIPE, text=True)
+    watcher = real.watcher("modded", "--interval", "1", "--token-every", "2", "--token-wait", "15")
     try:
         time.sleep(3)
         stopped = real.docker("exec", first, "sh", "-c", STOP_ENGINE).stdout.split()

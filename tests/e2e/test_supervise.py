@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import CODE_ROOT, Project, free_port, get_json
+from .conftest import Project, free_port, get_json
 from .test_solo import simple
 
 
@@ -148,9 +148,7 @@ def test_watch_re_forms_a_killed_or_wedged_server_then_a_crash_loop_hits_the_cap
     project.recipe("kept", simple("kept", port))
     assert project.cli("kept", "--setup", "-d").returncode == 0
     first = project.containers("kept")[0]["Id"]
-    watcher = subprocess.Popen([sys.executable, "-m", "tasks", "watch", "kept", "--interval", "0.5",
-                                "--token-every", "1", "--token-wait", "5"],
-                               cwd=project.root, env=project.env, stderr=subprocess.PIPE, text=True)
+    watcher = project.watcher("kept", "--interval", "0.5", "--token-every", "1", "--token-wait", "5")
     try:
         time.sleep(1.5)
         project.docker("kill", first)
@@ -191,8 +189,7 @@ def test_stop_ends_the_watch_instead_of_being_re_formed(project: Project) -> Non
     port = free_port()
     project.recipe("halt", simple("halt", port))
     assert project.cli("halt", "--setup", "-d").returncode == 0
-    watcher = subprocess.Popen([sys.executable, "-m", "tasks", "watch", "halt", "--interval", "0.2"],
-                               cwd=project.root, env=project.env, stderr=subprocess.PIPE, text=True)
+    watcher = project.watcher("halt", "--interval", "0.2")
     try:
         time.sleep(1.0)
         stopped = project.cli("stop", "halt")
@@ -220,9 +217,7 @@ def test_a_stop_while_the_watcher_re_forms_holds(project: Project) -> None:
     port = free_port()
     project.recipe("race", simple("race", port))
     assert project.cli("race", "--setup", "-d", "--", "--seed", "7").returncode == 0
-    watcher = subprocess.Popen([sys.executable, "-m", "tasks", "watch", "race", "--interval", "0.2", "--backoff",
-                                "0.2", "--", "--seed", "7"],
-                               cwd=project.root, env=project.env, stderr=subprocess.PIPE, text=True)
+    watcher = project.watcher("race", "--interval", "0.2", "--backoff", "0.2", "--", "--seed", "7")
     try:
         time.sleep(1.0)
         project.docker("kill", project.containers("race")[0]["Id"])
@@ -266,9 +261,7 @@ def test_a_server_that_wants_an_api_key_is_asked_with_it(project: Project, how: 
         get_json(f"http://127.0.0.1:{port}/v1/models")
     again = project.cli("keyed", "-d", *words)
     assert again.returncode == 0 and "-- launch:keyed" in again.stdout, again.stdout + again.stderr
-    watcher = subprocess.Popen([sys.executable, "-m", "tasks", "watch", "keyed", "--interval", "0.2",
-                                "--token-every", "0.2", "--token-wait", "20", *words],
-                               cwd=project.root, env=project.env, stderr=subprocess.PIPE, text=True)
+    watcher = project.watcher("keyed", "--interval", "0.2", "--token-every", "0.2", "--token-wait", "20", *words)
     try:
         time.sleep(3)  # ten rounds of probes; a 401 would count as no token and re-form after two
     finally:
