@@ -42,9 +42,9 @@ models:
   - {{recipe: side, on: [198.18.0.13], gpu_mem: 0.3, port: {PORTS['side']}}}
 """
 RECIPES = {
-    "big": "name: Big\ncontainer: rr-bench-stack\ncluster_only: true\ndefaults: {port: 8000, tensor_parallel: 2}\n"
+    "big": "recipe_version: '1'\nname: Big\ncontainer: rr-bench-stack\ncluster_only: true\ndefaults: {port: 8000, tensor_parallel: 2}\n"
            "command: vllm serve org/big --port {port} --host 0.0.0.0 -tp {tensor_parallel}\n",
-    "side": "name: Side\ncontainer: rr-bench-stack\ncommand: vllm serve org/side --host 0.0.0.0\n",
+    "side": "recipe_version: '1'\nname: Side\ncontainer: rr-bench-stack\ncommand: vllm serve org/side --host 0.0.0.0\n",
 }
 
 

@@ -17,9 +17,9 @@ import yaml
 
 from .errors import RecipeError
 
-REQUIRED = ("name", "container", "command")
+REQUIRED = ("name", "container", "command", "recipe_version")  # the origin's required fields
 OPTIONAL = ("description", "model", "cluster_only", "solo_only", "build_args", "mods",
-            "defaults", "env", "recipe_version",
+            "defaults", "env",
             # ours, for pinned and partial weights (the weights issue); model_revision is revision's alias
             "revision", "model_revision", "files", "model_path")
 KNOWN_KEYS = REQUIRED + OPTIONAL
@@ -48,7 +48,7 @@ class Recipe:
     mods: tuple[str, ...] = ()
     defaults: Mapping[str, Any] = field(default_factory=dict)
     env: Mapping[str, str] = field(default_factory=dict)
-    recipe_version: str = "1"
+    recipe_version: str = RECIPE_VERSIONS[-1]
     revision: str = ""
     files: tuple[str, ...] = ()
     model_path: str = ""
@@ -139,8 +139,10 @@ def parse(text: str, path: Path, recipe_id: str | None = None, document: yaml.No
             unknown.append((key, close[0] if close else ""))
     for key in REQUIRED:
         if key not in data or data[key] in (None, ""):
-            raise RecipeError(f"{where}: missing required field '{key}' (expected text)", file=where,
-                              field=(key,), fix=f"add '{key}:' (name, container and command are required)")
+            line = f'recipe_version: "{RECIPE_VERSIONS[-1]}"' if key == "recipe_version" else f"{key}: ..."
+            raise RecipeError(f"{where}: missing required field '{key}': add the line `{line}`", file=where,
+                              field=(key,), fix=f"add `{line}` ({', '.join(REQUIRED)} are required, as in the "
+                                               "origin)")
 
     def text_field(key: str) -> str:
         value = data.get(key, "")
@@ -195,7 +197,7 @@ def parse(text: str, path: Path, recipe_id: str | None = None, document: yaml.No
                           field=("solo_only",), fix="set at most one of cluster_only and solo_only")
     env = {k: str(v) for k, v in mapping("env", ENV_NAME, "environment variable name").items()}
     files = data.get("files")
-    version = text_field("recipe_version") or RECIPE_VERSIONS[0]
+    version = text_field("recipe_version")
     if version not in RECIPE_VERSIONS:
         warnings.append(f"{where}: recipe_version '{version}' is not one this tool knows (it reads version "
                         f"{', '.join(RECIPE_VERSIONS)}); the recipe is read as version {RECIPE_VERSIONS[-1]}, "

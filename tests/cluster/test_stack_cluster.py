@@ -59,6 +59,7 @@ def trio(cluster3: rc.TestCluster, ray_image: str, docker_host: str):
     tag = gatewayimage.ensure_gateway_image([gatewayimage.Daemon(docker_host), cluster3.head])
     (root / "gateway-image").write_text(tag)
     (root / "recipes" / "big.yaml").write_text("""\
+recipe_version: "1"
 name: Big across two
 container: rr-cluster-standin
 cluster_only: true

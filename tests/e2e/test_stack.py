@@ -27,6 +27,7 @@ KEY = "sk-stack-e2e-not-a-secret"
 def recipe(project: Project, rid: str, model: str, gpu_placeholder: bool) -> None:
     gpu = " --gpu-memory-utilization {gpu_memory_utilization}" if gpu_placeholder else ""
     project.recipe(rid, f"""\
+        recipe_version: "1"
         name: Stack {rid}
         container: rr-e2e-stack
         defaults: {{port: 8000, host: 127.0.0.1, gpu_memory_utilization: 0.2}}
@@ -204,6 +205,7 @@ def test_stop_removes_the_stack_and_nothing_else(duo: dict) -> None:
     project = duo["project"]
     port = free_port()
     project.recipe("alone", f"""\
+        recipe_version: "1"
         name: Alone
         container: rr-e2e-stack
         command: vllm serve org/alone --port {port} --host 127.0.0.1

@@ -78,7 +78,7 @@ def test_an_image_without_python_cannot_be_checked(standin_image: str, docker_ho
 def test_refused_before_launch_and_not_asked_again(project, vllm_image: str) -> None:
     """Through the CLI: a typo stops the run before any container, naming flag and version; a good
     command is checked once, launched, and a re-run finds the check up to date (no new container)."""
-    recipe = "name: {0}\ncontainer: %s\ncommand: vllm serve org/model --port {1} {2} 4096\n" % vllm_image
+    recipe = "recipe_version: '1'\nname: {0}\ncontainer: %s\ncommand: vllm serve org/model --port {1} {2} 4096\n" % vllm_image
     project.recipe("typo", recipe.format("typo", 18431, "--max-modle-len"))
     res = project.cli("typo", "-d", timeout=600)
     assert res.returncode == 1, res.stderr
@@ -110,7 +110,7 @@ def test_lint_vllm_with_a_local_venv(tmp_path: Path) -> None:
     (next(venv.glob("lib/python3*/site-packages")) / "vllm-site.pth").write_text(f"{vllmsite.site_dir()}\n")
     recipes = tmp_path / "recipes"
     recipes.mkdir()
-    (recipes / "typo.yaml").write_text("name: t\ncontainer: img\ncommand: vllm serve org/m --max-modle-len 4\n")
+    (recipes / "typo.yaml").write_text("recipe_version: '1'\nname: t\ncontainer: img\ncommand: vllm serve org/m --max-modle-len 4\n")
     res = subprocess.run([sys.executable, "-m", "tasks", "lint", "--vllm", "--venv", str(venv), str(recipes)],
                          capture_output=True, text=True, timeout=900, cwd=Path(__file__).resolve().parents[2])
     assert res.returncode == 1, res.stdout + res.stderr

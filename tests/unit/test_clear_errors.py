@@ -26,7 +26,7 @@ def clean(res: subprocess.CompletedProcess[str]) -> str:
 @pytest.mark.parametrize("args", [["--dry-run"], ["--download-only"]])
 def test_a_model_no_hub_can_have_is_refused_naming_the_file(home: Path, model: str, args: list[str]) -> None:
     path = home / "recipes" / "badmodel.yaml"
-    path.write_text(f"name: B\ncontainer: img\nmodel: '{model}'\ncommand: vllm serve x --port {{port}}\n"
+    path.write_text(f"recipe_version: '1'\nname: B\ncontainer: img\nmodel: '{model}'\ncommand: vllm serve x --port {{port}}\n"
                     "defaults: {port: 8000}\n")
     res = cli(home, "badmodel", "--solo", *args)
     assert res.returncode == 1

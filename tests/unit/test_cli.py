@@ -13,7 +13,7 @@ import pytest
 from tasks.cli import parser
 
 ROOT = Path(__file__).resolve().parents[2]
-GOOD = "name: Good\nmodel: org/good\ncontainer: img\ncommand: vllm serve org/good --port {port}\ndefaults:\n  port: 8000\n"
+GOOD = "recipe_version: '1'\nname: Good\nmodel: org/good\ncontainer: img\ncommand: vllm serve org/good --port {port}\ndefaults:\n  port: 8000\n"
 
 
 def cli(home: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -28,11 +28,11 @@ def home(tmp_path: Path) -> Path:
     rd = tmp_path / "recipes"
     (rd / "2x").mkdir(parents=True)
     (rd / "good.yaml").write_text(GOOD)
-    (rd / "2x" / "big.yaml").write_text("name: Big\ncontainer: img\ncluster_only: true\ncommand: vllm serve x\n")
-    (rd / "one.yaml").write_text("name: One\ncontainer: img\nsolo_only: true\ncommand: vllm serve x\n")
+    (rd / "2x" / "big.yaml").write_text("recipe_version: '1'\nname: Big\ncontainer: img\ncluster_only: true\ncommand: vllm serve x\n")
+    (rd / "one.yaml").write_text("recipe_version: '1'\nname: One\ncontainer: img\nsolo_only: true\ncommand: vllm serve x\n")
     (rd / "broken.yaml").write_text("name: Broken\ncontainer: [\n")
-    (rd / "nofield.yaml").write_text("name: NoCmd\ncontainer: img\n")
-    (rd / "badph.yaml").write_text("name: P\ncontainer: img\ncommand: vllm serve x --port {prot}\ndefaults:\n  port: 1\n")
+    (rd / "nofield.yaml").write_text("recipe_version: '1'\nname: NoCmd\ncontainer: img\n")
+    (rd / "badph.yaml").write_text("recipe_version: '1'\nname: P\ncontainer: img\ncommand: vllm serve x --port {prot}\ndefaults:\n  port: 1\n")
     return tmp_path
 
 

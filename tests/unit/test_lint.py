@@ -23,6 +23,8 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures" / "lint"
 EXPECTED: dict[str, list[tuple[int, str, str, str]]] = {
     "yaml-syntax.yaml": [(7, "error", "yaml", "YAML syntax error at line 7")],
     "schema-missing-command.yaml": [(1, "error", "schema", "missing required field 'command'")],
+    "schema-missing-version.yaml": [(1, "error", "schema", "missing required field 'recipe_version': add the line "
+                                                          '`recipe_version: "1"`')],
     "schema-not-mapping.yaml": [(1, "error", "schema", "expected a mapping of fields")],
     "schema-bad-type.yaml": [(4, "error", "schema", "field 'cluster_only' must be true or false")],
     "schema-bad-default.yaml": [(6, "error", "schema", "defaults.max_model_len must be a single value")],
@@ -122,9 +124,9 @@ def test_folder_and_missing_path(capsys: pytest.CaptureFixture[str], tmp_path: P
     assert "not UTF-8" in rows[0]["message"] and "no such file" in rows[1]["message"]
 
 
-@pytest.mark.parametrize("text", ["", "[", "- a\n- b\n", "name: x\ncommand: 5\ncontainer: [1]\n",
-                                  "name: x\ncontainer: c\ncommand: \"vllm serve 'a/b\"\n",
-                                  "name: x\ncontainer: c\ncommand: vllm serve a/b {\n",
+@pytest.mark.parametrize("text", ["", "[", "- a\n- b\n", "recipe_version: '1'\nname: x\ncommand: 5\ncontainer: [1]\n",
+                                  "recipe_version: '1'\nname: x\ncontainer: c\ncommand: \"vllm serve 'a/b\"\n",
+                                  "recipe_version: '1'\nname: x\ncontainer: c\ncommand: vllm serve a/b {\n",
                                   "? [a]\n: b\nname: x\n", "a: &a [*a]\n"])
 def test_never_a_traceback(text: str, tmp_path: Path) -> None:
     path = tmp_path / "odd.yaml"

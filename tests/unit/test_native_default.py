@@ -9,7 +9,7 @@ import pytest
 
 from .test_cli import cli, home  # noqa: F401 - the fixture and the runner of the CLI tests
 
-RAY_RECIPE = ("name: Pair\ncontainer: img\ncluster_only: true\ndefaults: {tensor_parallel: 2}\n"
+RAY_RECIPE = ("recipe_version: '1'\nname: Pair\ncontainer: img\ncluster_only: true\ndefaults: {tensor_parallel: 2}\n"
               "command: vllm serve org/m -tp {tensor_parallel} --distributed-executor-backend ray\n")
 NODES = ["-n", "10.9.9.1,10.9.9.2"]
 

@@ -64,7 +64,7 @@ def test_a_project_path_with_a_space_and_percent_stays_one_literal_path(tmp_path
 def test_install_and_uninstall_through_the_cli(tmp_path: Path) -> None:
     recipes = tmp_path / "home" / "recipes"
     recipes.mkdir(parents=True)
-    (recipes / "tiny.yaml").write_text("name: Tiny\ncontainer: img\ncommand: vllm serve /m --port {port}\n"
+    (recipes / "tiny.yaml").write_text("recipe_version: '1'\nname: Tiny\ncontainer: img\ncommand: vllm serve /m --port {port}\n"
                                        "defaults: {port: 8000}\n")
     env = {"RUNRECIPE_HOME": str(tmp_path / "home"), "PATH": "/usr/bin:/bin"}
     root = Path(service.__file__).resolve().parents[1]

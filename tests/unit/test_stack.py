@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 COMMIT = "a" * 40
 RECIPES = {
     "small": """\
+        recipe_version: "1"
         name: Small
         container: rr-stack
         model: org/small
@@ -28,11 +29,13 @@ RECIPES = {
         command: vllm serve org/small --port {port} --host {host} --gpu-memory-utilization {gpu_memory_utilization}
         """,
     "fixed": """\
+        recipe_version: "1"
         name: Fixed
         container: rr-stack
         command: vllm serve org/fixed --served-model-name fixed --port 8000
         """,
     "big": """\
+        recipe_version: "1"
         name: Big
         container: rr-stack
         cluster_only: true
@@ -41,6 +44,7 @@ RECIPES = {
         command: vllm serve org/big --port {port} -tp {tensor_parallel}
         """,
     "alone": """\
+        recipe_version: "1"
         name: Alone
         container: rr-stack
         solo_only: true
