@@ -10,15 +10,18 @@ import os
 import re
 import shutil
 import subprocess
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from . import render, settings
+from . import masking, render, settings
 from .errors import ConfigError
 from .flagtypes import run_words
+from .vllm_args import is_flag
 
 SAFE = re.compile(r"[A-Za-z0-9_@%+=:,./-]+")
+UNIT_MODE = 0o644      # systemd reads units as any user; they hold no secret, so everyone may read them
 
 
 @dataclass(frozen=True)
@@ -71,8 +74,72 @@ def systemd_path(path: Path) -> str:
     return text.replace("%", "%%")
 
 
-def render_unit(recipe_id: str, run_args: Sequence[str], *, user: bool, directory: Path | None = None) -> Unit:
-    """The unit for `run-recipe <run_args>`: converge with -d, then watch with the same words."""
+@dataclass(frozen=True)
+class Secret:
+    """A value no unit may hold, what it is, and the variable that carries it through the env file instead."""
+
+    value: str
+    what: str       # "the value of -e HF_TOKEN", "the server's API key"
+    var: str = ""   # HF_TOKEN, VLLM_API_KEY; "" when the program's own variable is not known here
+
+
+def refuse_secrets(words: Sequence[str], secrets: Sequence[Secret]) -> None:
+    """Unit files are world-readable: no word of one may carry a secret, whatever flag brought it.
+
+    Besides the run's own `secrets`, the value of any secret-named flag (`--hf-token X`, `--api-key=X`)
+    and every secret of the environment and .env count. The refusal shows the word with the value
+    masked and says where the value belongs."""
+    known = [s for s in secrets if s.value]
+    known += [Secret(value, f"the value of {flag}") for flag, value in _flag_values(words)]
+    known += [Secret(value, "a secret of the environment or .env") for value in masking.values()]
+    for word in words:
+        for secret in known:
+            if _carries(word, secret.value):
+                var = secret.var or "VAR"
+                raise ConfigError(
+                    f"install-service: `{word.replace(secret.value, masking.MASK)}` carries {secret.what}, which "
+                    f"would be stored in the unit file (readable by every user); put {var}=... in {env_file()} "
+                    f"(mode 0600), which the unit reads, and write `-e {var}` (no value) instead",
+                    fix=f"move the value to {env_file()} (chmod 600) and pass `-e {var}` without a value")
+
+
+def _carries(word: str, value: str) -> bool:
+    """A short value (`-e MY_KEY=ab`) counts only as a whole word or after `=`: inside others it is chance."""
+    if len(value) >= masking.MIN_LEN:
+        return value in word
+    return word == value or word.endswith("=" + value)
+
+
+def _flag_values(words: Sequence[str]) -> list[tuple[str, str]]:
+    """(flag, value) of every secret-named flag: `--hf-token=X`, or `--api-key X`."""
+    found = []
+    for i, word in enumerate(words):
+        name = word.split("=", 1)[0]
+        if is_flag(word) and masking.is_secret_key(name):
+            value = word.split("=", 1)[1] if "=" in word else (words[i + 1] if i + 1 < len(words) else "")
+            found += [(name, value)] if value else []
+    return found
+
+
+def check_env_file() -> None:
+    """The env file holds secrets: when it exists, no one but its owner may read it."""
+    path = env_file()
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISREG(mode):
+        raise ConfigError(f"install-service: {path} is not a regular file; the unit reads its secrets from there")
+    if mode & 0o077:
+        raise ConfigError(f"install-service: {path} holds the service's secrets but is mode "
+                          f"{stat.S_IMODE(mode):04o} (readable or writable by others); make it yours alone: "
+                          f"chmod 600 {path}", file=str(path), fix=f"chmod 600 {path}")
+
+
+def render_unit(recipe_id: str, run_args: Sequence[str], *, user: bool, directory: Path | None = None,
+                secrets: Sequence[Secret] = ()) -> Unit:
+    """The unit for `run-recipe <run_args>`: converge with -d, then watch with the same words; no word may
+    carry one of `secrets` (the run's: secret `-e` values, the server's key) or another known secret."""
     if any("\n" in a for a in run_args):
         raise ConfigError("install-service: an argument holds a line break, which a unit file cannot carry")
     entry = str(settings.CODE_ROOT / "run-recipe.sh")
@@ -80,6 +147,7 @@ def render_unit(recipe_id: str, run_args: Sequence[str], *, user: bool, director
     home = settings.project_root()
     env = {"RUNRECIPE_HOME": str(home), **{k: os.environ[k] for k in ("DOCKER_HOST", "HF_HOME", "HF_HUB_CACHE", "RUNRECIPE_DOCKER_DIR")
                                            if os.environ.get(k)}}
+    refuse_secrets([*run_args, *(f"{k}={v}" for k, v in env.items())], secrets)
     name = unit_name(recipe_id)
     text = render.render_template(
         "runrecipe.service.j2", recipe=recipe_id, home=systemd_path(home),
@@ -102,9 +170,11 @@ def verify(unit: Unit) -> str | None:
 
 
 def write(unit: Unit) -> None:
+    """Renamed into place whole, mode 0644 whatever the umask: readable by systemd, writable by its owner."""
     unit.path.parent.mkdir(parents=True, exist_ok=True)
     tmp = unit.path.with_suffix(".tmp")
     tmp.write_text(unit.text)
+    tmp.chmod(UNIT_MODE)
     tmp.replace(unit.path)
 
 

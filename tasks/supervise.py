@@ -92,21 +92,13 @@ def _install(ns: argparse.Namespace, plan: Any, run_args: list[str]) -> int:
     from . import service
 
     from .container_flags import secret_env
-    from .errors import ConfigError
-    from .masking import is_secret_key
 
-    named = [k for k, v in secret_env(plan.options.docker).items() if v and any(v in a for a in run_args)]
-    if named:
-        raise ConfigError(f"install-service: the value of {', '.join(named)} is written on the command line and would "
-                          f"be stored in the unit file; write `-e {named[0]}` (no value) and put {named[0]}=... in "
-                          f"{service.env_file()} (mode 0600), which the unit reads")
-    flags = [a.split("=", 1)[0] for a in run_args if a.startswith("--") and is_secret_key(a.split("=", 1)[0])]
-    if flags:
-        raise ConfigError(f"install-service: {flags[0]} would be stored with its value in the unit file; pass it "
-                          f"through the environment instead (e.g. VLLM_API_KEY=... in {service.env_file()}, "
-                          "mode 0600, which the unit reads)")
+    secrets = [service.Secret(v, f"the value of -e {k}", k) for k, v in secret_env(plan.options.docker).items()]
+    secrets.append(service.Secret(plan.api_key, "the server's API key (vLLM reads VLLM_API_KEY when its command "
+                                                "has no --api-key)", "VLLM_API_KEY"))
+    service.check_env_file()
     user = (not _is_root()) if ns.user is None else ns.user
-    unit = service.render_unit(plan.recipe.id, run_args, user=user, directory=ns.unit_dir)
+    unit = service.render_unit(plan.recipe.id, run_args, user=user, directory=ns.unit_dir, secrets=secrets)
     service.write(unit)
     problem = service.verify(unit)
     if problem:

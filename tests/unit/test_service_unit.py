@@ -2,7 +2,9 @@
 checked by systemd-analyze verify where it is installed."""
 from __future__ import annotations
 
+import os
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -80,4 +82,59 @@ def test_install_and_uninstall_through_the_cli(tmp_path: Path) -> None:
     assert again.returncode == 1 and "no unit" in again.stderr
     secret = run("install-service", "tiny", "--solo", "-e", "HF_TOKEN=hf_secretvalue", "--unit-dir", str(tmp_path / "units"))
     assert secret.returncode == 1 and "hf_secretvalue" not in secret.stderr + secret.stdout
-    assert "write `-e HF_TOKEN` (no value) and put HF_TOKEN=... in " in secret.stderr and not path.exists()
+    assert "`HF_TOKEN=****` carries the value of -e HF_TOKEN" in secret.stderr and not path.exists()
+    assert "put HF_TOKEN=... in " in secret.stderr and "write `-e HF_TOKEN` (no value) instead" in secret.stderr
+
+
+KEYED = ("recipe_version: '1'\nname: Keyed\ncontainer: img\ncommand: vllm serve /m --port {port} --api-key {api_key}\n"
+         "defaults: {port: 8000, api_key: sk-the-recipes-own}\n")
+
+
+def _install(tmp_path: Path, *args: str, **env: str) -> tuple[subprocess.CompletedProcess[str], Path]:
+    home = tmp_path / "home"
+    (home / "recipes").mkdir(parents=True, exist_ok=True)
+    (home / "recipes" / "keyed.yaml").write_text(KEYED)
+    root = Path(service.__file__).resolve().parents[1]
+    res = subprocess.run([sys.executable, "-m", "tasks", "install-service", "keyed", "--solo", *args,
+                          "--unit-dir", str(tmp_path / "units")], cwd=root, capture_output=True, text=True,
+                         timeout=60, env={"RUNRECIPE_HOME": str(home), "PATH": "/usr/bin:/bin", **env})
+    return res, tmp_path / "units" / "runrecipe-keyed.service"
+
+
+@pytest.mark.parametrize("words, shown", [
+    (["-o", "api_key=sk-unit-secret-77"], "`api_key=****`"),
+    (["--override=api_key=sk-unit-secret-77"], "`--override=api_key=****`"),
+    (["-o", "api_key=x", "--", "--api-key", "sk-unit-secret-77"], "`****`"),
+    (["--", "--hf-token=sk-unit-secret-77"], "`--hf-token=****`"),
+])
+def test_a_secret_value_reaches_no_unit_whatever_flag_brought_it(tmp_path: Path, words: list[str], shown: str) -> None:
+    """Units are world-readable; the plan knows the server's key, and secret-named flags say theirs."""
+    res, path = _install(tmp_path, *words)
+    assert res.returncode == 1 and not path.exists(), res.stdout + res.stderr
+    assert "sk-unit-secret-77" not in res.stdout + res.stderr and "Traceback" not in res.stderr
+    assert f"install-service: {shown} carries " in res.stderr and "mode 0600" in res.stderr, res.stderr
+
+
+def test_a_secret_of_the_environment_reaches_no_unit(tmp_path: Path) -> None:
+    res, path = _install(tmp_path, "-o", "host=sk-env-secret-88", MY_PASSWORD="sk-env-secret-88")
+    assert res.returncode == 1 and not path.exists() and "sk-env-secret-88" not in res.stderr
+    assert "`host=****` carries a secret of the environment or .env" in res.stderr
+
+
+def test_the_unit_is_0644_and_an_env_file_others_can_read_is_refused(tmp_path: Path) -> None:
+    env_file = tmp_path / "home" / ".runrecipe" / "service.env"
+    env_file.parent.mkdir(parents=True)
+    env_file.write_text("HF_TOKEN=hf_x\n")
+    env_file.chmod(0o644)
+    res, path = _install(tmp_path)
+    assert res.returncode == 1 and not path.exists()
+    assert f"{env_file} holds the service's secrets but is mode 0644" in res.stderr
+    assert f"chmod 600 {env_file}" in res.stderr
+    env_file.chmod(0o600)
+    old = os.umask(0o077)
+    try:
+        res, path = _install(tmp_path)
+    finally:
+        os.umask(old)
+    assert res.returncode == 0, res.stderr
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
