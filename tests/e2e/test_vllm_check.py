@@ -111,8 +111,17 @@ def test_lint_vllm_with_a_local_venv(tmp_path: Path) -> None:
     recipes = tmp_path / "recipes"
     recipes.mkdir()
     (recipes / "typo.yaml").write_text("recipe_version: '1'\nname: t\ncontainer: img\ncommand: vllm serve org/m --max-modle-len 4\n")
+    # a recipe's parser plugin is code: lint, the command that vets a recipe, must not run it here
+    ran = tmp_path / "plugin-ran"
+    (recipes / "plugin.py").write_text(f"import os\nopen({str(ran)!r}, 'w').write(os.environ.get('HF_TOKEN', '-'))\n")
+    (recipes / "plugged.yaml").write_text("recipe_version: '1'\nname: p\ncontainer: img\ncommand: vllm serve org/m "
+                                          f"--tool-parser-plugin {recipes / 'plugin.py'} --tool-call-parser evil\n")
     res = subprocess.run([sys.executable, "-m", "tasks", "lint", "--vllm", "--venv", str(venv), str(recipes)],
-                         capture_output=True, text=True, timeout=900, cwd=Path(__file__).resolve().parents[2])
+                         capture_output=True, text=True, timeout=900, cwd=Path(__file__).resolve().parents[2],
+                         env={**os.environ, "HF_TOKEN": "hf_lint_venv_marker"})
     assert res.returncode == 1, res.stdout + res.stderr
     assert "typo: vLLM 0.33.0 refuses --max-modle-len" in res.stdout
-    assert "lint --vllm: 1 error(s)" in res.stdout
+    assert not ran.exists(), ran.read_text()
+    assert f"plugged: vLLM 0.33.0 may refuse at start --tool-parser-plugin: {recipes / 'plugin.py'} was not " \
+           "loaded, so --tool-call-parser was not checked" in res.stdout
+    assert "lint --vllm: 1 error(s), 1 warning(s)" in res.stdout

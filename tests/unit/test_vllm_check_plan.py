@@ -73,3 +73,28 @@ def test_answers_become_findings() -> None:
     assert broken.cannot == "the checker gave no answer (exit status 1): SyntaxError: bad"
     cannot = vllm_check.read(vllm_check.RESULT_MARK + '{"version": "0.6.0", "cannot": "LookupError: old"}', "", 0, argvs)
     assert cannot.lines("img") == ["cannot check with vLLM 0.6.0 in img: LookupError: old"]
+
+
+def test_the_venv_check_gets_no_plugin_no_secret_and_no_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`lint --vllm --venv` runs vLLM on this machine: a recipe's parser plugin is code, and the
+    environment holds tokens. A stand-in venv python records what it was given and answers."""
+    seen = tmp_path / "seen"
+    python = tmp_path / "venv" / "bin" / "python"
+    python.parent.mkdir(parents=True)
+    answer = json.dumps({"version": "0.33.0", "results": [
+        {"ok": True, "warnings": [{"flag": "--tool-call-parser", "message": "'evil' is not a name this vLLM knows"}]}]})
+    python.write_text(f"#!/bin/sh\nenv > {seen}.env\ncat > {seen}.stdin\necho '{vllm_check.RESULT_MARK}{answer}'\n")
+    python.chmod(0o755)
+    monkeypatch.setenv("HF_TOKEN", "hf_lint_marker_1")
+    monkeypatch.setenv("MY_PASS", "pass_lint_marker_2")
+    argv = ("org/m", "--tool-parser-plugin", "recipes/plugin.py", "--tool-call-parser", "evil",
+            "--reasoning_parser_plugin=x.py")
+    verdict = vllm_check.in_venv(tmp_path / "venv", [vllm_check.Target("r", "solo", argv)])
+    env = dict(line.split("=", 1) for line in (tmp_path / "seen.env").read_text().splitlines() if "=" in line)
+    assert "hf_lint_marker_1" not in str(env) and "pass_lint_marker_2" not in str(env)
+    assert env["HOME"] != str(Path.home()) and not Path(env["HOME"]).exists()
+    assert json.loads((tmp_path / "seen.stdin").read_text()) == [["org/m", "--tool-call-parser", "evil"]]
+    assert [(f.level, f.flag) for f in verdict.findings] == [("warning", "--tool-parser-plugin"),
+                                                             ("warning", "--reasoning-parser-plugin")]
+    assert verdict.findings[0].message.startswith("recipes/plugin.py was not loaded, so --tool-call-parser was "
+                                                  "not checked: --venv runs no recipe code on this machine")
