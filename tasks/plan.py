@@ -15,7 +15,7 @@ from typing import Any, Mapping
 
 from . import container_flags, hub_cache, image, masking, memo, mod_sources, mods, render, settings, vllm_args
 from .errors import ConfigError, ModeError, RecipeError, RenderError
-from .nodes import LOCAL, Node, is_local_address, load_env, parse_list, resolve
+from .nodes import LOCAL, Node, is_local_address, is_loopback, load_env, parse_list, resolve
 from .recipe import Recipe
 
 # The parameters run-recipe's named override flags set (--port, --host, --tp, --gpu-mem, --max-model-len).
@@ -110,8 +110,13 @@ class Plan:
                 or str(self.recipe.env.get("VLLM_API_KEY") or ""))
 
     @property
+    def loopback_only(self) -> bool:
+        """The server listens on loopback only (a stack's entry behind its gateway): the head reaches it there."""
+        return is_loopback(self.vllm.option("--host"))
+
+    @property
     def endpoint(self) -> str:
-        host = self.params.get("host", "0.0.0.0")
+        host = self.vllm.option("--host") or self.params.get("host", "0.0.0.0")
         shown = "localhost" if self.head.local and host in ("0.0.0.0", "::", "") else (
             self.head.host if host in ("0.0.0.0", "::", "") else host)
         return f"http://{shown}:{self.port}/v1"

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
+import subprocess
 import sys
 import textwrap
 import urllib.request
@@ -30,7 +32,7 @@ def recipe(project: Project, rid: str, model: str, gpu_placeholder: bool) -> Non
         recipe_version: "1"
         name: Stack {rid}
         container: rr-e2e-stack
-        defaults: {{port: 8000, host: 127.0.0.1, gpu_memory_utilization: 0.2}}
+        defaults: {{port: 8000, host: 0.0.0.0, gpu_memory_utilization: 0.2}}
         command: vllm serve {model} --port {{port}} --host {{host}}{gpu}
         """)
 
@@ -48,9 +50,10 @@ def ids(project: Project, stack: str) -> dict[str, str]:
     return dict(line.split() for line in out.splitlines())
 
 
-def post(url: str, body: dict, key: str = KEY) -> tuple[int, bytes]:
+def post(url: str, body: dict, key: str | None = KEY) -> tuple[int, bytes]:
+    auth = {} if key is None else {"Authorization": f"Bearer {key}"}
     req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
-                                 headers={"Content-Type": "application/json", "Authorization": f"Bearer {key}"})
+                                 headers={"Content-Type": "application/json", **auth})
     try:
         with urllib.request.urlopen(req, timeout=30) as resp:
             return resp.status, resp.read()
@@ -154,7 +157,29 @@ def test_requests_reach_the_right_entry_by_model_name_streamed_and_not(duo: dict
     chunks = stream(f"{base}/completions", {"model": model, "prompt": "hi"})
     assert "".join(c["choices"][0].get("text") or "" for c in chunks if c["choices"]) == f"standin reply from {model}"
     code, raw = post(f"{base}/chat/completions", {"model": model, "messages": []}, key="sk-wrong")
-    assert code >= 400  # the key is checked
+    assert code == 401 and "wrong API key" in json.loads(raw)["error"]["message"], raw
+    for missing in (None, ""):
+        code, raw = post(f"{base}/chat/completions", {"model": model, "messages": []}, key=missing)
+        assert code == 401 and "no API key" in json.loads(raw)["error"]["message"], raw
+
+
+def local_addresses() -> list[str]:
+    """This machine's IPv4 addresses other than loopback: where a client on the network would knock."""
+    out = subprocess.run(["ip", "-4", "-o", "addr", "show"], capture_output=True, text=True, check=True).stdout
+    return [line.split()[3].split("/")[0] for line in out.splitlines() if line.split()[1] != "lo"]
+
+
+def test_entries_answer_only_through_the_gateway(duo: dict) -> None:
+    """The recipes say host 0.0.0.0; behind the gateway the stack binds them to loopback, where only the
+    gateway (on this machine) reaches them, so no one on the network walks around its key."""
+    addresses = local_addresses()
+    assert addresses, "no address but loopback to knock on"
+    for entry in ("chat", "code"):
+        port = duo["ports"][entry]
+        for address in addresses:
+            with pytest.raises(OSError):
+                socket.create_connection((address, port), timeout=3).close()
+        assert get_json(f"http://127.0.0.1:{port}/v1/models")["data"]  # the gateway's way in
 
 
 def test_an_unknown_model_is_refused_by_the_gateway(duo: dict) -> None:

@@ -102,7 +102,9 @@ def test_two_entries_get_ports_names_and_start_by_descending_memory(project: Pat
     assert small.recipe.id == "duo/duo-small" and small.options.stack == "duo"
     assert "--port 8000" in small.script and "--gpu-memory-utilization 0.4" in small.script
     fixed = next(p.plan for p in sp.entries if p.plan.container_name == "duo-fixed")
-    assert fixed.argv[-4:] == ("--port", "8001", "--gpu-memory-utilization", "0.5")  # no placeholder: extra args
+    # no placeholder: extra args; behind the gateway an entry on the head listens on loopback only
+    assert fixed.argv[-6:] == ("--port", "8001", "--gpu-memory-utilization", "0.5", "--host", "127.0.0.1")
+    assert "--host 127.0.0.1" in small.script and small.loopback_only and fixed.loopback_only
     assert not [w for w in sp.warnings if "--port" in w]
     gw = gateway.plan_gateway(sp)
     assert [(r.model, r.api_base) for r in gw.routes] == [("fixed", "http://127.0.0.1:8001/v1"),
@@ -361,3 +363,39 @@ def test_doit_list_shows_the_stacks_that_stack_name_finds(project: Path) -> None
     (project / "stacks" / "two.yml").write_text("name: two\nmodels: [{recipe: small}]\n")
     names = {task["name"] for task in _stack_tasks(Options())}
     assert {"one/one-small", "two/two-small"} <= names, names
+
+
+def test_behind_the_gateway_head_entries_listen_on_loopback_and_worker_entries_want_a_derived_key(
+        project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The gateway is the stack's one door: nothing it routes to answers without its key."""
+    monkeypatch.setenv("GW_KEY", "sk-stack-door-1")
+    body = ("name: k\nnodes: [198.18.0.11, 198.18.0.12]\nmodels:\n  - {recipe: big, on: all, gpu_mem: 0.4}\n"
+            "  - {recipe: small, on: [198.18.0.12], gpu_mem: 0.3}\ngateway: {api_key_env: GW_KEY}\n")
+    sp = plan(project, body)
+    big, small = (next(p.plan for p in sp.entries if p.entry.recipe == r) for r in ("big", "small"))
+    assert big.loopback_only and big.vllm.option("--host") == "127.0.0.1" and not big.api_key
+    assert not small.loopback_only and small.vllm.option("--host") == "0.0.0.0"
+    key = small.api_key
+    assert key.startswith("sk-rr-") and len(key) == 70 and key not in small.script and key not in small.argv
+    assert plan(project, body).entries[1].plan.api_key == key  # the same on every run: a re-run restarts nothing
+    monkeypatch.setenv("GW_KEY", "sk-stack-door-2")
+    assert plan(project, body).entries[1].plan.api_key != key  # a new gateway key, new entry keys
+    monkeypatch.setenv("GW_KEY", "sk-stack-door-1")
+    gw = gateway.plan_gateway(sp)
+    routes = {r.model: r for r in gw.routes}
+    assert routes["org/big"].api_base == "http://127.0.0.1:8000/v1" and not routes["org/big"].key_var
+    assert routes["org/small"].api_base == "http://198.18.0.12:8001/v1"
+    var = routes["org/small"].key_var
+    assert f'api_key: "os.environ/{var}"' in gw.config and "sk-" not in gw.config
+    assert 'custom_auth: "runrecipe_gateway_auth.check"' in gw.config
+    assert gateway.secret_env(gw, "sk-stack-door-1") == {"GW_KEY": "sk-stack-door-1", var: key}
+    assert set(gw.files()) == {"gateway.yaml", "runrecipe_gateway_auth.py"}
+    assert all(key not in a and "sk-stack-door-1" not in a for a in gw.args("sha256:x"))
+
+
+@pytest.mark.parametrize("extra", ["overrides: {host: 0.0.0.0}", "extra_args: [--host, 10.0.0.5]"])
+def test_an_entry_on_the_head_cannot_be_opened_past_the_gateway(project: Path, extra: str) -> None:
+    body = f"name: x\nmodels:\n  - recipe: small\n    {extra}\n"
+    exc = refused(project, body + "gateway: {}\n")
+    assert "models[0]: its server would listen on " in str(exc) and "127.0.0.1 only" in str(exc) and exc.line == 3
+    assert not plan(project, body).entries[0].plan.loopback_only  # no gateway: where it listens is the user's affair

@@ -147,6 +147,6 @@ def test_a_known_document_plans() -> None:
         nodes: 198.18.0.11,198.18.0.12
         models:
           - {recipe: big, on: all, gpu_mem: 0.5, extra_args: ["--x=$(id)"], port: 8005}
-          - {recipe: small, gpu_mem: 0.25, overrides: {host: "$(id)"}}
+          - {recipe: small, gpu_mem: 0.25, overrides: {x: "$(id)"}}
         gateway: {port: 4000}
         """)) == "plan"
