@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 from . import facts
 from .errors import RunError
+from .masking import printable
 from .runner import Result
 
 LABEL = "runrecipe"
@@ -128,8 +129,9 @@ def state(runner: Runner, container_id: str) -> tuple[str, int]:
 
 
 def logs_tail(runner: Runner, container_id: str, lines: int = 30) -> str:
+    """The server's last lines as text to keep and show: what the container wrote cannot steer a terminal."""
     res = runner.read(["docker", "logs", "--tail", str(lines), container_id], check=False)
-    return (res.stdout + res.stderr).strip()
+    return printable(res.stdout + res.stderr).strip()
 
 
 def remove(runner: Runner, container_ids: list[str]) -> None:
