@@ -373,12 +373,15 @@ def cached_bytes(recipe: Any) -> int | None:
 
 
 def show_env(config: Path | None) -> int:
-    from .masking import mask
+    from .masking import mask, remember_secret
     from .nodes import load_env
     from .plan import env_file
+    from .stack import key_variables
 
     path = env_file(Options(config=config))
     values = load_env(path)
+    for name in key_variables(settings.project_root() / "stacks") & set(values):
+        remember_secret(values[name])  # a stack's gateway key, whatever its variable is called
     print(f"# {path}" + ("" if path.is_file() else " (not found: solo mode unless -n is given)"))
     for key, value in values.items():
         print(f"{key}={mask(key, value)}")

@@ -107,10 +107,11 @@ def api_key(gw: GatewayPlan) -> str:
     if not gw.key_env:
         return ""
     key = os.environ.get(gw.key_env, "")
-    if not key.startswith("sk-"):
-        raise ConfigError(f"gateway: the environment variable {gw.key_env} (api_key_env) is "
-                          + ("not set" if not key else "set but does not start with 'sk-'")
-                          + "; LiteLLM's master key must start with sk-", fix=f"export {gw.key_env}=sk-...")
+    if not key.startswith("sk-") or key == "sk-":
+        why = ("not set" if not key else "set but does not start with 'sk-'" if not key.startswith("sk-")
+               else "set to 'sk-' alone, an empty key")
+        raise ConfigError(f"gateway: the environment variable {gw.key_env} (api_key_env) is {why}; LiteLLM's "
+                          "master key must start with sk- and go on", fix=f"export {gw.key_env}=sk-...")
     masking.remember_secret(key)  # masked in every later message, whatever the variable is called
     return key
 

@@ -1,7 +1,7 @@
 """Which values are secrets, and how text loses them before a person sees it.
 
 A secret is HF_TOKEN (and the client's other token variables), and the value of any environment variable
-or .env key whose name says token, key, secret, password or credential. Values are masked wherever they
+or .env key whose name says token, key, secret, pass(word) or credential. Values are masked wherever they
 appear, not only under their own name: `CLUSTER_NODES=a,hf_...` must not show the token in its error.
 .env files register their secret values as they are read (nodes.load_env), so an error raised later in the
 run is scrubbed of them too. Library modules raise; the CLI, dodo.py and the task actions call `scrub`
@@ -14,7 +14,7 @@ import os
 import re
 from typing import Iterable, Mapping
 
-SECRET_WORDS = ("TOKEN", "KEY", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL")
+SECRET_WORDS = ("TOKEN", "KEY", "SECRET", "PASS", "CREDENTIAL")  # PASS: PASSWORD, PASSWD, MY_PASS, ...
 TOKEN_VARS = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
 MASK = "****"
 MIN_LEN = 4  # shorter values are masked under their own name only: replacing "pw" everywhere mangles text

@@ -94,6 +94,20 @@ def find(name: str, stacks_dir: Path | None = None) -> Path:
                       fix="give a stack file's path or the name of one in stacks/")
 
 
+def key_variables(folder: Path) -> set[str]:
+    """The variables the stacks in `folder` name as their gateway's key, whatever they are called (--show-env
+    masks them); a stack file that does not load names none."""
+    found = set()
+    for path in sorted(folder.glob("*.y*ml")) if folder.is_dir() else []:
+        try:
+            gateway = load(path).gateway
+        except ConfigError:
+            continue
+        if gateway and gateway.api_key_env:
+            found.add(gateway.api_key_env)
+    return found
+
+
 def load(path: Path) -> Stack:
     """Read and check one stack file."""
     try:

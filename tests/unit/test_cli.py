@@ -88,6 +88,18 @@ def test_show_env_masks_secrets(home: Path) -> None:
     assert res.stdout.count("****") == 3
 
 
+def test_show_env_masks_pass_names_and_what_a_stack_names_as_its_gateway_key(home: Path) -> None:
+    (home / "stacks").mkdir()
+    (home / "stacks" / "duo.yaml").write_text("name: duo\nmodels: [{recipe: good}]\ngateway: {api_key_env: LLM_DOOR}\n")
+    (home / ".env").write_text("MY_PASS=hunter2-pass\nLLM_DOOR=sk-door-value-1\nNOTE=uses sk-door-value-1\n"
+                               "ETH_IF=eth0\n")
+    res = cli(home, "--show-env")
+    assert res.returncode == 0, res.stderr
+    assert "hunter2-pass" not in res.stdout and "sk-door-value-1" not in res.stdout
+    assert "MY_PASS=****" in res.stdout and "LLM_DOOR=****" in res.stdout and "NOTE=uses ****" in res.stdout
+    assert "ETH_IF=eth0" in res.stdout
+
+
 def test_every_flag_is_documented_in_the_readme() -> None:
     readme = (ROOT / "README.md").read_text()
     flags = {opt for action in parser()._actions for opt in action.option_strings if opt.startswith("--")}

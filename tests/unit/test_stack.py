@@ -334,6 +334,21 @@ def test_the_gateway_key_may_come_from_the_env_file(project: Path, monkeypatch: 
     with pytest.raises(ConfigError, match="does not start with 'sk-'") as info:
         gateway.api_key(gw)
     assert "not-sk" not in str(info.value)
+    monkeypatch.setenv("DUO_KEY", "sk-")
+    with pytest.raises(ConfigError, match="set to 'sk-' alone, an empty key"):
+        gateway.api_key(gw)
+
+
+@pytest.mark.parametrize("served", ["مثال", "模型-😀", "emoji-🦙-\u2028-line", "quote\"s and 'x'", "ünï"])
+def test_the_gateway_configuration_keeps_any_model_name_as_text(project: Path, served: str) -> None:
+    """tojson wrote characters beyond the BMP as surrogate pairs, which YAML reads back as two broken ones."""
+    import yaml
+
+    args = yaml.safe_dump(["--served-model-name", served], default_flow_style=True, allow_unicode=True, width=999)
+    body = f"name: x\nmodels:\n  - recipe: small\n    extra_args: {args.strip()}\ngateway: {{}}\n"
+    gw = gateway.plan_gateway(plan(project, body))
+    route = yaml.safe_load(gw.config)["model_list"][0]
+    assert route["model_name"] == served and route["litellm_params"]["model"] == f"hosted_vllm/{served}"
 
 
 @pytest.mark.parametrize("extra, words", [
