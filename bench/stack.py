@@ -88,7 +88,7 @@ def started(c: rc.TestCluster, entry: str) -> float:
     """The earliest StartedAt of the entry's containers on any node."""
     times = []
     for node in c.nodes:
-        ids = node.docker("ps", "-q", "--filter", f"label=runrecipe.recipe=trio/trio-{entry}").stdout.split()
+        ids = node.docker("ps", "-q", "--filter", f"label=runrecipe.recipe=trio//trio-{entry}").stdout.split()
         for cid in ids:
             text = node.docker("inspect", "-f", "{{.State.StartedAt}}", cid).stdout.strip()
             head, _, frac = text.rstrip("Z").partition(".")

@@ -25,7 +25,7 @@ from .container_create import create_argv
 from .docker import LABEL, Runner
 from .errors import ConfigError, NotReadyError, RunError
 from .launch import POLL_SECONDS, SCRIPT_DIR, base_url, say, script_tar
-from .stack import gateway_container as container_name
+from .stack import entry_id, gateway_container as container_name
 from .stack_plan import StackPlan
 
 CONFIG = "gateway.yaml"
@@ -55,7 +55,7 @@ class GatewayPlan:
     @property
     def id(self) -> str:
         """Its `runrecipe.recipe` label: status lists it with the stack's entries."""
-        return f"{self.stack}/{self.name}"
+        return entry_id(self.stack, self.name)
 
     @property
     def endpoint(self) -> str:

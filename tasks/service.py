@@ -6,6 +6,7 @@ same plan (the same inputs hash) the user started by hand.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -21,6 +22,8 @@ from .flagtypes import run_words
 from .vllm_args import is_flag
 
 SAFE = re.compile(r"[A-Za-z0-9_@%+=:,./-]+")
+UNIT_ID_MAX = 200      # of the escaped id; with runrecipe- and .service well inside systemd's 255
+_UNIT_SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
 UNIT_MODE = 0o644      # systemd reads units as any user; they hold no secret, so everyone may read them
 
 
@@ -33,7 +36,14 @@ class Unit:
 
 
 def unit_name(recipe_id: str) -> str:
-    return "runrecipe-" + re.sub(r"[^A-Za-z0-9_.-]+", "-", recipe_id).strip("-") + ".service"
+    """`runrecipe-<id>.service`, a different name for every id (`4x/a` and `4x-a` are two recipes): each
+    byte outside [A-Za-z0-9_.-] as systemd's \\xNN (`/` as \\x2f), a long id (unit names stop at 255) as a
+    prefix and its sha256 after `:`, which no short name contains."""
+    escaped = "".join(chr(b) if chr(b) in _UNIT_SAFE else f"\\x{b:02x}" for b in recipe_id.encode("utf-8", "surrogatepass"))
+    if len(escaped) > UNIT_ID_MAX:
+        digest = hashlib.sha256(recipe_id.encode("utf-8", "surrogatepass")).hexdigest()[:40]
+        escaped = escaped[:UNIT_ID_MAX - 41] + ":" + digest
+    return f"runrecipe-{escaped}.service"
 
 
 def unit_dir(user: bool) -> Path:

@@ -186,7 +186,7 @@ def stop(name: str, nodes: tuple[Node, ...], order: list[str]) -> int:
     from .lifecycle import on_each_node, report_unreached
 
     found, missed = on_each_node(lambda rn: [(rn, c) for c in docker.containers(rn, stack=name)], _runners(nodes))
-    rank = {rid: i for i, rid in enumerate(order)} | {f"{name}/{gateway.container_name(name)}": len(order) + 1}
+    rank = {rid: i for i, rid in enumerate(order)} | {stack.entry_id(name, gateway.container_name(name)): len(order) + 1}
     ours = sorted((pair for pairs in found for pair in pairs),
                   key=lambda rc: rank.get(rc[1].labels.get("runrecipe.recipe", ""), len(order)), reverse=True)
     names = []

@@ -17,7 +17,7 @@ from .errors import ConfigError, ModeError, RunRecipeError
 from .nodes import LOCAL, Node, is_loopback, load_env, parse_list
 from .plan import Options, Plan, env_file, make_plan
 from .recipe import Recipe, load_named
-from .stack import Entry, Stack, gateway_container
+from .stack import Entry, Stack, entry_id, gateway_container
 
 BASE_PORT = 8000
 DEFAULT_GPU_MEM = 0.9          # vLLM's --gpu-memory-utilization when nothing sets it
@@ -26,7 +26,7 @@ GPU_MEM_FLAG = "--gpu-memory-utilization"
 
 @dataclass(frozen=True)
 class Placed:
-    """One entry of a stack, planned: the recipe Plan (its id is `<stack>/<container>`) and its share."""
+    """One entry of a stack, planned: the recipe Plan (its id is `<stack>//<container>`) and its share."""
 
     entry: Entry
     plan: Plan
@@ -127,7 +127,7 @@ def _placement(stack: Stack, entry: Entry, nodes: tuple[Node, ...], by_target: M
 
 
 def _recipe(stack: Stack, entry: Entry) -> Recipe:
-    """The entry's recipe under the id `<stack>/<entry name>` (tasks, labels and records are per entry),
+    """The entry's recipe (its id becomes `<stack>//<entry name>` in _plan: tasks, labels and records are per entry),
     with the entry's mods after the recipe's own."""
     try:
         recipe = load_named(_relative(stack, entry.recipe), settings.recipes_dir())
@@ -226,7 +226,7 @@ def _plan(stack: Stack, entry: Entry, recipe: Recipe, on: tuple[Node, ...], base
     if stack.gateway:
         _behind_gateway(stack, entry, plan, loopback=behind_on_head, key=key)
     warnings = tuple(w for w in plan.warnings if not w.startswith(tuple(added)))  # the stack's own, on purpose
-    plan = dataclasses.replace(plan, recipe=dataclasses.replace(recipe, id=f"{stack.name}/{name}"), warnings=warnings)
+    plan = dataclasses.replace(plan, recipe=dataclasses.replace(recipe, id=entry_id(stack.name, name)), warnings=warnings)
     return dataclasses.replace(plan, nodes=on) if len(on) == 1 and on[0] != head else plan
 
 

@@ -7,9 +7,9 @@ runs: the second waits (saying who holds the lock) or refuses when asked not to 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
-import re
 import sqlite3
 import sys
 import time
@@ -94,8 +94,23 @@ def _holder(path: Path) -> str:
 
 
 def record_file(folder: str, recipe_id: str) -> Path:
-    """A recipe's record in a folder of the state dir (runs/, checks/): its id made a safe file name."""
-    return settings.state_dir() / folder / (re.sub(r"[^A-Za-z0-9_.-]+", "-", recipe_id) + ".json")
+    """A recipe's record in a folder of the state dir (runs/, checks/), one file per id."""
+    return settings.state_dir() / folder / (file_name(recipe_id) + ".json")
+
+
+def file_name(recipe_id: str, longest: int = 200) -> str:
+    """An id as one file name, a different one for every id: each byte outside [A-Za-z0-9_.-] (and a leading
+    `.`) as %XX, so `4x/a` and `4x-a` stay apart; past `longest` bytes (names stop at 255) a prefix and
+    the id's sha256 after `~`, which no short name contains."""
+    encoded = "".join(chr(b) if chr(b) in _SAFE and not (i == 0 and b == ord(".")) else f"%{b:02X}"
+                      for i, b in enumerate(recipe_id.encode("utf-8", "surrogatepass")))
+    if len(encoded) <= longest:
+        return encoded
+    digest = hashlib.sha256(recipe_id.encode("utf-8", "surrogatepass")).hexdigest()[:40]
+    return encoded[:longest - 41] + "~" + digest
+
+
+_SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
 
 
 def read_json(path: Path) -> Any:

@@ -7,6 +7,7 @@ plan; the watcher's own flags may stand anywhere before `--`.
 from __future__ import annotations
 
 import argparse
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -109,12 +110,12 @@ def _install(ns: argparse.Namespace, plan: Any, run_args: list[str]) -> int:
     if ns.enable:
         for argv in (service.systemctl(unit, "daemon-reload"), service.systemctl(unit, "enable", "--now", unit.name)):
             if subprocess.call(argv):
-                print(f"Error: `{' '.join(argv)}` failed", file=sys.stderr)
+                print(f"Error: `{shlex.join(argv)}` failed", file=sys.stderr)
                 return 1
         print(f"enabled and started {unit.name}")
     else:
-        print(f"start it now and at every boot: {' '.join(service.systemctl(unit, 'daemon-reload'))} && "
-              f"{' '.join(service.systemctl(unit, 'enable', '--now', unit.name))}")
+        print(f"start it now and at every boot: {shlex.join(service.systemctl(unit, 'daemon-reload'))} && "
+              f"{shlex.join(service.systemctl(unit, 'enable', '--now', unit.name))}")
     return 0
 
 

@@ -107,7 +107,7 @@ def test_both_entries_serve_and_the_gateway_lists_them(duo: dict) -> None:
     # start order: descending memory (code 0.4 first), each after the one before was ready; the gateway last
     launches = [ln.split()[1] for ln in first.stdout.splitlines() if ln.startswith(".  ") and
                 ln.split()[1].startswith(("launch:", "gateway:"))]
-    assert launches == ["launch:e2e-duo/e2e-duo-code", "launch:e2e-duo/e2e-duo-chat", "gateway:e2e-duo"]
+    assert launches == ["launch:e2e-duo//e2e-duo-code", "launch:e2e-duo//e2e-duo-chat", "gateway:e2e-duo"]
     assert get_json(f"http://127.0.0.1:{ports['chat']}/v1/models")["data"][0]["id"] == "org/chat"
     assert get_json(f"http://127.0.0.1:{ports['code']}/v1/models")["data"][0]["id"] == "coder"
     running = ids(project, "e2e-duo")
@@ -121,7 +121,7 @@ def test_both_entries_serve_and_the_gateway_lists_them(duo: dict) -> None:
     assert KEY not in json.dumps(inspect["Args"]) and KEY not in json.dumps(inspect["Config"]["Cmd"])
     status = project.cli("status")
     assert status.returncode == 0 and "stack e2e-duo:" in status.stdout
-    rows = [ln for ln in status.stdout.splitlines() if ln.startswith("  e2e-duo/") and " running " in ln]
+    rows = [ln for ln in status.stdout.splitlines() if ln.startswith("  e2e-duo//") and " running " in ln]
     assert len(rows) == 3, status.stdout  # entries and gateway under the stack (readiness lines aside)
 
 
@@ -199,7 +199,7 @@ def test_a_rerun_changes_nothing_and_a_changed_entry_restarts_alone(duo: dict) -
     assert through_doit.returncode == 0, through_doit.stdout + through_doit.stderr
     assert [ln for ln in through_doit.stdout.splitlines() if ln.startswith(".  ")] == []
     listed = project.doit("list", "--all")
-    assert "gateway:e2e-duo" in listed.stdout and "launch:e2e-duo/e2e-duo-chat" in listed.stdout, listed.stdout
+    assert "gateway:e2e-duo" in listed.stdout and "launch:e2e-duo//e2e-duo-chat" in listed.stdout, listed.stdout
     assert ids(project, "e2e-duo") == before
     stack_file(project, "duo", duo["body"].format(**ports, code_mem=0.35))  # the code entry only
     changed = project.cli("stack", "duo", "-d")

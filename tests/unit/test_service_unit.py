@@ -24,7 +24,7 @@ def test_words_stay_literal_for_systemd() -> None:
 def test_the_unit_converges_then_watches_with_the_same_words(tmp_path: Path) -> None:
     unit = service.render_unit("4x/minimax", ["4x/minimax", "-n", "a,b", "-d", "--", "--seed", "4 2"],
                                user=True, directory=tmp_path)
-    assert unit.name == "runrecipe-4x-minimax.service" and unit.path == tmp_path / unit.name
+    assert unit.name == "runrecipe-4x\\x2fminimax.service" and unit.path == tmp_path / unit.name
     lines = unit.text.splitlines()
     entry = str(Path(service.__file__).resolve().parents[1] / "run-recipe.sh")
     # -d goes before `--`: after it, it would be vLLM's (and the converge would stay in the foreground)

@@ -99,7 +99,7 @@ def test_two_entries_get_ports_names_and_start_by_descending_memory(project: Pat
     assert [p.plan.container_name for p in sp.entries] == ["duo-fixed", "duo-small"]  # 0.5 before 0.4
     assert {p.plan.container_name: p.plan.port for p in sp.entries} == {"duo-small": 8000, "duo-fixed": 8001}
     small = next(p.plan for p in sp.entries if p.plan.container_name == "duo-small")
-    assert small.recipe.id == "duo/duo-small" and small.options.stack == "duo"
+    assert small.recipe.id == "duo//duo-small" and small.options.stack == "duo"
     assert "--port 8000" in small.script and "--gpu-memory-utilization 0.4" in small.script
     fixed = next(p.plan for p in sp.entries if p.plan.container_name == "duo-fixed")
     # no placeholder: extra args; behind the gateway an entry on the head listens on loopback only
@@ -377,7 +377,7 @@ def test_doit_list_shows_the_stacks_that_stack_name_finds(project: Path) -> None
     write(project, "name: one\nmodels: [{recipe: small}]\n", name="one")
     (project / "stacks" / "two.yml").write_text("name: two\nmodels: [{recipe: small}]\n")
     names = {task["name"] for task in _stack_tasks(Options())}
-    assert {"one/one-small", "two/two-small"} <= names, names
+    assert {"one//one-small", "two//two-small"} <= names, names
 
 
 def test_behind_the_gateway_head_entries_listen_on_loopback_and_worker_entries_want_a_derived_key(
@@ -414,3 +414,21 @@ def test_an_entry_on_the_head_cannot_be_opened_past_the_gateway(project: Path, e
     exc = refused(project, body + "gateway: {}\n")
     assert "models[0]: its server would listen on " in str(exc) and "127.0.0.1 only" in str(exc) and exc.line == 3
     assert not plan(project, body).entries[0].plan.loopback_only  # no gateway: where it listens is the user's affair
+
+
+def test_ids_record_files_and_unit_names_are_all_different_for_different_recipes(project: Path) -> None:
+    """A stack `4x` with an entry `minimax-m2.5` took the catalogue's `4x/minimax-m2.5` (same labels: one run
+    removed the other's containers); record and unit names folded `/` and `-` together."""
+    from tasks import service, state
+
+    (project / "recipes" / "4x").mkdir()
+    (project / "recipes" / "4x" / "minimax-m2.5.yaml").write_text(textwrap.dedent(RECIPES["fixed"]))
+    entry = plan(project, "name: 4x\nmodels: [{recipe: small, name: minimax-m2.5}]\n").entries[0].plan
+    assert entry.recipe.id == "4x//minimax-m2.5" and entry.recipe.id != "4x/minimax-m2.5"
+    ids = ["4x/minimax-m2.5", "4x-minimax-m2.5", "4x//minimax-m2.5", "4x_minimax-m2.5", "a%2Fb", "a/b", ".x", "%2Ex"]
+    assert len({state.record_file("runs", i) for i in ids}) == len(ids)
+    assert len({service.unit_name(i) for i in ids}) == len(ids)
+    assert service.unit_name("glm-4.7") == "runrecipe-glm-4.7.service"  # the usual name reads as it did
+    long = ["x" * 300, "x" * 299 + "y", "é" * 200]
+    assert all(len(state.record_file("runs", i).name) <= 255 and len(service.unit_name(i)) <= 255 for i in long)
+    assert len({state.record_file("runs", i) for i in long}) == 3 and len({service.unit_name(i) for i in long}) == 3
