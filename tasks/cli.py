@@ -344,19 +344,24 @@ def list_recipes(as_json: bool) -> int:
         return 0
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
-    table = Table(title=f"Recipes in {settings.recipes_dir()}")
+    from .masking import printable
+
+    # recipes are other people's text: no rich markup ([/bold], [link=...]), emoji codes or escape sequences
+    table = Table(title=Text(f"Recipes in {settings.recipes_dir()}"))
     for col in ("recipe", "name", "model", "container", "mode", "nodes", "cached", "mods"):
         table.add_column(col, overflow="fold")
     for row in rows:
         if "error" in row:
-            table.add_row(row["id"], f"[red]broken: {row['error']}[/red]", "", "", "", "", "", "")
+            cells = [row["id"], Text(printable(f"broken: {row['error']}"), style="red"), "", "", "", "", "", ""]
         else:
             nodes = str(row["nodes"]) if row["mode"] != "either" or row["nodes"] == 1 else f"1 or {row['nodes']}"
-            table.add_row(row["id"], row["name"], row["model"] or "-", row["container"], row["mode"], nodes,
-                          human_bytes(row["cached_bytes"]) if row["cached_bytes"] else "-",
-                          ", ".join(Path(m).name for m in row["mods"]) or "-")
-    Console(width=160).print(table)
+            cells = [row["id"], row["name"], row["model"] or "-", row["container"], row["mode"], nodes,
+                     human_bytes(row["cached_bytes"]) if row["cached_bytes"] else "-",
+                     ", ".join(Path(m).name for m in row["mods"]) or "-"]
+        table.add_row(*(Text(printable(c)) if isinstance(c, str) else c for c in cells))
+    Console(width=160, markup=False, emoji=False, highlight=False).print(table)
     return 0
 
 

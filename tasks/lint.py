@@ -38,7 +38,7 @@ from . import image, mod_sources, origin_rules, render, settings, vllm_args
 from .errors import RenderError, RunRecipeError
 from .hub_cache import is_model_ref
 from .plan import bash_problem
-from .recipe import ENV_NAME, Recipe, id_for, parse, suggested_env_name
+from .recipe import ENV_NAME, Recipe, id_for, parse, path_kind, suggested_env_name
 from .yaml_positions import Positions
 
 ERROR, WARNING = "error", "warning"
@@ -388,10 +388,11 @@ def _option_key(word: str, fold_no: bool = False) -> str:
 def recipe_files(paths: Iterable[Path]) -> Iterator[tuple[Path, bool]]:
     """(file, exists) for each path: files as given, folders searched for *.yaml / *.yml."""
     for path in paths:
-        if path.is_dir():
+        kind = path_kind(path)
+        if kind == "dir":
             yield from ((p, True) for p in sorted({*path.rglob("*.yaml"), *path.rglob("*.yml")}) if p.is_file())
         else:
-            yield path, path.is_file()
+            yield path, kind == "file"
 
 
 def lint_file(path: Path, shown: str | None = None, recipes_dir: Path | None = None) -> list[Finding]:

@@ -27,11 +27,12 @@ LINT_NODES = "198.18.0.1,198.18.0.2"  # a two-node cluster for the argvs only: n
 
 def plans_of(paths: list[Path]) -> tuple[list[Plan], list[str]]:
     """Each recipe's plans in every mode it allows, and the recipes that could not be planned (lint says why)."""
-    from .recipe import catalogue, load_named
+    from .recipe import catalogue, load_named, path_kind
 
-    items = [i for p in paths for i in (catalogue(p) if p.is_dir() else [])]
+    folders = [p for p in paths if path_kind(p) == "dir"]
+    items = [i for p in folders for i in catalogue(p)]
     recipes = [i.recipe for i in items if i.recipe] + [load_named(str(p), settings.recipes_dir())
-                                                      for p in paths if not p.is_dir()]
+                                                      for p in paths if p not in folders]
     skipped = [f"{i.id}: {i.error}" for i in items if not i.recipe]
     plans: list[Plan] = []
     for recipe in recipes:

@@ -250,7 +250,7 @@ def find(name: str, recipes_dir: Path) -> Path:
     candidates = [Path(name), Path(name + ".yaml"), Path(name + ".yml")]
     candidates += [recipes_dir / c for c in candidates]
     for cand in candidates:
-        if cand.is_file():
+        if path_kind(cand) == "file":
             return cand
     stem = Path(name).name
     found = sorted(p for p in _recipe_files(recipes_dir) if p.stem == stem or p.name == stem)
@@ -288,6 +288,15 @@ def catalogue(recipes_dir: Path) -> Iterator[Listed]:
             yield Listed(rid, path, load(path, rid))
         except RecipeError as exc:
             yield Listed(rid, path, None, str(exc))
+
+
+def path_kind(path: Path) -> str:
+    """"dir", "file" or "" for a path a person typed: a name the system cannot hold (too long, say) is
+    nothing there, as a missing one is (Path.is_file raises for it)."""
+    try:
+        return "dir" if path.is_dir() else "file" if path.is_file() else ""
+    except OSError:
+        return ""
 
 
 def _recipe_files(recipes_dir: Path) -> Iterator[Path]:
