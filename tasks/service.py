@@ -17,11 +17,13 @@ from pathlib import Path
 from typing import Sequence
 
 from . import masking, render, settings
+from .masking import printable
 from .errors import ConfigError
 from .flagtypes import run_words
 from .vllm_args import is_flag
 
 SAFE = re.compile(r"[A-Za-z0-9_@%+=:,./-]+")
+CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")  # systemd ends a line at \r as at \n
 UNIT_ID_MAX = 200      # of the escaped id; with runrecipe- and .service well inside systemd's 255
 _UNIT_SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
 UNIT_MODE = 0o644      # systemd reads units as any user; they hold no secret, so everyone may read them
@@ -78,10 +80,16 @@ def systemd_path(path: Path) -> str:
     """A path setting (WorkingDirectory=, EnvironmentFile=): systemd takes the rest of the line as the
     path, unquoted, so only `%` is doubled; what it would trim or split cannot be written."""
     text = str(path)
-    if "\n" in text or text != text.strip():
-        raise ConfigError(f"install-service: the path {text!r} has a line break or surrounding spaces, "
-                          "which a unit file cannot carry; use a project folder without them")
+    if CONTROL.search(text) or text != text.strip():
+        raise ConfigError(f"install-service: the path {printable(text)!r} has a control character (a line break, "
+                          "say) or surrounding spaces, which a unit file cannot carry; use a project folder without "
+                          "them")
     return text.replace("%", "%%")
+
+
+def systemd_text(value: str) -> str:
+    """Free text on a unit line (Description=): one line, `%` doubled (systemd's specifiers)."""
+    return " ".join(CONTROL.sub(" ", value).split()).replace("%", "%%")
 
 
 @dataclass(frozen=True)
@@ -150,8 +158,9 @@ def render_unit(recipe_id: str, run_args: Sequence[str], *, user: bool, director
                 secrets: Sequence[Secret] = ()) -> Unit:
     """The unit for `run-recipe <run_args>`: converge with -d, then watch with the same words; no word may
     carry one of `secrets` (the run's: secret `-e` values, the server's key) or another known secret."""
-    if any("\n" in a for a in run_args):
-        raise ConfigError("install-service: an argument holds a line break, which a unit file cannot carry")
+    if any(CONTROL.search(a) for a in run_args):
+        raise ConfigError("install-service: an argument holds a control character (a line break or carriage "
+                          "return, say), which would split or end a line of the unit file; pass it without one")
     entry = str(settings.CODE_ROOT / "run-recipe.sh")
     words = run_words(run_args)
     home = settings.project_root()
@@ -160,7 +169,7 @@ def render_unit(recipe_id: str, run_args: Sequence[str], *, user: bool, director
     refuse_secrets([*run_args, *(f"{k}={v}" for k, v in env.items())], secrets)
     name = unit_name(recipe_id)
     text = render.render_template(
-        "runrecipe.service.j2", recipe=recipe_id, home=systemd_path(home),
+        "runrecipe.service.j2", recipe=recipe_id, description=systemd_text(recipe_id), home=systemd_path(home),
         environment=systemd_line([f"{k}={v}" for k, v in env.items()], exec_line=False),
         env_file=systemd_path(env_file()),
         converge=systemd_line([entry, *run_words(words, "-d")]), watch=systemd_line([entry, "watch", *words]),

@@ -138,3 +138,19 @@ def test_the_unit_is_0644_and_an_env_file_others_can_read_is_refused(tmp_path: P
         os.umask(old)
     assert res.returncode == 0, res.stderr
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
+
+
+@pytest.mark.parametrize("word", ["a\rb", "x\x0by", "bell\x07", "nul\x00"[:-1] + "\x1b[2J"])
+def test_a_control_character_in_any_word_is_refused(tmp_path: Path, word: str) -> None:
+    """systemd splits a unit line at `\\r` too: `-- --x 'a\\rExecStartPost=...'` would add a line."""
+    with pytest.raises(service.ConfigError, match="control character") as info:
+        service.render_unit("glm", ["glm", "--", "--x", word], user=True, directory=tmp_path)
+    assert word not in str(info.value)
+
+
+@pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="systemd-analyze is not installed")
+def test_a_percent_in_the_recipe_stays_literal_in_the_description(tmp_path: Path) -> None:
+    unit = service.render_unit("50%off/%n", ["50%off/%n"], user=False, directory=tmp_path)
+    assert "Description=runrecipe: serve 50%%off/%%n and keep it serving" in unit.text.splitlines()
+    service.write(unit)
+    assert service.verify(unit) is None, unit.text
