@@ -245,10 +245,11 @@ def load(path: Path, recipe_id: str | None = None) -> Recipe:
     return parse(text, path, recipe_id)
 
 
-def find(name: str, recipes_dir: Path) -> Path:
-    """Resolve what the user typed: a path (with or without .yaml/.yml), else a name in the catalogue."""
-    candidates = [Path(name), Path(name + ".yaml"), Path(name + ".yml")]
-    candidates += [recipes_dir / c for c in candidates]
+def find(name: str, recipes_dir: Path, *, paths: bool = True) -> Path:
+    """Resolve what the user typed: a path (with or without .yaml/.yml; not with `paths=False`, for a name
+    read from a file, which must not depend on the current folder), else a name in the catalogue."""
+    typed = [Path(name), Path(name + ".yaml"), Path(name + ".yml")]
+    candidates = (typed if paths else []) + [recipes_dir / c for c in typed]
     for cand in candidates:
         if path_kind(cand) == "file":
             return cand
@@ -260,13 +261,13 @@ def find(name: str, recipes_dir: Path) -> Path:
         listed = "\n".join(f"  {p}" for p in found)
         raise RecipeError(f"recipe '{name}' is ambiguous; it matches:\n{listed}\n"
                           "Give the path, e.g. " + id_for(found[0], recipes_dir))
-    raise RecipeError(f"recipe '{name}' not found (looked for the path and in {recipes_dir}); "
+    raise RecipeError(f"recipe '{name}' not found (looked {'for the path and ' if paths else ''}in {recipes_dir}); "
                       "see `run-recipe --list`")
 
 
-def load_named(name: str, recipes_dir: Path) -> Recipe:
+def load_named(name: str, recipes_dir: Path, *, paths: bool = True) -> Recipe:
     """find() then load(), giving catalogue recipes their folder-relative id."""
-    path = find(name, recipes_dir)
+    path = find(name, recipes_dir, paths=paths)
     return load(path, id_for(path, recipes_dir))
 
 

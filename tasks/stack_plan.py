@@ -10,13 +10,14 @@ from __future__ import annotations
 import dataclasses
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Mapping
 
 from . import render, settings, stack_keys
-from .errors import ConfigError, ModeError, RunRecipeError
+from .errors import ConfigError, ModeError, RecipeError, RunRecipeError
 from .nodes import LOCAL, Node, is_loopback, load_env, parse_list
 from .plan import Options, Plan, env_file, make_plan
-from .recipe import Recipe, load_named
+from .recipe import Recipe, id_for, load, load_named, path_kind
 from .stack import Entry, Stack, entry_id, gateway_container
 
 BASE_PORT = 8000
@@ -129,22 +130,27 @@ def _placement(stack: Stack, entry: Entry, nodes: tuple[Node, ...], by_target: M
 def _recipe(stack: Stack, entry: Entry) -> Recipe:
     """The entry's recipe (its id becomes `<stack>//<entry name>` in _plan: tasks, labels and records are per entry),
     with the entry's mods after the recipe's own."""
+    field = ("models", entry.index, "recipe")
     try:
-        recipe = load_named(_relative(stack, entry.recipe), settings.recipes_dir())
+        path = _recipe_path(stack, entry.recipe)
+        recipe = (load(path, id_for(path, settings.recipes_dir())) if path else
+                  load_named(entry.recipe, settings.recipes_dir(), paths=False))
     except RunRecipeError as exc:
-        field = ("models", entry.index, "recipe")
         raise ConfigError(f"{stack.where(field)}: models[{entry.index}].recipe: {exc}", file=str(stack.path),
                           field=field, line=stack.positions.line(field)) from None
     return dataclasses.replace(recipe, mods=recipe.mods + entry.mods)
 
 
-def _relative(stack: Stack, name: str) -> str:
-    """A recipe path in a stack file is relative to the stack file; a bare name is looked up in recipes/."""
-    if "/" in name or name.endswith((".yaml", ".yml")):
-        beside = stack.path.parent / name
-        if beside.is_file():
-            return str(beside)
-    return name
+def _recipe_path(stack: Stack, name: str) -> Path | None:
+    """A path (`x.yaml`, `./x`, `../x`, `/x`, `~/x`) in a stack file is the stack file's: resolved from its
+    folder only, never from the current one; None for a name (or id, `4x/minimax-m2.5`) of the catalogue."""
+    if not (name.endswith((".yaml", ".yml")) or name.startswith(("/", "./", "../", "~"))):
+        return None
+    path = stack.path.parent / Path(name).expanduser()
+    if path_kind(path) != "file":
+        raise RecipeError(f"no recipe file at {path}: a path in a stack file is relative to the stack file's "
+                          f"folder ({stack.path.parent}), not to the current one")
+    return path
 
 
 def _names(stack: Stack, recipes: list[Recipe]) -> dict[int, str]:

@@ -432,3 +432,16 @@ def test_ids_record_files_and_unit_names_are_all_different_for_different_recipes
     long = ["x" * 300, "x" * 299 + "y", "é" * 200]
     assert all(len(state.record_file("runs", i).name) <= 255 and len(service.unit_name(i)) <= 255 for i in long)
     assert len({state.record_file("runs", i) for i in long}) == 3 and len({service.unit_name(i) for i in long}) == 3
+
+
+def test_a_recipe_path_in_a_stack_file_is_the_stack_files_never_the_current_folders(
+        project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(project)  # recipes/small.yaml exists from here, not from stacks/
+    exc = refused(project, "name: x\nmodels: [{recipe: recipes/small.yaml}]\n")
+    assert f"models[0].recipe: no recipe file at {project}/stacks/recipes/small.yaml: a path in a stack file is " \
+           "relative to the stack file's folder" in str(exc) and exc.line == 2
+    beside = plan(project, "name: x\nmodels: [{recipe: ../recipes/small.yaml}]\n").entries[0].plan
+    assert beside.recipe.path == project / "stacks" / ".." / "recipes" / "small.yaml"
+    (project / "fixed.yaml").write_text(textwrap.dedent(RECIPES["big"]))  # a name is the catalogue's, not the cwd's
+    named = plan(project, "name: x\nmodels: [{recipe: fixed}]\n").entries[0].plan
+    assert named.recipe.path == project / "recipes" / "fixed.yaml"
