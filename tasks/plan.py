@@ -216,10 +216,14 @@ def make_plan(recipe: Recipe, options: Options, check_shell: bool = True) -> Pla
         extra += ["--revision", main.revision]  # vLLM then loads that snapshot, offline
     duplicates = vllm_args.duplicates(vllm, extra)
     vllm = vllm.with_args(extra)
+    executor = vllm.option(vllm_args.EXECUTOR)
     if mode == "solo":
         vllm = vllm.without(vllm_args.EXECUTOR)  # solo uses none, whatever the recipe or -- named
         if options.ray:
             warnings.append("--ray is for a cluster: this run is solo (one node), so vLLM runs without Ray")
+    elif options.ray and executor not in (None, "ray"):  # cluster.ray_command sets it to ray
+        warnings.append(f"--ray: the command's {vllm_args.EXECUTOR} {executor} is replaced by ray (Ray starts "
+                        f"the group on every node); run without --ray for a native cluster, which drops the flag")
     command, argv = vllm.text(), vllm.argv
     for key in options.overrides:
         if key not in used:
