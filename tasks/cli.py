@@ -27,12 +27,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     try:
         _refuse_undecodable(args)
-        if args and args[0] == "lint" and any(a.split("=")[0] in ("--vllm", "--venv") for a in args[1:]):
-            from .lint_vllm import main as lint_vllm
-
-            return lint_vllm(args[1:])
         if args and args[0] == "lint":
-            from .lint import main as lint
+            from .lint_cli import main as lint
 
             return lint(args[1:])
         if args and args[0] in SUBCOMMANDS:

@@ -183,8 +183,8 @@ def read(stdout: str, stderr: str, code: int, argvs: Sequence[Target]) -> Verdic
         return Verdict(data["version"], data["cannot"])
     findings = []
     for target, res in zip(argvs, data["results"]):
-        if not res["ok"]:
-            findings.append(Finding("error", target.recipe, target.where, res.get("flag") or "", res["message"]))
+        findings += [Finding("error", target.recipe, target.where, e.get("flag") or "", e["message"])
+                     for e in res.get("errors", [])]  # every flag vLLM refuses, not only the first
         findings += [Finding("warning", target.recipe, target.where, w["flag"], w["message"])
                      for w in res.get("warnings", [])]
     return Verdict(data["version"], "", tuple(findings))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks import lint
+from tasks import lint, lint_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "lint"
@@ -84,7 +84,7 @@ def test_each_rule_has_a_failing_fixture(rule: str) -> None:
 
 
 def test_text_output_line_format(capsys: pytest.CaptureFixture[str]) -> None:
-    code = lint.main([str(FIXTURES / "duplicate-flag.yaml"), str(FIXTURES / "unknown-key.yaml")])
+    code = lint_cli.main([str(FIXTURES / "duplicate-flag.yaml"), str(FIXTURES / "unknown-key.yaml")])
     out = capsys.readouterr().out.splitlines()
     assert code == 1
     assert len(out) == 5
@@ -97,12 +97,12 @@ def test_text_output_line_format(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_warnings_alone_exit_zero(capsys: pytest.CaptureFixture[str]) -> None:
-    assert lint.main([str(FIXTURES / "unknown-key.yaml"), str(FIXTURES / "clean.yaml")]) == 0
+    assert lint_cli.main([str(FIXTURES / "unknown-key.yaml"), str(FIXTURES / "clean.yaml")]) == 0
     assert capsys.readouterr().out.splitlines()[-1] == "2 recipes checked: 0 errors, 1 warning"
 
 
 def test_json_shape(capsys: pytest.CaptureFixture[str]) -> None:
-    code = lint.main([str(FIXTURES / "env-name-bad.yaml"), str(FIXTURES / "clean.yaml"), "--json"])
+    code = lint_cli.main([str(FIXTURES / "env-name-bad.yaml"), str(FIXTURES / "clean.yaml"), "--json"])
     rows = json.loads(capsys.readouterr().out)
     assert code == 1
     assert isinstance(rows, list) and len(rows) == 2
@@ -117,7 +117,7 @@ def test_folder_and_missing_path(capsys: pytest.CaptureFixture[str], tmp_path: P
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "a.yml").write_text((FIXTURES / "clean.yaml").read_text())
     (tmp_path / "b.yaml").write_bytes(b"\xff\xfe not utf-8")
-    code = lint.main([str(tmp_path), str(tmp_path / "absent.yaml"), "--json"])
+    code = lint_cli.main([str(tmp_path), str(tmp_path / "absent.yaml"), "--json"])
     rows = json.loads(capsys.readouterr().out)
     assert code == 1
     assert [(Path(r["file"]).name, r["rule"]) for r in rows] == [("b.yaml", "yaml"), ("absent.yaml", "yaml")]
@@ -153,3 +153,10 @@ def test_catalogue_json_via_cli() -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     rows = json.loads(proc.stdout)
     assert all(r["severity"] == "warning" for r in rows), rows
+
+
+def test_lint_help_shows_the_vllm_check_too() -> None:
+    """--vllm and --venv were dispatched before argparse, so `lint --help` never showed them."""
+    proc = subprocess.run([sys.executable, "-m", "tasks", "lint", "--help"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0 and "--vllm [IMAGE]" in proc.stdout and "--venv PATH" in proc.stdout, proc.stdout
