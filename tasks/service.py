@@ -6,7 +6,6 @@ same plan (the same inputs hash) the user started by hand.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import shutil
@@ -16,16 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from . import masking, render, settings
-from .masking import printable
+from . import masking, render, settings, state
 from .errors import ConfigError
 from .flagtypes import run_words
 from .vllm_args import is_flag
 
 SAFE = re.compile(r"[A-Za-z0-9_@%+=:,./-]+")
 CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")  # systemd ends a line at \r as at \n
-UNIT_ID_MAX = 200      # of the escaped id; with runrecipe- and .service well inside systemd's 255
-_UNIT_SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
 UNIT_MODE = 0o644      # systemd reads units as any user; they hold no secret, so everyone may read them
 
 
@@ -40,12 +36,8 @@ class Unit:
 def unit_name(recipe_id: str) -> str:
     """`runrecipe-<id>.service`, a different name for every id (`4x/a` and `4x-a` are two recipes): each
     byte outside [A-Za-z0-9_.-] as systemd's \\xNN (`/` as \\x2f), a long id (unit names stop at 255) as a
-    prefix and its sha256 after `:`, which no short name contains."""
-    escaped = "".join(chr(b) if chr(b) in _UNIT_SAFE else f"\\x{b:02x}" for b in recipe_id.encode("utf-8", "surrogatepass"))
-    if len(escaped) > UNIT_ID_MAX:
-        digest = hashlib.sha256(recipe_id.encode("utf-8", "surrogatepass")).hexdigest()[:40]
-        escaped = escaped[:UNIT_ID_MAX - 41] + ":" + digest
-    return f"runrecipe-{escaped}.service"
+    prefix and its hash after `:`."""
+    return "runrecipe-" + state.escaped_name(recipe_id, escape="\\x{:02x}", mark=":") + ".service"
 
 
 def unit_dir(user: bool) -> Path:
@@ -62,14 +54,14 @@ def env_file() -> Path:
 
 def systemd_word(word: str, *, exec_line: bool = True) -> str:
     """One word of an Exec or Environment= line, literal to systemd: `%` doubled (its specifiers),
-    `$` doubled on Exec lines only (Environment= expands no variables), quoted with C escapes when it
-    holds anything but safe characters."""
+    `$` doubled on Exec lines only (Environment= expands no variables), quoted (`\\` and `"` escaped) when
+    it holds anything but safe characters; render_unit refuses control characters first."""
     word = word.replace("%", "%%")
     if exec_line:
         word = word.replace("$", "$$")
     if SAFE.fullmatch(word):
         return word
-    return '"' + word.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+    return '"' + word.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def systemd_line(words: Sequence[str], *, exec_line: bool = True) -> str:
@@ -81,9 +73,9 @@ def systemd_path(path: Path) -> str:
     path, unquoted, so only `%` is doubled; what it would trim or split cannot be written."""
     text = str(path)
     if CONTROL.search(text) or text != text.strip():
-        raise ConfigError(f"install-service: the path {printable(text)!r} has a control character (a line break, "
-                          "say) or surrounding spaces, which a unit file cannot carry; use a project folder without "
-                          "them")
+        raise ConfigError(f"install-service: the path {masking.printable(text)!r} has a control character (a line "
+                          "break, say) or surrounding spaces, which a unit file cannot carry; use a project folder "
+                          "without them")
     return text.replace("%", "%%")
 
 
@@ -158,15 +150,17 @@ def render_unit(recipe_id: str, run_args: Sequence[str], *, user: bool, director
                 secrets: Sequence[Secret] = ()) -> Unit:
     """The unit for `run-recipe <run_args>`: converge with -d, then watch with the same words; no word may
     carry one of `secrets` (the run's: secret `-e` values, the server's key) or another known secret."""
-    if any(CONTROL.search(a) for a in run_args):
-        raise ConfigError("install-service: an argument holds a control character (a line break or carriage "
-                          "return, say), which would split or end a line of the unit file; pass it without one")
     entry = str(settings.CODE_ROOT / "run-recipe.sh")
     words = run_words(run_args)
     home = settings.project_root()
     env = {"RUNRECIPE_HOME": str(home), **{k: os.environ[k] for k in ("DOCKER_HOST", "HF_HOME", "HF_HUB_CACHE", "RUNRECIPE_DOCKER_DIR")
                                            if os.environ.get(k)}}
-    refuse_secrets([*run_args, *(f"{k}={v}" for k, v in env.items())], secrets)
+    unit_words = [*run_args, *(f"{k}={v}" for k, v in env.items())]
+    if any(CONTROL.search(w) for w in unit_words):
+        raise ConfigError("install-service: an argument or variable holds a control character (a line break or "
+                          "carriage return, say), which would split or end a line of the unit file; pass it "
+                          "without one")
+    refuse_secrets(unit_words, secrets)
     name = unit_name(recipe_id)
     text = render.render_template(
         "runrecipe.service.j2", recipe=recipe_id, description=systemd_text(recipe_id), home=systemd_path(home),

@@ -232,7 +232,8 @@ def _plan(stack: Stack, entry: Entry, recipe: Recipe, on: tuple[Node, ...], base
     if stack.gateway:
         _behind_gateway(stack, entry, plan, loopback=behind_on_head, key=key)
     warnings = tuple(w for w in plan.warnings if not w.startswith(tuple(added)))  # the stack's own, on purpose
-    plan = dataclasses.replace(plan, recipe=dataclasses.replace(recipe, id=entry_id(stack.name, name)), warnings=warnings)
+    entry_recipe = dataclasses.replace(recipe, id=entry_id(stack.name, name))
+    plan = dataclasses.replace(plan, recipe=entry_recipe, warnings=warnings)
     return dataclasses.replace(plan, nodes=on) if len(on) == 1 and on[0] != head else plan
 
 

@@ -98,16 +98,22 @@ def record_file(folder: str, recipe_id: str) -> Path:
     return settings.state_dir() / folder / (file_name(recipe_id) + ".json")
 
 
-def file_name(recipe_id: str, longest: int = 200) -> str:
-    """An id as one file name, a different one for every id: each byte outside [A-Za-z0-9_.-] (and a leading
-    `.`) as %XX, so `4x/a` and `4x-a` stay apart; past `longest` bytes (names stop at 255) a prefix and
-    the id's sha256 after `~`, which no short name contains."""
-    encoded = "".join(chr(b) if chr(b) in _SAFE and not (i == 0 and b == ord(".")) else f"%{b:02X}"
-                      for i, b in enumerate(recipe_id.encode("utf-8", "surrogatepass")))
-    if len(encoded) <= longest:
-        return encoded
-    digest = hashlib.sha256(recipe_id.encode("utf-8", "surrogatepass")).hexdigest()[:40]
-    return encoded[:longest - 41] + "~" + digest
+def file_name(recipe_id: str) -> str:
+    """An id as one file name, a different one for every id (`4x/a` and `4x-a` stay apart): each byte outside
+    [A-Za-z0-9_.-] as %XX, a long id (names stop at 255) as a prefix and its hash after `~`."""
+    return escaped_name(recipe_id, escape="%{:02X}", mark="~")
+
+
+def escaped_name(text: str, *, escape: str, mark: str, longest: int = 200) -> str:
+    """`text` as a name different for every text: each byte outside [A-Za-z0-9_.-] (and a leading `.`)
+    written as `escape` of it; past `longest` characters a prefix, `mark` (a character no escaped name
+    holds) and the text's sha256."""
+    data = text.encode("utf-8", "surrogatepass")
+    escaped = "".join(chr(b) if chr(b) in _SAFE and not (i == 0 and b == ord(".")) else escape.format(b)
+                      for i, b in enumerate(data))
+    if len(escaped) <= longest:
+        return escaped
+    return escaped[:longest - 41] + mark + hashlib.sha256(data).hexdigest()[:40]
 
 
 _SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
