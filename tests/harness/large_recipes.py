@@ -9,8 +9,8 @@ PLACEHOLDERS = 300_000    # dry run: a 1 MB recipe
 def repeated_flags(flags: int, option: str = "--max-num-seqs {i}") -> str:
     """A recipe whose command repeats one option `flags` times, one per line (lint reports each repeat)."""
     lines = "".join(f"    {option.format(i=i)} \\\n" for i in range(flags))
-    return ("recipe_version: '1'\nname: many flags\ncontainer: rr-bench\ndefaults: {port: 8000}\ncommand: |\n"
-            f"  vllm serve org/m \\\n{lines}    --port {{port}}\n")
+    return ("name: many flags\ncontainer: rr-bench\ndefaults: {port: 8000}\ncommand: |\n"
+            f"  vllm serve org/m \\\n{lines}    --port {{port}}\nrecipe_version: '1'\n")  # last: lines as counted
 
 
 def placeholders(count: int) -> str:
