@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from harness import engine, project  # noqa: E402
 
 RECIPE = """\
+recipe_version: "1"
 name: bench {tag}
 container: rr-bench-standin
 model: org/model

@@ -42,9 +42,9 @@ models:
   - {{recipe: side, on: [198.18.0.13], gpu_mem: 0.3, port: {PORTS['side']}}}
 """
 RECIPES = {
-    "big": "name: Big\ncontainer: rr-bench-stack\ncluster_only: true\ndefaults: {port: 8000, tensor_parallel: 2}\n"
+    "big": "recipe_version: '1'\nname: Big\ncontainer: rr-bench-stack\ncluster_only: true\ndefaults: {port: 8000, tensor_parallel: 2}\n"
            "command: vllm serve org/big --port {port} --host 0.0.0.0 -tp {tensor_parallel}\n",
-    "side": "name: Side\ncontainer: rr-bench-stack\ncommand: vllm serve org/side --host 0.0.0.0\n",
+    "side": "recipe_version: '1'\nname: Side\ncontainer: rr-bench-stack\ncommand: vllm serve org/side --host 0.0.0.0\n",
 }
 
 
@@ -88,7 +88,7 @@ def started(c: rc.TestCluster, entry: str) -> float:
     """The earliest StartedAt of the entry's containers on any node."""
     times = []
     for node in c.nodes:
-        ids = node.docker("ps", "-q", "--filter", f"label=runrecipe.recipe=trio/trio-{entry}").stdout.split()
+        ids = node.docker("ps", "-q", "--filter", f"label=runrecipe.recipe=trio//trio-{entry}").stdout.split()
         for cid in ids:
             text = node.docker("inspect", "-f", "{{.State.StartedAt}}", cid).stdout.strip()
             head, _, frac = text.rstrip("Z").partition(".")

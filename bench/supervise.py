@@ -31,6 +31,7 @@ from harness import engine, project  # noqa: E402
 from tasks import readiness  # noqa: E402
 
 RECIPE = """\
+recipe_version: "1"
 name: bench supervise
 container: rr-bench-standin
 defaults: {{port: {port}, host: 127.0.0.1}}

@@ -25,6 +25,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from harness import rayimage, vllmsite  # noqa: E402
 
 RECIPE = """\
+recipe_version: "1"
 name: bench check
 container: {image}
 command: |

@@ -27,12 +27,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     try:
         _refuse_undecodable(args)
-        if args and args[0] == "lint" and any(a.split("=")[0] in ("--vllm", "--venv") for a in args[1:]):
-            from .lint_vllm import main as lint_vllm
-
-            return lint_vllm(args[1:])
         if args and args[0] == "lint":
-            from .lint import main as lint
+            from .lint_cli import main as lint
 
             return lint(args[1:])
         if args and args[0] in SUBCOMMANDS:
@@ -352,19 +348,24 @@ def list_recipes(as_json: bool) -> int:
         return 0
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
-    table = Table(title=f"Recipes in {settings.recipes_dir()}")
+    from .masking import printable
+
+    # recipes are other people's text: no rich markup ([/bold], [link=...]), emoji codes or escape sequences
+    table = Table(title=Text(f"Recipes in {settings.recipes_dir()}"))
     for col in ("recipe", "name", "model", "container", "mode", "nodes", "cached", "mods"):
         table.add_column(col, overflow="fold")
     for row in rows:
         if "error" in row:
-            table.add_row(row["id"], f"[red]broken: {row['error']}[/red]", "", "", "", "", "", "")
+            cells = [row["id"], Text(printable(f"broken: {row['error']}"), style="red"), "", "", "", "", "", ""]
         else:
             nodes = str(row["nodes"]) if row["mode"] != "either" or row["nodes"] == 1 else f"1 or {row['nodes']}"
-            table.add_row(row["id"], row["name"], row["model"] or "-", row["container"], row["mode"], nodes,
-                          human_bytes(row["cached_bytes"]) if row["cached_bytes"] else "-",
-                          ", ".join(Path(m).name for m in row["mods"]) or "-")
-    Console(width=160).print(table)
+            cells = [row["id"], row["name"], row["model"] or "-", row["container"], row["mode"], nodes,
+                     human_bytes(row["cached_bytes"]) if row["cached_bytes"] else "-",
+                     ", ".join(Path(m).name for m in row["mods"]) or "-"]
+        table.add_row(*(Text(printable(c)) if isinstance(c, str) else c for c in cells))
+    Console(width=160, markup=False, emoji=False, highlight=False).print(table)
     return 0
 
 
@@ -381,12 +382,15 @@ def cached_bytes(recipe: Any) -> int | None:
 
 
 def show_env(config: Path | None) -> int:
-    from .masking import mask
+    from .masking import mask, remember_secret
     from .nodes import load_env
     from .plan import env_file
+    from .stack import key_variables
 
     path = env_file(Options(config=config))
     values = load_env(path)
+    for name in key_variables(settings.project_root() / "stacks") & set(values):
+        remember_secret(values[name])  # a stack's gateway key, whatever its variable is called
     print(f"# {path}" + ("" if path.is_file() else " (not found: solo mode unless -n is given)"))
     for key, value in values.items():
         print(f"{key}={mask(key, value)}")

@@ -67,11 +67,11 @@ def keep(plan: Plan, containers: Sequence[tuple[Runner, str]]) -> tuple[list[str
 def save(recipe_id: str, logs: Iterable[tuple[str, str, str]]) -> Path:
     """Write each (node, container, log) into a new folder of the recipe's logs; the oldest folders
     beyond KEEP go."""
-    base = settings.state_dir() / FOLDER / state.safe_name(recipe_id)
+    base = settings.state_dir() / FOLDER / state.file_name(recipe_id)
     folder = base / datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
     folder.mkdir(parents=True)
     for node, container, log in logs:
-        (folder / f"{state.safe_name(node)}-{state.safe_name(container)}.log").write_text(log, encoding="utf-8")
+        (folder / f"{state.file_name(node)}-{state.file_name(container)}.log").write_text(log, encoding="utf-8")
     for old in sorted(p for p in base.iterdir() if p.is_dir())[:-KEEP]:
         shutil.rmtree(old, ignore_errors=True)
     return folder

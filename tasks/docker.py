@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 from . import facts
 from .errors import RunError
+from .masking import printable
 from .runner import Result
 
 LABEL = "runrecipe"
@@ -131,8 +132,9 @@ def state(runner: Runner, container_id: str) -> tuple[str, int]:
 
 
 def logs_tail(runner: Runner, container_id: str, lines: int = LOG_TAIL) -> str:
+    """The server's last lines as text to keep and show: what the container wrote cannot steer a terminal."""
     res = runner.read(["docker", "logs", "--tail", str(lines), container_id], check=False)
-    return (res.stdout + res.stderr).strip()
+    return printable(res.stdout + res.stderr).strip()
 
 
 def logs(runner: Runner, container_id: str, timeout: float = 30) -> str:

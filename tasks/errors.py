@@ -5,6 +5,8 @@ Python's exceptions still catch it sensibly.
 """
 from __future__ import annotations
 
+from .masking import printable
+
 
 class RunRecipeError(Exception):
     """Root: something the user can fix; the message says what and how.
@@ -48,6 +50,7 @@ class RunError(RunRecipeError, RuntimeError):
             parts.append(f"  node: {node}\n  command: {command}")
         if exit_code is not None:
             parts.append(f"  exit code: {exit_code}")
+        tail = printable(tail)  # a node's or a container's output: never a terminal's instructions
         if tail.strip():
             parts.append("  last output:\n" + "\n".join("    " + ln for ln in tail.rstrip().splitlines()))
         super().__init__("\n".join(parts))

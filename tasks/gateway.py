@@ -4,8 +4,10 @@ Its configuration (templates/gateway.yaml.j2) lists one route per entry: the ent
 to `hosted_vllm/<name>` at the entry's address. The container is replaced only when that configuration,
 the image or its arguments change (the inputs label, as for a server), and it counts as ready once
 `/v1/models` lists every route. LiteLLM has no hot reload without a database: new routes mean a restart.
-The API key stays in the environment: the container gets `-e NAME` (the value is taken from this
-process's environment by docker, never put on a command line) and the config names `os.environ/NAME`.
+The stack's key is checked by templates/gateway_auth.py (LiteLLM's custom_auth: 401 for a missing or
+wrong key); an entry on another node gets a key of its own (stack_keys), which its route presents. Every
+key reaches the container through the secret env file (container_create: stdin, mode 0600, removed after
+`docker create`), never on a command line, and the configuration names each as `os.environ/NAME`.
 """
 from __future__ import annotations
 
@@ -15,16 +17,20 @@ import os
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Callable
 
-from . import docker, masking, readiness, render, settings, steps
+from . import docker, masking, readiness, render, settings, stack_keys, steps
+from .container_create import create_argv
 from .docker import LABEL, Runner
 from .errors import ConfigError, NotReadyError, RunError
 from .launch import POLL_SECONDS, SCRIPT_DIR, base_url, say, script_tar
-from .stack import gateway_container as container_name
+from .stack import entry_id, gateway_container as container_name
 from .stack_plan import StackPlan
 
 CONFIG = "gateway.yaml"
+AUTH = Path(__file__).resolve().parents[1] / "templates" / "gateway_auth.py"
+AUTH_MODULE = "runrecipe_gateway_auth"   # LiteLLM loads <module>.py from the folder of its configuration
 READY_TIMEOUT = 180.0
 
 
@@ -32,6 +38,8 @@ READY_TIMEOUT = 180.0
 class Route:
     model: str          # the served model name clients ask for
     api_base: str       # the entry's OpenAI base URL, as the head reaches it
+    entry: str = ""     # the entry's container name
+    key_var: str = ""   # the variable holding the entry's own key (an entry on another node); "" for none
 
 
 @dataclass(frozen=True)
@@ -47,19 +55,28 @@ class GatewayPlan:
     @property
     def id(self) -> str:
         """Its `runrecipe.recipe` label: status lists it with the stack's entries."""
-        return f"{self.stack}/{self.name}"
+        return entry_id(self.stack, self.name)
 
     @property
     def endpoint(self) -> str:
         return f"http://localhost:{self.port}/v1"
 
     def args(self, image_id: str) -> list[str]:
-        """`docker create` arguments (labels excluded): host network, offline cost map, the key by name."""
+        """`docker create` arguments (labels excluded): host network, offline cost map; the keys go in the
+        env file (secret_env)."""
         env = ["-e", "LITELLM_LOCAL_MODEL_COST_MAP=True", "-e", "LITELLM_TELEMETRY=False"]
-        if self.key_env:
-            env += ["-e", self.key_env]
         return ["--name", self.name, "--network", "host", "--init", *env, "--entrypoint", "litellm", image_id,
                 "--config", f"{SCRIPT_DIR}/{CONFIG}", "--host", "0.0.0.0", "--port", str(self.port)]
+
+    def files(self) -> dict[str, str]:
+        """What goes in the container's SCRIPT_DIR: the configuration and the key check it names."""
+        return {CONFIG: self.config, **({f"{AUTH_MODULE}.py": AUTH.read_text()} if self.key_env else {})}
+
+
+def secret_env(gw: GatewayPlan, key: str) -> dict[str, str]:
+    """The container's secret variables: the stack's key and each route's entry key, derived from it."""
+    routes = {r.key_var: stack_keys.entry_key(key, gw.stack, r.entry) for r in gw.routes if r.key_var}
+    return ({gw.key_env: key} if gw.key_env else {}) | routes
 
 
 def plan_gateway(stack_plan: StackPlan) -> GatewayPlan | None:
@@ -75,10 +92,12 @@ def plan_gateway(stack_plan: StackPlan) -> GatewayPlan | None:
             raise ConfigError(f"{stack_plan.stack.where(field)}: two entries serve the model name '{model}'; "
                               "the gateway routes by name, so each needs its own (--served-model-name in "
                               "extra_args)", file=str(stack_plan.stack.path), field=field)
-        routes[model] = Route(model, base_url(placed.plan) + "/v1")
+        keyed = bool(placed.plan.api_key)  # an entry on another node: the stack gave it its own key
+        routes[model] = Route(model, base_url(placed.plan) + "/v1", placed.plan.container_name,
+                              stack_keys.route_key_var(len(routes)) if keyed else "")
     ordered = tuple(routes.values())
     config = render.render_template(f"{CONFIG}.j2", stack=stack_plan.name, routes=ordered,
-                                    key_env=gateway.api_key_env)
+                                    key_env=gateway.api_key_env, auth=f"{AUTH_MODULE}.check")
     return GatewayPlan(stack_plan.name, container_name(stack_plan.name), gateway.port, gateway.api_key_env,
                        settings.gateway_image(), ordered, config)
 
@@ -88,10 +107,11 @@ def api_key(gw: GatewayPlan) -> str:
     if not gw.key_env:
         return ""
     key = os.environ.get(gw.key_env, "")
-    if not key.startswith("sk-"):
-        raise ConfigError(f"gateway: the environment variable {gw.key_env} (api_key_env) is "
-                          + ("not set" if not key else "set but does not start with 'sk-'")
-                          + "; LiteLLM's master key must start with sk-", fix=f"export {gw.key_env}=sk-...")
+    if not key.startswith("sk-") or key == "sk-":
+        why = ("not set" if not key else "set but does not start with 'sk-'" if not key.startswith("sk-")
+               else "set to 'sk-' alone, an empty key")
+        raise ConfigError(f"gateway: the environment variable {gw.key_env} (api_key_env) is {why}; LiteLLM's "
+                          "master key must start with sk- and go on", fix=f"export {gw.key_env}=sk-...")
     masking.remember_secret(key)  # masked in every later message, whatever the variable is called
     return key
 
@@ -107,7 +127,7 @@ def image_id(runner: Runner, gw: GatewayPlan) -> str:
 def digest(gw: GatewayPlan, image: str, key: str = "") -> str:
     """The gateway's inputs; the key counts by its hash (Docker copies it at create time, so a new key
     needs a new container), never in clear."""
-    return hashlib.sha256(json.dumps([gw.args(image), gw.config, hashlib.sha256(key.encode()).hexdigest()
+    return hashlib.sha256(json.dumps([gw.args(image), gw.files(), hashlib.sha256(key.encode()).hexdigest()
                                       if key else ""]).encode()).hexdigest()
 
 
@@ -144,9 +164,10 @@ def converge(runner: Runner, gw: GatewayPlan) -> dict[str, str]:
     labels = {"recipe": gw.id, "stack": gw.stack, "inputs": want, "endpoint": gw.endpoint,
               "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     label_args = [a for k, v in labels.items() for a in ("--label", f"{LABEL}.{k}={v}")]
-    cid = runner.read(["docker", "create", *label_args, *gw.args(image)]).stdout.strip()
+    env_text = "".join(f"{k}={v}\n" for k, v in secret_env(gw, key).items())
+    cid = runner.feed(create_argv((), [*label_args, *gw.args(image)]), env_text.encode(), timeout=120).stdout.strip()
     try:
-        runner.feed(["docker", "cp", "-", f"{cid}:/"], script_tar(gw.config, CONFIG))
+        runner.feed(["docker", "cp", "-", f"{cid}:/"], script_tar(gw.files()))
         runner.read(["docker", "start", cid])
         say(f"started the gateway {gw.name}; waiting for {gw.endpoint} ...")
         wait_ready(runner, gw, cid, key)

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import Callable, Mapping, TypeVar
 
 from . import (container_create, container_flags, crash_logs, docker, hub_cache, memory_guard, mods, readiness,
                run_record, settings, steps, vllm_check, weights)
@@ -316,7 +316,7 @@ def _start(place: Placement, plan: Plan, want: Wanted) -> str:
     cid = runner.feed(container_create.create_argv(container_flags.cache_mounts(side), [*label_args, *want.args]),
                       container_flags.env_file_text(side).encode(), timeout=120).stdout.strip()
     try:
-        runner.feed(["docker", "cp", "-", f"{cid}:/"], script_tar(place.script))
+        runner.feed(["docker", "cp", "-", f"{cid}:/"], script_tar({"launch.sh": place.script}))
         runner.read(["docker", "start", cid])
     except BaseException:
         docker.remove(runner, [cid])
@@ -324,17 +324,18 @@ def _start(place: Placement, plan: Plan, want: Wanted) -> str:
     return cid
 
 
-def script_tar(script: str, name: str = "launch.sh") -> bytes:
-    """A tar of SCRIPT_DIR/name, for `docker cp -` (works the same over SSH, nothing on argv)."""
+def script_tar(files: Mapping[str, str]) -> bytes:
+    """A tar of SCRIPT_DIR/<name> for each file, for `docker cp -` (works the same over SSH, nothing on argv)."""
     buf = io.BytesIO()
-    data = script.encode()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tar:
         folder = tarfile.TarInfo(SCRIPT_DIR.strip("/"))
         folder.type, folder.mode = tarfile.DIRTYPE, 0o755
         tar.addfile(folder)
-        info = tarfile.TarInfo(f"{SCRIPT_DIR.strip('/')}/{name}")
-        info.size, info.mode = len(data), 0o755
-        tar.addfile(info, io.BytesIO(data))
+        for name, text in files.items():
+            data = text.encode()
+            info = tarfile.TarInfo(f"{SCRIPT_DIR.strip('/')}/{name}")
+            info.size, info.mode = len(data), 0o755
+            tar.addfile(info, io.BytesIO(data))
     return buf.getvalue()
 
 
@@ -389,7 +390,7 @@ def _died(plan: Plan, every: list[tuple[Runner, str]], failing: int, what: str, 
 
 
 def _head_host(plan: Plan) -> str:
-    return "127.0.0.1" if plan.head.local else plan.head.host
+    return "127.0.0.1" if plan.head.local or plan.loopback_only else plan.head.host
 
 
 def base_url(plan: Plan) -> str:

@@ -87,7 +87,7 @@ def _supervision_line(recipe_id: str, record: dict) -> str:
     if watch:
         parts.append(f"watch: {watch.get('state')}, {watch.get('restarts', 0)} restart(s)"
                      + (f", last cause: {watch['last_cause']} ({watch.get('at')})" if watch.get("last_cause") else ""))
-    return f"  {recipe_id}: {'; '.join(parts)}\n" if parts else ""
+    return scrub(f"  {recipe_id}: {'; '.join(parts)}") + "\n" if parts else ""  # a record may hold log text
 
 
 def _stop(runners: list[Any], recipe_id: str | None, every: bool) -> int:

@@ -1,4 +1,4 @@
-"""`run-recipe lint [PATHS...] [--json]`: check recipes without Docker, GPUs or the network.
+"""The recipe rules of `run-recipe lint` (lint_cli): check recipes without Docker, GPUs or the network.
 
 Each rule reads data only (the YAML, the mods folders, the build-flag table) and
 reports Findings that name the file and line of the field at fault and say how to
@@ -25,12 +25,9 @@ Rules (the `rule` of a Finding):
 """
 from __future__ import annotations
 
-import argparse
 import difflib
-import json
 import re
-import sys
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -38,7 +35,7 @@ from . import image, mod_sources, origin_rules, render, settings, vllm_args
 from .errors import RenderError, RunRecipeError
 from .hub_cache import is_model_ref
 from .plan import bash_problem
-from .recipe import ENV_NAME, Recipe, id_for, parse, suggested_env_name
+from .recipe import ENV_NAME, Recipe, id_for, parse, path_kind, suggested_env_name
 from .yaml_positions import Positions
 
 ERROR, WARNING = "error", "warning"
@@ -388,10 +385,11 @@ def _option_key(word: str, fold_no: bool = False) -> str:
 def recipe_files(paths: Iterable[Path]) -> Iterator[tuple[Path, bool]]:
     """(file, exists) for each path: files as given, folders searched for *.yaml / *.yml."""
     for path in paths:
-        if path.is_dir():
+        kind = path_kind(path)
+        if kind == "dir":
             yield from ((p, True) for p in sorted({*path.rglob("*.yaml"), *path.rglob("*.yml")}) if p.is_file())
         else:
-            yield path, path.is_file()
+            yield path, kind == "file"
 
 
 def lint_file(path: Path, shown: str | None = None, recipes_dir: Path | None = None) -> list[Finding]:
@@ -423,28 +421,3 @@ def _shown(path: Path) -> str:
         return str(path.resolve().relative_to(Path.cwd().resolve()))
     except ValueError:
         return str(path)
-
-
-def main(args: list[str]) -> int:
-    p = argparse.ArgumentParser(
-        prog="run-recipe lint",
-        description="Check recipes without Docker or network: schema, placeholders, cluster/solo vs "
-                    "parallelism, mods, build args, model ids, duplicate vLLM flags, env names, and "
-                    "`bash -n` of the launch script. Exit 1 if any error.")
-    p.add_argument("paths", nargs="*", type=Path, metavar="PATH",
-                   help="recipe files or folders (default: the recipes folder)")
-    p.add_argument("--json", action="store_true", help="print the findings as a JSON list")
-    ns = p.parse_args(args)
-    paths = ns.paths or [settings.recipes_dir()]
-    findings, count = lint_paths(paths)
-    errors = sum(f.severity == ERROR for f in findings)
-    if ns.json:
-        print(json.dumps([asdict(f) for f in findings], indent=2))
-    else:
-        for finding in findings:
-            print(finding.format())
-        warnings = len(findings) - errors
-        print(f"{count} recipe{'s' if count != 1 else ''} checked: "
-              f"{errors} error{'s' if errors != 1 else ''}, {warnings} warning{'s' if warnings != 1 else ''}")
-    sys.stdout.flush()
-    return 1 if errors else 0

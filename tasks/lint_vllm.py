@@ -10,7 +10,6 @@ warning, not an error.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from dataclasses import replace
@@ -28,11 +27,12 @@ LINT_NODES = "198.18.0.1,198.18.0.2"  # a two-node cluster for the argvs only: n
 
 def plans_of(paths: list[Path]) -> tuple[list[Plan], list[str]]:
     """Each recipe's plans in every mode it allows, and the recipes that could not be planned (lint says why)."""
-    from .recipe import catalogue, load_named
+    from .recipe import catalogue, load_named, path_kind
 
-    items = [i for p in paths for i in (catalogue(p) if p.is_dir() else [])]
+    folders = [p for p in paths if path_kind(p) == "dir"]
+    items = [i for p in folders for i in catalogue(p)]
     recipes = [i.recipe for i in items if i.recipe] + [load_named(str(p), settings.recipes_dir())
-                                                      for p in paths if not p.is_dir()]
+                                                      for p in paths if p not in folders]
     skipped = [f"{i.id}: {i.error}" for i in items if not i.recipe]
     plans: list[Plan] = []
     for recipe in recipes:
@@ -63,33 +63,29 @@ def advisory(verdict: vllm_check.Verdict, plans: dict[str, Plan]) -> vllm_check.
     for f in verdict.findings:
         plan = plans[f.recipe]
         patched = f.flag in PATCHED_BUILD_FLAGS.get(plan.build.dockerfile, ())
-        by_mod = bool(plan.mods) and f.flag == "--chat-template"
+        template = f.flag == "--chat-template"
+        by_mod = bool(plan.mods) and (template or f.message.startswith("unrecognized arguments"))
         if f.level == "error" and (patched or by_mod):
-            why = f"needs {plan.build.dockerfile}'s vLLM" if patched else "a mod of the recipe may place it"
+            why = (f"needs {plan.build.dockerfile}'s vLLM" if patched else
+                   f"a mod of the recipe may {'place' if template else 'add'} it")
             f = replace(f, level="warning", message=f"{f.message} ({why})")
         findings.append(f)
     return replace(verdict, findings=tuple(findings))
 
 
-def main(args: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="run-recipe lint --vllm",
-                                description="Ask vLLM's own parser whether it accepts every recipe's command.")
-    p.add_argument("--vllm", nargs="?", const="", metavar="IMAGE",
-                   help="check in IMAGE (default: each recipe's own image, with its mods, where present)")
-    p.add_argument("--venv", type=Path, metavar="PATH", help="check with the vLLM of a local venv (advisory)")
-    p.add_argument("paths", nargs="*", type=Path, metavar="PATH", help="recipe files or folders")
-    ns = p.parse_args(args)
+def run(image: str, venv: Path | None, paths: list[Path]) -> int:
+    """Check every recipe under `paths` in its own image, in `image`, or with `venv`'s vLLM; print; 1 on errors."""
     start = time.monotonic()
-    plans, skipped = plans_of(ns.paths or [settings.recipes_dir()])
+    plans, skipped = plans_of(paths)
     by_id = {plan.recipe.id: plan for plan in plans}
     runner = LocalRunner()
     groups: dict[str, list[vllm_check.Target]] = {}
     shown: dict[str, str] = {}
     for plan in plans:
-        if ns.venv:
-            where = f"venv {ns.venv}"
-        elif ns.vllm:
-            where = ns.vllm
+        if venv:
+            where = f"venv {venv}"
+        elif image:
+            where = image
         else:
             where = own_image(runner, plan) or ""
             if not where:
@@ -101,14 +97,14 @@ def main(args: list[str]) -> int:
     errors = warnings = 0
     for where, argvs in groups.items():
         argvs = list({(t.recipe, t.argv): t for t in argvs}.values())  # Ray nodes share one argv
-        if ns.venv:
-            verdict = vllm_check.in_venv(ns.venv, argvs)
+        if venv:
+            verdict = vllm_check.in_venv(venv, argvs)
         else:
-            if ns.vllm and not docker.image_id(runner, where):
+            if image and not docker.image_id(runner, where):
                 print(f"cannot check with the vLLM in {where}: no such image on this machine")
                 continue
             verdict = vllm_check.in_image(runner, where, argvs)
-        if ns.venv or ns.vllm:
+        if venv or image:
             verdict = advisory(verdict, by_id)
         # the same finding on every node's argv counts (and prints) once
         errors += len({(f.recipe, f.flag, f.message) for f in verdict.errors})

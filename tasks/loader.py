@@ -114,7 +114,7 @@ def _doit_runs_tasks(argv: Sequence[str]) -> bool:
 
 def _lint_task() -> dict[str, Any]:
     """check every recipe of the catalogue (run-recipe lint)"""
-    from .lint import main as lint
+    from .lint_cli import main as lint
 
     return {"actions": [lambda: lint([]) == 0], "verbosity": 2, "uptodate": [False]}
 

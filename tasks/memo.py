@@ -34,10 +34,10 @@ def key(*parts: str | bytes) -> str:
 
 
 def get(digest: str) -> str | None:
-    """The text filed under `digest`, or None."""
+    """The text filed under `digest`, byte for byte (no newline translation: a `\r` stays one), or None."""
     folder = _folder()
     try:
-        return (folder / digest).read_text() if folder else None
+        return (folder / digest).read_bytes().decode("utf-8", "surrogatepass") if folder else None
     except (OSError, UnicodeDecodeError):
         return None
 
@@ -48,8 +48,8 @@ def put(digest: str, text: str) -> None:
     if folder is None:
         return
     try:
-        with tempfile.NamedTemporaryFile("w", dir=folder, prefix=".new-", delete=False) as tmp:
-            tmp.write(text)
+        with tempfile.NamedTemporaryFile("wb", dir=folder, prefix=".new-", delete=False) as tmp:
+            tmp.write(text.encode("utf-8", "surrogatepass"))
         os.replace(tmp.name, folder / digest)
         _prune(folder)
     except OSError:

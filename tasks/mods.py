@@ -21,6 +21,7 @@ from pathlib import Path, PurePosixPath
 from . import docker
 from .docker import LABEL, Runner
 from .errors import RecipeError, RunError
+from .recipe import path_kind
 from .render import render_template
 from .runner import tail
 
@@ -41,10 +42,7 @@ def check(paths: tuple[Path, ...], source: str, field: str = "mods") -> tuple[Mo
     """Every mod must exist and hold a run.sh; the error names the recipe (or flag) and the mod."""
     mods = []
     for path in paths:
-        try:
-            kind = "dir" if path.is_dir() else "file" if path.is_file() else ""
-        except OSError:  # e.g. a name longer than the file system allows
-            kind = ""
+        kind = path_kind(path)
         if kind == "dir":
             if not (path / "run.sh").is_file():
                 raise _missing(source, path, "has no run.sh", field)
@@ -132,11 +130,16 @@ def _zip_root(path: Path, source: str, field: str = "mods") -> str:
     """The folder inside the zip that holds run.sh ('' for the top); unsafe names are refused."""
     try:
         with zipfile.ZipFile(path) as zf:
-            names = [PurePosixPath(n) for n in zf.namelist()]
+            infos = zf.infolist()
     except (zipfile.BadZipFile, OSError) as exc:
         raise _missing(source, path, f"is not a readable zip: {exc}", field) from None
+    names = [PurePosixPath(i.filename) for i in infos]
     if any(n.is_absolute() or ".." in n.parts for n in names):
         raise _missing(source, path, "has entries outside its own folder", field)
+    folders = {parent for n in names for parent in n.parents}
+    both = sorted(str(n) for n, i in zip(names, infos) if not i.is_dir() and n in folders)
+    if both:  # `a` and `a/b`: no folder can hold both, so the mod could not be unpacked
+        raise _missing(source, path, f"holds '{both[0]}' both as a file and as the folder of other entries", field)
     if PurePosixPath("run.sh") in names:
         return ""
     roots = {n.parts[0] for n in names if n.parts}

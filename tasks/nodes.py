@@ -139,6 +139,14 @@ def resolve(node: Node) -> str:
         raise ConfigError(f"node '{node.target}' does not resolve to an address") from None
 
 
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
+
+
+def is_loopback(host: str | None) -> bool:
+    """A listening address only this machine reaches."""
+    return host in LOOPBACK_NAMES
+
+
 def is_local_address(ip: str) -> bool:
     """True when this machine owns `ip` (binding to it succeeds): the head must be where the tool runs."""
     family = socket.AF_INET6 if ":" in ip else socket.AF_INET

@@ -15,7 +15,7 @@ from typing import Any, Mapping
 
 from . import container_flags, hub_cache, image, masking, memo, mod_sources, mods, render, settings, vllm_args
 from .errors import ConfigError, ModeError, RecipeError, RenderError
-from .nodes import LOCAL, Node, is_local_address, load_env, parse_list, resolve
+from .nodes import LOCAL, Node, is_local_address, is_loopback, load_env, parse_list, resolve
 from .recipe import Recipe
 
 # The parameters run-recipe's named override flags set (--port, --host, --tp, --gpu-mem, --max-model-len).
@@ -116,8 +116,13 @@ class Plan:
                 or str(self.recipe.env.get("VLLM_API_KEY") or ""))
 
     @property
+    def loopback_only(self) -> bool:
+        """The server listens on loopback only (a stack's entry behind its gateway): the head reaches it there."""
+        return is_loopback(self.vllm.option("--host"))
+
+    @property
     def endpoint(self) -> str:
-        host = self.params.get("host", "0.0.0.0")
+        host = self.vllm.option("--host") or self.params.get("host", "0.0.0.0")
         shown = "localhost" if self.head.local and host in ("0.0.0.0", "::", "") else (
             self.head.host if host in ("0.0.0.0", "::", "") else host)
         return f"http://{shown}:{self.port}/v1"
@@ -217,10 +222,14 @@ def make_plan(recipe: Recipe, options: Options, check_shell: bool = True) -> Pla
         extra += ["--revision", main.revision]  # vLLM then loads that snapshot, offline
     duplicates = vllm_args.duplicates(vllm, extra)
     vllm = vllm.with_args(extra)
+    executor = vllm.option(vllm_args.EXECUTOR)
     if mode == "solo":
         vllm = vllm.without(vllm_args.EXECUTOR)  # solo uses none, whatever the recipe or -- named
         if options.ray:
             warnings.append("--ray is for a cluster: this run is solo (one node), so vLLM runs without Ray")
+    elif options.ray and executor not in (None, "ray"):  # cluster.ray_command sets it to ray
+        warnings.append(f"--ray: the command's {vllm_args.EXECUTOR} {executor} is replaced by ray (Ray starts "
+                        f"the group on every node); run without --ray for a native cluster, which drops the flag")
     command, argv = vllm.text(), vllm.argv
     for key in options.overrides:
         if key not in used:

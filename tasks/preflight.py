@@ -23,6 +23,7 @@ from typing import Any, Mapping, Sequence, Union
 from . import docker, facts, memory_guard
 from .docker import Runner
 from .errors import RunError
+from .masking import printable
 from .nodes import Node
 from .units import human_bytes
 from .runner import LocalRunner
@@ -389,14 +390,17 @@ def render(facts: Sequence[NodeFacts], width: int = 240) -> str:
     from rich.console import Console
     from rich.table import Table
 
+    from rich.text import Text
+
     table = Table(box=box.SIMPLE_HEAVY, show_lines=False)
     for col in ("node", "ssh", "docker", "disk free / needed", "GPU", "memory", "verdict"):
         table.add_column(col, overflow="fold")
-    for f in facts:
-        table.add_row(f.node, f.ssh, _docker_cell(f), _disk_cell(f), _gpu_cell(f), _memory_cell(f),
-                      "ok" if f.ok else "FAIL: " + "; ".join(f.problems))
+    for f in facts:  # a node's answers are its own text: literal cells, no markup, no escape sequences
+        table.add_row(*(Text(printable(cell)) for cell in (
+            f.node, f.ssh, _docker_cell(f), _disk_cell(f), _gpu_cell(f), _memory_cell(f),
+            "ok" if f.ok else "FAIL: " + "; ".join(f.problems))))
     out = io.StringIO()
-    Console(file=out, width=width, color_system=None, highlight=False, emoji=False).print(table)
+    Console(file=out, width=width, color_system=None, highlight=False, emoji=False, markup=False).print(table)
     text = "\n".join(ln.rstrip() for ln in out.getvalue().splitlines()).strip("\n") + "\n"
     details = [f"{f.node}: {f.ssh_error}" for f in facts if f.ssh_error and "\n" in f.ssh_error]
     return text + ("\n" + "\n".join(details) + "\n" if details else "")

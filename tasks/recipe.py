@@ -17,9 +17,9 @@ import yaml
 
 from .errors import RecipeError
 
-REQUIRED = ("name", "container", "command")
+REQUIRED = ("name", "container", "command", "recipe_version")  # the origin's required fields
 OPTIONAL = ("description", "model", "cluster_only", "solo_only", "build_args", "mods",
-            "defaults", "env", "recipe_version",
+            "defaults", "env",
             # ours, for pinned and partial weights (the weights issue); model_revision is revision's alias
             "revision", "model_revision", "files", "model_path")
 KNOWN_KEYS = REQUIRED + OPTIONAL
@@ -48,7 +48,7 @@ class Recipe:
     mods: tuple[str, ...] = ()
     defaults: Mapping[str, Any] = field(default_factory=dict)
     env: Mapping[str, str] = field(default_factory=dict)
-    recipe_version: str = "1"
+    recipe_version: str = RECIPE_VERSIONS[-1]
     revision: str = ""
     files: tuple[str, ...] = ()
     model_path: str = ""
@@ -139,8 +139,10 @@ def parse(text: str, path: Path, recipe_id: str | None = None, document: yaml.No
             unknown.append((key, close[0] if close else ""))
     for key in REQUIRED:
         if key not in data or data[key] in (None, ""):
-            raise RecipeError(f"{where}: missing required field '{key}' (expected text)", file=where,
-                              field=(key,), fix=f"add '{key}:' (name, container and command are required)")
+            line = f'recipe_version: "{RECIPE_VERSIONS[-1]}"' if key == "recipe_version" else f"{key}: ..."
+            raise RecipeError(f"{where}: missing required field '{key}': add the line `{line}`", file=where,
+                              field=(key,), fix=f"add `{line}` ({', '.join(REQUIRED)} are required, as in the "
+                                               "origin)")
 
     def text_field(key: str) -> str:
         value = data.get(key, "")
@@ -195,7 +197,7 @@ def parse(text: str, path: Path, recipe_id: str | None = None, document: yaml.No
                           field=("solo_only",), fix="set at most one of cluster_only and solo_only")
     env = {k: str(v) for k, v in mapping("env", ENV_NAME, "environment variable name").items()}
     files = data.get("files")
-    version = text_field("recipe_version") or RECIPE_VERSIONS[0]
+    version = text_field("recipe_version")
     if version not in RECIPE_VERSIONS:
         warnings.append(f"{where}: recipe_version '{version}' is not one this tool knows (it reads version "
                         f"{', '.join(RECIPE_VERSIONS)}); the recipe is read as version {RECIPE_VERSIONS[-1]}, "
@@ -243,12 +245,13 @@ def load(path: Path, recipe_id: str | None = None) -> Recipe:
     return parse(text, path, recipe_id)
 
 
-def find(name: str, recipes_dir: Path) -> Path:
-    """Resolve what the user typed: a path (with or without .yaml/.yml), else a name in the catalogue."""
-    candidates = [Path(name), Path(name + ".yaml"), Path(name + ".yml")]
-    candidates += [recipes_dir / c for c in candidates]
+def find(name: str, recipes_dir: Path, *, paths: bool = True) -> Path:
+    """Resolve what the user typed: a path (with or without .yaml/.yml; not with `paths=False`, for a name
+    read from a file, which must not depend on the current folder), else a name in the catalogue."""
+    typed = [Path(name), Path(name + ".yaml"), Path(name + ".yml")]
+    candidates = (typed if paths else []) + [recipes_dir / c for c in typed]
     for cand in candidates:
-        if cand.is_file():
+        if path_kind(cand) == "file":
             return cand
     stem = Path(name).name
     found = sorted(p for p in _recipe_files(recipes_dir) if p.stem == stem or p.name == stem)
@@ -258,13 +261,13 @@ def find(name: str, recipes_dir: Path) -> Path:
         listed = "\n".join(f"  {p}" for p in found)
         raise RecipeError(f"recipe '{name}' is ambiguous; it matches:\n{listed}\n"
                           "Give the path, e.g. " + id_for(found[0], recipes_dir))
-    raise RecipeError(f"recipe '{name}' not found (looked for the path and in {recipes_dir}); "
+    raise RecipeError(f"recipe '{name}' not found (looked {'for the path and ' if paths else ''}in {recipes_dir}); "
                       "see `run-recipe --list`")
 
 
-def load_named(name: str, recipes_dir: Path) -> Recipe:
+def load_named(name: str, recipes_dir: Path, *, paths: bool = True) -> Recipe:
     """find() then load(), giving catalogue recipes their folder-relative id."""
-    path = find(name, recipes_dir)
+    path = find(name, recipes_dir, paths=paths)
     return load(path, id_for(path, recipes_dir))
 
 
@@ -286,6 +289,15 @@ def catalogue(recipes_dir: Path) -> Iterator[Listed]:
             yield Listed(rid, path, load(path, rid))
         except RecipeError as exc:
             yield Listed(rid, path, None, str(exc))
+
+
+def path_kind(path: Path) -> str:
+    """"dir", "file" or "" for a path a person typed: a name the system cannot hold (too long, say) is
+    nothing there, as a missing one is (Path.is_file raises for it)."""
+    try:
+        return "dir" if path.is_dir() else "file" if path.is_file() else ""
+    except OSError:
+        return ""
 
 
 def _recipe_files(recipes_dir: Path) -> Iterator[Path]:

@@ -144,7 +144,16 @@ def _environment() -> Any:
     )
     env.filters["q"] = lambda v: shlex.quote(text(v))
     env.filters["comment"] = lambda v: " ".join(text(v).split())
+    env.filters["yaml"] = yaml_text
     return env
+
+
+def yaml_text(value: Any) -> str:
+    """One YAML double-quoted scalar that reads back as exactly `value` (tojson writes a character beyond
+    the BMP as a surrogate pair, which YAML reads as two broken characters)."""
+    import yaml
+
+    return yaml.safe_dump(text(value), allow_unicode=True, default_style='"', width=float("inf")).rstrip("\n")
 
 
 @lru_cache(maxsize=8)

@@ -77,9 +77,14 @@ def mark_stopped(recipe_id: str | None) -> None:
             return None  # stop --all: a record that went meanwhile is not made again
         return {**(record or {"recipe": recipe_id}), "stopped": now, "stop_id": uuid.uuid4().hex}
 
-    ids = [recipe_id] if recipe_id else [p.stem for p in sorted((settings.state_dir() / "runs").glob("*.json"))]
-    for rid in ids:
+    for rid in [recipe_id] if recipe_id else recorded():
         update(rid, mark)
+
+
+def recorded() -> list[str]:
+    """The recipes that have a record: each record names its own (its file name only encodes it)."""
+    records = (state.read_json(p) for p in sorted((settings.state_dir() / "runs").glob("*.json")))
+    return [r["recipe"] for r in records if isinstance(r, dict) and isinstance(r.get("recipe"), str)]
 
 
 def refuse_if_stopped(recipe_id: str, record: dict, seen: str | None, *, reform: bool) -> None:

@@ -26,6 +26,14 @@ STACK_KEYS = ("name", "nodes", "models", "gateway", "description")
 def gateway_container(stack: str) -> str:
     """The gateway's container name (kept apart from the entries' names by the clash check)."""
     return f"{stack}-gateway"
+
+
+def entry_id(stack: str, name: str) -> str:
+    """The id of a stack's entry or gateway (task names, labels, records): `<stack>//<container name>`. No
+    path below recipes/ holds `//`, so no catalogue recipe shares it (a stack `4x` with an entry named
+    `minimax-m2.5` is not the recipe `4x/minimax-m2.5`, whose containers it would otherwise replace)."""
+    return f"{stack}//{name}"
+
 ENTRY_KEYS = ("recipe", "on", "port", "gpu_mem", "name", "overrides", "extra_args", "mods")
 GATEWAY_KEYS = ("port", "api_key_env")
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\Z")   # also a docker container name and a label value
@@ -92,6 +100,20 @@ def find(name: str, stacks_dir: Path | None = None) -> Path:
     raise ConfigError(f"stack '{name}': no such file, and no {folder}/{name}.yaml"
                       + (f" (stacks there: {', '.join(known)})" if known else ""),
                       fix="give a stack file's path or the name of one in stacks/")
+
+
+def key_variables(folder: Path) -> set[str]:
+    """The variables the stacks in `folder` name as their gateway's key, whatever they are called (--show-env
+    masks them); a stack file that does not load names none."""
+    found = set()
+    for path in sorted(folder.glob("*.y*ml")) if folder.is_dir() else []:
+        try:
+            gateway = load(path).gateway
+        except ConfigError:
+            continue
+        if gateway and gateway.api_key_env:
+            found.add(gateway.api_key_env)
+    return found
 
 
 def load(path: Path) -> Stack:

@@ -82,14 +82,14 @@ def lifecycle(action: str, file: stack.Stack, options: Options, as_json: bool) -
 
 def load(name: str, options: Options) -> tuple[StackPlan, GatewayPlan | None]:
     """The stack's plan and gateway; the gateway's key variable, when only .env sets it, is exported to this
-    process, from which docker hands it to the container by name (never on a command line)."""
-    from .nodes import load_env
+    process, where the gateway's steps read it."""
     from .plan import env_file
+    from .stack_keys import gateway_key
 
     stack_plan = make_stack_plan(stack.load(stack.find(name)), options)
     gw = gateway.plan_gateway(stack_plan)
     if gw and gw.key_env and gw.key_env not in os.environ:
-        value = load_env(env_file(options)).get(gw.key_env)
+        value = gateway_key(gw.key_env, env_file(options))
         if value:
             os.environ[gw.key_env] = value
     return stack_plan, gw
@@ -186,7 +186,7 @@ def stop(name: str, nodes: tuple[Node, ...], order: list[str]) -> int:
     from .lifecycle import on_each_node, report_unreached
 
     found, missed = on_each_node(lambda rn: [(rn, c) for c in docker.containers(rn, stack=name)], _runners(nodes))
-    rank = {rid: i for i, rid in enumerate(order)} | {f"{name}/{gateway.container_name(name)}": len(order) + 1}
+    rank = {rid: i for i, rid in enumerate(order)} | {stack.entry_id(name, gateway.container_name(name)): len(order) + 1}
     ours = sorted((pair for pairs in found for pair in pairs),
                   key=lambda rc: rank.get(rc[1].labels.get("runrecipe.recipe", ""), len(order)), reverse=True)
     names = []

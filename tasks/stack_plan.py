@@ -10,14 +10,15 @@ from __future__ import annotations
 import dataclasses
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Mapping
 
-from . import render, settings
-from .errors import ConfigError, ModeError, RunRecipeError
-from .nodes import LOCAL, Node, load_env, parse_list
+from . import render, settings, stack_keys
+from .errors import ConfigError, ModeError, RecipeError, RunRecipeError
+from .nodes import LOCAL, Node, is_loopback, load_env, parse_list
 from .plan import Options, Plan, env_file, make_plan
-from .recipe import Recipe, load_named
-from .stack import Entry, Stack, gateway_container
+from .recipe import Recipe, id_for, load, load_named, path_kind
+from .stack import Entry, Stack, entry_id, gateway_container
 
 BASE_PORT = 8000
 DEFAULT_GPU_MEM = 0.9          # vLLM's --gpu-memory-utilization when nothing sets it
@@ -26,7 +27,7 @@ GPU_MEM_FLAG = "--gpu-memory-utilization"
 
 @dataclass(frozen=True)
 class Placed:
-    """One entry of a stack, planned: the recipe Plan (its id is `<stack>/<container>`) and its share."""
+    """One entry of a stack, planned: the recipe Plan (its id is `<stack>//<container>`) and its share."""
 
     entry: Entry
     plan: Plan
@@ -82,6 +83,7 @@ def make_stack_plan(stack: Stack, base: Options) -> StackPlan:
         if entry.port is not None:
             _reserve(stack, taken, on, entry.port, names[entry.index], ("models", entry.index, "port"))
     planned, warnings, master = [], [], base.master_port
+    secret = stack_keys.gateway_key(stack.gateway.api_key_env, env_file(base)) if stack.gateway else ""
     for entry, recipe, on in zip(stack.entries, recipes, placements):
         name = names[entry.index]
         port = entry.port
@@ -92,7 +94,8 @@ def make_stack_plan(stack: Stack, base: Options) -> StackPlan:
             while any(master in taken[n.target] for n in on):
                 master += 1
             _reserve(stack, taken, on, master, f"{name} (master port)", ("models", entry.index))
-        plan = _plan(stack, entry, recipe, on, base, name=name, port=port, master_port=master, head=nodes[0])
+        plan = _plan(stack, entry, recipe, on, base, name=name, port=port, master_port=master, head=nodes[0],
+                     key=stack_keys.entry_key(secret, stack.name, name) if secret and on[0] != nodes[0] else "")
         fraction = _fraction(stack, entry, plan)
         warnings += [f"{stack.where(('models', entry.index))}: {w}" for w in plan.warnings]
         planned.append(Placed(entry, plan, fraction, on))
@@ -125,24 +128,29 @@ def _placement(stack: Stack, entry: Entry, nodes: tuple[Node, ...], by_target: M
 
 
 def _recipe(stack: Stack, entry: Entry) -> Recipe:
-    """The entry's recipe under the id `<stack>/<entry name>` (tasks, labels and records are per entry),
+    """The entry's recipe (its id becomes `<stack>//<entry name>` in _plan: tasks, labels and records are per entry),
     with the entry's mods after the recipe's own."""
+    field = ("models", entry.index, "recipe")
     try:
-        recipe = load_named(_relative(stack, entry.recipe), settings.recipes_dir())
+        path = _recipe_path(stack, entry.recipe)
+        recipe = (load(path, id_for(path, settings.recipes_dir())) if path else
+                  load_named(entry.recipe, settings.recipes_dir(), paths=False))
     except RunRecipeError as exc:
-        field = ("models", entry.index, "recipe")
         raise ConfigError(f"{stack.where(field)}: models[{entry.index}].recipe: {exc}", file=str(stack.path),
                           field=field, line=stack.positions.line(field)) from None
     return dataclasses.replace(recipe, mods=recipe.mods + entry.mods)
 
 
-def _relative(stack: Stack, name: str) -> str:
-    """A recipe path in a stack file is relative to the stack file; a bare name is looked up in recipes/."""
-    if "/" in name or name.endswith((".yaml", ".yml")):
-        beside = stack.path.parent / name
-        if beside.is_file():
-            return str(beside)
-    return name
+def _recipe_path(stack: Stack, name: str) -> Path | None:
+    """A path (`x.yaml`, `./x`, `../x`, `/x`, `~/x`) in a stack file is the stack file's: resolved from its
+    folder only, never from the current one; None for a name (or id, `4x/minimax-m2.5`) of the catalogue."""
+    if not (name.endswith((".yaml", ".yml")) or name.startswith(("/", "./", "../", "~"))):
+        return None
+    path = stack.path.parent / Path(name).expanduser()
+    if path_kind(path) != "file":
+        raise RecipeError(f"no recipe file at {path}: a path in a stack file is relative to the stack file's "
+                          f"folder ({stack.path.parent}), not to the current one")
+    return path
 
 
 def _names(stack: Stack, recipes: list[Recipe]) -> dict[int, str]:
@@ -178,26 +186,32 @@ def _reserve(stack: Stack, taken: dict[str, dict[int, str]], on: tuple[Node, ...
 
 
 def _plan(stack: Stack, entry: Entry, recipe: Recipe, on: tuple[Node, ...], base: Options, *, name: str,
-          port: int, master_port: int, head: Node) -> Plan:
+          port: int, master_port: int, head: Node, key: str) -> Plan:
     """The entry as an ordinary recipe run: its port and memory share as overrides when the command has
     the placeholder, else as extra vLLM arguments; the stack's name on its containers. A solo entry on
-    a worker keeps that worker as its one node (see `carrier`)."""
+    a worker keeps that worker as its one node (see `carrier`). Behind a gateway (stack_keys), an entry
+    the head serves listens on loopback, and one on another node wants `key` (VLLM_API_KEY, secret)."""
     used = set(render.placeholders(recipe.command))
     overrides = {**entry.overrides}
     extra = list(entry.extra_args)
     added = []
-    for key, flag, value in (("port", "--port", str(port)),
-                             ("gpu_memory_utilization", GPU_MEM_FLAG, entry.gpu_mem and f"{entry.gpu_mem:g}")):
-        if value and key not in overrides:
-            if key in used:
-                overrides[key] = value
+    behind_on_head = stack.gateway is not None and on[0] == head
+    for param, flag, value in (("port", "--port", str(port)),
+                               ("gpu_memory_utilization", GPU_MEM_FLAG, entry.gpu_mem and f"{entry.gpu_mem:g}"),
+                               ("host", "--host", stack_keys.LOOPBACK if behind_on_head else "")):
+        if value and param not in overrides:
+            if param in used:
+                overrides[param] = value
             else:
                 extra += [flag, value]
                 added.append(f"extra argument '{flag}'")
+    docker = base.docker
+    if key:
+        docker = dataclasses.replace(docker, env=(*docker.env, (stack_keys.ENTRY_KEY_VAR, key)))
     options = dataclasses.replace(
         base, overrides=overrides, extra_args=tuple(extra), solo=len(on) == 1,
         nodes=",".join(n.target for n in on) if len(on) > 1 else None, nodes_flag=f"{stack.path}: models[{entry.index}].on",
-        name=name, master_port=master_port, stack=stack.name)
+        name=name, master_port=master_port, stack=stack.name, docker=docker)
     field = ("models", entry.index)
     try:
         plan = make_plan(recipe, options)
@@ -215,14 +229,29 @@ def _plan(stack: Stack, entry: Entry, recipe: Recipe, on: tuple[Node, ...], base
                           f"not on {port}, the port the stack {'gave' if entry.port is None else 'was given'} for it "
                           "(overrides or extra_args set another)", file=str(stack.path), field=field,
                           line=stack.positions.line(field), fix="set the port with the entry's `port:` only")
-    if plan.api_key and stack.gateway:
-        raise ConfigError(f"{stack.where(field)}: models[{entry.index}]: its server wants an API key (vLLM's --api-key "
-                          "or VLLM_API_KEY), which the gateway's routes do not present", file=str(stack.path),
-                          field=field, line=stack.positions.line(field),
-                          fix="drop the entry's key and protect the stack with the gateway's api_key_env")
+    if stack.gateway:
+        _behind_gateway(stack, entry, plan, loopback=behind_on_head, key=key)
     warnings = tuple(w for w in plan.warnings if not w.startswith(tuple(added)))  # the stack's own, on purpose
-    plan = dataclasses.replace(plan, recipe=dataclasses.replace(recipe, id=f"{stack.name}/{name}"), warnings=warnings)
+    entry_recipe = dataclasses.replace(recipe, id=entry_id(stack.name, name))
+    plan = dataclasses.replace(plan, recipe=entry_recipe, warnings=warnings)
     return dataclasses.replace(plan, nodes=on) if len(on) == 1 and on[0] != head else plan
+
+
+def _behind_gateway(stack: Stack, entry: Entry, plan: Plan, *, loopback: bool, key: str) -> None:
+    """The gateway is the stack's one door: an entry keeps no key of its own, and one the head serves
+    listens on loopback (overrides and extra_args cannot open it)."""
+    field = ("models", entry.index)
+    where = dict(file=str(stack.path), field=field, line=stack.positions.line(field))
+    if plan.vllm.option("--api-key") or plan.recipe.env.get(stack_keys.ENTRY_KEY_VAR) or plan.api_key != key:
+        raise ConfigError(f"{stack.where(field)}: models[{entry.index}]: its server wants an API key of its own "
+                          "(vLLM's --api-key or VLLM_API_KEY); behind the gateway the stack sets the entries' keys",
+                          fix="drop the entry's key and protect the stack with the gateway's api_key_env", **where)
+    host = plan.vllm.option("--host")
+    if loopback and not is_loopback(host):
+        raise ConfigError(f"{stack.where(field)}: models[{entry.index}]: its server would listen on "
+                          f"{host or 'every address'}, where clients could reach it without the gateway's key; "
+                          f"behind a gateway an entry on the head listens on {stack_keys.LOOPBACK} only",
+                          fix="remove the host from the entry's overrides and extra_args", **where)
 
 
 def _fraction(stack: Stack, entry: Entry, plan: Plan) -> float:

@@ -7,9 +7,9 @@ runs: the second waits (saying who holds the lock) or refuses when asked not to 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
-import re
 import sqlite3
 import sys
 import time
@@ -93,16 +93,30 @@ def _holder(path: Path) -> str:
         return "unknown holder"
 
 
-def safe_name(text: str) -> str:
-    """A recipe id, node or container name as one file name (no path separator, nothing a shell minds,
-    never `.` or `..`)."""
-    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", text)
-    return name if name.strip(".") else name.replace(".", "-")
-
-
 def record_file(folder: str, recipe_id: str) -> Path:
-    """A recipe's record in a folder of the state dir (runs/, checks/): its id made a safe file name."""
-    return settings.state_dir() / folder / (safe_name(recipe_id) + ".json")
+    """A recipe's record in a folder of the state dir (runs/, checks/), one file per id."""
+    return settings.state_dir() / folder / (file_name(recipe_id) + ".json")
+
+
+def file_name(recipe_id: str) -> str:
+    """An id as one file name, a different one for every id (`4x/a` and `4x-a` stay apart): each byte outside
+    [A-Za-z0-9_.-] as %XX, a long id (names stop at 255) as a prefix and its hash after `~`."""
+    return escaped_name(recipe_id, escape="%{:02X}", mark="~")
+
+
+def escaped_name(text: str, *, escape: str, mark: str, longest: int = 200) -> str:
+    """`text` as a name different for every text: each byte outside [A-Za-z0-9_.-] (and a leading `.`)
+    written as `escape` of it; past `longest` characters a prefix, `mark` (a character no escaped name
+    holds) and the text's sha256."""
+    data = text.encode("utf-8", "surrogatepass")
+    escaped = "".join(chr(b) if chr(b) in _SAFE and not (i == 0 and b == ord(".")) else escape.format(b)
+                      for i, b in enumerate(data))
+    if len(escaped) <= longest:
+        return escaped
+    return escaped[:longest - 41] + mark + hashlib.sha256(data).hexdigest()[:40]
+
+
+_SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
 
 
 def read_json(path: Path) -> Any:

@@ -7,6 +7,7 @@ plan; the watcher's own flags may stand anywhere before `--`.
 from __future__ import annotations
 
 import argparse
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -92,21 +93,13 @@ def _install(ns: argparse.Namespace, plan: Any, run_args: list[str]) -> int:
     from . import service
 
     from .container_flags import secret_env
-    from .errors import ConfigError
-    from .masking import is_secret_key
 
-    named = [k for k, v in secret_env(plan.options.docker).items() if v and any(v in a for a in run_args)]
-    if named:
-        raise ConfigError(f"install-service: the value of {', '.join(named)} is written on the command line and would "
-                          f"be stored in the unit file; write `-e {named[0]}` (no value) and put {named[0]}=... in "
-                          f"{service.env_file()} (mode 0600), which the unit reads")
-    flags = [a.split("=", 1)[0] for a in run_args if a.startswith("--") and is_secret_key(a.split("=", 1)[0])]
-    if flags:
-        raise ConfigError(f"install-service: {flags[0]} would be stored with its value in the unit file; pass it "
-                          f"through the environment instead (e.g. VLLM_API_KEY=... in {service.env_file()}, "
-                          "mode 0600, which the unit reads)")
+    secrets = [service.Secret(v, f"the value of -e {k}", k) for k, v in secret_env(plan.options.docker).items()]
+    secrets.append(service.Secret(plan.api_key, "the server's API key (vLLM reads VLLM_API_KEY when its command "
+                                                "has no --api-key)", "VLLM_API_KEY"))
+    service.check_env_file()
     user = (not _is_root()) if ns.user is None else ns.user
-    unit = service.render_unit(plan.recipe.id, run_args, user=user, directory=ns.unit_dir)
+    unit = service.render_unit(plan.recipe.id, run_args, user=user, directory=ns.unit_dir, secrets=secrets)
     service.write(unit)
     problem = service.verify(unit)
     if problem:
@@ -117,12 +110,12 @@ def _install(ns: argparse.Namespace, plan: Any, run_args: list[str]) -> int:
     if ns.enable:
         for argv in (service.systemctl(unit, "daemon-reload"), service.systemctl(unit, "enable", "--now", unit.name)):
             if subprocess.call(argv):
-                print(f"Error: `{' '.join(argv)}` failed", file=sys.stderr)
+                print(f"Error: `{shlex.join(argv)}` failed", file=sys.stderr)
                 return 1
         print(f"enabled and started {unit.name}")
     else:
-        print(f"start it now and at every boot: {' '.join(service.systemctl(unit, 'daemon-reload'))} && "
-              f"{' '.join(service.systemctl(unit, 'enable', '--now', unit.name))}")
+        print(f"start it now and at every boot: {shlex.join(service.systemctl(unit, 'daemon-reload'))} && "
+              f"{shlex.join(service.systemctl(unit, 'enable', '--now', unit.name))}")
     return 0
 
 

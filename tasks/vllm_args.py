@@ -211,6 +211,25 @@ def option_value(argv: Iterable[str], *names: str) -> str | None:
     return _pick(_last_values(list(argv)), names)
 
 
+def split_options(argv: Sequence[str], *names: str) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
+    """argv without these options (any spelling, `--x v` or `--x=v`), and what was taken: (option, value)."""
+    wanted = {flag_name(n) for n in names}
+    kept: list[str] = []
+    taken: list[tuple[str, str]] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if is_flag(arg) and flag_name(arg) in wanted:
+            inline = "=" in arg
+            value = arg.split("=", 1)[1] if inline else (argv[i + 1] if i + 1 < len(argv) else "")
+            taken.append((flag_name(arg), value))
+            i += 1 if inline else 2
+            continue
+        kept.append(arg)
+        i += 1
+    return tuple(kept), tuple(taken)
+
+
 def _last_values(args: list[str] | tuple[str, ...]) -> dict[str, tuple[int, str]]:
     """Each option's last value and where it was given, in one pass (a command asks for several options)."""
     out: dict[str, tuple[int, str]] = {}

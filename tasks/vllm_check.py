@@ -14,12 +14,13 @@ import json
 import os
 import re
 import subprocess
-from dataclasses import asdict, dataclass, field
+import tempfile
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
 
-from . import state, steps
+from . import state, steps, vllm_args
 from .docker import Runner
 from .errors import RunError
 from .plan import Plan
@@ -28,6 +29,10 @@ CHECKER = Path(__file__).resolve().parents[1] / "templates" / "vllm_checker.py"
 RESULT_MARK = "RUNRECIPE-VLLM-CHECK "
 TIMEOUT = 900.0  # vLLM's import takes 12-16 s on 2 idle cores; a loaded machine is much slower
 ENV = {"VLLM_TARGET_DEVICE": "cpu", "CUDA_VISIBLE_DEVICES": ""}
+# a parser plugin is a file the recipe names: code. The image check loads it inside its sealed container;
+# the venv check runs on this machine, so it never hands the plugin to vLLM: option -> the name it registers
+PLUGINS = {"--tool-parser-plugin": "--tool-call-parser", "--reasoning-parser-plugin": "--reasoning-parser"}
+VENV_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ")  # what a venv's python needs; no secret, no HOME
 LASTING = ("accepted", "could not check")  # verdicts that hold while image and argvs do
 SKIPPED = ("--skip-vllm-check: the command is not checked against the image's vLLM (unknown or misspelt "
            "flags, bad values, a missing chat template and unknown backend or parser names show up only "
@@ -131,17 +136,40 @@ def in_image(runner: Runner, image: str, argvs: Sequence[Target], mounts: Sequen
 
 
 def in_venv(venv: Path, argvs: Sequence[Target]) -> Verdict:
-    """The same check with the vLLM of a local venv (`lint --vllm --venv`): advisory, no image."""
+    """The same check with the vLLM of a local venv (`lint --vllm --venv`): advisory, no image.
+
+    It runs on this machine, so it gets what no recipe can abuse: argvs without parser plugins (each
+    one a warning that it was not loaded), an environment of PATH and locale only (no token, no
+    secret-named variable) and an empty HOME of its own (no ~/.cache/huggingface/token)."""
     python = venv / "bin" / "python"
     if not python.is_file():
         return Verdict("?", f"{python} does not exist (give the folder of a venv with vLLM installed)")
-    data = json.dumps([list(t.argv) for t in argvs])
-    try:
-        proc = subprocess.run(checker_argv([str(python)]), input=data, capture_output=True, text=True,
-                              timeout=TIMEOUT, env={**os.environ, **ENV})
-    except subprocess.TimeoutExpired:
-        return Verdict("?", f"no answer within {TIMEOUT:.0f} s", transient=True)
-    return read(proc.stdout, proc.stderr, proc.returncode, argvs)
+    split = [vllm_args.split_options(t.argv, *PLUGINS) for t in argvs]
+    data = json.dumps([list(kept) for kept, _ in split])
+    with tempfile.TemporaryDirectory(prefix="rr-lint-home-") as home:
+        env = {k: os.environ[k] for k in VENV_ENV if k in os.environ} | ENV | {"HOME": home}
+        try:
+            proc = subprocess.run(checker_argv([str(python)]), input=data, capture_output=True, text=True,
+                                  timeout=TIMEOUT, env=env)
+        except subprocess.TimeoutExpired:
+            return Verdict("?", f"no answer within {TIMEOUT:.0f} s", transient=True)
+    verdict = read(proc.stdout, proc.stderr, proc.returncode, argvs)
+    return unplugged(verdict, argvs, [taken for _, taken in split])
+
+
+def unplugged(verdict: Verdict, argvs: Sequence[Target], taken: Sequence[Sequence[tuple[str, str]]]) -> Verdict:
+    """Each plugin left out is a warning; the parser name it would register is not judged without it."""
+    findings = list(verdict.findings)
+    for target, plugins in zip(argvs, taken):
+        for option, path in plugins:
+            names = PLUGINS[option]
+            findings = [f for f in findings if not (f.recipe == target.recipe and f.where == target.where
+                                                    and f.flag == names)]
+            findings.append(Finding("warning", target.recipe, target.where, option,
+                                    f"{path} was not loaded, so {names} was not checked: --venv runs no recipe "
+                                    "code on this machine (the check in the recipe's own image loads it, in a container "
+                                    "with no network and no secret)"))
+    return replace(verdict, findings=tuple(findings))
 
 
 def read(stdout: str, stderr: str, code: int, argvs: Sequence[Target]) -> Verdict:
@@ -155,8 +183,8 @@ def read(stdout: str, stderr: str, code: int, argvs: Sequence[Target]) -> Verdic
         return Verdict(data["version"], data["cannot"])
     findings = []
     for target, res in zip(argvs, data["results"]):
-        if not res["ok"]:
-            findings.append(Finding("error", target.recipe, target.where, res.get("flag") or "", res["message"]))
+        findings += [Finding("error", target.recipe, target.where, e.get("flag") or "", e["message"])
+                     for e in res.get("errors", [])]  # every flag vLLM refuses, not only the first
         findings += [Finding("warning", target.recipe, target.where, w["flag"], w["message"])
                      for w in res.get("warnings", [])]
     return Verdict(data["version"], "", tuple(findings))

@@ -125,8 +125,55 @@ def engine_warnings(args):
     return out
 
 
+MAX_ERRORS = 20
+
+
 def check_one(parser, cmd, argv):
-    """One argv (the words after `vllm serve`): parse, validate, build the engine arguments."""
+    """One argv (the words after `vllm serve`), every refused flag of it: argparse and vLLM stop at the first
+    problem, so each refused flag (with its value) is taken out and the rest asked again."""
+    errors, rest = [], list(argv)
+    for _ in range(MAX_ERRORS):
+        result = check_once(parser, cmd, rest)
+        if result["ok"]:
+            return {"ok": not errors, "errors": errors, "warnings": result["warnings"]}
+        found = refused(result, rest)
+        errors += found
+        if not found or not any(e.get("words") for e in found):
+            break
+        taken = [w for e in found for w in e.pop("words")]
+        rest = [w for i, w in enumerate(rest) if i not in taken]
+    for e in errors:
+        e.pop("words", None)
+    return {"ok": False, "errors": errors, "warnings": []}
+
+
+def refused(result, argv):
+    """The errors of one failed check, each with the argv positions (`words`) to leave out next time."""
+    message = result["message"]
+    if message.startswith("unrecognized arguments: "):
+        words = message.split(": ", 1)[1].split()
+        out, used = [], set()
+        for word in words:
+            at = next((i for i, w in enumerate(argv) if w == word and i not in used), None)
+            if at is None:
+                continue
+            used.add(at)
+            if word.startswith("-"):
+                out.append({"stage": result["stage"], "flag": word.split("=", 1)[0],
+                            "message": f"unrecognized arguments: {word}", "words": [at]})
+            elif out:
+                out[-1]["words"].append(at)  # an unknown option's value
+        return out or [dict(result, words=[])]
+    flag = result.get("flag")
+    at = next((i for i, w in enumerate(argv) if flag and w.split("=", 1)[0] == flag), None)
+    if at is None:
+        return [dict(result, words=[])]
+    words = [at] if "=" in argv[at] or at + 1 >= len(argv) or argv[at + 1].startswith("-") else [at, at + 1]
+    return [dict(result, words=words)]
+
+
+def check_once(parser, cmd, argv):
+    """One try of an argv: parse, validate, build the engine arguments."""
     stage, err = "parse", io.StringIO()
     try:
         with contextlib.redirect_stderr(err):

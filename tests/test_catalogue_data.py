@@ -32,9 +32,8 @@ DOCKER_DIR = ROOT / "docker"
 RECIPE_FILES = sorted(RECIPES_DIR.rglob("*.yaml"))
 SEED_RECIPES = ["glm-4.7-flash-awq.yaml", "minimax-m2-awq.yaml", "glm-4.7-nvfp4.yaml"]
 
-REQUIRED_FIELDS = {"name": str, "container": str, "command": str}
+REQUIRED_FIELDS = {"name": str, "container": str, "command": str, "recipe_version": str}
 OPTIONAL_FIELDS = {
-    "recipe_version": str,
     "description": str,
     "model": str,
     "cluster_only": bool,

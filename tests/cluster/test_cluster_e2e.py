@@ -43,6 +43,7 @@ def project(cluster3: rc.TestCluster, ray_image: str, tmp_path: Path) -> Path:
 
 def recipe(root: Path, rid: str, backend: str = " --distributed-executor-backend ray", extra: str = "") -> None:
     (root / "recipes" / f"{rid}.yaml").write_text(f"""\
+recipe_version: "1"
 name: Cluster {rid}
 container: {TAG}
 cluster_only: true
@@ -390,6 +391,7 @@ def test_weights_reach_every_node_and_only_changes_travel(cluster3: rc.TestClust
 
     def run_with(sha: str) -> subprocess.CompletedProcess:
         (project / "recipes" / "wts.yaml").write_text(f"""\
+recipe_version: "1"
 name: Cluster weights
 container: {TAG}
 cluster_only: true
@@ -455,6 +457,7 @@ def test_full_worker_disk_is_refused_in_preflight(cluster3: rc.TestCluster, proj
         sha = hub.create_repo("org/full", {"config.json": b"{}", "w.safetensors": fake_safetensors(300_000)})
         snapshot_download("org/full", revision=sha, cache_dir=cache, endpoint=hub.endpoint)
     (project / "recipes" / "full.yaml").write_text(f"""\
+recipe_version: "1"
 name: Full disk
 container: {TAG}
 cluster_only: true
@@ -490,6 +493,7 @@ def test_disk_filling_mid_copy_is_a_clear_error_and_nothing_counts_done(cluster3
         sha = hub.create_repo("org/midfull", {"config.json": b"{}", "w.safetensors": fake_safetensors(300_000)})
         snapshot_download("org/midfull", revision=sha, cache_dir=cache, endpoint=hub.endpoint)
     (project / "recipes" / "midfull.yaml").write_text(f"""\
+recipe_version: "1"
 name: Mid-copy full disk
 container: {TAG}
 cluster_only: true

@@ -91,7 +91,7 @@ from tasks.cluster import Fleet, bytes_to_copy
 from tasks.plan import Options, make_plan
 from tasks.recipe import parse
 from tasks.connect import SshSettings
-text = "name: Room\ncontainer: %s\ncluster_only: true\ncommand: vllm serve org/m\n" % sys.argv[2]
+text = "recipe_version: '1'\nname: Room\ncontainer: %s\ncluster_only: true\ncommand: vllm serve org/m\n" % sys.argv[2]
 plan = make_plan(parse(text, Path("/tmp/room.yaml")), Options(nodes=sys.argv[3], setup=True))
 print(json.dumps(bytes_to_copy(plan, Fleet(plan, SshSettings(), "native"), image=True, weights_too=False)))
 """

@@ -41,6 +41,15 @@ def ask(cluster: rc.TestCluster, path: str, body: dict | None = None) -> dict | 
     return res.stdout
 
 
+def knock(cluster: rc.TestCluster, url: str) -> str:
+    """A request without a key from the head, as anyone on the network: its status, or `refused`."""
+    code = ("import sys, urllib.request, urllib.error\n"
+            "try:\n    print(urllib.request.urlopen(sys.argv[1], timeout=10).status)\n"
+            "except urllib.error.HTTPError as exc:\n    print(exc.code)\n"
+            "except OSError:\n    print('refused')\n")
+    return cluster.head.run([sys.executable, "-c", code, url], timeout=60).stdout.strip()
+
+
 def ours(node: rc.Node, stack: str) -> dict[str, str]:
     out = node.docker("ps", "--no-trunc", "--filter", f"label=runrecipe.stack={stack}",
                       "--format", "{{.Names}} {{.ID}}").stdout
@@ -59,6 +68,7 @@ def trio(cluster3: rc.TestCluster, ray_image: str, docker_host: str):
     tag = gatewayimage.ensure_gateway_image([gatewayimage.Daemon(docker_host), cluster3.head])
     (root / "gateway-image").write_text(tag)
     (root / "recipes" / "big.yaml").write_text("""\
+recipe_version: "1"
 name: Big across two
 container: rr-cluster-standin
 cluster_only: true
@@ -66,6 +76,7 @@ defaults: {port: 8000, host: 0.0.0.0, tensor_parallel: 2}
 command: vllm serve org/big --port {port} --host {host} -tp {tensor_parallel}
 """)
     (root / "recipes" / "side.yaml").write_text("""\
+recipe_version: "1"
 name: Side
 container: rr-cluster-standin
 command: vllm serve org/side --served-model-name side --host 0.0.0.0
@@ -103,6 +114,12 @@ def test_three_node_stack_places_serves_routes_and_stops(trio) -> None:
                                 {"model": model, "messages": [{"role": "user", "content": "hi"}]}))
         assert answer["choices"][0]["message"]["content"] == f"standin reply from {model}"
     assert KEY not in out
+    # no walking around the gateway's key: the entry the head leads listens on loopback, the one on n3 wants
+    # a key of its own, which only the gateway's route to it presents (through the env file: not in argv)
+    assert knock(cluster, f"http://198.18.0.11:{PORTS['big']}/v1/models") == "refused"
+    assert knock(cluster, f"http://198.18.0.13:{PORTS['side']}/v1/models") == "401"
+    inspect = json.loads(n3.docker("inspect", ours(n3, "trio")["trio-side"]).stdout)[0]
+    assert "--api-key" not in side_argv and "VLLM_API_KEY" not in json.dumps(inspect["Args"])
     status = tool(cluster, root, "stack", "trio", "status", "--json")
     rows = json.loads(status.stdout)
     assert sorted((r["node"], r["container"]) for r in rows) == [

@@ -37,6 +37,7 @@ def test_secret_env_travels_in_a_file_and_caches_survive_a_relaunch(project: Pro
     (shared / "note").write_text("from the host")
     port = free_port()
     project.recipe("flags", f"""\
+        recipe_version: "1"
         name: Flags
         container: {standin}
         defaults: {{port: {port}}}

@@ -11,6 +11,7 @@ from .conftest import CODE_ROOT, Project, free_port, get_json
 def simple(tag: str, port: int, extra_env: str = "", command_tail: str = "", mods: str = "",
            build_args: str = "") -> str:
     return f"""\
+        recipe_version: "1"
         name: E2E {tag}
         container: rr-e2e-{tag}
         {build_args}

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
+import subprocess
 import sys
 import textwrap
 import urllib.request
@@ -27,9 +29,10 @@ KEY = "sk-stack-e2e-not-a-secret"
 def recipe(project: Project, rid: str, model: str, gpu_placeholder: bool) -> None:
     gpu = " --gpu-memory-utilization {gpu_memory_utilization}" if gpu_placeholder else ""
     project.recipe(rid, f"""\
+        recipe_version: "1"
         name: Stack {rid}
         container: rr-e2e-stack
-        defaults: {{port: 8000, host: 127.0.0.1, gpu_memory_utilization: 0.2}}
+        defaults: {{port: 8000, host: 0.0.0.0, gpu_memory_utilization: 0.2}}
         command: vllm serve {model} --port {{port}} --host {{host}}{gpu}
         """)
 
@@ -47,9 +50,10 @@ def ids(project: Project, stack: str) -> dict[str, str]:
     return dict(line.split() for line in out.splitlines())
 
 
-def post(url: str, body: dict, key: str = KEY) -> tuple[int, bytes]:
+def post(url: str, body: dict, key: str | None = KEY) -> tuple[int, bytes]:
+    auth = {} if key is None else {"Authorization": f"Bearer {key}"}
     req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
-                                 headers={"Content-Type": "application/json", "Authorization": f"Bearer {key}"})
+                                 headers={"Content-Type": "application/json", **auth})
     try:
         with urllib.request.urlopen(req, timeout=30) as resp:
             return resp.status, resp.read()
@@ -103,7 +107,7 @@ def test_both_entries_serve_and_the_gateway_lists_them(duo: dict) -> None:
     # start order: descending memory (code 0.4 first), each after the one before was ready; the gateway last
     launches = [ln.split()[1] for ln in first.stdout.splitlines() if ln.startswith(".  ") and
                 ln.split()[1].startswith(("launch:", "gateway:"))]
-    assert launches == ["launch:e2e-duo/e2e-duo-code", "launch:e2e-duo/e2e-duo-chat", "gateway:e2e-duo"]
+    assert launches == ["launch:e2e-duo//e2e-duo-code", "launch:e2e-duo//e2e-duo-chat", "gateway:e2e-duo"]
     assert get_json(f"http://127.0.0.1:{ports['chat']}/v1/models")["data"][0]["id"] == "org/chat"
     assert get_json(f"http://127.0.0.1:{ports['code']}/v1/models")["data"][0]["id"] == "coder"
     running = ids(project, "e2e-duo")
@@ -117,7 +121,7 @@ def test_both_entries_serve_and_the_gateway_lists_them(duo: dict) -> None:
     assert KEY not in json.dumps(inspect["Args"]) and KEY not in json.dumps(inspect["Config"]["Cmd"])
     status = project.cli("status")
     assert status.returncode == 0 and "stack e2e-duo:" in status.stdout
-    rows = [ln for ln in status.stdout.splitlines() if ln.startswith("  e2e-duo/") and " running " in ln]
+    rows = [ln for ln in status.stdout.splitlines() if ln.startswith("  e2e-duo//") and " running " in ln]
     assert len(rows) == 3, status.stdout  # entries and gateway under the stack (readiness lines aside)
 
 
@@ -153,7 +157,29 @@ def test_requests_reach_the_right_entry_by_model_name_streamed_and_not(duo: dict
     chunks = stream(f"{base}/completions", {"model": model, "prompt": "hi"})
     assert "".join(c["choices"][0].get("text") or "" for c in chunks if c["choices"]) == f"standin reply from {model}"
     code, raw = post(f"{base}/chat/completions", {"model": model, "messages": []}, key="sk-wrong")
-    assert code >= 400  # the key is checked
+    assert code == 401 and "wrong API key" in json.loads(raw)["error"]["message"], raw
+    for missing in (None, ""):
+        code, raw = post(f"{base}/chat/completions", {"model": model, "messages": []}, key=missing)
+        assert code == 401 and "no API key" in json.loads(raw)["error"]["message"], raw
+
+
+def local_addresses() -> list[str]:
+    """This machine's IPv4 addresses other than loopback: where a client on the network would knock."""
+    out = subprocess.run(["ip", "-4", "-o", "addr", "show"], capture_output=True, text=True, check=True).stdout
+    return [line.split()[3].split("/")[0] for line in out.splitlines() if line.split()[1] != "lo"]
+
+
+def test_entries_answer_only_through_the_gateway(duo: dict) -> None:
+    """The recipes say host 0.0.0.0; behind the gateway the stack binds them to loopback, where only the
+    gateway (on this machine) reaches them, so no one on the network walks around its key."""
+    addresses = local_addresses()
+    assert addresses, "no address but loopback to knock on"
+    for entry in ("chat", "code"):
+        port = duo["ports"][entry]
+        for address in addresses:
+            with pytest.raises(OSError):
+                socket.create_connection((address, port), timeout=3).close()
+        assert get_json(f"http://127.0.0.1:{port}/v1/models")["data"]  # the gateway's way in
 
 
 def test_an_unknown_model_is_refused_by_the_gateway(duo: dict) -> None:
@@ -173,7 +199,7 @@ def test_a_rerun_changes_nothing_and_a_changed_entry_restarts_alone(duo: dict) -
     assert through_doit.returncode == 0, through_doit.stdout + through_doit.stderr
     assert [ln for ln in through_doit.stdout.splitlines() if ln.startswith(".  ")] == []
     listed = project.doit("list", "--all")
-    assert "gateway:e2e-duo" in listed.stdout and "launch:e2e-duo/e2e-duo-chat" in listed.stdout, listed.stdout
+    assert "gateway:e2e-duo" in listed.stdout and "launch:e2e-duo//e2e-duo-chat" in listed.stdout, listed.stdout
     assert ids(project, "e2e-duo") == before
     stack_file(project, "duo", duo["body"].format(**ports, code_mem=0.35))  # the code entry only
     changed = project.cli("stack", "duo", "-d")
@@ -204,6 +230,7 @@ def test_stop_removes_the_stack_and_nothing_else(duo: dict) -> None:
     project = duo["project"]
     port = free_port()
     project.recipe("alone", f"""\
+        recipe_version: "1"
         name: Alone
         container: rr-e2e-stack
         command: vllm serve org/alone --port {port} --host 127.0.0.1

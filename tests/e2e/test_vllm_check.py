@@ -78,7 +78,7 @@ def test_an_image_without_python_cannot_be_checked(standin_image: str, docker_ho
 def test_refused_before_launch_and_not_asked_again(project, vllm_image: str) -> None:
     """Through the CLI: a typo stops the run before any container, naming flag and version; a good
     command is checked once, launched, and a re-run finds the check up to date (no new container)."""
-    recipe = "name: {0}\ncontainer: %s\ncommand: vllm serve org/model --port {1} {2} 4096\n" % vllm_image
+    recipe = "recipe_version: '1'\nname: {0}\ncontainer: %s\ncommand: vllm serve org/model --port {1} {2} 4096\n" % vllm_image
     project.recipe("typo", recipe.format("typo", 18431, "--max-modle-len"))
     res = project.cli("typo", "-d", timeout=600)
     assert res.returncode == 1, res.stderr
@@ -110,9 +110,27 @@ def test_lint_vllm_with_a_local_venv(tmp_path: Path) -> None:
     (next(venv.glob("lib/python3*/site-packages")) / "vllm-site.pth").write_text(f"{vllmsite.site_dir()}\n")
     recipes = tmp_path / "recipes"
     recipes.mkdir()
-    (recipes / "typo.yaml").write_text("name: t\ncontainer: img\ncommand: vllm serve org/m --max-modle-len 4\n")
+    (recipes / "typo.yaml").write_text("recipe_version: '1'\nname: t\ncontainer: img\ncommand: vllm serve org/m "
+                                       "--max-modle-len 4 --enforce-eagre --dtype float99\n")
+    # a flag only the recipe's mod adds is a warning against another vLLM, as the README says
+    (tmp_path / "mods" / "adds-flag").mkdir(parents=True)
+    (tmp_path / "mods" / "adds-flag" / "run.sh").write_text("#!/bin/sh\n")
+    (recipes / "modded.yaml").write_text("recipe_version: '1'\nname: m\ncontainer: img\nmods: [mods/adds-flag]\n"
+                                         "command: vllm serve org/m --gpu-memory-utilization-gb 100\n")
+    # a recipe's parser plugin is code: lint, the command that vets a recipe, must not run it here
+    ran = tmp_path / "plugin-ran"
+    (recipes / "plugin.py").write_text(f"import os\nopen({str(ran)!r}, 'w').write(os.environ.get('HF_TOKEN', '-'))\n")
+    (recipes / "plugged.yaml").write_text("recipe_version: '1'\nname: p\ncontainer: img\ncommand: vllm serve org/m "
+                                          f"--tool-parser-plugin {recipes / 'plugin.py'} --tool-call-parser evil\n")
     res = subprocess.run([sys.executable, "-m", "tasks", "lint", "--vllm", "--venv", str(venv), str(recipes)],
-                         capture_output=True, text=True, timeout=900, cwd=Path(__file__).resolve().parents[2])
+                         capture_output=True, text=True, timeout=900, cwd=Path(__file__).resolve().parents[2],
+                         env={**os.environ, "HF_TOKEN": "hf_lint_venv_marker"})
     assert res.returncode == 1, res.stdout + res.stderr
-    assert "typo: vLLM 0.33.0 refuses --max-modle-len" in res.stdout
-    assert "lint --vllm: 1 error(s)" in res.stdout
+    for flag in ("--max-modle-len", "--enforce-eagre", "--dtype"):  # every refused flag, not only the first
+        assert f"typo: vLLM 0.33.0 refuses {flag}" in res.stdout, res.stdout
+    assert not ran.exists(), ran.read_text()
+    assert f"plugged: vLLM 0.33.0 may refuse at start --tool-parser-plugin: {recipes / 'plugin.py'} was not " \
+           "loaded, so --tool-call-parser was not checked" in res.stdout
+    assert "modded: vLLM 0.33.0 may refuse at start --gpu-memory-utilization-gb: unrecognized arguments: " \
+           "--gpu-memory-utilization-gb (a mod of the recipe may add it)" in res.stdout, res.stdout
+    assert "lint --vllm: 3 error(s), 2 warning(s)" in res.stdout

@@ -33,6 +33,7 @@ def hub(project: Project) -> LocalHub:
 def recipe(project: Project, rid: str, port: int, model: str = "org/model", extra: str = "",
            revision: str = "", command_tail: str = "") -> None:
     project.recipe(rid, f"""\
+        recipe_version: "1"
         name: Weights {rid}
         container: rr-e2e-{rid}
         model: {model}
@@ -192,7 +193,7 @@ def test_verify_detects_a_flipped_byte_and_fetches_it_again(project: Project, hu
 def test_list_shows_nodes_needed_and_cached_size(project: Project, hub: LocalHub) -> None:
     hub.create_repo("org/listed", files())
     recipe(project, "listed", free_port(), model="org/listed")
-    project.recipe("big", "name: Big\ncontainer: c\ncluster_only: true\ndefaults: {tp: 4}\n"
+    project.recipe("big", "recipe_version: '1'\nname: Big\ncontainer: c\ncluster_only: true\ndefaults: {tp: 4}\n"
                           "command: vllm serve org/x -tp {tp}\n")
     before = {r["id"]: r for r in json.loads(project.cli("--list", "--json").stdout)}
     assert before["listed"]["cached_bytes"] is None and before["big"]["nodes"] == 4

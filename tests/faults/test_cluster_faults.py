@@ -37,6 +37,7 @@ def all_containers(node: rc.Node) -> list[str]:
 def native_recipe(p: ClusterProject, rid: str, port: int, env: str = "", tail: str = "", defaults: str = "",
                   model: str = "", serve: str = "org/model") -> None:
     p.recipe(rid, f"""\
+recipe_version: "1"
 name: Cluster faults {rid}
 container: {CLUSTER_TAG}
 cluster_only: true

@@ -67,6 +67,7 @@ def _different_recipes_sharing_one_image(project: Project) -> None:
     ports = {rid: free_port() for rid in ("share-a", "share-b")}
     for rid, port in ports.items():
         project.recipe(rid, f"""\
+            recipe_version: "1"
             name: Shared image {rid}
             container: rr-faults-shared
             defaults: {{port: {port}}}
@@ -95,6 +96,7 @@ def _different_recipes_sharing_one_image(project: Project) -> None:
 def test_same_recipe_two_ports_at_once(project: Project, standin_tag: str) -> None:
     """The one that got the lock last wins: exactly one container remains, serving its port."""
     project.recipe("twoport", f"""\
+        recipe_version: "1"
         name: Two ports
         container: {standin_tag}
         defaults: {{port: {free_port()}}}

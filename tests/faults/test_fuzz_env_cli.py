@@ -33,6 +33,7 @@ from tasks.recipe import load
 WORK = Path(tempfile.mkdtemp(prefix="rr-fuzz-env-"))
 HOME = WORK / "project"
 RECIPE = """\
+recipe_version: "1"
 name: Fuzz env
 container: rr-fuzz
 defaults: {port: 8000, host: 0.0.0.0, tensor_parallel: 2}

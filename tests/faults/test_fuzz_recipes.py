@@ -34,8 +34,8 @@ STRATEGY_RUNS: set[str] = set()
 FUZZ = settings(deadline=10_000, database=None, derandomize=True,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                        HealthCheck.large_base_example])
-BASE = {"name": "Fuzz", "container": "rr-fuzz", "command": "vllm serve org/m --port {port} --host {host}",
-        "defaults": {"port": 8000, "host": "0.0.0.0"}}
+BASE = {"recipe_version": "1", "name": "Fuzz", "container": "rr-fuzz",
+        "command": "vllm serve org/m --port {port} --host {host}", "defaults": {"port": 8000, "host": "0.0.0.0"}}
 FIELDS = ("name", "container", "command", "description", "model", "cluster_only", "solo_only", "build_args",
           "mods", "defaults", "env", "recipe_version", "revision", "files", "model_path")
 
@@ -138,18 +138,18 @@ def placeholder_commands(draw) -> str:
 
 
 UNICODE_YAML = [
-    'name: "\\u202eevil\\u200b"\ncontainer: rr\ncommand: vllm serve m\n',
-    'name: x\ncontainer: rr\ncommand: "vllm serve m \\ud800"\n',           # lone surrogate via escape
-    'name: x\ncontainer: rr\ncommand: "vllm serve m \\udcff --x {a}"\ndefaults: {a: 1}\n',
-    'name: x\ncontainer: rr\ncommand: vllm serve m\nenv: {E: "\\ud83d"}\n',
-    'name: x\ncontainer: rr\ncommand: vllm serve m\nmods: ["\\0"]\n',
-    'name: x\ncontainer: "rr\\0"\ncommand: vllm serve m\n',
+    'recipe_version: "1"\nname: "\\u202eevil\\u200b"\ncontainer: rr\ncommand: vllm serve m\n',
+    'recipe_version: "1"\nname: x\ncontainer: rr\ncommand: "vllm serve m \\ud800"\n',           # lone surrogate via escape
+    'recipe_version: "1"\nname: x\ncontainer: rr\ncommand: "vllm serve m \\udcff --x {a}"\ndefaults: {a: 1}\n',
+    'recipe_version: "1"\nname: x\ncontainer: rr\ncommand: vllm serve m\nenv: {E: "\\ud83d"}\n',
+    'recipe_version: "1"\nname: x\ncontainer: rr\ncommand: vllm serve m\nmods: ["\\0"]\n',
+    'recipe_version: "1"\nname: x\ncontainer: "rr\\0"\ncommand: vllm serve m\n',
     '\ufeffname: bom\ncontainer: rr\ncommand: vllm serve m\n',
-    'name: x\ncontainer: rr\ncommand: "vllm serve m --served-model-name \\u0645\\u062b\\u0627\\u0644"\n',
-    'name: "a\\u2028b"\ncontainer: rr\ncommand: vllm serve m\n',
-    'name: "a\\nb"\ncontainer: rr\ncommand: vllm serve m\n',
-    'name: x\ncontainer: rr\ncommand: vllm serve m\nenv: {"A\\n": v}\n',
-    'name: x\ncontainer: rr\ncommand: vllm serve m {p}\ndefaults: {"p\\n": v}\n',
+    'recipe_version: "1"\nname: x\ncontainer: rr\ncommand: "vllm serve m --served-model-name \\u0645\\u062b\\u0627\\u0644"\n',
+    'recipe_version: "1"\nname: "a\\u2028b"\ncontainer: rr\ncommand: vllm serve m\n',
+    'recipe_version: "1"\nname: "a\\nb"\ncontainer: rr\ncommand: vllm serve m\n',
+    'recipe_version: "1"\nname: x\ncontainer: rr\ncommand: vllm serve m\nenv: {"A\\n": v}\n',
+    'recipe_version: "1"\nname: x\ncontainer: rr\ncommand: vllm serve m {p}\ndefaults: {"p\\n": v}\n',
 ]
 
 
@@ -189,10 +189,10 @@ def huge_docs(draw) -> str:
         return dump(dict(BASE, defaults={f"k{i}": i for i in range(size // 20)}))
     if kind == "deep-list":
         depth = draw(st.integers(50, 20_000))
-        return "name: x\ncontainer: y\ncommand: z\nbuild_args: " + "[" * depth + "]" * depth + "\n"
+        return "recipe_version: '1'\nname: x\ncontainer: y\ncommand: z\nbuild_args: " + "[" * depth + "]" * depth + "\n"
     if kind == "deep-map":
         depth = draw(st.integers(50, 5_000))
-        return "name: x\ncontainer: y\ncommand: z\nenv: " + "{a: " * depth + "1" + "}" * depth + "\n"
+        return "recipe_version: '1'\nname: x\ncontainer: y\ncommand: z\nenv: " + "{a: " * depth + "1" + "}" * depth + "\n"
     if kind == "over-limit":
         return dump(dict(BASE, description="x" * (1 << 20)))
     return dump(dict(BASE, command="vllm serve m " + "{" * size))

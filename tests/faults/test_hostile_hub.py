@@ -30,7 +30,7 @@ def test_a_listing_path_outside_the_snapshot_is_refused_and_nothing_is_touched(t
     with LocalHub() as hub:
         hub.create_repo("org/evil", {"config.json": b"{}", path: b"a different size than the victim's"})
         (home / "recipes" / "evil.yaml").write_text(
-            "name: Evil\ncontainer: img\nmodel: org/evil\ncommand: vllm serve org/evil --port {port}\n"
+            "recipe_version: '1'\nname: Evil\ncontainer: img\nmodel: org/evil\ncommand: vllm serve org/evil --port {port}\n"
             "defaults: {port: 8000}\n")
         env = {**os.environ, "RUNRECIPE_HOME": str(home), "PYTHONPATH": str(CODE_ROOT), "HF_HOME": str(hf),
                "HF_ENDPOINT": hub.endpoint, "DOCKER_HOST": "unix:///nonexistent.sock"}

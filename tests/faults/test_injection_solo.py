@@ -37,6 +37,7 @@ def _clean_canaries():
 
 
 RECIPE = """\
+    recipe_version: "1"
     name: Injection
     container: {image}
     defaults:

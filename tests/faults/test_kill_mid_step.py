@@ -110,6 +110,7 @@ def test_kill_during_launch_wait(project: Project, standin_tag: str) -> None:
     """The container the killed run started is not counted as serving; the re-run leaves exactly one."""
     port = free_port()
     project.recipe("kwait", f"""\
+        recipe_version: "1"
         name: Kill during readiness
         container: {standin_tag}
         defaults: {{port: {port}}}
@@ -149,6 +150,7 @@ def test_kill_during_mods_build(project: Project, standin_tag: str) -> None:
     (mod / "run.sh").write_text('#!/bin/sh\nset -eu\nsleep 5\necho "slow done" > "$WORKSPACE_DIR/slow.txt"\n')
     port = free_port()
     project.recipe("kmods", f"""\
+        recipe_version: "1"
         name: Kill during mods
         container: {standin_tag}
         mods: [mods/slow]
@@ -210,6 +212,7 @@ def test_kill_during_cluster_image_copy(cluster_project: ClusterProject) -> None
     p, c = cluster_project, cluster_project.cluster
     n2, n3 = c.node(2), c.node(3)
     p.recipe("kimg", f"""\
+recipe_version: "1"
 name: Kill during image copy
 container: {CLUSTER_TAG}
 cluster_only: true
@@ -267,6 +270,7 @@ def test_kill_during_cluster_weights_sync(cluster_project: ClusterProject) -> No
         sha = hub.create_repo("org/kwts", {"config.json": b"{}", "w.safetensors": blob})
         snapshot_download("org/kwts", revision=sha, cache_dir=cache, endpoint=hub.endpoint)
     p.recipe("kwts", f"""\
+recipe_version: "1"
 name: Kill during weights sync
 container: {CLUSTER_TAG}
 cluster_only: true

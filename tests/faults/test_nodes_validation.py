@@ -68,7 +68,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("nodes") / "project"
     (root / "recipes").mkdir(parents=True)
     (root / "recipes" / "two.yaml").write_text(
-        "name: Two\ncontainer: rr-nodes\ncommand: vllm serve org/m --port {port}\ndefaults: {port: 8000}\n")
+        "recipe_version: '1'\nname: Two\ncontainer: rr-nodes\ncommand: vllm serve org/m --port {port}\ndefaults: {port: 8000}\n")
     return root
 
 

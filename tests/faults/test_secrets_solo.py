@@ -20,6 +20,7 @@ def test_secrets_never_leak(project: Project, standin_tag: str) -> None:
                         f"DB_PASSWORD={MARK}3\nPLAIN_SETTING=visible\n")
     project.env["HF_TOKEN"] = MARK + "0"
     project.recipe("sec", f"""\
+        recipe_version: "1"
         name: Secrets
         container: {standin_tag}
         defaults: {{port: {port}}}

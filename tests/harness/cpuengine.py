@@ -133,6 +133,7 @@ def ensure_built(docker_host: str, docker_folder: Path, log: Log = print) -> str
 def recipe(rid: str, port: int, model: str = MODEL, args: str = "", extra: str = "", tp: int = 1) -> str:
     """A recipe serving the tiny Llama from Dockerfile.cpu: eager (no compile: ~20 s to ready), 1 GiB of KV cache."""
     return f"""\
+recipe_version: "1"
 name: Real {rid}
 model: {model}
 container: {TAG}

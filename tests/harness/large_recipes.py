@@ -10,7 +10,7 @@ def repeated_flags(flags: int, option: str = "--max-num-seqs {i}") -> str:
     """A recipe whose command repeats one option `flags` times, one per line (lint reports each repeat)."""
     lines = "".join(f"    {option.format(i=i)} \\\n" for i in range(flags))
     return ("name: many flags\ncontainer: rr-bench\ndefaults: {port: 8000}\ncommand: |\n"
-            f"  vllm serve org/m \\\n{lines}    --port {{port}}\n")
+            f"  vllm serve org/m \\\n{lines}    --port {{port}}\nrecipe_version: '1'\n")  # last: lines as counted
 
 
 def placeholders(count: int) -> str:
@@ -18,4 +18,4 @@ def placeholders(count: int) -> str:
     word = "{p}" * 6
     words = (word, word, f"'{word}'", f'"{word}"')
     command = "vllm serve org/m --x " + " ".join(words[i % 4] for i in range(count // 6))
-    return f"name: many placeholders\ncontainer: rr-bench\ndefaults: {{p: a b}}\ncommand: {command}\n"
+    return f"recipe_version: '1'\nname: many placeholders\ncontainer: rr-bench\ndefaults: {{p: a b}}\ncommand: {command}\n"

@@ -3,6 +3,7 @@ type, a corrupt doit dependency file (reported, rebuilt, and the run carries on)
 message naming the file and what to do; never a traceback. (MASTER_PORT=² is in test_cli_flags.py.)"""
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import subprocess
@@ -26,7 +27,7 @@ def clean(res: subprocess.CompletedProcess[str]) -> str:
 @pytest.mark.parametrize("args", [["--dry-run"], ["--download-only"]])
 def test_a_model_no_hub_can_have_is_refused_naming_the_file(home: Path, model: str, args: list[str]) -> None:
     path = home / "recipes" / "badmodel.yaml"
-    path.write_text(f"name: B\ncontainer: img\nmodel: '{model}'\ncommand: vllm serve x --port {{port}}\n"
+    path.write_text(f"recipe_version: '1'\nname: B\ncontainer: img\nmodel: '{model}'\ncommand: vllm serve x --port {{port}}\n"
                     "defaults: {port: 8000}\n")
     res = cli(home, "badmodel", "--solo", *args)
     assert res.returncode == 1
@@ -65,3 +66,46 @@ def test_a_corrupt_dependency_file_is_reported_rebuilt_and_the_run_carries_on(ho
             assert db.execute("PRAGMA quick_check").fetchone() == ("ok",)
         again = cli(home, "good", "--solo", "--download-only", **env)
         assert again.returncode == 0 and "could not be read" not in clean(again)
+
+
+LONG = "x" * 300  # longer than a file name may be: Path.is_file raised `File name too long`
+
+
+@pytest.mark.parametrize("args, needle", [
+    ([LONG, "--solo", "--dry-run"], f"recipe '{LONG}' not found"), (["plan", LONG], f"recipe '{LONG}' not found"),
+    (["stop", LONG], f"nothing to stop for {LONG}"), (["lint", LONG], f"{LONG}:1: error: no such file"),
+    (["install-service", LONG, "--solo"], f"recipe '{LONG}' not found"),
+    (["lint", "--vllm", "--venv", "/nowhere", LONG], f"recipe '{LONG}' not found"),
+    (["stack", "long", "--dry-run"], f"models[0].recipe: recipe '{LONG}' not found")])
+def test_a_recipe_name_longer_than_a_file_name_is_an_error(home: Path, args: list[str], needle: str) -> None:
+    (home / "stacks").mkdir()
+    (home / "stacks" / "long.yaml").write_text(f"name: long\nmodels: [{{recipe: {LONG}}}]\n")
+    res = cli(home, *args, DOCKER_HOST="unix:///nonexistent.sock")  # stop: no engine answers, exit 1 too
+    out = clean(res)
+    assert res.returncode == 1 and needle in out, out
+
+
+def test_recipe_names_with_rich_markup_or_escapes_list_as_they_are(home: Path) -> None:
+    names = ["[/bold]", "[link=http://evil.invalid]click[/link]", ":smile: [red]x", "t\x1b]0;pwned\x07x"]
+    for i, name in enumerate(names):
+        (home / "recipes" / f"m{i}.yaml").write_text(
+            f"recipe_version: '1'\nname: {json.dumps(name)}\ncontainer: img\ncommand: vllm serve org/m\n")
+    (home / "recipes" / "zz-[broken].yaml").write_text("name: [/bold]\n")
+    res = cli(home, "--list")
+    out = clean(res)
+    assert res.returncode == 0, out
+    for shown in ("[/bold]", "[link=http://evil.invalid]click[/link]", ":smile: [red]x", "tx"):
+        assert shown in out, out
+    assert "\x1b" not in out and "\x07" not in out and "😄" not in out
+
+
+def test_a_zip_mod_holding_a_file_and_a_folder_of_one_name_is_refused_before_anything_runs(home: Path) -> None:
+    import zipfile
+
+    with zipfile.ZipFile(home / "clash.zip", "w") as zf:
+        zf.writestr("run.sh", "#!/bin/sh\n")
+        zf.writestr("a", "a file")
+        zf.writestr("a/b", "and a folder of the same name")
+    res = cli(home, "good", "--solo", "--dry-run", "--apply-mod", str(home / "clash.zip"))
+    assert res.returncode == 1
+    assert f"clash.zip' holds 'a' both as a file and as the folder of other entries" in clean(res)

@@ -13,7 +13,7 @@ import pytest
 from tasks.cli import parser
 
 ROOT = Path(__file__).resolve().parents[2]
-GOOD = "name: Good\nmodel: org/good\ncontainer: img\ncommand: vllm serve org/good --port {port}\ndefaults:\n  port: 8000\n"
+GOOD = "recipe_version: '1'\nname: Good\nmodel: org/good\ncontainer: img\ncommand: vllm serve org/good --port {port}\ndefaults:\n  port: 8000\n"
 
 
 def cli(home: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -28,11 +28,11 @@ def home(tmp_path: Path) -> Path:
     rd = tmp_path / "recipes"
     (rd / "2x").mkdir(parents=True)
     (rd / "good.yaml").write_text(GOOD)
-    (rd / "2x" / "big.yaml").write_text("name: Big\ncontainer: img\ncluster_only: true\ncommand: vllm serve x\n")
-    (rd / "one.yaml").write_text("name: One\ncontainer: img\nsolo_only: true\ncommand: vllm serve x\n")
+    (rd / "2x" / "big.yaml").write_text("recipe_version: '1'\nname: Big\ncontainer: img\ncluster_only: true\ncommand: vllm serve x\n")
+    (rd / "one.yaml").write_text("recipe_version: '1'\nname: One\ncontainer: img\nsolo_only: true\ncommand: vllm serve x\n")
     (rd / "broken.yaml").write_text("name: Broken\ncontainer: [\n")
-    (rd / "nofield.yaml").write_text("name: NoCmd\ncontainer: img\n")
-    (rd / "badph.yaml").write_text("name: P\ncontainer: img\ncommand: vllm serve x --port {prot}\ndefaults:\n  port: 1\n")
+    (rd / "nofield.yaml").write_text("recipe_version: '1'\nname: NoCmd\ncontainer: img\n")
+    (rd / "badph.yaml").write_text("recipe_version: '1'\nname: P\ncontainer: img\ncommand: vllm serve x --port {prot}\ndefaults:\n  port: 1\n")
     return tmp_path
 
 
@@ -86,6 +86,18 @@ def test_show_env_masks_secrets(home: Path) -> None:
     for secret in ("hf_abcdef", "k-123", "pw\n"):
         assert secret not in res.stdout
     assert res.stdout.count("****") == 3
+
+
+def test_show_env_masks_pass_names_and_what_a_stack_names_as_its_gateway_key(home: Path) -> None:
+    (home / "stacks").mkdir()
+    (home / "stacks" / "duo.yaml").write_text("name: duo\nmodels: [{recipe: good}]\ngateway: {api_key_env: LLM_DOOR}\n")
+    (home / ".env").write_text("MY_PASS=hunter2-pass\nLLM_DOOR=sk-door-value-1\nNOTE=uses sk-door-value-1\n"
+                               "ETH_IF=eth0\n")
+    res = cli(home, "--show-env")
+    assert res.returncode == 0, res.stderr
+    assert "hunter2-pass" not in res.stdout and "sk-door-value-1" not in res.stdout
+    assert "MY_PASS=****" in res.stdout and "LLM_DOOR=****" in res.stdout and "NOTE=uses ****" in res.stdout
+    assert "ETH_IF=eth0" in res.stdout
 
 
 def test_every_flag_is_documented_in_the_readme() -> None:

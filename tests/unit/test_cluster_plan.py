@@ -12,6 +12,7 @@ from tasks.plan import Options, make_plan
 from tasks.recipe import parse
 
 RECIPE = """\
+recipe_version: "1"
 name: Two
 container: img
 cluster_only: true

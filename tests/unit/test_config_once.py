@@ -23,7 +23,7 @@ def test_env_file_is_parsed_once_per_run(tmp_path: Path, monkeypatch: pytest.Mon
         return real(path, **kwargs)
 
     monkeypatch.setattr(dotenv, "dotenv_values", counting)
-    recipe = parse("name: n\ncontainer: c\ncommand: vllm serve org/m\n", tmp_path / "n.yaml")
+    recipe = parse("recipe_version: '1'\nname: n\ncontainer: c\ncommand: vllm serve org/m\n", tmp_path / "n.yaml")
     ns = cli.parser().parse_args(["n"])
     plan = make_plan(recipe, cli.options_from(ns, []))
     assert plan.mode == "cluster" and plan.options.master_port == 29600 and plan.options.eth_if == "eth0"

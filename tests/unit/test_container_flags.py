@@ -17,7 +17,7 @@ from tasks.plan import Options, make_plan
 from tasks.recipe import load_named
 
 SECRET = "hf_unit_secret_value_42"
-RECIPE = "name: Flags\nmodel: org/m\ncontainer: img\ncommand: vllm serve org/m --port {port}\ndefaults:\n  port: 8000\n"
+RECIPE = "recipe_version: '1'\nname: Flags\nmodel: org/m\ncontainer: img\ncommand: vllm serve org/m --port {port}\ndefaults:\n  port: 8000\n"
 NODES = ["-n", "10.9.9.1,10.9.9.2"]
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks import lint
+from tasks import lint, lint_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "lint"
@@ -23,6 +23,8 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures" / "lint"
 EXPECTED: dict[str, list[tuple[int, str, str, str]]] = {
     "yaml-syntax.yaml": [(7, "error", "yaml", "YAML syntax error at line 7")],
     "schema-missing-command.yaml": [(1, "error", "schema", "missing required field 'command'")],
+    "schema-missing-version.yaml": [(1, "error", "schema", "missing required field 'recipe_version': add the line "
+                                                          '`recipe_version: "1"`')],
     "schema-not-mapping.yaml": [(1, "error", "schema", "expected a mapping of fields")],
     "schema-bad-type.yaml": [(4, "error", "schema", "field 'cluster_only' must be true or false")],
     "schema-bad-default.yaml": [(6, "error", "schema", "defaults.max_model_len must be a single value")],
@@ -83,7 +85,7 @@ def test_each_rule_has_a_failing_fixture(rule: str) -> None:
 
 
 def test_text_output_line_format(capsys: pytest.CaptureFixture[str]) -> None:
-    code = lint.main([str(FIXTURES / "duplicate-flag.yaml"), str(FIXTURES / "unknown-key.yaml")])
+    code = lint_cli.main([str(FIXTURES / "duplicate-flag.yaml"), str(FIXTURES / "unknown-key.yaml")])
     out = capsys.readouterr().out.splitlines()
     assert code == 1
     assert len(out) == 5
@@ -96,12 +98,12 @@ def test_text_output_line_format(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_warnings_alone_exit_zero(capsys: pytest.CaptureFixture[str]) -> None:
-    assert lint.main([str(FIXTURES / "unknown-key.yaml"), str(FIXTURES / "clean.yaml")]) == 0
+    assert lint_cli.main([str(FIXTURES / "unknown-key.yaml"), str(FIXTURES / "clean.yaml")]) == 0
     assert capsys.readouterr().out.splitlines()[-1] == "2 recipes checked: 0 errors, 1 warning"
 
 
 def test_json_shape(capsys: pytest.CaptureFixture[str]) -> None:
-    code = lint.main([str(FIXTURES / "env-name-bad.yaml"), str(FIXTURES / "clean.yaml"), "--json"])
+    code = lint_cli.main([str(FIXTURES / "env-name-bad.yaml"), str(FIXTURES / "clean.yaml"), "--json"])
     rows = json.loads(capsys.readouterr().out)
     assert code == 1
     assert isinstance(rows, list) and len(rows) == 2
@@ -116,16 +118,16 @@ def test_folder_and_missing_path(capsys: pytest.CaptureFixture[str], tmp_path: P
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "a.yml").write_text((FIXTURES / "clean.yaml").read_text())
     (tmp_path / "b.yaml").write_bytes(b"\xff\xfe not utf-8")
-    code = lint.main([str(tmp_path), str(tmp_path / "absent.yaml"), "--json"])
+    code = lint_cli.main([str(tmp_path), str(tmp_path / "absent.yaml"), "--json"])
     rows = json.loads(capsys.readouterr().out)
     assert code == 1
     assert [(Path(r["file"]).name, r["rule"]) for r in rows] == [("b.yaml", "yaml"), ("absent.yaml", "yaml")]
     assert "not UTF-8" in rows[0]["message"] and "no such file" in rows[1]["message"]
 
 
-@pytest.mark.parametrize("text", ["", "[", "- a\n- b\n", "name: x\ncommand: 5\ncontainer: [1]\n",
-                                  "name: x\ncontainer: c\ncommand: \"vllm serve 'a/b\"\n",
-                                  "name: x\ncontainer: c\ncommand: vllm serve a/b {\n",
+@pytest.mark.parametrize("text", ["", "[", "- a\n- b\n", "recipe_version: '1'\nname: x\ncommand: 5\ncontainer: [1]\n",
+                                  "recipe_version: '1'\nname: x\ncontainer: c\ncommand: \"vllm serve 'a/b\"\n",
+                                  "recipe_version: '1'\nname: x\ncontainer: c\ncommand: vllm serve a/b {\n",
                                   "? [a]\n: b\nname: x\n", "a: &a [*a]\n"])
 def test_never_a_traceback(text: str, tmp_path: Path) -> None:
     path = tmp_path / "odd.yaml"
@@ -152,3 +154,10 @@ def test_catalogue_json_via_cli() -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     rows = json.loads(proc.stdout)
     assert all(r["severity"] == "warning" for r in rows), rows
+
+
+def test_lint_help_shows_the_vllm_check_too() -> None:
+    """--vllm and --venv were dispatched before argparse, so `lint --help` never showed them."""
+    proc = subprocess.run([sys.executable, "-m", "tasks", "lint", "--help"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0 and "--vllm [IMAGE]" in proc.stdout and "--venv PATH" in proc.stdout, proc.stdout

@@ -100,3 +100,14 @@ def test_the_oldest_entries_go_past_the_limit(home: Path, monkeypatch: pytest.Mo
         os.utime(path, (1_000_000 + i, 1_000_000 + i))
     assert sorted(p.read_text() for p in entries(home)) == ["2", "3", "4"]
     assert memo.get(memo.key("0")) is None and memo.get(memo.key("4")) == "4"
+
+
+def test_the_script_read_back_is_byte_for_byte_the_one_rendered(home: Path) -> None:
+    """A `\\r` in a value read back as a line break: the second run ran another script than the first showed."""
+    values = dict(LAUNCH, env={"A": "x\ry", "B": "crlf\r\nend", "C": "\u2028sep"})
+    first = render.render_template("launch.sh.j2", **values)
+    assert entries(home) and "x\ry" in first
+    again = render.render_template("launch.sh.j2", **values)  # from the memo this time
+    assert again == first
+    memo.put("k", "a\rb\r\nc\n\u2028")
+    assert memo.get("k") == "a\rb\r\nc\n\u2028"

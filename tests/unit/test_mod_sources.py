@@ -23,7 +23,7 @@ GOOD_DIFF = ("diff --git a/vllm/x.py b/vllm/x.py\n--- a/vllm/x.py\n+++ b/vllm/x.
 NATIVE_DIFF = GOOD_DIFF + ("diff --git a/csrc/attn.cu b/csrc/attn.cu\n--- a/csrc/attn.cu\n+++ b/csrc/attn.cu\n"
                            "diff --git a/vllm/ops/k.cpp b/vllm/ops/k.cpp\n--- a/vllm/ops/k.cpp\n+++ b/vllm/ops/k.cpp\n"
                            "diff --git a/setup.py b/setup.py\n--- a/setup.py\n+++ b/setup.py\n")
-RECIPE = "name: R\ncontainer: img\nmods: [mods/fix-a]\ncommand: vllm serve org/m --port 8000\n"
+RECIPE = "recipe_version: '1'\nname: R\ncontainer: img\nmods: [mods/fix-a]\ncommand: vllm serve org/m --port 8000\n"
 
 
 def mod(root: Path, name: str) -> Path:

@@ -9,7 +9,7 @@ import pytest
 
 from .test_cli import cli, home  # noqa: F401 - the fixture and the runner of the CLI tests
 
-RAY_RECIPE = ("name: Pair\ncontainer: img\ncluster_only: true\ndefaults: {tensor_parallel: 2}\n"
+RAY_RECIPE = ("recipe_version: '1'\nname: Pair\ncontainer: img\ncluster_only: true\ndefaults: {tensor_parallel: 2}\n"
               "command: vllm serve org/m -tp {tensor_parallel} --distributed-executor-backend ray\n")
 NODES = ["-n", "10.9.9.1,10.9.9.2"]
 
@@ -34,6 +34,19 @@ def test_ray_on_a_solo_run_warns_that_it_does_nothing(home: Path) -> None:
     assert res.returncode == 0, res.stderr
     assert "Warning: --ray is for a cluster: this run is solo (one node)" in res.stderr
     assert json.loads(res.stdout)["mode"] == "solo"
+
+
+@pytest.mark.parametrize("value, warned", [("mp", True), ("uni", True), ("ray", False)])
+def test_ray_over_another_executor_warns_that_it_is_replaced(home: Path, value: str, warned: bool) -> None:
+    """The origin keeps `mp` under --ray; here Ray runs the group, so the value is replaced, and said so."""
+    (home / "recipes" / "pair.yaml").write_text(RAY_RECIPE.replace("backend ray", f"backend {value}"))
+    res = cli(home, "pair", *NODES, "--dry-run", "--json", "--ray")
+    assert res.returncode == 0, res.stderr
+    note = f"Warning: --ray: the command's --distributed-executor-backend {value} is replaced by ray"
+    assert (note in res.stderr) == warned, res.stderr
+    head = json.loads(res.stdout)["node_scripts"][0]["script"]
+    assert head.rstrip().endswith("--distributed-executor-backend ray")
+    assert "replaced by ray" not in cli(home, "pair", *NODES, "--dry-run").stderr  # native: dropped, as the origin
 
 
 def test_help_says_native_is_the_default(home: Path) -> None:

@@ -80,7 +80,7 @@ def test_payloads_reach_every_node_literally(tmp_path: Path, bin_dir: Path, mode
 
 
 def test_executor_flag_is_removed_as_words_whatever_its_value(tmp_path: Path) -> None:
-    text = ("name: n\ncontainer: c\ndefaults: {b: 'mp --x y'}\ncommand: |\n"
+    text = ("recipe_version: '1'\nname: n\ncontainer: c\ndefaults: {b: 'mp --x y'}\ncommand: |\n"
             "  vllm serve org/m --distributed_executor_backend={b} \\\n"
             "    --distributed-executor-backend mp --served-model-name '--distributed-executor-backend z'\n")
     plan = make_plan(parse(text, tmp_path / "n.yaml"), Options(nodes=NODES))
@@ -103,7 +103,7 @@ def test_executor_flag_is_removed_as_words_whatever_its_value(tmp_path: Path) ->
 ])
 def test_placeholders_no_quoting_can_hold_are_refused_with_file_and_line(tmp_path: Path, command: str,
                                                                           where: str) -> None:
-    recipe = parse(f"name: n\ncontainer: c\ndefaults: {{p: v}}\ncommand: |\n  {command}\n", tmp_path / "q.yaml")
+    recipe = parse(f"recipe_version: '1'\nname: n\ncontainer: c\ndefaults: {{p: v}}\ncommand: |\n  {command}\n", tmp_path / "q.yaml")
     with pytest.raises(RenderError) as err:
         make_plan(recipe, Options(solo=True))
     message = str(err.value)
@@ -111,7 +111,7 @@ def test_placeholders_no_quoting_can_hold_are_refused_with_file_and_line(tmp_pat
 
 
 def test_heredoc_is_refused(tmp_path: Path) -> None:
-    recipe = parse("name: n\ncontainer: c\ncommand: |\n  cat <<EOF\n  x\n  EOF\n", tmp_path / "h.yaml")
+    recipe = parse("recipe_version: '1'\nname: n\ncontainer: c\ncommand: |\n  cat <<EOF\n  x\n  EOF\n", tmp_path / "h.yaml")
     with pytest.raises(RenderError, match="h.yaml: command: .*heredoc"):
         make_plan(recipe, Options(solo=True))
 

@@ -40,17 +40,30 @@ def test_origin_recipe_loads_unchanged(tmp_path: Path) -> None:
     assert r.recipe_version == "1" and r.warnings == ()
 
 
+V = 'recipe_version: "1"\n'
+
+
+@pytest.mark.parametrize("line", ["", "recipe_version:\n", 'recipe_version: ""\n'])
+def test_a_recipe_without_recipe_version_is_refused_naming_the_line_to_add(tmp_path: Path, line: str) -> None:
+    """The origin refuses it (`Recipe missing required field`); a recipe written here must run there."""
+    with pytest.raises(RecipeError) as err:
+        parse("name: n\ncontainer: c\ncommand: vllm serve m\n" + line, tmp_path / "old.yaml")
+    assert str(err.value) == f"{tmp_path / 'old.yaml'}: missing required field 'recipe_version': add the line " \
+                             '`recipe_version: "1"`'
+    assert (err.value.file, err.value.field) == (str(tmp_path / "old.yaml"), ("recipe_version",))
+
+
 @pytest.mark.parametrize("text, expected", [
     ("container: c\ncommand: x\n", "missing required field 'name'"),
-    ("name: n\ncommand: x\n", "missing required field 'container'"),
-    ("name: n\ncontainer: c\n", "missing required field 'command'"),
-    ("name: n\ncontainer: c\ncommand: x\ncluster_only: true\nsolo_only: true\n", "both true"),
-    ("name: n\ncontainer: c\ncommand: x\ncluster_only: 'yes'\n", "'cluster_only' must be true or false"),
-    ("name: n\ncontainer: c\ncommand: x\nmods: mods/x\n", "'mods' must be a list"),
-    ("name: n\ncontainer: c\ncommand: x\ndefaults: [1]\n", "'defaults' must be a mapping"),
-    ("name: n\ncontainer: c\ncommand: x\ndefaults:\n  a: [1]\n", "defaults.a must be a single value"),
-    ("name: n\ncontainer: c\ncommand: x\nenv:\n  1BAD: x\n", "'1BAD' is not a valid environment variable name"),
-    ("name: [a]\ncontainer: c\ncommand: x\n", "field 'name' must be text"),
+    ("recipe_version: '1'\nname: n\ncommand: x\n", "missing required field 'container'"),
+    ("recipe_version: '1'\nname: n\ncontainer: c\n", "missing required field 'command'"),
+    (V + "name: n\ncontainer: c\ncommand: x\ncluster_only: true\nsolo_only: true\n", "both true"),
+    (V + "name: n\ncontainer: c\ncommand: x\ncluster_only: 'yes'\n", "'cluster_only' must be true or false"),
+    (V + "name: n\ncontainer: c\ncommand: x\nmods: mods/x\n", "'mods' must be a list"),
+    (V + "name: n\ncontainer: c\ncommand: x\ndefaults: [1]\n", "'defaults' must be a mapping"),
+    (V + "name: n\ncontainer: c\ncommand: x\ndefaults:\n  a: [1]\n", "defaults.a must be a single value"),
+    (V + "name: n\ncontainer: c\ncommand: x\nenv:\n  1BAD: x\n", "'1BAD' is not a valid environment variable name"),
+    (V + "name: [a]\ncontainer: c\ncommand: x\n", "field 'name' must be text"),
     ("- a\n- b\n", "expected a mapping of fields"),
     ("name: n\n  container: : c\n", "YAML syntax error at line 2"),
 ])
@@ -75,7 +88,7 @@ def test_alias_bomb_is_refused_quickly(tmp_path: Path) -> None:
 
 
 def test_unknown_key_warns_with_suggestion(tmp_path: Path) -> None:
-    r = parse("name: n\ncontainer: c\ncommand: x\ndefault:\n  port: 1\n", tmp_path / "w.yaml")
+    r = parse("recipe_version: '1'\nname: n\ncontainer: c\ncommand: x\ndefault:\n  port: 1\n", tmp_path / "w.yaml")
     assert len(r.warnings) == 1 and "did you mean 'defaults'" in r.warnings[0]
 
 
@@ -83,7 +96,7 @@ def test_lookup_path_name_subfolder_and_ambiguity(tmp_path: Path) -> None:
     rd = tmp_path / "recipes"
     (rd / "2x").mkdir(parents=True)
     (rd / "4x").mkdir()
-    body = "name: n\ncontainer: c\ncommand: x\n"
+    body = "recipe_version: '1'\nname: n\ncontainer: c\ncommand: x\n"
     for rel in ("top.yaml", "2x/deep.yml", "2x/twin.yaml", "4x/twin.yaml"):
         (rd / rel).write_text(body)
     assert find(str(rd / "top"), rd) == rd / "top.yaml"
@@ -101,7 +114,7 @@ def test_lookup_path_name_subfolder_and_ambiguity(tmp_path: Path) -> None:
 def test_catalogue_lists_broken_recipes_with_their_error(tmp_path: Path) -> None:
     rd = tmp_path / "recipes"
     (rd / "sub").mkdir(parents=True)
-    (rd / "ok.yaml").write_text("name: ok\ncontainer: c\ncommand: x\n")
+    (rd / "ok.yaml").write_text("recipe_version: '1'\nname: ok\ncontainer: c\ncommand: x\n")
     (rd / "sub" / "broken.yaml").write_text("name: [\n")
     rows = {row.id: row for row in catalogue(rd)}
     assert rows["ok"].recipe is not None and rows["ok"].error == ""
@@ -120,7 +133,7 @@ def test_unreadable_and_non_utf8_files(tmp_path: Path) -> None:
 BASE = "name: V\ncontainer: img\nmodel: org/m\ncommand: vllm serve org/m\n"
 
 
-@pytest.mark.parametrize("line, warned", [("", False), ('recipe_version: "1"\n', False), ("recipe_version: 1\n", False),
+@pytest.mark.parametrize("line, warned", [('recipe_version: "1"\n', False), ("recipe_version: 1\n", False),
                                           ('recipe_version: "2"\n', True), ("recipe_version: 1.1\n", True)])
 def test_an_unknown_recipe_version_warns_naming_the_supported_one(tmp_path: Path, line: str, warned: bool) -> None:
     recipe = parse(BASE + line, tmp_path / "v.yaml")
@@ -134,16 +147,16 @@ def test_an_unknown_recipe_version_warns_naming_the_supported_one(tmp_path: Path
 def test_model_revision_is_the_revision_field(tmp_path: Path) -> None:
     from tasks.plan import Options, main_model
 
-    recipe = parse(BASE + "model_revision: v2.0\n", tmp_path / "v.yaml")
+    recipe = parse(V + BASE + "model_revision: v2.0\n", tmp_path / "v.yaml")
     assert recipe.revision == "v2.0" and not recipe.warnings and not recipe.unknown
     model, _ = main_model(recipe, Options())
     assert model is not None and model.key == "org/m@v2.0"
-    same = parse(BASE + "model_revision: v2.0\nrevision: v2.0\n", tmp_path / "v.yaml")
+    same = parse(V + BASE + "model_revision: v2.0\nrevision: v2.0\n", tmp_path / "v.yaml")
     assert same.revision == "v2.0"
 
 
 def test_revision_and_model_revision_that_disagree_are_an_error_naming_both(tmp_path: Path) -> None:
     with pytest.raises(RecipeError, match=r"v.yaml: 'revision' \(main\) and 'model_revision' \(v2.0\) name "
                                           r"different revisions") as caught:
-        parse(BASE + "revision: main\nmodel_revision: v2.0\n", tmp_path / "v.yaml")
+        parse(V + BASE + "revision: main\nmodel_revision: v2.0\n", tmp_path / "v.yaml")
     assert caught.value.field == ("model_revision",) and caught.value.fix

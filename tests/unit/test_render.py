@@ -72,6 +72,7 @@ def test_injection_values_arrive_literally(tmp_path: Path, value: str) -> None:
 # --- table of rendering through a plan --------------------------------------------------------
 
 RECIPE = """\
+recipe_version: "1"
 name: Table
 container: img
 defaults:
@@ -145,14 +146,14 @@ def test_unused_override_warns(project: Path) -> None:
     ("vllm serve m 'unclosed", "cannot be parsed as shell words"),
 ])
 def test_render_errors_name_the_problem(project: Path, command: str, message: str) -> None:
-    recipe = parse("name: n\ncontainer: c\ndefaults:\n  port: 1\ncommand: |\n  " + command + "\n", project / "e.yaml")
+    recipe = parse("recipe_version: '1'\nname: n\ncontainer: c\ndefaults:\n  port: 1\ncommand: |\n  " + command + "\n", project / "e.yaml")
     with pytest.raises(RenderError) as err:
         make_plan(recipe, Options(solo=True))
     assert message in str(err.value) and "e.yaml" in str(err.value)
 
 
 def test_unknown_placeholder_lists_available(project: Path) -> None:
-    recipe = parse("name: n\ncontainer: c\ndefaults:\n  port: 1\n  host: h\ncommand: vllm serve m {prot}\n",
+    recipe = parse("recipe_version: '1'\nname: n\ncontainer: c\ndefaults:\n  port: 1\n  host: h\ncommand: vllm serve m {prot}\n",
                    project / "p.yaml")
     with pytest.raises(RenderError, match="available: host, port, tensor_parallel"):
         make_plan(recipe, Options(solo=True))
@@ -169,14 +170,14 @@ def test_env_values_survive_exactly(project: Path) -> None:
 
 
 def test_shell_operators_keep_working(project: Path) -> None:
-    text = "name: n\ncontainer: c\ncommand: |\n  cd /tmp && vllm serve m --x '{{a}}' | cat\n"
+    text = "recipe_version: '1'\nname: n\ncontainer: c\ncommand: |\n  cd /tmp && vllm serve m --x '{{a}}' | cat\n"
     plan = plan_for(project, text=text)
     assert "exec " not in plan.script.split("# Serve")[1]
     assert "cd /tmp && vllm serve m --x '{a}' | cat" in plan.script
 
 
 def test_cluster_only_under_solo_gives_the_ways_out(project: Path) -> None:
-    recipe = parse("name: Big\ncontainer: c\ncluster_only: true\ncommand: x\n", project / "big.yaml")
+    recipe = parse("recipe_version: '1'\nname: Big\ncontainer: c\ncluster_only: true\ncommand: x\n", project / "big.yaml")
     with pytest.raises(ModeError) as err:
         make_plan(recipe, Options(solo=True))
     assert "Recipe 'Big' requires cluster mode." in str(err.value)
@@ -184,7 +185,7 @@ def test_cluster_only_under_solo_gives_the_ways_out(project: Path) -> None:
 
 
 def test_solo_only_with_nodes_and_bad_nodes(project: Path) -> None:
-    recipe = parse("name: One\ncontainer: c\nsolo_only: true\ncommand: x\n", project / "one.yaml")
+    recipe = parse("recipe_version: '1'\nname: One\ncontainer: c\nsolo_only: true\ncommand: x\n", project / "one.yaml")
     with pytest.raises(ModeError, match="--solo"):
         make_plan(recipe, Options(nodes="10.0.0.1,10.0.0.2"))
     with pytest.raises(ConfigError, match="'a;b' is not a hostname"):
@@ -193,7 +194,7 @@ def test_solo_only_with_nodes_and_bad_nodes(project: Path) -> None:
 
 def test_nodes_from_env_file(project: Path) -> None:
     (project / ".env").write_text('# test\nCLUSTER_NODES="198.18.0.11,198.18.0.12"\n')
-    recipe = parse("name: n\ncontainer: c\ncommand: x\n", project / "n.yaml")
+    recipe = parse("recipe_version: '1'\nname: n\ncontainer: c\ncommand: x\n", project / "n.yaml")
     plan = make_plan(recipe, Options())
     assert plan.mode == "cluster" and [n.host for n in plan.nodes] == ["198.18.0.11", "198.18.0.12"]
     assert make_plan(recipe, Options(solo=True)).mode == "solo"
@@ -202,7 +203,7 @@ def test_nodes_from_env_file(project: Path) -> None:
 
 @pytest.mark.parametrize("revision", ["main", "v1.0", "refs/pr/3", "0123456789abcdef0123456789abcdef01234567"])
 def test_revisions_a_hub_can_have_reach_the_command(project: Path, revision: str) -> None:
-    recipe = parse(f"name: m\nmodel: org/m\ncontainer: c\nrevision: '{revision}'\ncommand: vllm serve org/m\n",
+    recipe = parse(f"recipe_version: '1'\nname: m\nmodel: org/m\ncontainer: c\nrevision: '{revision}'\ncommand: vllm serve org/m\n",
                    project / "m.yaml")
     plan = make_plan(recipe, Options(solo=True))
     assert plan.models[0].revision == revision
@@ -211,17 +212,17 @@ def test_revisions_a_hub_can_have_reach_the_command(project: Path, revision: str
 
 @pytest.mark.parametrize("revision", ["a b", "v1..2", "x~1", "feat:x", "/main", "main/", "a*"])
 def test_revisions_no_hub_can_have_are_refused_naming_where(project: Path, revision: str) -> None:
-    recipe = parse(f"name: m\nmodel: org/m\ncontainer: c\nrevision: '{revision}'\ncommand: vllm serve org/m\n",
+    recipe = parse(f"recipe_version: '1'\nname: m\nmodel: org/m\ncontainer: c\nrevision: '{revision}'\ncommand: vllm serve org/m\n",
                    project / "m.yaml")
     with pytest.raises(ConfigError, match=re.escape(f"m.yaml: revision: '{revision}' is not a branch")):
         make_plan(recipe, Options(solo=True))
-    ok = parse("name: m\nmodel: org/m\ncontainer: c\ncommand: vllm serve org/m\n", project / "m.yaml")
+    ok = parse("recipe_version: '1'\nname: m\nmodel: org/m\ncontainer: c\ncommand: vllm serve org/m\n", project / "m.yaml")
     with pytest.raises(ConfigError, match=re.escape(f"--revision: '{revision}' is not a branch")):
         make_plan(ok, Options(solo=True, revision=revision))
 
 
 def test_one_listed_node_means_solo_here_and_says_so_when_it_is_elsewhere(project: Path) -> None:
-    recipe = parse("name: n\ncontainer: c\ncommand: x\n", project / "n.yaml")
+    recipe = parse("recipe_version: '1'\nname: n\ncontainer: c\ncommand: x\n", project / "n.yaml")
     here = make_plan(recipe, Options(nodes="127.0.0.1"))
     assert here.mode == "solo" and not [w for w in here.warnings if "one node" in w]
     elsewhere = make_plan(recipe, Options(nodes="192.0.2.7"))  # TEST-NET-1: never this machine

@@ -24,7 +24,7 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def recipe(project: Path):  # type: ignore[no-untyped-def]
-    return parse("name: m\nmodel: org/m\ncontainer: c\ncommand: vllm serve org/m\n", project / "m.yaml")
+    return parse("recipe_version: '1'\nname: m\nmodel: org/m\ncontainer: c\ncommand: vllm serve org/m\n", project / "m.yaml")
 
 
 @pytest.mark.parametrize("revision", GOOD)
@@ -41,7 +41,7 @@ def test_names_git_refuses_are_refused_from_the_flag(project: Path, revision: st
 
 @pytest.mark.parametrize("revision", ["-main", "@", "x@{1}", "main.lock", "a/.hidden"])
 def test_names_git_refuses_are_refused_from_the_recipe(project: Path, revision: str) -> None:
-    plan_recipe = parse(f"name: m\nmodel: org/m\ncontainer: c\nrevision: '{revision}'\ncommand: vllm serve org/m\n",
+    plan_recipe = parse(f"recipe_version: '1'\nname: m\nmodel: org/m\ncontainer: c\nrevision: '{revision}'\ncommand: vllm serve org/m\n",
                         project / "m.yaml")
     with pytest.raises(ConfigError, match=re.escape(f"m.yaml: revision: '{revision}' is not a branch")):
         make_plan(plan_recipe, Options(solo=True))

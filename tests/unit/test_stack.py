@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 COMMIT = "a" * 40
 RECIPES = {
     "small": """\
+        recipe_version: "1"
         name: Small
         container: rr-stack
         model: org/small
@@ -28,11 +29,13 @@ RECIPES = {
         command: vllm serve org/small --port {port} --host {host} --gpu-memory-utilization {gpu_memory_utilization}
         """,
     "fixed": """\
+        recipe_version: "1"
         name: Fixed
         container: rr-stack
         command: vllm serve org/fixed --served-model-name fixed --port 8000
         """,
     "big": """\
+        recipe_version: "1"
         name: Big
         container: rr-stack
         cluster_only: true
@@ -41,6 +44,7 @@ RECIPES = {
         command: vllm serve org/big --port {port} -tp {tensor_parallel}
         """,
     "alone": """\
+        recipe_version: "1"
         name: Alone
         container: rr-stack
         solo_only: true
@@ -95,10 +99,12 @@ def test_two_entries_get_ports_names_and_start_by_descending_memory(project: Pat
     assert [p.plan.container_name for p in sp.entries] == ["duo-fixed", "duo-small"]  # 0.5 before 0.4
     assert {p.plan.container_name: p.plan.port for p in sp.entries} == {"duo-small": 8000, "duo-fixed": 8001}
     small = next(p.plan for p in sp.entries if p.plan.container_name == "duo-small")
-    assert small.recipe.id == "duo/duo-small" and small.options.stack == "duo"
+    assert small.recipe.id == "duo//duo-small" and small.options.stack == "duo"
     assert "--port 8000" in small.script and "--gpu-memory-utilization 0.4" in small.script
     fixed = next(p.plan for p in sp.entries if p.plan.container_name == "duo-fixed")
-    assert fixed.argv[-4:] == ("--port", "8001", "--gpu-memory-utilization", "0.5")  # no placeholder: extra args
+    # no placeholder: extra args; behind the gateway an entry on the head listens on loopback only
+    assert fixed.argv[-6:] == ("--port", "8001", "--gpu-memory-utilization", "0.5", "--host", "127.0.0.1")
+    assert "--host 127.0.0.1" in small.script and small.loopback_only and fixed.loopback_only
     assert not [w for w in sp.warnings if "--port" in w]
     gw = gateway.plan_gateway(sp)
     assert [(r.model, r.api_base) for r in gw.routes] == [("fixed", "http://127.0.0.1:8001/v1"),
@@ -328,6 +334,21 @@ def test_the_gateway_key_may_come_from_the_env_file(project: Path, monkeypatch: 
     with pytest.raises(ConfigError, match="does not start with 'sk-'") as info:
         gateway.api_key(gw)
     assert "not-sk" not in str(info.value)
+    monkeypatch.setenv("DUO_KEY", "sk-")
+    with pytest.raises(ConfigError, match="set to 'sk-' alone, an empty key"):
+        gateway.api_key(gw)
+
+
+@pytest.mark.parametrize("served", ["مثال", "模型-😀", "emoji-🦙-\u2028-line", "quote\"s and 'x'", "ünï"])
+def test_the_gateway_configuration_keeps_any_model_name_as_text(project: Path, served: str) -> None:
+    """tojson wrote characters beyond the BMP as surrogate pairs, which YAML reads back as two broken ones."""
+    import yaml
+
+    args = yaml.safe_dump(["--served-model-name", served], default_flow_style=True, allow_unicode=True, width=999)
+    body = f"name: x\nmodels:\n  - recipe: small\n    extra_args: {args.strip()}\ngateway: {{}}\n"
+    gw = gateway.plan_gateway(plan(project, body))
+    route = yaml.safe_load(gw.config)["model_list"][0]
+    assert route["model_name"] == served and route["litellm_params"]["model"] == f"hosted_vllm/{served}"
 
 
 @pytest.mark.parametrize("extra, words", [
@@ -356,4 +377,71 @@ def test_doit_list_shows_the_stacks_that_stack_name_finds(project: Path) -> None
     write(project, "name: one\nmodels: [{recipe: small}]\n", name="one")
     (project / "stacks" / "two.yml").write_text("name: two\nmodels: [{recipe: small}]\n")
     names = {task["name"] for task in _stack_tasks(Options())}
-    assert {"one/one-small", "two/two-small"} <= names, names
+    assert {"one//one-small", "two//two-small"} <= names, names
+
+
+def test_behind_the_gateway_head_entries_listen_on_loopback_and_worker_entries_want_a_derived_key(
+        project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The gateway is the stack's one door: nothing it routes to answers without its key."""
+    monkeypatch.setenv("GW_KEY", "sk-stack-door-1")
+    body = ("name: k\nnodes: [198.18.0.11, 198.18.0.12]\nmodels:\n  - {recipe: big, on: all, gpu_mem: 0.4}\n"
+            "  - {recipe: small, on: [198.18.0.12], gpu_mem: 0.3}\ngateway: {api_key_env: GW_KEY}\n")
+    sp = plan(project, body)
+    big, small = (next(p.plan for p in sp.entries if p.entry.recipe == r) for r in ("big", "small"))
+    assert big.loopback_only and big.vllm.option("--host") == "127.0.0.1" and not big.api_key
+    assert not small.loopback_only and small.vllm.option("--host") == "0.0.0.0"
+    key = small.api_key
+    assert key.startswith("sk-rr-") and len(key) == 70 and key not in small.script and key not in small.argv
+    assert plan(project, body).entries[1].plan.api_key == key  # the same on every run: a re-run restarts nothing
+    monkeypatch.setenv("GW_KEY", "sk-stack-door-2")
+    assert plan(project, body).entries[1].plan.api_key != key  # a new gateway key, new entry keys
+    monkeypatch.setenv("GW_KEY", "sk-stack-door-1")
+    gw = gateway.plan_gateway(sp)
+    routes = {r.model: r for r in gw.routes}
+    assert routes["org/big"].api_base == "http://127.0.0.1:8000/v1" and not routes["org/big"].key_var
+    assert routes["org/small"].api_base == "http://198.18.0.12:8001/v1"
+    var = routes["org/small"].key_var
+    assert f'api_key: "os.environ/{var}"' in gw.config and "sk-" not in gw.config
+    assert 'custom_auth: "runrecipe_gateway_auth.check"' in gw.config
+    assert gateway.secret_env(gw, "sk-stack-door-1") == {"GW_KEY": "sk-stack-door-1", var: key}
+    assert set(gw.files()) == {"gateway.yaml", "runrecipe_gateway_auth.py"}
+    assert all(key not in a and "sk-stack-door-1" not in a for a in gw.args("sha256:x"))
+
+
+@pytest.mark.parametrize("extra", ["overrides: {host: 0.0.0.0}", "extra_args: [--host, 10.0.0.5]"])
+def test_an_entry_on_the_head_cannot_be_opened_past_the_gateway(project: Path, extra: str) -> None:
+    body = f"name: x\nmodels:\n  - recipe: small\n    {extra}\n"
+    exc = refused(project, body + "gateway: {}\n")
+    assert "models[0]: its server would listen on " in str(exc) and "127.0.0.1 only" in str(exc) and exc.line == 3
+    assert not plan(project, body).entries[0].plan.loopback_only  # no gateway: where it listens is the user's affair
+
+
+def test_ids_record_files_and_unit_names_are_all_different_for_different_recipes(project: Path) -> None:
+    """A stack `4x` with an entry `minimax-m2.5` took the catalogue's `4x/minimax-m2.5` (same labels: one run
+    removed the other's containers); record and unit names folded `/` and `-` together."""
+    from tasks import service, state
+
+    (project / "recipes" / "4x").mkdir()
+    (project / "recipes" / "4x" / "minimax-m2.5.yaml").write_text(textwrap.dedent(RECIPES["fixed"]))
+    entry = plan(project, "name: 4x\nmodels: [{recipe: small, name: minimax-m2.5}]\n").entries[0].plan
+    assert entry.recipe.id == "4x//minimax-m2.5" and entry.recipe.id != "4x/minimax-m2.5"
+    ids = ["4x/minimax-m2.5", "4x-minimax-m2.5", "4x//minimax-m2.5", "4x_minimax-m2.5", "a%2Fb", "a/b", ".x", "%2Ex"]
+    assert len({state.record_file("runs", i) for i in ids}) == len(ids)
+    assert len({service.unit_name(i) for i in ids}) == len(ids)
+    assert service.unit_name("glm-4.7") == "runrecipe-glm-4.7.service"  # the usual name reads as it did
+    long = ["x" * 300, "x" * 299 + "y", "é" * 200]
+    assert all(len(state.record_file("runs", i).name) <= 255 and len(service.unit_name(i)) <= 255 for i in long)
+    assert len({state.record_file("runs", i) for i in long}) == 3 and len({service.unit_name(i) for i in long}) == 3
+
+
+def test_a_recipe_path_in_a_stack_file_is_the_stack_files_never_the_current_folders(
+        project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(project)  # recipes/small.yaml exists from here, not from stacks/
+    exc = refused(project, "name: x\nmodels: [{recipe: recipes/small.yaml}]\n")
+    assert f"models[0].recipe: no recipe file at {project}/stacks/recipes/small.yaml: a path in a stack file is " \
+           "relative to the stack file's folder" in str(exc) and exc.line == 2
+    beside = plan(project, "name: x\nmodels: [{recipe: ../recipes/small.yaml}]\n").entries[0].plan
+    assert beside.recipe.path == project / "stacks" / ".." / "recipes" / "small.yaml"
+    (project / "fixed.yaml").write_text(textwrap.dedent(RECIPES["big"]))  # a name is the catalogue's, not the cwd's
+    named = plan(project, "name: x\nmodels: [{recipe: fixed}]\n").entries[0].plan
+    assert named.recipe.path == project / "recipes" / "fixed.yaml"

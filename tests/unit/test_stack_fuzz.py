@@ -28,12 +28,12 @@ SEEN: Counter = Counter()
 FUZZ = settings(max_examples=1000, deadline=10_000, database=None, derandomize=True,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture])
 RECIPES = {
-    "small": "name: S\ncontainer: rr-f\nmodel: org/small\ndefaults: {port: 8000, host: 0.0.0.0, x: 1}\n"
+    "small": "recipe_version: '1'\nname: S\ncontainer: rr-f\nmodel: org/small\ndefaults: {port: 8000, host: 0.0.0.0, x: 1}\n"
              "command: vllm serve org/small --port {port} --host {host} --max-model-len {x}\n",
-    "fixed": "name: F\ncontainer: rr-f\ncommand: vllm serve org/fixed --port 8000\n",
-    "big": "name: B\ncontainer: rr-f\ncluster_only: true\ndefaults: {port: 8000}\n"
+    "fixed": "recipe_version: '1'\nname: F\ncontainer: rr-f\ncommand: vllm serve org/fixed --port 8000\n",
+    "big": "recipe_version: '1'\nname: B\ncontainer: rr-f\ncluster_only: true\ndefaults: {port: 8000}\n"
            "command: vllm serve org/big --port {port} -tp 2\n",
-    "alone": "name: A\ncontainer: rr-f\nsolo_only: true\ncommand: vllm serve org/alone\n",
+    "alone": "recipe_version: '1'\nname: A\ncontainer: rr-f\nsolo_only: true\ncommand: vllm serve org/alone\n",
 }
 NODES = ["198.18.0.11", "198.18.0.12", "198.18.0.13", "root@198.18.0.14:2222", "[fd00::1]:22", "x y", "-oProxy=a",
          "", "a,,b"]
@@ -147,6 +147,6 @@ def test_a_known_document_plans() -> None:
         nodes: 198.18.0.11,198.18.0.12
         models:
           - {recipe: big, on: all, gpu_mem: 0.5, extra_args: ["--x=$(id)"], port: 8005}
-          - {recipe: small, gpu_mem: 0.25, overrides: {host: "$(id)"}}
+          - {recipe: small, gpu_mem: 0.25, overrides: {x: "$(id)"}}
         gateway: {port: 4000}
         """)) == "plan"

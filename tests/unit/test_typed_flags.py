@@ -10,7 +10,7 @@ import pytest
 
 from .test_cli import cli, home  # noqa: F401 - the fixture and the runner of the CLI tests
 
-TYPED = ("name: Typed\ncontainer: img\ncommand: vllm serve org/m --port {port} -tp {tensor_parallel} "
+TYPED = ("recipe_version: '1'\nname: Typed\ncontainer: img\ncommand: vllm serve org/m --port {port} -tp {tensor_parallel} "
          "--gpu-memory-utilization {gpu_memory_utilization} --max-model-len {max_model_len}\n"
          "defaults: {port: 8000, tensor_parallel: 1, gpu_memory_utilization: 0.8, max_model_len: 4096}\n")
 

@@ -107,3 +107,30 @@ def test_a_stop_during_the_re_form_ends_the_watch_without_counting_a_failure() -
     assert run.actions == ["teardown", "converge"]
     assert run.notes[-1]["state"] == "ended" and run.notes[-1]["failed_restarts"] == 0
     assert not any("next try" in ln for ln in lines)
+
+
+ESCAPES = "\x1b[2J\x1b]0;pwned\x07\x1b]8;;http://evil\x1b\\click\x1b]8;;\x1b\\\rover\x9b31m"
+
+
+def test_log_text_reaches_records_and_lines_without_terminal_controls() -> None:
+    """A container's log is someone else's text: kept in the run record, printed by watch and status."""
+    from tasks import docker, lifecycle
+    from tasks.runner import Result
+
+    class Logs:
+        node = "n1"
+
+        def read(self, argv: list[str], *, check: bool = True, timeout: float = 60) -> Result:
+            return Result(f"RuntimeError: CUDA error {ESCAPES}\r\n", "", 0)
+
+    tail = docker.logs_tail(Logs(), "cid")
+    assert tail == "RuntimeError: CUDA error clickover"
+    run, clock, lines = Scripted([f"rank 0 on n1: container exited; {ESCAPES}", None], []), Clock(), []
+    watch.watch([run], watch.Policy(interval=1), lines.append, clock, clock.sleep, rounds=2)
+    assert run.notes[-1]["last_cause"] == "rank 0 on n1: container exited; clickover"
+    assert not any(ch in "".join(lines) for ch in "\x1b\x07\r\x9b")
+    error = RunError("the server exited", node="n1", command="x", exit_code=1, tail=f"boom {ESCAPES}")
+    assert "\x1b" not in str(error) and "boom clickover" in str(error)
+    old = {"watch": {"state": "watching", "restarts": 1, "last_cause": f"cause: {ESCAPES}", "at": "t"}}
+    line = lifecycle._supervision_line("r", old)  # a record written before this: shown clean too
+    assert "\x1b" not in line and "last cause: cause: clickover (t)" in line
