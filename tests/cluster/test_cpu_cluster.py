@@ -35,6 +35,7 @@ def project(cluster3: rc.TestCluster) -> Path:
     built = cluster3.head.docker("build", "-q", "-t", TAG, str(context), env={"DOCKER_BUILDKIT": "0"})
     assert built.returncode == 0, built.stderr
     (root / "recipes" / "cpuc.yaml").write_text(f"""\
+recipe_version: "1"
 name: Cluster CPU
 container: {TAG}
 build_args: [--cpu]

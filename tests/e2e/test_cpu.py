@@ -14,6 +14,7 @@ NVIDIA_WARNING = "this Docker engine has no NVIDIA runtime: vLLM will find no GP
 
 def cpu_recipe(tag: str, port: int, build_args: str = "build_args: [--cpu]", env: str = "") -> str:
     return f"""\
+        recipe_version: "1"
         name: E2E CPU {tag}
         container: rr-e2e-{tag}
         {build_args}

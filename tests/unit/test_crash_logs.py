@@ -69,7 +69,7 @@ def test_a_dead_server_names_its_root_cause_and_every_node_s_log_is_kept(home: P
     assert "cause: no C++ compiler in the image (torch._inductor.exc.InductorError: InvalidCxxCompiler" in text
     assert "EngineDeadError" not in text.split("last output:")[0]
     folder = Path(text.split("every node's full log is kept in ", 1)[1].split()[0])
-    assert folder.parent == home / ".runrecipe" / "logs" / "cpu-tiny"
+    assert folder.parent == home / ".runrecipe" / "logs" / "cpu%2Ftiny"
     assert sorted(p.name for p in folder.iterdir()) == ["198.18.0.12-rr-tiny.log", "local-rr-tiny.log"]
     kept = (folder / "local-rr-tiny.log").read_text().splitlines()
     assert kept[:-2] == head_log[:-1] and kept[-1] == head_log[-1], "the whole log, in order"

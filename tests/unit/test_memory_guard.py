@@ -78,7 +78,7 @@ def test_the_cpu_kv_cache_size_is_read_as_vllms_cpu_platform_reads_it(tmp_path: 
         from tasks.container_flags import make
 
         path = tmp_path / "r.yaml"
-        path.write_text(f"name: r\ncontainer: c\nbuild_args: [--cpu]\nenv: {{{env}}}\n"
+        path.write_text(f"recipe_version: '1'\nname: r\ncontainer: c\nbuild_args: [--cpu]\nenv: {{{env}}}\n"
                         f"command: vllm serve org/m {tail}\n")
         plan = make_plan(load_named(str(path), tmp_path), Options(solo=True, docker=make(env=docker_env)))
         return cpu_kv_bytes(plan, {"PATH": "/bin", "VLLM_CPU_KVCACHE_SPACE": image} if image else {})
