@@ -24,4 +24,4 @@ if [ "$(id -u)" = 0 ] && command -v dockerd >/dev/null; then
   eval "$(bash tests/harness/dockerd.sh env)"
 fi
 export DOCKER_BUILDKIT=0
-exec python3 -m pytest -q "$@"
+exec python3 -m pytest -q --durations=30 "$@"
