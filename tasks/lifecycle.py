@@ -32,7 +32,7 @@ def main(command: str, args: list[str]) -> int:
     if command == "stop" and ns.all and ns.recipe:
         p.error(f"name a recipe ({ns.recipe}) or use --all, not both")
     runners = node_runners(ns.nodes, ns.config)
-    recipe_id = _recipe_id(ns.recipe) if ns.recipe else None
+    recipe_id = id_of(ns.recipe) if ns.recipe else None
     if command == "status":
         return _status(runners, recipe_id, ns.json)
     if command == "stop":
@@ -188,7 +188,7 @@ def node_runners(nodes: str | None, config: Path | None) -> list[Any]:
     return [head] + [RemoteRunner(n, SshSettings()) for n in listed[1:]]
 
 
-def _recipe_id(name: str) -> str:
+def id_of(name: str) -> str:
     """The id containers are labelled with; a name that is not a file is taken as the id itself."""
     from .recipe import find, id_for
 

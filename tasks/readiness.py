@@ -117,6 +117,16 @@ def served_model(base: str, wanted: str = "", key: str = "") -> str | None:
     return ids[0] if ids else None
 
 
+def version(base: str) -> str:
+    """The vLLM version the server itself reports at /version ("?" when it does not say)."""
+    try:
+        with _exchange("GET", f"{base}/version") as resp:
+            data = json.loads(resp.read()) if resp.status == 200 else {}
+    except (*_FAILED, ValueError):
+        return "?"
+    return str(data.get("version", "?")) if isinstance(data, dict) else "?"
+
+
 def first_token(base: str, model: str, wait: float, clock: Callable[[], float] = time.monotonic,
                 key: str = "") -> float | None:
     """Seconds until a streamed one-token completion yields its first token; None when none comes
