@@ -117,12 +117,20 @@ def served_model(base: str, wanted: str = "", key: str = "") -> str | None:
     return ids[0] if ids else None
 
 
+def fetch(base: str, path: str) -> bytes | None:
+    """The body a GET of `path` answers with 200 (None when nothing answers or it is not 200)."""
+    try:
+        with _exchange("GET", f"{base}{path}") as resp:
+            return resp.read() if resp.status == 200 else None
+    except _FAILED:
+        return None
+
+
 def version(base: str) -> str:
     """The vLLM version the server itself reports at /version ("?" when it does not say)."""
     try:
-        with _exchange("GET", f"{base}/version") as resp:
-            data = json.loads(resp.read()) if resp.status == 200 else {}
-    except (*_FAILED, ValueError):
+        data = json.loads(fetch(base, "/version") or b"{}")
+    except ValueError:
         return "?"
     return str(data.get("version", "?")) if isinstance(data, dict) else "?"
 
