@@ -135,10 +135,13 @@ def _history(rid: str, as_json: bool, chart: Path | None) -> int:
 
 
 def _difference(d: dict[str, Any]) -> str:
-    shown = {None: "(absent)", "": "(set)"}
-    a, b = (shown.get(v, v) if not isinstance(v, (list, dict)) else json.dumps(v) for v in (d["a"], d["b"]))
-    item = d["item"] if d["item"] != d["what"] else ""
-    return f"{d['what']} {item}: {a} -> {b}".replace("  ", " ")
+    """`argv --max-num-seqs: (absent) -> 8`, `image: sha256:… -> sha256:…`."""
+    def shown(value: Any) -> str:
+        if value is None or value == "":
+            return "(absent)" if value is None else "(set)"
+        return json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+    what = d["what"] if d["item"] == d["what"] else f"{d['what']} {d['item']}"
+    return f"{what}: {shown(d['a'])} -> {shown(d['b'])}"
 
 
 def _result(ref: str) -> dict:

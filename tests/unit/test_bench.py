@@ -223,3 +223,4 @@ def test_the_chart_is_a_png_and_a_missing_matplotlib_is_a_clear_error(home: Path
 
     lines = series(bench.history(bench_run.stored("tiny")))
     assert len(lines) == 2 and lines[0]["points"] == [(1, 100.0, 20.0), (2, 200.0, 40.0)]
+    assert lines[0]["label"] == lines[0]["label"][:8] and "--tensor-parallel-size 1" in lines[1]["label"]
