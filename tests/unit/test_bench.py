@@ -10,6 +10,7 @@ import pytest
 
 from tasks import bench, bench_run, cli, run_record
 from tasks.bench import BenchError
+from tasks.runner import Result
 
 # `vllm bench serve --save-result` of vLLM 0.32.0 (the CPU build) against the tiny Llama, concurrency 2
 REAL = Path(__file__).parent / "fixtures" / "bench" / "vllm-0.32.0-concurrency2.json"
@@ -224,3 +225,45 @@ def test_the_chart_is_a_png_and_a_missing_matplotlib_is_a_clear_error(home: Path
     lines = series(bench.history(bench_run.stored("tiny")))
     assert len(lines) == 2 and lines[0]["points"] == [(1, 100.0, 20.0), (2, 200.0, 40.0)]
     assert lines[0]["label"] == lines[0]["label"][:8] and "--tensor-parallel-size 1" in lines[1]["label"]
+
+
+class Client:
+    """A runner whose `docker run` of the bench client writes `answers` (one per level) as vLLM would."""
+
+    node = "local"
+
+    def __init__(self, *answers: Path | None) -> None:
+        self.answers, self.removed = list(answers), []
+
+    def run(self, argv: list[str], **_: object) -> Result:
+        if argv[:3] == ["docker", "rm", "-f"]:
+            self.removed.append(argv[3])
+            return Result("", "", 0)
+        answer = self.answers.pop(0)
+        if answer is None:
+            raise KeyboardInterrupt
+        mount = argv[argv.index("-v") + 1].split(":")[0]
+        (Path(mount) / argv[-1]).write_text(answer.read_text())
+        return Result("", "", 0)  # vLLM's client exits 0 even when every request failed
+
+
+def tgt() -> bench_run.Target:
+    return bench_run.Target("tiny", record(), "c" * 64, IMAGE, "http://127.0.0.1:8000", "rr/tiny-llama", "0.32.0")
+
+
+def test_every_level_completed_gives_a_document_with_the_fingerprint() -> None:
+    notes: list[str] = []
+    doc = bench_run.measure(Client(REAL, REAL), tgt(), bench_run.Params((1, 2), 8, 16, 8), notes.append)
+    assert [lv["concurrency"] for lv in doc["levels"]] == [1, 2] and doc["fingerprint"]["vllm"] == "0.32.0"
+    assert doc["fingerprint_id"] == bench.fingerprint_id(doc["fingerprint"]) and len(notes) == 4
+
+
+def test_failed_requests_or_an_interrupt_store_nothing_and_leave_no_client_running(home: Path) -> None:
+    all_failed = REAL.with_name("vllm-0.32.0-all-failed.json")  # real: the server was not up; exit status 0
+    with pytest.raises(BenchError, match="requests failed at concurrency 2; nothing stored"):
+        bench_run.measure(Client(REAL, all_failed), tgt(), bench_run.Params((1, 2), 8, 16, 8), lambda _: None)
+    client = Client(REAL, None)
+    with pytest.raises(KeyboardInterrupt):
+        bench_run.measure(client, tgt(), bench_run.Params((1, 2), 8, 16, 8), lambda _: None)
+    assert len(client.removed) == 1 and client.removed[0].startswith("runrecipe-bench-")
+    assert bench_run.stored("tiny") == [] and not list((home / ".runrecipe").glob("rr-bench-*"))
