@@ -41,10 +41,13 @@ def write(groups: Sequence[dict[str, Any]], path: Path, title: str) -> None:
         xs = [p[0] for p in line["points"]]
         tput.plot(xs, [p[1] for p in line["points"]], marker="o", label=line["label"])
         ttft.plot(xs, [p[2] for p in line["points"]], marker="o", label=line["label"])
+    ticks = sorted({p[0] for line in series(groups) for p in line["points"]})
     for ax, what in ((tput, "output tokens/s"), (ttft, "TTFT median (ms)")):
         ax.set_xlabel("concurrency")
         ax.set_ylabel(what)
         ax.set_xscale("log", base=2)
+        ax.set_xticks(ticks, [str(t) for t in ticks])
+        ax.minorticks_off()
         ax.grid(True, alpha=0.3)
     tput.legend(fontsize="small")
     fig.suptitle(title)

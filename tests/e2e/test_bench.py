@@ -1,9 +1,10 @@
 """`run-recipe bench` against the real vLLM (the CPU build and tiny Llama of test_real_engine): a stored
 result whose fingerprint is the run record's, a second fingerprint after one vLLM flag changed that
-`--compare` names, and a stopped recipe refused."""
+`--compare` names, `status --live` numbers moving under a bench's load, and a stopped recipe refused."""
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -57,8 +58,27 @@ def test_bench_records_the_deployments_fingerprint_and_compare_names_a_changed_f
     assert {"what": "argv", "item": "--max-num-seqs", "a": None, "b": "8"} in report["differences"]
     assert [lv["concurrency"] for lv in report["levels"]] == [1, 2]
 
+    live_numbers_move_under_load(real)
+    (row,) = [r for r in json.loads(real.cli("status", "tiny", "--json").stdout) if r["recipe"] == "tiny"]
+    assert row["metrics"]["generation_tokens"] > 0 and row["metrics"]["ttft_count"] > 0  # since the server started
+
     assert real.cli("stop", "tiny").returncode == 0
     refused = real.cli("bench", "tiny", *SMALL)
     assert refused.returncode == 1 and "Traceback" not in refused.stderr
     assert "tiny was stopped: nothing to measure; start it with `run-recipe tiny -d`" in refused.stderr
-    assert len(list(stored.parent.glob("*.json"))) == 2  # the refused bench stored nothing
+    assert len(list(stored.parent.glob("*.json"))) == 3  # the refused bench stored nothing
+
+
+def live_numbers_move_under_load(project: Project) -> None:
+    """`status --live` while a longer bench loads the server: some frame shows tokens generated per second."""
+    load = ("--requests", "256", "--concurrency", "4", "--input-len", "16", "--output-len", "32")
+    loader = subprocess.Popen([sys.executable, "-m", "tasks", "bench", "tiny", *load], cwd=project.root,
+                              env=project.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        live = project.cli("status", "tiny", "--live", "--interval", "1", "--count", "60", timeout=180)
+    finally:
+        _, err = loader.communicate(timeout=600)
+    assert loader.returncode == 0, err[-3000:]
+    rows = [line.split() for line in live.stdout.splitlines() if line.startswith("tiny ")]
+    assert rows and all(len(r) == 6 for r in rows), live.stdout
+    assert any(r[1] != "-" and float(r[1]) > 0 for r in rows), live.stdout
