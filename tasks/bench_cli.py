@@ -121,7 +121,8 @@ def _history(rid: str, as_json: bool, chart: Path | None) -> int:
     for i, group in enumerate(groups):
         fp = group["fingerprint"]
         print(f"fingerprint {group['fingerprint_id']}: image {str(fp['image'])[:19]}, vLLM {fp['vllm']}, "
-              f"{fp['backend']} on {', '.join(map(str, fp['nodes']))}; {fp['bench']}")
+              f"{fp['backend']} on {', '.join(map(str, fp['nodes']))}; {fp['bench'].get('requests')} requests "
+              f"of {fp['bench'].get('input_len')} -> {fp['bench'].get('output_len')} tokens per level")
         if i:
             print(f"  differs from {groups[i - 1]['fingerprint_id']}: "
                   + "; ".join(_difference(d) for d in bench.differences(groups[i - 1]["fingerprint"], fp)))
