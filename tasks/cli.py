@@ -31,6 +31,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .lint_cli import main as lint
 
             return lint(args[1:])
+        if args and args[0] == "bench":
+            from .bench_cli import main as bench
+
+            return bench(args[1:])
         if args and args[0] in SUBCOMMANDS:
             from .lifecycle import main as lifecycle
 
@@ -66,7 +70,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="run-recipe", usage="run-recipe [OPTIONS] [RECIPE] [-- EXTRA_VLLM_ARGS...]\n"
         "       run-recipe plan RECIPE [OPTIONS]   (ask every node, read-only, what would run)\n"
-        "       run-recipe status|stop|logs|lint ...\n"
+        "       run-recipe status|stop|logs|lint|bench ...\n"
         "       run-recipe stack NAME|FILE [stop|status] [-d] [--setup] [--dry-run] [--json]\n"
         "       run-recipe watch|install-service RECIPE [OPTIONS], uninstall-service RECIPE",
         description="Serve a model with vLLM from a YAML recipe, on one node or a cluster. "

@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Mapping, TypeVar
 
-from . import (container_create, container_flags, crash_logs, docker, hub_cache, memory_guard, mods, readiness,
+from . import (cluster, container_create, container_flags, crash_logs, docker, hub_cache, memory_guard, mods, readiness,
                run_record, settings, steps, vllm_check, weights)
 from .docker import LABEL, Container, Runner
 from .errors import ConfigError, NotReadyError, RunError
@@ -278,6 +278,10 @@ def _record(plan: Plan, nodes: list[tuple[Placement, Wanted, str]], earlier: dic
         check = None  # a verdict about another image (or a skipped check) is not this launch's
     data = {"recipe": plan.recipe.id, "file": str(plan.recipe.path), "mode": plan.mode,
             "endpoint": plan.endpoint, "written": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            # what `run-recipe bench` needs without the launch's options: where to ask, what, and what runs
+            "base_url": base_url(plan), "served_model": plan.served_model, "model": plan.vllm.model,
+            "argv": list(plan.vllm.argv),
+            "backend": cluster.backend(plan.options.ray) if plan.mode == "cluster" else "solo",
             **({"readiness": progress.record()} if progress else {}), **kept,
             "nodes": [{"node": place.runner.node, "rank": place.rank, "container": cid,
                        "image": want.image,

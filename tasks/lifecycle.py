@@ -13,6 +13,7 @@ from typing import Any, Callable, Sequence
 
 from . import run_record, settings
 from .errors import ConfigError, RunError, RunRecipeError
+from .flagtypes import count, seconds
 from .masking import scrub
 from .plan import Options
 
@@ -32,7 +33,11 @@ def main(command: str, args: list[str]) -> int:
     if command == "stop" and ns.all and ns.recipe:
         p.error(f"name a recipe ({ns.recipe}) or use --all, not both")
     runners = node_runners(ns.nodes, ns.config)
-    recipe_id = _recipe_id(ns.recipe) if ns.recipe else None
+    recipe_id = id_of(ns.recipe) if ns.recipe else None
+    if command == "status" and ns.live:
+        from .status_live import live
+
+        return live(recipe_id, ns.interval, ns.count)
     if command == "status":
         return _status(runners, recipe_id, ns.json)
     if command == "stop":
@@ -46,7 +51,10 @@ def _parser(command: str) -> argparse.ArgumentParser:
     p.add_argument("-n", "--nodes", metavar="IPS", help="nodes to look at (default: .env CLUSTER_NODES, else local)")
     p.add_argument("--config", type=Path, metavar="FILE", help="read nodes from FILE instead of .env")
     if command == "status":
-        p.add_argument("--json", action="store_true")
+        p.add_argument("--json", action="store_true", help="print JSON (with what each head's /metrics says now)")
+        p.add_argument("--live", action="store_true", help="refresh what each server's vLLM /metrics says")
+        p.add_argument("--interval", type=seconds, default=2.0, metavar="S", help="--live: seconds between frames")
+        p.add_argument("--count", type=count(1_000_000), metavar="N", help="--live: stop after N frames")
     if command == "stop":
         p.add_argument("--all", action="store_true", help="stop every runrecipe container on every node")
     if command == "logs":
@@ -63,6 +71,7 @@ def _status(runners: list[Any], recipe_id: str | None, as_json: bool) -> int:
     if as_json:
         for row in rows:
             row["record"] = run_record.read(row["recipe"])
+            row["metrics"] = _metrics(row)
         print(json.dumps(rows, indent=2))
         return report_unreached("status", missed, "its containers are not listed")
     if not rows:
@@ -77,6 +86,18 @@ def _status(runners: list[Any], recipe_id: str | None, as_json: bool) -> int:
     for rid in dict.fromkeys([*(row["recipe"] for row in rows), *([recipe_id] if recipe_id else [])]):
         print(_supervision_line(rid, run_record.read(rid) or {}), end="")
     return report_unreached("status", missed, "its containers are not listed")
+
+
+def _metrics(row: dict) -> dict | None:
+    """What the head's vLLM says in /metrics now (None on a worker's row or when it does not answer)."""
+    from .metrics import read
+
+    record = row["record"] or {}
+    heads = [n.get("container", "") for n in (record.get("nodes") or [])[:1]]
+    if not record.get("base_url") or not any(h.startswith(row["id"]) for h in heads):
+        return None
+    snap = read(record["base_url"], 0.0)
+    return {k: v for k, v in snap.items() if k != "at"} if snap else None
 
 
 def _supervision_line(recipe_id: str, record: dict) -> str:
@@ -188,7 +209,7 @@ def node_runners(nodes: str | None, config: Path | None) -> list[Any]:
     return [head] + [RemoteRunner(n, SshSettings()) for n in listed[1:]]
 
 
-def _recipe_id(name: str) -> str:
+def id_of(name: str) -> str:
     """The id containers are labelled with; a name that is not a file is taken as the id itself."""
     from .recipe import find, id_for
 

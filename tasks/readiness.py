@@ -117,6 +117,24 @@ def served_model(base: str, wanted: str = "", key: str = "") -> str | None:
     return ids[0] if ids else None
 
 
+def fetch(base: str, path: str) -> bytes | None:
+    """The body a GET of `path` answers with 200 (None when nothing answers or it is not 200)."""
+    try:
+        with _exchange("GET", f"{base}{path}") as resp:
+            return resp.read() if resp.status == 200 else None
+    except _FAILED:
+        return None
+
+
+def version(base: str) -> str:
+    """The vLLM version the server itself reports at /version ("?" when it does not say)."""
+    try:
+        data = json.loads(fetch(base, "/version") or b"{}")
+    except ValueError:
+        return "?"
+    return str(data.get("version", "?")) if isinstance(data, dict) else "?"
+
+
 def first_token(base: str, model: str, wait: float, clock: Callable[[], float] = time.monotonic,
                 key: str = "") -> float | None:
     """Seconds until a streamed one-token completion yields its first token; None when none comes

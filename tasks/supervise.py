@@ -123,10 +123,10 @@ def _uninstall(ns: argparse.Namespace) -> int:
     import shutil
 
     from . import service
-    from .lifecycle import _recipe_id
+    from .lifecycle import id_of
 
     user = (not _is_root()) if ns.user is None else ns.user
-    name = service.unit_name(_recipe_id(ns.recipe))
+    name = service.unit_name(id_of(ns.recipe))
     path = (ns.unit_dir or service.unit_dir(user)) / name
     if not path.exists():
         print(f"Error: no unit {path} (see --user / --system / --unit-dir)", file=sys.stderr)
