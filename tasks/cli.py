@@ -20,7 +20,8 @@ from .masking import scrub
 from .plan import OVERRIDE_FLAGS, Options, Plan, make_plan, parse_overrides
 from .plan_views import dry_run, inspect_plan
 
-SUBCOMMANDS = ("status", "stop", "logs", "watch", "install-service", "uninstall-service")
+SUBCOMMANDS = ("status", "stop", "logs")
+SUPERVISE = ("watch", "install-service", "uninstall-service")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -35,6 +36,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .bench_cli import main as bench
 
             return bench(args[1:])
+        if args and args[0] in SUPERVISE:
+            from .supervise import main as supervise
+
+            return supervise(args[0], args[1:], plan_words)
         if args and args[0] in SUBCOMMANDS:
             from .lifecycle import main as lifecycle
 
@@ -210,6 +215,14 @@ def plan_run(ns: argparse.Namespace, extra: list[str], *, fetch: bool) -> Plan:
     return plan
 
 
+def plan_words(run_args: list[str]) -> Plan:
+    """The plan of a run's own words (`RECIPE [RUN OPTIONS] [-- vLLM args]`), as watch and the service take them."""
+    ns, extra = parse_run(run_args)
+    if not ns.recipe:
+        parser().error("name a recipe (see --list)")
+    return plan_run(ns, extra, fetch=True)
+
+
 def _run(args: list[str], inspect: bool = False) -> int:
     ns, extra = parse_run(args)
     if ns.list:
@@ -280,7 +293,7 @@ def download_only(plan: Plan, *, wait: bool) -> int:
 
 def cluster_preflight(plan: Plan) -> Any:
     """Every node checked at once, one table printed; a failing node stops the run before any change."""
-    from .preflight import check_cluster
+    from .cluster_preflight import check_cluster
 
     fleet, table = check_cluster(plan)
     print(table)

@@ -47,7 +47,7 @@ def docker_side(ns: argparse.Namespace, privileged: bool) -> DockerSide:
 
 def docker_view(plan: Plan) -> dict[str, Any]:
     """A node's container as --dry-run shows it (container_flags.describe); no node is asked."""
-    from .launch import hf_mounts
+    from .served import hf_mounts
 
     return container_flags.describe(plan.options.docker, plan.options.privileged, plan.docker_env, hf_mounts(plan))
 

@@ -36,6 +36,15 @@ _HCA = re.compile(r"[=^]?([A-Za-z0-9_.-]{1,63})(?::[0-9]{1,3})?\Z")
 
 
 @dataclass(frozen=True)
+class Placement:
+    """One container of a run: the node it runs on (through its runner) and the script it runs."""
+
+    runner: "Runner"
+    script: str
+    rank: int = 0
+
+
+@dataclass(frozen=True)
 class Network:
     """Per-run network facts: each node's address, and the interfaces NCCL and friends should use."""
 
@@ -242,8 +251,6 @@ class Fleet:
         return self._net
 
     def placements(self) -> list[Any]:
-        from .launch import Placement
-
         if self._places is None:
             self._places = [Placement(self.runners[r.rank], r.script, r.rank)
                             for r in roles(self.plan, self.mode, self.network())]

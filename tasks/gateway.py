@@ -24,7 +24,8 @@ from . import docker, masking, readiness, render, settings, stack_keys, steps
 from .container_create import create_argv
 from .docker import LABEL, Runner
 from .errors import ConfigError, NotReadyError, RunError
-from .launch import POLL_SECONDS, SCRIPT_DIR, base_url, say, script_tar
+from .launch import POLL_SECONDS, SCRIPT_DIR, base_url, script_tar
+from .served import say
 from .stack import entry_id, gateway_container as container_name
 from .stack_plan import StackPlan
 

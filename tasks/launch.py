@@ -12,7 +12,6 @@ import io
 import json
 import resource
 import subprocess
-import sys
 import tarfile
 import time
 from dataclasses import dataclass
@@ -21,39 +20,19 @@ from pathlib import Path
 from typing import Callable, Mapping, TypeVar
 
 from . import (cluster, container_create, container_flags, crash_logs, docker, hub_cache, memory_guard, mods, readiness,
-               run_record, settings, steps, vllm_check, weights)
+               run_record, steps, vllm_check, weights)
+from .cluster import Placement
 from .docker import LABEL, Container, Runner
 from .errors import ConfigError, NotReadyError, RunError
 from .plan import Plan
+from .served import hf_mounts, image_ref, say
 
 T = TypeVar("T")
 SCRIPT_DIR = "/runrecipe"
-CONTAINER_HF_HOME = "/root/.cache/huggingface"
 NOFILE = 1048576
 POLL_SECONDS = 0.2  # readiness is noticed within this of the server answering
 STATE_SECONDS = 1.0  # how often readiness asks each node's container state (a docker call; SSH for workers)
 TOKEN_WAIT = 10.0  # seconds of silence before a streamed completion counts as no token (then asked again)
-
-
-def say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-def image_ref(runner: Runner, plan: Plan) -> str:
-    """The image ID the server runs: the recipe's image, or its mods-derived image."""
-    tag = plan.build.tag
-    base = docker.image_id(runner, tag)
-    if not base:
-        raise RunError(f"image '{tag}' is not on {runner.node}.\n"
-                       f"Build it first: ./run-recipe.sh {plan.recipe.id} --setup "
-                       f"(or doit run recipe={plan.recipe.id})")
-    if not plan.mods:
-        return base
-    derived = docker.image_id(runner, mods.derived_tag(base, plan.mods))
-    if not derived:
-        raise RunError(f"the mods of {plan.recipe.id} are not applied to {tag} on {runner.node}; "
-                       f"run the mods task: doit run recipe={plan.recipe.id}")
-    return derived
 
 
 def nofile_limit() -> int:
@@ -101,29 +80,11 @@ def create_args(plan: Plan, image: str, gpus: bool, offline: bool) -> list[str]:
             *container_flags.entry_args(side, image, f"{SCRIPT_DIR}/launch.sh")]
 
 
-def hf_mounts(plan: Plan) -> list[str]:
-    """The HF folder (and a hub cache kept elsewhere), and local model folders read-only at their path."""
-    mounts = [f"{settings.hf_home()}:{CONTAINER_HF_HOME}"]
-    hub = hub_cache.hub_cache_dir()
-    if hub != settings.hf_home() / "hub":
-        mounts.append(f"{hub}:{CONTAINER_HF_HOME}/hub")
-    return mounts + [f"{path}:{path}:ro" for path in plan.local_mounts]
-
-
 def inputs_hash(args: list[str], script: str, weights_record: str, secrets: str = "") -> str:
     """What makes a server the same: its docker arguments, its script, the weights' commits, and the
     digest of its secret env (container_flags.secrets_digest; left out when there is none)."""
     return hashlib.sha256(json.dumps([args, script, weights_record] + ([secrets] if secrets else []))
                           .encode()).hexdigest()
-
-
-@dataclass(frozen=True)
-class Placement:
-    """One container of a run: the node it runs on (through its runner) and the script it runs."""
-
-    runner: Runner
-    script: str
-    rank: int = 0
 
 
 @dataclass(frozen=True)

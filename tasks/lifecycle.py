@@ -20,10 +20,6 @@ from .plan import Options
 
 def main(command: str, args: list[str]) -> int:
     """status / stop / logs on every node of the cluster (-n, else .env CLUSTER_NODES), or this machine."""
-    if command in ("watch", "install-service", "uninstall-service"):
-        from .supervise import main as supervise
-
-        return supervise(command, args)
     p = _parser(command)
     ns = p.parse_args(args)
     if ns.recipe is not None and not ns.recipe.strip():

@@ -49,7 +49,7 @@ def plans_of(paths: list[Path]) -> tuple[list[Plan], list[str]]:
 
 def own_image(runner: LocalRunner, plan: Plan) -> str | None:
     """The image ID a run of the plan would check in, when it is on this machine."""
-    from .launch import image_ref
+    from .served import image_ref
 
     try:
         return image_ref(runner, plan)

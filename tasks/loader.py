@@ -49,7 +49,7 @@ def doit_namespace() -> dict[str, Any]:
         for warning in plan.warnings:
             print(f"Warning: {scrub(warning)}", file=sys.stderr)
         if plan.mode == "cluster" and _doit_runs_tasks(sys.argv[1:]):
-            from .preflight import check_cluster
+            from .cluster_preflight import check_cluster
 
             print(check_cluster(plan)[1])  # as run-recipe does: every node checked, one table, before any change
         return namespace([plan], setup=True, default=[f"launch:{plan.recipe.id}"]) | {"task_lint": _lint_task}

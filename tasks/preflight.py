@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import io
 import json
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence, Union
+from typing import Mapping, Sequence, Union
 
 from . import docker, facts, memory_guard
 from .docker import Runner
@@ -351,32 +350,6 @@ def preflight(nodes: Sequence[Node], runners: Mapping[str, Runner] | Sequence[Ru
     if any(not f.ok for f in facts):
         raise RunError("preflight failed: nothing was changed on any node\n" + render(facts))
     return facts
-
-
-def check_cluster(plan: Any) -> tuple[Any, str]:
-    """A cluster plan's preflight: every node checked at once (raises RunError with the table when one
-    fails), then the copy chains' worker-to-worker connections opened in the background. Returns the
-    plan's Fleet and the table to show."""
-    from .cluster import bytes_to_copy, copy_hops, hca_names
-    from .chain import open_hops
-    from .graph import fleet_for
-    from .hub_cache import hub_cache_dir
-
-    fleet = fleet_for(plan)
-    needs = bytes_to_copy(plan, fleet, image=plan.options.setup, weights_too=plan.options.download)
-    named = plan.options
-    table = render(preflight(plan.nodes, fleet.runners, needs, hf_cache=str(hub_cache_dir()),
-                             interfaces=[named.eth_if] if named.eth_if else [],
-                             hcas=hca_names(named.ib_if, "--ib-if / IB_IF")))
-    if plan.cpu:
-        table += memory_guard.CPU_NOTE + "\n"
-    if any(map(any, needs.values())):
-        # Something will be copied: open the chains' worker-to-worker connections while the graph loads
-        # and checks, so no stream waits on their handshakes. Only now: a failed preflight changes
-        # nothing. A copy that starts first opens whatever it still lacks itself.
-        chains = copy_hops(fleet.copy_workers(), needs)
-        threading.Thread(target=open_hops, args=(chains,), name="open-hops").start()
-    return fleet, table
 
 
 # -- the table ----------------------------------------------------------------------------

@@ -102,7 +102,7 @@ def preflight(stack_plan: StackPlan, gw: GatewayPlan | None) -> None:
 
     from . import budget
     from .graph import fleet_for
-    from .preflight import check_cluster
+    from .cluster_preflight import check_cluster
 
     for placed in stack_plan.entries:
         if placed.plan.mode == "cluster":

@@ -13,7 +13,7 @@ from .gateway import GatewayPlan
 from .cluster import Fleet
 from .connect import SshSettings
 from .graph import Check, _step, cluster_tasks, task_namespace, tasks_of
-from .launch import Placement
+from .cluster import Placement
 from .plan import Plan
 from .runner import LocalRunner
 from .stack_plan import StackPlan

@@ -11,12 +11,13 @@ import shlex
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from .flagtypes import seconds
 
 
-def main(command: str, args: list[str]) -> int:
+def main(command: str, args: list[str], plan_of: Callable[[list[str]], Any]) -> int:
+    """`plan_of` makes the plan of the run's own words (the CLI's parser: this module never imports the CLI)."""
     own, extra = (args[:args.index("--")], args[args.index("--"):]) if "--" in args else (args, [])
     p = _parser(command)
     ns, rest = p.parse_known_args(own)
@@ -25,7 +26,7 @@ def main(command: str, args: list[str]) -> int:
         if rest:
             p.error(f"unrecognized arguments: {' '.join(rest)}")
         return _uninstall(ns)
-    plan = _plan(run_args)
+    plan = plan_of(run_args)
     if command == "watch":
         return _watch(ns, plan, run_args)
     return _install(ns, plan, run_args)
@@ -55,15 +56,6 @@ def _parser(command: str) -> argparse.ArgumentParser:
     if command == "install-service":
         p.add_argument("--enable", action="store_true", help="also systemctl daemon-reload and enable --now")
     return p
-
-
-def _plan(run_args: list[str]) -> Any:
-    from .cli import parse_run, parser, plan_run
-
-    ns, extra = parse_run(run_args)
-    if not ns.recipe:
-        parser().error("name a recipe (see --list)")
-    return plan_run(ns, extra, fetch=True)
 
 
 def _watch(ns: argparse.Namespace, plan: Any, run_args: list[str]) -> int:

@@ -202,7 +202,7 @@ def read_record(recipe_id: str) -> dict | None:
 
 def answer(runner: Runner, plan: Plan) -> steps.Answer:
     """Noop when the last verdict was for this image ID and these argvs and did not refuse them."""
-    from .launch import image_ref
+    from .served import image_ref
 
     image = image_ref(runner, plan)
     record = read_record(plan.recipe.id)
@@ -213,7 +213,7 @@ def answer(runner: Runner, plan: Plan) -> steps.Answer:
 
 def run(runner: Runner, plan: Plan) -> dict[str, str]:
     """The check action: print warnings and cannot-check lines, refuse (RunError) on any error."""
-    from .launch import hf_mounts, image_ref, say
+    from .served import hf_mounts, image_ref, say
 
     image = image_ref(runner, plan)
     argvs = targets(plan)

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from tasks import facts, launch
+from tasks.cluster import Placement
 from tasks.plan import Options, make_plan
 from tasks.recipe import load_named
 from tasks.runner import LocalRunner
@@ -27,7 +28,7 @@ def test_a_cpu_plan_gets_no_gpus_on_an_engine_with_the_nvidia_runtime(tmp_path: 
     facts.remember(runner.node, "docker info", (), NVIDIA_ENGINE)
     facts.remember(runner.node, "image", plan.build.tag, {"id": "sha256:" + "1" * 64, "labels": {}})
     try:
-        args = launch.wanted(launch.Placement(runner, plan.script), plan, []).args
+        args = launch.wanted(Placement(runner, plan.script), plan, []).args
     finally:
         facts.forget(runner.node)
     assert ("--gpus" in args) is gpus
