@@ -19,8 +19,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Mapping, TypeVar
 
-from . import (cluster, container_create, container_flags, crash_logs, docker, hub_cache, memory_guard, mods, readiness,
-               run_record, steps, vllm_check, weights)
+from . import (cluster, container_create, container_flags, crash_logs, docker, hub_cache, masking, memory_guard, mods,
+               readiness, run_record, steps, vllm_check, weights)
 from .cluster import Placement
 from .docker import LABEL, Container, Runner
 from .errors import ConfigError, NotReadyError, RunError
@@ -241,7 +241,7 @@ def _record(plan: Plan, nodes: list[tuple[Placement, Wanted, str]], earlier: dic
             "endpoint": plan.endpoint, "written": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             # what `run-recipe bench` needs without the launch's options: where to ask, what, and what runs
             "base_url": base_url(plan), "served_model": plan.served_model, "model": plan.vllm.model,
-            "argv": list(plan.vllm.argv),
+            "argv": [masking.scrub(word) for word in plan.vllm.argv],  # --api-key's value never reaches a file
             "backend": cluster.backend(plan.options.ray) if plan.mode == "cluster" else "solo",
             **({"readiness": progress.record()} if progress else {}), **kept,
             "nodes": [{"node": place.runner.node, "rank": place.rank, "container": cid,

@@ -259,6 +259,7 @@ def test_a_server_that_wants_an_api_key_is_asked_with_it(project: Project, how: 
     assert first.returncode == 0 and "first token in" in first.stdout + first.stderr, first.stdout + first.stderr
     with pytest.raises(Exception, match="401"):
         get_json(f"http://127.0.0.1:{port}/v1/models")
+    assert key not in (project.root / ".runrecipe" / "runs" / "keyed.json").read_text()  # the record's argv masks it
     again = project.cli("keyed", "-d", *words)
     assert again.returncode == 0 and "-- launch:keyed" in again.stdout, again.stdout + again.stderr
     watcher = project.watcher("keyed", "--interval", "0.2", "--token-every", "0.2", "--token-wait", "20", *words)

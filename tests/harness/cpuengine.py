@@ -12,11 +12,13 @@ the same wheelhouse.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import urllib.request
 from pathlib import Path
 from typing import Callable
 
@@ -123,7 +125,7 @@ def ensure_built(docker_host: str, docker_folder: Path, log: Log = print) -> str
                              capture_output=True, text=True, timeout=3600)
         if res.returncode:
             raise rayimage.ImageError(f"runrecipe could not build {TAG}:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
-        log(res.stdout.strip())
+        log(" ".join(ln for ln in res.stdout.splitlines() if ln.startswith(("-- build:", ".  build:"))))
     finally:
         shutil.rmtree(root, ignore_errors=True)
     return subprocess.run(["docker", "-H", docker_host, "image", "inspect", "-f", "{{.Id}}", TAG],
@@ -149,9 +151,6 @@ command: |
 
 def complete(base: str, prompt: str = "the red model", tokens: int = 12, key: str = "", model: str = "") -> str:
     """A temperature-0 text completion's text from the OpenAI API at `base` (…/v1); `model` else the first served."""
-    import json
-    import urllib.request
-
     body = {"model": model, "prompt": prompt, "max_tokens": tokens, "temperature": 0, "ignore_eos": True}
     if not model:
         with urllib.request.urlopen(f"{base}/models", timeout=30) as resp:
