@@ -51,9 +51,10 @@ def commands() -> list[tuple[str, Callable[[], argparse.ArgumentParser], str]]:
     """Every command with its parser and a line saying what it is for, in the order the reference shows them."""
     return [
         ("run-recipe", cli.parser, "Serve a recipe (the main job); `run-recipe plan RECIPE [OPTIONS] [--json]` "
-         "takes the same options and asks every node, read-only, what each step would do."),
+         "takes the same options and asks every node, read-only, whether each step is up to date (and why) or "
+         "what would run, and what a copy would send to each node."),
         ("run-recipe status", lambda: lifecycle._parser("status"),
-         "What runs, where, since when: containers by label on every node."),
+         "What runs, where, since when: containers by label on every node (recipe, state, endpoint)."),
         ("run-recipe stop", lambda: lifecycle._parser("stop"),
          "Remove a recipe's containers on every node (`stop` alone lists what runs and stops nothing)."),
         ("run-recipe logs", lambda: lifecycle._parser("logs"), "A node's server log (default: the head)."),
