@@ -209,54 +209,12 @@ def make_plan(recipe: Recipe, options: Options, check_shell: bool = True) -> Pla
     if mode == "solo":
         params["tensor_parallel"] = 1
     params.update(options.overrides)
-
-    template = recipe.command
-    extra = list(options.extra_args)
     main, local_mounts = main_model(recipe, options)
-    try:
-        used = set(render.placeholders(template))
-        vllm = vllm_args.parse(template, params)
-    except RenderError as exc:
-        raise RenderError(f"{recipe.path}: command: {exc}") from None
-    if main and main.revision != "main" and vllm.option("--revision") is None:
-        extra += ["--revision", main.revision]  # vLLM then loads that snapshot, offline
-    duplicates = vllm_args.duplicates(vllm, extra)
-    vllm = vllm.with_args(extra)
-    executor = vllm.option(vllm_args.EXECUTOR)
-    if mode == "solo":
-        vllm = vllm.without(vllm_args.EXECUTOR)  # solo uses none, whatever the recipe or -- named
-        if options.ray:
-            warnings.append("--ray is for a cluster: this run is solo (one node), so vLLM runs without Ray")
-    elif options.ray and executor not in (None, "ray"):  # cluster.ray_command sets it to ray
-        warnings.append(f"--ray: the command's {vllm_args.EXECUTOR} {executor} is replaced by ray (Ray starts "
-                        f"the group on every node); run without --ray for a native cluster, which drops the flag")
+    vllm = _vllm_command(recipe, options, mode, params, main, warnings)
     command, argv = vllm.text(), vllm.argv
-    for key in options.overrides:
-        if key not in used:
-            warnings.append(f"override '{key}' is not used by the command of {recipe.path.name} "
-                            f"(its placeholders: {', '.join(sorted(used)) or 'none'})")
-    for dup in duplicates:
-        warnings.append(f"extra argument '{dup}' repeats an option already in the command; "
-                        "vLLM uses the last value, so the extra argument wins")
-
-    port_text = vllm.option("--port") or "8000"
-    if not re.fullmatch(r"[0-9]{1,5}", port_text) or not 0 < int(port_text) < 65536:
-        raise ConfigError(f"{recipe.path}: the command's --port is '{port_text}', not a port number (1-65535)")
-    name = options.name or default_container_name(recipe)
-    if not re.fullmatch(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}", name):
-        raise ConfigError(f"--name '{name}' is not a valid container name (letters, digits, _ . -; "
-                          "starting with a letter or digit)")
-    container = options.container or recipe.container
-    if not IMAGE_REF.fullmatch(container):
-        source = "-t/--container" if options.container else f"{recipe.path}: container"
-        raise ConfigError(f"{source}: '{container}' is not an image reference (e.g. vllm-node or "
-                          "registry/name:tag)")
-    build = image.build_spec(container, recipe.build_args, settings.docker_dir(), f"{recipe.path}")
-    if build.cpu and options.ray:  # the engine would accept the command, then stop at its start
-        raise ModeError(f"--ray (doit: ray=1) cannot run {recipe.path}: its build_args hold {image.CPU_FLAG}, and "
-                        "vLLM's CPU build refuses Ray when its engine starts (\"current platform cpu does not "
-                        "support ray\"); nothing was started. Run it without --ray: a cluster then runs native "
-                        "multi-node (each node runs vLLM with its --node-rank)")
+    port = _checked_port(recipe, vllm)
+    name = _checked_name(recipe, options)
+    build = _checked_build(recipe, options)
     mod_list, mod_warnings = mod_sources.plan_mods(recipe, options.apply)
     warnings += mod_warnings
     script = render.render_template(
@@ -273,11 +231,74 @@ def make_plan(recipe: Recipe, options: Options, check_shell: bool = True) -> Pla
         recipe=recipe, options=options, mode=mode, nodes=nodes, params=params,
         command=command, argv=argv, vllm=vllm, script=script, build=build, mods=mod_list,
         container_name=name,
-        docker_env=docker_env, port=container_flags.host_port(options.docker, int(port_text)), served_model=vllm.served_model,
+        docker_env=docker_env, port=container_flags.host_port(options.docker, port), served_model=vllm.served_model,
         models=((main,) if main else ()) + extras, local_mounts=local_mounts, warnings=tuple(warnings),
         copy_hosts=copy_to)
     masking.remember_secret(plan.api_key)  # from the command or the recipe's env too: never in what we print
     return plan
+
+
+def _vllm_command(recipe: Recipe, options: Options, mode: str, params: dict[str, Any], main: Model | None,
+                  warnings: list[str]) -> vllm_args.Command:
+    """The recipe's command as argv after substitution, with the run's extra arguments and revision;
+    warns (into `warnings`) about unused overrides, repeated options and a Ray flag that cannot hold."""
+    extra = list(options.extra_args)
+    try:
+        used = set(render.placeholders(recipe.command))
+        vllm = vllm_args.parse(recipe.command, params)
+    except RenderError as exc:
+        raise RenderError(f"{recipe.path}: command: {exc}") from None
+    if main and main.revision != "main" and vllm.option("--revision") is None:
+        extra += ["--revision", main.revision]  # vLLM then loads that snapshot, offline
+    duplicates = vllm_args.duplicates(vllm, extra)
+    vllm = vllm.with_args(extra)
+    executor = vllm.option(vllm_args.EXECUTOR)
+    if mode == "solo":
+        vllm = vllm.without(vllm_args.EXECUTOR)  # solo uses none, whatever the recipe or -- named
+        if options.ray:
+            warnings.append("--ray is for a cluster: this run is solo (one node), so vLLM runs without Ray")
+    elif options.ray and executor not in (None, "ray"):  # cluster.ray_command sets it to ray
+        warnings.append(f"--ray: the command's {vllm_args.EXECUTOR} {executor} is replaced by ray (Ray starts "
+                        f"the group on every node); run without --ray for a native cluster, which drops the flag")
+    for key in options.overrides:
+        if key not in used:
+            warnings.append(f"override '{key}' is not used by the command of {recipe.path.name} "
+                            f"(its placeholders: {', '.join(sorted(used)) or 'none'})")
+    for dup in duplicates:
+        warnings.append(f"extra argument '{dup}' repeats an option already in the command; "
+                        "vLLM uses the last value, so the extra argument wins")
+    return vllm
+
+
+def _checked_port(recipe: Recipe, vllm: vllm_args.Command) -> int:
+    port_text = vllm.option("--port") or "8000"
+    if not re.fullmatch(r"[0-9]{1,5}", port_text) or not 0 < int(port_text) < 65536:
+        raise ConfigError(f"{recipe.path}: the command's --port is '{port_text}', not a port number (1-65535)")
+    return int(port_text)
+
+
+def _checked_name(recipe: Recipe, options: Options) -> str:
+    name = options.name or default_container_name(recipe)
+    if not re.fullmatch(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}", name):
+        raise ConfigError(f"--name '{name}' is not a valid container name (letters, digits, _ . -; "
+                          "starting with a letter or digit)")
+    return name
+
+
+def _checked_build(recipe: Recipe, options: Options) -> image.BuildSpec:
+    """The image's build spec; a CPU build with --ray is refused here, before vLLM would refuse it at start."""
+    container = options.container or recipe.container
+    if not IMAGE_REF.fullmatch(container):
+        source = "-t/--container" if options.container else f"{recipe.path}: container"
+        raise ConfigError(f"{source}: '{container}' is not an image reference (e.g. vllm-node or "
+                          "registry/name:tag)")
+    build = image.build_spec(container, recipe.build_args, settings.docker_dir(), f"{recipe.path}")
+    if build.cpu and options.ray:  # the engine would accept the command, then stop at its start
+        raise ModeError(f"--ray (doit: ray=1) cannot run {recipe.path}: its build_args hold {image.CPU_FLAG}, and "
+                        "vLLM's CPU build refuses Ray when its engine starts (\"current platform cpu does not "
+                        "support ray\"); nothing was started. Run it without --ray: a cluster then runs native "
+                        "multi-node (each node runs vLLM with its --node-rank)")
+    return build
 
 
 def main_model(recipe: Recipe, options: Options) -> tuple[Model | None, tuple[str, ...]]:
