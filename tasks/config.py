@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .interfaces import DEFAULT_MASTER_PORT, hca_names, interface_name
 from .nodes import load_env, port_number
 from .plan import Options, env_file
 
@@ -19,8 +20,6 @@ def env_options(config: Path | None, *, eth_if: str | None = None, ib_if: str | 
 
     Both entry points take them from here, so `doit run recipe=X` renders the same node scripts as
     run-recipe and neither restarts what the other started."""
-    from .cluster import DEFAULT_MASTER_PORT, hca_names, interface_name
-
     path = env_file(Options(config=config))
     dotenv = load_env(path)
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from . import container_flags, hub_cache, image, masking, memo, mod_sources, mods, render, settings, vllm_args
+from . import build_spec, container_flags, hf_names, masking, memo, mod_sources, mod_spec, render, settings, vllm_args
 from .errors import ConfigError, ModeError, RecipeError, RenderError
 from .nodes import LOCAL, Node, is_local_address, is_loopback, load_env, parse_list, resolve
 from .recipe import Recipe
@@ -88,8 +88,8 @@ class Plan:
     argv: tuple[str, ...]              # the command's words, as the shell will see them
     vllm: vllm_args.Command            # the same command as data: cluster roles edit this, never the text
     script: str
-    build: image.BuildSpec
-    mods: tuple[mods.Mod, ...]
+    build: build_spec.BuildSpec
+    mods: tuple[mod_spec.Mod, ...]
     container_name: str
     docker_env: Mapping[str, str]
     port: int
@@ -285,16 +285,16 @@ def _checked_name(recipe: Recipe, options: Options) -> str:
     return name
 
 
-def _checked_build(recipe: Recipe, options: Options) -> image.BuildSpec:
+def _checked_build(recipe: Recipe, options: Options) -> build_spec.BuildSpec:
     """The image's build spec; a CPU build with --ray is refused here, before vLLM would refuse it at start."""
     container = options.container or recipe.container
     if not IMAGE_REF.fullmatch(container):
         source = "-t/--container" if options.container else f"{recipe.path}: container"
         raise ConfigError(f"{source}: '{container}' is not an image reference (e.g. vllm-node or "
                           "registry/name:tag)")
-    build = image.build_spec(container, recipe.build_args, settings.docker_dir(), f"{recipe.path}")
+    build = build_spec.build_spec(container, recipe.build_args, settings.docker_dir(), f"{recipe.path}")
     if build.cpu and options.ray:  # the engine would accept the command, then stop at its start
-        raise ModeError(f"--ray (doit: ray=1) cannot run {recipe.path}: its build_args hold {image.CPU_FLAG}, and "
+        raise ModeError(f"--ray (doit: ray=1) cannot run {recipe.path}: its build_args hold {build_spec.CPU_FLAG}, and "
                         "vLLM's CPU build refuses Ray when its engine starts (\"current platform cpu does not "
                         "support ray\"); nothing was started. Run it without --ray: a cluster then runs native "
                         "multi-node (each node runs vLLM with its --node-rank)")
@@ -303,14 +303,14 @@ def _checked_build(recipe: Recipe, options: Options) -> image.BuildSpec:
 
 def main_model(recipe: Recipe, options: Options) -> tuple[Model | None, tuple[str, ...]]:
     """The recipe's model as a download, or as a local folder to mount (model_path or a path as model)."""
-    if recipe.model_path or (recipe.model and hub_cache.is_local_path(recipe.model)):
+    if recipe.model_path or (recipe.model and hf_names.is_local_path(recipe.model)):
         path = Path(recipe.model_path or recipe.model).expanduser()
         if not path.is_absolute():
             path = (recipe.path.parent / path).resolve()
         return None, (str(path),)
     if not recipe.model:
         return None, ()
-    if not hub_cache.is_repo_id(recipe.model):
+    if not hf_names.is_repo_id(recipe.model):
         raise RecipeError(f"{recipe.path}: model: '{recipe.model}' is neither a HuggingFace repo id (org/name, "
                           "e.g. Qwen/Qwen3.6-35B-A3B-FP8) nor a local path (starting with /, . or ~)")
     if options.revision:
