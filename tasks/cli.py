@@ -9,9 +9,9 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
-from . import settings, vllm_check
+from . import session, settings, vllm_check
 from .cli_container import container_group, docker_side
 from .errors import ConfigError, RunRecipeError
 from .config import env_options
@@ -28,28 +28,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     try:
         _refuse_undecodable(args)
-        if args and args[0] == "lint":
-            from .lint_cli import main as lint
-
-            return lint(args[1:])
-        if args and args[0] == "bench":
-            from .bench_cli import main as bench
-
-            return bench(args[1:])
-        if args and args[0] in SUPERVISE:
-            from .supervise import main as supervise
-
-            return supervise(args[0], args[1:], plan_words)
-        if args and args[0] in SUBCOMMANDS:
-            from .lifecycle import main as lifecycle
-
-            return lifecycle(args[0], args[1:])
-        if args and args[0] == "stack":
-            from .stack_cli import main as stack
-
-            return stack(args[1:])
-        if args and args[0] == "plan":
-            return _run(args[1:], inspect=True)
+        if args and args[0] in COMMANDS:
+            return COMMANDS[args[0]](args[0], args[1:])
         return _run(args)
     except RunRecipeError as exc:
         print(f"Error: {scrub(str(exc))}", file=sys.stderr)
@@ -57,6 +37,47 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def _lint(name: str, args: list[str]) -> int:
+    from .lint_cli import main as lint
+
+    return lint(args)
+
+
+def _bench(name: str, args: list[str]) -> int:
+    from .bench_cli import main as bench
+
+    return bench(args)
+
+
+def _supervise(name: str, args: list[str]) -> int:
+    from .supervise import main as supervise
+
+    return supervise(name, args, plan_words)
+
+
+def _lifecycle(name: str, args: list[str]) -> int:
+    from .lifecycle import main as lifecycle
+
+    return lifecycle(name, args)
+
+
+def _stack(name: str, args: list[str]) -> int:
+    from .stack_cli import main as stack
+
+    return stack(args)
+
+
+def _plan(name: str, args: list[str]) -> int:
+    return _run(args, inspect=True)
+
+
+# The first word names a command (each parses its own flags); any other first word is a run's recipe.
+COMMANDS: dict[str, Callable[[str, list[str]], int]] = {
+    "lint": _lint, "bench": _bench, "stack": _stack, "plan": _plan,
+    **{name: _supervise for name in SUPERVISE}, **{name: _lifecycle for name in SUBCOMMANDS},
+}
 
 
 def _refuse_undecodable(args: list[str]) -> None:
@@ -277,71 +298,32 @@ def discover_nodes(ns: argparse.Namespace) -> int:
 
 def download_only(plan: Plan, *, wait: bool) -> int:
     """Only the download tasks: no Docker needed."""
-    from . import state
-
     if not plan.models:
         print(f"{plan.recipe.id}: no HuggingFace model to download (no `model`, or a local path)")
         return 0
-    if plan.mode == "cluster":
-        cluster_preflight(plan)
-    state.lock(f"run-recipe {plan.recipe.id} --download-only", wait=wait)
     targets = [f"download:{m.key}" for m in plan.models]
     if plan.mode == "cluster":
         targets += [f"weights:{m.key}@{node.target}" for m in plan.models for node in plan.nodes[1:]]
-    return run_doit(["run", *targets], [plan], setup=False)
-
-
-def cluster_preflight(plan: Plan) -> Any:
-    """Every node checked at once, one table printed; a failing node stops the run before any change."""
-    from .cluster_preflight import check_cluster
-
-    fleet, table = check_cluster(plan)
-    print(table)
-    return fleet
+    return session.execute(session.Run([plan], targets, f"run-recipe {plan.recipe.id} --download-only", wait=wait),
+                           session.CONSOLE)
 
 
 def execute(plan: Plan, *, build_only: bool = False, wait: bool = True) -> int:
-    """Preflight, then hand the graph to doit; in the foreground, follow the server's logs."""
-    from . import docker, facts, launch, state
+    """The run held by the session (lock, facts, preflight, doit); in the foreground, follow the server's logs."""
+    from . import docker, launch
     from .runner import LocalRunner
 
-    runner = LocalRunner()
-    if plan.mode == "cluster":
-        from .graph import fleet_for
-
-        fleet_for(plan)  # the head must be this machine: say so before touching anything
-    state.lock(f"run-recipe {plan.recipe.id}", wait=wait)
-    # Under the lock no other run changes this engine: what the checks will ask is asked now, side by
-    # side and in the background, while doit loads (~30 ms of imports the engine's answers hide). The
-    # engine's own facts are under way already (_ask_engine_early).
-    facts.gather([lambda: docker.image_info(runner, plan.build.tag),
-                  lambda: docker.containers(runner, recipe=plan.recipe.id)])
-    from . import doit_run  # noqa: F401 - doit loads (~30 ms) while the facts are asked
-    if not plan.cpu and not docker.has_nvidia_runtime(runner):  # a CPU image asks for no GPU
-        print("Warning: this Docker engine has no NVIDIA runtime: vLLM will find no GPU "
-              "(install nvidia-container-toolkit)", file=sys.stderr)
     target = [f"build:{plan.build.tag}"] if build_only else [f"launch:{plan.recipe.id}"]
-    if plan.mode == "cluster":
-        fleet = cluster_preflight(plan)
-        if build_only:
-            target += [f"image:{plan.build.tag}@{node.target}" for node, _ in fleet.workers]
-    code = run_doit(["run", *target], [plan], setup=plan.options.setup)
+    if build_only and plan.mode == "cluster":
+        target += [f"image:{plan.build.tag}@{node.target}" for node in plan.nodes[1:]]
+    run = session.Run([plan], target, f"run-recipe {plan.recipe.id}", setup=plan.options.setup, wait=wait,
+                      engine=True)
+    code = session.execute(run, session.CONSOLE)
     if code or build_only or plan.options.daemon:
         return code
+    runner = LocalRunner()
     running = [c for c in docker.containers(runner, recipe=plan.recipe.id) if c.running]
     return launch.follow(runner, plan, running[0].id) if running else 1
-
-
-def run_doit(argv: list[str], plans: list[Plan], *, setup: bool) -> int:
-    from . import doit_run
-    from .graph import namespace
-    from .state import repair_dep_file
-
-    note = repair_dep_file()
-    if note:
-        print(f"Warning: {note}", file=sys.stderr)
-    ns = namespace(plans, setup=setup, default=[f"launch:{p.recipe.id}" for p in plans])
-    return doit_run.run(ns, argv)
 
 
 def list_recipes(as_json: bool) -> int:
