@@ -14,7 +14,7 @@ from typing import Any, Callable, Sequence
 from . import session, settings, vllm_check
 from .cli_container import container_group, docker_side
 from .errors import ConfigError, RunRecipeError
-from .config import env_options
+from .config import read_settings
 from .flagtypes import MAX_LEN_HINT, apply_mod, apply_pr, fraction, port, seconds, unknown_options, whole
 from .masking import scrub
 from .plan import OVERRIDE_FLAGS, Options, Plan, make_plan, parse_overrides
@@ -189,8 +189,8 @@ def options_from(ns: argparse.Namespace, extra: list[str]) -> Options:
     overrides = {k: v for k in OVERRIDE_FLAGS
                  if (v := getattr(ns, k)) is not None}
     overrides.update(parse_overrides(ns.override, "-o"))
-    env = env_options(ns.config, eth_if=ns.eth_if, ib_if=ns.ib_if, master_port=ns.master_port,
-                      non_privileged=ns.non_privileged)
+    given = read_settings(ns.config, eth_if=ns.eth_if, ib_if=ns.ib_if, master_port=ns.master_port,
+                          non_privileged=ns.non_privileged)  # the .env read once: the plan takes it from here
     return Options(overrides=overrides, extra_args=tuple(extra), solo=ns.solo, nodes=ns.nodes,
                    config=ns.config, container=ns.container, name=ns.name, nccl_debug=ns.nccl_debug,
                    setup=ns.setup or ns.build_only or ns.force_build, force_build=ns.force_build,
@@ -200,7 +200,7 @@ def options_from(ns: argparse.Namespace, extra: list[str]) -> Options:
                    daemon=ns.daemon, restart=ns.restart, ready_timeout=ns.ready_timeout, ray=bool(ns.ray),
                    force=ns.force, trust_new_hosts=ns.trust_new_hosts, apply=tuple(ns.apply),
                    skip_vllm_check=ns.skip_vllm_check, reform=ns.reform,
-                   docker=docker_side(ns, env["privileged"]), **env)
+                   docker=docker_side(ns, given.privileged), **given.options())
 
 
 def parse_run(args: list[str]) -> tuple[argparse.Namespace, list[str]]:

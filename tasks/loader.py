@@ -11,7 +11,7 @@ import sys
 from typing import Any, Sequence
 
 from . import session, settings
-from .config import env_options
+from .config import read_settings
 from .errors import ConfigError, RunRecipeError
 from .masking import scrub
 from .plan import Options, make_plan, parse_overrides
@@ -43,7 +43,7 @@ def doit_namespace(say: Say = CONSOLE) -> dict[str, Any]:
                       name=variables.get("name"), setup=True, download=True, daemon=True,
                       revision=variables.get("revision"), ray=_switch(variables, "ray"),
                       no_build=_switch(variables, "no_build"),
-                      **env_options(None))
+                      **read_settings(None).options())
     if variables.get("stack"):
         return _stack_namespace(variables["stack"], options, say)
     if variables.get("recipe"):

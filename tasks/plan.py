@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from . import build_spec, container_flags, hf_names, masking, memo, mod_sources, mod_spec, render, settings, vllm_args
+from . import build_spec, config, container_flags, hf_names, masking, memo, mod_sources, mod_spec, render, settings, vllm_args
 from .errors import ConfigError, ModeError, RecipeError, RenderError
 from .nodes import LOCAL, Node, is_local_address, is_loopback, load_env, parse_list, resolve
 from .recipe import Recipe
@@ -61,6 +61,8 @@ class Options:
     stack: str = ""                   # the stack this run is an entry of (labels its containers)
     skip_vllm_check: bool = False     # --skip-vllm-check: no check:<recipe> step (vllm_check.SKIPPED says what)
     reform: bool = False              # the watcher re-forms the run: never start it over a `run-recipe stop`
+    # the .env and the settings it gave, read once by the entry point (config.read_settings)
+    settings: config.Settings | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -131,10 +133,16 @@ class Plan:
 def env_file(options: Options) -> Path:
     """The .env to read: --config FILE, which must exist (a typo would silently mean solo mode), else
     the project's .env, which may be absent."""
-    if options.config is not None and not options.config.is_file():
-        raise ConfigError(f"--config {options.config}: no such file (`--discover --config "
-                          f"{options.config}` writes one)")
-    return options.config or settings.project_root() / ".env"
+    return options.settings.env_path if options.settings is not None else config.env_file(options.config)
+
+
+def dotenv(options: Options) -> tuple[Path, Mapping[str, str]]:
+    """The run's .env path and values: from the Settings its entry point read once, else read here (an
+    Options made without them, e.g. by a test or a stack entry)."""
+    if options.settings is not None:
+        return options.settings.env_path, options.settings.values
+    path = env_file(options)
+    return path, load_env(path)
 
 
 def choose_nodes(recipe: Recipe, options: Options) -> tuple[str, tuple[Node, ...], list[str]]:
@@ -146,9 +154,9 @@ def choose_nodes(recipe: Recipe, options: Options) -> tuple[str, tuple[Node, ...
         if options.nodes is not None:
             nodes = parse_list(options.nodes, source)
         else:
-            path = env_file(options)
+            path, values = dotenv(options)
             source = f"{path}: CLUSTER_NODES"
-            nodes = parse_list(load_env(path).get("CLUSTER_NODES", ""), source)
+            nodes = parse_list(values.get("CLUSTER_NODES", ""), source)
     mode = "cluster" if len(nodes) >= 2 else "solo"
     warnings = []
     if len(nodes) == 1 and not _is_this_machine(nodes[0]):
@@ -187,8 +195,8 @@ def copy_hosts(options: Options, mode: str) -> tuple[tuple[Node, ...] | None, li
     """.env COPY_HOSTS (the addresses copies go to, e.g. another network in a mesh), and warnings.
 
     It belongs to the .env's CLUSTER_NODES: with -n, or solo, it is not used."""
-    path = env_file(options)
-    text = load_env(path).get("COPY_HOSTS", "").strip() if mode == "cluster" else ""
+    path, values = dotenv(options)
+    text = values.get("COPY_HOSTS", "").strip() if mode == "cluster" else ""
     if not text:
         return None, []
     if options.nodes is not None:
