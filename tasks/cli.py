@@ -8,7 +8,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Callable, Sequence
 
 from . import session, settings, vllm_check
@@ -29,7 +31,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         _refuse_undecodable(args)
         if args and args[0] in COMMANDS:
-            return COMMANDS[args[0]](args[0], args[1:])
+            return COMMANDS[args[0]].run(args[0], args[1:])
         return _run(args)
     except RunRecipeError as exc:
         print(f"Error: {scrub(str(exc))}", file=sys.stderr)
@@ -39,44 +41,51 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-def _lint(name: str, args: list[str]) -> int:
-    from .lint_cli import main as lint
+@dataclass(frozen=True)
+class Command:
+    """One first word of run-recipe: the handler that parses its words and runs it, and its parser (for
+    --help and a generated CLI reference; made on demand, so a run imports only its own command)."""
 
-    return lint(args)
-
-
-def _bench(name: str, args: list[str]) -> int:
-    from .bench_cli import main as bench
-
-    return bench(args)
+    run: Callable[[str, list[str]], int]
+    parser: Callable[[str], argparse.ArgumentParser]
 
 
-def _supervise(name: str, args: list[str]) -> int:
-    from .supervise import main as supervise
-
-    return supervise(name, args, plan_words)
-
-
-def _lifecycle(name: str, args: list[str]) -> int:
-    from .lifecycle import main as lifecycle
-
-    return lifecycle(name, args)
+# Each command's module, imported when its command runs: a run imports only its own command.
+def _lint_cli() -> ModuleType:
+    from . import lint_cli
+    return lint_cli
 
 
-def _stack(name: str, args: list[str]) -> int:
-    from .stack_cli import main as stack
+def _bench_cli() -> ModuleType:
+    from . import bench_cli
+    return bench_cli
 
-    return stack(args)
+
+def _stack_cli() -> ModuleType:
+    from . import stack_cli
+    return stack_cli
 
 
-def _plan(name: str, args: list[str]) -> int:
-    return _run(args, inspect=True)
+def _supervise() -> ModuleType:
+    from . import supervise  # it makes plans with the CLI's plan_words, passed in: it never imports the CLI
+    return supervise
+
+
+def _lifecycle() -> ModuleType:
+    from . import lifecycle
+    return lifecycle
 
 
 # The first word names a command (each parses its own flags); any other first word is a run's recipe.
-COMMANDS: dict[str, Callable[[str, list[str]], int]] = {
-    "lint": _lint, "bench": _bench, "stack": _stack, "plan": _plan,
-    **{name: _supervise for name in SUPERVISE}, **{name: _lifecycle for name in SUBCOMMANDS},
+COMMANDS: dict[str, Command] = {
+    "lint": Command(lambda name, args: _lint_cli().main(args), lambda name: _lint_cli().parser()),
+    "bench": Command(lambda name, args: _bench_cli().main(args), lambda name: _bench_cli().parser()),
+    "stack": Command(lambda name, args: _stack_cli().main(args), lambda name: _stack_cli().parser()),
+    "plan": Command(lambda name, args: _run(args, inspect=True), lambda name: parser()),
+    **{name: Command(lambda name, args: _supervise().main(name, args, plan_words),
+                     lambda name: _supervise()._parser(name)) for name in SUPERVISE},
+    **{name: Command(lambda name, args: _lifecycle().main(name, args),
+                     lambda name: _lifecycle()._parser(name)) for name in SUBCOMMANDS},
 }
 
 
