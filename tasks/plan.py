@@ -56,7 +56,7 @@ class Options:
     docker: container_flags.DockerSide = field(default_factory=container_flags.DockerSide)  # -e, -p, -v, ...
     ready_timeout: float = 1800.0
     force: bool = False               # --force: start even when the memory guard says it does not fit
-    # --apply-mod / --apply-vllm-pr in command-line order: ("mod", Path) or ("pr", vllm_pr.PullRequest)
+    # --apply-mod / --apply-vllm-pr in command-line order: ("mod", Path) or ("pr", mod_spec.PullRequest)
     apply: tuple[tuple[str, Any], ...] = ()
     stack: str = ""                   # the stack this run is an entry of (labels its containers)
     skip_vllm_check: bool = False     # --skip-vllm-check: no check:<recipe> step (vllm_check.SKIPPED says what)
