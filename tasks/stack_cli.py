@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from . import docker, gateway, stack
-from .config import env_options
+from .config import read_settings
 from .errors import RunError
 from .flagtypes import seconds
 from .gateway import GatewayPlan
@@ -42,7 +42,7 @@ def parser() -> argparse.ArgumentParser:
 def main(args: list[str]) -> int:
     ns = parser().parse_args(args)
     options = Options(setup=ns.setup, download=ns.setup, daemon=True, ready_timeout=ns.ready_timeout,
-                      **env_options(None))
+                      **read_settings(None).options())
     if ns.action in ("stop", "status"):
         return lifecycle(ns.action, stack.load(stack.find(ns.stack)), options, ns.json)
     stack_plan, gw = load(ns.stack, options)
