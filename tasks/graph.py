@@ -14,7 +14,7 @@ import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
-from . import docker, facts, hub_cache, image, launch, mods, steps, vllm_check, weights
+from . import docker, hub_cache, image, launch, mods, steps, vllm_check, weights
 from .errors import RunError, RunRecipeError
 from .masking import scrub
 from .nodes import Node
