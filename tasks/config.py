@@ -40,10 +40,6 @@ class Settings:
         """The Options fields of a run made with these settings, the settings themselves among them."""
         return {**self.option_fields(), "settings": self}
 
-    def value(self, key: str) -> str:
-        """One .env value ('' when the file or the key is absent)."""
-        return self.values.get(key, "")
-
 
 def env_file(config: Path | None) -> Path:
     """The .env to read: --config FILE, which must exist (a typo would silently mean solo mode), else
