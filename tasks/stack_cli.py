@@ -27,8 +27,9 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="run-recipe stack", description="Run several recipes together, each on "
                                 "its nodes, within memory, behind one gateway (stacks/NAME.yaml or a path).")
     p.add_argument("stack", help="stack name (stacks/NAME.yaml) or a stack file's path")
-    p.add_argument("action", nargs="?", choices=("up", "stop", "status"), default="up",
-                   help="up (the default): converge every entry and the gateway; stop; status")
+    p.add_argument("action", nargs="?", choices=("up", "stop", "status", "bench"), default="up",
+                   help="up (the default): converge every entry and the gateway; stop; status; bench: measure "
+                   "through the gateway (its options: `run-recipe stack NAME bench --help`)")
     p.add_argument("-d", "--daemon", action="store_true", help="return once every entry and the gateway are ready")
     p.add_argument("--setup", action="store_true", help="build images and download weights first")
     p.add_argument("--dry-run", action="store_true", help="show each entry's placement and script; change nothing")
@@ -40,7 +41,13 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(args: list[str]) -> int:
+    if args[1:2] == ["bench"] and not args[0].startswith("-"):  # `stack NAME bench ...`: bench's own options
+        from .bench_cli import stack_main
+
+        return stack_main(args[0], args[2:])
     ns = parser().parse_args(args)
+    if ns.action == "bench":
+        parser().error("bench comes right after the stack's name: run-recipe stack NAME bench [its options]")
     options = Options(setup=ns.setup, download=ns.setup, daemon=True, ready_timeout=ns.ready_timeout,
                       **env_options(None))
     if ns.action in ("stop", "status"):
