@@ -196,3 +196,18 @@ def test_a_keyed_server_without_its_key_names_the_variable_bench_reads(project: 
     monkeypatch.setattr(bench_run, "measure", lambda runner, tgt, params, note: pytest.fail(f"key {tgt.key == KEY}"))
     with pytest.raises(pytest.fail.Exception, match="key True"):
         cli.main(["bench", "tiny", "--api-key-env", "MY_KEY"])
+
+
+def test_a_stacks_live_view_shows_its_entries_vllm_numbers_only(duo: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    from tasks import run_record, status_live
+
+    for rid in ("duo//duo-small", "duo//duo-fixed", "duo", "other//duo-small"):
+        run_record.save(rid, {"recipe": rid, "base_url": "http://127.0.0.1:9"})
+    assert sorted(status_live.servers(None, stack="duo")) == ["duo//duo-fixed", "duo//duo-small"]
+    assert cli.main(["stack", "duo", "status", "--live", "--interval", "0.01", "--count", "1"]) == 0
+    rows = [ln.split()[0] for ln in capsys.readouterr().out.splitlines()[2:]]
+    assert sorted(rows) == ["duo//duo-fixed", "duo//duo-small"]
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["stack", "duo", "stop", "--live"])
+    assert exc.value.code == 2 and "--live goes with status" in capsys.readouterr().err
