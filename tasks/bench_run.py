@@ -109,7 +109,7 @@ def client_argv(tgt: Target, params: Params, concurrency: int, folder: Path, nam
             "--random-output-len", str(params.output_len), "--num-prompts", str(params.requests),
             "--max-concurrency", str(concurrency), "--percentile-metrics", "ttft,tpot,itl",
             "--metric-percentiles", "90,99", "--save-result", "--result-dir", RESULT_DIR,
-            "--result-filename", f"c{concurrency}.json"]
+            "--result-filename", f"{name}.json"]  # one per client: a stack runs several per level
 
 
 def measure(runner: Runner, tgt: Target, params: Params, note: Note,
@@ -127,26 +127,25 @@ def run_levels(runner: Runner, targets: Sequence[Target], params: Params, note: 
     raises, storing nothing, when one fails or a request failed."""
     deadline = clock() + params.timeout
     folder = Path(tempfile.mkdtemp(prefix="rr-bench-", dir=settings.state_dir()))
-    levels = []
+    done: list[tuple[Target, dict]] = []
     try:
         for tgt in targets:
             for c in params.concurrency:
                 note(f"{tgt.recipe}{f' ({tgt.model} {tgt.via})' if tgt.via else ''}: concurrency {c}, "
                      f"{params.requests} requests of {params.input_len} -> {params.output_len} tokens ...")
                 lv = _level(runner, tgt, params, c, folder, deadline - clock())
-                levels.append({"model": tgt.model, **lv} if by_model else lv)
+                done.append((tgt, {"model": tgt.model, **lv} if by_model else lv))
                 note(f"  {lv['completed']} completed, {lv['failed']} failed: {lv['output_tok_s']:.1f} output "
                      f"tokens/s, TTFT median {lv['ttft_median_ms']:.1f} ms")
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    failed = [(tgt, lv) for tgt, lv in zip([t for t in targets for _ in params.concurrency], levels)
-              if lv["failed"] or lv["completed"] < params.requests]
+    failed = [(tgt, lv) for tgt, lv in done if lv["failed"] or lv["completed"] < params.requests]
     if failed:
         where = ", ".join(f"{lv['concurrency']}" + (f" ({lv['model']})" if by_model else "") for _, lv in failed)
         logs = ", ".join(dict.fromkeys(f"run-recipe logs {t.recipe}" for t, _ in failed))
-        raise BenchError(f"{failed[0][0].recipe if not by_model else 'the stack'}: requests failed at concurrency "
+        raise BenchError(f"{'the stack' if by_model else failed[0][0].recipe}: requests failed at concurrency "
                          f"{where}; nothing stored (see the server's log: {logs})")
-    return levels
+    return [lv for _, lv in done]
 
 
 def _level(runner: Runner, tgt: Target, params: Params, concurrency: int, folder: Path, left: float) -> dict:
@@ -166,7 +165,7 @@ def _level(runner: Runner, tgt: Target, params: Params, concurrency: int, folder
                              f"{params.timeout:.0f} s; nothing stored (give a longer --timeout, or fewer "
                              "--requests)") from None
         raise
-    path = folder / f"c{concurrency}.json"
+    path = folder / f"{name}.json"
     if result.exit_code or not path.is_file():
         raise RunError(f"`vllm bench serve` at concurrency {concurrency} failed in {tgt.image[:19]}; nothing stored",
                        node=runner.node, exit_code=result.exit_code, tail=tail(_without_noise(result.stderr)
