@@ -101,6 +101,9 @@ def _entry(runner: Runner, placed: Placed, model: str, gw: GatewayPlan, key: str
     head = nodes[0]
     local = {c.id for c in docker.containers(runner, recipe=rid) if c.running}
     container = head.get("container") if head.get("container") in local else ""
+    if not container and placed.plan.head.local:
+        raise BenchError(f"stack {gw.stack}: the server of {placed.plan.container_name} ({model}) is not running on "
+                         f"{runner.node}; {start_hint(name)}")
     mounts = () if container else tuple(_read_only(m) for m in hf_mounts(placed.plan))
     return Target(rid, record, container, head["image"], f"http://127.0.0.1:{gw.port}", model,
                   readiness.version(record["base_url"]), key, mounts, "through the gateway")

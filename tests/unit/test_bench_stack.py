@@ -91,6 +91,12 @@ def test_a_gateway_running_an_older_configuration_or_an_entry_not_recorded_is_re
     monkeypatch.setattr(gateway, "listed", lambda port, key: {r.model for r in gw.routes} if key == KEY else None)
     with pytest.raises(BenchError, match=r"the entry duo-\w+ \(\S+\) has no run record .*`run-recipe stack duo -d`"):
         bench_stack.target(Runner(), "duo")
+    from tasks import run_record
+
+    for rid in ("duo//duo-small", "duo//duo-fixed"):
+        run_record.save(rid, record())
+    with pytest.raises(BenchError, match=r"the server of duo-\w+ \(\S+\) is not running on local; start it with"):
+        bench_stack.target(Runner(), "duo")
 
 
 class Runner:
