@@ -144,11 +144,14 @@ def _measure(rid: str, params: bench_run.Params, as_json: bool, key_var: str) ->
 
 
 def _key(var: str) -> str:
-    """The value of `var`, from the environment, else .env ("" when neither sets it)."""
+    """The value of `var`, from the environment, else .env ("" when neither sets it); masked from then on."""
+    from .masking import remember_secret
     from .plan import Options, env_file
     from .stack_keys import gateway_key
 
-    return gateway_key(var, env_file(Options()))
+    key = gateway_key(var, env_file(Options()))
+    remember_secret(key)
+    return key
 
 
 def _stored(doc: dict, as_json: bool) -> int:
