@@ -70,7 +70,7 @@ def _status(runners: list[Any], recipe_id: str | None, as_json: bool) -> int:
     if as_json:
         for row in rows:
             row["record"] = run_record.read(row["recipe"])
-            row["metrics"] = _metrics(row)
+            row["metrics"] = head_metrics(row)
         print(json.dumps(rows, indent=2))
         return report_unreached("status", missed, "its containers are not listed")
     if not rows:
@@ -87,7 +87,7 @@ def _status(runners: list[Any], recipe_id: str | None, as_json: bool) -> int:
     return report_unreached("status", missed, "its containers are not listed")
 
 
-def _metrics(row: dict) -> dict | None:
+def head_metrics(row: dict) -> dict | None:
     """What the head's vLLM says in /metrics now (None on a worker's row or when it does not answer)."""
     from .metrics import read
 
