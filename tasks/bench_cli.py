@@ -79,7 +79,7 @@ def main(args: list[str]) -> int:
 
 
 def _measure(rid: str, params: bench_run.Params, as_json: bool) -> int:
-    from .runner import LocalRunner
+    from .connect import LocalRunner
 
     runner = LocalRunner()  # the head is this machine (a cluster run starts from it)
     target = bench_run.target(runner, rid)

@@ -23,7 +23,7 @@ from . import bench, docker, readiness, run_record, settings, state
 from .bench import BenchError
 from .docker import Runner
 from .errors import RunError
-from .runner import tail
+from .connect import tail
 
 RESULT_DIR = "/runrecipe-bench"  # the mounted result folder, inside the client's container
 Note = Callable[[str], None]

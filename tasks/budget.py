@@ -98,8 +98,8 @@ def node_memory(stack_plan: StackPlan) -> dict[str, int | None]:
     at once; a node that cannot be asked is None here (its preflight says why)."""
     from .connect import SshSettings
     from .preflight import gather
-    from .remote import RemoteRunner
-    from .runner import LocalRunner
+    from .connect import RemoteRunner
+    from .connect import LocalRunner
 
     def ask(index: int) -> int | None:
         node = stack_plan.nodes[index]

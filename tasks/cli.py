@@ -251,7 +251,7 @@ def _ask_engine_early() -> None:
     """The local engine's version, runtimes and data root, which no run changes: asked in the background
     while the plan is made, so a no-op run does not wait for its slowest `docker` call."""
     from . import docker, facts
-    from .runner import LocalRunner
+    from .connect import LocalRunner
 
     facts.gather([lambda: docker.engine_facts(LocalRunner())])
 
@@ -303,7 +303,7 @@ def cluster_preflight(plan: Plan) -> Any:
 def execute(plan: Plan, *, build_only: bool = False, wait: bool = True) -> int:
     """Preflight, then hand the graph to doit; in the foreground, follow the server's logs."""
     from . import docker, facts, launch, state
-    from .runner import LocalRunner
+    from .connect import LocalRunner
 
     runner = LocalRunner()
     if plan.mode == "cluster":

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping
 
 from . import hub_cache, render
-from .connect import peer_ssh
+from .connect import SshLink, link_to, peer_link_to
 from .errors import ConfigError, RunError
 from .nodes import IFNAME, Node, is_local_address, resolve
 from .plan import Plan, check_bash
@@ -183,8 +183,8 @@ class Fleet:
     """
 
     def __init__(self, plan: Plan, settings: "SshSettings", mode: str, check_head: bool = True) -> None:
-        from .remote import RemoteRunner
-        from .runner import LocalRunner
+        from .connect import RemoteRunner
+        from .connect import LocalRunner
 
         self.plan, self.settings, self.mode = plan, settings, mode
         self.ips = {n.target: resolve(n) for n in plan.nodes}
@@ -203,10 +203,9 @@ class Fleet:
     def workers(self) -> list[tuple[Node, "Runner"]]:
         return list(zip(self.plan.nodes[1:], self.runners[1:]))
 
-    def ssh(self, node: Node) -> list[str]:
-        from .connect import ssh_argv
-
-        return ssh_argv(node, self.settings)
+    def link(self, node: Node) -> SshLink:
+        """How pipelines on the head (copies, weights checks) reach `node`."""
+        return link_to(node, self.settings)
 
     def copy_route(self, node: Node) -> Node | None:
         """Where this worker's image and weights are copied to: the worker itself, its COPY_HOSTS entry
@@ -217,7 +216,7 @@ class Fleet:
         if self._routes is None:
             from concurrent.futures import ThreadPoolExecutor
 
-            from .remote import RemoteRunner
+            from .connect import RemoteRunner
 
             hosts = list(self.plan.copy_hosts)
             asked = [RemoteRunner(h, self.settings) for h in hosts]  # copies go over OpenSSH, not these
@@ -237,7 +236,7 @@ class Fleet:
         from .distribute import Worker
 
         routes = [self.copy_route(node) for node, _ in self.workers]
-        return [Worker(node.target, self.ssh(route), peer_ssh=peer_ssh(route))
+        return [Worker(node.target, self.link(route), peer=peer_link_to(route))
                 for (node, _), route in zip(self.workers, routes) if route is not None]
 
     def network(self) -> Network:
@@ -319,13 +318,13 @@ def bytes_to_copy(plan: Plan, fleet: Fleet, *, image: bool, weights_too: bool) -
     runners = {n.target: r for n, r in fleet.workers}
 
     def need(node: Node) -> tuple[int, int]:
-        ssh = fleet.ssh(node)
+        link = fleet.link(node)
         try:
             there = docker.image_id(runners[node.target], plan.build.tag) if info else None
             image_need = on_worker if info and there != info["id"] else 0
             weight_need = 0
             for model, commit, total in models:
-                have = distribute.remote_manifest(ssh, str(cache), model.repo, commit)
+                have = distribute.remote_manifest(link, str(cache), model.repo, commit)
                 present = sum(v for k, v in have.items() if k.startswith("snapshots/"))
                 weight_need += max(0, total - present)
         except RunError:

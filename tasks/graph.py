@@ -19,7 +19,7 @@ from .errors import RunError, RunRecipeError
 from .masking import scrub
 from .nodes import Node
 from .plan import Model, Plan
-from .runner import LocalRunner
+from .connect import LocalRunner
 
 if TYPE_CHECKING:
     from . import distribute
@@ -277,7 +277,7 @@ def cluster_tasks(plan: Plan, fleet: "Fleet", *, setup: bool, dry: bool = False,
 
                 def synced(m: Model = model, n: Node = node) -> steps.Answer:
                     commit = weights.resolve_commit(m.repo, m.revision, offline=True, cache_dir=cache)
-                    return distribute.weights_answer(cache, cache, m.repo, commit, fleet.ssh(n), n.target)
+                    return distribute.weights_answer(cache, cache, m.repo, commit, fleet.link(n), n.target)
 
                 def sync(m: Model = model, n: Node = node) -> dict[str, str]:
                     # this worker and the ones after it: what several lack leaves the head once (a chain);
@@ -285,9 +285,8 @@ def cluster_tasks(plan: Plan, fleet: "Fleet", *, setup: bool, dry: bool = False,
                     rest = copy_chain(n, f"files of {m.key}")
                     targets = rest[:1] if plan.options.verify else rest
                     commit = weights.resolve_commit(m.repo, m.revision, offline=True, cache_dir=cache)
-                    report = distribute.sync_weights(cache, cache, m.repo, commit, [w.name for w in targets],
-                                                     {w.name: w.ssh for w in targets},
-                                                     peer_ssh={w.name: w.hop for w in targets}, verify=plan.options.verify)
+                    report = distribute.sync_weights(cache, cache, m.repo, commit, targets,
+                                                     verify=plan.options.verify)
                     print(_copied(report, targets), flush=True)
                     return {"commit": commit, "strategy": report.strategy,
                             "files": str(sum(n.files for n in report.nodes))}
@@ -331,7 +330,7 @@ def _copied(report: "distribute.Report", chain: list["distribute.Worker"]) -> st
     """One line: who got what, over which address when COPY_HOSTS gave another, and how."""
     from .units import human_bytes
 
-    via = {w.name: w.ssh[-1] for w in chain}
+    via = {w.name: w.link.dest for w in chain}
     who = ", ".join(n + (f" (via {via[n]})" if via.get(n, n) != n else "") for n in report.sent_to)
     return (f"  {report.what} -> {who or 'nobody: up to date'}; {report.strategy}; "
             f"{human_bytes(report.bytes_sent)} left the head in {report.seconds:.1f} s")

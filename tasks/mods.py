@@ -23,7 +23,7 @@ from .docker import LABEL, Runner
 from .errors import RecipeError, RunError
 from .recipe import path_kind
 from .render import render_template
-from .runner import tail
+from .connect import tail
 
 MARKER = "runrecipe: applying mod "
 

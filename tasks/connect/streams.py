@@ -13,7 +13,7 @@ import threading
 import time
 from typing import TextIO
 
-from .units import human_bytes
+from ..units import human_bytes
 
 CHUNK = 1 << 20
 
