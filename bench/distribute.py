@@ -59,7 +59,8 @@ REMOTE_CACHE = "~/.cache/huggingface/hub"
 DRIVER = r"""
 import dataclasses, json, sys, time
 sys.path.insert(0, sys.argv[1])
-from tasks import chain, distribute as d, image_copy
+from tasks import distribute as d, image_copy
+from tasks.connect import chain
 from tasks.connect import SshLink
 a = json.loads(sys.argv[2])
 workers = [chain.Worker(w["name"], SshLink(tuple(w["ssh"]))) for w in a["workers"]]

@@ -18,13 +18,13 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 from . import hub_cache, render
 from .connect import SshLink, link_to, peer_link_to
+from .connect.chain import Worker
 from .errors import ConfigError, RunError
 from .nodes import IFNAME, Node, is_local_address, resolve
 from .plan import Plan, check_bash
 from .vllm_args import EXECUTOR, Command
 
 if TYPE_CHECKING:
-    from .distribute import Worker
     from .docker import Runner
     from .connect import SshSettings
 
@@ -231,10 +231,8 @@ class Fleet:
                                            engine_id(self.runners[0]))
         return self._routes[node.target]
 
-    def copy_workers(self) -> list["Worker"]:
+    def copy_workers(self) -> list[Worker]:
         """Every worker a copy can go to, in chain order, each at its copy address (copy_route)."""
-        from .distribute import Worker
-
         routes = [self.copy_route(node) for node, _ in self.workers]
         return [Worker(node.target, self.link(route), peer=peer_link_to(route))
                 for (node, _), route in zip(self.workers, routes) if route is not None]
@@ -339,7 +337,7 @@ def bytes_to_copy(plan: Plan, fleet: Fleet, *, image: bool, weights_too: bool) -
     return needs
 
 
-def copy_hops(workers: list["Worker"], needs: Mapping[str, tuple[int, int]]) -> list[list["Worker"]]:
+def copy_hops(workers: list[Worker], needs: Mapping[str, tuple[int, int]]) -> list[list[Worker]]:
     """The chains this run's copies will stream through: the workers lacking the image, and those lacking
     weights (bytes_to_copy), in chain order. A run opens their hops right after preflight."""
     return [[w for w in workers if needs.get(w.name, (0, 0))[what]] for what in (0, 1)]

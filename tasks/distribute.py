@@ -2,9 +2,8 @@
 
 Plain data in, plain data out; every side effect is a command (docker, ssh, rsync). A node is reached
 through its link (tasks/connect builds it, and every ssh and rsync remote shell with it), so no value
-reaches a remote shell unquoted. The stream through a
-chain of workers, its hops and their status lines live in tasks/chain.py; this module decides what
-goes where.
+reaches a remote shell unquoted. The stream through a chain of workers, its hops and their status
+lines live in tasks/connect/chain.py; this module decides what goes where.
 
 Why it looks like this (the image's copy is tasks/image_copy.py):
 
@@ -33,7 +32,7 @@ from pathlib import Path
 from typing import Mapping, Sequence, TextIO
 
 from . import steps
-from .chain import Chain, Worker, on_threads, run_chain
+from .connect.chain import Chain, Worker, on_threads, run_chain
 from .connect import Link, call, quote_path, tail
 from .errors import RunError
 from .hub_cache import read_tree_listing, repo_folder, snapshot_state

@@ -1,7 +1,7 @@
 """The image to cluster workers: one `docker save` stream through a chain of the workers that lack it.
 
 Every link carries the image once, so N workers take about the time of one (a star from the head
-would push N copies through the head's link); the chain itself is tasks/chain.py. `docker load` from
+would push N copies through the head's link); the chain itself is tasks/connect/chain.py. `docker load` from
 stdin spools the whole tar before loading, so all loads then run at the same time, each on its node.
 No temp file of ours (Docker's save and load spool on their own: image_room). Each worker counts as
 done only after its image ID equals the head's. A worker the previous one could not reach gets its
@@ -15,7 +15,7 @@ import sys
 import time
 from typing import Callable, Sequence, TextIO
 
-from .chain import Chain, Worker, on_threads, raise_first, run_chain, unreached
+from .connect.chain import Chain, Worker, on_threads, raise_first, run_chain, unreached
 from .connect import HERE, QUERY_TIMEOUT, Link, tail
 from .distribute import NodeReport, Report
 from .errors import RunError

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.cluster
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from tasks import chain  # noqa: E402
+from tasks.connect import chain  # noqa: E402
 from tasks import distribute as dist  # noqa: E402
 from tasks import image_copy  # noqa: E402
 from tasks.errors import RunError  # noqa: E402

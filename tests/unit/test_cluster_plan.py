@@ -118,7 +118,7 @@ def test_copy_hosts_pair_with_workers_by_docker_engine_id() -> None:
 
 
 def test_copy_hops_are_the_workers_lacking_each_thing_in_chain_order() -> None:
-    from tasks.chain import Worker
+    from tasks.connect.chain import Worker
     from tasks.connect import SshLink
 
     workers = [Worker(n, SshLink(("ssh", n))) for n in ("a", "b", "c")]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.chain import HOP, Worker, chain_header, hop_argv
+from tasks.connect.chain import HOP, Worker, chain_header, hop_argv
 from tasks.connect import SshLink
 
 TOOLS = ("sh", "mktemp", "rm", "base64", "tr", "mkfifo", "tee", "cat", "tail", "head", "touch", "wc", "sed")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tasks import distribute
-from tasks.chain import Worker
+from tasks.connect.chain import Worker
 from tasks.connect import SshLink, close_shared_connections, remote_path
 
 FAKE_SSH = """#!/bin/sh

@@ -5,8 +5,8 @@ Each hop runs HOP_SCRIPT; its status lines (RRSTAT) flow back up the chain, so a
 node it happened on, and a worker the previous one could not reach is reported as such (the caller
 then gives it a stream of its own from the head). The chain's description travels ahead of the
 stream (chain_header), so a hop's command line is the same size whatever the chain's length. Every
-node command comes from the worker's link (tasks/connect: one `shlex.join`-ed word behind ssh), so
-no value reaches a remote shell unquoted.
+node command comes from the worker's link (link.py: one `shlex.join`-ed word behind ssh), so no
+value reaches a remote shell unquoted.
 """
 from __future__ import annotations
 
@@ -18,9 +18,10 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence, TextIO
 
-from .connect import SshLink, tail
-from .connect.streams import Progress, pump
-from .errors import RunError
+from ..errors import RunError
+from .link import SshLink
+from .local import tail
+from .streams import Progress, pump
 
 STATUS = "RRSTAT"
 
