@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from ..nodes import Node
 from .link import HERE, QUERY_TIMEOUT, Here, Link, SshLink, call, link_to, peer_link_to, quote_path, remote_path
 from .local import LocalRunner, Result, tail
 from .options import SshSettings, close_shared_connections
-from .ssh import ChangedHostKeyError, HostKeyError, RemoteRunner, UnknownHostKeyError, connector_for
+from .ssh import ChangedHostKeyError, HostKeyError, RemoteRunner, UnknownHostKeyError
 
 __all__ = ["HERE", "QUERY_TIMEOUT", "ChangedHostKeyError", "Connector", "Here", "HostKeyError", "Link",
            "LocalRunner", "RemoteRunner", "Result", "SshLink", "SshSettings", "UnknownHostKeyError", "call",
@@ -35,3 +36,8 @@ class Connector(Protocol):
     def feed(self, argv: list[str], data: bytes, *, timeout: float | None = 600, check: bool = True) -> Result: ...
 
     def argv_for(self, argv: list[str]) -> list[str]: ...
+
+
+def connector_for(node: Node, settings: SshSettings) -> Connector:
+    """The machine running the tool gets a LocalRunner; every other node goes over SSH."""
+    return LocalRunner() if node.local else RemoteRunner(node, settings)

@@ -31,7 +31,7 @@ from .. import facts
 from ..errors import RunError
 from ..nodes import Node
 from .link import SshLink, link_to
-from .local import LocalRunner, Result, checked, finished, tail
+from .local import Result, checked, finished, tail
 from .options import SshSettings
 
 _RECORD_LOCK = threading.Lock()  # preflight connects to many nodes at once; appends must not interleave
@@ -325,11 +325,6 @@ def _harden_socket(conn, s: SshSettings) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(dead * 1000))
     except OSError:
         pass
-
-
-def connector_for(node: Node, settings: SshSettings) -> LocalRunner | RemoteRunner:
-    """The machine running the tool gets a LocalRunner; every other node goes over SSH."""
-    return LocalRunner() if node.local else RemoteRunner(node, settings)
 
 
 @functools.lru_cache(maxsize=1)
