@@ -17,8 +17,8 @@ from tasks.errors import RunError
 from tasks.nodes import Node
 from tasks.connect import SshSettings
 from tasks.connect.options import ssh_argv
-from tasks.connect import (ChangedHostKeyError, LocalRunner, RemoteRunner, UnknownHostKeyError, connector_for,
-                          with_env)
+from tasks.connect import ChangedHostKeyError, LocalRunner, RemoteRunner, UnknownHostKeyError, connector_for
+from tasks.connect.ssh import with_env
 
 pytestmark = pytest.mark.cluster
 
