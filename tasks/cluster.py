@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping
 
 from . import hub_cache, render
-from .connect import SshLink, link_to, peer_link_to
+from .connect import LocalRunner, RemoteRunner, SshLink, SshSettings, link_to, peer_link_to
 from .connect.chain import Worker
 from .errors import ConfigError, RunError
 from .nodes import IFNAME, Node, is_local_address, resolve
@@ -26,7 +26,6 @@ from .vllm_args import EXECUTOR, Command
 
 if TYPE_CHECKING:
     from .docker import Runner
-    from .connect import SshSettings
 
 DEFAULT_MASTER_PORT = 29501
 RAY_OBJECT_STORE = "1073741824"
@@ -182,10 +181,7 @@ class Fleet:
     workers are reached over SSH with verified host keys.
     """
 
-    def __init__(self, plan: Plan, settings: "SshSettings", mode: str, check_head: bool = True) -> None:
-        from .connect import RemoteRunner
-        from .connect import LocalRunner
-
+    def __init__(self, plan: Plan, settings: SshSettings, mode: str, check_head: bool = True) -> None:
         self.plan, self.settings, self.mode = plan, settings, mode
         self.ips = {n.target: resolve(n) for n in plan.nodes}
         head_ip = self.ips[plan.head.target]
@@ -215,8 +211,6 @@ class Fleet:
             return node
         if self._routes is None:
             from concurrent.futures import ThreadPoolExecutor
-
-            from .connect import RemoteRunner
 
             hosts = list(self.plan.copy_hosts)
             asked = [RemoteRunner(h, self.settings) for h in hosts]  # copies go over OpenSSH, not these
