@@ -1,4 +1,4 @@
-"""The one way commands reach a machine.
+"""Commands on this machine, and the Result and verdicts both connectors share.
 
 `read` gathers facts (image IDs, container labels): captured, quick, never
 changes anything, so it uses a plain subprocess to stay off the hot path of a
