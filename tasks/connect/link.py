@@ -2,8 +2,9 @@
 
 Bulk bytes (`docker save | … docker load`, rsync, tar streams, chain hops) and quick queries inside
 them go through the OpenSSH client, with the same host-key policy as ssh.py (options.py): it moved
-200 MB about twice as fast as a paramiko channel of the same fabric connection (bench/ssh_stream.py
-on two netns nodes: 122 against 60 MB/s, medians of 3), and rsync and the chain hops need it anyway.
+200 MB 1.2-2.0x as fast as a paramiko channel of the same fabric connection (bench/ssh_stream.py on
+two netns nodes of a shared 2-core host, medians in MB/s: 122/60, 138/114, 197/110), and rsync and
+the chain hops need it anyway.
 
 A caller holds a link and asks it: `argv_for(argv)` (a command as ONE quoted word behind ssh, so no
 value reaches a remote shell unquoted), `script_argv` (a script whose `~/` arguments expand on the
