@@ -2,10 +2,11 @@
 
 One interface, two machines: `LocalRunner` (this machine) and `RemoteRunner` (fabric over SSH, host
 keys verified, ssh.py) both `read`, `run` and `feed`, and give `argv_for(argv)`, the command line
-that runs argv on their node from a pipeline here. Bulk bytes and hops inside pipelines go through a
-link (link.py: `Here` or OpenSSH's `SshLink`, measured 1.2-2x as fast as a paramiko channel, with
-the same host-key policy); options.py defines OpenSSH's options, shared connections, timeouts and keepalives
-once; streams.py pumps bytes between two commands. No module outside this folder builds an ssh argv.
+that runs argv on their node from a pipeline here. Bulk bytes and hops inside pipelines go through
+a link (link.py: `Here` or OpenSSH's `SshLink`, measured 1.2-2x as fast as a paramiko channel, with
+the same host-key policy); options.py defines OpenSSH's options, shared connections, timeouts and
+keepalives once; streams.py pumps bytes between two commands; chain.py runs the copy chains. No
+module outside this folder builds an ssh argv.
 """
 from __future__ import annotations
 
