@@ -112,7 +112,7 @@ def stack_main(name: str, args: list[str]) -> int:
     if ns.history:
         return _history(_stack_name(name), ns.json, ns.chart, stack=True)
     from .bench_stack import measure, target
-    from .runner import LocalRunner
+    from .connect import LocalRunner
 
     runner = LocalRunner()  # the gateway runs on the head, which is this machine
     doc = measure(runner, target(runner, name), _params(ns), _say)
@@ -136,7 +136,7 @@ def _params(ns: argparse.Namespace) -> bench_run.Params:
 
 
 def _measure(rid: str, params: bench_run.Params, as_json: bool, key_var: str) -> int:
-    from .runner import LocalRunner
+    from .connect import LocalRunner
 
     runner = LocalRunner()  # the head is this machine (a cluster run starts from it)
     target = bench_run.target(runner, rid, _key(key_var), key_var)

@@ -25,7 +25,7 @@ from . import bench, docker, masking, readiness, run_record, settings, state
 from .bench import BenchError
 from .docker import Runner
 from .errors import RunError
-from .runner import tail
+from .connect import tail
 
 RESULT_DIR = "/runrecipe-bench"  # the mounted result folder, inside the client's container
 KEY_VAR = "OPENAI_API_KEY"  # what `vllm bench serve` sends as its bearer (vllm/benchmarks/lib/endpoint_request_func.py)

@@ -281,7 +281,7 @@ def _ask_engine_early() -> None:
     """The local engine's version, runtimes and data root, which no run changes: asked in the background
     while the plan is made, so a no-op run does not wait for its slowest `docker` call."""
     from . import docker, facts
-    from .runner import LocalRunner
+    from .connect import LocalRunner
 
     facts.gather([lambda: docker.engine_facts(LocalRunner())])
 
@@ -320,7 +320,7 @@ def download_only(plan: Plan, *, wait: bool) -> int:
 def execute(plan: Plan, *, build_only: bool = False, wait: bool = True) -> int:
     """The run held by the session (lock, facts, preflight, doit); in the foreground, follow the server's logs."""
     from . import docker, launch
-    from .runner import LocalRunner
+    from .connect import LocalRunner
 
     target = [f"build:{plan.build.tag}"] if build_only else [f"launch:{plan.recipe.id}"]
     if build_only and plan.mode == "cluster":

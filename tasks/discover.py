@@ -23,8 +23,7 @@ from typing import Iterable, Sequence
 
 from .errors import ConfigError, RunError
 from .nodes import Node, parse_list
-from .connect import SshSettings
-from .remote import ChangedHostKeyError, RemoteRunner, UnknownHostKeyError
+from .connect import ChangedHostKeyError, RemoteRunner, SshSettings, UnknownHostKeyError
 
 SSH_PORT = 22
 WIDEST_AUTO_PREFIX = 17  # a /16 or wider needs an explicit --cidr

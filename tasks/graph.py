@@ -19,7 +19,7 @@ from .errors import RunError, RunRecipeError
 from .masking import scrub
 from .nodes import Node
 from .plan import Model, Plan
-from .runner import LocalRunner
+from .connect import LocalRunner
 
 if TYPE_CHECKING:
     from . import distribute
@@ -290,7 +290,7 @@ def _copied(report: "distribute.Report", chain: list["distribute.Worker"]) -> st
     """One line: who got what, over which address when COPY_HOSTS gave another, and how."""
     from .units import human_bytes
 
-    via = {w.name: w.ssh[-1] for w in chain}
+    via = {w.name: w.link.dest for w in chain}
     who = ", ".join(n + (f" (via {via[n]})" if via.get(n, n) != n else "") for n in report.sent_to)
     return (f"  {report.what} -> {who or 'nobody: up to date'}; {report.strategy}; "
             f"{human_bytes(report.bytes_sent)} left the head in {report.seconds:.1f} s")

@@ -195,9 +195,7 @@ def node_runners(nodes: str | None, config: Path | None) -> list[Any]:
     """This machine first, then the other nodes over SSH (verified host keys)."""
     from .nodes import load_env, parse_list
     from .plan import env_file
-    from .connect import SshSettings
-    from .remote import RemoteRunner
-    from .runner import LocalRunner
+    from .connect import LocalRunner, RemoteRunner, SshSettings
 
     source = "-n/--nodes" if nodes is not None else f"{env_file(Options(config=config))}: CLUSTER_NODES"
     text = nodes if nodes is not None else load_env(env_file(Options(config=config))).get("CLUSTER_NODES", "")

@@ -22,7 +22,7 @@ from .docker import LABEL, Runner
 from .errors import RunError
 from .mod_spec import Mod, _zip_root, check  # noqa: F401 - check re-exported: a mod's description is core
 from .render import render_template
-from .runner import tail
+from .connect import tail
 
 MARKER = "runrecipe: applying mod "
 

@@ -71,7 +71,7 @@ def ask_engine_ahead(plan: Plan, say: Say) -> None:
     """Under the lock no other run changes this engine: what the checks will ask is asked now, side by side
     and in the background, while doit loads (~30 ms of imports the engine's answers hide)."""
     from . import docker, facts
-    from .runner import LocalRunner
+    from .connect import LocalRunner
 
     runner = LocalRunner()
     facts.gather([lambda: docker.image_info(runner, plan.build.tag),

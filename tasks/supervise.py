@@ -61,7 +61,7 @@ def _parser(command: str) -> argparse.ArgumentParser:
 def _watch(ns: argparse.Namespace, plan: Any, run_args: list[str]) -> int:
     from . import watch
     from .recipe_run import RecipeRun
-    from .runner import LocalRunner
+    from .connect import LocalRunner
 
     if plan.mode == "cluster":
         from .graph import fleet_for
