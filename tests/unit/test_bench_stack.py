@@ -13,7 +13,7 @@ import pytest
 from tasks import bench, bench_run, bench_stack, cli, docker, gateway
 from tasks.bench import BenchError
 from tasks.docker import Container
-from tasks.runner import Result
+from tasks.connect import Result
 
 from .test_bench import IMAGE, REAL, record
 from .test_stack import TWO, project, write  # noqa: F401  (project: a fixture)
