@@ -10,7 +10,6 @@ check knows how to say why it is false, which `--dry-run` and `doit info` show.
 """
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
@@ -19,6 +18,7 @@ from .errors import RunError, RunRecipeError
 from .masking import scrub
 from .nodes import Node
 from .plan import Model, Plan
+from .report import BytesMoved, Failed, Note, emit
 from .runner import LocalRunner
 
 if TYPE_CHECKING:
@@ -59,7 +59,7 @@ def _step(fn: Callable[..., Any], *args: Any) -> Any:
         return fn(*args)
     except RunRecipeError as exc:
         message = scrub(str(exc))
-        print(f"Error: {message}", file=sys.stderr, flush=True)
+        emit(Failed(message))
         return TaskFailed(message.splitlines()[0])
 
 
@@ -124,7 +124,7 @@ class Weights:
             bad = hub_cache.verify_blobs(self.cache, m.repo, self.commit(), allow_patterns=m.patterns or None)
             if bad:
                 self.why = f"{m.key}: {len(bad)} files do not match their hash ({', '.join(bad[:3])})"
-                print(f"verify: {self.why}; they will be fetched again", file=sys.stderr)
+                emit(Note(f"verify: {self.why}; they will be fetched again"))
                 hub_cache.discard(self.cache, m.repo, self.commit(), bad)
                 return False
         return True
@@ -261,7 +261,7 @@ def cluster_tasks(plan: Plan, fleet: "Fleet", *, setup: bool, dry: bool = False,
                 finally:
                     for w in chain:
                         facts.forget(w.name)  # images arrived by stream, not through a runner
-                print(_copied(report, chain), flush=True)
+                emit(_copied(report, chain))
                 return {"sent_to": ",".join(report.sent_to), "bytes": str(report.bytes_sent)}
 
             out.append({"basename": "image", "name": f"{tag}@{node.target}",
@@ -288,7 +288,7 @@ def cluster_tasks(plan: Plan, fleet: "Fleet", *, setup: bool, dry: bool = False,
                     report = distribute.sync_weights(cache, cache, m.repo, commit, [w.name for w in targets],
                                                      {w.name: w.ssh for w in targets},
                                                      peer_ssh={w.name: w.hop for w in targets}, verify=plan.options.verify)
-                    print(_copied(report, targets), flush=True)
+                    emit(_copied(report, targets))
                     return {"commit": commit, "strategy": report.strategy,
                             "files": str(sum(n.files for n in report.nodes))}
 
@@ -327,14 +327,15 @@ def cluster_tasks(plan: Plan, fleet: "Fleet", *, setup: bool, dry: bool = False,
     return out
 
 
-def _copied(report: "distribute.Report", chain: list["distribute.Worker"]) -> str:
-    """One line: who got what, over which address when COPY_HOSTS gave another, and how."""
+def _copied(report: "distribute.Report", chain: list["distribute.Worker"]) -> BytesMoved:
+    """One line (on stdout): who got what, over which address when COPY_HOSTS gave another, and how."""
     from .units import human_bytes
 
     via = {w.name: w.ssh[-1] for w in chain}
     who = ", ".join(n + (f" (via {via[n]})" if via.get(n, n) != n else "") for n in report.sent_to)
-    return (f"  {report.what} -> {who or 'nobody: up to date'}; {report.strategy}; "
+    line = (f"  {report.what} -> {who or 'nobody: up to date'}; {report.strategy}; "
             f"{human_bytes(report.bytes_sent)} left the head in {report.seconds:.1f} s")
+    return BytesMoved(line, report.what, tuple(report.sent_to), report.bytes_sent)
 
 
 def recipe_tasks(plan: Plan, *, setup: bool, dry: bool = False) -> list[dict[str, Any]]:

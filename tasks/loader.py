@@ -15,6 +15,7 @@ from .config import env_options
 from .errors import ConfigError, RunRecipeError
 from .masking import scrub
 from .plan import Options, make_plan, parse_overrides
+from .report import Note, Warn, emit
 
 DOIT_OPTION_VARS = ("recipe", "nodes", "container", "name", "revision", "ray", "no_build", "stack")
 # doit's on/off variables: what 1 and 0 mean (0 is the default)
@@ -47,11 +48,11 @@ def doit_namespace() -> dict[str, Any]:
     if variables.get("recipe"):
         plan = make_plan(load_named(variables["recipe"], settings.recipes_dir()), options)
         for warning in plan.warnings:
-            print(f"Warning: {scrub(warning)}", file=sys.stderr)
+            emit(Warn(scrub(warning)))
         if plan.mode == "cluster" and _doit_runs_tasks(sys.argv[1:]):
             from .cluster_preflight import check_cluster
 
-            print(check_cluster(plan)[1])  # as run-recipe does: every node checked, one table, before any change
+            emit(Note(check_cluster(plan)[1], to_stdout=True))  # as run-recipe does: every node checked, one table, before any change
         return namespace([plan], setup=True, default=[f"launch:{plan.recipe.id}"]) | {"task_lint": _lint_task}
     from .graph import fleet_for, task_namespace, tasks_of
 
@@ -75,7 +76,7 @@ def _stack_namespace(name: str, options: Options) -> dict[str, Any]:
 
     stack_plan, gw = load(name, options)
     for warning in stack_plan.warnings:
-        print(f"Warning: {scrub(warning)}", file=sys.stderr)
+        emit(Warn(scrub(warning)))
     if _doit_runs_tasks(sys.argv[1:]):
         preflight(stack_plan, gw)
     return stack_namespace(stack_plan, gw, setup=True) | {"task_lint": _lint_task}
