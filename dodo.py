@@ -13,11 +13,13 @@ run-recipe CLI uses too.
 import sys
 
 from tasks import state
+from tasks.cli_report import install_for_environment
 from tasks.loader import doit_namespace
 from tasks.errors import RunRecipeError
 from tasks.masking import scrub
 
 try:
+    install_for_environment()  # the tasks' events rendered as run-recipe renders them
     state.lock("doit " + " ".join(sys.argv[1:]))
     if note := state.repair_dep_file():
         print(f"Warning: {note}", file=sys.stderr)

@@ -13,6 +13,7 @@ from typing import Any, Sequence
 
 from . import settings, vllm_check
 from .cli_container import container_group, docker_side
+from .cli_report import install_for_environment
 from .errors import ConfigError, RunRecipeError
 from .config import env_options
 from .flagtypes import MAX_LEN_HINT, apply_mod, apply_pr, fraction, port, seconds, unknown_options, whole
@@ -27,6 +28,7 @@ SUPERVISE = ("watch", "install-service", "uninstall-service")
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     try:
+        install_for_environment()  # the library's events rendered as text (or JSON lines) from here on
         _refuse_undecodable(args)
         if args and args[0] == "lint":
             from .lint_cli import main as lint
