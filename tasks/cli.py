@@ -43,7 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return supervise(args[0], args[1:], plan_words)
         if args and args[0] in SUBCOMMANDS:
-            from .lifecycle import main as lifecycle
+            from .lifecycle_cli import main as lifecycle
 
             return lifecycle(args[0], args[1:])
         if args and args[0] == "stack":
