@@ -260,7 +260,8 @@ def _ask_engine_early() -> None:
 
 def discover_nodes(ns: argparse.Namespace) -> int:
     """Scan, confirm by SSH, choose, save .env: always a fresh scan."""
-    from .discover import choose, discover, write_env
+    from .discover import discover, write_env
+    from .discover_ask import choose
     from .plan import env_file
     from .connect import SshSettings
 
