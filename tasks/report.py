@@ -14,23 +14,26 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, ClassVar, Iterator, Protocol, TextIO
 
 
 @dataclass(frozen=True)
 class Event:
-    """What every event has: a kind (its JSON name), its text, and whether that text belongs on stdout."""
+    """What every event has: a kind (its JSON name), its text (its template over its fields), and
+    whether that text belongs on stdout (results a person reads) rather than stderr (progress)."""
 
     kind: ClassVar[str] = "note"
+    template: ClassVar[str] = "{line}"
+    on_stdout: ClassVar[bool] = False
 
     @property
     def text(self) -> str:
-        raise NotImplementedError
+        return self.template.format(**asdict(self))
 
     @property
     def stdout(self) -> bool:
-        return False
+        return self.on_stdout
 
     def fields(self) -> dict[str, Any]:
         """The event as JSON shows it: its kind, its text, and its own structured fields (the `line`
@@ -41,14 +44,10 @@ class Event:
 
 @dataclass(frozen=True)
 class Note(Event):
-    """A progress line with no structure worth a field (a step's status, a waiting line)."""
+    """A progress line with no structure worth a field (a step's status, a table before a run)."""
 
     line: str
     to_stdout: bool = False
-
-    @property
-    def text(self) -> str:
-        return self.line
 
     @property
     def stdout(self) -> bool:
@@ -60,11 +59,8 @@ class Warn(Event):
     """Something the user should know that does not stop the run."""
 
     kind: ClassVar[str] = "warning"
+    template: ClassVar[str] = "Warning: {message}"
     message: str
-
-    @property
-    def text(self) -> str:
-        return f"Warning: {self.message}"
 
 
 @dataclass(frozen=True)
@@ -72,11 +68,8 @@ class Failed(Event):
     """A step failed with a message the user reads instead of a traceback."""
 
     kind: ClassVar[str] = "error"
+    template: ClassVar[str] = "Error: {message}"
     message: str
-
-    @property
-    def text(self) -> str:
-        return f"Error: {self.message}"
 
 
 @dataclass(frozen=True)
@@ -84,11 +77,8 @@ class LockWait(Event):
     """Another run holds the state lock; this one waits for it."""
 
     kind: ClassVar[str] = "lock_wait"
+    template: ClassVar[str] = "waiting for another run to finish ({holder}) ..."
     holder: str
-
-    @property
-    def text(self) -> str:
-        return f"waiting for another run to finish ({self.holder}) ..."
 
 
 @dataclass(frozen=True)
@@ -96,30 +86,21 @@ class LockAcquired(Event):
     """The lock came free after `seconds` of waiting."""
 
     kind: ClassVar[str] = "lock_acquired"
+    template: ClassVar[str] = "lock acquired after {seconds:.1f} s"
     seconds: float
 
-    @property
-    def text(self) -> str:
-        return f"lock acquired after {self.seconds:.1f} s"
 
-
+# The events below carry the line their emitter has always built, plus the fields JSON shows.
 @dataclass(frozen=True)
 class BytesMoved(Event):
     """A copy to other nodes finished (an image or weights): who got it and how many bytes went."""
 
     kind: ClassVar[str] = "bytes_moved"
+    on_stdout: ClassVar[bool] = True
     line: str
     what: str
     sent_to: tuple[str, ...] = ()
     bytes: int = 0
-
-    @property
-    def text(self) -> str:
-        return self.line
-
-    @property
-    def stdout(self) -> bool:
-        return True
 
 
 @dataclass(frozen=True)
@@ -134,10 +115,6 @@ class Downloaded(Event):
     bytes: int
     seconds: float
 
-    @property
-    def text(self) -> str:
-        return self.line
-
 
 @dataclass(frozen=True)
 class StepStarted(Event):
@@ -147,11 +124,7 @@ class StepStarted(Event):
     line: str
     container: str
     endpoint: str
-    nodes: tuple[str, ...] = field(default=())
-
-    @property
-    def text(self) -> str:
-        return self.line
+    nodes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -162,10 +135,6 @@ class Ready(Event):
     line: str
     endpoint: str
     model: str = ""
-
-    @property
-    def text(self) -> str:
-        return self.line
 
 
 class Reporter(Protocol):
