@@ -332,8 +332,6 @@ def download(
             f"offline (HF_HUB_OFFLINE) and {repo}@{commit[:12]} is not complete in {cache}: {state.reason}; "
             "run the download once with network access"
         )
-    bar = stream if stream is not None else report.live_stream()
-    show_bar = bar is not None and (progress if progress is not None else bool(getattr(bar, "isatty", lambda: False)()))
     with _hub_errors(repo, revision or commit, token, endpoint):
         state, listing = _listed(cache, repo, commit, allow_patterns, endpoint, token, state)
         fetch, needed = _to_fetch(cache, repo, commit, state, listing)
@@ -342,8 +340,7 @@ def download(
             allow_patterns=list(allow_patterns) if isinstance(allow_patterns, (list, tuple)) else allow_patterns,
             max_workers=max_workers, tqdm_class=_quiet_tqdm(),
         )
-        _fetch(repo, kwargs, _DiskProgress(cache, repo, commit, fetch, {p: e.size for p, e in listing.items()}, bar)
-               if show_bar else None)
+        _fetch(repo, kwargs, _bar(progress, stream, cache, repo, commit, fetch, listing))
     after = snapshot_state(cache, repo, commit, allow_patterns=allow_patterns)
     if not after.complete:
         raise IncompleteDownload(f"{repo}@{commit[:12]} is still incomplete after the download: {after.reason}; re-run to resume")
@@ -393,6 +390,16 @@ def _to_fetch(cache: Path, repo: str, commit: str, state: SnapshotState, listing
             free=free,
         )
     return fetch, needed
+
+
+def _bar(progress: bool | None, stream: TextIO | None, cache: Path, repo: str, commit: str, fetch: list[str],
+         listing: dict) -> "_DiskProgress | None":
+    """The one bar for the whole snapshot, or None: drawn on `stream`, else where the reporter in force
+    lets live progress draw (nowhere for JSON); by default only when that is a TTY."""
+    where = stream if stream is not None else report.live_stream()
+    if where is None or not (progress if progress is not None else bool(getattr(where, "isatty", lambda: False)())):
+        return None
+    return _DiskProgress(cache, repo, commit, fetch, {p: e.size for p, e in listing.items()}, where)
 
 
 def _fetch(repo: str, kwargs: dict, bar: "_DiskProgress | None") -> None:
