@@ -80,3 +80,12 @@ def test_the_environment_chooses_the_renderer() -> None:
     assert isinstance(cli_report.for_environment({"RUNRECIPE_EVENTS": "json"}), cli_report.JsonReporter)
     with pytest.raises(ConfigError, match="RUNRECIPE_EVENTS='xml'"):
         cli_report.for_environment({"RUNRECIPE_EVENTS": "xml"})
+
+
+def test_json_events_never_reach_stdout(capsys: pytest.CaptureFixture[str]) -> None:
+    """A --json command's stdout is its JSON alone: events, even the ones text puts on stdout, go to stderr."""
+    with report.using(cli_report.JsonReporter()):
+        report.emit(report.BytesMoved("copied", "image", ("n2",), 5))
+        report.emit(report.Note("table", to_stdout=True))
+    out, err = capsys.readouterr()
+    assert out == "" and [json.loads(line)["event"] for line in err.splitlines()] == ["bytes_moved", "note"]
