@@ -138,7 +138,8 @@ class Ready(Event):
 
 
 class Reporter(Protocol):
-    """Whatever renders events: a terminal, a JSON stream, a test's list."""
+    """Whatever renders events: a terminal, a JSON stream, a test's list. It may also have `live()`,
+    the stream a progress bar may draw on (None: no bars), which live_stream() asks."""
 
     def emit(self, event: Event) -> None: ...
 
