@@ -25,7 +25,8 @@ from .cluster import Placement
 from .docker import LABEL, Container, Runner
 from .errors import ConfigError, NotReadyError, RunError
 from .plan import Plan
-from .served import hf_mounts, image_ref, say
+from .report import Ready, StepStarted, Warn, emit, say
+from .served import hf_mounts, image_ref
 
 T = TypeVar("T")
 SCRIPT_DIR = "/runrecipe"
@@ -165,9 +166,9 @@ def converge(places: list[Placement], plan: Plan, ray_first: bool = True) -> dic
         run_record.refuse_if_stopped(plan.recipe.id, begun, stop_seen, reform=True)
     record = verified_weights(plan) if plan.models else []
     if plan.models and record is None:
-        say(f"Warning: the weights of {', '.join(m.key for m in plan.models)} are not complete in "
-            f"{hub_cache.hub_cache_dir()}; vLLM will download them itself at start, unverified "
-            "(add --setup to download and verify them first)")
+        emit(Warn(f"the weights of {', '.join(m.key for m in plan.models)} are not complete in "
+                  f"{hub_cache.hub_cache_dir()}; vLLM will download them itself at start, unverified "
+                  "(add --setup to download and verify them first)"))
     wants = _each(places, lambda p: wanted(p, plan, record))
     same = _each(places, lambda p: serving(p.runner, plan, wants[p.rank].digest))
     if all(same):  # the containers this plan asks for run already; count them only once the head answers
@@ -182,10 +183,11 @@ def converge(places: list[Placement], plan: Plan, ray_first: bool = True) -> dic
                     try:
                         docker.remove(place.runner, [same[place.rank].id])
                     except RunError as exc:
-                        say(f"Warning: could not remove {same[place.rank].id[:12]} on {place.runner.node}: {exc}")
+                        emit(Warn(f"could not remove {same[place.rank].id[:12]} on {place.runner.node}: {exc}"))
                 raise
             write_record(plan, [(p, wants[p.rank], same[p.rank].id) for p in places], stop_seen, progress)
-        say(f"already serving at {plan.endpoint} (container {same[0].name})")
+        emit(Ready(f"already serving at {plan.endpoint} (container {same[0].name})", plan.endpoint,
+                   plan.served_model or plan.recipe.name))
         return {"container_id": same[0].id, "inputs": wants[0].digest}
     from . import memory_check  # a start only: a no-op re-run never reads memory (nor imports its readers)
 
@@ -199,7 +201,8 @@ def converge(places: list[Placement], plan: Plan, ray_first: bool = True) -> dic
         for place in order:
             started.append((place, _start(place, plan, wants[place.rank])))
         head_cid = next(cid for p, cid in started if p.rank == 0)
-        say(f"started {plan.container_name} on {len(started)} node(s); waiting for {plan.endpoint} ...")
+        emit(StepStarted(f"started {plan.container_name} on {len(started)} node(s); waiting for {plan.endpoint} ...",
+                         plan.container_name, plan.endpoint, tuple(p.runner.node for p, _ in started)))
         progress = wait_ready(places[0].runner, plan, head_cid, [(p.runner, cid) for p, cid in started if p.rank])
         write_record(plan, [(p, wants[p.rank], cid) for p, cid in sorted(started, key=lambda pc: pc[0].rank)],
                      stop_seen, progress, {v.node: v.need for v in verdicts if v.fits is not None})
@@ -208,9 +211,10 @@ def converge(places: list[Placement], plan: Plan, ray_first: bool = True) -> dic
             try:
                 docker.remove(place.runner, [cid])
             except RunError as exc:
-                say(f"Warning: could not remove {cid[:12]} on {place.runner.node}: {exc}")
+                emit(Warn(f"could not remove {cid[:12]} on {place.runner.node}: {exc}"))
         raise
-    say(f"serving {plan.served_model or plan.recipe.name} at {plan.endpoint}: {_timings(progress)}")
+    emit(Ready(f"serving {plan.served_model or plan.recipe.name} at {plan.endpoint}: {_timings(progress)}",
+               plan.endpoint, plan.served_model or plan.recipe.name))
     return {"container_id": head_cid, "inputs": wants[0].digest}
 
 

@@ -144,7 +144,7 @@ def up(stack_plan: StackPlan, gw: GatewayPlan | None, *, wait: bool) -> int:
     from .stack_graph import launch_targets, stack_namespace
 
     preflight(stack_plan, gw)
-    session.hold(f"run-recipe stack {stack_plan.name}", session.CONSOLE, wait=wait)
+    session.hold(f"run-recipe stack {stack_plan.name}", wait=wait)
     ns = stack_namespace(stack_plan, gw, setup=stack_plan.entries[0].plan.options.setup)
     code = doit_run.run(ns, ["run", *launch_targets(stack_plan, gw)])
     if not code:

@@ -148,7 +148,7 @@ def test_stop_waits_on_every_node_at_once_and_names_who_holds_memory(tmp_path, m
     run_record.save("r", {"recipe": "r", "nodes": [{"node": a.node, "memory_need": 10 ** 12},
                                                       {"node": b.node, "memory_need": 10 ** 12}]})
     started = time.monotonic()
-    lifecycle._wait_memory([a, b], "r", timeout=1.0)
+    lifecycle.wait_memory([a, b], "r", timeout=1.0)
     took = time.monotonic() - started
     err = capsys.readouterr().err
     assert f"Warning: {a.node}: 1.0 TB of memory not free again after 1 s" in err, err

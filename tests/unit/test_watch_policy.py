@@ -132,5 +132,5 @@ def test_log_text_reaches_records_and_lines_without_terminal_controls() -> None:
     error = RunError("the server exited", node="n1", command="x", exit_code=1, tail=f"boom {ESCAPES}")
     assert "\x1b" not in str(error) and "boom clickover" in str(error)
     old = {"watch": {"state": "watching", "restarts": 1, "last_cause": f"cause: {ESCAPES}", "at": "t"}}
-    line = lifecycle._supervision_line("r", old)  # a record written before this: shown clean too
+    line = lifecycle.supervision_line("r", old)  # a record written before this: shown clean too
     assert "\x1b" not in line and "last cause: cause: clickover (t)" in line
