@@ -19,7 +19,7 @@ from . import hub_cache, render
 from .connect import LocalRunner, RemoteRunner, SshLink, SshSettings, link_to, peer_link_to
 from .connect.chain import Worker
 from .errors import ConfigError, RunError
-from .interfaces import DEFAULT_MASTER_PORT, hca_names, interface_name  # noqa: F401 - re-exported
+from .interfaces import DEFAULT_MASTER_PORT
 from .nodes import Node, is_local_address, resolve
 from .plan import Plan, check_bash
 from .vllm_args import EXECUTOR, Command

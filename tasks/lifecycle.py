@@ -26,7 +26,7 @@ def status_rows(runners: list[Any], recipe_id: str | None, *,
     if details:
         for row in rows:
             row["record"] = run_record.read(row["recipe"])
-            row["metrics"] = _metrics(row)
+            row["metrics"] = head_metrics(row)
     return rows, missed
 
 
