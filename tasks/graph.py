@@ -322,7 +322,7 @@ def cluster_tasks(plan: Plan, fleet: "Fleet", *, setup: bool, dry: bool = False,
                 "doc": f"serve {plan.recipe.name} on {len(served.nodes)} nodes ({fleet.mode}) at {served.endpoint}",
                 "actions": [(_step, [lambda: launch.converge(places(), served, ray_first=fleet.mode == "ray")])],
                 "task_dep": list(dict.fromkeys(launch_deps)),
-                "uptodate": [Check(lambda: launch.answer(places(), served))],
+                "uptodate": [Check(lambda: launch.answer(places(), served, ray_first=fleet.mode == "ray"))],
                 "verbosity": 2})
     return out
 

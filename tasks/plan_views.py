@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-import shlex
 from typing import Any
 
 from .cli_container import docker_view, print_docker
+from .commands import as_json, shown
 from .plan import Plan
+from .steps import Change
 
 
 def dry_run(plan: Plan, as_json: bool) -> int:
@@ -91,8 +92,8 @@ def inspect_plan(plan: Plan, as_json: bool) -> int:
     width = max(len(t) for t, _, _ in rows)
     for task, verdict, answer in rows:
         print(f"{task.ljust(width)}  {verdict}")
-        for argv in _change(answer).get("commands", []):
-            print(f"{'':{width}}    $ {shlex.join(argv)}")
+        for command in answer.commands if isinstance(answer, Change) else ():
+            print(f"{'':{width}}    $ {shown(command)}")
     for node, (image_room, weight_bytes) in travel.items():
         parts = ([f"the image (needs {human_bytes(image_room)} free while it loads)"] if image_room else []) + \
                 ([f"{human_bytes(weight_bytes)} of weights"] if weight_bytes else [])
@@ -102,8 +103,6 @@ def inspect_plan(plan: Plan, as_json: bool) -> int:
 
 def _change(answer: Any) -> dict[str, Any]:
     """A step's Change as JSON fields (commands it would run, bytes it would send); {} for anything else."""
-    from .steps import Change
-
     if not isinstance(answer, Change):
         return {}
-    return {"commands": [list(c) for c in answer.commands], "bytes": answer.travels}
+    return {"commands": [as_json(c) for c in answer.commands], "bytes": answer.travels}

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from tasks import steps
+from tasks.commands import Command
 from tasks.docker import Container
 from tasks.image import BuildSpec
 
@@ -27,7 +28,8 @@ def test_build_is_a_noop_only_when_the_label_carries_the_inputs(monkeypatch: pyt
     for facts, why in ((None, "image img is missing"), (labelled("h0"), "image img was built from other inputs")):
         answer = steps.build(SPEC, facts)
         assert isinstance(answer, steps.Change) and answer.why == why
-        (argv,) = answer.commands
+        (command,) = answer.commands
+        argv = command.argv
         assert argv[:2] == ("docker", "build") and "runrecipe.inputs=h1" in argv and "A=1" in argv
 
 
@@ -80,8 +82,9 @@ def test_launch() -> None:
     assert isinstance(waiting, steps.Change) and "does not answer yet" in waiting.why and not waiting.commands
     replace = steps.launch("srv", "d1", [old], answering=True)
     assert isinstance(replace, steps.Change) and replace.why == "srv: its inputs changed"
-    assert replace.commands[0] == ("docker", "rm", "-f", "2")
-    fresh = steps.launch("srv", "d1", [], answering=False)
-    assert fresh.why == "srv: no container of it runs" and fresh.commands[0][:2] == ("docker", "create")
+    assert replace.commands[0].argv == ("docker", "rm", "-f", "2")
+    start = [Command(("docker", "create", "--name", "srv")), Command(("docker", "start", "srv"))]
+    fresh = steps.launch("srv", "d1", [], answering=False, start=start)
+    assert fresh.why == "srv: no container of it runs" and fresh.commands[0].argv[:2] == ("docker", "create")
     stopped = steps.launch("srv", "d1", [container("3", "exited", "d1")], answering=False)
-    assert isinstance(stopped, steps.Change) and stopped.commands[0] == ("docker", "rm", "-f", "3")
+    assert isinstance(stopped, steps.Change) and stopped.commands[0].argv == ("docker", "rm", "-f", "3")
