@@ -72,9 +72,9 @@ def shown(command: Step) -> str:
 
 
 def as_json(command: Step) -> dict:
-    """A command for --json and the case files: argv words (scrubbed), node, stdin, proof."""
+    """A command for --json: its text as `plan` prints it, argv words (scrubbed), node, stdin, proof."""
     if not isinstance(command, Command):
-        return {"argv": [scrub(word) for word in command]}
-    return {"argv": [scrub(word) for word in command.argv], "node": command.node,
+        return {"text": shown(command), "argv": [scrub(word) for word in command]}
+    return {"text": shown(command), "argv": [scrub(word) for word in command.argv], "node": command.node,
             **({"stdin": command.stdin.what} if command.stdin else {}),
             **({"proves": command.proves.text()} if command.proves else {})}

@@ -16,7 +16,8 @@ def dry_run(plan: Plan, as_json: bool) -> int:
     from .cluster import preview
     from .graph import explain
 
-    rows = [(task, verdict) for task, verdict, _ in explain(plan, setup=plan.options.setup)]
+    answers = explain(plan, setup=plan.options.setup)
+    rows = [(task, verdict) for task, verdict, _ in answers]
     backend, roles, notes = preview(plan) if plan.mode == "cluster" else ("", [], [])
     docker = docker_view(plan)  # the same on every node
     if as_json:
@@ -25,7 +26,7 @@ def dry_run(plan: Plan, as_json: bool) -> int:
                           "container": plan.container_name, "endpoint": plan.endpoint,
                           "models": [m.key for m in plan.models], "local_models": list(plan.local_mounts),
                           "mods": [str(m.path) for m in plan.mods],
-                          "tasks": [{"task": t, "status": s} for t, s in rows],
+                          "tasks": [{"task": t, "status": s} | _change(a) for t, s, a in answers],
                           "argv": list(plan.argv), "script": plan.script}
                          | ({"backend": backend, "notes": notes,
                              "node_scripts": [{"node": r.node.target, "role": "head" if r.head else "worker",
@@ -48,8 +49,9 @@ def dry_run(plan: Plan, as_json: bool) -> int:
     print(f"endpoint:  {plan.endpoint}")
     print("tasks:")
     width = max(len(t) for t, _ in rows)
-    for task, verdict in rows:
+    for task, verdict, answer in answers:
         print(f"  {task.ljust(width)}  {verdict}")
+        _print_commands(answer, width + 2)
     if not roles:
         print_docker(docker, "  ")
         print("launch script:")
@@ -92,13 +94,18 @@ def inspect_plan(plan: Plan, as_json: bool) -> int:
     width = max(len(t) for t, _, _ in rows)
     for task, verdict, answer in rows:
         print(f"{task.ljust(width)}  {verdict}")
-        for command in answer.commands if isinstance(answer, Change) else ():
-            print(f"{'':{width}}    $ {shown(command)}")
+        _print_commands(answer, width)
     for node, (image_room, weight_bytes) in travel.items():
         parts = ([f"the image (needs {human_bytes(image_room)} free while it loads)"] if image_room else []) + \
                 ([f"{human_bytes(weight_bytes)} of weights"] if weight_bytes else [])
         print(f"copy to {node}: {', '.join(parts) or 'nothing'}")
     return 0
+
+
+def _print_commands(answer: Any, indent: int) -> None:
+    """The commands a step would run, each as the executor will record it (commands.shown)."""
+    for command in answer.commands if isinstance(answer, Change) else ():
+        print(f"{'':{indent}}    $ {shown(command)}")
 
 
 def _change(answer: Any) -> dict[str, Any]:
