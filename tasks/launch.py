@@ -144,19 +144,19 @@ def answer(places: list[Placement], plan: Plan, ask_server: bool = True, ray_fir
         if isinstance(step, steps.Change):
             clears, starts = commands(places, plan, wants, found, ray_first)
             return steps.Change(f"{place.runner.node}: {step.why}" if place.rank else step.why,
-                                (*(c for cs in clears for c in cs), *(c for cs in starts for c in cs)))
+                                (*(c for cs in clears for c in cs), *(c for _, cs in starts for c in cs)))
     return steps.launch(plan.container_name, wants[0].digest, found[0],
                         answering=_models_ready(base_url(plan), plan.served_model, plan.api_key) if ask_server
                         else None if _seen_ready(plan, wants[0].digest, found[0]) else False)
 
 
 def commands(places: list[Placement], plan: Plan, wants: list[Wanted], found: list[list[Container]],
-             ray_first: bool = True) -> tuple[list[tuple[Command, ...]], list[list[Command]]]:
+             ray_first: bool = True) -> tuple[list[tuple[Command, ...]], list[tuple[Placement, list[Command]]]]:
     """What a (re)start runs, as data: per node (placement order) the removal of its old containers, then
     per node in start order (ray: the head first; native: workers, then the head) create, copy script, start."""
     clears = [steps.clear(p.runner.node, running) for p, running in zip(places, found)]
     order = places if ray_first else places[1:] + places[:1]
-    return clears, [start_commands(p, plan, wants[p.rank]) for p in order]
+    return clears, [(p, start_commands(p, plan, wants[p.rank])) for p in order]
 
 
 def _seen_ready(plan: Plan, digest: str, running: list[Container]) -> bool:
@@ -208,10 +208,9 @@ def converge(places: list[Placement], plan: Plan, ray_first: bool = True) -> dic
     verdicts = memory_check.guard([p.runner for p in places], plan, replaced)
     if plan.cpu:
         say(f"{memory_guard.CPU_NOTE}: " + "; ".join(v.message() for v in verdicts))
-    order = places if ray_first else places[1:] + places[:1]   # native: workers, then the head
     started: list[tuple[Placement, str]] = []
     try:
-        for place, start in zip(order, starts):
+        for place, start in starts:  # in start order (native: workers, then the head)
             started.append((place, _start(place.runner, start)))
         head_cid = next(cid for p, cid in started if p.rank == 0)
         say(f"started {plan.container_name} on {len(started)} node(s); waiting for {plan.endpoint} ...")
