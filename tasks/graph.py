@@ -159,7 +159,8 @@ def mods_task(plan: Plan, runner: LocalRunner, deps: list[str]) -> dict[str, Any
     def current() -> steps.Answer:
         base = docker.image_id(runner, plan.build.tag)
         derived = mods.derived_tag(base or "", plan.mods)
-        return steps.mods([m.name for m in plan.mods], base, derived, base and docker.image_id(runner, derived))
+        return steps.mods([m.name for m in plan.mods], base, derived, base and docker.image_id(runner, derived),
+                          node=runner.node)
 
     def apply() -> dict[str, str]:
         base = docker.image_id(runner, plan.build.tag)

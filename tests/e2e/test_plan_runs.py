@@ -60,3 +60,22 @@ def test_plan_shows_the_commands_that_then_run(project: Project) -> None:
     assert planned(project, "shown", *new) == []
     assert project.cli("shown", "-d", *new).returncode == 0
     assert ran(log) == []
+
+
+def test_plan_shows_the_mods_build_that_then_runs(project: Project) -> None:
+    """Once the base image exists, the mods image's tag is known: plan names its build (context on stdin)."""
+    log = project.root / "exec.jsonl"
+    project.env["RUNRECIPE_EXEC_LOG"] = str(log)
+    mod = project.root / "mods" / "stamp"
+    mod.mkdir(parents=True)
+    (mod / "run.sh").write_text('#!/bin/sh\nset -eu\necho "stamp" > "$WORKSPACE_DIR/stamp.txt"\n')
+    project.recipe("plain", simple("modsplan", free_port()))
+    assert project.cli("plain", "--setup", "-d", "--skip-vllm-check").returncode == 0  # builds the base image
+    ran(log)
+    project.recipe("modsplan", simple("modsplan", free_port(), mods="mods: [mods/stamp]"))
+    shown = planned(project, "modsplan", "--skip-vllm-check")
+    assert [t.split()[:4] for t in shown] == [["docker", "build", "-t", shown[0].split()[3]]]
+    assert " - < a tar: Dockerfile FROM sha256:" in shown[0] and shown[0].endswith(" running mods stamp")
+    assert project.cli("modsplan", "--setup", "-d", "--skip-vllm-check").returncode == 0
+    done = ran(log)
+    assert done[:1] == shown and [t.split()[:2] for t in done[1:]] == [["bash", "-c"], ["docker", "cp"], ["docker", "start"]]
