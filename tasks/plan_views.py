@@ -8,7 +8,6 @@ from typing import Any
 from .cli_container import docker_view, print_docker
 from .commands import as_json, shown
 from .plan import Plan
-from .steps import Change
 
 
 def dry_run(plan: Plan, as_json: bool) -> int:
@@ -104,12 +103,16 @@ def inspect_plan(plan: Plan, as_json: bool) -> int:
 
 def _print_commands(answer: Any, indent: int) -> None:
     """The commands a step would run, each as the executor will record it (commands.shown)."""
+    from .steps import Change  # the steps (and what they import) load only when a plan is shown
+
     for command in answer.commands if isinstance(answer, Change) else ():
         print(f"{'':{indent}}    $ {shown(command)}")
 
 
 def _change(answer: Any) -> dict[str, Any]:
     """A step's Change as JSON fields (commands it would run, bytes it would send); {} for anything else."""
+    from .steps import Change
+
     if not isinstance(answer, Change):
         return {}
     return {"commands": [as_json(c) for c in answer.commands], "bytes": answer.travels}
