@@ -7,21 +7,17 @@
     doit forget build:IMAGE           make doit forget a task's recorded result
     doit lint                         check the catalogue
 
-The tasks come from tasks.loader (doit's variables into plans) and tasks.graph, the generators the
-run-recipe CLI uses too.
+The run is held by tasks.session (the lock, the cluster preflight), as run-recipe's are; the tasks come
+from tasks.loader (doit's variables into plans) and tasks.graph, the generators the run-recipe CLI uses too.
 """
 import sys
 
-from tasks import state
-from tasks.loader import doit_namespace
+from tasks import loader, session
 from tasks.errors import RunRecipeError
 from tasks.masking import scrub
 
 try:
-    state.lock("doit " + " ".join(sys.argv[1:]))
-    if note := state.repair_dep_file():
-        print(f"Warning: {note}", file=sys.stderr)
-    globals().update(doit_namespace())
+    globals().update(session.for_doit(sys.argv[1:], loader.doit_namespace, session.CONSOLE))
 except RunRecipeError as exc:  # a bad recipe or node list is a message, not a traceback
     print(f"Error: {scrub(str(exc))}", file=sys.stderr)
     raise SystemExit(exc.exit_code) from None

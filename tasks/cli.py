@@ -8,13 +8,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from types import ModuleType
+from typing import Any, Callable, Sequence
 
-from . import settings, vllm_check
+from . import session, settings, vllm_check
 from .cli_container import container_group, docker_side
 from .errors import ConfigError, RunRecipeError
-from .config import env_options
+from .config import read_settings
 from .flagtypes import MAX_LEN_HINT, apply_mod, apply_pr, fraction, port, seconds, unknown_options, whole
 from .masking import scrub
 from .plan import OVERRIDE_FLAGS, Options, Plan, make_plan, parse_overrides
@@ -28,28 +30,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     try:
         _refuse_undecodable(args)
-        if args and args[0] == "lint":
-            from .lint_cli import main as lint
-
-            return lint(args[1:])
-        if args and args[0] == "bench":
-            from .bench_cli import main as bench
-
-            return bench(args[1:])
-        if args and args[0] in SUPERVISE:
-            from .supervise import main as supervise
-
-            return supervise(args[0], args[1:], plan_words)
-        if args and args[0] in SUBCOMMANDS:
-            from .lifecycle import main as lifecycle
-
-            return lifecycle(args[0], args[1:])
-        if args and args[0] == "stack":
-            from .stack_cli import main as stack
-
-            return stack(args[1:])
-        if args and args[0] == "plan":
-            return _run(args[1:], inspect=True)
+        if args and args[0] in COMMANDS:
+            return COMMANDS[args[0]].run(args[0], args[1:])
         return _run(args)
     except RunRecipeError as exc:
         print(f"Error: {scrub(str(exc))}", file=sys.stderr)
@@ -57,6 +39,54 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+@dataclass(frozen=True)
+class Command:
+    """One first word of run-recipe: the handler that parses its words and runs it, and its parser (for
+    --help and a generated CLI reference; made on demand, so a run imports only its own command)."""
+
+    run: Callable[[str, list[str]], int]
+    parser: Callable[[str], argparse.ArgumentParser]
+
+
+# Each command's module, imported when its command runs: a run imports only its own command.
+def _lint_cli() -> ModuleType:
+    from . import lint_cli
+    return lint_cli
+
+
+def _bench_cli() -> ModuleType:
+    from . import bench_cli
+    return bench_cli
+
+
+def _stack_cli() -> ModuleType:
+    from . import stack_cli
+    return stack_cli
+
+
+def _supervise() -> ModuleType:
+    from . import supervise  # it makes plans with the CLI's plan_words, passed in: it never imports the CLI
+    return supervise
+
+
+def _lifecycle() -> ModuleType:
+    from . import lifecycle
+    return lifecycle
+
+
+# The first word names a command (each parses its own flags); any other first word is a run's recipe.
+COMMANDS: dict[str, Command] = {
+    "lint": Command(lambda name, args: _lint_cli().main(args), lambda name: _lint_cli().parser()),
+    "bench": Command(lambda name, args: _bench_cli().main(args), lambda name: _bench_cli().parser()),
+    "stack": Command(lambda name, args: _stack_cli().main(args), lambda name: _stack_cli().parser()),
+    "plan": Command(lambda name, args: _run(args, inspect=True), lambda name: parser()),
+    **{name: Command(lambda name, args: _supervise().main(name, args, plan_words),
+                     lambda name: _supervise()._parser(name)) for name in SUPERVISE},
+    **{name: Command(lambda name, args: _lifecycle().main(name, args),
+                     lambda name: _lifecycle()._parser(name)) for name in SUBCOMMANDS},
+}
 
 
 def _refuse_undecodable(args: list[str]) -> None:
@@ -168,8 +198,8 @@ def options_from(ns: argparse.Namespace, extra: list[str]) -> Options:
     overrides = {k: v for k in OVERRIDE_FLAGS
                  if (v := getattr(ns, k)) is not None}
     overrides.update(parse_overrides(ns.override, "-o"))
-    env = env_options(ns.config, eth_if=ns.eth_if, ib_if=ns.ib_if, master_port=ns.master_port,
-                      non_privileged=ns.non_privileged)
+    given = read_settings(ns.config, eth_if=ns.eth_if, ib_if=ns.ib_if, master_port=ns.master_port,
+                          non_privileged=ns.non_privileged)  # the .env read once: the plan takes it from here
     return Options(overrides=overrides, extra_args=tuple(extra), solo=ns.solo, nodes=ns.nodes,
                    config=ns.config, container=ns.container, name=ns.name, nccl_debug=ns.nccl_debug,
                    setup=ns.setup or ns.build_only or ns.force_build, force_build=ns.force_build,
@@ -179,7 +209,7 @@ def options_from(ns: argparse.Namespace, extra: list[str]) -> Options:
                    daemon=ns.daemon, restart=ns.restart, ready_timeout=ns.ready_timeout, ray=bool(ns.ray),
                    force=ns.force, trust_new_hosts=ns.trust_new_hosts, apply=tuple(ns.apply),
                    skip_vllm_check=ns.skip_vllm_check, reform=ns.reform,
-                   docker=docker_side(ns, env["privileged"]), **env)
+                   docker=docker_side(ns, given.privileged), **given.options())
 
 
 def parse_run(args: list[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -277,71 +307,32 @@ def discover_nodes(ns: argparse.Namespace) -> int:
 
 def download_only(plan: Plan, *, wait: bool) -> int:
     """Only the download tasks: no Docker needed."""
-    from . import state
-
     if not plan.models:
         print(f"{plan.recipe.id}: no HuggingFace model to download (no `model`, or a local path)")
         return 0
-    if plan.mode == "cluster":
-        cluster_preflight(plan)
-    state.lock(f"run-recipe {plan.recipe.id} --download-only", wait=wait)
     targets = [f"download:{m.key}" for m in plan.models]
     if plan.mode == "cluster":
         targets += [f"weights:{m.key}@{node.target}" for m in plan.models for node in plan.nodes[1:]]
-    return run_doit(["run", *targets], [plan], setup=False)
-
-
-def cluster_preflight(plan: Plan) -> Any:
-    """Every node checked at once, one table printed; a failing node stops the run before any change."""
-    from .cluster_preflight import check_cluster
-
-    fleet, table = check_cluster(plan)
-    print(table)
-    return fleet
+    return session.execute(session.Run([plan], targets, f"run-recipe {plan.recipe.id} --download-only", wait=wait),
+                           session.CONSOLE)
 
 
 def execute(plan: Plan, *, build_only: bool = False, wait: bool = True) -> int:
-    """Preflight, then hand the graph to doit; in the foreground, follow the server's logs."""
-    from . import docker, facts, launch, state
+    """The run held by the session (lock, facts, preflight, doit); in the foreground, follow the server's logs."""
+    from . import docker, launch
     from .runner import LocalRunner
 
-    runner = LocalRunner()
-    if plan.mode == "cluster":
-        from .graph import fleet_for
-
-        fleet_for(plan)  # the head must be this machine: say so before touching anything
-    state.lock(f"run-recipe {plan.recipe.id}", wait=wait)
-    # Under the lock no other run changes this engine: what the checks will ask is asked now, side by
-    # side and in the background, while doit loads (~30 ms of imports the engine's answers hide). The
-    # engine's own facts are under way already (_ask_engine_early).
-    facts.gather([lambda: docker.image_info(runner, plan.build.tag),
-                  lambda: docker.containers(runner, recipe=plan.recipe.id)])
-    from . import doit_run  # noqa: F401 - doit loads (~30 ms) while the facts are asked
-    if not plan.cpu and not docker.has_nvidia_runtime(runner):  # a CPU image asks for no GPU
-        print("Warning: this Docker engine has no NVIDIA runtime: vLLM will find no GPU "
-              "(install nvidia-container-toolkit)", file=sys.stderr)
     target = [f"build:{plan.build.tag}"] if build_only else [f"launch:{plan.recipe.id}"]
-    if plan.mode == "cluster":
-        fleet = cluster_preflight(plan)
-        if build_only:
-            target += [f"image:{plan.build.tag}@{node.target}" for node, _ in fleet.workers]
-    code = run_doit(["run", *target], [plan], setup=plan.options.setup)
+    if build_only and plan.mode == "cluster":
+        target += [f"image:{plan.build.tag}@{node.target}" for node in plan.nodes[1:]]
+    run = session.Run([plan], target, f"run-recipe {plan.recipe.id}", setup=plan.options.setup, wait=wait,
+                      engine=True)
+    code = session.execute(run, session.CONSOLE)
     if code or build_only or plan.options.daemon:
         return code
+    runner = LocalRunner()
     running = [c for c in docker.containers(runner, recipe=plan.recipe.id) if c.running]
     return launch.follow(runner, plan, running[0].id) if running else 1
-
-
-def run_doit(argv: list[str], plans: list[Plan], *, setup: bool) -> int:
-    from . import doit_run
-    from .graph import namespace
-    from .state import repair_dep_file
-
-    note = repair_dep_file()
-    if note:
-        print(f"Warning: {note}", file=sys.stderr)
-    ns = namespace(plans, setup=setup, default=[f"launch:{p.recipe.id}" for p in plans])
-    return doit_run.run(ns, argv)
 
 
 def list_recipes(as_json: bool) -> int:

@@ -11,7 +11,6 @@ Every node gets the recipe's env (the origin lost it on workers) and the per-nod
 """
 from __future__ import annotations
 
-import re
 import shlex
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping
@@ -19,7 +18,8 @@ from typing import TYPE_CHECKING, Any, Mapping
 from . import hub_cache, render
 from .connect import peer_ssh
 from .errors import ConfigError, RunError
-from .nodes import IFNAME, Node, is_local_address, resolve
+from .interfaces import DEFAULT_MASTER_PORT, hca_names, interface_name  # noqa: F401 - re-exported
+from .nodes import Node, is_local_address, resolve
 from .plan import Plan, check_bash
 from .vllm_args import EXECUTOR, Command
 
@@ -28,11 +28,8 @@ if TYPE_CHECKING:
     from .docker import Runner
     from .connect import SshSettings
 
-DEFAULT_MASTER_PORT = 29501
 RAY_OBJECT_STORE = "1073741824"
 RAY_JOIN_TIMEOUT = 600
-# an HCA as NCCL_IB_HCA takes it: [=^]name[:port]
-_HCA = re.compile(r"[=^]?([A-Za-z0-9_.-]{1,63})(?::[0-9]{1,3})?\Z")
 
 
 @dataclass(frozen=True)
@@ -63,28 +60,6 @@ class Role:
     @property
     def head(self) -> bool:
         return self.rank == 0
-
-
-def interface_name(text: str, source: str) -> str:
-    """Check an --eth-if / ETH_IF value: NCCL, Gloo and UCX are all handed this one exact name."""
-    name = text.strip()
-    if name and (not IFNAME.match(name) or name in (".", "..")):
-        raise ConfigError(f"{source}: '{name}' is not a network interface name (up to 15 letters, digits, "
-                          "'.', '-' or '_', e.g. enp1s0f1np1; `ip -br link` lists them)")
-    return name
-
-
-def hca_names(text: str, source: str) -> tuple[str, ...]:
-    """Check an --ib-if / IB_IF list (NCCL_IB_HCA syntax: `mlx5_0,mlx5_1:1`, `=` exact, `^` all but these);
-    return the HCAs every node must have: none for a `^` list, which only leaves some out."""
-    text, names = text.strip(), []
-    for item in (t.strip() for t in text.split(",")) if text else ():
-        match = _HCA.match(item)
-        if not match:
-            raise ConfigError(f"{source}: '{item}' in '{text}' is not an HCA name (e.g. mlx5_0 or "
-                              "rocep1s0f1:1; `ibdev2netdev` lists them)")
-        names.append(match.group(1))
-    return () if text.startswith("^") else tuple(names)
 
 
 def backend(ray: bool) -> str:

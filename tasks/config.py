@@ -1,27 +1,58 @@
-"""The settings a .env file can give a run (ETH_IF, IB_IF, MASTER_PORT, NON_PRIVILEGED), merged with their flags.
+"""The settings a run reads from outside its recipe, read once: the .env file (CLUSTER_NODES, COPY_HOSTS, ETH_IF,
+IB_IF, MASTER_PORT, NON_PRIVILEGED) merged with the flags that override it.
 
-Read once per run by both entry points (run-recipe and dodo.py), each value checked and named by its
-flag or key when it is wrong.
+Both entry points (run-recipe and dodo.py) read a `Settings` here once per run and hand it down in the
+Options, so the plan takes its nodes and copy addresses from it instead of opening the .env again; each
+value is checked and named by its flag or key when it is wrong.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from types import MappingProxyType
+from typing import Any, Mapping
 
+from . import settings
 from .errors import ConfigError
+from .interfaces import DEFAULT_MASTER_PORT, hca_names, interface_name
 from .nodes import load_env, port_number
-from .plan import Options, env_file
+
+TRUE_WORDS = ("1", "true", "yes")
 
 
-def env_options(config: Path | None, *, eth_if: str | None = None, ib_if: str | None = None,
-                master_port: int | None = None, non_privileged: bool = False) -> dict[str, Any]:
-    """The Options a .env can set (ETH_IF, IB_IF, MASTER_PORT, NON_PRIVILEGED), each checked; a flag wins.
+@dataclass(frozen=True)
+class Settings:
+    """One run's .env (its path and values) and the values it gives, each already merged with its flag."""
 
-    Both entry points take them from here, so `doit run recipe=X` renders the same node scripts as
-    run-recipe and neither restarts what the other started."""
-    from .cluster import DEFAULT_MASTER_PORT, hca_names, interface_name
+    env_path: Path
+    values: Mapping[str, str]
+    eth_if: str = ""
+    ib_if: str = ""
+    master_port: int = DEFAULT_MASTER_PORT
+    privileged: bool = True
 
-    path = env_file(Options(config=config))
+    def option_fields(self) -> dict[str, Any]:
+        """The Options fields these settings give (a flag already won over its .env key)."""
+        return {"eth_if": self.eth_if, "ib_if": self.ib_if, "master_port": self.master_port,
+                "privileged": self.privileged}
+
+    def options(self) -> dict[str, Any]:
+        """The Options fields of a run made with these settings, the settings themselves among them."""
+        return {**self.option_fields(), "settings": self}
+
+
+def env_file(config: Path | None) -> Path:
+    """The .env to read: --config FILE, which must exist (a typo would silently mean solo mode), else
+    the project's .env, which may be absent."""
+    if config is not None and not config.is_file():
+        raise ConfigError(f"--config {config}: no such file (`--discover --config {config}` writes one)")
+    return config or settings.project_root() / ".env"
+
+
+def read_settings(config: Path | None, *, eth_if: str | None = None, ib_if: str | None = None,
+                  master_port: int | None = None, non_privileged: bool = False) -> Settings:
+    """The run's Settings: the .env read once, each value checked; a flag (given, even as 0 or "") wins."""
+    path = env_file(config)
     dotenv = load_env(path)
 
     def pick(flag_value: Any, flag: str, key: str) -> tuple[str, str]:
@@ -34,6 +65,14 @@ def env_options(config: Path | None, *, eth_if: str | None = None, ib_if: str | 
         raise ConfigError(f"{port_source}: '{port_text}' is not a port number (1-65535)")
     ib_text, ib_source = pick(ib_if, "--ib-if", "IB_IF")
     hca_names(ib_text, ib_source)
-    return {"eth_if": interface_name(*pick(eth_if, "--eth-if", "ETH_IF")), "ib_if": ib_text.strip(),
-            "master_port": port,
-            "privileged": not (non_privileged or dotenv.get("NON_PRIVILEGED", "").lower() in ("1", "true", "yes"))}
+    return Settings(env_path=path, values=MappingProxyType(dict(dotenv)),
+                    eth_if=interface_name(*pick(eth_if, "--eth-if", "ETH_IF")), ib_if=ib_text.strip(),
+                    master_port=port,
+                    privileged=not (non_privileged or dotenv.get("NON_PRIVILEGED", "").lower() in TRUE_WORDS))
+
+
+def env_options(config: Path | None, *, eth_if: str | None = None, ib_if: str | None = None,
+                master_port: int | None = None, non_privileged: bool = False) -> dict[str, Any]:
+    """The Options a .env can set (ETH_IF, IB_IF, MASTER_PORT, NON_PRIVILEGED), each checked; a flag wins."""
+    return read_settings(config, eth_if=eth_if, ib_if=ib_if, master_port=master_port,
+                         non_privileged=non_privileged).option_fields()

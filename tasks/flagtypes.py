@@ -83,7 +83,7 @@ def apply_mod(text: str) -> tuple[str, Path]:
 
 def apply_pr(text: str) -> tuple[str, Any]:
     """--apply-vllm-pr N|URL; shares --apply-mod's list so both keep their command-line order."""
-    from .vllm_pr import parse
+    from .mod_spec import parse
 
     try:
         return "pr", parse(text)

@@ -14,7 +14,7 @@ import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
-from . import docker, facts, hub_cache, image, launch, mods, steps, vllm_check, weights
+from . import docker, hub_cache, image, launch, mods, steps, vllm_check, weights
 from .errors import RunError, RunRecipeError
 from .masking import scrub
 from .nodes import Node
@@ -24,6 +24,7 @@ from .runner import LocalRunner
 if TYPE_CHECKING:
     from . import distribute
     from .cluster import Fleet
+    from .worker_copies import WorkerCopies
 
 
 @dataclass
@@ -204,106 +205,71 @@ def cluster_tasks(plan: Plan, fleet: "Fleet", *, setup: bool, dry: bool = False,
 
     `serve`: the plan the launch serves when it is not `plan` itself (a stack entry placed on a worker only:
     copies go as for `plan`'s nodes, the server runs where fleet.placements says)."""
-    from . import distribute, image_copy
+    from .worker_copies import WorkerCopies
 
-    head = fleet.runners[0]
-    tag = plan.build.tag
-    out: list[dict[str, Any]] = []
-    built: list[str] = []
-    if setup:
-        out.append(build_task(plan, head))
-        built = [f"build:{tag}"]
-    downloads = []
-    if setup or plan.options.download:
-        for model in plan.models:
-            out.append(download_task(plan, model, dry))
-            downloads.append(f"download:{model.key}")
-    cache = str(hub_cache.hub_cache_dir())
-    def copy_chain(node: Node, what: str) -> list["distribute.Worker"]:
-        """`node` and the workers after it, each reached at its copy address (COPY_HOSTS or its own)."""
-        chain = fleet.copy_workers()
-        names = [w.name for w in chain]
-        if node.target not in names:
-            raise RunError(f"{node.target} lacks {what}, and COPY_HOSTS (.env) has no address of it, so nothing is "
-                           "copied there: add its address to COPY_HOSTS, or put it there yourself", node=node.target)
-        return chain[names.index(node.target):]
+    out: list[dict[str, Any]] = [build_task(plan, fleet.runners[0])] if setup else []
+    built = [f"build:{plan.build.tag}"] if setup else []
+    models = plan.models if setup or plan.options.download else ()
+    out += [download_task(plan, model, dry) for model in models]
+    per_node = _worker_copy_tasks(WorkerCopies(plan, fleet), out, built, setup, models)
+    downloads = [f"download:{m.key}" for m in models]
+    launch_deps = _node_tasks(plan, fleet, per_node, out, (built, downloads), serve)
+    places, served = fleet.placements, serve or plan
+    out.append({"basename": "launch", "name": plan.recipe.id,
+                "doc": f"serve {plan.recipe.name} on {len(served.nodes)} nodes ({fleet.mode}) at {served.endpoint}",
+                "actions": [(_step, [lambda: launch.converge(places(), served, ray_first=fleet.mode == "ray")])],
+                "task_dep": list(dict.fromkeys(launch_deps)),
+                "uptodate": [Check(lambda: launch.answer(places(), served, ray_first=fleet.mode == "ray"))],
+                "verbosity": 2})
+    return out
 
-    def room_for_image(stale: list["distribute.Worker"], size: int | None) -> None:
-        # preflight ran before the first build, when the image's size was not known yet
-        from .preflight import check_room
 
-        runners = dict((n.target, r) for n, r in fleet.workers)
-        on_head, on_worker = image_copy.image_room(size or 0)
-        check_room([head], on_head, f"`docker save {tag}`, which writes the image out first")
-        check_room([runners[w.name] for w in stale], on_worker,
-                   f"the image {tag} (`docker load` unpacks its whole tar first: twice its size)")
-
-    per_node: dict[str, list[str]] = {plan.head.target: list(built)}
-    runner_of = {n.target: r for n, r in fleet.workers}
-    previous: list[str] = list(built)
+def _worker_copy_tasks(copies: "WorkerCopies", out: list[dict[str, Any]], built: list[str], setup: bool,
+                       models: Iterable[Model]) -> dict[str, list[str]]:
+    """Per worker, the image copy (after the build, one worker after another: a chain) and each model's
+    weights copy (after its download); appended to `out`, returns each worker's task names."""
+    tag, per_node, previous = copies.tag, {copies.plan.head.target: list(built)}, list(built)
     weights_before: dict[str, list[str]] = {}  # per model, the previous worker's weights task
-    for node, runner in fleet.workers:
+    for node, _runner in copies.fleet.workers:
         deps: list[str] = []
         if setup:
-            name = f"image:{tag}@{node.target}"
-
-            def same_image(n: Node = node) -> steps.Answer:
-                info = docker.image_info(head, tag)
-                there = docker.image_id(runner_of[n.target], tag) if info else None  # a fact: launch asks it too
-                return steps.image_copy(tag, n.target, info and info["id"], there, info and info.get("size") or 0)
-
             def send(n: Node = node) -> dict[str, str]:
-                head_id = docker.image_id(head, tag)
-                if not head_id:
-                    raise RunError(f"image '{tag}' is not on the head; add --setup to build it")
-                chain = copy_chain(n, f"the image {tag}")
-                try:
-                    report = image_copy.distribute_image(tag, head_id, chain, before_send=room_for_image)
-                finally:
-                    for w in chain:
-                        facts.forget(w.name)  # images arrived by stream, not through a runner
+                report, chain = copies.send_image(n)
                 print(_copied(report, chain), flush=True)
                 return {"sent_to": ",".join(report.sent_to), "bytes": str(report.bytes_sent)}
 
             out.append({"basename": "image", "name": f"{tag}@{node.target}",
                         "doc": f"copy image {tag} to {node.target} (streamed, chained through the workers)",
                         "actions": [(_step, [send])], "task_dep": previous,
-                        "uptodate": [Check(same_image)],
+                        "uptodate": [Check(lambda n=node: copies.same_image(n))],
                         "verbosity": 2})
-            previous = [name]
-            deps.append(name)
-        if setup or plan.options.download:
-            for model in plan.models:
-                name = f"weights:{model.key}@{node.target}"
+            previous = [f"image:{tag}@{node.target}"]
+            deps += previous
+        for model in models:
+            def sync(m: Model = model, n: Node = node) -> dict[str, str]:
+                commit, report, targets = copies.sync_weights(m, n)
+                print(_copied(report, targets), flush=True)
+                return {"commit": commit, "strategy": report.strategy,
+                        "files": str(sum(n.files for n in report.nodes))}
 
-                def synced(m: Model = model, n: Node = node) -> steps.Answer:
-                    commit = weights.resolve_commit(m.repo, m.revision, offline=True, cache_dir=cache)
-                    return distribute.weights_answer(cache, cache, m.repo, commit, fleet.ssh(n), n.target)
-
-                def sync(m: Model = model, n: Node = node) -> dict[str, str]:
-                    # this worker and the ones after it: what several lack leaves the head once (a chain);
-                    # --verify hashes per node, so each task then looks at its own node only
-                    rest = copy_chain(n, f"files of {m.key}")
-                    targets = rest[:1] if plan.options.verify else rest
-                    commit = weights.resolve_commit(m.repo, m.revision, offline=True, cache_dir=cache)
-                    report = distribute.sync_weights(cache, cache, m.repo, commit, [w.name for w in targets],
-                                                     {w.name: w.ssh for w in targets},
-                                                     peer_ssh={w.name: w.hop for w in targets}, verify=plan.options.verify)
-                    print(_copied(report, targets), flush=True)
-                    return {"commit": commit, "strategy": report.strategy,
-                            "files": str(sum(n.files for n in report.nodes))}
-
-                out.append({"basename": "weights", "name": f"{model.key}@{node.target}",
-                            "doc": f"copy {model.key} to {node.target}'s HF cache (only missing or changed files)",
-                            "actions": [(_step, [sync])],
-                            "task_dep": [f"download:{model.key}"] + weights_before.get(model.key, []),
-                            "uptodate": [Check(synced)]
-                            + ([_forced("--verify hashes every file")] if plan.options.verify else []),
-                            "verbosity": 2})
-                weights_before[model.key] = [name]
-                deps.append(name)
+            out.append({"basename": "weights", "name": f"{model.key}@{node.target}",
+                        "doc": f"copy {model.key} to {node.target}'s HF cache (only missing or changed files)",
+                        "actions": [(_step, [sync])],
+                        "task_dep": [f"download:{model.key}"] + weights_before.get(model.key, []),
+                        "uptodate": [Check(lambda m=model, n=node: copies.weights_synced(m, n))]
+                        + ([_forced("--verify hashes every file")] if copies.plan.options.verify else []),
+                        "verbosity": 2})
+            weights_before[model.key] = [f"weights:{model.key}@{node.target}"]
+            deps += weights_before[model.key]
         per_node[node.target] = deps
-    launch_deps = list(built)
+    return per_node
+
+
+def _node_tasks(plan: Plan, fleet: "Fleet", per_node: dict[str, list[str]], out: list[dict[str, Any]],
+                head_deps: tuple[list[str], list[str]], serve: Plan | None) -> list[str]:
+    """Per node, mods over its image; on the head, the vLLM check before anything travels, and the
+    downloads (`head_deps` = the build, the downloads) after it. Returns the launch's dependencies."""
+    launch_deps, downloads = list(head_deps[0]), head_deps[1]
     for rank, (node, runner) in enumerate(zip(plan.nodes, fleet.runners)):
         image_deps = [d for d in per_node[node.target] if d.startswith(("image:", "build:"))]
         launch_deps += [d for d in per_node[node.target] if d.startswith("weights:")]
@@ -315,17 +281,10 @@ def cluster_tasks(plan: Plan, fleet: "Fleet", *, setup: bool, dry: bool = False,
         else:
             launch_deps += image_deps
         if rank == 0:  # the head's image (and mods) exist now: ask its vLLM before anything travels
-            checks = check_task(serve or plan, head, list(dict.fromkeys(launch_deps)))
+            checks = check_task(serve or plan, runner, list(dict.fromkeys(launch_deps)))
             out += checks
             launch_deps += [f"check:{t['name']}" for t in checks] + downloads
-    places, served = fleet.placements, serve or plan
-    out.append({"basename": "launch", "name": plan.recipe.id,
-                "doc": f"serve {plan.recipe.name} on {len(served.nodes)} nodes ({fleet.mode}) at {served.endpoint}",
-                "actions": [(_step, [lambda: launch.converge(places(), served, ray_first=fleet.mode == "ray")])],
-                "task_dep": list(dict.fromkeys(launch_deps)),
-                "uptodate": [Check(lambda: launch.answer(places(), served, ray_first=fleet.mode == "ray"))],
-                "verbosity": 2})
-    return out
+    return launch_deps
 
 
 def _copied(report: "distribute.Report", chain: list["distribute.Worker"]) -> str:

@@ -22,10 +22,9 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from .errors import RunRecipeError
+from .hf_names import REPO_ID_RE, is_local_path, is_model_ref, is_repo_id  # noqa: F401 - re-exported
 
 COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
-REPO_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-_HUB_NAME_PART = re.compile(r"^[A-Za-z0-9_](?:[\w.-]*[A-Za-z0-9_])?$")
 TREE_FORMAT_VERSION = 1  # huggingface_hub 2.4's trees/<commit>.json format
 
 # ----------------------------------------------------------------------------- errors
@@ -271,22 +270,3 @@ def verify_blobs(
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         bad = [p for p in pool.map(check, paths) if p is not None]
     return sorted(bad)
-
-
-# ----------------------------------------------------------------------------- command parsing
-def is_local_path(model: str) -> bool:
-    """A model given as a filesystem path is used as is (mounted), never downloaded."""
-    return model.startswith(("/", ".", "~"))
-
-
-def is_repo_id(text: str) -> bool:
-    """`org/name` as the hub allows it: letters, digits, '-', '_', '.'; no part starting or ending with '-'
-    or '.', no '--' or '..', at most 96 characters a part (the client refuses anything else, with a traceback)."""
-    return bool(REPO_ID_RE.match(text)) and all(
-        _HUB_NAME_PART.match(part) and "--" not in part and ".." not in part and len(part) <= 96
-        for part in text.split("/"))
-
-
-def is_model_ref(model: str) -> bool:
-    """Something a model option can name: a local path, or a repo id the hub allows."""
-    return is_local_path(model) or is_repo_id(model)

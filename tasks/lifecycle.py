@@ -43,7 +43,10 @@ def main(command: str, args: list[str]) -> int:
 
 def _parser(command: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=f"run-recipe {command}")
-    p.add_argument("recipe", nargs=None if command == "logs" else "?")
+    p.add_argument("recipe", nargs=None if command == "logs" else "?",
+                   help={"status": "only this recipe (default: everything runrecipe runs)",
+                         "stop": "the recipe to stop; without it (and without --all) stop lists what runs",
+                         "logs": "the recipe whose server log to show"}[command])
     p.add_argument("-n", "--nodes", metavar="IPS", help="nodes to look at (default: .env CLUSTER_NODES, else local)")
     p.add_argument("--config", type=Path, metavar="FILE", help="read nodes from FILE instead of .env")
     if command == "status":
@@ -54,7 +57,7 @@ def _parser(command: str) -> argparse.ArgumentParser:
     if command == "stop":
         p.add_argument("--all", action="store_true", help="stop every runrecipe container on every node")
     if command == "logs":
-        p.add_argument("-f", "--follow", action="store_true")
+        p.add_argument("-f", "--follow", action="store_true", help="keep printing new lines until Ctrl-C")
         p.add_argument("--node", metavar="NODE", help="which node's container (default: the head)")
     return p
 

@@ -31,9 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from . import image, mod_sources, origin_rules, render, settings, vllm_args
+from . import build_spec, mod_sources, origin_rules, render, settings, vllm_args
 from .errors import RenderError, RunRecipeError
-from .hub_cache import is_model_ref
+from .hf_names import is_model_ref
 from .plan import bash_problem
 from .recipe import ENV_NAME, Recipe, id_for, parse, path_kind, suggested_env_name
 from .yaml_positions import Positions
@@ -328,8 +328,8 @@ class _FileLint:
                          f"add {mod}/run.sh, or fix the path (relative to the folder that holds recipes/)")
 
     def _build_args(self, recipe: Recipe) -> None:
-        for i, what, fix in image.flag_problems(recipe.build_args):
-            close = difflib.get_close_matches(recipe.build_args[i], list(image.KNOWN_FLAGS), n=1)
+        for i, what, fix in build_spec.flag_problems(recipe.build_args):
+            close = difflib.get_close_matches(recipe.build_args[i], list(build_spec.KNOWN_FLAGS), n=1)
             self.add(ERROR, "build-arg", ("build_args", i), what,
                      f"use '{close[0]}'" if close and "unknown" in what else fix)
 

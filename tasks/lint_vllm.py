@@ -15,7 +15,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from . import docker, image, settings, vllm_check
+from . import build_spec, docker, settings, vllm_check
 from .errors import RunRecipeError
 from .plan import Options, Plan, make_plan
 from .runner import LocalRunner
@@ -36,7 +36,7 @@ def plans_of(paths: list[Path]) -> tuple[list[Plan], list[str]]:
     skipped = [f"{i.id}: {i.error}" for i in items if not i.recipe]
     plans: list[Plan] = []
     for recipe in recipes:
-        backends = (False,) if image.is_cpu(recipe.build_args) else (True, False)  # CPU builds refuse Ray
+        backends = (False,) if build_spec.is_cpu(recipe.build_args) else (True, False)  # CPU builds refuse Ray
         modes = ([Options(solo=True)] if not recipe.cluster_only else []) + \
             ([Options(nodes=LINT_NODES, ray=ray) for ray in backends] if not recipe.solo_only else [])
         for options in modes:

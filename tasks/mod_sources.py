@@ -11,9 +11,9 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from . import mods, settings, vllm_pr
+from . import mod_spec, settings
 from .errors import RecipeError
-from .mods import Mod
+from .mod_spec import Mod
 from .recipe import Recipe
 
 APPLY_MOD = "--apply-mod"
@@ -54,7 +54,7 @@ def problem(entry: str, roots: tuple[Path, ...]) -> str | None:
     if path is None:
         return f"not found in {', '.join(str(p) for p in tried)}"
     try:
-        mods.check((path,), "mods")
+        mod_spec.check((path,), "mods")
     except RecipeError as exc:
         return f"'{path}' {exc.reason}"
     return None
@@ -77,7 +77,7 @@ def recipe_mods(recipe: Recipe) -> tuple[Mod, ...]:
         if path is None:
             raise not_found(recipe, i, entry, tried)
         paths.append(path)
-    return mods.check(tuple(paths), f"{recipe.path}")
+    return mod_spec.check(tuple(paths), f"{recipe.path}")
 
 
 def plan_mods(recipe: Recipe, apply: tuple[tuple[str, object], ...]) -> tuple[tuple[Mod, ...], list[str]]:
@@ -86,12 +86,12 @@ def plan_mods(recipe: Recipe, apply: tuple[tuple[str, object], ...]) -> tuple[tu
     warnings = []
     for kind, value in apply:
         if kind == "mod":
-            found += mods.check((Path(str(value)),), APPLY_MOD, field="")
+            found += mod_spec.check((Path(str(value)),), APPLY_MOD, field="")
         else:
-            assert isinstance(value, vllm_pr.PullRequest)
-            mod = vllm_pr.cached(value)
+            assert isinstance(value, mod_spec.PullRequest)
+            mod = mod_spec.cached(value)
             if mod is None:
-                warnings.append(f"{vllm_pr.FLAG} {value.number} is not fetched yet: a run fetches {value.url} "
+                warnings.append(f"{mod_spec.FLAG} {value.number} is not fetched yet: a run fetches {value.url} "
                                 "once, then applies it as a mod")
             else:
                 found.append(mod)

@@ -15,46 +15,18 @@ import shutil
 import tarfile
 import tempfile
 import zipfile
-from dataclasses import dataclass
-from typing import Callable, Sequence
 from pathlib import Path, PurePosixPath
+from typing import Callable, Sequence
 
 from . import docker, execute
 from .commands import LOCAL, Command, Input, Proof
 from .docker import LABEL, Runner
-from .errors import RecipeError, RunError
-from .recipe import path_kind
+from .errors import RunError
+from .mod_spec import Mod, _zip_root, check  # noqa: F401 - check re-exported: a mod's description is core
 from .render import render_template
 from .runner import tail
 
 MARKER = "runrecipe: applying mod "
-
-
-@dataclass(frozen=True)
-class Mod:
-    name: str
-    path: Path
-
-    @property
-    def is_zip(self) -> bool:
-        return self.path.suffix == ".zip"
-
-
-def check(paths: tuple[Path, ...], source: str, field: str = "mods") -> tuple[Mod, ...]:
-    """Every mod must exist and hold a run.sh; the error names the recipe (or flag) and the mod."""
-    mods = []
-    for path in paths:
-        kind = path_kind(path)
-        if kind == "dir":
-            if not (path / "run.sh").is_file():
-                raise _missing(source, path, "has no run.sh", field)
-        elif path.suffix == ".zip" and kind == "file":
-            _zip_root(path, source, field)
-        else:
-            raise _missing(source, path, "does not exist (a folder or .zip with run.sh)", field)
-        name = re.sub(r"[^A-Za-z0-9_.-]", "_", path.stem if path.suffix == ".zip" else path.name)
-        mods.append(Mod(name, path))
-    return tuple(mods)
 
 
 def content_hash(mods: tuple[Mod, ...]) -> str:
@@ -140,30 +112,3 @@ def _stage(mod: Mod, dest: Path) -> None:
             target.chmod(0o755 if rel.name == "run.sh" else 0o644)
 
 
-def _zip_root(path: Path, source: str, field: str = "mods") -> str:
-    """The folder inside the zip that holds run.sh ('' for the top); unsafe names are refused."""
-    try:
-        with zipfile.ZipFile(path) as zf:
-            infos = zf.infolist()
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise _missing(source, path, f"is not a readable zip: {exc}", field) from None
-    names = [PurePosixPath(i.filename) for i in infos]
-    if any(n.is_absolute() or ".." in n.parts for n in names):
-        raise _missing(source, path, "has entries outside its own folder", field)
-    folders = {parent for n in names for parent in n.parents}
-    both = sorted(str(n) for n, i in zip(names, infos) if not i.is_dir() and n in folders)
-    if both:  # `a` and `a/b`: no folder can hold both, so the mod could not be unpacked
-        raise _missing(source, path, f"holds '{both[0]}' both as a file and as the folder of other entries", field)
-    if PurePosixPath("run.sh") in names:
-        return ""
-    roots = {n.parts[0] for n in names if n.parts}
-    if len(roots) == 1 and PurePosixPath(next(iter(roots)), "run.sh") in names:
-        return next(iter(roots))
-    raise _missing(source, path, "has no run.sh", field)
-
-
-def _missing(source: str, path: Path, problem: str, field: str = "mods") -> RecipeError:
-    """A mod that cannot be applied: the error names the recipe (or flag), the mod and what is wrong."""
-    where = f"{source}: {field}:" if field else f"{source}"
-    return RecipeError(f"{where} '{path}' {problem}", field=(field,) if field else (), reason=problem,
-                       fix="give each mod a folder (or .zip) holding run.sh")

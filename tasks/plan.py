@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from . import container_flags, hub_cache, image, masking, memo, mod_sources, mods, render, settings, vllm_args
+from . import build_spec, config, container_flags, hf_names, masking, memo, mod_sources, mod_spec, render, settings, vllm_args
 from .errors import ConfigError, ModeError, RecipeError, RenderError
 from .nodes import LOCAL, Node, is_local_address, is_loopback, load_env, parse_list, resolve
 from .recipe import Recipe
@@ -56,11 +56,13 @@ class Options:
     docker: container_flags.DockerSide = field(default_factory=container_flags.DockerSide)  # -e, -p, -v, ...
     ready_timeout: float = 1800.0
     force: bool = False               # --force: start even when the memory guard says it does not fit
-    # --apply-mod / --apply-vllm-pr in command-line order: ("mod", Path) or ("pr", vllm_pr.PullRequest)
+    # --apply-mod / --apply-vllm-pr in command-line order: ("mod", Path) or ("pr", mod_spec.PullRequest)
     apply: tuple[tuple[str, Any], ...] = ()
     stack: str = ""                   # the stack this run is an entry of (labels its containers)
     skip_vllm_check: bool = False     # --skip-vllm-check: no check:<recipe> step (vllm_check.SKIPPED says what)
     reform: bool = False              # the watcher re-forms the run: never start it over a `run-recipe stop`
+    # the .env and the settings it gave, read once by the entry point (config.read_settings)
+    settings: config.Settings | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -88,8 +90,8 @@ class Plan:
     argv: tuple[str, ...]              # the command's words, as the shell will see them
     vllm: vllm_args.Command            # the same command as data: cluster roles edit this, never the text
     script: str
-    build: image.BuildSpec
-    mods: tuple[mods.Mod, ...]
+    build: build_spec.BuildSpec
+    mods: tuple[mod_spec.Mod, ...]
     container_name: str
     docker_env: Mapping[str, str]
     port: int
@@ -131,10 +133,16 @@ class Plan:
 def env_file(options: Options) -> Path:
     """The .env to read: --config FILE, which must exist (a typo would silently mean solo mode), else
     the project's .env, which may be absent."""
-    if options.config is not None and not options.config.is_file():
-        raise ConfigError(f"--config {options.config}: no such file (`--discover --config "
-                          f"{options.config}` writes one)")
-    return options.config or settings.project_root() / ".env"
+    return options.settings.env_path if options.settings is not None else config.env_file(options.config)
+
+
+def dotenv(options: Options) -> tuple[Path, Mapping[str, str]]:
+    """The run's .env path and values: from the Settings its entry point read once, else read here (an
+    Options made without them, e.g. by a test or a stack entry)."""
+    if options.settings is not None:
+        return options.settings.env_path, options.settings.values
+    path = env_file(options)
+    return path, load_env(path)
 
 
 def choose_nodes(recipe: Recipe, options: Options) -> tuple[str, tuple[Node, ...], list[str]]:
@@ -146,9 +154,9 @@ def choose_nodes(recipe: Recipe, options: Options) -> tuple[str, tuple[Node, ...
         if options.nodes is not None:
             nodes = parse_list(options.nodes, source)
         else:
-            path = env_file(options)
+            path, values = dotenv(options)
             source = f"{path}: CLUSTER_NODES"
-            nodes = parse_list(load_env(path).get("CLUSTER_NODES", ""), source)
+            nodes = parse_list(values.get("CLUSTER_NODES", ""), source)
     mode = "cluster" if len(nodes) >= 2 else "solo"
     warnings = []
     if len(nodes) == 1 and not _is_this_machine(nodes[0]):
@@ -187,8 +195,8 @@ def copy_hosts(options: Options, mode: str) -> tuple[tuple[Node, ...] | None, li
     """.env COPY_HOSTS (the addresses copies go to, e.g. another network in a mesh), and warnings.
 
     It belongs to the .env's CLUSTER_NODES: with -n, or solo, it is not used."""
-    path = env_file(options)
-    text = load_env(path).get("COPY_HOSTS", "").strip() if mode == "cluster" else ""
+    path, values = dotenv(options)
+    text = values.get("COPY_HOSTS", "").strip() if mode == "cluster" else ""
     if not text:
         return None, []
     if options.nodes is not None:
@@ -209,54 +217,12 @@ def make_plan(recipe: Recipe, options: Options, check_shell: bool = True) -> Pla
     if mode == "solo":
         params["tensor_parallel"] = 1
     params.update(options.overrides)
-
-    template = recipe.command
-    extra = list(options.extra_args)
     main, local_mounts = main_model(recipe, options)
-    try:
-        used = set(render.placeholders(template))
-        vllm = vllm_args.parse(template, params)
-    except RenderError as exc:
-        raise RenderError(f"{recipe.path}: command: {exc}") from None
-    if main and main.revision != "main" and vllm.option("--revision") is None:
-        extra += ["--revision", main.revision]  # vLLM then loads that snapshot, offline
-    duplicates = vllm_args.duplicates(vllm, extra)
-    vllm = vllm.with_args(extra)
-    executor = vllm.option(vllm_args.EXECUTOR)
-    if mode == "solo":
-        vllm = vllm.without(vllm_args.EXECUTOR)  # solo uses none, whatever the recipe or -- named
-        if options.ray:
-            warnings.append("--ray is for a cluster: this run is solo (one node), so vLLM runs without Ray")
-    elif options.ray and executor not in (None, "ray"):  # cluster.ray_command sets it to ray
-        warnings.append(f"--ray: the command's {vllm_args.EXECUTOR} {executor} is replaced by ray (Ray starts "
-                        f"the group on every node); run without --ray for a native cluster, which drops the flag")
+    vllm = _vllm_command(recipe, options, mode, params, main, warnings)
     command, argv = vllm.text(), vllm.argv
-    for key in options.overrides:
-        if key not in used:
-            warnings.append(f"override '{key}' is not used by the command of {recipe.path.name} "
-                            f"(its placeholders: {', '.join(sorted(used)) or 'none'})")
-    for dup in duplicates:
-        warnings.append(f"extra argument '{dup}' repeats an option already in the command; "
-                        "vLLM uses the last value, so the extra argument wins")
-
-    port_text = vllm.option("--port") or "8000"
-    if not re.fullmatch(r"[0-9]{1,5}", port_text) or not 0 < int(port_text) < 65536:
-        raise ConfigError(f"{recipe.path}: the command's --port is '{port_text}', not a port number (1-65535)")
-    name = options.name or default_container_name(recipe)
-    if not re.fullmatch(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}", name):
-        raise ConfigError(f"--name '{name}' is not a valid container name (letters, digits, _ . -; "
-                          "starting with a letter or digit)")
-    container = options.container or recipe.container
-    if not IMAGE_REF.fullmatch(container):
-        source = "-t/--container" if options.container else f"{recipe.path}: container"
-        raise ConfigError(f"{source}: '{container}' is not an image reference (e.g. vllm-node or "
-                          "registry/name:tag)")
-    build = image.build_spec(container, recipe.build_args, settings.docker_dir(), f"{recipe.path}")
-    if build.cpu and options.ray:  # the engine would accept the command, then stop at its start
-        raise ModeError(f"--ray (doit: ray=1) cannot run {recipe.path}: its build_args hold {image.CPU_FLAG}, and "
-                        "vLLM's CPU build refuses Ray when its engine starts (\"current platform cpu does not "
-                        "support ray\"); nothing was started. Run it without --ray: a cluster then runs native "
-                        "multi-node (each node runs vLLM with its --node-rank)")
+    port = _checked_port(recipe, vllm)
+    name = _checked_name(recipe, options)
+    build = _checked_build(recipe, options)
     mod_list, mod_warnings = mod_sources.plan_mods(recipe, options.apply)
     warnings += mod_warnings
     script = render.render_template(
@@ -273,23 +239,86 @@ def make_plan(recipe: Recipe, options: Options, check_shell: bool = True) -> Pla
         recipe=recipe, options=options, mode=mode, nodes=nodes, params=params,
         command=command, argv=argv, vllm=vllm, script=script, build=build, mods=mod_list,
         container_name=name,
-        docker_env=docker_env, port=container_flags.host_port(options.docker, int(port_text)), served_model=vllm.served_model,
+        docker_env=docker_env, port=container_flags.host_port(options.docker, port), served_model=vllm.served_model,
         models=((main,) if main else ()) + extras, local_mounts=local_mounts, warnings=tuple(warnings),
         copy_hosts=copy_to)
     masking.remember_secret(plan.api_key)  # from the command or the recipe's env too: never in what we print
     return plan
 
 
+def _vllm_command(recipe: Recipe, options: Options, mode: str, params: dict[str, Any], main: Model | None,
+                  warnings: list[str]) -> vllm_args.Command:
+    """The recipe's command as argv after substitution, with the run's extra arguments and revision;
+    warns (into `warnings`) about unused overrides, repeated options and a Ray flag that cannot hold."""
+    extra = list(options.extra_args)
+    try:
+        used = set(render.placeholders(recipe.command))
+        vllm = vllm_args.parse(recipe.command, params)
+    except RenderError as exc:
+        raise RenderError(f"{recipe.path}: command: {exc}") from None
+    if main and main.revision != "main" and vllm.option("--revision") is None:
+        extra += ["--revision", main.revision]  # vLLM then loads that snapshot, offline
+    duplicates = vllm_args.duplicates(vllm, extra)
+    vllm = vllm.with_args(extra)
+    executor = vllm.option(vllm_args.EXECUTOR)
+    if mode == "solo":
+        vllm = vllm.without(vllm_args.EXECUTOR)  # solo uses none, whatever the recipe or -- named
+        if options.ray:
+            warnings.append("--ray is for a cluster: this run is solo (one node), so vLLM runs without Ray")
+    elif options.ray and executor not in (None, "ray"):  # cluster.ray_command sets it to ray
+        warnings.append(f"--ray: the command's {vllm_args.EXECUTOR} {executor} is replaced by ray (Ray starts "
+                        f"the group on every node); run without --ray for a native cluster, which drops the flag")
+    for key in options.overrides:
+        if key not in used:
+            warnings.append(f"override '{key}' is not used by the command of {recipe.path.name} "
+                            f"(its placeholders: {', '.join(sorted(used)) or 'none'})")
+    for dup in duplicates:
+        warnings.append(f"extra argument '{dup}' repeats an option already in the command; "
+                        "vLLM uses the last value, so the extra argument wins")
+    return vllm
+
+
+def _checked_port(recipe: Recipe, vllm: vllm_args.Command) -> int:
+    port_text = vllm.option("--port") or "8000"
+    if not re.fullmatch(r"[0-9]{1,5}", port_text) or not 0 < int(port_text) < 65536:
+        raise ConfigError(f"{recipe.path}: the command's --port is '{port_text}', not a port number (1-65535)")
+    return int(port_text)
+
+
+def _checked_name(recipe: Recipe, options: Options) -> str:
+    name = options.name or default_container_name(recipe)
+    if not re.fullmatch(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}", name):
+        raise ConfigError(f"--name '{name}' is not a valid container name (letters, digits, _ . -; "
+                          "starting with a letter or digit)")
+    return name
+
+
+def _checked_build(recipe: Recipe, options: Options) -> build_spec.BuildSpec:
+    """The image's build spec; a CPU build with --ray is refused here, before vLLM would refuse it at start."""
+    container = options.container or recipe.container
+    if not IMAGE_REF.fullmatch(container):
+        source = "-t/--container" if options.container else f"{recipe.path}: container"
+        raise ConfigError(f"{source}: '{container}' is not an image reference (e.g. vllm-node or "
+                          "registry/name:tag)")
+    build = build_spec.build_spec(container, recipe.build_args, settings.docker_dir(), f"{recipe.path}")
+    if build.cpu and options.ray:  # the engine would accept the command, then stop at its start
+        raise ModeError(f"--ray (doit: ray=1) cannot run {recipe.path}: its build_args hold {build_spec.CPU_FLAG}, and "
+                        "vLLM's CPU build refuses Ray when its engine starts (\"current platform cpu does not "
+                        "support ray\"); nothing was started. Run it without --ray: a cluster then runs native "
+                        "multi-node (each node runs vLLM with its --node-rank)")
+    return build
+
+
 def main_model(recipe: Recipe, options: Options) -> tuple[Model | None, tuple[str, ...]]:
     """The recipe's model as a download, or as a local folder to mount (model_path or a path as model)."""
-    if recipe.model_path or (recipe.model and hub_cache.is_local_path(recipe.model)):
+    if recipe.model_path or (recipe.model and hf_names.is_local_path(recipe.model)):
         path = Path(recipe.model_path or recipe.model).expanduser()
         if not path.is_absolute():
             path = (recipe.path.parent / path).resolve()
         return None, (str(path),)
     if not recipe.model:
         return None, ()
-    if not hub_cache.is_repo_id(recipe.model):
+    if not hf_names.is_repo_id(recipe.model):
         raise RecipeError(f"{recipe.path}: model: '{recipe.model}' is neither a HuggingFace repo id (org/name, "
                           "e.g. Qwen/Qwen3.6-35B-A3B-FP8) nor a local path (starting with /, . or ~)")
     if options.revision:

@@ -100,12 +100,8 @@ class SafeLoader(_Loader):  # type: ignore[misc, valid-type]
         return super().compose_node(parent, index)
 
 
-def parse(text: str, path: Path, recipe_id: str | None = None, document: yaml.Node | None = None) -> Recipe:
-    """Check one recipe document; raise RecipeError naming file, field and expectation.
-
-    `document` is the text's YAML node tree when the caller composed it already (lint, for line
-    numbers): pure-Python YAML reads 1 MB in about a second, so it is read once."""
-    where = str(path)
+def _load_mapping(text: str, where: str, document: yaml.Node | None) -> dict[Any, Any]:
+    """Read the YAML into a mapping, turning every YAML failure into a RecipeError with its line."""
     if len(text.encode("utf-8", "surrogatepass")) > MAX_RECIPE_BYTES:
         raise RecipeError(f"{where}: file is larger than {MAX_RECIPE_BYTES} bytes; a recipe is a short YAML file",
                           file=where, fix="keep the recipe short: the weights and patches live elsewhere")
@@ -126,7 +122,11 @@ def parse(text: str, path: Path, recipe_id: str | None = None, document: yaml.No
         raise RecipeError(f"{where}: expected a mapping of fields (name, container, command, ...), "
                           f"got {_kind(data)}", file=where,
                           fix="write the recipe as fields: name, container, command, ...")
+    return data
 
+
+def _check_keys(data: dict[Any, Any], where: str) -> tuple[list[str], list[tuple[str, str]]]:
+    """Refuse missing required fields; warn (with a close match) about unknown ones, which are ignored."""
     warnings, unknown = [], []
     for key in data:
         if not isinstance(key, str):
@@ -143,34 +143,43 @@ def parse(text: str, path: Path, recipe_id: str | None = None, document: yaml.No
             raise RecipeError(f"{where}: missing required field '{key}': add the line `{line}`", file=where,
                               field=(key,), fix=f"add `{line}` ({', '.join(REQUIRED)} are required, as in the "
                                                "origin)")
+    return warnings, unknown
 
-    def text_field(key: str) -> str:
-        value = data.get(key, "")
+
+class _Fields:
+    """Typed readers over one recipe mapping, each raising a RecipeError that names the field."""
+
+    def __init__(self, data: dict[str, Any], where: str) -> None:
+        self.data, self.where = data, where
+
+    def text(self, key: str) -> str:
+        value = self.data.get(key, "")
         if value is None:
             return ""
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-            raise RecipeError(f"{where}: field '{key}' must be text, got {_kind(value)}", file=where,
+            raise RecipeError(f"{self.where}: field '{key}' must be text, got {_kind(value)}", file=self.where,
                               field=(key,), fix="write it as text")
-        return _plain(where, (key,), str(value))
+        return _plain(self.where, (key,), str(value))
 
-    def flag(key: str) -> bool:
-        value = data.get(key, False)
+    def flag(self, key: str) -> bool:
+        value = self.data.get(key, False)
         if value is None:
             return False
         if not isinstance(value, bool):
-            raise RecipeError(f"{where}: field '{key}' must be true or false, got {_kind(value)}", file=where,
-                              field=(key,), fix="write true or false, unquoted")
+            raise RecipeError(f"{self.where}: field '{key}' must be true or false, got {_kind(value)}",
+                              file=self.where, field=(key,), fix="write true or false, unquoted")
         return value
 
-    def text_list(key: str) -> tuple[str, ...]:
-        value = data.get(key) or []
+    def text_list(self, key: str) -> tuple[str, ...]:
+        value = self.data.get(key) or []
         if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-            raise RecipeError(f"{where}: field '{key}' must be a list of text items, got {_kind(value)}",
-                              file=where, field=(key,), fix="write a YAML list of text items (- item)")
-        return tuple(_plain(where, (key, i), v) for i, v in enumerate(value))
+            raise RecipeError(f"{self.where}: field '{key}' must be a list of text items, got {_kind(value)}",
+                              file=self.where, field=(key,), fix="write a YAML list of text items (- item)")
+        return tuple(_plain(self.where, (key, i), v) for i, v in enumerate(value))
 
-    def mapping(key: str, name_rule: re.Pattern[str], what: str) -> dict[str, Any]:
-        value = data.get(key) or {}
+    def mapping(self, key: str, name_rule: re.Pattern[str], what: str) -> dict[str, Any]:
+        where = self.where
+        value = self.data.get(key) or {}
         if not isinstance(value, dict):
             raise RecipeError(f"{where}: field '{key}' must be a mapping of {what} to values, got {_kind(value)}",
                               file=where, field=(key,), fix=f"write {key} as `NAME: value` lines")
@@ -187,44 +196,80 @@ def parse(text: str, path: Path, recipe_id: str | None = None, document: yaml.No
             out[k] = _plain(where, (key, k), v) if isinstance(v, str) else v
         return out
 
-    name = text_field("name")
+    def files(self) -> tuple[str, ...]:
+        files = self.data.get("files")
+        return (_plain(self.where, ("files",), files),) if isinstance(files, str) else self.text_list("files")
+
+
+def _checked_name(fields: _Fields) -> str:
+    name = fields.text("name")
     if any(ch in name for ch in "\r\n\0"):
-        raise RecipeError(f"{where}: field 'name' must be one line", file=where, field=("name",),
+        raise RecipeError(f"{fields.where}: field 'name' must be one line", file=fields.where, field=("name",),
                           fix="write the name on one line")
-    cluster_only, solo_only = flag("cluster_only"), flag("solo_only")
+    return name
+
+
+def _placement_flags(fields: _Fields) -> tuple[bool, bool]:
+    """cluster_only and solo_only, refusing both: such a recipe could run nowhere."""
+    cluster_only, solo_only = fields.flag("cluster_only"), fields.flag("solo_only")
     if cluster_only and solo_only:
-        raise RecipeError(f"{where}: 'cluster_only' and 'solo_only' are both true; set at most one", file=where,
-                          field=("solo_only",), fix="set at most one of cluster_only and solo_only")
-    env = {k: str(v) for k, v in mapping("env", ENV_NAME, "environment variable name").items()}
-    files = data.get("files")
-    version = text_field("recipe_version")
+        raise RecipeError(f"{fields.where}: 'cluster_only' and 'solo_only' are both true; set at most one",
+                          file=fields.where, field=("solo_only",), fix="set at most one of cluster_only and solo_only")
+    return cluster_only, solo_only
+
+
+def _version(fields: _Fields, warnings: list[str]) -> str:
+    """The recipe_version; an unknown one is read as the newest, with a warning."""
+    version, where = fields.text("recipe_version"), fields.where
     if version not in RECIPE_VERSIONS:
         warnings.append(f"{where}: recipe_version '{version}' is not one this tool knows (it reads version "
                         f"{', '.join(RECIPE_VERSIONS)}); the recipe is read as version {RECIPE_VERSIONS[-1]}, "
                         "so check its fields against the recipe format")
-    revision, alias = text_field("revision"), text_field("model_revision")
+    return version
+
+
+def _revision(fields: _Fields) -> str:
+    """`revision` and its alias `model_revision` are one field: refuse two different values."""
+    revision, alias, where = fields.text("revision"), fields.text("model_revision"), fields.where
     if revision and alias and revision != alias:
         raise RecipeError(f"{where}: 'revision' ({revision}) and 'model_revision' ({alias}) name different "
                           "revisions of the model; they are one field, keep one", file=where,
                           field=("model_revision",), fix="keep either revision or model_revision")
+    return revision or alias
+
+
+def parse(text: str, path: Path, recipe_id: str | None = None, document: yaml.Node | None = None) -> Recipe:
+    """Check one recipe document; raise RecipeError naming file, field and expectation.
+
+    `document` is the text's YAML node tree when the caller composed it already (lint, for line
+    numbers): pure-Python YAML reads 1 MB in about a second, so it is read once."""
+    where = str(path)
+    data = _load_mapping(text, where, document)
+    warnings, unknown = _check_keys(data, where)
+    fields = _Fields(data, where)
+    name = _checked_name(fields)
+    cluster_only, solo_only = _placement_flags(fields)
+    env = {k: str(v) for k, v in fields.mapping("env", ENV_NAME, "environment variable name").items()}
+    version = _version(fields, warnings)
+    revision = _revision(fields)
     return Recipe(
         id=recipe_id or path.stem,
         path=path,
         name=name,
-        container=text_field("container"),
-        command=text_field("command"),
-        description=text_field("description"),
-        model=text_field("model"),
+        container=fields.text("container"),
+        command=fields.text("command"),
+        description=fields.text("description"),
+        model=fields.text("model"),
         cluster_only=cluster_only,
         solo_only=solo_only,
-        build_args=text_list("build_args"),
-        mods=text_list("mods"),
-        defaults=MappingProxyType(mapping("defaults", PARAM_NAME, "parameter name")),
+        build_args=fields.text_list("build_args"),
+        mods=fields.text_list("mods"),
+        defaults=MappingProxyType(fields.mapping("defaults", PARAM_NAME, "parameter name")),
         env=MappingProxyType(env),
         recipe_version=version,
-        revision=revision or alias,
-        files=(_plain(where, ("files",), files),) if isinstance(files, str) else text_list("files"),
-        model_path=text_field("model_path"),
+        revision=revision,
+        files=fields.files(),
+        model_path=fields.text("model_path"),
         warnings=tuple(warnings),
         unknown=tuple(unknown),
     )

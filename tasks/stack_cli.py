@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from . import docker, gateway, stack
-from .config import env_options
+from .config import read_settings
 from .errors import RunError
 from .flagtypes import seconds
 from .gateway import GatewayPlan
@@ -42,7 +42,7 @@ def parser() -> argparse.ArgumentParser:
 def main(args: list[str]) -> int:
     ns = parser().parse_args(args)
     options = Options(setup=ns.setup, download=ns.setup, daemon=True, ready_timeout=ns.ready_timeout,
-                      **env_options(None))
+                      **read_settings(None).options())
     if ns.action in ("stop", "status"):
         return lifecycle(ns.action, stack.load(stack.find(ns.stack)), options, ns.json)
     stack_plan, gw = load(ns.stack, options)
@@ -123,13 +123,11 @@ def preflight(stack_plan: StackPlan, gw: GatewayPlan | None) -> None:
 
 def up(stack_plan: StackPlan, gw: GatewayPlan | None, *, wait: bool) -> int:
     """The checks, then the graph: every entry's tasks in start order, then the gateway."""
-    from . import doit_run, state
+    from . import doit_run, session
     from .stack_graph import launch_targets, stack_namespace
 
     preflight(stack_plan, gw)
-    state.lock(f"run-recipe stack {stack_plan.name}", wait=wait)
-    if note := state.repair_dep_file():
-        print(f"Warning: {note}", file=sys.stderr)
+    session.hold(f"run-recipe stack {stack_plan.name}", session.CONSOLE, wait=wait)
     ns = stack_namespace(stack_plan, gw, setup=stack_plan.entries[0].plan.options.setup)
     code = doit_run.run(ns, ["run", *launch_targets(stack_plan, gw)])
     if not code:

@@ -15,8 +15,8 @@ from typing import Any, Mapping
 
 from . import render, settings, stack_keys
 from .errors import ConfigError, ModeError, RecipeError, RunRecipeError
-from .nodes import LOCAL, Node, is_loopback, load_env, parse_list
-from .plan import Options, Plan, env_file, make_plan
+from .nodes import LOCAL, Node, is_loopback, parse_list
+from .plan import Options, Plan, dotenv, env_file, make_plan
 from .recipe import Recipe, id_for, load, load_named, path_kind
 from .stack import Entry, Stack, entry_id, gateway_container
 
@@ -63,8 +63,8 @@ def stack_nodes(stack: Stack, options: Options) -> tuple[Node, ...]:
     """The stack's `nodes`, else .env CLUSTER_NODES, else this machine."""
     if stack.nodes:
         return stack.nodes
-    path = env_file(options)
-    listed = parse_list(load_env(path).get("CLUSTER_NODES", ""), f"{path}: CLUSTER_NODES")
+    path, values = dotenv(options)
+    listed = parse_list(values.get("CLUSTER_NODES", ""), f"{path}: CLUSTER_NODES")
     return listed or (LOCAL,)
 
 

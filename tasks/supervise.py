@@ -48,7 +48,7 @@ def _parser(command: str) -> argparse.ArgumentParser:
                        help="seconds a probe waits for its first token; two silent probes re-form (default 30)")
         return p
     if command == "uninstall-service":
-        p.add_argument("recipe")
+        p.add_argument("recipe", help="the recipe whose unit to remove")
     p.add_argument("--user", dest="user", action="store_true", default=None,
                    help="a user unit (~/.config/systemd/user; default when not root)")
     p.add_argument("--system", dest="user", action="store_false", help="a system unit (/etc/systemd/system; default as root)")

@@ -19,7 +19,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from . import render
 from .errors import RenderError
-from .hub_cache import REPO_ID_RE, is_local_path
+from .hf_names import REPO_ID_RE, is_local_path
 from .shellwords import Op, Token, Word
 
 EXECUTOR = "--distributed-executor-backend"

@@ -14,105 +14,14 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import shutil
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from . import settings
 from .errors import ConfigError, RunError
 from .hub_cache import offline_from_env
-from .mods import Mod
-from .render import render_template
-
-BASE_ENV = "RUNRECIPE_VLLM_PR_BASE"
-DEFAULT_BASE = "https://patch-diff.githubusercontent.com/raw/vllm-project/vllm/pull"
-FLAG = "--apply-vllm-pr"
-PR_URL = re.compile(r"https?://github\.com/vllm-project/vllm/pull/([0-9]+)(?:/[A-Za-z0-9/_-]*)?(?:\.diff|\.patch)?/?")
-IGNORED_DIRS = (".github/", ".buildkite/", "benchmarks/", "docs/", "examples/", "tests/")
-IGNORED_SUFFIXES = (".md", ".rst")
-NATIVE_SUFFIXES = (".c", ".cc", ".cpp", ".cu", ".cuh", ".cxx", ".h", ".hpp", ".o", ".so", ".a")
-BUILD_FILES = ("CMakeLists.txt", "Makefile", "setup.py")
-DIFF_GIT = re.compile(r"^diff --git (\"?)a/(.*?)\1 (\"?)b/(.*?)\3$", re.MULTILINE)
-MINUS_PLUS = re.compile(r"^(?:---|\+\+\+) (\"?)[ab]/(.*?)\1(?:\t.*)?$", re.MULTILINE)
-
-
-@dataclass(frozen=True)
-class PullRequest:
-    number: int
-
-    @property
-    def url(self) -> str:
-        base = os.environ.get(BASE_ENV) or DEFAULT_BASE
-        return f"{base.rstrip('/')}/{self.number}.diff"
-
-    @property
-    def folder(self) -> Path:
-        return settings.state_dir() / "cache" / "vllm-pr" / str(self.number)
-
-
-def parse(text: str) -> PullRequest:
-    """A positive PR number, or the PR's URL on github.com/vllm-project/vllm (argparse type: ValueError)."""
-    match = PR_URL.fullmatch(text)
-    digits = match.group(1) if match else text if re.fullmatch(r"[0-9]+", text) else "0"
-    number = int(digits)
-    if number <= 0:
-        raise ValueError(f"'{text}' is not a vLLM pull request: give its number (e.g. 12345) or its URL "
-                         "(https://github.com/vllm-project/vllm/pull/12345)")
-    return PullRequest(number)
-
-
-def touched(diff: str) -> list[str]:
-    """Every path the diff names (old and new side of renames), in order, once each."""
-    paths = [p for m in DIFF_GIT.finditer(diff) for p in (m.group(2), m.group(4))]
-    if not paths:  # a plain unified diff without git headers
-        paths = [m.group(2) for m in MINUS_PLUS.finditer(diff)]
-    return list(dict.fromkeys(paths))
-
-
-def refused(paths: list[str]) -> list[str]:
-    """The paths the runtime-only rule refuses: anything but the vllm package, and native or build files."""
-    bad = []
-    for path in paths:
-        name = path.rsplit("/", 1)[-1]
-        if path.startswith(IGNORED_DIRS) or path.endswith(IGNORED_SUFFIXES):
-            continue
-        if not path.startswith("vllm/") or path.endswith(NATIVE_SUFFIXES) or name in BUILD_FILES:
-            bad.append(path)
-    return bad
-
-
-def check_runtime_only(pr: PullRequest, diff: str) -> None:
-    paths = touched(diff)
-    bad = refused(paths)
-    if bad:
-        raise ConfigError(
-            f"{FLAG} {pr.number}: the patch changes files a runtime patch cannot (only the installed vllm "
-            f"package's files may change; native sources, CMake, Makefiles and setup.py need a rebuild):\n"
-            + "".join(f"  {p}\n" for p in bad)
-            + "Build an image with the PR applied instead (the origin's build-and-copy.sh --apply-vllm-pr), "
-            f"or leave out {FLAG} {pr.number}")
-    if not any(p.startswith("vllm/") for p in paths):
-        raise ConfigError(f"{FLAG} {pr.number}: the patch changes no file of the vllm package "
-                          f"({len(paths)} paths, all docs/tests/CI), so it would change nothing; leave it out")
-
-
-def cached(pr: PullRequest) -> Mod | None:
-    """The PR's mod from the cache, without any network call; None when it was never fetched."""
-    entries = sorted((p for p in pr.folder.glob("*/pr.diff") if not p.parent.name.startswith(".")),
-                     key=lambda p: p.stat().st_mtime) if pr.folder.is_dir() else []
-    if not entries:
-        return None
-    diff_path = entries[-1]
-    data = diff_path.read_bytes()
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != diff_path.parent.name:
-        raise ConfigError(f"{diff_path}: its sha256 is {digest}, not the {diff_path.parent.name} it was cached "
-                          f"under (edited or damaged): remove {pr.folder} and run again to fetch it anew")
-    check_runtime_only(pr, data.decode("utf-8", "replace"))
-    _write_run_sh(pr, diff_path.parent, digest)
-    return Mod(f"vllm-pr-{pr.number}", diff_path.parent)
+from .mod_spec import (  # noqa: F401 - re-exported: a PR's description is core (mod_spec)
+    BASE_ENV, FLAG, Mod, PullRequest, _write_run_sh, cached, check_runtime_only, parse, refused, touched,
+)
 
 
 def fetch(pr: PullRequest) -> Mod:
@@ -164,10 +73,3 @@ def _download(pr: PullRequest) -> bytes:
     return resp.content
 
 
-def _write_run_sh(pr: PullRequest, folder: Path, digest: str) -> None:
-    """The mod's run.sh, (re)written from the template so a cached PR follows this version's script."""
-    text = render_template("vllm-pr-mod.sh.j2", number=pr.number, sha256=digest)
-    path = folder / "run.sh"
-    if not path.is_file() or path.read_text() != text:
-        path.write_text(text)
-    path.chmod(0o755)
