@@ -39,6 +39,8 @@ def test_plan_shows_the_commands_that_then_run(project: Project) -> None:
     # Nothing built: the build is known to the byte; the launch waits for the image (no command shown yet).
     first = planned(project, "shown")
     assert [t.split()[:2] for t in first] == [["docker", "build"]]
+    dry = project.cli("shown", "--setup", "--dry-run")  # --dry-run shows the same line (it asks only this machine)
+    assert dry.returncode == 0 and f"$ {first[0]}\n" in dry.stdout, dry.stdout + dry.stderr
     assert project.cli("shown", "--setup", "-d").returncode == 0
     done = ran(log)
     assert done[:1] == first and [t.split()[:2] for t in done[1:]] == [
