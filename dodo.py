@@ -13,11 +13,13 @@ from tasks.loader (doit's variables into plans) and tasks.graph, the generators 
 import sys
 
 from tasks import loader, session
+from tasks.cli_report import install_for_environment
 from tasks.errors import RunRecipeError
 from tasks.masking import scrub
 
 try:
-    globals().update(session.for_doit(sys.argv[1:], loader.doit_namespace, session.CONSOLE))
+    install_for_environment()  # the tasks' events rendered as run-recipe renders them
+    globals().update(session.for_doit(sys.argv[1:], loader.doit_namespace))
 except RunRecipeError as exc:  # a bad recipe or node list is a message, not a traceback
     print(f"Error: {scrub(str(exc))}", file=sys.stderr)
     raise SystemExit(exc.exit_code) from None

@@ -59,19 +59,20 @@ REMOTE_CACHE = "~/.cache/huggingface/hub"
 DRIVER = r"""
 import dataclasses, json, sys, time
 sys.path.insert(0, sys.argv[1])
-from tasks import chain, connect, distribute as d, image_copy
+from tasks import distribute as d, image_copy
+from tasks.connect import chain
+from tasks.connect import SshLink
 a = json.loads(sys.argv[2])
-workers = [chain.Worker(**w) for w in a["workers"]]
+workers = [chain.Worker(w["name"], SshLink(tuple(w["ssh"]))) for w in a["workers"]]
 if a.get("warm"):  # in a run, preflight has connected to every worker and then opened the chain's hops
     for w in workers:
-        connect.call(w.ssh, ["true"], node=w.name, step="connect")
+        w.link.call(["true"], node=w.name, step="connect")
     chain.open_hops([workers])
 t0 = time.monotonic()
 if a["what"] == "image":
     r = image_copy.distribute_image(a["tag"], a["head_id"], workers, progress=None)
 else:
-    r = d.sync_weights(a["cache"], a["remote"], a["repo"], a["commit"], [w.name for w in workers],
-                       {w.name: w.ssh for w in workers})
+    r = d.sync_weights(a["cache"], a["remote"], a["repo"], a["commit"], workers)
 print(json.dumps({"t": time.monotonic() - t0, "report": dataclasses.asdict(r)}))
 """
 

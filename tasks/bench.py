@@ -68,6 +68,15 @@ def fingerprint(record: dict, vllm_version: str, params: dict[str, int]) -> dict
             "bench": dict(sorted(params.items()))}
 
 
+def stack_fingerprint(stack: str, entries: dict[str, dict[str, Any]], gateway: dict[str, str],
+                      params: dict[str, int]) -> dict[str, Any]:
+    """What a stack ran: each entry's fingerprint by the model name the gateway routes (without the bench's
+    parameters, which are the stack's), the gateway's image and configuration hash, and the parameters."""
+    return {"stack": stack, "entries": {model: {k: v for k, v in fp.items() if k != "bench"}
+                                        for model, fp in sorted(entries.items())},
+            "gateway": dict(sorted(gateway.items())), "bench": dict(sorted(params.items()))}
+
+
 def fingerprint_id(fp: dict[str, Any]) -> str:
     """A short name for a fingerprint: the same for the same deployment and parameters."""
     return hashlib.sha256(json.dumps(fp, sort_keys=True).encode()).hexdigest()[:12]
@@ -103,7 +112,10 @@ def argv_options(argv: Sequence[str]) -> dict[str, str]:
 
 
 def differences(a: dict[str, Any], b: dict[str, Any]) -> list[dict[str, Any]]:
-    """Each item in which fingerprint `b` differs from `a`: {"what", "item", "a", "b"} (None: absent)."""
+    """Each item in which fingerprint `b` differs from `a`: {"what", "item", "a", "b"} (None: absent); a stack's
+    entries' items also say {"entry": model}."""
+    if "entries" in a or "entries" in b:
+        return _stack_differences(a, b)
     found: list[dict[str, Any]] = []
     for what in FINGERPRINT_KEYS:
         old, new = a.get(what), b.get(what)
@@ -120,6 +132,21 @@ def differences(a: dict[str, Any], b: dict[str, Any]) -> list[dict[str, Any]]:
     return found
 
 
+def _stack_differences(a: dict[str, Any], b: dict[str, Any]) -> list[dict[str, Any]]:
+    """An entry added or removed (its fingerprint id), each kept entry's differences, the gateway's, the bench's."""
+    found: list[dict[str, Any]] = []
+    old, new = a.get("entries") or {}, b.get("entries") or {}
+    for model in dict.fromkeys([*old, *new]):
+        if model in old and model in new:
+            found += [{"entry": model, **d} for d in differences(old[model], new[model])]
+        else:
+            found.append({"what": "entries", "item": model, "a": fingerprint_id(old[model]) if model in old else None,
+                          "b": fingerprint_id(new[model]) if model in new else None})
+    for what in ("gateway", "bench"):
+        found += _mapping_diff(what, a.get(what) or {}, b.get(what) or {})
+    return found
+
+
 def _by_name(items: Iterable[str]) -> dict[str, str]:
     """`repo@commit` / `mod@sha256` as {name: version}: a changed commit is one item, not two."""
     return dict(item.rsplit("@", 1) if "@" in item else (item, "") for item in items)
@@ -131,12 +158,12 @@ def _mapping_diff(what: str, a: dict, b: dict) -> list[dict[str, Any]]:
 
 
 def compare(a: dict, b: dict) -> dict[str, Any]:
-    """Result `b` against result `a`: per concurrency level both measured, each figure's change
-    (absolute and percent, and whether it is better), and what differs between their fingerprints."""
-    mine = {lv["concurrency"]: lv for lv in b["levels"]}
+    """Result `b` against result `a`: per concurrency level (and a stack's model) both measured, each figure's
+    change (absolute and percent, and whether it is better), and what differs between their fingerprints."""
+    mine = {(lv.get("model"), lv["concurrency"]): lv for lv in b["levels"]}
     levels = []
     for old in a["levels"]:
-        new = mine.get(old["concurrency"])
+        new = mine.get((old.get("model"), old["concurrency"]))
         if new is None:
             continue
         figures = {}
@@ -146,7 +173,8 @@ def compare(a: dict, b: dict) -> dict[str, Any]:
                 figures[name] = {"label": label, "a": old[name], "b": new[name], "delta": delta,
                                  "percent": 100 * delta / old[name] if old[name] else None,
                                  "better": (delta > 0) == higher if delta else None}
-        levels.append({"concurrency": old["concurrency"], "figures": figures})
+        levels.append({**({"model": old["model"]} if "model" in old else {}), "concurrency": old["concurrency"],
+                       "figures": figures})
     return {"a": _ref(a), "b": _ref(b), "differences": differences(a["fingerprint"], b["fingerprint"]),
             "levels": levels}
 

@@ -14,16 +14,19 @@ INSTALL = "pip install 'runrecipe[bench]' (or pip install matplotlib)"
 
 
 def series(groups: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per fingerprint, its latest run's points (concurrency, output tok/s, TTFT median ms), labelled with its
-    id and what differs from the first fingerprint (the flag, mod or image a reader is looking for)."""
+    """Per fingerprint (and a stack's model), its latest run's points (concurrency, output tok/s, TTFT median ms),
+    labelled with its id and what differs from the first fingerprint (the flag, mod or image a reader looks for)."""
     out = []
     for group in groups:
         run = group["runs"][-1]
-        points = sorted((lv["concurrency"], lv["output_tok_s"], lv["ttft_median_ms"]) for lv in run["levels"])
         changed = differences(groups[0]["fingerprint"], group["fingerprint"])
         what = ", ".join(d["item"] if d["b"] in (None, "") else f"{d['item']} {str(d['b'])[:19]}"
                          for d in changed if d["what"] != "inputs")
-        out.append({"label": f"{group['fingerprint_id'][:8]}" + (f": {what}" if what else ""), "points": points})
+        for model in dict.fromkeys(lv.get("model") for lv in run["levels"]):  # a stack's: a line per model
+            points = sorted((lv["concurrency"], lv["output_tok_s"], lv["ttft_median_ms"]) for lv in run["levels"]
+                            if lv.get("model") == model)
+            out.append({"label": f"{group['fingerprint_id'][:8]}" + (f" {model}" if model else "")
+                        + (f": {what}" if what else ""), "points": points})
     return out
 
 

@@ -96,10 +96,8 @@ def check(stack_plan: StackPlan, memory: Mapping[str, int | None]) -> list[Share
 def node_memory(stack_plan: StackPlan) -> dict[str, int | None]:
     """Memory a model can use on every node of the stack (preflight's facts: GPU memory, else RAM), asked
     at once; a node that cannot be asked is None here (its preflight says why)."""
-    from .connect import SshSettings
+    from .connect import LocalRunner, RemoteRunner, SshSettings
     from .preflight import gather
-    from .remote import RemoteRunner
-    from .runner import LocalRunner
 
     def ask(index: int) -> int | None:
         node = stack_plan.nodes[index]

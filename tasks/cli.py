@@ -15,6 +15,7 @@ from typing import Any, Callable, Sequence
 
 from . import session, settings, vllm_check
 from .cli_container import container_group, docker_side
+from .cli_report import install_for_environment
 from .errors import ConfigError, RunRecipeError
 from .config import read_settings
 from .flagtypes import MAX_LEN_HINT, apply_mod, apply_pr, fraction, port, seconds, unknown_options, whole
@@ -29,6 +30,7 @@ SUPERVISE = ("watch", "install-service", "uninstall-service")
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     try:
+        install_for_environment()  # the library's events rendered as text (or JSON lines) from here on
         _refuse_undecodable(args)
         if args and args[0] in COMMANDS:
             return COMMANDS[args[0]].run(args[0], args[1:])
@@ -71,9 +73,9 @@ def _supervise() -> ModuleType:
     return supervise
 
 
-def _lifecycle() -> ModuleType:
-    from . import lifecycle
-    return lifecycle
+def _lifecycle_cli() -> ModuleType:
+    from . import lifecycle_cli
+    return lifecycle_cli
 
 
 # The first word names a command (each parses its own flags); any other first word is a run's recipe.
@@ -83,9 +85,9 @@ COMMANDS: dict[str, Command] = {
     "stack": Command(lambda name, args: _stack_cli().main(args), lambda name: _stack_cli().parser()),
     "plan": Command(lambda name, args: _run(args, inspect=True), lambda name: parser()),
     **{name: Command(lambda name, args: _supervise().main(name, args, plan_words),
-                     lambda name: _supervise()._parser(name)) for name in SUPERVISE},
-    **{name: Command(lambda name, args: _lifecycle().main(name, args),
-                     lambda name: _lifecycle()._parser(name)) for name in SUBCOMMANDS},
+                     lambda name: _supervise().parser(name)) for name in SUPERVISE},
+    **{name: Command(lambda name, args: _lifecycle_cli().main(name, args),
+                     lambda name: _lifecycle_cli().parser(name)) for name in SUBCOMMANDS},
 }
 
 
@@ -281,14 +283,15 @@ def _ask_engine_early() -> None:
     """The local engine's version, runtimes and data root, which no run changes: asked in the background
     while the plan is made, so a no-op run does not wait for its slowest `docker` call."""
     from . import docker, facts
-    from .runner import LocalRunner
+    from .connect import LocalRunner
 
     facts.gather([lambda: docker.engine_facts(LocalRunner())])
 
 
 def discover_nodes(ns: argparse.Namespace) -> int:
     """Scan, confirm by SSH, choose, save .env: always a fresh scan."""
-    from .discover import choose, discover, write_env
+    from .discover import discover, write_env
+    from .discover_ask import choose
     from .plan import env_file
     from .connect import SshSettings
 
@@ -313,21 +316,20 @@ def download_only(plan: Plan, *, wait: bool) -> int:
     targets = [f"download:{m.key}" for m in plan.models]
     if plan.mode == "cluster":
         targets += [f"weights:{m.key}@{node.target}" for m in plan.models for node in plan.nodes[1:]]
-    return session.execute(session.Run([plan], targets, f"run-recipe {plan.recipe.id} --download-only", wait=wait),
-                           session.CONSOLE)
+    return session.execute(session.Run([plan], targets, f"run-recipe {plan.recipe.id} --download-only", wait=wait))
 
 
 def execute(plan: Plan, *, build_only: bool = False, wait: bool = True) -> int:
     """The run held by the session (lock, facts, preflight, doit); in the foreground, follow the server's logs."""
     from . import docker, launch
-    from .runner import LocalRunner
+    from .connect import LocalRunner
 
     target = [f"build:{plan.build.tag}"] if build_only else [f"launch:{plan.recipe.id}"]
     if build_only and plan.mode == "cluster":
         target += [f"image:{plan.build.tag}@{node.target}" for node in plan.nodes[1:]]
     run = session.Run([plan], target, f"run-recipe {plan.recipe.id}", setup=plan.options.setup, wait=wait,
                       engine=True)
-    code = session.execute(run, session.CONSOLE)
+    code = session.execute(run)
     if code or build_only or plan.options.daemon:
         return code
     runner = LocalRunner()

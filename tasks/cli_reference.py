@@ -14,7 +14,7 @@ import textwrap
 from pathlib import Path
 from typing import Callable, Iterator
 
-from . import bench_cli, cli, lifecycle, lint_cli, loader, stack_cli, supervise
+from . import cli, loader
 
 WIDTH = 100
 DODO = Path(__file__).resolve().parents[1] / "dodo.py"
@@ -47,28 +47,29 @@ def _fixed(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return p
 
 
+# What each command is for, in the order the reference shows them; the parsers come from cli.COMMANDS.
+PURPOSE = {
+    "status": "What runs, where, since when: containers by label on every node (recipe, state, endpoint).",
+    "stop": "Remove a recipe's containers on every node (`stop` alone lists what runs and stops nothing).",
+    "logs": "A node's server log (default: the head).",
+    "lint": "Check recipes (default: the whole catalogue).",
+    "bench": "Measure what runs; list, compare and chart stored results.",
+    "stack": "Several recipes at once, behind one gateway.",
+    "watch": "Keep a recipe serving: re-form the group when a rank dies or the head stops answering. Takes the "
+             "run's own words (RECIPE and its run options) besides these.",
+    "install-service": "A systemd unit that converges the recipe (`-d`), then watches it. Takes the run's own "
+                       "words too.",
+    "uninstall-service": "Disable, stop and remove the unit.",
+}
+
+
 def commands() -> list[tuple[str, Callable[[], argparse.ArgumentParser], str]]:
     """Every command with its parser and a line saying what it is for, in the order the reference shows them."""
-    return [
-        ("run-recipe", cli.parser, "Serve a recipe (the main job); `run-recipe plan RECIPE [OPTIONS] [--json]` "
-         "takes the same options and asks every node, read-only, whether each step is up to date (and why) or "
-         "what would run, and what a copy would send to each node."),
-        ("run-recipe status", lambda: lifecycle._parser("status"),
-         "What runs, where, since when: containers by label on every node (recipe, state, endpoint)."),
-        ("run-recipe stop", lambda: lifecycle._parser("stop"),
-         "Remove a recipe's containers on every node (`stop` alone lists what runs and stops nothing)."),
-        ("run-recipe logs", lambda: lifecycle._parser("logs"), "A node's server log (default: the head)."),
-        ("run-recipe lint", lint_cli.parser, "Check recipes (default: the whole catalogue)."),
-        ("run-recipe bench", bench_cli.parser, "Measure what runs; list, compare and chart stored results."),
-        ("run-recipe stack", stack_cli.parser, "Several recipes at once, behind one gateway."),
-        ("run-recipe watch", lambda: supervise._parser("watch"),
-         "Keep a recipe serving: re-form the group when a rank dies or the head stops answering. Takes the "
-         "run's own words (RECIPE and its run options) besides these."),
-        ("run-recipe install-service", lambda: supervise._parser("install-service"),
-         "A systemd unit that converges the recipe (`-d`), then watches it. Takes the run's own words too."),
-        ("run-recipe uninstall-service", lambda: supervise._parser("uninstall-service"),
-         "Disable, stop and remove the unit."),
-    ]
+    main = ("run-recipe", cli.parser, "Serve a recipe (the main job); `run-recipe plan RECIPE [OPTIONS] [--json]` "
+            "takes the same options and asks every node, read-only, whether each step is up to date (and why) or "
+            "what would run, and what a copy would send to each node.")
+    return [main] + [(f"run-recipe {name}", functools.partial(cli.COMMANDS[name].parser, name), purpose)
+                     for name, purpose in PURPOSE.items()]
 
 
 def _cell(text: str) -> str:

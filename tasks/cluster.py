@@ -16,17 +16,16 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping
 
 from . import hub_cache, render
-from .connect import peer_ssh
+from .connect import LocalRunner, RemoteRunner, SshLink, SshSettings, link_to, peer_link_to
+from .connect.chain import Worker
 from .errors import ConfigError, RunError
-from .interfaces import DEFAULT_MASTER_PORT, hca_names, interface_name  # noqa: F401 - re-exported
+from .interfaces import DEFAULT_MASTER_PORT
 from .nodes import Node, is_local_address, resolve
 from .plan import Plan, check_bash
 from .vllm_args import EXECUTOR, Command
 
 if TYPE_CHECKING:
-    from .distribute import Worker
     from .docker import Runner
-    from .connect import SshSettings
 
 RAY_OBJECT_STORE = "1073741824"
 RAY_JOIN_TIMEOUT = 600
@@ -157,10 +156,7 @@ class Fleet:
     workers are reached over SSH with verified host keys.
     """
 
-    def __init__(self, plan: Plan, settings: "SshSettings", mode: str, check_head: bool = True) -> None:
-        from .remote import RemoteRunner
-        from .runner import LocalRunner
-
+    def __init__(self, plan: Plan, settings: SshSettings, mode: str, check_head: bool = True) -> None:
         self.plan, self.settings, self.mode = plan, settings, mode
         self.ips = {n.target: resolve(n) for n in plan.nodes}
         head_ip = self.ips[plan.head.target]
@@ -178,10 +174,9 @@ class Fleet:
     def workers(self) -> list[tuple[Node, "Runner"]]:
         return list(zip(self.plan.nodes[1:], self.runners[1:]))
 
-    def ssh(self, node: Node) -> list[str]:
-        from .connect import ssh_argv
-
-        return ssh_argv(node, self.settings)
+    def link(self, node: Node) -> SshLink:
+        """How pipelines on the head (copies, weights checks) reach `node`."""
+        return link_to(node, self.settings)
 
     def copy_route(self, node: Node) -> Node | None:
         """Where this worker's image and weights are copied to: the worker itself, its COPY_HOSTS entry
@@ -191,8 +186,6 @@ class Fleet:
             return node
         if self._routes is None:
             from concurrent.futures import ThreadPoolExecutor
-
-            from .remote import RemoteRunner
 
             hosts = list(self.plan.copy_hosts)
             asked = [RemoteRunner(h, self.settings) for h in hosts]  # copies go over OpenSSH, not these
@@ -207,12 +200,10 @@ class Fleet:
                                            engine_id(self.runners[0]))
         return self._routes[node.target]
 
-    def copy_workers(self) -> list["Worker"]:
+    def copy_workers(self) -> list[Worker]:
         """Every worker a copy can go to, in chain order, each at its copy address (copy_route)."""
-        from .distribute import Worker
-
         routes = [self.copy_route(node) for node, _ in self.workers]
-        return [Worker(node.target, self.ssh(route), peer_ssh=peer_ssh(route))
+        return [Worker(node.target, self.link(route), peer=peer_link_to(route))
                 for (node, _), route in zip(self.workers, routes) if route is not None]
 
     def network(self) -> Network:
@@ -294,13 +285,13 @@ def bytes_to_copy(plan: Plan, fleet: Fleet, *, image: bool, weights_too: bool) -
     runners = {n.target: r for n, r in fleet.workers}
 
     def need(node: Node) -> tuple[int, int]:
-        ssh = fleet.ssh(node)
+        link = fleet.link(node)
         try:
             there = docker.image_id(runners[node.target], plan.build.tag) if info else None
             image_need = on_worker if info and there != info["id"] else 0
             weight_need = 0
             for model, commit, total in models:
-                have = distribute.remote_manifest(ssh, str(cache), model.repo, commit)
+                have = distribute.remote_manifest(link, str(cache), model.repo, commit)
                 present = sum(v for k, v in have.items() if k.startswith("snapshots/"))
                 weight_need += max(0, total - present)
         except RunError:
@@ -315,7 +306,7 @@ def bytes_to_copy(plan: Plan, fleet: Fleet, *, image: bool, weights_too: bool) -
     return needs
 
 
-def copy_hops(workers: list["Worker"], needs: Mapping[str, tuple[int, int]]) -> list[list["Worker"]]:
+def copy_hops(workers: list[Worker], needs: Mapping[str, tuple[int, int]]) -> list[list[Worker]]:
     """The chains this run's copies will stream through: the workers lacking the image, and those lacking
     weights (bytes_to_copy), in chain order. A run opens their hops right after preflight."""
     return [[w for w in workers if needs.get(w.name, (0, 0))[what]] for what in (0, 1)]

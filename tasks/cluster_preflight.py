@@ -8,7 +8,7 @@ import threading
 from typing import Any
 
 from . import memory_guard
-from .chain import open_hops
+from .connect.chain import open_hops
 from .cluster import bytes_to_copy, copy_hops
 from .interfaces import hca_names
 from .graph import fleet_for

@@ -20,7 +20,7 @@ from . import docker, masking, settings, state
 from .docker import Runner
 from .errors import ConfigError, NotReadyError, RunError
 from .plan import Plan
-from .runner import tail
+from .connect import tail
 
 FOLDER = "logs"
 KEEP = 20  # failed launches kept per recipe: a watcher's crash loop must not fill the disk

@@ -8,6 +8,8 @@ as found when an SSH login with verified host key succeeds. Unknown host keys ar
 listed as unconfirmed, never silently trusted (unless the user chose
 `--trust-new-hosts`). Results are never cached: machines come and go, so every
 `--discover` rescans.
+
+The library returns candidates and what a choice means; asking a person is tasks/discover_ask.py's.
 """
 from __future__ import annotations
 
@@ -15,7 +17,6 @@ import asyncio
 import ipaddress
 import json
 import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,8 +24,7 @@ from typing import Iterable, Sequence
 
 from .errors import ConfigError, RunError
 from .nodes import Node, parse_list
-from .connect import SshSettings
-from .remote import ChangedHostKeyError, RemoteRunner, UnknownHostKeyError
+from .connect import ChangedHostKeyError, RemoteRunner, SshSettings, UnknownHostKeyError
 
 SSH_PORT = 22
 WIDEST_AUTO_PREFIX = 17  # a /16 or wider needs an explicit --cidr
@@ -162,43 +162,23 @@ def discover(interface: str | None, cidr: str | None, settings: SshSettings, *, 
     return sorted(found, key=lambda c: ipaddress.ip_address(c.ip))
 
 
-def choose(candidates: Sequence[Candidate], yes: bool) -> tuple[list[str], list[str]]:
-    """(CLUSTER_NODES, COPY_HOSTS): with `yes`, every confirmed node; else ask with checkboxes.
+def usable(candidates: Sequence[Candidate]) -> list[Candidate]:
+    """The confirmed candidates, this machine first (the head), then by address."""
+    return sorted((c for c in candidates if c.confirmed), key=lambda c: (not c.is_self, ipaddress.ip_address(c.ip)))
 
-    This machine comes first (the head). Workers are copied to by default.
-    """
-    usable = sorted((c for c in candidates if c.confirmed), key=lambda c: (not c.is_self,
-                                                                          ipaddress.ip_address(c.ip)))
-    if yes:
-        nodes = [c.ip for c in usable]
-        return nodes, [c.ip for c in usable if not c.is_self]
-    if not sys.stdin.isatty():
-        raise ConfigError("--discover needs a terminal to ask which nodes to use; pass --yes to take "
-                          "every confirmed node")
-    import questionary
 
-    def title(c: Candidate) -> str:
-        who = "this machine" if c.is_self else (c.hostname or "?")
-        return f"{c.ip:<15}  {who:<20}  {c.status}"
+def every_confirmed(candidates: Sequence[Candidate]) -> tuple[list[str], list[str]]:
+    """(CLUSTER_NODES, COPY_HOSTS) without asking (--yes): every confirmed node, copies to each worker."""
+    nodes = usable(candidates)
+    return [c.ip for c in nodes], [c.ip for c in nodes if not c.is_self]
 
-    ordered = usable + [c for c in candidates if not c.confirmed]
-    picked = questionary.checkbox(
-        "Nodes of the cluster (the first is the head):",
-        choices=[questionary.Choice(title(c), value=c.ip, checked=c.confirmed,
-                                    disabled=None if c.confirmed else c.status) for c in ordered]).ask()
-    if picked is None:
-        raise ConfigError("--discover cancelled; .env unchanged")
+
+def nodes_picked(candidates: Sequence[Candidate], picked: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(CLUSTER_NODES in head-first order, the workers among them) from the addresses a person picked;
+    the front then asks which workers get copies."""
     self_ips = {c.ip for c in candidates if c.is_self}
-    nodes = [ip for ip in (c.ip for c in usable) if ip in picked]
-    workers = [ip for ip in nodes if ip not in self_ips]
-    if not workers:
-        return nodes, []
-    copy = questionary.checkbox(
-        "Copy the image and weights to:",
-        choices=[questionary.Choice(ip, value=ip, checked=True) for ip in workers]).ask()
-    if copy is None:
-        raise ConfigError("--discover cancelled; .env unchanged")
-    return nodes, list(copy)
+    nodes = [c.ip for c in usable(candidates) if c.ip in picked]
+    return nodes, [ip for ip in nodes if ip not in self_ips]
 
 
 def write_env(path: Path, cluster_nodes: Sequence[str], copy_hosts: Sequence[str]) -> None:

@@ -1,10 +1,9 @@
 """Weights to cluster workers: only what a node lacks, proven on that node afterwards.
 
 Plain data in, plain data out; every side effect is a command (docker, ssh, rsync). A node is reached
-through an ssh argv prefix the caller gives (tasks/remote.py builds it); remote commands are always
-one `shlex.join`-ed word list, so no value reaches a remote shell unquoted. The stream through a
-chain of workers, its hops and their status lines live in tasks/chain.py; this module decides what
-goes where.
+through its link (tasks/connect builds it, and every ssh and rsync remote shell with it), so no value
+reaches a remote shell unquoted. The stream through a chain of workers, its hops and their status
+lines live in tasks/connect/chain.py; this module decides what goes where.
 
 Why it looks like this (the image's copy is tasks/image_copy.py):
 
@@ -15,7 +14,7 @@ Why it looks like this (the image's copy is tasks/image_copy.py):
   its wrong-size files). A worker the chain did not complete gets rsync from the head. The no-op
   path is one ssh call per worker and reads no bytes; `verify=True` adds one remote `sha256sum` per
   worker to catch same-size corruption.
-- Every ssh from the head shares one connection per node (tasks/remote.py); the hops between
+- Every ssh from the head shares one connection per node (tasks/connect); the hops between
   workers are connected in parallel right after preflight (chain.open_hops), so their handshakes
   neither add up nor hold a stream up.
 """
@@ -33,10 +32,9 @@ from pathlib import Path
 from typing import Mapping, Sequence, TextIO
 
 from . import steps
-from .chain import Chain, Worker, on_threads, run_chain
-from .connect import call, node_label, quote_path, remote_path, remote_script, ssh_prefix
+from .connect.chain import Chain, Worker, on_threads, run_chain
+from .connect import Link, call, quote_path, tail
 from .errors import RunError
-from .runner import tail
 from .hub_cache import read_tree_listing, repo_folder, snapshot_state
 
 
@@ -96,18 +94,18 @@ printf 'END\0'
 """
 
 
-def remote_state(ssh_prefix: Sequence[str] | None, cache_dir: str | Path, repo: str, commit: str,
+def remote_state(link: Link, cache_dir: str | Path, repo: str, commit: str,
                  name: str | None = None, write_refs: Sequence[str] = ()) -> RemoteState:
     """Sizes of every file of `commit` on a node plus its refs, in ONE remote call (stat only).
 
     `write_refs` first points those refs at `commit` in the same call (used right after a sync)."""
-    node = name or node_label(ssh_prefix)
+    node = name or link.label
     cache_dir = str(cache_dir)
     folder = str(Path(cache_dir) / ("models--" + repo.replace("/", "--")))
     if cache_dir.startswith("~"):
         folder = cache_dir.rstrip("/") + "/models--" + repo.replace("/", "--")
-    cmd = remote_script(ssh_prefix, MANIFEST_SCRIPT, [folder, commit, *write_refs])
-    proc = call(None, cmd, node=node, step="weights manifest")
+    cmd = link.script_argv(MANIFEST_SCRIPT, [folder, commit, *write_refs])
+    proc = call(cmd, node=node, step="weights manifest")
     manifest: dict[str, int] = {}
     refs: dict[str, str] = {}
     blobs: dict[str, int] = {}
@@ -126,10 +124,10 @@ def remote_state(ssh_prefix: Sequence[str] | None, cache_dir: str | Path, repo: 
     return RemoteState(manifest, refs, blobs)
 
 
-def remote_manifest(ssh_prefix: Sequence[str] | None, cache_dir: str, repo: str, commit: str,
+def remote_manifest(link: Link, cache_dir: str, repo: str, commit: str,
                     name: str | None = None) -> dict[str, int]:
     """path (under the repo's cache folder) -> size for every file of `commit` present on the node."""
-    return remote_state(ssh_prefix, cache_dir, repo, commit, name).manifest
+    return remote_state(link, cache_dir, repo, commit, name).manifest
 
 
 @dataclass(frozen=True)
@@ -192,11 +190,11 @@ sha256sum -- "$@"
 """
 
 
-def _remote_hashes(prefix: Sequence[str], folder: str, paths: Sequence[str], node: str,
+def _remote_hashes(link: Link, folder: str, paths: Sequence[str], node: str,
                    timeout: float) -> dict[str, str]:
     """sha256 of each path on the node (following snapshot links): reads every byte, hence opt-in."""
-    cmd = remote_script(prefix, HASH_SCRIPT, [folder, *paths])
-    proc = call(None, cmd, node=node, step="weights verify (sha256sum)", timeout=timeout, ok=(0, 1))
+    cmd = link.script_argv(HASH_SCRIPT, [folder, *paths])
+    proc = call(cmd, node=node, step="weights verify (sha256sum)", timeout=timeout, ok=(0, 1))
     out: dict[str, str] = {}
     for line in proc.stdout.decode(errors="surrogateescape").splitlines():
         m = re.match(r"^\\?([0-9a-f]{64}) [ *](.*)$", line)
@@ -222,129 +220,150 @@ class _NodeNeed:
     corrupt: list[str]  # with verify: present, right size, wrong sha256 (their blobs already removed)
 
 
+@dataclass(frozen=True)
+class _Job:
+    """One weights copy: what the head has, where it goes, and its bounds."""
+
+    want: _Want
+    expect: dict[str, str]  # snapshot path -> sha256 to check (with verify: every file)
+    folder_local: Path
+    cache_dir_remote: str
+    folder_remote: str
+    repo: str
+    commit: str
+    verify: bool
+    timeout: float | None
+    io_timeout: int
+
+    @property
+    def total(self) -> int:
+        return sum(self.want.manifest.values())
+
+    def state(self, w: Worker, write_refs: Sequence[str] = ()) -> RemoteState:
+        return remote_state(w.link, self.cache_dir_remote, self.repo, self.commit, w.name, write_refs)
+
+
+def _job(cache_dir_local: str | Path, cache_dir_remote: str | Path, repo: str, commit: str, verify: bool,
+         timeout: float | None, io_timeout: int) -> _Job:
+    local = Path(cache_dir_local)
+    want = _wanted(local, repo, commit)
+    folder_local = repo_folder(local, repo)
+    remote = str(cache_dir_remote)
+    expect = dict(want.hashes)
+    if verify:  # non-LFS files are named by git sha1; compare them by sha256 with the head's copy
+        for snap in want.manifest:
+            if snap.startswith("snapshots/") and snap not in want.hashes:
+                expect[snap] = hashlib.sha256((folder_local / snap).read_bytes()).hexdigest()
+    return _Job(want, expect, folder_local, remote, remote.rstrip("/") + "/models--" + repo.replace("/", "--"),
+                repo, commit, verify, timeout, io_timeout)
+
+
 def sync_weights(cache_dir_local: str | Path, cache_dir_remote: str | Path, repo: str, commit: str,
-                 workers: Sequence[str], ssh_prefixes: Mapping[str, Sequence[str]],
-                 rsync_ssh: str | Mapping[str, str] | None = None, *, peer_ssh: Mapping[str, Sequence[str]] | None = None,
-                 verify: bool = False, io_timeout: int = 120, timeout: float | None = None, parallel: int = 8,
-                 progress: TextIO | None = sys.stderr) -> Report:
+                 workers: Sequence[Worker], *, verify: bool = False, io_timeout: int = 120,
+                 timeout: float | None = None, parallel: int = 8, progress: TextIO | None = sys.stderr) -> Report:
     """Make `repo@commit` in every worker's HF cache match the head's; send only what is missing.
 
-    `ssh_prefixes[w]` is the ssh argv to a worker (its last word is the destination, which rsync
-    uses too); `peer_ssh[w]` how the previous worker reaches it (default: the same argv);
-    `rsync_ssh` is the `-e` value (one string for all, per worker, or None = the prefix without
-    its destination). When two or more workers lack files, the union of what they lack leaves the
+    Each worker's link reaches it from the head (ssh, and rsync's remote shell); its `hop` from the
+    previous worker. When two or more workers lack files, the union of what they lack leaves the
     head once as a tar stream chained through them (each extracts what it lacks, see
     distribute_image); a worker the chain did not complete, or a lone one, gets `rsync --partial`.
     Every worker's manifest is checked afterwards. Raises RunError (node, step, command, stderr
     tail) on the first failure.
     """
     t0 = time.monotonic()
-    local = Path(cache_dir_local)
-    want = _wanted(local, repo, commit)
-    folder_local = repo_folder(local, repo)
-    cache_dir_remote = str(cache_dir_remote)
-    folder_remote = cache_dir_remote.rstrip("/") + "/models--" + repo.replace("/", "--")
-    total = sum(want.manifest.values())
-    expect = dict(want.hashes)
-    if verify:  # non-LFS files are named by git sha1; compare them by sha256 with the head's copy
-        for snap in want.manifest:
-            if snap.startswith("snapshots/") and snap not in want.hashes:
-                expect[snap] = hashlib.sha256((folder_local / snap).read_bytes()).hexdigest()
+    job = _job(cache_dir_local, cache_dir_remote, repo, commit, verify, timeout, io_timeout)
 
-    def inspect(name: str) -> _NodeNeed:
-        prefix = list(ssh_prefixes[name])
-        have = remote_state(prefix, cache_dir_remote, repo, commit, name)
-        need = _diff(want, have)
-        corrupt: list[str] = []
-        if verify:
-            present = [p for p in expect if p not in need]
-            # nothing present (a fresh worker has no folder to cd into): nothing to hash
-            got = _remote_hashes(prefix, folder_remote, present, name,
-                                 timeout or max(120, total / 50e6)) if present else {}
-            corrupt = [p for p in present if got.get(p) != expect[p]]
-            if corrupt:  # same size, wrong bytes: remove the blob so it counts as missing
-                blobs = sorted({want.blob_of.get(p, p) for p in corrupt})
-                call(None, remote_script(prefix, 'cd "$1" && shift && rm -f -- "$@"', [folder_remote, *blobs]),
-                      node=name, step="weights remove corrupt blobs")
-        return _NodeNeed(have, need, corrupt)
-
-    def inspect_or_error(name: str) -> _NodeNeed | RunError:
+    def inspect_or_error(w: Worker) -> _NodeNeed | RunError:
         try:
-            return inspect(name)
+            return _inspect(job, w)
         except RunError as exc:  # the others still get their copy; this error is raised at the end
             return exc
 
-    crew = {w: Worker(w, list(ssh_prefixes[w]), list(peer_ssh[w]) if peer_ssh and w in peer_ssh else None)
-            for w in workers}
     looked = dict(zip(workers, on_threads(inspect_or_error, list(workers), workers=parallel)))
     failed = [r for r in looked.values() if isinstance(r, RunError)]
-    needs = {w: r for w, r in looked.items() if isinstance(r, _NodeNeed)}
-    workers = list(needs)
-    senders = [w for w in workers if needs[w].need or needs[w].corrupt]
+    needs = {w.name: r for w, r in looked.items() if isinstance(r, _NodeNeed)}
+    ready = [w for w in workers if w.name in needs]
+    senders = [w for w in ready if needs[w.name].need or needs[w.name].corrupt]
     chained: dict[str, NodeReport] = {}
     strategy = "rsync per worker, in parallel"
     sent = 0
     if len(senders) >= 2:
-        chain, chained = _chain_weights(folder_local, folder_remote, want, [crew[w] for w in senders], needs,
+        chain, chained = _chain_weights(job.folder_local, job.folder_remote, job.want, senders, needs,
                                         progress, timeout)
         sent += chain.sent
         strategy = "chain (tar stream)" + (f", then rsync to {', '.join(chain.problems)}" if chain.problems else "")
-
-    def finish(name: str) -> NodeReport:
-        w0 = time.monotonic()
-        prefix = list(ssh_prefixes[name])
-        node_need = needs[name]
-        refs = _stale_refs(want, node_need.have)
-        if name not in senders:
-            if not refs:
-                return NodeReport(name, "up-to-date", seconds=time.monotonic() - w0)
-            if _stale_refs(want, remote_state(prefix, cache_dir_remote, repo, commit, name, refs)):
-                raise RunError(f"refs on {name} still differ after writing them", node=name,
-                               command="write refs " + " ".join(refs))
-            return NodeReport(name, "sent", seconds=time.monotonic() - w0, detail="refs " + " ".join(refs))
-        report = chained.get(name)
-        command = "tar stream (chain)"
-        if report is None:
-            e = rsync_ssh.get(name) if isinstance(rsync_ssh, Mapping) else rsync_ssh
-            report, command = _rsync(folder_local, folder_remote, want.files, name, prefix, e, io_timeout,
-                                     timeout or max(600, 60 + total / 10e6))
-        # refs after the files, so a ref never names a commit the node does not have yet
-        after = remote_state(prefix, cache_dir_remote, repo, commit, name, refs)
-        left = _diff(want, after) + [f"refs/{r}" for r in _stale_refs(want, after)]
-        if left:
-            raise RunError(f"weights on {name} still differ after the copy: {', '.join(left[:5])}", node=name,
-                           command=command, tail=report.detail[-2000:])
-        if node_need.corrupt:
-            again = _remote_hashes(prefix, folder_remote, node_need.corrupt, name, timeout or 600)
-            still = [p for p in node_need.corrupt if again.get(p) != expect[p]]
-            if still:
-                raise RunError(f"weights on {name} still corrupt after re-send: {', '.join(still[:5])}",
-                               node=name, command=command)
-        report.seconds = time.monotonic() - w0
-        return report
-
-    nodes = on_threads(finish, list(workers), workers=parallel)
+    sending = {w.name for w in senders}
+    nodes = on_threads(lambda w: _finish(job, w, needs[w.name], w.name in sending, chained.get(w.name)),
+                       ready, workers=parallel)
     if failed:
         raise failed[0]
     return Report("weights", strategy, nodes, bytes_sent=sent + sum(n.bytes for n in nodes if n.name not in chained),
                   seconds=time.monotonic() - t0)
 
 
-def _rsync(folder_local: Path, folder_remote: str, files: Sequence[str], name: str, prefix: list[str],
-           rsync_e: str | None, io_timeout: int, timeout: float) -> tuple[NodeReport, str]:
+def _inspect(job: _Job, w: Worker) -> _NodeNeed:
+    """What one worker lacks; with verify, same-size files of wrong bytes too (their blobs removed)."""
+    have = job.state(w)
+    need = _diff(job.want, have)
+    corrupt: list[str] = []
+    if job.verify:
+        present = [p for p in job.expect if p not in need]
+        # nothing present (a fresh worker has no folder to cd into): nothing to hash
+        got = _remote_hashes(w.link, job.folder_remote, present, w.name,
+                             job.timeout or max(120, job.total / 50e6)) if present else {}
+        corrupt = [p for p in present if got.get(p) != job.expect[p]]
+        if corrupt:  # same size, wrong bytes: remove the blob so it counts as missing
+            blobs = sorted({job.want.blob_of.get(p, p) for p in corrupt})
+            call(w.link.script_argv('cd "$1" && shift && rm -f -- "$@"', [job.folder_remote, *blobs]),
+                 node=w.name, step="weights remove corrupt blobs")
+    return _NodeNeed(have, need, corrupt)
+
+
+def _finish(job: _Job, w: Worker, node_need: _NodeNeed, sending: bool, report: NodeReport | None) -> NodeReport:
+    """One worker after the chain: rsync what the chain did not bring, write refs, prove the result."""
+    w0 = time.monotonic()
+    refs = _stale_refs(job.want, node_need.have)
+    if not sending:
+        if not refs:
+            return NodeReport(w.name, "up-to-date", seconds=time.monotonic() - w0)
+        if _stale_refs(job.want, job.state(w, refs)):
+            raise RunError(f"refs on {w.name} still differ after writing them", node=w.name,
+                           command="write refs " + " ".join(refs))
+        return NodeReport(w.name, "sent", seconds=time.monotonic() - w0, detail="refs " + " ".join(refs))
+    command = "tar stream (chain)"
+    if report is None:
+        report, command = _rsync(job.folder_local, job.folder_remote, job.want.files, w, job.io_timeout,
+                                 job.timeout or max(600, 60 + job.total / 10e6))
+    # refs after the files, so a ref never names a commit the node does not have yet
+    after = job.state(w, refs)
+    left = _diff(job.want, after) + [f"refs/{r}" for r in _stale_refs(job.want, after)]
+    if left:
+        raise RunError(f"weights on {w.name} still differ after the copy: {', '.join(left[:5])}", node=w.name,
+                       command=command, tail=report.detail[-2000:])
+    if node_need.corrupt:
+        again = _remote_hashes(w.link, job.folder_remote, node_need.corrupt, w.name, job.timeout or 600)
+        still = [p for p in node_need.corrupt if again.get(p) != job.expect[p]]
+        if still:
+            raise RunError(f"weights on {w.name} still corrupt after re-send: {', '.join(still[:5])}",
+                           node=w.name, command=command)
+    report.seconds = time.monotonic() - w0
+    return report
+
+
+def _rsync(folder_local: Path, folder_remote: str, files: Sequence[str], w: Worker, io_timeout: int,
+           timeout: float) -> tuple[NodeReport, str]:
     """rsync exactly `files` (size-only, resumable) to one node; what it sent, and the command."""
-    e = rsync_e or shlex.join(ssh_prefix(prefix)[:-1])  # the destination goes in rsync's own argument
     rpath = folder_remote[2:] if folder_remote.startswith("~/") else folder_remote
     argv = ["rsync", "-a", "--partial", "--size-only", "--from0", "--files-from=-", "--itemize-changes",
-            "--stats", f"--timeout={io_timeout}", "-e", e,
+            "--stats", f"--timeout={io_timeout}", "-e", w.link.rsync_shell(),
             f"--rsync-path=mkdir -p {quote_path(folder_remote)} && rsync",
-            f"{folder_local}/", remote_path(prefix[-1], f"{rpath}/")]
-    proc = call(None, argv, node=name, step="weights rsync", input="\0".join(files).encode(), timeout=timeout)
+            f"{folder_local}/", w.link.rsync_target(f"{rpath}/")]
+    proc = call(argv, node=w.name, step="weights rsync", input="\0".join(files).encode(), timeout=timeout)
     text = proc.stdout.decode(errors="replace")
     # itemized: "<f..." a file sent to the node, "cL..." a link (re)made there
     changed = [ln.split(" ", 1)[1].split(" -> ")[0] for ln in text.splitlines()
                if ln[:2] in ("<f", ">f", "cL") and " " in ln]
-    return NodeReport(name, "sent", bytes=_num(text, "literal"), files=_num(text, "files"),
+    return NodeReport(w.name, "sent", bytes=_num(text, "literal"), files=_num(text, "files"),
                       detail=" ".join(changed)), shlex.join(argv)
 
 
@@ -393,15 +412,15 @@ def _chain_weights(folder_local: Path, folder_remote: str, want: _Want, chain_wo
 
 
 def weights_current(cache_dir_local: str | Path, cache_dir_remote: str | Path, repo: str, commit: str,
-                    ssh_prefix: Sequence[str] | None, name: str | None = None) -> bool:
+                    link: Link, name: str | None = None) -> bool:
     """The no-op check alone (a doit `uptodate`): one manifest call, True when sizes and refs match."""
-    return isinstance(weights_answer(cache_dir_local, cache_dir_remote, repo, commit, ssh_prefix, name), steps.Noop)
+    return isinstance(weights_answer(cache_dir_local, cache_dir_remote, repo, commit, link, name), steps.Noop)
 
 
 def weights_answer(cache_dir_local: str | Path, cache_dir_remote: str | Path, repo: str, commit: str,
-                   ssh_prefix: Sequence[str] | None, name: str | None = None) -> steps.Answer:
+                   link: Link, name: str | None = None) -> steps.Answer:
     """The weights step's answer for one worker, from one manifest call (stat only)."""
     want = _wanted(Path(cache_dir_local), repo, commit)
-    have = remote_state(ssh_prefix, cache_dir_remote, repo, commit, name)
-    return steps.weights_copy(f"{repo}@{commit[:12]}", name or node_label(ssh_prefix), want.manifest,
+    have = remote_state(link, cache_dir_remote, repo, commit, name)
+    return steps.weights_copy(f"{repo}@{commit[:12]}", name or link.label, want.manifest,
                               have.manifest, _stale_refs(want, have))

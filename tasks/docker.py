@@ -13,7 +13,7 @@ from typing import Any, Protocol
 from . import facts
 from .errors import RunError
 from .masking import printable
-from .runner import Result
+from .connect import Result
 
 LABEL = "runrecipe"
 # The labels a server container carries (all under "runrecipe.").

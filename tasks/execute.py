@@ -10,24 +10,16 @@ from __future__ import annotations
 
 import json
 import threading
-from typing import Iterable, Mapping, Protocol
+from typing import Iterable, Mapping
 
 from . import docker, facts, settings
 from .commands import Command, shown
+from .connect import Connector as Runner
+from .connect import Result
 from .errors import RunError
-from .runner import Result
 
 ran: list[tuple[str, str]] = []  # (node, shown text) of every command run by this process, in order
 _LOCK = threading.Lock()
-
-
-class Runner(Protocol):
-    node: str
-
-    def run(self, argv: list[str], *, stream: bool = True, timeout: float | None = None,
-            check: bool = True) -> Result: ...
-
-    def feed(self, argv: list[str], data: bytes, *, timeout: float | None = 600, check: bool = True) -> Result: ...
 
 
 def run(runner: Runner, command: Command) -> Result:

@@ -25,7 +25,7 @@ from .container_create import create_argv
 from .docker import LABEL, Runner
 from .errors import ConfigError, NotReadyError, RunError
 from .launch import POLL_SECONDS, SCRIPT_DIR, base_url, script_tar
-from .served import say
+from .report import Ready, emit, say
 from .stack import entry_id, gateway_container as container_name
 from .stack_plan import StackPlan
 
@@ -153,7 +153,7 @@ def converge(runner: Runner, gw: GatewayPlan) -> dict[str, str]:
     current = [c for c in running if c.running and c.labels.get(f"{LABEL}.inputs") == want]
     if current:
         wait_ready(runner, gw, current[0].id, key)
-        say(f"gateway already serving at {gw.endpoint} ({len(gw.routes)} models)")
+        emit(Ready(f"gateway already serving at {gw.endpoint} ({len(gw.routes)} models)", gw.endpoint))
         return {"container_id": current[0].id, "inputs": want}
     named = docker.container_named(runner, gw.name)
     if named and named.id not in {c.id for c in running}:
@@ -175,7 +175,7 @@ def converge(runner: Runner, gw: GatewayPlan) -> dict[str, str]:
     except BaseException:
         docker.remove(runner, [cid])
         raise
-    say(f"gateway serving {', '.join(r.model for r in gw.routes)} at {gw.endpoint}")
+    emit(Ready(f"gateway serving {', '.join(r.model for r in gw.routes)} at {gw.endpoint}", gw.endpoint))
     return {"container_id": cid, "inputs": want}
 
 

@@ -10,7 +10,6 @@ check knows how to say why it is false, which `--dry-run` and `doit info` show.
 """
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
@@ -19,7 +18,8 @@ from .errors import RunError, RunRecipeError
 from .masking import scrub
 from .nodes import Node
 from .plan import Model, Plan
-from .runner import LocalRunner
+from .connect import LocalRunner
+from .report import BytesMoved, Failed, Note, emit
 
 if TYPE_CHECKING:
     from . import distribute
@@ -60,7 +60,7 @@ def _step(fn: Callable[..., Any], *args: Any) -> Any:
         return fn(*args)
     except RunRecipeError as exc:
         message = scrub(str(exc))
-        print(f"Error: {message}", file=sys.stderr, flush=True)
+        emit(Failed(message))
         return TaskFailed(message.splitlines()[0])
 
 
@@ -125,7 +125,7 @@ class Weights:
             bad = hub_cache.verify_blobs(self.cache, m.repo, self.commit(), allow_patterns=m.patterns or None)
             if bad:
                 self.why = f"{m.key}: {len(bad)} files do not match their hash ({', '.join(bad[:3])})"
-                print(f"verify: {self.why}; they will be fetched again", file=sys.stderr)
+                emit(Note(f"verify: {self.why}; they will be fetched again"))
                 hub_cache.discard(self.cache, m.repo, self.commit(), bad)
                 return False
         return True
@@ -235,7 +235,7 @@ def _worker_copy_tasks(copies: "WorkerCopies", out: list[dict[str, Any]], built:
         if setup:
             def send(n: Node = node) -> dict[str, str]:
                 report, chain = copies.send_image(n)
-                print(_copied(report, chain), flush=True)
+                emit(_copied(report, chain))
                 return {"sent_to": ",".join(report.sent_to), "bytes": str(report.bytes_sent)}
 
             out.append({"basename": "image", "name": f"{tag}@{node.target}",
@@ -248,7 +248,7 @@ def _worker_copy_tasks(copies: "WorkerCopies", out: list[dict[str, Any]], built:
         for model in models:
             def sync(m: Model = model, n: Node = node) -> dict[str, str]:
                 commit, report, targets = copies.sync_weights(m, n)
-                print(_copied(report, targets), flush=True)
+                emit(_copied(report, targets))
                 return {"commit": commit, "strategy": report.strategy,
                         "files": str(sum(n.files for n in report.nodes))}
 
@@ -287,14 +287,15 @@ def _node_tasks(plan: Plan, fleet: "Fleet", per_node: dict[str, list[str]], out:
     return launch_deps
 
 
-def _copied(report: "distribute.Report", chain: list["distribute.Worker"]) -> str:
-    """One line: who got what, over which address when COPY_HOSTS gave another, and how."""
+def _copied(report: "distribute.Report", chain: list["distribute.Worker"]) -> BytesMoved:
+    """One line (on stdout): who got what, over which address when COPY_HOSTS gave another, and how."""
     from .units import human_bytes
 
-    via = {w.name: w.ssh[-1] for w in chain}
+    via = {w.name: w.link.dest for w in chain}
     who = ", ".join(n + (f" (via {via[n]})" if via.get(n, n) != n else "") for n in report.sent_to)
-    return (f"  {report.what} -> {who or 'nobody: up to date'}; {report.strategy}; "
+    line = (f"  {report.what} -> {who or 'nobody: up to date'}; {report.strategy}; "
             f"{human_bytes(report.bytes_sent)} left the head in {report.seconds:.1f} s")
+    return BytesMoved(line, report.what, tuple(report.sent_to), report.bytes_sent)
 
 
 def recipe_tasks(plan: Plan, *, setup: bool, dry: bool = False) -> list[dict[str, Any]]:

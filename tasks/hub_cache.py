@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from .errors import RunRecipeError
-from .hf_names import REPO_ID_RE, is_local_path, is_model_ref, is_repo_id  # noqa: F401 - re-exported
 
 COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 TREE_FORMAT_VERSION = 1  # huggingface_hub 2.4's trees/<commit>.json format

@@ -10,10 +10,7 @@ from __future__ import annotations
 import time
 
 from . import docker, execute
-from .build_spec import (  # noqa: F401 - re-exported: the build operation's callers name them here
-    BUILD_FLAGS, CPU_CONFLICTS, CPU_FLAG, FRESH_FLAGS, KNOWN_FLAGS, PR_ARG, PR_FLAG, BuildSpec, build_spec,
-    flag_problems, is_cpu,
-)
+from .build_spec import BuildSpec
 from .commands import Command, Proof
 from .docker import LABEL, Runner
 from .errors import RunError

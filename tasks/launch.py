@@ -26,7 +26,8 @@ from .commands import Command, Input
 from .docker import LABEL, Container, Runner
 from .errors import ConfigError, NotReadyError, RunError
 from .plan import Plan
-from .served import hf_mounts, image_ref, say
+from .report import Ready, StepStarted, Warn, emit, say
+from .served import hf_mounts, image_ref
 
 T = TypeVar("T")
 SCRIPT_DIR = "/runrecipe"
@@ -178,28 +179,13 @@ def converge(places: list[Placement], plan: Plan, ray_first: bool = True) -> dic
         run_record.refuse_if_stopped(plan.recipe.id, begun, stop_seen, reform=True)
     record = verified_weights(plan) if plan.models else []
     if plan.models and record is None:
-        say(f"Warning: the weights of {', '.join(m.key for m in plan.models)} are not complete in "
-            f"{hub_cache.hub_cache_dir()}; vLLM will download them itself at start, unverified "
-            "(add --setup to download and verify them first)")
+        emit(Warn(f"the weights of {', '.join(m.key for m in plan.models)} are not complete in "
+                  f"{hub_cache.hub_cache_dir()}; vLLM will download them itself at start, unverified "
+                  "(add --setup to download and verify them first)"))
     wants = _each(places, lambda p: wanted(p, plan, record))
     same = _each(places, lambda p: serving(p.runner, plan, wants[p.rank].digest))
     if all(same):  # the containers this plan asks for run already; count them only once the head answers
-        if not _models_ready(base_url(plan), plan.served_model, plan.api_key):
-            say(f"{same[0].name} runs with the current inputs but does not answer yet (an earlier run "
-                f"stopped waiting for it); waiting for {plan.endpoint} ...")
-            try:
-                progress = wait_ready(places[0].runner, plan, same[0].id,
-                                      [(p.runner, same[p.rank].id) for p in places if p.rank])
-            except RunError:
-                for place in places:  # never ready: not left behind as if it served
-                    try:
-                        docker.remove(place.runner, [same[place.rank].id])
-                    except RunError as exc:
-                        say(f"Warning: could not remove {same[place.rank].id[:12]} on {place.runner.node}: {exc}")
-                raise
-            write_record(plan, [(p, wants[p.rank], same[p.rank].id) for p in places], stop_seen, progress)
-        say(f"already serving at {plan.endpoint} (container {same[0].name})")
-        return {"container_id": same[0].id, "inputs": wants[0].digest}
+        return _already_running(places, plan, wants, same, stop_seen)  # type: ignore[arg-type]
     from . import memory_check  # a start only: a no-op re-run never reads memory (nor imports its readers)
 
     found = _each(places, lambda p: docker.containers(p.runner, recipe=plan.recipe.id))
@@ -213,7 +199,8 @@ def converge(places: list[Placement], plan: Plan, ray_first: bool = True) -> dic
         for place, start in starts:  # in start order (native: workers, then the head)
             started.append((place, _start(place.runner, start)))
         head_cid = next(cid for p, cid in started if p.rank == 0)
-        say(f"started {plan.container_name} on {len(started)} node(s); waiting for {plan.endpoint} ...")
+        emit(StepStarted(f"started {plan.container_name} on {len(started)} node(s); waiting for {plan.endpoint} ...",
+                         plan.container_name, plan.endpoint, tuple(p.runner.node for p, _ in started)))
         progress = wait_ready(places[0].runner, plan, head_cid, [(p.runner, cid) for p, cid in started if p.rank])
         write_record(plan, [(p, wants[p.rank], cid) for p, cid in sorted(started, key=lambda pc: pc[0].rank)],
                      stop_seen, progress, {v.node: v.need for v in verdicts if v.fits is not None})
@@ -222,10 +209,34 @@ def converge(places: list[Placement], plan: Plan, ray_first: bool = True) -> dic
             try:
                 docker.remove(place.runner, [cid])
             except RunError as exc:
-                say(f"Warning: could not remove {cid[:12]} on {place.runner.node}: {exc}")
+                emit(Warn(f"could not remove {cid[:12]} on {place.runner.node}: {exc}"))
         raise
-    say(f"serving {plan.served_model or plan.recipe.name} at {plan.endpoint}: {_timings(progress)}")
+    emit(Ready(f"serving {plan.served_model or plan.recipe.name} at {plan.endpoint}: {_timings(progress)}",
+               plan.endpoint, plan.served_model or plan.recipe.name))
     return {"container_id": head_cid, "inputs": wants[0].digest}
+
+
+def _already_running(places: list[Placement], plan: Plan, wants: list[Wanted], same: list[Container],
+                     stop_seen: str | None) -> dict[str, str]:
+    """The wanted containers run on every node: wait for the head to answer when it does not yet (an earlier
+    run stopped waiting), removing them when they never do; nothing is started."""
+    if not _models_ready(base_url(plan), plan.served_model, plan.api_key):
+        say(f"{same[0].name} runs with the current inputs but does not answer yet (an earlier run "
+            f"stopped waiting for it); waiting for {plan.endpoint} ...")
+        try:
+            progress = wait_ready(places[0].runner, plan, same[0].id,
+                                  [(p.runner, same[p.rank].id) for p in places if p.rank])
+        except RunError:
+            for place in places:  # never ready: not left behind as if it served
+                try:
+                    docker.remove(place.runner, [same[place.rank].id])
+                except RunError as exc:
+                    emit(Warn(f"could not remove {same[place.rank].id[:12]} on {place.runner.node}: {exc}"))
+            raise
+        write_record(plan, [(p, wants[p.rank], same[p.rank].id) for p in places], stop_seen, progress)
+    emit(Ready(f"already serving at {plan.endpoint} (container {same[0].name})", plan.endpoint,
+               plan.served_model or plan.recipe.name))
+    return {"container_id": same[0].id, "inputs": wants[0].digest}
 
 
 def _timings(progress: readiness.Progress) -> str:

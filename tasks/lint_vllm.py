@@ -18,7 +18,7 @@ from pathlib import Path
 from . import build_spec, docker, settings, vllm_check
 from .errors import RunRecipeError
 from .plan import Options, Plan, make_plan
-from .runner import LocalRunner
+from .connect import LocalRunner
 
 # flags that only the forked vLLM of a Dockerfile adds (the stock parser refuses them)
 PATCHED_BUILD_FLAGS = {"Dockerfile.mxfp4": ("--mxfp4-backend", "--mxfp4-layers")}

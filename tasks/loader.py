@@ -15,7 +15,7 @@ from .config import read_settings
 from .errors import ConfigError, RunRecipeError
 from .masking import scrub
 from .plan import Options, make_plan, parse_overrides
-from .session import CONSOLE, Say
+from .report import Warn, emit
 
 DOIT_OPTION_VARS = ("recipe", "nodes", "container", "name", "revision", "ray", "no_build", "stack")
 # doit's on/off variables: what 1 and 0 mean (0 is the default)
@@ -24,7 +24,7 @@ SWITCHES = {"ray": "1 (Ray) or 0 (native multi-node, the default)",
                         "the default)"}
 
 
-def doit_namespace(say: Say = CONSOLE) -> dict[str, Any]:
+def doit_namespace() -> dict[str, Any]:
     """dodo.py's tasks: `recipe=NAME` plans that recipe (the --setup path); without it, the whole catalogue.
 
     Other `key=value` variables become parameter overrides, like -o. The session holds the run (dodo.py
@@ -45,13 +45,13 @@ def doit_namespace(say: Say = CONSOLE) -> dict[str, Any]:
                       no_build=_switch(variables, "no_build"),
                       **read_settings(None).options())
     if variables.get("stack"):
-        return _stack_namespace(variables["stack"], options, say)
+        return _stack_namespace(variables["stack"], options)
     if variables.get("recipe"):
         plan = make_plan(load_named(variables["recipe"], settings.recipes_dir()), options)
         for warning in plan.warnings:
-            say.warning(scrub(warning))
+            emit(Warn(scrub(warning)))
         if _doit_runs_tasks(sys.argv[1:]):
-            session.preflight(plan, say)  # as run-recipe does: every node checked, one table, before any change
+            session.preflight(plan)  # as run-recipe does: every node checked, one table, before any change
         return namespace([plan], setup=True, default=[f"launch:{plan.recipe.id}"]) | {"task_lint": _lint_task}
     from .graph import fleet_for, task_namespace, tasks_of
 
@@ -68,14 +68,14 @@ def doit_namespace(say: Say = CONSOLE) -> dict[str, Any]:
                           ["usage"]) | {"task_usage": _usage_task, "task_lint": _lint_task}
 
 
-def _stack_namespace(name: str, options: Options, say: Say) -> dict[str, Any]:
+def _stack_namespace(name: str, options: Options) -> dict[str, Any]:
     """`doit run stack=NAME`: the stack's tasks (every entry's, then its gateway), checked as run-recipe checks."""
     from .stack_cli import load, preflight
     from .stack_graph import stack_namespace
 
     stack_plan, gw = load(name, options)
     for warning in stack_plan.warnings:
-        say.warning(scrub(warning))
+        emit(Warn(scrub(warning)))
     if _doit_runs_tasks(sys.argv[1:]):
         preflight(stack_plan, gw)
     return stack_namespace(stack_plan, gw, setup=True) | {"task_lint": _lint_task}

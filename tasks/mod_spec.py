@@ -51,7 +51,7 @@ def check(paths: tuple[Path, ...], source: str, field: str = "mods") -> tuple[Mo
             if not (path / "run.sh").is_file():
                 raise _missing(source, path, "has no run.sh", field)
         elif path.suffix == ".zip" and kind == "file":
-            _zip_root(path, source, field)
+            zip_root(path, source, field)
         else:
             raise _missing(source, path, "does not exist (a folder or .zip with run.sh)", field)
         name = re.sub(r"[^A-Za-z0-9_.-]", "_", path.stem if path.suffix == ".zip" else path.name)
@@ -59,7 +59,7 @@ def check(paths: tuple[Path, ...], source: str, field: str = "mods") -> tuple[Mo
     return tuple(mods)
 
 
-def _zip_root(path: Path, source: str, field: str = "mods") -> str:
+def zip_root(path: Path, source: str, field: str = "mods") -> str:
     """The folder inside the zip that holds run.sh ('' for the top); unsafe names are refused."""
     try:
         with zipfile.ZipFile(path) as zf:
@@ -161,11 +161,11 @@ def cached(pr: PullRequest) -> Mod | None:
         raise ConfigError(f"{diff_path}: its sha256 is {digest}, not the {diff_path.parent.name} it was cached "
                           f"under (edited or damaged): remove {pr.folder} and run again to fetch it anew")
     check_runtime_only(pr, data.decode("utf-8", "replace"))
-    _write_run_sh(pr, diff_path.parent, digest)
+    write_run_sh(pr, diff_path.parent, digest)
     return Mod(f"vllm-pr-{pr.number}", diff_path.parent)
 
 
-def _write_run_sh(pr: PullRequest, folder: Path, digest: str) -> None:
+def write_run_sh(pr: PullRequest, folder: Path, digest: str) -> None:
     """The mod's run.sh, (re)written from the template so a cached PR follows this version's script."""
     text = render_template("vllm-pr-mod.sh.j2", number=pr.number, sha256=digest)
     path = folder / "run.sh"

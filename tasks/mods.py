@@ -22,9 +22,9 @@ from . import docker, execute
 from .commands import LOCAL, Command, Input, Proof
 from .docker import LABEL, Runner
 from .errors import RunError
-from .mod_spec import Mod, _zip_root, check  # noqa: F401 - check re-exported: a mod's description is core
+from .mod_spec import Mod, zip_root
 from .render import render_template
-from .runner import tail
+from .connect import tail
 
 MARKER = "runrecipe: applying mod "
 
@@ -96,7 +96,7 @@ def _stage(mod: Mod, dest: Path) -> None:
     if not mod.is_zip:
         shutil.copytree(mod.path, dest, symlinks=True)
         return
-    root = _zip_root(mod.path, str(mod.path))
+    root = zip_root(mod.path, str(mod.path))
     with zipfile.ZipFile(mod.path) as zf:
         for info in zf.infolist():
             rel = PurePosixPath(info.filename)

@@ -25,7 +25,7 @@ from .errors import RunError
 from .masking import printable
 from .nodes import Node
 from .units import human_bytes
-from .runner import LocalRunner
+from .connect import LocalRunner
 
 NO_NVIDIA_SMI = 200  # exit code of our probe when nvidia-smi is not installed
 DEFAULT_HF_CACHE = "~/.cache/huggingface/hub"

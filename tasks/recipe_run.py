@@ -15,6 +15,7 @@ from .errors import RunError
 from .flagtypes import run_words
 from .masking import scrub
 from .plan import Plan
+from .report import say
 
 MISSES = 2  # checks in a row without a /health answer (or probes without a token) before the head counts as gone
 
@@ -91,7 +92,7 @@ class RecipeRun:
         proc = subprocess.run([sys.executable, "-m", "tasks", *run_words(self.run_args, "-d", "--reform")],
                               env=env, capture_output=True, text=True)
         for line in (proc.stdout + proc.stderr).splitlines():
-            print(f"    {scrub(line)}", file=sys.stderr, flush=True)
+            say(f"    {scrub(line)}")
         if proc.returncode:
             raise RunError(f"{self.name}: the converge exited {proc.returncode}\n{scrub(proc.stderr.strip())}")
 

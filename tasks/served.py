@@ -1,23 +1,17 @@
 """What a server container is made of, shared by the launch and the vLLM check: the image it runs (the
-recipe's, or its mods-derived one), the HF folders mounted into it, and the progress line a step says.
+recipe's, or its mods-derived one), and the HF folders mounted into it.
 
 They live below both so that the check (which the launch consults) never imports the launch.
 """
 from __future__ import annotations
 
-import sys
-
 from . import docker, hub_cache, mods, settings
 from .docker import Runner
 from .errors import RunError
 from .plan import Plan
+from .report import say  # noqa: F401 - re-exported: steps written before the reporter import it from here
 
 CONTAINER_HF_HOME = "/root/.cache/huggingface"
-
-
-def say(message: str) -> None:
-    """A progress line on stderr (the one place steps write one; a reporter object is #25's)."""
-    print(message, file=sys.stderr, flush=True)
 
 
 def image_ref(runner: Runner, plan: Plan) -> str:

@@ -2,37 +2,20 @@
 
 `run-recipe` (cli.execute, --download-only) and `doit` (dodo.py through loader.py) both hold their runs
 here, so the two entry points lock, check and hand tasks to doit the same way. The session's steps do
-not print: what a person should read goes to the `Say` its caller gives (CONSOLE for run-recipe and
-dodo.py); the server's log after a foreground run stays with the CLI.
+not print: what a person should read is an event for the reporter the entry point installed; the
+server's log after a foreground run stays with the CLI.
 """
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from . import state
 from .plan import Plan
+from .report import Note, Warn, emit
 
 if TYPE_CHECKING:
     from .cluster import Fleet
-
-
-@dataclass(frozen=True)
-class Say:
-    """Where a session's lines go: `info` to what the run shows, `warning` to the warnings."""
-
-    info: Callable[[str], None]
-    warning: Callable[[str], None]
-
-
-def _print_warning(text: str) -> None:
-    print(f"Warning: {text}", file=sys.stderr)
-
-
-# The console, as run-recipe and dodo.py show a run: lines on stdout, warnings on stderr (the reporter's
-# console implementation takes this place when it lands).
-CONSOLE = Say(info=print, warning=_print_warning)
 
 
 @dataclass(frozen=True)
@@ -47,15 +30,15 @@ class Run:
     engine: bool = False         # builds or launches here: ask the local engine ahead, warn without GPUs
 
 
-def hold(holder: str, say: Say, *, wait: bool = True) -> None:
+def hold(holder: str, *, wait: bool = True) -> None:
     """The state lock for the rest of this process; a damaged doit state file is repaired under it."""
     state.lock(holder, wait=wait)
     note = state.repair_dep_file()
     if note:
-        say.warning(note)
+        emit(Warn(note))
 
 
-def preflight(plan: Plan, say: Say) -> "Fleet | None":
+def preflight(plan: Plan) -> "Fleet | None":
     """A cluster plan's nodes all checked at once, one table shown; a failing node stops the run before any
     change (raises). Solo plans have nothing to check here: their steps ask the local engine."""
     if plan.mode != "cluster":
@@ -63,26 +46,26 @@ def preflight(plan: Plan, say: Say) -> "Fleet | None":
     from .cluster_preflight import check_cluster
 
     fleet, table = check_cluster(plan)
-    say.info(table)
+    emit(Note(table, to_stdout=True))
     return fleet
 
 
-def ask_engine_ahead(plan: Plan, say: Say) -> None:
+def ask_engine_ahead(plan: Plan) -> None:
     """Under the lock no other run changes this engine: what the checks will ask is asked now, side by side
     and in the background, while doit loads (~30 ms of imports the engine's answers hide)."""
     from . import docker, facts
-    from .runner import LocalRunner
+    from .connect import LocalRunner
 
     runner = LocalRunner()
     facts.gather([lambda: docker.image_info(runner, plan.build.tag),
                   lambda: docker.containers(runner, recipe=plan.recipe.id)])
     from . import doit_run  # noqa: F401 - doit loads (~30 ms) while the facts are asked
     if not plan.cpu and not docker.has_nvidia_runtime(runner):  # a CPU image asks for no GPU
-        say.warning("this Docker engine has no NVIDIA runtime: vLLM will find no GPU "
-                    "(install nvidia-container-toolkit)")
+        emit(Warn("this Docker engine has no NVIDIA runtime: vLLM will find no GPU "
+                    "(install nvidia-container-toolkit)"))
 
 
-def execute(run: Run, say: Say) -> int:
+def execute(run: Run) -> int:
     """Hold the run: lock, facts ahead, preflight, then doit's exit code for the run's targets."""
     from . import doit_run
     from .graph import fleet_for, namespace
@@ -90,18 +73,18 @@ def execute(run: Run, say: Say) -> int:
     for plan in run.plans:
         if plan.mode == "cluster":
             fleet_for(plan)  # the head must be this machine: say so before touching anything
-    hold(run.holder, say, wait=run.wait)
+    hold(run.holder, wait=run.wait)
     if run.engine:
         for plan in run.plans:
-            ask_engine_ahead(plan, say)
+            ask_engine_ahead(plan)
     for plan in run.plans:
-        preflight(plan, say)
+        preflight(plan)
     default = [f"launch:{p.recipe.id}" for p in run.plans]
     return doit_run.run(namespace(run.plans, setup=run.setup, default=default), ["run", *run.targets])
 
 
-def for_doit(argv: Sequence[str], load: Callable[[Say], dict[str, Any]], say: Say) -> dict[str, Any]:
+def for_doit(argv: Sequence[str], load: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     """dodo.py's namespace: the lock (named by doit's own words), then the loader's plans and tasks, which
     preflight through this module when doit runs tasks."""
-    hold("doit " + " ".join(argv), say)
-    return load(say)
+    hold("doit " + " ".join(argv))
+    return load()

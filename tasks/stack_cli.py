@@ -15,7 +15,7 @@ from typing import Any
 from . import docker, gateway, stack
 from .config import read_settings
 from .errors import RunError
-from .flagtypes import seconds
+from .flagtypes import count, seconds
 from .gateway import GatewayPlan
 from .masking import scrub
 from .nodes import LOCAL, Node
@@ -27,12 +27,17 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="run-recipe stack", description="Run several recipes together, each on "
                                 "its nodes, within memory, behind one gateway (stacks/NAME.yaml or a path).")
     p.add_argument("stack", help="stack name (stacks/NAME.yaml) or a stack file's path")
-    p.add_argument("action", nargs="?", choices=("up", "stop", "status"), default="up",
-                   help="up (the default): converge every entry and the gateway; stop; status")
+    p.add_argument("action", nargs="?", choices=("up", "stop", "status", "bench"), default="up",
+                   help="up (the default): converge every entry and the gateway; stop; status; bench: measure "
+                   "through the gateway (its options: `run-recipe stack NAME bench --help`)")
     p.add_argument("-d", "--daemon", action="store_true", help="return once every entry and the gateway are ready")
     p.add_argument("--setup", action="store_true", help="build images and download weights first")
     p.add_argument("--dry-run", action="store_true", help="show each entry's placement and script; change nothing")
-    p.add_argument("--json", action="store_true", help="with --dry-run or status: print JSON")
+    p.add_argument("--json", action="store_true", help="with --dry-run or status: print JSON (status: with what "
+                   "each entry's vLLM /metrics says now)")
+    p.add_argument("--live", action="store_true", help="with status: refresh what each entry's vLLM /metrics says")
+    p.add_argument("--interval", type=seconds, default=2.0, metavar="S", help="--live: seconds between frames")
+    p.add_argument("--count", type=count(1_000_000), metavar="N", help="--live: stop after N frames")
     p.add_argument("--ready-timeout", type=seconds, default=1800.0, metavar="SECONDS",
                    help="how long to wait for each entry to answer (default 1800)")
     p.add_argument("--no-wait", action="store_true", help="fail instead of waiting when another run is busy")
@@ -40,9 +45,21 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(args: list[str]) -> int:
+    if args[1:2] == ["bench"] and not args[0].startswith("-"):  # `stack NAME bench ...`: bench's own options
+        from .bench_cli import stack_main
+
+        return stack_main(args[0], args[2:])
     ns = parser().parse_args(args)
+    if ns.action == "bench":
+        parser().error("bench comes right after the stack's name: run-recipe stack NAME bench [its options]")
     options = Options(setup=ns.setup, download=ns.setup, daemon=True, ready_timeout=ns.ready_timeout,
                       **read_settings(None).options())
+    if ns.live and ns.action != "status":
+        parser().error("--live goes with status: run-recipe stack NAME status --live")
+    if ns.live:
+        from .status_live import live
+
+        return live(None, ns.interval, ns.count, stack=stack.load(stack.find(ns.stack)).name)
     if ns.action in ("stop", "status"):
         return lifecycle(ns.action, stack.load(stack.find(ns.stack)), options, ns.json)
     stack_plan, gw = load(ns.stack, options)
@@ -127,7 +144,7 @@ def up(stack_plan: StackPlan, gw: GatewayPlan | None, *, wait: bool) -> int:
     from .stack_graph import launch_targets, stack_namespace
 
     preflight(stack_plan, gw)
-    session.hold(f"run-recipe stack {stack_plan.name}", session.CONSOLE, wait=wait)
+    session.hold(f"run-recipe stack {stack_plan.name}", wait=wait)
     ns = stack_namespace(stack_plan, gw, setup=stack_plan.entries[0].plan.options.setup)
     code = doit_run.run(ns, ["run", *launch_targets(stack_plan, gw)])
     if not code:
@@ -198,6 +215,16 @@ def stop(name: str, nodes: tuple[Node, ...], order: list[str]) -> int:
     return report_unreached("stop", missed, f"run `run-recipe stack {name} stop` again once it is back")
 
 
+def _metrics(row: dict[str, str]) -> dict | None:
+    """An entry's head: what its vLLM's /metrics says now. None on a worker's row, for a server that does not
+    answer, and for the gateway: the LiteLLM proxy serves /metrics only with its `prometheus` callback and
+    prometheus_client installed, which the gateway's configuration does not ask for."""
+    from . import run_record
+    from .lifecycle import head_metrics
+
+    return head_metrics({**row, "record": run_record.read(row["recipe"])})
+
+
 def status(name: str, nodes: tuple[Node, ...], as_json: bool) -> int:
     from . import launch
     from .lifecycle import on_each_node, report_unreached
@@ -205,7 +232,7 @@ def status(name: str, nodes: tuple[Node, ...], as_json: bool) -> int:
     answers, missed = on_each_node(lambda rn: [r for r in launch.status(rn) if r["stack"] == name], _runners(nodes))
     rows = [row for rs in answers for row in rs]
     if as_json:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps([{**row, "metrics": _metrics(row)} for row in rows], indent=2))
     else:
         print(f"stack {name}: " + ("nothing running" if not rows else f"{len(rows)} container(s)"))
         for row in rows:

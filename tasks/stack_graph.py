@@ -15,7 +15,7 @@ from .connect import SshSettings
 from .graph import Check, _step, cluster_tasks, task_namespace, tasks_of
 from .cluster import Placement
 from .plan import Plan
-from .runner import LocalRunner
+from .connect import LocalRunner
 from .stack_plan import StackPlan
 
 

@@ -11,13 +11,12 @@ import hashlib
 import json
 import os
 import sqlite3
-import sys
 import time
 from contextlib import closing
 from pathlib import Path
 from typing import IO, Any
 
-from . import settings
+from . import report, settings
 from .errors import ConfigError, LockBusyError
 
 _held: IO[str] | None = None
@@ -47,10 +46,10 @@ def lock(what: str, *, wait: bool = True) -> None:
         if not wait:
             handle.close()
             raise LockBusyError(f"another run holds {path} ({holder}); try again when it ends") from None
-        print(f"waiting for another run to finish ({holder}) ...", file=sys.stderr, flush=True)
+        report.emit(report.LockWait(holder))
         start = time.monotonic()
         fcntl.flock(handle, fcntl.LOCK_EX)
-        print(f"lock acquired after {time.monotonic() - start:.1f} s", file=sys.stderr, flush=True)
+        report.emit(report.LockAcquired(time.monotonic() - start))
     handle.seek(0)
     handle.truncate()
     handle.write(json.dumps({"pid": os.getpid(), "what": what}))

@@ -19,7 +19,7 @@ from .flagtypes import seconds
 def main(command: str, args: list[str], plan_of: Callable[[list[str]], Any]) -> int:
     """`plan_of` makes the plan of the run's own words (the CLI's parser: this module never imports the CLI)."""
     own, extra = (args[:args.index("--")], args[args.index("--"):]) if "--" in args else (args, [])
-    p = _parser(command)
+    p = parser(command)
     ns, rest = p.parse_known_args(own)
     run_args = [*rest, *extra]
     if command == "uninstall-service":
@@ -32,7 +32,7 @@ def main(command: str, args: list[str], plan_of: Callable[[list[str]], Any]) -> 
     return _install(ns, plan, run_args)
 
 
-def _parser(command: str) -> argparse.ArgumentParser:
+def parser(command: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=f"run-recipe {command}", allow_abbrev=False, usage=f"run-recipe {command} RECIPE [RUN OPTIONS] "
                                 "[-- EXTRA_VLLM_ARGS...]" if command != "uninstall-service" else None)
     if command == "watch":
@@ -61,7 +61,7 @@ def _parser(command: str) -> argparse.ArgumentParser:
 def _watch(ns: argparse.Namespace, plan: Any, run_args: list[str]) -> int:
     from . import watch
     from .recipe_run import RecipeRun
-    from .runner import LocalRunner
+    from .connect import LocalRunner
 
     if plan.mode == "cluster":
         from .graph import fleet_for

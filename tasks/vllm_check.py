@@ -212,8 +212,9 @@ def answer(runner: Runner, plan: Plan) -> steps.Answer:
 
 
 def run(runner: Runner, plan: Plan) -> dict[str, str]:
-    """The check action: print warnings and cannot-check lines, refuse (RunError) on any error."""
-    from .served import hf_mounts, image_ref, say
+    """The check action: report warnings and cannot-check lines, refuse (RunError) on any error."""
+    from .report import Warn, emit, say
+    from .served import hf_mounts, image_ref
 
     image = image_ref(runner, plan)
     argvs = targets(plan)
@@ -223,9 +224,9 @@ def run(runner: Runner, plan: Plan) -> dict[str, str]:
     verdict = in_image(runner, image, argvs, [m for m in mounts if Path(m[0]).is_dir()])
     shown = f"{plan.build.tag}" + (" with its mods" if plan.mods else "")
     for finding in verdict.warnings:
-        say(f"Warning: {finding.text(verdict.version)}")
+        emit(Warn(finding.text(verdict.version)))
     if verdict.cannot:
-        say(f"Warning: {verdict.lines(shown)[0]}; the run goes on unchecked")
+        emit(Warn(f"{verdict.lines(shown)[0]}; the run goes on unchecked"))
     status = ("refused" if verdict.errors else "accepted" if not verdict.cannot
               else "no answer" if verdict.transient else "could not check")
     write_record(plan.recipe.id, image, digest, verdict, status)

@@ -19,9 +19,7 @@ from typing import Any
 
 from .errors import ConfigError, RunError
 from .hub_cache import offline_from_env
-from .mod_spec import (  # noqa: F401 - re-exported: a PR's description is core (mod_spec)
-    BASE_ENV, FLAG, Mod, PullRequest, _write_run_sh, cached, check_runtime_only, parse, refused, touched,
-)
+from .mod_spec import BASE_ENV, FLAG, Mod, PullRequest, write_run_sh, cached, check_runtime_only
 
 
 def fetch(pr: PullRequest) -> Mod:
@@ -46,7 +44,7 @@ def fetch(pr: PullRequest) -> Mod:
         shutil.rmtree(tmp, ignore_errors=True)
         if not (folder / "pr.diff").is_file():
             raise
-    _write_run_sh(pr, folder, digest)
+    write_run_sh(pr, folder, digest)
     return Mod(f"vllm-pr-{pr.number}", folder)
 
 

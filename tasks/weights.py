@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -22,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence, TextIO
 
-from . import masking
-from .hub_cache import (COMMIT_RE, WeightsError, check_listing, discard, hub_cache_dir,
+from . import masking, report
+from .hub_cache import (COMMIT_RE, SnapshotState, WeightsError, check_listing, discard, hub_cache_dir,
                         offline_from_env, read_ref, read_tree_listing, repo_folder, snapshot_state,
                         write_ref, write_tree_listing)
 from .units import human_bytes
@@ -312,10 +311,10 @@ def download(
       tag) is then pointed at the commit in `refs/`, as the client would.
     - Refuses before fetching anything if the missing files exceed the free disk space.
     - Resumable: finished files are kept by the client; a partial file from a killed run is removed.
-    - `progress=None`: a bar (bytes, rate, ETA for the whole snapshot) only when `stream` is a TTY.
-      A one-line summary is always written to `stream` (stderr by default).
+    - `progress=None`: a bar (bytes, rate, ETA for the whole snapshot) only when its stream is a TTY:
+      `stream`, else where the reporter in force lets live progress draw (none for JSON).
+    - The one-line summary goes to `stream` when one is given, else it is a Downloaded event.
     """
-    stream = stream or sys.stderr
     cache = Path(cache_dir) if cache_dir is not None else hub_cache_dir()
     if not COMMIT_RE.match(commit):
         raise ValueError(f"download() takes a resolved commit sha, got {commit!r}: call resolve_commit first")
@@ -325,65 +324,100 @@ def download(
     state = snapshot_state(cache, repo, commit, allow_patterns=allow_patterns)
     snap_path = str(repo_folder(cache, repo) / "snapshots" / commit)
     if state.complete:
-        if revision is not None and not COMMIT_RE.match(revision):
-            write_ref(cache, repo, revision, commit)
-        summary = DownloadSummary(repo, commit, snap_path, 0, 0, time.monotonic() - start, present=state.files)
-        print(summary.line(), file=stream)
-        return summary
+        _point_ref(cache, repo, revision, commit)
+        return _summarize(DownloadSummary(repo, commit, snap_path, 0, 0, time.monotonic() - start,
+                                          present=state.files), stream)
     if offline:
         raise OfflineIncomplete(
             f"offline (HF_HUB_OFFLINE) and {repo}@{commit[:12]} is not complete in {cache}: {state.reason}; "
             "run the download once with network access"
         )
-
-    from huggingface_hub import HfApi, snapshot_download
-
     with _hub_errors(repo, revision or commit, token, endpoint):
-        listing = read_tree_listing(cache, repo, commit)
-        if listing is None:
-            fetched = _fetch_listing(HfApi(endpoint=endpoint, token=token), repo, commit)
-            check_listing(cache, repo, commit, fetched)  # before it is written, and before any file is touched
-            write_tree_listing(cache, repo, commit, fetched)
-            state = snapshot_state(cache, repo, commit, allow_patterns=allow_patterns)
-            listing = read_tree_listing(cache, repo, commit) or {}
-        if state.wrong_size:  # the client trusts an existing link: drop it (and its bad blob) to refetch
-            discard(cache, repo, commit, state.wrong_size)
-        _remove_stale_partials(cache, repo)
-        blobs = repo_folder(cache, repo) / "blobs"
-        todo = state.missing + state.wrong_size
-        # a blob already in the cache (same content in another commit) is only linked, not fetched
-        fetch = [p for p in todo if not (blobs / listing[p].blob_name).exists()]
-        needed = sum(listing[p].size for p in fetch)
-        free = _free_bytes(cache)
-        if needed > free:
-            raise NotEnoughDisk(
-                f"{repo}@{commit[:12]} needs {human_bytes(needed)} more but only {human_bytes(free)} is free on {cache}: "
-                "free some space or point HF_HUB_CACHE/HF_HOME at a larger disk",
-                needed=needed,
-                free=free,
-            )
-        show_bar = progress if progress is not None else bool(getattr(stream, "isatty", lambda: False)())
+        state, listing = _listed(cache, repo, commit, allow_patterns, endpoint, token, state)
+        fetch, needed = _to_fetch(cache, repo, commit, state, listing)
         kwargs = dict(
             revision=commit, cache_dir=str(cache), endpoint=endpoint, token=token,
             allow_patterns=list(allow_patterns) if isinstance(allow_patterns, (list, tuple)) else allow_patterns,
             max_workers=max_workers, tqdm_class=_quiet_tqdm(),
         )
-        if show_bar:
-            sizes = {p: e.size for p, e in listing.items()}
-            with _DiskProgress(cache, repo, commit, fetch, sizes, stream):
-                snapshot_download(repo, **kwargs)
-        else:
-            snapshot_download(repo, **kwargs)
-
+        _fetch(repo, kwargs, _bar(progress, stream, cache, repo, commit, fetch, listing))
     after = snapshot_state(cache, repo, commit, allow_patterns=allow_patterns)
     if not after.complete:
         raise IncompleteDownload(f"{repo}@{commit[:12]} is still incomplete after the download: {after.reason}; re-run to resume")
+    _point_ref(cache, repo, revision, commit)
+    return _summarize(DownloadSummary(repo, commit, snap_path, len(fetch), needed, time.monotonic() - start,
+                                      present=state.files - len(fetch)), stream)
+
+
+def _point_ref(cache: Path, repo: str, revision: str | None, commit: str) -> None:
+    """A branch or tag name is pointed at the commit in `refs/`, as the client would."""
     if revision is not None and not COMMIT_RE.match(revision):
         write_ref(cache, repo, revision, commit)
-    summary = DownloadSummary(
-        repo, commit, snap_path, len(fetch), needed, time.monotonic() - start, present=state.files - len(fetch),
-    )
-    print(summary.line(), file=stream)
+
+
+def _listed(cache: Path, repo: str, commit: str, allow_patterns: Sequence[str] | str | None,
+            endpoint: str | None, token: str | bool | None, state: SnapshotState) -> tuple[SnapshotState, dict]:
+    """The commit's file listing (asked of the hub once, checked before it is written and before any
+    file is touched), and the snapshot's state measured against it."""
+    from huggingface_hub import HfApi
+
+    listing = read_tree_listing(cache, repo, commit)
+    if listing is not None:
+        return state, listing
+    fetched = _fetch_listing(HfApi(endpoint=endpoint, token=token), repo, commit)
+    check_listing(cache, repo, commit, fetched)
+    write_tree_listing(cache, repo, commit, fetched)
+    state = snapshot_state(cache, repo, commit, allow_patterns=allow_patterns)
+    return state, read_tree_listing(cache, repo, commit) or {}
+
+
+def _to_fetch(cache: Path, repo: str, commit: str, state: SnapshotState, listing: dict) -> tuple[list[str], int]:
+    """The files to fetch and their bytes, once the cache is ready for them; refuses (NotEnoughDisk)
+    before any byte when they do not fit."""
+    if state.wrong_size:  # the client trusts an existing link: drop it (and its bad blob) to refetch
+        discard(cache, repo, commit, state.wrong_size)
+    _remove_stale_partials(cache, repo)
+    blobs = repo_folder(cache, repo) / "blobs"
+    # a blob already in the cache (same content in another commit) is only linked, not fetched
+    fetch = [p for p in state.missing + state.wrong_size if not (blobs / listing[p].blob_name).exists()]
+    needed = sum(listing[p].size for p in fetch)
+    free = _free_bytes(cache)
+    if needed > free:
+        raise NotEnoughDisk(
+            f"{repo}@{commit[:12]} needs {human_bytes(needed)} more but only {human_bytes(free)} is free on {cache}: "
+            "free some space or point HF_HUB_CACHE/HF_HOME at a larger disk",
+            needed=needed,
+            free=free,
+        )
+    return fetch, needed
+
+
+def _bar(progress: bool | None, stream: TextIO | None, cache: Path, repo: str, commit: str, fetch: list[str],
+         listing: dict) -> "_DiskProgress | None":
+    """The one bar for the whole snapshot, or None: drawn on `stream`, else where the reporter in force
+    lets live progress draw (nowhere for JSON); by default only when that is a TTY."""
+    where = stream if stream is not None else report.live_stream()
+    if where is None or not (progress if progress is not None else bool(getattr(where, "isatty", lambda: False)())):
+        return None
+    return _DiskProgress(cache, repo, commit, fetch, {p: e.size for p, e in listing.items()}, where)
+
+
+def _fetch(repo: str, kwargs: dict, bar: "_DiskProgress | None") -> None:
+    """The client's snapshot download, under our one bar for the whole snapshot when there is one."""
+    from huggingface_hub import snapshot_download
+
+    if bar is None:
+        snapshot_download(repo, **kwargs)
+        return
+    with bar:
+        snapshot_download(repo, **kwargs)
+
+
+def _summarize(summary: DownloadSummary, stream: TextIO | None) -> DownloadSummary:
+    """The summary line to the caller's `stream`, else as an event for the reporter in force."""
+    if stream is not None:
+        stream.write(summary.line() + "\n")
+    else:
+        report.emit(report.Downloaded(summary.line(), summary.repo, summary.commit, summary.files,
+                                      summary.bytes, summary.seconds))
     return summary
-
-

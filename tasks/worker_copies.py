@@ -61,7 +61,7 @@ class WorkerCopies:
 
     def weights_synced(self, model: Model, node: Node) -> steps.Answer:
         commit = weights.resolve_commit(model.repo, model.revision, offline=True, cache_dir=self.cache)
-        return distribute.weights_answer(self.cache, self.cache, model.repo, commit, self.fleet.ssh(node), node.target)
+        return distribute.weights_answer(self.cache, self.cache, model.repo, commit, self.fleet.link(node), node.target)
 
     def sync_weights(self, model: Model, node: Node) -> tuple[str, distribute.Report, list[distribute.Worker]]:
         """This worker and the ones after it: what several lack leaves the head once (a chain);
@@ -69,7 +69,6 @@ class WorkerCopies:
         rest = self.copy_chain(node, f"files of {model.key}")
         targets = rest[:1] if self.plan.options.verify else rest
         commit = weights.resolve_commit(model.repo, model.revision, offline=True, cache_dir=self.cache)
-        report = distribute.sync_weights(self.cache, self.cache, model.repo, commit, [w.name for w in targets],
-                                         {w.name: w.ssh for w in targets},
-                                         peer_ssh={w.name: w.hop for w in targets}, verify=self.plan.options.verify)
+        report = distribute.sync_weights(self.cache, self.cache, model.repo, commit, targets,
+                                         verify=self.plan.options.verify)
         return commit, report, targets

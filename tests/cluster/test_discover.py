@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from harness import cluster as rc
-from tasks.discover import Candidate, choose, default_interface, scan_range, write_env
+from tasks.discover import Candidate, default_interface, scan_range, write_env
+from tasks.discover_ask import choose
 from tasks.errors import ConfigError
 from tasks.nodes import load_env
 
@@ -20,7 +21,8 @@ REPO = Path(__file__).resolve().parents[2]
 SCRIPT = r"""
 import json, sys, time
 from pathlib import Path
-from tasks.discover import choose, discover, write_env
+from tasks.discover import discover, write_env
+from tasks.discover_ask import choose
 from tasks.connect import SshSettings
 args = json.loads(sys.argv[1])
 settings = SshSettings(known_hosts=Path(args["kh"]) if args.get("kh") else None, connect_timeout=2)

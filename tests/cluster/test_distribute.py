@@ -25,11 +25,11 @@ pytestmark = pytest.mark.cluster
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from tasks import chain, connect  # noqa: E402
+from tasks.connect import chain  # noqa: E402
 from tasks import distribute as dist  # noqa: E402
 from tasks import image_copy  # noqa: E402
 from tasks.errors import RunError  # noqa: E402
-from tasks.connect import close_shared_connections  # noqa: E402
+from tasks.connect import HERE, SshLink, close_shared_connections  # noqa: E402
 
 IMAGE = "rr-dist-test:v1"
 IMAGE_MB = 32
@@ -38,10 +38,13 @@ DRIVER = r"""
 import dataclasses, json, sys
 sys.path.insert(0, sys.argv[1])
 from tasks import image_copy as d
+from tasks.connect import SshLink
 from tasks.errors import RunError
 a = json.loads(sys.argv[2])
+workers = [d.Worker(w["name"], SshLink(tuple(w["ssh"])), SshLink(tuple(w["peer_ssh"])) if "peer_ssh" in w else None)
+           for w in a["workers"]]
 try:
-    r = d.distribute_image(a["tag"], a["head_id"], [d.Worker(**w) for w in a["workers"]],
+    r = d.distribute_image(a["tag"], a["head_id"], workers,
                            progress=None, stall_timeout=a["stall"])
     print(json.dumps({"ok": True, "report": dataclasses.asdict(r)}))
 except RunError as e:
@@ -51,8 +54,12 @@ except RunError as e:
 
 # ----------------------------------------------------------------------------- helpers
 def ssh_prefix(node: rc.Node) -> list[str]:
-    """What tasks/connect.ssh_argv gives: strict host keys, one key, batch mode, the node's address."""
+    """What tasks/connect's ssh_argv gives: strict host keys, one key, batch mode, the node's address."""
     return ["ssh", *node.ssh_args, node.target]
+
+
+def link(node: rc.Node) -> SshLink:
+    return SshLink(tuple(ssh_prefix(node)))
 
 
 @pytest.fixture(scope="module")
@@ -177,11 +184,11 @@ def test_image_id_on_local_and_remote(cluster3: rc.TestCluster, big_image: tuple
     tag, hid = big_image
     n2 = cluster3.node("n2")
     distribute_on_head(cluster3, tag, hid)
-    assert image_copy.image_id_on(ssh_prefix(n2), tag) == hid
-    assert image_copy.image_id_on(ssh_prefix(n2), "rr-no-such:image") is None
+    assert image_copy.image_id_on(link(n2), tag) == hid
+    assert image_copy.image_id_on(link(n2), "rr-no-such:image") is None
     n2.stop_dockerd()
     with pytest.raises(RunError) as ei:
-        image_copy.image_id_on(ssh_prefix(n2), tag)
+        image_copy.image_id_on(link(n2), tag)
     assert ei.value.node == n2.target
 
 
@@ -237,9 +244,9 @@ def remote_folder(node: rc.Node) -> Path:
 
 def sync(cache: Path, commit: str, nodes: list[rc.Node], verify: bool = False,
          peers_trust: bool = True) -> dist.Report:
-    return dist.sync_weights(cache, REMOTE_CACHE, REPO, commit, [n.name for n in nodes],
-                             {n.name: ssh_prefix(n) for n in nodes}, verify=verify,
-                             peer_ssh=None if peers_trust else {n.name: distrusting(n) for n in nodes})
+    return dist.sync_weights(cache, REMOTE_CACHE, REPO, commit,
+                             [chain.Worker(n.name, link(n), None if peers_trust else SshLink(tuple(distrusting(n))))
+                              for n in nodes], verify=verify)
 
 
 @pytest.fixture
@@ -267,8 +274,8 @@ def test_weights_sync_layout_noop_and_one_changed_file(tmp_path: Path, workers: 
             snap = folder / "snapshots" / c1 / path
             assert snap.is_symlink() and not os.readlink(snap).startswith("/")  # relative, as HF makes it
             assert snap.read_bytes() == data
-        assert dist.remote_manifest(ssh_prefix(n), REMOTE_CACHE, REPO, c1) == \
-            dist.remote_manifest(None, str(cache), REPO, c1)
+        assert dist.remote_manifest(link(n), REMOTE_CACHE, REPO, c1) == \
+            dist.remote_manifest(HERE, str(cache), REPO, c1)
     assert {n.files for n in rep.nodes} == {6}  # 5 blobs + the tree listing
 
     again = sync(cache, c1, workers)
@@ -296,8 +303,8 @@ def test_open_hops_connects_each_pair_once_and_shrugs_off_a_refused_hop(workers:
     n2 (its master answers), so the stream's hop needs no handshake of its own."""
     close_shared_connections()  # a fresh run: no hop socket of an earlier test's connections
     n2, n3 = workers
-    w2, w3 = (chain.Worker(n.name, ssh_prefix(n)) for n in workers)
-    hop = connect.ssh_prefix(w3.hop, from_head=False)
+    w2, w3 = (chain.Worker(n.name, link(n)) for n in workers)
+    hop = w3.hop.argv_for([], from_head=False)[:-1]  # the hop's ssh, without a command
 
     def master_on_n2() -> int:
         return n2.run([*hop[:-1], "-O", "check", hop[-1]]).returncode
@@ -305,7 +312,7 @@ def test_open_hops_connects_each_pair_once_and_shrugs_off_a_refused_hop(workers:
     assert master_on_n2() == 255  # not open yet
     chain.open_hops([[w2, w3], [w2, w3]])
     assert master_on_n2() == 0
-    refused = chain.Worker(n3.name, ssh_prefix(n3), peer_ssh=distrusting(n3))
+    refused = chain.Worker(n3.name, link(n3), peer=SshLink(tuple(distrusting(n3))))
     chain.open_hops([[w2, refused]])  # no error here: the stream reports it, and the head takes over
 
 
@@ -317,8 +324,8 @@ def test_weights_chain_falls_back_to_rsync(tmp_path: Path, workers: list[rc.Node
     rep = sync(cache, commit, workers, peers_trust=False)
     assert rep.strategy == "chain (tar stream), then rsync to n3", rep.strategy
     for n in workers:
-        assert dist.remote_manifest(ssh_prefix(n), REMOTE_CACHE, REPO, commit) == \
-            dist.remote_manifest(None, str(cache), REPO, commit)
+        assert dist.remote_manifest(link(n), REMOTE_CACHE, REPO, commit) == \
+            dist.remote_manifest(HERE, str(cache), REPO, commit)
         assert (remote_folder(n) / "snapshots" / commit / "tokenizer.json").read_bytes() == files["tokenizer.json"]
 
 
@@ -423,6 +430,10 @@ def over(node: rc.Node, address: str) -> list[str]:
     return ["ssh", *node.ssh_args, f"root@{address}"]
 
 
+def over_links(hosts: dict[str, list[str]]) -> list[chain.Worker]:
+    return [chain.Worker(name, SshLink(tuple(argv))) for name, argv in hosts.items()]
+
+
 def test_image_chain_over_ipv6_with_and_without_zone(v6: list[rc.Node]) -> None:
     """Head n4 streams to n5 by its unique local address, n5 forwards to n6 by link-local with zone
     (eth0 is the same name on every node, as the ConnectX port is on identical Sparks)."""
@@ -449,16 +460,16 @@ def test_weights_chain_over_ipv6_with_and_without_zone(tmp_path: Path, v6: list[
     cache = tmp_path / "hub"
     commit = make_commit(cache, REPO, files)
     hosts = {a.name: over(a, f"{a.link_local}%{rc.BRIDGE}"), b.name: over(b, b.ip6)}
-    rep = dist.sync_weights(cache, REMOTE_CACHE, REPO, commit, list(hosts), hosts, verify=True)
+    rep = dist.sync_weights(cache, REMOTE_CACHE, REPO, commit, over_links(hosts), verify=True)
     assert rep.strategy == "chain (tar stream)" and rep.sent_to == [a.name, b.name]
     for node in (a, b):
         snap = remote_folder(node) / "snapshots" / commit
         assert {p: (snap / p).read_bytes() for p in files} == files
-    again = dist.sync_weights(cache, REMOTE_CACHE, REPO, commit, list(hosts), hosts)
+    again = dist.sync_weights(cache, REMOTE_CACHE, REPO, commit, over_links(hosts))
     assert again.sent_to == []
     subprocess.run(["rm", "-rf", str(remote_folder(b))], check=True)
     lone = {b.name: over(b, f"{b.link_local}%{rc.BRIDGE}")}  # one worker lacking files: rsync, not a chain
-    rep = dist.sync_weights(cache, REMOTE_CACHE, REPO, commit, list(lone), lone, verify=True)
+    rep = dist.sync_weights(cache, REMOTE_CACHE, REPO, commit, over_links(lone), verify=True)
     assert rep.sent_to == [b.name] and "rsync" in rep.strategy, rep.strategy
     snap = remote_folder(b) / "snapshots" / commit
     assert {p: (snap / p).read_bytes() for p in files} == files

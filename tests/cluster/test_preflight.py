@@ -15,7 +15,7 @@ from tasks import preflight as pf
 from tasks.errors import RunError
 from tasks.nodes import Node
 from tasks.connect import SshSettings
-from tasks.remote import RemoteRunner
+from tasks.connect import RemoteRunner
 
 pytestmark = pytest.mark.cluster
 

@@ -15,9 +15,10 @@ import pytest
 from harness import cluster as rc
 from tasks.errors import RunError
 from tasks.nodes import Node
-from tasks.connect import SshSettings, ssh_argv
-from tasks.remote import (ChangedHostKeyError, LocalRunner, RemoteRunner, UnknownHostKeyError, runner_for,
-                          with_env)
+from tasks.connect import SshSettings
+from tasks.connect.options import ssh_argv
+from tasks.connect import ChangedHostKeyError, LocalRunner, RemoteRunner, UnknownHostKeyError, connector_for
+from tasks.connect.ssh import with_env
 
 pytestmark = pytest.mark.cluster
 
@@ -190,7 +191,7 @@ def test_feed_sends_bytes_exactly_with_the_same_host_key_checks(cluster3: rc.Tes
         RemoteRunner(Node(n2.ip, "root"), settings(cluster3, known_hosts=kh)).feed(["true"], b"")
 
 
-def test_runner_for_picks_local_or_ssh(cluster3: rc.TestCluster) -> None:
+def test_connector_for_picks_local_or_ssh(cluster3: rc.TestCluster) -> None:
     s = settings(cluster3)
-    assert isinstance(runner_for(Node("localhost"), s), LocalRunner)
-    assert isinstance(runner_for(Node("n2"), s), RemoteRunner)
+    assert isinstance(connector_for(Node("localhost"), s), LocalRunner)
+    assert isinstance(connector_for(Node("n2"), s), RemoteRunner)

@@ -14,6 +14,7 @@ from .test_real_engine import BUILD_TIMEOUT, READY, real, tiny_hub  # noqa: F401
 sys.path.insert(0, str(CODE_ROOT / "tests"))
 from harness import cpuengine  # noqa: E402
 
+KEY = "sk-bench-e2e-0123456789"
 SMALL = ("--requests", "8", "--concurrency", "1,2", "--input-len", "16", "--output-len", "8", "--timeout", "900")
 
 
@@ -42,11 +43,16 @@ def test_bench_records_the_deployments_fingerprint_and_compare_names_a_changed_f
     assert stored.parent == real.root / ".runrecipe" / "bench" / "tiny"
     assert json.loads(stored.read_text())["fingerprint_id"] == first["fingerprint_id"]
 
-    relaunch = real.cli("tiny", "--solo", "-d", *READY, "--", "--max-num-seqs", "8", timeout=900)
+    # relaunched with one more flag, and an API key: bench sends it from $VLLM_API_KEY, by environment only
+    relaunch = real.cli("tiny", "--solo", "-d", *READY, "--", "--max-num-seqs", "8", "--api-key", KEY, timeout=900)
     assert relaunch.returncode == 0, relaunch.stdout + relaunch.stderr
+    keyless = real.cli("bench", "tiny", *SMALL)
+    assert keyless.returncode == 1 and "it wants an API key: put it in $VLLM_API_KEY" in keyless.stderr
+    real.env["VLLM_API_KEY"] = KEY
     second = bench(real, "tiny")
     assert second["fingerprint_id"] != first["fingerprint_id"]
     assert second["fingerprint"]["image"] == fp["image"]
+    assert KEY not in Path(second["file"]).read_text() and "****" in second["fingerprint"]["argv"]
 
     history = real.cli("bench", "--history", "tiny", "--json")
     assert [g["fingerprint_id"] for g in json.loads(history.stdout)] == [first["fingerprint_id"],
@@ -54,6 +60,7 @@ def test_bench_records_the_deployments_fingerprint_and_compare_names_a_changed_f
     compare = real.cli("bench", "--compare", f"tiny@{first['fingerprint_id']}", "tiny")
     assert compare.returncode == 0, compare.stderr
     assert "argv --max-num-seqs: (absent) -> 8" in compare.stdout and "image" not in compare.stdout
+    assert "argv --api-key: (absent) -> ****" in compare.stdout and KEY not in compare.stdout
     report = json.loads(real.cli("bench", "--compare", f"tiny@{first['fingerprint_id']}", "tiny", "--json").stdout)
     assert {"what": "argv", "item": "--max-num-seqs", "a": None, "b": "8"} in report["differences"]
     assert [lv["concurrency"] for lv in report["levels"]] == [1, 2]

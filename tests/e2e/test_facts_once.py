@@ -14,13 +14,13 @@ from .test_solo import simple
 
 DRIVER = r"""
 import json, sys
-from tasks import runner
+from tasks.connect import LocalRunner
 asked = []
-real = runner.LocalRunner.read
+real = LocalRunner.read
 def read(self, argv, **kwargs):
     asked.append(list(argv))
     return real(self, argv, **kwargs)
-runner.LocalRunner.read = read
+LocalRunner.read = read
 from tasks.cli import main
 code = main(sys.argv[1:])
 print("ASKED " + json.dumps(asked))

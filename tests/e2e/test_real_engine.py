@@ -182,5 +182,29 @@ def test_a_stack_of_two_real_servers_streams_through_the_real_gateway(real: Proj
             assert chunks[-1]["choices"][0]["finish_reason"] == "length", chunks
         # the gateway's answer is the server's own: the same temperature-0 text as asking it directly
         assert complete(base, key=KEY, model="tiny-a") == complete(f"http://127.0.0.1:{ports['a']}/v1")
+        bench_through_the_gateway(real)
     finally:
         real.cli("stack", "pair", "stop", timeout=300)
+
+
+def bench_through_the_gateway(project: Project) -> None:
+    """`stack pair bench`, short: through the keyed gateway (its key by environment, never on a command line),
+    a stored result whose fingerprint is each entry's run record plus the gateway's image and configuration."""
+    res = project.cli("stack", "pair", "bench", "--requests", "4", "--concurrency", "2", "--input-len", "16",
+                      "--output-len", "8", "--timeout", "600", "--json", timeout=700)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    doc = json.loads(res.stdout)
+    stored = Path(doc["file"])
+    assert stored.parent == project.root / ".runrecipe" / "bench-stacks" / "real-pair"
+    assert KEY not in stored.read_text() + res.stdout + res.stderr
+    fp = doc["fingerprint"]
+    for model in ("tiny-a", "tiny-b"):
+        (path,) = (project.root / ".runrecipe" / "runs").glob(f"real-pair*{model}.json")
+        record = json.loads(path.read_text())
+        entry = fp["entries"][model]
+        assert (entry["image"], entry["inputs"], entry["argv"]) == (
+            record["nodes"][0]["image"], record["nodes"][0]["inputs"], record["argv"])
+    assert fp["gateway"]["image"].startswith("sha256:") and len(fp["gateway"]["config"]) == 64
+    assert [(lv["model"], lv["concurrency"], lv["completed"], lv["failed"]) for lv in doc["levels"]] == [
+        ("tiny-a", 2, 4, 0), ("tiny-b", 2, 4, 0)]
+    assert all(lv["output_tok_s"] > 0 for lv in doc["levels"])

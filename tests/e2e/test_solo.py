@@ -110,6 +110,26 @@ def test_cli_port_change_replaces_and_lifecycle_commands(project: Project) -> No
     assert "nothing running" in project.cli("status", "life").stdout
 
 
+def test_events_as_json_lines_keep_stdout_for_results(project: Project) -> None:
+    """RUNRECIPE_EVENTS=json: the run's progress arrives as one JSON object per line on stderr (started,
+    ready, with their endpoint), and `status --json` still prints its JSON alone on stdout."""
+    import json
+
+    port = free_port()
+    project.recipe("ev", simple("ev", port))
+    project.env["RUNRECIPE_EVENTS"] = "json"
+    run = project.cli("ev", "--setup", "-d")
+    assert run.returncode == 0, run.stderr
+    events = [json.loads(line) for line in run.stderr.splitlines() if line.startswith('{"event"')]
+    kinds = [e["event"] for e in events]
+    assert "started" in kinds and kinds[-1] == "ready", run.stderr
+    assert events[-1]["endpoint"] == f"http://127.0.0.1:{port}/v1" and events[-1]["model"] == "org/model"
+    assert '{"event"' not in run.stdout
+    status = project.cli("status", "ev", "--json")
+    assert status.returncode == 0 and [r["recipe"] for r in json.loads(status.stdout)] == ["ev"]
+    assert project.cli("stop", "ev").returncode == 0
+
+
 def test_injected_values_arrive_literally_in_the_container(project: Project) -> None:
     port = free_port()
     project.recipe("inj", simple("inj", port, extra_env="EVIL: '$(touch /tmp/pwned-env)'",

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tasks import vllm_check
-from tasks.runner import LocalRunner
+from tasks.connect import LocalRunner
 from harness import rayimage, vllmsite
 
 

@@ -257,6 +257,7 @@ def test_kill_during_cluster_weights_sync(cluster_project: ClusterProject) -> No
     from harness.hub import LocalHub
 
     from tasks import distribute
+    from tasks.connect import HERE, SshLink
 
     p, c = cluster_project, cluster_project.cluster
     n2 = c.node(2)
@@ -293,7 +294,7 @@ command: vllm serve org/kwts --port 18211
     assert not status_of(dry.stdout, task).startswith("up to date")
     assert record(p.root, task) is None
 
-    ssh2 = ["ssh", *n2.ssh_args, n2.target]
+    ssh2 = SshLink(("ssh", *n2.ssh_args, n2.target))
     remote = "/root/.cache/huggingface/hub"
     assert not distribute.weights_current(cache, remote, "org/kwts", sha, ssh2, N2), \
         "n2 counts weights it got part of"
@@ -304,9 +305,9 @@ command: vllm serve org/kwts --port 18211
     again = p.tool("kwts", "--download-only")
     assert again.returncode == 0, again.stdout + again.stderr
     assert task in executed(again.stdout)
-    want = distribute.remote_manifest(None, cache, "org/kwts", sha)
+    want = distribute.remote_manifest(HERE, cache, "org/kwts", sha)
     for node in c.nodes[1:]:
-        ssh = ["ssh", *node.ssh_args, node.target]
+        ssh = SshLink(("ssh", *node.ssh_args, node.target))
         assert distribute.remote_manifest(ssh, remote, "org/kwts", sha, node.ip) == want
         got = node.run(["sha256sum", f"{remote}/{repo_dir}/snapshots/{sha}/w.safetensors"]).stdout.split()[0]
         assert got == hashlib.sha256(blob).hexdigest()

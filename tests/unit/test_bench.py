@@ -10,7 +10,7 @@ import pytest
 
 from tasks import bench, bench_run, cli, run_record
 from tasks.bench import BenchError
-from tasks.runner import Result
+from tasks.connect import Result
 
 # `vllm bench serve --save-result` of vLLM 0.32.0 (the CPU build) against the tiny Llama, concurrency 2
 REAL = Path(__file__).parent / "fixtures" / "bench" / "vllm-0.32.0-concurrency2.json"

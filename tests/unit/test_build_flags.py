@@ -5,12 +5,12 @@ from pathlib import Path
 
 import pytest
 
-from tasks import image
+from tasks import build_spec, image
 from tasks.errors import RecipeError
 
 
-def spec(*build_args: str) -> image.BuildSpec:
-    return image.build_spec("t", build_args, Path("/nonexistent"), "r.yaml")
+def spec(*build_args: str) -> build_spec.BuildSpec:
+    return build_spec.build_spec("t", build_args, Path("/nonexistent"), "r.yaml")
 
 
 def test_origin_recipe_build_args_load_as_written() -> None:
@@ -23,10 +23,10 @@ def test_origin_recipe_build_args_load_as_written() -> None:
 
 def test_fresh_args_get_the_build_time_but_stay_out_of_the_hash(tmp_path: Path) -> None:
     (tmp_path / "Dockerfile").write_text("FROM scratch\n")
-    plain = image.build_spec("t", (), tmp_path, "r.yaml")
-    fresh = image.build_spec("t", ("--rebuild-vllm", "--rebuild-flashinfer"), tmp_path, "r.yaml")
+    plain = build_spec.build_spec("t", (), tmp_path, "r.yaml")
+    fresh = build_spec.build_spec("t", ("--rebuild-vllm", "--rebuild-flashinfer"), tmp_path, "r.yaml")
     assert fresh.inputs_hash() != plain.inputs_hash()  # asking for a fresh clone is a different build
-    assert fresh.inputs_hash() == image.build_spec("t", ("--rebuild-flashinfer", "--rebuild-vllm"), tmp_path,
+    assert fresh.inputs_hash() == build_spec.build_spec("t", ("--rebuild-flashinfer", "--rebuild-vllm"), tmp_path,
                                                    "r.yaml").inputs_hash()
     argv = image.build_argv(fresh)
     stamps = {a.split("=")[0]: a.split("=")[1] for a in argv if a.startswith("CACHEBUST_")}
@@ -55,7 +55,7 @@ def test_cpu_selects_the_cpu_dockerfile_and_marks_the_spec() -> None:
     """`--cpu` is the one source of "this run needs no GPU"; --rebuild-vllm may come with it."""
     cpu = spec("--cpu", "--rebuild-vllm")
     assert (cpu.dockerfile, cpu.build_args, cpu.fresh, cpu.cpu) == ("Dockerfile.cpu", (), ("CACHEBUST_VLLM",), True)
-    assert image.is_cpu(("--cpu",)) and not image.is_cpu(("--exp-mxfp4",)) and not spec().cpu
+    assert build_spec.is_cpu(("--cpu",)) and not build_spec.is_cpu(("--exp-mxfp4",)) and not spec().cpu
 
 
 @pytest.mark.parametrize("entry", ["--exp-mxfp4", "--use-wheels", "--exp-b12x", "--pre-tf", "--apply-vllm-pr 634",
@@ -68,4 +68,4 @@ def test_cpu_refuses_flags_of_the_gpu_builds_naming_the_entry_and_the_fix(entry:
     assert f"r.yaml: build_args: '{flag}' cannot be combined with --cpu" in str(err.value)
     assert err.value.fix == f"remove '{flag}', or remove --cpu to build the GPU image"
     assert str(err.value).endswith(f"; fix: {err.value.fix}")
-    assert image.flag_problems((entry, "--cpu")) == [(0, err.value.reason, err.value.fix)]  # either order
+    assert build_spec.flag_problems((entry, "--cpu")) == [(0, err.value.reason, err.value.fix)]  # either order

@@ -160,7 +160,7 @@ def test_network_settings_come_from_env_unless_a_flag_says_otherwise(tmp_path: P
 
 
 def test_hca_lists_name_what_every_node_must_have() -> None:
-    from tasks.cluster import hca_names
+    from tasks.interfaces import hca_names
 
     assert hca_names("mlx5_0,mlx5_1:1", "x") == ("mlx5_0", "mlx5_1")
     assert hca_names("=rocep1s0f1", "x") == ("rocep1s0f1",)

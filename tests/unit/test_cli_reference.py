@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tasks import cli
 from tasks.cli_reference import commands, reference
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,3 +43,8 @@ def test_every_option_and_argument_has_help() -> None:
     for title, make, _ in commands():
         missing = [a.dest for a in make()._actions if not a.help]
         assert missing == [], f"{title}: no help= for {missing}"
+
+
+def test_the_reference_shows_every_command_of_the_table() -> None:
+    shown = {name.removeprefix("run-recipe").strip() for name, _, _ in commands()}
+    assert shown == set(cli.COMMANDS) - {"plan"} | {""}, "add the command's purpose to cli_reference.PURPOSE"

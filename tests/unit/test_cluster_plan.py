@@ -118,8 +118,9 @@ def test_copy_hosts_pair_with_workers_by_docker_engine_id() -> None:
 
 
 def test_copy_hops_are_the_workers_lacking_each_thing_in_chain_order() -> None:
-    from tasks.chain import Worker
+    from tasks.connect.chain import Worker
+    from tasks.connect import SshLink
 
-    workers = [Worker(n, ["ssh", n]) for n in ("a", "b", "c")]
+    workers = [Worker(n, SshLink(("ssh", n))) for n in ("a", "b", "c")]
     needs = {"a": (5, 0), "b": (0, 0), "c": (7, 3)}  # (image bytes, weight bytes) from bytes_to_copy
     assert [[w.name for w in chain] for chain in cluster.copy_hops(workers, needs)] == [["a", "c"], ["c"]]

@@ -10,7 +10,7 @@ from tasks import facts, launch
 from tasks.cluster import Placement
 from tasks.plan import Options, make_plan
 from tasks.recipe import load_named
-from tasks.runner import LocalRunner
+from tasks.connect import LocalRunner
 
 RECIPE = "recipe_version: '1'\nname: r\ncontainer: img-{rid}\n{build}\ncommand: vllm serve org/m --port 8000\n"
 NVIDIA_ENGINE = {"version": "27.3.1", "runtimes": {"nvidia": {}, "runc": {}}, "root": "/var/lib/docker"}

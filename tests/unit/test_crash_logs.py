@@ -10,7 +10,7 @@ import pytest
 
 from tasks import crash_logs, docker
 from tasks.errors import RunError
-from tasks.runner import Result
+from tasks.connect import Result
 
 LOGS = Path(__file__).parent / "fixtures" / "vllm-logs"
 

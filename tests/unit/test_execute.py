@@ -10,7 +10,7 @@ import pytest
 from tasks import execute, facts
 from tasks.commands import Command, Input, Proof
 from tasks.errors import RunError
-from tasks.runner import Result
+from tasks.connect import Result
 
 INSPECT = '{"id":"sha256:9","labels":{"runrecipe.inputs":"h1"},"workdir":"/","size":1,"env":[]}'
 

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks.chain import HOP, Worker, chain_header, hop_argv
+from tasks.connect.chain import HOP, Worker, chain_header, hop_argv
+from tasks.connect import SshLink
 
 TOOLS = ("sh", "mktemp", "rm", "base64", "tr", "mkfifo", "tee", "cat", "tail", "head", "touch", "wc", "sed")
 
@@ -105,10 +106,10 @@ def test_a_bad_header_fails_the_hop_with_a_status_line(tmp_path: Path) -> None:
     assert base64.b64decode(status[4]) == b"bad chain header"
 
 
-def ssh_to(i: int) -> list[str]:
-    """A worker's ssh argv as tasks/remote.py gives it, with a fixed-width address."""
-    return ["ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", "-o", "ConnectTimeout=10",
-            "-o", "UserKnownHostsFile=/home/u/.ssh/known_hosts", f"root@10.0.{i // 256}.{100 + i % 100}"]
+def ssh_to(i: int) -> SshLink:
+    """A worker's ssh link as tasks/connect gives it, with a fixed-width address."""
+    return SshLink(("ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", "-o", "ConnectTimeout=10",
+                   "-o", "UserKnownHostsFile=/home/u/.ssh/known_hosts", f"root@10.0.{i // 256}.{100 + i % 100}"))
 
 
 @pytest.mark.parametrize("length", [2, 16, 64])

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from tasks import distribute
-from tasks.connect import close_shared_connections, remote_path
+from tasks.connect.chain import Worker
+from tasks.connect import SshLink, close_shared_connections, remote_path
 
 FAKE_SSH = """#!/bin/sh
 while [ $# -gt 0 ]; do
@@ -64,7 +65,7 @@ def test_weights_copy_to_an_ipv6_worker(tmp_path: Path, monkeypatch: pytest.Monk
     files = small_cache(tmp_path / "local" / "hub")
     try:
         report = distribute.sync_weights(tmp_path / "local" / "hub", "~/.cache/huggingface/hub", "org/m", COMMIT,
-                                         [host], {host: ["ssh", dest]}, progress=None)
+                                         [Worker(host, SshLink(("ssh", dest)))], progress=None)
     finally:
         close_shared_connections()
     snap = remote_home / ".cache/huggingface/hub/models--org--m/snapshots" / COMMIT

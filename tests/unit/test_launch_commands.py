@@ -11,7 +11,7 @@ from tasks.commands import shown
 from tasks.docker import Container
 from tasks.plan import Options, make_plan
 from tasks.recipe import load_named
-from tasks.runner import LocalRunner
+from tasks.connect import LocalRunner
 
 RECIPE = "recipe_version: '1'\nname: r\ncontainer: img-l\ncommand: vllm serve org/m --port 8000\n"
 ENGINE = {"version": "27.3.1", "runtimes": {"runc": {}}, "root": "/var/lib/docker"}

@@ -127,7 +127,7 @@ def test_a_node_capped_by_a_cgroup_has_only_the_cap_available(tmp_path: Path) ->
 
 def test_waiting_for_memory_after_a_stop_reads_this_machine() -> None:
     from tasks.memory_check import wait_released
-    from tasks.runner import LocalRunner
+    from tasks.connect import LocalRunner
 
     assert wait_released(LocalRunner(), 1 << 20, timeout=0) is None
     left = wait_released(LocalRunner(), 1 << 62, timeout=0.3, poll=0.1)
@@ -140,7 +140,7 @@ def test_stop_waits_on_every_node_at_once_and_names_who_holds_memory(tmp_path, m
     import time
 
     from tasks import lifecycle, run_record
-    from tasks.runner import LocalRunner
+    from tasks.connect import LocalRunner
 
     monkeypatch.setenv("RUNRECIPE_HOME", str(tmp_path))
     a, b = LocalRunner(), LocalRunner()
@@ -148,7 +148,7 @@ def test_stop_waits_on_every_node_at_once_and_names_who_holds_memory(tmp_path, m
     run_record.save("r", {"recipe": "r", "nodes": [{"node": a.node, "memory_need": 10 ** 12},
                                                       {"node": b.node, "memory_need": 10 ** 12}]})
     started = time.monotonic()
-    lifecycle._wait_memory([a, b], "r", timeout=1.0)
+    lifecycle.wait_memory([a, b], "r", timeout=1.0)
     took = time.monotonic() - started
     err = capsys.readouterr().err
     assert f"Warning: {a.node}: 1.0 TB of memory not free again after 1 s" in err, err

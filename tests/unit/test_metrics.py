@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks import lifecycle, metrics, run_record, status_live
+from tasks import lifecycle_cli, metrics, run_record, status_live
 
 REAL = Path(__file__).parent / "fixtures" / "bench" / "vllm-0.32.0-metrics.txt"
 
@@ -61,5 +61,5 @@ def test_the_live_view_asks_only_recorded_servers_not_stopped(capsys: pytest.Cap
 
 def test_status_live_options_are_checked(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
-        lifecycle.main("status", ["--live", "--interval", "0"])
+        lifecycle_cli.main("status", ["--live", "--interval", "0"])
     assert "argument --interval: '0' is not a number of seconds" in capsys.readouterr().err

@@ -13,7 +13,7 @@ from typing import Iterator
 import pytest
 
 from harness.patches import PatchServer
-from tasks import vllm_pr
+from tasks import mod_spec, vllm_pr
 
 from .test_cli import ROOT, cli
 
@@ -90,7 +90,7 @@ def test_apply_mod_is_relative_to_the_current_directory_and_follows_the_recipes_
                                           ("https://github.com/vllm-project/vllm/pull/345/files", 345),
                                           ("https://github.com/vllm-project/vllm/pull/345.diff", 345)])
 def test_a_pr_is_a_number_or_its_url(text: str, number: int) -> None:
-    assert vllm_pr.parse(text).number == number
+    assert mod_spec.parse(text).number == number
 
 
 @pytest.mark.parametrize("text", ["0", "-3", "abc", "https://github.com/other/vllm/pull/3", "12; id"])
@@ -101,9 +101,9 @@ def test_anything_else_is_a_usage_error(home: Path, text: str) -> None:
 
 
 def test_the_runtime_only_rule_lists_every_offending_path() -> None:
-    paths = vllm_pr.touched(NATIVE_DIFF)
-    assert vllm_pr.refused(paths) == ["csrc/attn.cu", "vllm/ops/k.cpp", "setup.py"]
-    assert vllm_pr.refused(vllm_pr.touched(GOOD_DIFF)) == []
+    paths = mod_spec.touched(NATIVE_DIFF)
+    assert mod_spec.refused(paths) == ["csrc/attn.cu", "vllm/ops/k.cpp", "setup.py"]
+    assert mod_spec.refused(mod_spec.touched(GOOD_DIFF)) == []
 
 
 def test_a_pr_is_fetched_once_into_the_cache_and_offline_uses_it(home: Path, diffs: PatchServer) -> None:

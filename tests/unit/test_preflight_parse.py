@@ -8,7 +8,7 @@ import pytest
 from tasks import preflight as pf
 from tasks.errors import RunError
 from tasks.nodes import Node
-from tasks.runner import Result
+from tasks.connect import Result
 
 FIX = Path(__file__).parent / "fixtures" / "nvidia-smi"
 MiB, GiB = 1 << 20, 1 << 30

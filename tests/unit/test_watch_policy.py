@@ -115,7 +115,7 @@ ESCAPES = "\x1b[2J\x1b]0;pwned\x07\x1b]8;;http://evil\x1b\\click\x1b]8;;\x1b\\\r
 def test_log_text_reaches_records_and_lines_without_terminal_controls() -> None:
     """A container's log is someone else's text: kept in the run record, printed by watch and status."""
     from tasks import docker, lifecycle
-    from tasks.runner import Result
+    from tasks.connect import Result
 
     class Logs:
         node = "n1"
@@ -132,5 +132,5 @@ def test_log_text_reaches_records_and_lines_without_terminal_controls() -> None:
     error = RunError("the server exited", node="n1", command="x", exit_code=1, tail=f"boom {ESCAPES}")
     assert "\x1b" not in str(error) and "boom clickover" in str(error)
     old = {"watch": {"state": "watching", "restarts": 1, "last_cause": f"cause: {ESCAPES}", "at": "t"}}
-    line = lifecycle._supervision_line("r", old)  # a record written before this: shown clean too
+    line = lifecycle.supervision_line("r", old)  # a record written before this: shown clean too
     assert "\x1b" not in line and "last cause: cause: clickover (t)" in line

@@ -12,7 +12,7 @@ code never knows which one it holds. Every call is bounded in time: connect,
 banner and auth by `connect_timeout`, commands by their timeout, and a link that
 dies mid-command by TCP keepalive + TCP_USER_TIMEOUT even without one.
 Byte streams (`docker save | ssh … docker load`, `rsync -e`, chain hops) use the OpenSSH
-client with the same checks, built by connect.py, the only place an ssh argv is made.
+client with the same checks (`link`, link.py; options.py makes every ssh argv).
 """
 from __future__ import annotations
 
@@ -27,11 +27,12 @@ import time
 from pathlib import Path
 from typing import Mapping
 
-from . import facts
-from .connect import SshSettings, ssh_argv
-from .errors import RunError
-from .nodes import Node
-from .runner import LocalRunner, Result, checked, finished, tail
+from .. import facts
+from ..errors import RunError
+from ..nodes import Node
+from .link import SshLink, link_to
+from .local import Result, checked, finished, tail
+from .options import SshSettings
 
 _RECORD_LOCK = threading.Lock()  # preflight connects to many nodes at once; appends must not interleave
 SYSTEM_KNOWN_HOSTS = Path("/etc/ssh/ssh_known_hosts")
@@ -101,6 +102,15 @@ class RemoteRunner:
         self._lock = threading.Lock()
 
     # -- the Runner interface --------------------------------------------------------------
+    @property
+    def link(self) -> SshLink:
+        """How a pipeline on this machine reaches the node (OpenSSH, the same host-key policy)."""
+        return link_to(self.host, self.settings, self.node)
+
+    def argv_for(self, argv: list[str]) -> list[str]:
+        """The command line that runs `argv` on the node from a pipeline here."""
+        return self.link.argv_for(argv)
+
     def read(self, argv: list[str], *, check: bool = True, timeout: float = 60) -> Result:
         """Run a query and capture its output (bounded by `timeout`)."""
         return self._exec(argv, timeout=timeout, hide=True, check=check)
@@ -121,13 +131,13 @@ class RemoteRunner:
     def feed(self, argv: list[str], data: bytes, *, timeout: float | None = 600, check: bool = True) -> Result:
         """Run a command with `data` on its stdin (a tar for `docker cp -` / `docker build -`).
 
-        Bytes go through the OpenSSH client with `ssh_argv`'s equivalent checks: invoke's
+        Bytes go through the OpenSSH client with the same checks (`link`): invoke's
         in_stream decodes to text and polls, and a raw paramiko channel would need its own
         send/receive threads to avoid deadlocking on large output.
         """
         command = shlex.join(argv)
         try:
-            proc = subprocess.run([*ssh_argv(self.host, self.settings), command], input=data,
+            proc = subprocess.run(self.link.argv_for(argv), input=data,
                                   capture_output=True, timeout=timeout)
         except subprocess.TimeoutExpired:
             raise RunError(f"command timed out after {timeout:g} s on {self.node}", node=self.node,
@@ -315,11 +325,6 @@ def _harden_socket(conn, s: SshSettings) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(dead * 1000))
     except OSError:
         pass
-
-
-def runner_for(node: Node, settings: SshSettings) -> LocalRunner | RemoteRunner:
-    """The machine running the tool gets a LocalRunner; every other node goes over SSH."""
-    return LocalRunner() if node.local else RemoteRunner(node, settings)
 
 
 @functools.lru_cache(maxsize=1)

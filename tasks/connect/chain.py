@@ -5,8 +5,8 @@ Each hop runs HOP_SCRIPT; its status lines (RRSTAT) flow back up the chain, so a
 node it happened on, and a worker the previous one could not reach is reported as such (the caller
 then gives it a stream of its own from the head). The chain's description travels ahead of the
 stream (chain_header), so a hop's command line is the same size whatever the chain's length. Every
-node command is one `shlex.join`-ed word behind an ssh argv prefix (remote_argv), so no value
-reaches a remote shell unquoted.
+node command comes from the worker's link (link.py: one `shlex.join`-ed word behind ssh), so no
+value reaches a remote shell unquoted.
 """
 from __future__ import annotations
 
@@ -18,10 +18,10 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence, TextIO
 
-from .errors import RunError
-from .connect import call, remote_argv, ssh_prefix
-from .runner import tail
-from .stream import Progress, pump
+from ..errors import RunError
+from .link import SshLink
+from .local import tail
+from .streams import Progress, pump
 
 STATUS = "RRSTAT"
 
@@ -30,18 +30,18 @@ STATUS = "RRSTAT"
 class Worker:
     """A node to copy to.
 
-    `ssh` reaches it from the head; `peer_ssh` reaches it from another worker (the previous hop of
+    `link` reaches it from the head; `peer` reaches it from another worker (the previous hop of
     the chain), e.g. the same options with a key and known_hosts valid on the workers. Giving the
-    prefix *to* a node (not "to the next") keeps the chain correct when up-to-date nodes drop out.
+    link *to* a node (not "to the next") keeps the chain correct when up-to-date nodes drop out.
     """
 
     name: str
-    ssh: list[str]
-    peer_ssh: list[str] | None = None
+    link: SshLink
+    peer: SshLink | None = None
 
     @property
-    def hop(self) -> list[str]:
-        return list(self.peer_ssh if self.peer_ssh is not None else self.ssh)
+    def hop(self) -> SshLink:
+        return self.peer if self.peer is not None else self.link
 
 
 def on_threads(fn: Callable, items: Sequence, workers: int = 8) -> list:
@@ -147,7 +147,7 @@ def _b64(text: str) -> str:
 def hop_argv(w: Worker, first: bool) -> list[str]:
     """argv that reaches `w` (from the head, or from the previous worker) and runs its hop. Its size
     does not depend on the chain's length: the chain travels in the stream (chain_header)."""
-    return remote_argv(w.ssh if first else _peer_prefix(w), HOP, from_head=first)
+    return w.link.argv_for(HOP) if first else w.hop.argv_for(HOP, from_head=False)
 
 
 def chain_header(chain: Sequence[Worker], take: Callable[[Worker], str]) -> bytes:
@@ -157,11 +157,6 @@ def chain_header(chain: Sequence[Worker], take: Callable[[Worker], str]) -> byte
              for i, w in enumerate(chain)]
     body = "".join(line + "\n" for line in lines).encode()
     return b"RRCHAIN %d\n%s" % (len(body), body)
-
-
-def _peer_prefix(w: Worker) -> list[str]:
-    """How the previous worker reaches `w` (over its own shared connection, see ssh_prefix)."""
-    return ssh_prefix(w.hop, from_head=False)
 
 
 def open_hops(chains: Iterable[Sequence[Worker]]) -> None:
@@ -175,7 +170,7 @@ def open_hops(chains: Iterable[Sequence[Worker]]) -> None:
     def one(pair: tuple[Worker, Worker]) -> None:
         a, b = pair
         with contextlib.suppress(RunError):
-            call(a.ssh, [*_peer_prefix(b), "true"], node=a.name, step="ssh to the next worker")
+            a.link.call(b.hop.argv_for(["true"], from_head=False), node=a.name, step="ssh to the next worker")
     on_threads(one, list(pairs.values()))
 
 

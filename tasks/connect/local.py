@@ -1,4 +1,4 @@
-"""The one way commands reach a machine.
+"""Commands on this machine, and the Result and verdicts both connectors share.
 
 `read` gathers facts (image IDs, container labels): captured, quick, never
 changes anything, so it uses a plain subprocess to stay off the hot path of a
@@ -12,8 +12,8 @@ import shlex
 import subprocess
 from dataclasses import dataclass
 
-from . import facts
-from .errors import RunError
+from .. import facts
+from ..errors import RunError
 
 TAIL_LINES = 20
 
@@ -37,6 +37,10 @@ class LocalRunner:
     """Commands on the machine running the tool (solo mode's node)."""
 
     node = "local"
+
+    def argv_for(self, argv: list[str]) -> list[str]:
+        """The command line that runs `argv` here, for a pipeline: argv itself."""
+        return list(argv)
 
     def read(self, argv: list[str], *, check: bool = True, timeout: float = 60) -> Result:
         """Run a query and capture its output."""

@@ -1,14 +1,11 @@
-"""The connector: the one place that turns a node and a command into what runs there.
+"""OpenSSH's options, defined once: host-key checks, timeouts, keepalives and shared connections.
 
-Every command on another machine goes over SSH, built here: `ssh_argv` (OpenSSH with the same host-key
-checks, timeouts and keepalives as the fabric connections in remote.py), `remote_argv` (a command as ONE
-quoted word behind such a prefix), `remote_script` (a script and its arguments, `~/` expanding on the
-node), `peer_ssh` (how one worker reaches the next in a copy chain) and `call` (one bounded command,
-its failure a RunError naming node and step). Calls from this process to a node share one connection
-(ControlMaster): a handshake costs ~0.2 s, a call over the shared connection ~0.01 s. The sockets live
-in a private folder made per process and the masters are closed when it exits, so one run never rides
-on a connection another run opened (or on an sshd since stopped). No other module builds an `ssh` argv
-or a remote shell line.
+`ssh_argv` gives OpenSSH the same host-key checks, timeouts and keepalives as the fabric connections
+in ssh.py; `peer_ssh` is how one worker reaches the next in a copy chain. Calls from this process to
+a node share one connection (ControlMaster): a handshake costs ~0.2 s, a call over the shared
+connection ~0.01 s. The sockets live in a private folder made per process and the masters are closed
+when it exits, so one run never rides on a connection another run opened (or on an sshd since
+stopped). Only tasks/connect/ uses these; callers hold a link (link.py) or a runner.
 """
 from __future__ import annotations
 
@@ -16,7 +13,6 @@ import atexit
 import hashlib
 import math
 import os
-import shlex
 import shutil
 import subprocess
 import tempfile
@@ -25,14 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from .errors import RunError
-from .nodes import Node
-from .runner import tail
+from ..nodes import Node
 
 _MUX_LOCK = threading.Lock()
 _MUX_DIR: str | None = None
 MUX_IDLE = 30  # seconds a shared connection outlives its last use (bounds leftovers after kill -9)
-QUERY_TIMEOUT = 30.0  # an image inspect / manifest / hash listing over ssh
 KEEPALIVE = ["-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3"]
 
 
@@ -128,25 +121,9 @@ def peer_ssh(node: Node) -> list[str]:
             *(["-p", str(node.port)] if node.port else []), dest]
 
 
-def remote_path(dest: str, path: str) -> str:
-    """rsync's `[user@]host:path` for an ssh destination: an IPv6 address (zone or not) goes in brackets,
-    or rsync would split it at its first colon."""
-    user, at, host = dest.rpartition("@")
-    if ":" in host and not host.startswith("["):
-        host = f"[{host}]"
-    return f"{user}{at}{host}:{path}"
-
-
-def remote_argv(prefix: Sequence[str] | None, argv: Sequence[str], from_head: bool = True) -> list[str]:
-    """argv run through `prefix` (an ssh argv ending in the destination) as ONE quoted word, or locally."""
-    if prefix is None:
-        return list(argv)
-    return [*ssh_prefix(prefix, from_head), shlex.join(list(argv))]
-
-
 def ssh_prefix(prefix: Sequence[str], from_head: bool = True) -> list[str]:
     """An ssh argv made fit for many calls: keepalives unless given (a dead link ends an ssh in bounded
-    time, not at TCP's), and a shared connection (remote.py: ~0.01 s a call, not ~0.2 s). Run on a
+    time, not at TCP's), and a shared connection (ssh.py: ~0.01 s a call, not ~0.2 s). Run on a
     worker (`from_head=False`: a chain hop), that connection's socket lives in the worker's ~/.ssh,
     named per run, so no other run ever rides on it; `open_hops` opens it."""
     p = list(prefix)
@@ -157,44 +134,3 @@ def ssh_prefix(prefix: Sequence[str], from_head: bool = True) -> list[str]:
     if not any("controlpath" in a.lower() for a in p):
         p[1:1] = shared_connection_options(p[1:-1], on_worker=not from_head)
     return p
-
-
-def quote_path(path: str) -> str:
-    """Quote a path for a remote shell; a leading ~/ becomes "$HOME"/ (quoting would stop the expansion)."""
-    if path == "~":
-        return '"$HOME"'
-    if path.startswith("~/"):
-        return '"$HOME"/' + shlex.quote(path[2:])
-    return shlex.quote(path)
-
-
-def remote_script(prefix: Sequence[str] | None, script: str, args: Sequence[str]) -> list[str]:
-    """A script and its arguments; a remote `~/` path argument expands on the node via the shell."""
-    if prefix is None:
-        return ["sh", "-c", script, "rr", *[os.path.expanduser(a) for a in args]]
-    words = [shlex.quote(w) for w in ("sh", "-c", script, "rr")] + [quote_path(a) for a in args]
-    return [*ssh_prefix(prefix), " ".join(words)]
-
-
-def node_label(prefix: Sequence[str] | None) -> str:
-    return "local" if prefix is None else prefix[-1]
-
-
-def call(prefix: Sequence[str] | None, argv: Sequence[str], *, node: str, step: str,
-          timeout: float = QUERY_TIMEOUT, input: bytes | None = None, ok: Sequence[int] = (0,)
-          ) -> subprocess.CompletedProcess:
-    """One command on a node with a timeout; RunError naming node, step, command and stderr tail."""
-    cmd = remote_argv(prefix, argv)
-    try:
-        proc = subprocess.run(cmd, capture_output=True, timeout=timeout, input=input,
-                              stdin=None if input is not None else subprocess.DEVNULL)
-    except subprocess.TimeoutExpired:
-        raise RunError(f"{step} on {node} timed out after {timeout:.0f} s", node=node,
-                       command=shlex.join(cmd)) from None
-    except FileNotFoundError:
-        raise RunError(f"{step} on {node}: '{cmd[0]}' is not installed", node=node,
-                       command=shlex.join(cmd)) from None
-    if proc.returncode not in ok:
-        raise RunError(f"{step} failed on {node}", node=node, command=shlex.join(cmd),
-                       exit_code=proc.returncode, tail=tail(proc.stderr.decode(errors="replace")))
-    return proc

@@ -1,4 +1,4 @@
-"""Bulk bytes from a local command into another one (an ssh chain), counted, with a stall watchdog.
+"""Bulk bytes from a local command into another one (an ssh link or chain), counted, with a stall watchdog.
 
 The head's CPU is the first hop of every copy: bytes move inside the kernel (splice) where it can,
 and a stream that moves no byte for a while is ended, so a dead link never hangs a run.
@@ -13,7 +13,7 @@ import threading
 import time
 from typing import TextIO
 
-from .units import human_bytes
+from ..units import human_bytes
 
 CHUNK = 1 << 20
 
@@ -59,6 +59,58 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
+class _Watchdog:
+    """Kills both ends when no byte moved for `stall_timeout`, or the stream outlived `timeout`."""
+
+    def __init__(self, procs: tuple[subprocess.Popen, ...], stall_timeout: float, timeout: float | None) -> None:
+        self.procs, self.stall_timeout, self.timeout = procs, stall_timeout, timeout
+        self.start = self.last_move = time.monotonic()
+        self.stop = threading.Event()
+        self.stalled = False
+        threading.Thread(target=self._watch, daemon=True).start()
+
+    def moved(self) -> None:
+        self.last_move = time.monotonic()
+
+    def _watch(self) -> None:
+        while not self.stop.wait(0.5):
+            now = time.monotonic()
+            late = self.timeout is not None and now - self.start > self.timeout
+            if now - self.last_move > self.stall_timeout or late:
+                self.stalled = True
+                for p in self.procs:
+                    if p.poll() is None:
+                        p.kill()
+                return
+
+
+def _copy(save: subprocess.Popen, sink: subprocess.Popen, ahead: bytes, prog: Progress,
+          dog: _Watchdog) -> tuple[int, float]:
+    """`ahead`, then save's stdout into sink's stdin; (bytes of save, monotonic time of the last byte)."""
+    assert save.stdout and sink.stdin
+    fd_in, fd_out = save.stdout.fileno(), sink.stdin.fileno()
+    sent = 0
+    try:
+        _write_all(fd_out, ahead)
+        while True:
+            n = _move(fd_in, fd_out)
+            if not n:
+                break
+            sent += n
+            dog.moved()
+            prog.update(sent)
+    except (BrokenPipeError, OSError):
+        if save.poll() is None:
+            save.kill()
+    finally:
+        with contextlib.suppress(OSError):
+            sink.stdin.close()
+        save.stdout.close()
+        streamed = time.monotonic()
+        dog.stop.set()  # the watchdog guards the stream only
+    return sent, streamed
+
+
 def pump(src: list[str], dst: list[str], prog: Progress, timeout: float | None,
          stall_timeout: float, load_timeout: float, ahead: bytes = b"") -> tuple[int, str, str, str, bool, float]:
     """Pump src's stdout into dst's stdin, after `ahead` (e.g. a chain's header); a watchdog kills both
@@ -76,58 +128,21 @@ def pump(src: list[str], dst: list[str], prog: Progress, timeout: float | None,
                for n, f in (("save_err", save.stderr), ("out", sink.stdout), ("err", sink.stderr))]
     for t in readers:
         t.start()
-    sent = 0
-    last_move = time.monotonic()
-    start = last_move
-    stop = threading.Event()
-    stalled = False
-
-    def watchdog() -> None:
-        nonlocal stalled
-        while not stop.wait(0.5):
-            now = time.monotonic()
-            if now - last_move > stall_timeout or (timeout is not None and now - start > timeout):
-                stalled = True
-                for p in (save, sink):
-                    if p.poll() is None:
-                        p.kill()
-                return
-
-    dog = threading.Thread(target=watchdog, daemon=True)
-    dog.start()
-    assert save.stdout and sink.stdin
-    fd_in, fd_out = save.stdout.fileno(), sink.stdin.fileno()
-    try:
-        _write_all(fd_out, ahead)
-        while True:
-            n = _move(fd_in, fd_out)
-            if not n:
-                break
-            sent += n
-            last_move = time.monotonic()
-            prog.update(sent)
-    except (BrokenPipeError, OSError):
-        if save.poll() is None:
-            save.kill()
-    finally:
-        with contextlib.suppress(OSError):
-            sink.stdin.close()
-        save.stdout.close()
-        streamed = time.monotonic()
-        stop.set()  # the watchdog guards the stream only
+    dog = _Watchdog((save, sink), stall_timeout, timeout)
+    sent, streamed = _copy(save, sink, ahead, prog, dog)
     try:
         # the stream is in; the loads run now (docker load spools first), bounded by load_timeout
         try:
             sink.wait(load_timeout)
         except subprocess.TimeoutExpired:
-            stalled = True
+            dog.stalled = True
             sink.kill()
     finally:
-        stop.set()
+        dog.stop.set()
         save.wait()
         sink.wait()
         for t in readers:
             t.join(5)
     prog.update(sent, final=True)
     dec = lambda k: outs.get(k, b"").decode(errors="replace")  # noqa: E731
-    return sent, dec("save_err") if save.returncode else "", dec("out"), dec("err"), stalled, streamed
+    return sent, dec("save_err") if save.returncode else "", dec("out"), dec("err"), dog.stalled, streamed
