@@ -11,13 +11,12 @@ import argparse
 import ast
 import functools
 import textwrap
-from pathlib import Path
 from typing import Callable, Iterator
 
-from . import cli, loader
+from . import cli, loader, settings
 
 WIDTH = 100
-DODO = Path(__file__).resolve().parents[1] / "dodo.py"
+DODO = settings.CODE_ROOT / "dodo.py"
 
 HEADER = """\
 # CLI reference

@@ -15,10 +15,10 @@ import shlex
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping
 
-from . import hub_cache, render
+from . import render
 from .connect import LocalRunner, RemoteRunner, SshLink, SshSettings, link_to, peer_link_to
 from .connect.chain import Worker
-from .errors import ConfigError, RunError
+from .errors import ConfigError
 from .interfaces import DEFAULT_MASTER_PORT
 from .nodes import Node, is_local_address, resolve
 from .plan import Plan, check_bash
@@ -254,61 +254,3 @@ def infiniband_hcas(runner: "Runner") -> str:
     res = runner.read(["sh", "-c", "command -v ibdev2netdev >/dev/null && ibdev2netdev || true"], check=False)
     hcas = [line.split()[0] for line in res.stdout.splitlines() if "(Up)" in line and line.split()]
     return ",".join(dict.fromkeys(hcas))
-
-
-def bytes_to_copy(plan: Plan, fleet: Fleet, *, image: bool, weights_too: bool) -> dict[str, tuple[int, int]]:
-    """(image bytes, weight bytes) of disk this run needs on each worker, for preflight's disk check;
-    and on the head, what its `docker save` writes out first when some worker lacks the image.
-
-    Only what is missing counts: a worker that already has the image, or part of the weights,
-    needs room only for the rest. An image needs twice its size on a worker while it loads
-    (image_copy.image_room). A worker that cannot be asked gets 0 here; preflight reports it."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from . import distribute, docker, image_copy, weights
-
-    head = fleet.runners[0]
-    info = docker.image_info(head, plan.build.tag) if image else None
-    size = int(info.get("size") or 0) if info else 0
-    on_head, on_worker = image_copy.image_room(size)
-    cache = hub_cache.hub_cache_dir()
-    models = []
-    for model in plan.models if weights_too else ():
-        try:
-            commit = weights.resolve_commit(model.repo, model.revision, offline=True, cache_dir=cache)
-        except weights.WeightsError:
-            continue
-        state = hub_cache.snapshot_state(cache, model.repo, commit, allow_patterns=model.patterns or None)
-        if state.complete:
-            models.append((model, commit, state.bytes))
-
-    runners = {n.target: r for n, r in fleet.workers}
-
-    def need(node: Node) -> tuple[int, int]:
-        link = fleet.link(node)
-        try:
-            there = docker.image_id(runners[node.target], plan.build.tag) if info else None
-            image_need = on_worker if info and there != info["id"] else 0
-            weight_need = 0
-            for model, commit, total in models:
-                have = distribute.remote_manifest(link, str(cache), model.repo, commit)
-                present = sum(v for k, v in have.items() if k.startswith("snapshots/"))
-                weight_need += max(0, total - present)
-        except RunError:
-            return 0, 0
-        return image_need, weight_need
-
-    workers = [n for n, _ in fleet.workers]
-    with ThreadPoolExecutor(max_workers=max(1, min(8, len(workers)))) as pool:
-        needs = dict(zip((n.target for n in workers), pool.map(need, workers)))
-    if any(image for image, _ in needs.values()):
-        needs[plan.head.target] = (on_head, 0)
-    return needs
-
-
-def copy_hops(workers: list[Worker], needs: Mapping[str, tuple[int, int]]) -> list[list[Worker]]:
-    """The chains this run's copies will stream through: the workers lacking the image, and those lacking
-    weights (bytes_to_copy), in chain order. A run opens their hops right after preflight."""
-    return [[w for w in workers if needs.get(w.name, (0, 0))[what]] for what in (0, 1)]
-
-

@@ -9,7 +9,7 @@ from typing import Any
 
 from . import memory_guard
 from .connect.chain import open_hops
-from .cluster import bytes_to_copy, copy_hops
+from .travel import bytes_to_copy, copy_hops
 from .interfaces import hca_names
 from .graph import fleet_for
 from .hub_cache import hub_cache_dir

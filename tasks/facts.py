@@ -3,16 +3,17 @@
 A run asks the same things several times: the build check, the mods check and the launch check
 each want the image's ID, preflight and the launch both want the engine's runtimes, every check of
 a cluster wants each worker's containers. Each answer is kept here, keyed by (node, fact, args), and
-forgotten when a command that changes that node runs (the runners call `forget`) or a copy lands on
+forgotten when a command that changes that node runs (the connector announces it; this cache listens) or a copy lands on
 it. One process is one run, so nothing is kept across runs (pyinfra dropped its cross-run cache as
 not worth its complexity). `asked` counts what really went to a node, for the tests.
 """
 from __future__ import annotations
 
-import functools
 import threading
 from collections import Counter
 from typing import Any, Callable, Hashable, TypeVar
+
+from .connect.changes import listen
 
 T = TypeVar("T")
 Key = tuple[str, str, Hashable]
@@ -101,12 +102,4 @@ def forget(node: str) -> None:
             del _KNOWN[key]
 
 
-def changes(method: Callable[..., T]) -> Callable[..., T]:
-    """For a runner's methods that change its node: that node's facts are forgotten once the command ends."""
-    @functools.wraps(method)
-    def wrapper(self: Any, *args: Any, **kwargs: Any) -> T:
-        try:
-            return method(self, *args, **kwargs)
-        finally:
-            forget(self.node)
-    return wrapper
+listen(forget)  # every command that may change a node (the connector announces it) forgets that node's answers

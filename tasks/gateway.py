@@ -17,7 +17,6 @@ import os
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Callable
 
 from . import docker, masking, readiness, render, settings, stack_keys, steps
@@ -30,7 +29,7 @@ from .stack import entry_id, gateway_container as container_name
 from .stack_plan import StackPlan
 
 CONFIG = "gateway.yaml"
-AUTH = Path(__file__).resolve().parents[1] / "templates" / "gateway_auth.py"
+AUTH = settings.CODE_ROOT / "templates" / "gateway_auth.py"
 AUTH_MODULE = "runrecipe_gateway_auth"   # LiteLLM loads <module>.py from the folder of its configuration
 READY_TIMEOUT = 180.0
 

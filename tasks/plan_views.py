@@ -80,7 +80,7 @@ def inspect_plan(plan: Plan, as_json: bool) -> int:
     rows = explain(plan, setup=True, contact=True)
     travel: dict[str, tuple[int, int]] = {}
     if plan.mode == "cluster":
-        from .cluster import bytes_to_copy
+        from .travel import bytes_to_copy
 
         travel = bytes_to_copy(plan, fleet_for(plan), image=True, weights_too=True)
         travel.pop(plan.head.target, None)  # the head's entry is room for `docker save`, not a copy

@@ -18,12 +18,12 @@ from pathlib import Path
 from string import Formatter
 from typing import Any, Callable, Mapping
 
-from . import memo
+from . import memo, settings
 from .errors import RenderError
 from .shellwords import DOUBLE, SINGLE, Scanner, Token
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
+TEMPLATES_DIR = settings.CODE_ROOT / "templates"
 # How a value is written into each quoting context a placeholder may stand in.
 _QUOTERS: dict[str, Callable[[str], str]] = {
     "bare": shlex.quote,

@@ -20,12 +20,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
 
-from . import state, steps, vllm_args
+from . import settings, state, steps, vllm_args
 from .docker import Runner
 from .errors import RunError
 from .plan import Plan
 
-CHECKER = Path(__file__).resolve().parents[1] / "templates" / "vllm_checker.py"
+CHECKER = settings.CODE_ROOT / "templates" / "vllm_checker.py"
 RESULT_MARK = "RUNRECIPE-VLLM-CHECK "
 TIMEOUT = 900.0  # vLLM's import takes 12-16 s on 2 idle cores; a loaded machine is much slower
 ENV = {"VLLM_TARGET_DEVICE": "cpu", "CUDA_VISIBLE_DEVICES": ""}

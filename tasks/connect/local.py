@@ -12,8 +12,8 @@ import shlex
 import subprocess
 from dataclasses import dataclass
 
-from .. import facts
 from ..errors import RunError
+from .changes import announced
 
 TAIL_LINES = 20
 
@@ -58,7 +58,7 @@ class LocalRunner:
                            exit_code=result.exit_code, tail=tail(result.stderr or result.stdout))
         return result
 
-    @facts.changes
+    @announced
     def feed(self, argv: list[str], data: bytes, *, timeout: float | None = 600, check: bool = True) -> Result:
         """Run a command with `data` on its stdin (a tar for `docker cp -` or `docker build -`)."""
         try:
@@ -69,7 +69,7 @@ class LocalRunner:
             raise RunError(f"command timed out after {timeout} s", node=self.node, command=shlex.join(argv)) from None
         return checked(self.node, argv, proc, check)
 
-    @facts.changes
+    @announced
     def run(self, argv: list[str], *, stream: bool = True, timeout: float | None = None,
             check: bool = True) -> Result:
         """Run a command that changes something; its output goes to the user as it comes."""

@@ -27,9 +27,9 @@ import time
 from pathlib import Path
 from typing import Mapping
 
-from .. import facts
 from ..errors import RunError
 from ..nodes import Node
+from .changes import announced
 from .link import SshLink, link_to
 from .local import Result, checked, finished, tail
 from .options import SshSettings
@@ -115,7 +115,7 @@ class RemoteRunner:
         """Run a query and capture its output (bounded by `timeout`)."""
         return self._exec(argv, timeout=timeout, hide=True, check=check)
 
-    @facts.changes
+    @announced
     def run(self, argv: list[str], *, stream: bool = True, timeout: float | None = None,
             check: bool = True) -> Result:
         """Run a command that changes something; output streams to the user as it comes.
@@ -127,7 +127,7 @@ class RemoteRunner:
             timeout = self.settings.command_timeout
         return self._exec(argv, timeout=timeout, hide=not stream, check=check)
 
-    @facts.changes
+    @announced
     def feed(self, argv: list[str], data: bytes, *, timeout: float | None = 600, check: bool = True) -> Result:
         """Run a command with `data` on its stdin (a tar for `docker cp -` / `docker build -`).
 

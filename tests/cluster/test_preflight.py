@@ -87,7 +87,8 @@ ROOM_DRIVER = r"""
 import json, sys
 from pathlib import Path
 sys.path.insert(0, sys.argv[1])
-from tasks.cluster import Fleet, bytes_to_copy
+from tasks.cluster import Fleet
+from tasks.travel import bytes_to_copy
 from tasks.plan import Options, make_plan
 from tasks.recipe import parse
 from tasks.connect import SshSettings

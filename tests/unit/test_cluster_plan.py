@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks import cluster
+from tasks import cluster, travel
 from tasks.errors import ConfigError, RunRecipeError
 from tasks.plan import Options, make_plan
 from tasks.recipe import parse
@@ -123,4 +123,4 @@ def test_copy_hops_are_the_workers_lacking_each_thing_in_chain_order() -> None:
 
     workers = [Worker(n, SshLink(("ssh", n))) for n in ("a", "b", "c")]
     needs = {"a": (5, 0), "b": (0, 0), "c": (7, 3)}  # (image bytes, weight bytes) from bytes_to_copy
-    assert [[w.name for w in chain] for chain in cluster.copy_hops(workers, needs)] == [["a", "c"], ["c"]]
+    assert [[w.name for w in chain] for chain in travel.copy_hops(workers, needs)] == [["a", "c"], ["c"]]

@@ -13,7 +13,7 @@ from typing import Iterator
 import pytest
 
 from harness.patches import PatchServer
-from tasks import mod_spec, vllm_pr
+from tasks import mod_spec
 
 from .test_cli import ROOT, cli
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks import service
+from tasks import service, settings
 
 
 def test_words_stay_literal_for_systemd() -> None:
@@ -26,7 +26,7 @@ def test_the_unit_converges_then_watches_with_the_same_words(tmp_path: Path) -> 
                                user=True, directory=tmp_path)
     assert unit.name == "runrecipe-4x\\x2fminimax.service" and unit.path == tmp_path / unit.name
     lines = unit.text.splitlines()
-    entry = str(Path(service.__file__).resolve().parents[1] / "run-recipe.sh")
+    entry = str(settings.CODE_ROOT / "run-recipe.sh")
     # -d goes before `--`: after it, it would be vLLM's (and the converge would stay in the foreground)
     assert f"ExecStartPre=-{entry} 4x/minimax -n a,b -d -- --seed \"4 2\"" in lines
     assert f"ExecStart={entry} watch 4x/minimax -n a,b -- --seed \"4 2\"" in lines
@@ -69,7 +69,7 @@ def test_install_and_uninstall_through_the_cli(tmp_path: Path) -> None:
     (recipes / "tiny.yaml").write_text("recipe_version: '1'\nname: Tiny\ncontainer: img\ncommand: vllm serve /m --port {port}\n"
                                        "defaults: {port: 8000}\n")
     env = {"RUNRECIPE_HOME": str(tmp_path / "home"), "PATH": "/usr/bin:/bin"}
-    root = Path(service.__file__).resolve().parents[1]
+    root = settings.CODE_ROOT
     run = lambda *a: subprocess.run([sys.executable, "-m", "tasks", *a], cwd=root, env=env, capture_output=True,
                                     text=True, timeout=60)
     made = run("install-service", "tiny", "--solo", "--unit-dir", str(tmp_path / "units"))
@@ -94,7 +94,7 @@ def _install(tmp_path: Path, *args: str, **env: str) -> tuple[subprocess.Complet
     home = tmp_path / "home"
     (home / "recipes").mkdir(parents=True, exist_ok=True)
     (home / "recipes" / "keyed.yaml").write_text(KEYED)
-    root = Path(service.__file__).resolve().parents[1]
+    root = settings.CODE_ROOT
     res = subprocess.run([sys.executable, "-m", "tasks", "install-service", "keyed", "--solo", *args,
                           "--unit-dir", str(tmp_path / "units")], cwd=root, capture_output=True, text=True,
                          timeout=60, env={"RUNRECIPE_HOME": str(home), "PATH": "/usr/bin:/bin", **env})
