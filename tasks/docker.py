@@ -6,6 +6,7 @@ so image, mods and launch steps agree on what "the same" means.
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -97,7 +98,7 @@ def containers(runner: Runner, **labels: str) -> list[Container]:
 
 
 def _containers(runner: Runner, labels: dict[str, str]) -> tuple[Container, ...]:
-    fields = ["{{json .ID}}", "{{json .Names}}", "{{json .State}}", "{{json .Image}}"]
+    fields = ["{{json .ID}}", "{{json .Names}}", "{{json .State}}", "{{json .Image}}", "{{json .CreatedAt}}"]
     fields += [f'{{{{json (.Label "{LABEL}.{key}")}}}}' for key in LABEL_KEYS]
     argv = ["docker", "ps", "-a", "--no-trunc", "--format", "\t".join(fields)]
     for key, value in (labels or {"recipe": ""}).items():
@@ -105,10 +106,21 @@ def _containers(runner: Runner, labels: dict[str, str]) -> tuple[Container, ...]
     found = []
     for line in runner.read(argv).stdout.splitlines():
         if line.strip():
-            cid, name, state, image, *values = (json.loads(v) for v in line.split("\t"))
-            found.append(Container(cid, name, state, image,
-                                   {f"{LABEL}.{k}": v for k, v in zip(LABEL_KEYS, values) if v}))
+            cid, name, state, image, created, *values = (json.loads(v) for v in line.split("\t"))
+            labels = {f"{LABEL}.{k}": v for k, v in zip(LABEL_KEYS, values) if v}
+            labels.setdefault(f"{LABEL}.started", _created(created))
+            found.append(Container(cid, name, state, image, labels))
     return tuple(found)
+
+
+def _created(text: str) -> str:
+    """`docker ps`'s CreatedAt ("2026-12-07 13:30:00 +0000 UTC") as the ISO time a server's `started` shows.
+    Docker keeps the creation time, so the create command carries no clock value: `plan` can show it as it runs."""
+    try:
+        return datetime.strptime(" ".join(text.split()[:3]), "%Y-%m-%d %H:%M:%S %z").astimezone(timezone.utc) \
+            .isoformat(timespec="seconds")
+    except ValueError:
+        return ""
 
 
 def container_named(runner: Runner, name: str) -> Container | None:

@@ -160,7 +160,8 @@ def mods_task(plan: Plan, runner: LocalRunner, deps: list[str]) -> dict[str, Any
     def current() -> steps.Answer:
         base = docker.image_id(runner, plan.build.tag)
         derived = mods.derived_tag(base or "", plan.mods)
-        return steps.mods([m.name for m in plan.mods], base, derived, base and docker.image_id(runner, derived))
+        return steps.mods([m.name for m in plan.mods], base, derived, base and docker.image_id(runner, derived),
+                          node=runner.node)
 
     def apply() -> dict[str, str]:
         base = docker.image_id(runner, plan.build.tag)
@@ -218,7 +219,7 @@ def cluster_tasks(plan: Plan, fleet: "Fleet", *, setup: bool, dry: bool = False,
                 "doc": f"serve {plan.recipe.name} on {len(served.nodes)} nodes ({fleet.mode}) at {served.endpoint}",
                 "actions": [(_step, [lambda: launch.converge(places(), served, ray_first=fleet.mode == "ray")])],
                 "task_dep": list(dict.fromkeys(launch_deps)),
-                "uptodate": [Check(lambda: launch.answer(places(), served))],
+                "uptodate": [Check(lambda: launch.answer(places(), served, ray_first=fleet.mode == "ray"))],
                 "verbosity": 2})
     return out
 

@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import time
 
-from . import docker
+from . import docker, execute
 from .build_spec import BuildSpec
+from .commands import Command, Proof
 from .docker import LABEL, Runner
 from .errors import RunError
 
 
-def build_argv(spec: BuildSpec) -> list[str]:
-    """The `docker build` that makes the tag, labelled with the hash of its inputs."""
+def build_argv(spec: BuildSpec, digest: str | None = None) -> list[str]:
+    """The `docker build` that makes the tag, labelled with the hash of its inputs (`digest`: known already)."""
     argv = ["docker", "build", "-f", str(spec.dockerfile_path), "-t", spec.tag,
-            "--label", f"{LABEL}.inputs={spec.inputs_hash()}"]
+            "--label", f"{LABEL}.inputs={digest or spec.inputs_hash()}"]
     for key, value in spec.build_args:
         argv += ["--build-arg", f"{key}={value}"]
     for key in spec.fresh:
@@ -40,13 +41,14 @@ def as_is(runner: Runner, spec: BuildSpec) -> dict[str, str]:
     return {"image_id": info["id"]}
 
 
+def build_command(spec: BuildSpec, digest: str | None = None) -> Command:
+    """The build as the executor runs it: output shown as it comes; afterwards the tag carries the inputs hash."""
+    digest = digest or spec.inputs_hash()
+    return Command(tuple(build_argv(spec, digest)), output="stream",
+                   proves=Proof(spec.tag, f"{LABEL}.inputs", digest))
+
+
 def build(runner: Runner, spec: BuildSpec) -> dict[str, str]:
-    """docker build, then prove the tag now carries this build's inputs; returns the image ID."""
-    digest = spec.inputs_hash()
-    argv = build_argv(spec)
-    runner.run(argv)
-    info = docker.image_info(runner, spec.tag)
-    if not info or info["labels"].get(f"{LABEL}.inputs") != digest:
-        raise RunError(f"docker build reported success but {spec.tag} does not carry the new build",
-                       node=runner.node, command=" ".join(argv))
-    return {"image_id": info["id"]}
+    """docker build through the executor (which proves the tag now carries this build's inputs); the image ID."""
+    execute.run(runner, build_command(spec))
+    return {"image_id": docker.image_id(runner, spec.tag) or ""}

@@ -19,9 +19,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Mapping, TypeVar
 
-from . import (cluster, container_create, container_flags, crash_logs, docker, hub_cache, masking, memory_guard, mods,
-               readiness, run_record, steps, vllm_check, weights)
+from . import (cluster, container_create, container_flags, crash_logs, docker, execute, hub_cache, masking,
+               memory_guard, mods, readiness, run_record, steps, vllm_check, weights)
 from .cluster import Placement
+from .commands import Command, Input
 from .docker import LABEL, Container, Runner
 from .errors import ConfigError, NotReadyError, RunError
 from .plan import Plan
@@ -127,24 +128,36 @@ def _each(places: list[Placement], fn: Callable[[Placement], T]) -> list[T]:
         return list(pool.map(fn, places))
 
 
-def answer(places: list[Placement], plan: Plan, ask_server: bool = True) -> steps.Answer:
+def answer(places: list[Placement], plan: Plan, ask_server: bool = True, ray_first: bool = True) -> steps.Answer:
     """The launch step over every node: Noop only when each node runs this recipe's container with
     exactly the wanted inputs and the head answers. Running is not serving: a run killed while it
     waited for readiness leaves a running container with the right labels that may never answer.
-    `ask_server` False (--dry-run): no request is sent; the run record says whether it was seen ready."""
+    `ask_server` False (--dry-run): no request is sent; the run record says whether it was seen ready.
+    A Change carries the commands converge then runs (`commands`): every node's, in their order."""
     record = verified_weights(plan) if plan.models else []
     try:
-        digests = _each(places, lambda p: wanted(p, plan, record).digest)
+        wants = _each(places, lambda p: wanted(p, plan, record))
         found = _each(places, lambda p: docker.containers(p.runner, recipe=plan.recipe.id))
     except RunError as exc:
         return steps.Change(f"cannot start yet: {str(exc).splitlines()[0]}")
-    for place, digest, running in zip(places, digests, found):
-        step = steps.launch(plan.container_name, digest, running, answering=True)
+    for place, want, running in zip(places, wants, found):
+        step = steps.launch(plan.container_name, want.digest, running, answering=True, node=place.runner.node)
         if isinstance(step, steps.Change):
-            return steps.Change(f"{place.runner.node}: {step.why}", step.commands) if place.rank else step
-    return steps.launch(plan.container_name, digests[0], found[0],
+            clears, starts = commands(places, plan, wants, found, ray_first)
+            return steps.Change(f"{place.runner.node}: {step.why}" if place.rank else step.why,
+                                (*(c for cs in clears for c in cs), *(c for _, cs in starts for c in cs)))
+    return steps.launch(plan.container_name, wants[0].digest, found[0],
                         answering=_models_ready(base_url(plan), plan.served_model, plan.api_key) if ask_server
-                        else None if _seen_ready(plan, digests[0], found[0]) else False)
+                        else None if _seen_ready(plan, wants[0].digest, found[0]) else False)
+
+
+def commands(places: list[Placement], plan: Plan, wants: list[Wanted], found: list[list[Container]],
+             ray_first: bool = True) -> tuple[list[tuple[Command, ...]], list[tuple[Placement, list[Command]]]]:
+    """What a (re)start runs, as data: per node (placement order) the removal of its old containers, then
+    per node in start order (ray: the head first; native: workers, then the head) create, copy script, start."""
+    clears = [steps.clear(p.runner.node, running) for p, running in zip(places, found)]
+    order = places if ray_first else places[1:] + places[:1]
+    return clears, [(p, start_commands(p, plan, wants[p.rank])) for p in order]
 
 
 def _seen_ready(plan: Plan, digest: str, running: list[Container]) -> bool:
@@ -172,34 +185,19 @@ def converge(places: list[Placement], plan: Plan, ray_first: bool = True) -> dic
     wants = _each(places, lambda p: wanted(p, plan, record))
     same = _each(places, lambda p: serving(p.runner, plan, wants[p.rank].digest))
     if all(same):  # the containers this plan asks for run already; count them only once the head answers
-        if not _models_ready(base_url(plan), plan.served_model, plan.api_key):
-            say(f"{same[0].name} runs with the current inputs but does not answer yet (an earlier run "
-                f"stopped waiting for it); waiting for {plan.endpoint} ...")
-            try:
-                progress = wait_ready(places[0].runner, plan, same[0].id,
-                                      [(p.runner, same[p.rank].id) for p in places if p.rank])
-            except RunError:
-                for place in places:  # never ready: not left behind as if it served
-                    try:
-                        docker.remove(place.runner, [same[place.rank].id])
-                    except RunError as exc:
-                        emit(Warn(f"could not remove {same[place.rank].id[:12]} on {place.runner.node}: {exc}"))
-                raise
-            write_record(plan, [(p, wants[p.rank], same[p.rank].id) for p in places], stop_seen, progress)
-        emit(Ready(f"already serving at {plan.endpoint} (container {same[0].name})", plan.endpoint,
-                   plan.served_model or plan.recipe.name))
-        return {"container_id": same[0].id, "inputs": wants[0].digest}
+        return _already_running(places, plan, wants, same, stop_seen)  # type: ignore[arg-type]
     from . import memory_check  # a start only: a no-op re-run never reads memory (nor imports its readers)
 
-    replaced = _each(places, lambda p: _clear(p.runner, plan))
+    found = _each(places, lambda p: docker.containers(p.runner, recipe=plan.recipe.id))
+    clears, starts = commands(places, plan, wants, found, ray_first)
+    replaced = _each(places, lambda p: _clear(p.runner, plan, found[p.rank], clears[p.rank]))
     verdicts = memory_check.guard([p.runner for p in places], plan, replaced)
     if plan.cpu:
         say(f"{memory_guard.CPU_NOTE}: " + "; ".join(v.message() for v in verdicts))
-    order = places if ray_first else places[1:] + places[:1]   # native: workers, then the head
     started: list[tuple[Placement, str]] = []
     try:
-        for place in order:
-            started.append((place, _start(place, plan, wants[place.rank])))
+        for place, start in starts:  # in start order (native: workers, then the head)
+            started.append((place, _start(place.runner, start)))
         head_cid = next(cid for p, cid in started if p.rank == 0)
         emit(StepStarted(f"started {plan.container_name} on {len(started)} node(s); waiting for {plan.endpoint} ...",
                          plan.container_name, plan.endpoint, tuple(p.runner.node for p, _ in started)))
@@ -216,6 +214,29 @@ def converge(places: list[Placement], plan: Plan, ray_first: bool = True) -> dic
     emit(Ready(f"serving {plan.served_model or plan.recipe.name} at {plan.endpoint}: {_timings(progress)}",
                plan.endpoint, plan.served_model or plan.recipe.name))
     return {"container_id": head_cid, "inputs": wants[0].digest}
+
+
+def _already_running(places: list[Placement], plan: Plan, wants: list[Wanted], same: list[Container],
+                     stop_seen: str | None) -> dict[str, str]:
+    """The wanted containers run on every node: wait for the head to answer when it does not yet (an earlier
+    run stopped waiting), removing them when they never do; nothing is started."""
+    if not _models_ready(base_url(plan), plan.served_model, plan.api_key):
+        say(f"{same[0].name} runs with the current inputs but does not answer yet (an earlier run "
+            f"stopped waiting for it); waiting for {plan.endpoint} ...")
+        try:
+            progress = wait_ready(places[0].runner, plan, same[0].id,
+                                  [(p.runner, same[p.rank].id) for p in places if p.rank])
+        except RunError:
+            for place in places:  # never ready: not left behind as if it served
+                try:
+                    docker.remove(place.runner, [same[place.rank].id])
+                except RunError as exc:
+                    emit(Warn(f"could not remove {same[place.rank].id[:12]} on {place.runner.node}: {exc}"))
+            raise
+        write_record(plan, [(p, wants[p.rank], same[p.rank].id) for p in places], stop_seen, progress)
+    emit(Ready(f"already serving at {plan.endpoint} (container {same[0].name})", plan.endpoint,
+               plan.served_model or plan.recipe.name))
+    return {"container_id": same[0].id, "inputs": wants[0].digest}
 
 
 def _timings(progress: readiness.Progress) -> str:
@@ -259,34 +280,48 @@ def _record(plan: Plan, nodes: list[tuple[Placement, Wanted, str]], earlier: dic
     return data
 
 
-def _clear(runner: Runner, plan: Plan) -> bool:
-    """Remove this recipe's old containers (True when there were some); refuse to touch a same-named
-    container we did not start."""
-    ours = docker.containers(runner, recipe=plan.recipe.id)
+def _clear(runner: Runner, plan: Plan, ours: list[Container], clear: tuple[Command, ...]) -> bool:
+    """Remove this recipe's old containers (`clear`: the commands that do it; True when there were some);
+    refuse to touch a same-named container we did not start."""
     named = docker.container_named(runner, plan.container_name)
     if named and named.id not in {c.id for c in ours}:
         raise RunError(f"a container named '{plan.container_name}' exists on {runner.node} and was not "
                        f"started for recipe {plan.recipe.id}; remove it or choose --name")
     if ours:
         say(f"replacing {', '.join(c.name for c in ours)} on {runner.node}: its inputs changed")
-        docker.remove(runner, [c.id for c in ours])
+        for command in clear:
+            execute.run(runner, command)  # type: ignore[arg-type]
     return bool(ours)
 
 
-def _start(place: Placement, plan: Plan, want: Wanted) -> str:
-    """docker create (with the node's compile caches and the secret env file: container_create), copy the
-    script in (as a tar on stdin: works the same over SSH), docker start."""
-    runner = place.runner
+def start_commands(place: Placement, plan: Plan, want: Wanted) -> list[Command]:
+    """docker create (with the node's compile caches, and the secret env file on stdin: container_create),
+    copy the script in (as a tar on stdin: works the same over SSH), docker start. The container is named
+    by its name, so the commands are known before it exists; `create` prints its ID."""
+    node, side, name = place.runner.node, plan.options.docker, plan.container_name
     labels = {"recipe": plan.recipe.id, "inputs": want.digest, "file": str(plan.recipe.path),
-              "endpoint": plan.endpoint, "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-              "weights": want.record} | ({"stack": plan.options.stack} if plan.options.stack else {})
+              "endpoint": plan.endpoint, "weights": want.record} | \
+        ({"stack": plan.options.stack} if plan.options.stack else {})
     label_args = [a for k, v in labels.items() for a in ("--label", f"{LABEL}.{k}={v}")]
-    side = plan.options.docker
-    cid = runner.feed(container_create.create_argv(container_flags.cache_mounts(side), [*label_args, *want.args]),
-                      container_flags.env_file_text(side).encode(), timeout=120).stdout.strip()
+    secret = sorted(container_flags.secret_env(side))
+    env = Input(f"env file: {', '.join(secret)}" if secret else "env file: empty",
+                lambda: container_flags.env_file_text(side).encode(), secret=True)
+    script = place.script
+    tar = Input(f"tar: {SCRIPT_DIR}/launch.sh (sha256 {hashlib.sha256(script.encode()).hexdigest()[:12]})",
+                lambda: script_tar({"launch.sh": script}))
+    create = container_create.create_argv(container_flags.cache_mounts(side), [*label_args, *want.args])
+    return [Command(tuple(create), node, env, timeout=120), Command(("docker", "cp", "-", f"{name}:/"), node, tar),
+            Command(("docker", "start", name), node, timeout=60)]
+
+
+def _start(runner: Runner, start: list[Command]) -> str:
+    """Run the start commands (create, copy, start) through the executor; the new container's ID.
+    A failed copy or start removes the container it created."""
+    create, *rest = start
+    cid = execute.run(runner, create).stdout.strip()  # type: ignore[arg-type]
     try:
-        runner.feed(["docker", "cp", "-", f"{cid}:/"], script_tar({"launch.sh": place.script}))
-        runner.read(["docker", "start", cid])
+        for command in rest:
+            execute.run(runner, command)  # type: ignore[arg-type]
     except BaseException:
         docker.remove(runner, [cid])
         raise

@@ -16,8 +16,10 @@ import tarfile
 import tempfile
 import zipfile
 from pathlib import Path, PurePosixPath
+from typing import Callable, Sequence
 
-from . import docker
+from . import docker, execute
+from .commands import LOCAL, Command, Input, Proof
 from .docker import LABEL, Runner
 from .errors import RunError
 from .mod_spec import Mod, zip_root
@@ -46,7 +48,8 @@ def derived_tag(base_id: str, mods: tuple[Mod, ...]) -> str:
 
 
 def apply(runner: Runner, base_id: str, mods: tuple[Mod, ...]) -> dict[str, str]:
-    """Build the derived image (or find it already built) and return its ID."""
+    """Build the derived image (or find it already built) and return its ID: decided here, built by the
+    executor with the command build_command names (the one `run-recipe plan` shows)."""
     tag = derived_tag(base_id, mods)
     found = docker.image_id(runner, tag)
     if found:
@@ -54,28 +57,39 @@ def apply(runner: Runner, base_id: str, mods: tuple[Mod, ...]) -> dict[str, str]
     info = docker.image_info(runner, base_id)
     if not info:
         raise RunError(f"base image {base_id} vanished before mods could be applied", node=runner.node)
-    with tempfile.TemporaryDirectory(prefix="runrecipe-mods-") as tmp:
-        ctx = Path(tmp)
-        for mod in mods:
-            _stage(mod, ctx / "mods" / mod.name)
-        (ctx / "Dockerfile").write_text(render_template(
-            "mods.Dockerfile.j2", base=base_id, mods=[m.name for m in mods],
-            workdir=info.get("workdir") or "/", marker=MARKER, label=f"{LABEL}.mods"))
-        buf = io.BytesIO()
-        with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tar:
-            tar.add(ctx, arcname=".")
-    # The context travels as a tar on stdin, so only the mod folders cross the network to a node.
-    res = runner.feed(["docker", "build", "-t", tag, "-"], buf.getvalue(), check=False)
+    command = build_command([m.name for m in mods], base_id, tag,
+                               lambda: context_tar(base_id, mods, info.get("workdir") or "/"), runner.node)
+    res = execute.run(runner, command)  # type: ignore[arg-type]
     if not res.ok:
         output = f"{res.stdout}\n{res.stderr}"
         names = re.findall(re.escape(MARKER) + r"([A-Za-z0-9_.-]+)", output)
         failed = names[-1] if names else "?"
         raise RunError(f"mod '{failed}' failed on {runner.node}", node=runner.node,
                        command=f"{failed}/run.sh", exit_code=res.exit_code, tail=tail(output))
-    image = docker.image_id(runner, tag)
-    if not image:
-        raise RunError(f"mods image {tag} missing after a successful build", node=runner.node)
-    return {"image_id": image, "tag": tag}
+    return {"image_id": docker.image_id(runner, tag) or "", "tag": tag}
+
+
+def build_command(names: Sequence[str], base_id: str, derived: str, context: Callable[[], bytes],
+               node: str = LOCAL) -> Command:
+    """The mods image's build: its context travels as a tar on stdin (only the mod folders cross the network);
+    a failure is returned (check False): mods.apply names the mod whose run.sh failed."""
+    what = f"a tar: Dockerfile FROM {base_id} running mods {', '.join(names)}"
+    return Command(("docker", "build", "-t", derived, "-"), node, Input(what, context), Proof(derived), check=False)
+
+
+def context_tar(base_id: str, mods: tuple[Mod, ...], workdir: str) -> bytes:
+    """The mods image's build context: each mod staged under mods/<name>, and the Dockerfile that runs them."""
+    with tempfile.TemporaryDirectory(prefix="runrecipe-mods-") as tmp:
+        ctx = Path(tmp)
+        for mod in mods:
+            _stage(mod, ctx / "mods" / mod.name)
+        (ctx / "Dockerfile").write_text(render_template(
+            "mods.Dockerfile.j2", base=base_id, mods=[m.name for m in mods],
+            workdir=workdir, marker=MARKER, label=f"{LABEL}.mods"))
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tar:
+            tar.add(ctx, arcname=".")
+    return buf.getvalue()
 
 
 def _stage(mod: Mod, dest: Path) -> None:

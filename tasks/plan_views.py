@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-import shlex
 from typing import Any
 
 from .cli_container import docker_view, print_docker
+from .commands import as_json, shown
 from .plan import Plan
 
 
@@ -15,7 +15,8 @@ def dry_run(plan: Plan, as_json: bool) -> int:
     from .cluster import preview
     from .graph import explain
 
-    rows = [(task, verdict) for task, verdict, _ in explain(plan, setup=plan.options.setup)]
+    answers = explain(plan, setup=plan.options.setup)
+    rows = [(task, verdict) for task, verdict, _ in answers]
     backend, roles, notes = preview(plan) if plan.mode == "cluster" else ("", [], [])
     docker = docker_view(plan)  # the same on every node
     if as_json:
@@ -24,7 +25,7 @@ def dry_run(plan: Plan, as_json: bool) -> int:
                           "container": plan.container_name, "endpoint": plan.endpoint,
                           "models": [m.key for m in plan.models], "local_models": list(plan.local_mounts),
                           "mods": [str(m.path) for m in plan.mods],
-                          "tasks": [{"task": t, "status": s} for t, s in rows],
+                          "tasks": [{"task": t, "status": s} | _change(a) for t, s, a in answers],
                           "argv": list(plan.argv), "script": plan.script}
                          | ({"backend": backend, "notes": notes,
                              "node_scripts": [{"node": r.node.target, "role": "head" if r.head else "worker",
@@ -47,8 +48,9 @@ def dry_run(plan: Plan, as_json: bool) -> int:
     print(f"endpoint:  {plan.endpoint}")
     print("tasks:")
     width = max(len(t) for t, _ in rows)
-    for task, verdict in rows:
+    for task, verdict, answer in answers:
         print(f"  {task.ljust(width)}  {verdict}")
+        _print_commands(answer, width + 2)
     if not roles:
         print_docker(docker, "  ")
         print("launch script:")
@@ -91,13 +93,20 @@ def inspect_plan(plan: Plan, as_json: bool) -> int:
     width = max(len(t) for t, _, _ in rows)
     for task, verdict, answer in rows:
         print(f"{task.ljust(width)}  {verdict}")
-        for argv in _change(answer).get("commands", []):
-            print(f"{'':{width}}    $ {shlex.join(argv)}")
+        _print_commands(answer, width)
     for node, (image_room, weight_bytes) in travel.items():
         parts = ([f"the image (needs {human_bytes(image_room)} free while it loads)"] if image_room else []) + \
                 ([f"{human_bytes(weight_bytes)} of weights"] if weight_bytes else [])
         print(f"copy to {node}: {', '.join(parts) or 'nothing'}")
     return 0
+
+
+def _print_commands(answer: Any, indent: int) -> None:
+    """The commands a step would run, each as the executor will record it (commands.shown)."""
+    from .steps import Change  # the steps (and what they import) load only when a plan is shown
+
+    for command in answer.commands if isinstance(answer, Change) else ():
+        print(f"{'':{indent}}    $ {shown(command)}")
 
 
 def _change(answer: Any) -> dict[str, Any]:
@@ -106,4 +115,4 @@ def _change(answer: Any) -> dict[str, Any]:
 
     if not isinstance(answer, Change):
         return {}
-    return {"commands": [list(c) for c in answer.commands], "bytes": answer.travels}
+    return {"commands": [as_json(c) for c in answer.commands], "bytes": answer.travels}

@@ -2,7 +2,8 @@
 
 One place reads the environment so tests and users can point the tool elsewhere:
 RUNRECIPE_HOME (project folder: recipes/, mods/, .env, .runrecipe/),
-RUNRECIPE_DOCKER_DIR (the folder of Dockerfiles that builds use).
+RUNRECIPE_DOCKER_DIR (the folder of Dockerfiles that builds use),
+RUNRECIPE_EXEC_LOG (a file that gets one JSON line per command the executor runs).
 """
 from __future__ import annotations
 
@@ -48,3 +49,9 @@ def hf_home() -> Path:
 def gateway_image() -> str:
     """The LiteLLM proxy image a stack's gateway runs (RUNRECIPE_GATEWAY_IMAGE; the tests build their own)."""
     return os.environ.get("RUNRECIPE_GATEWAY_IMAGE") or "ghcr.io/berriai/litellm:main-stable"
+
+
+def exec_log() -> Path | None:
+    """Where the executor appends what it ran (execute.py), for tests that compare it with `run-recipe plan`."""
+    path = os.environ.get("RUNRECIPE_EXEC_LOG")
+    return Path(path) if path else None

@@ -1,18 +1,22 @@
 """Steps as data: given a node's facts, each step answers Noop(reason) or the Change it would make.
 
-The graph's up-to-date check is "the step answers Noop" (graph.StepCheck); `run-recipe plan` prints
+The graph's up-to-date check is "the step answers Noop" (graph.Check); `run-recipe plan` prints
 the answers, with the commands and the bytes that would travel; unit tests feed facts and read the
-answers, with no daemon. The facts come from the facts/docker/distribute modules; these functions
-never touch a machine. Executing a Change stays with the step's module (image.build, mods.apply,
-distribute, launch.converge), which then proves the result on the node.
+answers, with no daemon (tests/unit/steps_cases). The facts come from the facts/docker/distribute
+modules; these functions never touch a machine. The build, mods and launch steps answer with the very
+Commands (commands.py) that the executor (execute.py) then runs: image.build, mods.apply and
+launch.converge decide, and hand the commands over. The image and weights copies still answer with
+illustrative argv (their connector runs the real transfer).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping, Sequence, Union
+from typing import Callable, Mapping, Sequence, Union
 
+from .commands import LOCAL, Command, Step
 from .docker import LABEL, Container
-from .image import BuildSpec, build_argv, not_here
+from .image import BuildSpec, build_command, not_here
+from .mods import build_command as build_mods
 
 
 @dataclass(frozen=True)
@@ -24,10 +28,10 @@ class Noop:
 
 @dataclass(frozen=True)
 class Change:
-    """What the step would do: why, the commands (argv lists, in order) and the bytes sent to the node."""
+    """What the step would do: why, the commands (in order) and the bytes sent to the node."""
 
     why: str
-    commands: tuple[tuple[str, ...], ...] = ()
+    commands: tuple[Step, ...] = ()
     travels: int = 0
 
 
@@ -36,10 +40,11 @@ Answer = Union[Noop, Change]
 
 def build(spec: BuildSpec, image: Mapping | None) -> Answer:
     """`image`: docker.image_info of the tag (None when absent)."""
-    if image and image["labels"].get(f"{LABEL}.inputs") == spec.inputs_hash():
+    digest = spec.inputs_hash()
+    if image and image["labels"].get(f"{LABEL}.inputs") == digest:
         return Noop(f"{spec.tag} carries the hash of its current Dockerfile, args and context")
     why = "is missing" if not image else "was built from other inputs"
-    return Change(f"image {spec.tag} {why}", (tuple(build_argv(spec)),))
+    return Change(f"image {spec.tag} {why}", (build_command(spec, digest),))
 
 
 def as_is(spec: BuildSpec, image: Mapping | None) -> Answer:
@@ -49,15 +54,17 @@ def as_is(spec: BuildSpec, image: Mapping | None) -> Answer:
     return Change(not_here(spec))
 
 
-def mods(names: Sequence[str], base_id: str | None, derived: str, derived_id: str | None) -> Answer:
-    """`derived`: the mods image tag for this base and these mods; `derived_id` its ID where present."""
+def mods(names: Sequence[str], base_id: str | None, derived: str, derived_id: str | None,
+         context: Callable[[], bytes] = lambda: b"", node: str = LOCAL) -> Answer:
+    """`derived`: the mods image tag for this base and these mods; `derived_id` its ID where present;
+    `context`: makes the build context's tar (mods.context_tar), only when the build runs."""
     shown = ", ".join(names)
-    if not base_id:
-        return Change(f"the base image is not on this node yet; mods {shown} follow it",
-                      (("docker", "build", "-t", derived, "-"),))
+    if not base_id:  # the tag depends on the base's ID: no command can be named before the base exists
+        return Change(f"the base image is not on this node yet; mods {shown} follow it")
     if derived_id:
         return Noop(f"the mods image {derived} ({shown} on the current base) exists")
-    return Change(f"mods {shown} not yet applied to the current base image", (("docker", "build", "-t", derived, "-"),))
+    return Change(f"mods {shown} not yet applied to the current base image",
+                  (build_mods(names, base_id, derived, context, node),))
 
 
 def image_copy(tag: str, node: str, head_id: str | None, node_id: str | None, size: int) -> Answer:
@@ -81,9 +88,11 @@ def weights_copy(key: str, node: str, want: Mapping[str, int], have: Mapping[str
     return Change(why, (("rsync", "-a", "--partial", *sorted(missing)),) if missing else (), sum(missing.values()))
 
 
-def launch(container: str, digest: str, running: Sequence[Container], answering: bool | None) -> Answer:
+def launch(container: str, digest: str, running: Sequence[Container], answering: bool | None, node: str = LOCAL,
+           start: Sequence[Command] = ()) -> Answer:
     """`running`: this recipe's containers on the node; `digest`: the inputs hash it must carry;
-    `answering` None: the server was not asked (--dry-run sends no request, not even to loopback)."""
+    `answering` None: the server was not asked (--dry-run sends no request, not even to loopback);
+    `start`: the commands that start the wanted container there (launch.start_commands)."""
     current = [c for c in running if c.running and c.labels.get(f"{LABEL}.inputs") == digest]
     if current and answering is None:
         return Noop(f"{current[0].name} runs with the current image, script and settings and was seen "
@@ -92,7 +101,11 @@ def launch(container: str, digest: str, running: Sequence[Container], answering:
         return Noop(f"{current[0].name} runs with the current image, script and settings, and answers")
     if current:
         return Change(f"{current[0].name} runs with the current inputs but does not answer yet: wait for it")
+    why = "its inputs changed" if running else "no container of it runs"
+    return Change(f"{container}: {why}", (*clear(node, running), *start))
+
+
+def clear(node: str, running: Sequence[Container]) -> tuple[Command, ...]:
+    """Remove this recipe's containers on the node before a new one starts (none there: no command)."""
     old = [c.id for c in running]
-    why = "its inputs changed" if old else "no container of it runs"
-    return Change(f"{container}: {why}", ((("docker", "rm", "-f", *old),) if old else ()) +
-                  (("docker", "create", "--name", container, "..."), ("docker", "start", container)))
+    return (Command(("docker", "rm", "-f", *old), node),) if old else ()
