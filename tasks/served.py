@@ -9,7 +9,6 @@ from . import docker, hub_cache, mods, settings
 from .docker import Runner
 from .errors import RunError
 from .plan import Plan
-from .report import say  # noqa: F401 - re-exported: steps written before the reporter import it from here
 
 CONTAINER_HF_HOME = "/root/.cache/huggingface"
 
