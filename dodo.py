@@ -7,13 +7,14 @@
     doit forget build:IMAGE           make doit forget a task's recorded result
     doit lint                         check the catalogue
 
-The run is held by tasks.session (the lock, the cluster preflight), as run-recipe's are; the tasks come
-from tasks.loader (doit's variables into plans) and tasks.graph, the generators the run-recipe CLI uses too.
+The run is held by tasks.graph.session (the lock, the cluster preflight), as run-recipe's are; the tasks come
+from tasks.cli.loader (doit's variables into plans) and tasks.graph.doit_tasks, the generators the run-recipe CLI uses too.
 """
 import sys
 
-from tasks import loader, session
-from tasks.cli_report import install_for_environment
+from tasks.cli import loader
+from tasks.graph import session
+from tasks.cli.events import install_for_environment
 from tasks.errors import RunRecipeError
 from tasks.masking import scrub
 

@@ -1,7 +1,7 @@
 """`--discover` scan time: the whole test /24 from inside a node, 3 live nodes. Goal: <= 3 s.
 
 Brings up the netns test cluster (3 nodes on 198.18.0.0/24, nothing else reachable), then runs
-`tasks.discover.discover("eth0", …)` inside n1's namespaces as a user there would: 254 TCP
+`tasks.cluster.discover.discover("eth0", …)` inside n1's namespaces as a user there would: 254 TCP
 probes with concurrency 64 and a 0.5 s timeout, SSH confirmation of every open port 22.
 Needs root; only one test cluster per machine.
 
@@ -21,7 +21,7 @@ from harness import cluster as rc  # noqa: E402
 
 SCRIPT = r"""
 import json, time
-from tasks.discover import discover
+from tasks.cluster.discover import discover
 from tasks.connect import SshSettings
 t0 = time.monotonic()
 found = discover("eth0", None, SshSettings(connect_timeout=2))

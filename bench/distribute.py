@@ -17,7 +17,7 @@ over the same link is the floor: tbf counts Ethernet/IP/TCP headers, so payload 
 Needs root: brings up its own 4-node TestCluster (n1 = head, n2..n4 workers, every link tbf-shaped
 to --rate in both directions) and runs every copy *on the head*, as the tool would. "In a run" means
 what a run does before its copies: preflight has connected to every worker, and then the chain's
-worker-to-worker hops were opened (tasks/cli.py); the single copy is the plain pipeline, handshake
+worker-to-worker hops were opened (tasks/cli/main.py); the single copy is the plain pipeline, handshake
 included. All four nodes share this host's cores and disk, so the chain's three `docker load`s
 (which start together when the stream ends) slow each other down as they would not on separate
 machines; the row of 3 local loads at once shows what that costs. So the image cases run under two
@@ -59,7 +59,7 @@ REMOTE_CACHE = "~/.cache/huggingface/hub"
 DRIVER = r"""
 import dataclasses, json, sys, time
 sys.path.insert(0, sys.argv[1])
-from tasks import distribute as d, image_copy
+from tasks.ops import weights_copy as d, image_copy
 from tasks.connect import chain
 from tasks.connect import SshLink
 a = json.loads(sys.argv[2])

@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
 
 from harness import engine, project  # noqa: E402
-from tasks import readiness  # noqa: E402
+from tasks.ops import readiness
 
 RECIPE = """\
 recipe_version: "1"

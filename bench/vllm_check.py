@@ -38,7 +38,7 @@ defaults:
 CHECK_ONLY = """
 import sys
 from tasks import settings
-from tasks.cli import run_doit
+from tasks.cli.main import run_doit
 from tasks.plan import Options, make_plan
 from tasks.recipe import load_named
 plan = make_plan(load_named("bc", settings.recipes_dir()), Options(solo=True, overrides={"max_model_len": sys.argv[1]}))

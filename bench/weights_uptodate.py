@@ -1,4 +1,4 @@
-"""How the weights up-to-date check (`tasks.weights.snapshot_state`) scales: files vs bytes.
+"""How the weights up-to-date check (`tasks.ops.weights.snapshot_state`) scales: files vs bytes.
 
 Goal (issue 3): flat in bytes (100 GB / 1 GB time ratio <= 1.1) and linear in files. The check must
 stat, never read: doit's md5 `file_dep` would read every weight byte on each run after a touch.
@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tasks.hub_cache import snapshot_state  # noqa: E402
+from tasks.facts.hub_cache import snapshot_state  # noqa: E402
 
 GB = 1000**3
 

@@ -1,6 +1,7 @@
 """python -m tasks: the run-recipe CLI without installing the console script."""
 import sys
 
-from .cli import main
+from .cli.main import main
 
 sys.exit(main())
+

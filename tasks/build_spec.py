@@ -147,3 +147,4 @@ def build_spec(tag: str, build_args: tuple[str, ...], context: Path, source: str
         args[PR_ARG] = " ".join(dict.fromkeys(prs))
     return BuildSpec(tag, context, dockerfile, tuple(sorted(args.items())), tuple(sorted(set(fresh))),
                      cpu=is_cpu(build_args))
+

@@ -76,3 +76,4 @@ def env_options(config: Path | None, *, eth_if: str | None = None, ib_if: str | 
     """The Options a .env can set (ETH_IF, IB_IF, MASTER_PORT, NON_PRIVILEGED), each checked; a flag wins."""
     return read_settings(config, eth_if=eth_if, ib_if=ib_if, master_port=master_port,
                          non_privileged=non_privileged).option_fields()
+

@@ -242,3 +242,4 @@ def describe(side: DockerSide, privileged: bool, env: Mapping[str, str], mounts:
             "entry": ("the image's entrypoint" if side.keep_entrypoint else
                       "earlyoom " + " ".join(side.earlyoom) + " beside the script" if side.earlyoom is not None
                       else "bash (the image's entrypoint replaced)")}
+

@@ -63,3 +63,4 @@ class NotReadyError(RunError):
 
 class LockBusyError(RunRecipeError, BlockingIOError):
     """Another run holds the state lock and the caller asked not to wait."""
+

@@ -98,3 +98,4 @@ def run_words(words: Sequence[str], *flags: str) -> list[str]:
     cut = words.index("--") if "--" in words else len(words)
     own = [w for w in words[:cut] if w not in ("-d", "--daemon", "--reform")]
     return [*own, *flags, *words[cut:]]
+

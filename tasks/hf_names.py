@@ -26,3 +26,4 @@ def is_repo_id(text: str) -> bool:
 def is_model_ref(model: str) -> bool:
     """Something a model option can name: a local path, or a repo id the hub allows."""
     return is_local_path(model) or is_repo_id(model)
+

@@ -34,3 +34,4 @@ def hca_names(text: str, source: str) -> tuple[str, ...]:
                               "rocep1s0f1:1; `ibdev2netdev` lists them)")
         names.append(match.group(1))
     return () if text.startswith("^") else tuple(names)
+

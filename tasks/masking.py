@@ -67,3 +67,4 @@ def mask(key: str, value: str) -> str:
     if value and (is_secret_key(key) or value in _from_files):
         return MASK
     return scrub(value)
+

@@ -72,3 +72,4 @@ def _folder() -> Path | None:
         return folder
     except (ConfigError, OSError):
         return None
+

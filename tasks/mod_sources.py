@@ -110,3 +110,4 @@ def unique_names(found: list[Mod]) -> tuple[Mod, ...]:
         taken.add(name)
         out.append(dataclasses.replace(mod, name=name))
     return tuple(out)
+

@@ -172,3 +172,4 @@ def write_run_sh(pr: PullRequest, folder: Path, digest: str) -> None:
     if not path.is_file() or path.read_text() != text:
         path.write_text(text)
     path.chmod(0o755)
+

@@ -156,3 +156,4 @@ def is_local_address(ip: str) -> bool:
             return True
         except OSError:
             return False
+

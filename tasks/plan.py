@@ -13,7 +13,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from . import build_spec, config, container_flags, hf_names, masking, memo, mod_sources, mod_spec, render, settings, vllm_args
+from . import (
+    build_spec,
+    config,
+    container_flags,
+    hf_names,
+    masking,
+    memo,
+    mod_sources,
+    mod_spec,
+    render,
+    settings,
+    vllm_args,
+)
 from .errors import ConfigError, ModeError, RecipeError, RenderError
 from .nodes import LOCAL, Node, is_local_address, is_loopback, load_env, parse_list, resolve
 from .recipe import Recipe
@@ -417,3 +429,4 @@ def parse_overrides(pairs: list[str], source: str) -> dict[str, str]:
             raise ConfigError(f"{source}: '{pair}' is not key=value with a parameter name as key")
         out[key] = value
     return out
+

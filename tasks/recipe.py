@@ -381,3 +381,4 @@ def suggested_env_name(name: str) -> str:
     """A shell-exportable spelling of an env name a recipe got wrong (for the fix lint suggests)."""
     fixed = re.sub(r"[^A-Za-z0-9_]", "_", name) or "NAME"
     return "_" + fixed if fixed[0].isdigit() else fixed
+

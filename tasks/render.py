@@ -182,3 +182,4 @@ def text(value: Any) -> str:
         return format(value)
     except ValueError as exc:
         raise RenderError(f"a value cannot be written as text: {exc}") from None
+

@@ -2,7 +2,7 @@
 
 A step never prints. It calls `emit(SomeEvent(...))`; the reporter the front installed renders the
 event as text (exactly the line the tool has always written, on the same stream) or as one JSON object
-(tasks/cli_report.py). Each event carries its text plus the fields `--json` shows.
+(tasks/cli/events.py). Each event carries its text plus the fields `--json` shows.
 
 The reporter in force is a ContextVar (`using(reporter)` for a block, e.g. a test) over a process-wide
 one (`install(reporter)`, what the entry points call: worker threads do not inherit a ContextVar, and
@@ -215,3 +215,4 @@ def live_stream() -> TextIO | None:
     no terminal (JSON, a test's collector): drawing is the reporter's business, not the step's."""
     live = getattr(current(), "live", None)
     return live() if live else None
+

@@ -55,3 +55,4 @@ def exec_log() -> Path | None:
     """Where the executor appends what it ran (execute.py), for tests that compare it with `run-recipe plan`."""
     path = os.environ.get("RUNRECIPE_EXEC_LOG")
     return Path(path) if path else None
+

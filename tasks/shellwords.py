@@ -334,3 +334,4 @@ def split(text: str) -> list[Token]:
     scanner = Scanner()
     scanner.feed(text)
     return scanner.finish()
+

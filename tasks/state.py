@@ -132,3 +132,4 @@ def write_json(path: Path, data: Any) -> None:
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     tmp.write_text(json.dumps(data, indent=2))
     tmp.replace(path)
+

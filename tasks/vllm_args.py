@@ -293,3 +293,4 @@ def model_refs(argv: Sequence[str]) -> list[str]:
     once each; local paths skipped. vLLM would otherwise fetch them itself at start, unpinned and
     unverified, inside the container."""
     return list(dict.fromkeys(v for _, v in model_options(argv) if not is_local_path(v) and REPO_ID_RE.match(v)))
+

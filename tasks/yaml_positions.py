@@ -83,3 +83,4 @@ class Positions:
             at = text.find(needle)
             self._found[(field, needle)] = start + bisect.bisect_right(offsets, at) - 1 if at >= 0 else start
         return self._found[(field, needle)]
+

@@ -1,6 +1,6 @@
 """Runs INSIDE the recipe's image (or a local venv), with that vLLM: parse and validate `vllm serve` argvs.
 
-Standalone on purpose (no runrecipe import): tasks/vllm_check.py hands it to the image's python with
+Standalone on purpose (no runrecipe import): tasks/ops/vllm_check.py hands it to the image's python with
 `-c`, the argvs as JSON on stdin, and reads one JSON line marked RESULT_MARK from stdout. The parser
 is built the way the `vllm` command builds it, looked up by what the installed package offers, so
 releases that moved a module still work. Nothing loads a model or reaches the network.

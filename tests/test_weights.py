@@ -1,4 +1,4 @@
-"""tasks/weights.py against the local hub and the real huggingface_hub client (loopback only)."""
+"""tasks/ops/weights.py against the local hub and the real huggingface_hub client (loopback only)."""
 
 from __future__ import annotations
 
@@ -21,10 +21,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tasks import hub_cache as C  # noqa: E402
+from tasks.facts import hub_cache as C
 from tasks.errors import RenderError  # noqa: E402
-from tasks import vllm_args as V  # noqa: E402
-from tasks import weights as W  # noqa: E402
+from tasks import vllm_args as V
+from tasks.ops import weights as W
 
 FILES = {
     "config.json": b'{"architectures": ["LlamaForCausalLM"], "hidden_size": 64}',
@@ -301,7 +301,7 @@ def test_kill_mid_file_then_resume(hub, tmp_path):
     script = textwrap.dedent(
         f"""
         import sys; sys.path.insert(0, {str(ROOT)!r})
-        from tasks.weights import download
+        from tasks.ops.weights import download
         download("org/big", {sha!r}, cache_dir={str(tmp_path)!r}, endpoint={hub.endpoint!r},
                  token=False, progress=False, max_workers=1)
         """

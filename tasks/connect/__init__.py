@@ -42,3 +42,4 @@ class Connector(Protocol):
 def connector_for(node: Node, settings: SshSettings) -> Connector:
     """The machine running the tool gets a LocalRunner; every other node goes over SSH."""
     return LocalRunner() if node.local else RemoteRunner(node, settings)
+

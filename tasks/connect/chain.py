@@ -254,3 +254,4 @@ def unreached(stale: Sequence[Worker], chain: Chain) -> list[Worker]:
     """Workers the stream did not reach through the previous worker (its link, sshd, or no SSH between
     workers at all): the head may still reach them directly."""
     return [w for i, w in enumerate(stale) if i and chain.problems.get(w.name, ("",))[0] == "stream"]
+

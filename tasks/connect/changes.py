@@ -29,3 +29,4 @@ def announced(method: Callable[..., T]) -> Callable[..., T]:
             for listener in list(_LISTENERS):
                 listener(self.node)
     return wrapper
+

@@ -131,3 +131,4 @@ def link_to(node: Node, settings: SshSettings, name: str = "") -> SshLink:
 def peer_link_to(node: Node, name: str = "") -> SshLink:
     """How another worker reaches `node` in a copy chain (the worker's own keys and known_hosts)."""
     return SshLink(tuple(peer_ssh(node)), name)
+

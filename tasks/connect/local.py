@@ -107,3 +107,4 @@ def _missing(program: str, node: str) -> RunError:
     hint = ("install Docker Engine (Debian/Ubuntu: apt-get install docker.io) and start it"
             if program == "docker" else f"install {program}")
     return RunError(f"'{program}' is not installed on {node}: {hint}")
+

@@ -134,3 +134,4 @@ def ssh_prefix(prefix: Sequence[str], from_head: bool = True) -> list[str]:
     if not any("controlpath" in a.lower() for a in p):
         p[1:1] = shared_connection_options(p[1:-1], on_worker=not from_head)
     return p
+

@@ -344,3 +344,4 @@ def _remote_runner() -> type:
                 pass
 
     return QuietKill
+

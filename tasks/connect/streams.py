@@ -13,7 +13,7 @@ import threading
 import time
 from typing import TextIO
 
-from ..units import human_bytes
+from ..sizes import human_bytes
 
 CHUNK = 1 << 20
 
@@ -146,3 +146,4 @@ def pump(src: list[str], dst: list[str], prog: Progress, timeout: float | None,
     prog.update(sent, final=True)
     dec = lambda k: outs.get(k, b"").decode(errors="replace")  # noqa: E731
     return sent, dec("save_err") if save.returncode else "", dec("out"), dec("err"), dog.stalled, streamed
+

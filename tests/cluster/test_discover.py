@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from harness import cluster as rc
-from tasks.discover import Candidate, default_interface, scan_range, write_env
-from tasks.discover_ask import choose
+from tasks.cluster.discover import Candidate, default_interface, scan_range, write_env
+from tasks.cli.discover_ask import choose
 from tasks.errors import ConfigError
 from tasks.nodes import load_env
 
@@ -21,8 +21,8 @@ REPO = Path(__file__).resolve().parents[2]
 SCRIPT = r"""
 import json, sys, time
 from pathlib import Path
-from tasks.discover import discover, write_env
-from tasks.discover_ask import choose
+from tasks.cluster.discover import discover, write_env
+from tasks.cli.discover_ask import choose
 from tasks.connect import SshSettings
 args = json.loads(sys.argv[1])
 settings = SshSettings(known_hosts=Path(args["kh"]) if args.get("kh") else None, connect_timeout=2)
@@ -137,7 +137,7 @@ def test_a_scan_holds_a_few_probes_whatever_the_range_size() -> None:
     must take addresses as it goes (one task per address took 24 GB for a /8) and find the listener."""
     import asyncio
 
-    from tasks.discover import _probe_all
+    from tasks.cluster.discover import _probe_all
 
     most_tasks = 0
 

@@ -1,4 +1,4 @@
-"""tasks.distribute on real nodes: image chain-streamed to workers, weights rsynced, each proven per node.
+"""tasks.ops.weights_copy on real nodes: image chain-streamed to workers, weights rsynced, each proven per node.
 
 The image part runs the library *on the head* (inside n1's namespaces, as a user there would), so
 `docker save` talks to the head's daemon and the chain runs n1 -> n2 -> n3 over real ssh. The weights
@@ -26,8 +26,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from tasks.connect import chain  # noqa: E402
-from tasks import distribute as dist  # noqa: E402
-from tasks import image_copy  # noqa: E402
+from tasks.ops import weights_copy as dist
+from tasks.ops import image_copy
 from tasks.errors import RunError  # noqa: E402
 from tasks.connect import HERE, SshLink, close_shared_connections  # noqa: E402
 
@@ -37,7 +37,7 @@ IMAGE_MB = 32
 DRIVER = r"""
 import dataclasses, json, sys
 sys.path.insert(0, sys.argv[1])
-from tasks import image_copy as d
+from tasks.ops import image_copy as d
 from tasks.connect import SshLink
 from tasks.errors import RunError
 a = json.loads(sys.argv[2])

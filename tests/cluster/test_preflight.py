@@ -11,7 +11,7 @@ import pytest
 
 from harness import cluster as rc
 from harness import rayimage
-from tasks import preflight as pf
+from tasks.cluster import preflight as pf
 from tasks.errors import RunError
 from tasks.nodes import Node
 from tasks.connect import SshSettings
@@ -87,8 +87,8 @@ ROOM_DRIVER = r"""
 import json, sys
 from pathlib import Path
 sys.path.insert(0, sys.argv[1])
-from tasks.cluster import Fleet
-from tasks.travel import bytes_to_copy
+from tasks.cluster.roles import Fleet
+from tasks.ops.travel import bytes_to_copy
 from tasks.plan import Options, make_plan
 from tasks.recipe import parse
 from tasks.connect import SshSettings

@@ -21,7 +21,7 @@ def read(self, argv, **kwargs):
     asked.append(list(argv))
     return real(self, argv, **kwargs)
 LocalRunner.read = read
-from tasks.cli import main
+from tasks.cli.main import main
 code = main(sys.argv[1:])
 print("ASKED " + json.dumps(asked))
 sys.exit(code)

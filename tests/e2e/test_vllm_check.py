@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks import vllm_check
+from tasks.ops import vllm_check
 from tasks.connect import LocalRunner
 from harness import rayimage, vllmsite
 

@@ -23,7 +23,9 @@ from typing import Callable, Iterator
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from tasks import cli, cluster, plan as plan_module
+from tasks.cli import main as cli
+from tasks.cluster import roles as cluster
+from tasks import plan as plan_module
 from tasks.config import env_options
 from tasks.errors import RunRecipeError
 from tasks.nodes import load_env

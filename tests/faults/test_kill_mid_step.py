@@ -256,7 +256,7 @@ def test_kill_during_cluster_weights_sync(cluster_project: ClusterProject) -> No
 
     from harness.hub import LocalHub
 
-    from tasks import distribute
+    from tasks.ops import weights_copy as distribute
     from tasks.connect import HERE, SshLink
 
     p, c = cluster_project, cluster_project.cluster

@@ -22,7 +22,8 @@ from typing import Callable, Iterator
 import pytest
 
 from harness.large_recipes import FLAGS, PLACEHOLDERS, placeholders, repeated_flags
-from tasks import cli, lint
+from tasks.cli import main as cli
+from tasks.lint import rules as lint
 
 MAX_RATIO = 3.0
 

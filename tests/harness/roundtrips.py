@@ -39,7 +39,7 @@ def main() -> int:
 
     fabric.Connection.run = run
     subprocess.Popen.__init__ = popen  # type: ignore[method-assign]
-    from tasks.cli import main as cli
+    from tasks.cli.main import main as cli
 
     try:
         code = cli(args)

@@ -8,8 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from tasks import bench, bench_run, cli, run_record
-from tasks.bench import BenchError
+from tasks.bench import results as bench
+from tasks.bench import run as bench_run
+from tasks.cli import main as cli
+from tasks.ops import run_record
+from tasks.bench.results import BenchError
 from tasks.connect import Result
 
 # `vllm bench serve --save-result` of vLLM 0.32.0 (the CPU build) against the tiny Llama, concurrency 2
@@ -220,7 +223,7 @@ def test_the_chart_is_a_png_and_a_missing_matplotlib_is_a_clear_error(home: Path
     pytest.importorskip("matplotlib")
     assert cli.main(["bench", "--history", "tiny", "--chart", str(home / "c.png")]) == 0
     assert (home / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    from tasks.bench_chart import series
+    from tasks.bench.chart import series
 
     lines = series(bench.history(bench_run.stored("tiny")))
     assert len(lines) == 2 and lines[0]["points"] == [(1, 100.0, 20.0), (2, 200.0, 40.0)]

@@ -10,9 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from tasks import bench, bench_run, bench_stack, cli, docker, gateway
-from tasks.bench import BenchError
-from tasks.docker import Container
+from tasks.bench import results as bench
+from tasks.bench import run as bench_run
+from tasks.bench import stack as bench_stack
+from tasks.cli import main as cli
+from tasks.facts import docker
+from tasks.stacks import gateway
+from tasks.bench.results import BenchError
+from tasks.facts.docker import Container
 from tasks.connect import Result
 
 from .test_bench import IMAGE, REAL, record
@@ -91,7 +96,7 @@ def test_a_gateway_running_an_older_configuration_or_an_entry_not_recorded_is_re
     monkeypatch.setattr(gateway, "listed", lambda port, key: {r.model for r in gw.routes} if key == KEY else None)
     with pytest.raises(BenchError, match=r"the entry duo-\w+ \(\S+\) has no run record .*`run-recipe stack duo -d`"):
         bench_stack.target(Runner(), "duo")
-    from tasks import run_record
+    from tasks.ops import run_record
 
     for rid in ("duo//duo-small", "duo//duo-fixed"):
         run_record.save(rid, record())
@@ -176,7 +181,7 @@ def test_a_stack_result_names_every_entry_and_the_gateway_and_compares_per_model
     assert "what differs: tiny-a argv --max-num-seqs: (absent) -> 8; gateway config:" in out
     assert "tiny-b, concurrency 1:" in out
     assert cli.main(["bench", "--history", "duo"]) == 1  # a recipe's results are apart from a stack's
-    from tasks.bench_chart import series
+    from tasks.bench.chart import series
 
     lines = series(bench.history(bench_run.stored("duo", stack=True)))
     assert [line["label"].split(":")[0][9:] for line in lines] == ["tiny-a", "tiny-b", "tiny-a", "tiny-b"]
@@ -184,7 +189,8 @@ def test_a_stack_result_names_every_entry_and_the_gateway_and_compares_per_model
 
 def test_a_keyed_server_without_its_key_names_the_variable_bench_reads(project: Path,  # noqa: F811
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    from tasks import readiness, run_record
+    from tasks.ops import readiness
+    from tasks.ops import run_record
 
     run_record.save("tiny", record(argv=["vllm", "serve", "rr/tiny", "--api-key", "****"]))
     head = Container("c" * 64, "tiny", "running", IMAGE, {})
@@ -206,7 +212,8 @@ def test_a_keyed_server_without_its_key_names_the_variable_bench_reads(project: 
 
 def test_a_stacks_live_view_shows_its_entries_vllm_numbers_only(duo: Path,
                                                                 capsys: pytest.CaptureFixture[str]) -> None:
-    from tasks import run_record, status_live
+    from tasks.ops import run_record
+    from tasks.cli import status_live
 
     for rid in ("duo//duo-small", "duo//duo-fixed", "duo", "other//duo-small"):
         run_record.save(rid, {"recipe": rid, "base_url": "http://127.0.0.1:9"})

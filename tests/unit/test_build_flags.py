@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks import build_spec, image
+from tasks import build_spec
+from tasks.ops import image
 from tasks.errors import RecipeError
 
 

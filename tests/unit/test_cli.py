@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.cli import parser
+from tasks.cli.main import parser
 
 ROOT = Path(__file__).resolve().parents[2]
 GOOD = "recipe_version: '1'\nname: Good\nmodel: org/good\ncontainer: img\ncommand: vllm serve org/good --port {port}\ndefaults:\n  port: 8000\n"

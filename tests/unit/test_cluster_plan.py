@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks import cluster, travel
+from tasks.cluster import roles as cluster
+from tasks.ops import travel
 from tasks.errors import ConfigError, RunRecipeError
 from tasks.plan import Options, make_plan
 from tasks.recipe import parse

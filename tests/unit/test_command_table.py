@@ -6,7 +6,7 @@ import argparse
 
 import pytest
 
-from tasks import cli
+from tasks.cli import main as cli
 
 
 @pytest.mark.parametrize("name", sorted(cli.COMMANDS))

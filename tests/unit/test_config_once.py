@@ -6,7 +6,7 @@ from pathlib import Path
 import dotenv
 import pytest
 
-from tasks import cli
+from tasks.cli import main as cli
 from tasks.plan import make_plan
 from tasks.recipe import parse
 

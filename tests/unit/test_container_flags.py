@@ -10,7 +10,10 @@ from typing import Iterator
 
 import pytest
 
-from tasks import cli, container_create, container_flags, launch
+from tasks.cli import main as cli
+from tasks.ops import container_create
+from tasks import container_flags
+from tasks.ops import launch
 from tasks.container_flags import DockerSide, Limits
 from tasks.errors import ConfigError
 from tasks.plan import Options, make_plan

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from tasks import facts, launch
-from tasks.cluster import Placement
+from tasks.facts import cache as facts
+from tasks.ops import launch
+from tasks.cluster.roles import Placement
 from tasks.plan import Options, make_plan
 from tasks.recipe import load_named
 from tasks.connect import LocalRunner

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks import crash_causes
+from tasks.ops import crash_causes
 
 LINES = [
     ("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of "

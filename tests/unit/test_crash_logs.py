@@ -8,7 +8,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from tasks import crash_logs, docker
+from tasks.ops import crash_logs
+from tasks.facts import docker
 from tasks.errors import RunError
 from tasks.connect import Result
 

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from tasks import execute, facts
-from tasks.commands import Command, Input, Proof
+from tasks.ops import execute
+from tasks.facts import cache as facts
+from tasks.ops.commands import Command, Input, Proof
 from tasks.errors import RunError
 from tasks.connect import Result
 

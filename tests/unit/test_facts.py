@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from tasks import facts
+from tasks.facts import cache as facts
 
 
 def test_gather_runs_asks_at_once_and_remembers_answers() -> None:

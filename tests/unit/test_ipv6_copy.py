@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks import distribute
+from tasks.ops import weights_copy as distribute
 from tasks.connect.chain import Worker
 from tasks.connect import SshLink, close_shared_connections, remote_path
 

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tasks import container_flags, facts, launch, steps
-from tasks.cluster import Placement
-from tasks.commands import shown
-from tasks.docker import Container
+from tasks import container_flags
+from tasks.facts import cache as facts
+from tasks.ops import launch
+from tasks.ops import answers as steps
+from tasks.cluster.roles import Placement
+from tasks.ops.commands import shown
+from tasks.facts.docker import Container
 from tasks.plan import Options, make_plan
 from tasks.recipe import load_named
 from tasks.connect import LocalRunner

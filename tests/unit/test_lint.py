@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks import lint, lint_cli
+from tasks.lint import rules as lint
+from tasks.cli import lint as lint_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "lint"

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from tasks import memo, plan, render
+from tasks import memo
+from tasks import plan
+from tasks import render
 from tasks.errors import RenderError
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks import memory_guard as mg
-from tasks import preflight
+from tasks.facts import memory as mg
+from tasks.cluster import preflight
 
 FIX = Path(__file__).parent / "fixtures" / "nvidia-smi"
 GiB = 1 << 30
@@ -70,7 +70,7 @@ def test_a_cpu_image_is_judged_against_system_ram_whatever_gpus_the_node_has() -
 
 
 def test_the_cpu_kv_cache_size_is_read_as_vllms_cpu_platform_reads_it(tmp_path: Path) -> None:
-    from tasks.memory_check import cpu_kv_bytes
+    from tasks.ops.memory_check import cpu_kv_bytes
     from tasks.plan import Options, make_plan
     from tasks.recipe import load_named
 
@@ -126,7 +126,7 @@ def test_a_node_capped_by_a_cgroup_has_only_the_cap_available(tmp_path: Path) ->
 
 
 def test_waiting_for_memory_after_a_stop_reads_this_machine() -> None:
-    from tasks.memory_check import wait_released
+    from tasks.ops.memory_check import wait_released
     from tasks.connect import LocalRunner
 
     assert wait_released(LocalRunner(), 1 << 20, timeout=0) is None
@@ -139,7 +139,8 @@ def test_stop_waits_on_every_node_at_once_and_names_who_holds_memory(tmp_path, m
     not two) and each gets its warning with the holders."""
     import time
 
-    from tasks import lifecycle, run_record
+    from tasks.serve import lifecycle
+    from tasks.ops import run_record
     from tasks.connect import LocalRunner
 
     monkeypatch.setenv("RUNRECIPE_HOME", str(tmp_path))

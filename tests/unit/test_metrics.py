@@ -6,7 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from tasks import lifecycle_cli, metrics, run_record, status_live
+from tasks.cli import lifecycle as lifecycle_cli
+from tasks.serve import metrics
+from tasks.ops import run_record
+from tasks.cli import status_live
 
 REAL = Path(__file__).parent / "fixtures" / "bench" / "vllm-0.32.0-metrics.txt"
 

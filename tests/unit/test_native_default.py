@@ -56,7 +56,7 @@ def test_help_says_native_is_the_default(home: Path) -> None:
 
 @pytest.mark.parametrize("value, ray", [("0", False), ("1", True)])
 def test_doit_takes_ray_as_a_variable(value: str, ray: bool) -> None:
-    from tasks import loader
+    from tasks.cli import loader
 
     assert loader._switch({"ray": value}, "ray") is ray
 
@@ -106,7 +106,7 @@ def test_doit_ray_with_a_cpu_recipe_is_refused(home: Path) -> None:
 
 
 def test_lint_vllm_plans_no_ray_run_of_a_cpu_recipe(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from tasks import lint_vllm
+    from tasks.cli import lint_vllm
 
     (home / "recipes" / "cpupair.yaml").write_text(CPU_PAIR)
     (home / "recipes" / "pair.yaml").write_text(RAY_RECIPE)

@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from tasks import cluster, shellwords, vllm_args
+from tasks.cluster import roles as cluster
+from tasks import shellwords
+from tasks import vllm_args
 from tasks.errors import RenderError
 from tasks.plan import Options, make_plan
 from tasks.recipe import load, parse

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tasks.cli import main
+from tasks.cli.main import main
 
 FIXTURE = Path(__file__).parent / "fixtures" / "origin" / "recipes.yaml"
 RECIPES: list[dict[str, Any]] = yaml.safe_load(FIXTURE.read_text())

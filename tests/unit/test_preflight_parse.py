@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks import preflight as pf
+from tasks.cluster import preflight as pf
 from tasks.errors import RunError
 from tasks.nodes import Node
 from tasks.connect import Result

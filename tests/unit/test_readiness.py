@@ -10,7 +10,7 @@ from typing import Iterator
 
 import pytest
 
-from tasks import readiness
+from tasks.ops import readiness
 
 
 class Endpoint(BaseHTTPRequestHandler):

@@ -7,7 +7,8 @@ import threading
 
 import pytest
 
-from tasks import cli_report, report
+from tasks.cli import events as cli_report
+from tasks import report
 from tasks.errors import ConfigError
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks import run_record
+from tasks.ops import run_record
 from tasks.flagtypes import run_words
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -68,7 +68,7 @@ def test_run_words_put_our_flags_before_the_vllm_words(words: list[str], flags: 
 def test_updates_from_several_processes_lose_nothing(home: Path) -> None:
     """A stop and a launch's last write are read-change-write on one file: under the records' lock no
     process writes over another's change (here: 4 processes x 25 increments, each holding a moment)."""
-    code = ("import time; from tasks import run_record\n"
+    code = ("import time; from tasks.ops import run_record\n"
             "def bump(r):\n    time.sleep(0.001)\n    return {**r, 'n': r.get('n', 0) + 1}\n"
             "for _ in range(25): run_record.update('r', bump)\n")
     env = {**os.environ, "RUNRECIPE_HOME": str(home), "PYTHONPATH": str(ROOT)}

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks import service, settings
+from tasks.serve import service
+from tasks import settings
 
 
 def test_words_stay_literal_for_systemd() -> None:

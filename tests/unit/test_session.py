@@ -6,7 +6,9 @@ from typing import Any
 
 import pytest
 
-from tasks import report, session, state
+from tasks import report
+from tasks.graph import session
+from tasks import state
 
 
 def test_dodo_takes_the_lock_before_the_loader_plans(monkeypatch: pytest.MonkeyPatch) -> None:

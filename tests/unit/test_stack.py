@@ -11,11 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from tasks import budget, gateway, hub_cache
+from tasks.stacks import budget
+from tasks.stacks import gateway
+from tasks.facts import hub_cache
 from tasks.errors import ConfigError, ModeError, RunRecipeError
 from tasks.plan import Options
-from tasks.stack import find, load
-from tasks.stack_plan import make_stack_plan
+from tasks.stacks.files import find, load
+from tasks.stacks.plan import make_stack_plan
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMIT = "a" * 40
@@ -323,7 +325,7 @@ def test_an_entry_may_not_take_the_gateways_name(project: Path) -> None:
 
 
 def test_the_gateway_key_may_come_from_the_env_file(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from tasks.stack_cli import load as load_stack
+    from tasks.cli.stack import load as load_stack
 
     monkeypatch.delenv("DUO_KEY", raising=False)
     (project / ".env").write_text("DUO_KEY=sk-from-dotenv\n")
@@ -372,7 +374,7 @@ def test_an_entry_whose_server_wants_an_api_key_is_refused_behind_the_gateway(pr
 
 def test_doit_list_shows_the_stacks_that_stack_name_finds(project: Path) -> None:
     """`run-recipe stack NAME` takes stacks/NAME.yml as well as .yaml: `doit list` must list both."""
-    from tasks.loader import _stack_tasks
+    from tasks.cli.loader import _stack_tasks
 
     write(project, "name: one\nmodels: [{recipe: small}]\n", name="one")
     (project / "stacks" / "two.yml").write_text("name: two\nmodels: [{recipe: small}]\n")
@@ -419,7 +421,8 @@ def test_an_entry_on_the_head_cannot_be_opened_past_the_gateway(project: Path, e
 def test_ids_record_files_and_unit_names_are_all_different_for_different_recipes(project: Path) -> None:
     """A stack `4x` with an entry `minimax-m2.5` took the catalogue's `4x/minimax-m2.5` (same labels: one run
     removed the other's containers); record and unit names folded `/` and `-` together."""
-    from tasks import service, state
+    from tasks.serve import service
+    from tasks import state
 
     (project / "recipes" / "4x").mkdir()
     (project / "recipes" / "4x" / "minimax-m2.5.yaml").write_text(textwrap.dedent(RECIPES["fixed"]))

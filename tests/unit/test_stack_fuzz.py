@@ -16,12 +16,12 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from tasks import gateway
-from tasks.cluster import preview
+from tasks.stacks import gateway
+from tasks.cluster.roles import preview
 from tasks.errors import RunRecipeError
 from tasks.plan import Options, bash_n
-from tasks.stack import load
-from tasks.stack_plan import make_stack_plan
+from tasks.stacks.files import load
+from tasks.stacks.plan import make_stack_plan
 
 WORK = Path(tempfile.mkdtemp(prefix="rr-stack-fuzz-"))
 SEEN: Counter = Counter()

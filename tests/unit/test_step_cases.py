@@ -9,10 +9,10 @@ from typing import Any, Callable
 
 import pytest
 
-from tasks import steps
-from tasks.commands import Command, as_json
-from tasks.docker import Container
-from tasks.image import BuildSpec
+from tasks.ops import answers as steps
+from tasks.ops.commands import Command, as_json
+from tasks.facts.docker import Container
+from tasks.ops.image import BuildSpec
 
 CASES = Path(__file__).parent / "steps_cases"
 

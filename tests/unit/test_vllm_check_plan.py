@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks import graph, vllm_check
+from tasks.graph import doit_tasks as graph
+from tasks.ops import vllm_check
 from tasks.plan import Options, make_plan
 from tasks.recipe import parse
 
@@ -138,7 +139,7 @@ def test_every_refused_flag_of_an_argv_is_reported_not_only_the_first() -> None:
 def test_advisory_checks_warn_on_flags_only_a_mod_may_add() -> None:
     from types import SimpleNamespace
 
-    from tasks.lint_vllm import advisory
+    from tasks.cli.lint_vllm import advisory
 
     plans = {"modded": SimpleNamespace(mods=("m",), build=SimpleNamespace(dockerfile="Dockerfile")),
              "plain": SimpleNamespace(mods=(), build=SimpleNamespace(dockerfile="Dockerfile"))}

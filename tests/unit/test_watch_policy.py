@@ -1,7 +1,7 @@
 """The watcher's policy over scripted runs: re-form on a failure, exponential backoff, the crash-loop cap."""
 from __future__ import annotations
 
-from tasks import watch
+from tasks.serve import watch
 from tasks.errors import RunError
 
 
@@ -114,7 +114,8 @@ ESCAPES = "\x1b[2J\x1b]0;pwned\x07\x1b]8;;http://evil\x1b\\click\x1b]8;;\x1b\\\r
 
 def test_log_text_reaches_records_and_lines_without_terminal_controls() -> None:
     """A container's log is someone else's text: kept in the run record, printed by watch and status."""
-    from tasks import docker, lifecycle
+    from tasks.facts import docker
+    from tasks.serve import lifecycle
     from tasks.connect import Result
 
     class Logs:

@@ -1,0 +1,2 @@
+"""`run-recipe lint`: recipe rules, origin rules and the check by an image's own vLLM."""
+

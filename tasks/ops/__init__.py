@@ -1,0 +1,2 @@
+"""The steps, one module each (build, mods, download, copies, check, launch): each answers Noop or the commands it runs."""
+

@@ -1,0 +1,76 @@
+"""The head's image and weights sent to the cluster's workers: per worker, an answer and an action.
+
+graph.cluster_tasks wraps these into the `image:<tag>@<node>` and `weights:<model>@<node>` doit tasks;
+here is what each asks and does, so the graph only wires dependencies."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..errors import RunError
+from ..facts import cache as facts, docker, hub_cache
+from ..nodes import Node
+from . import answers as steps, image_copy, weights, weights_copy as distribute
+from ..plan import Model, Plan
+from ..cluster.preflight import check_room
+
+if TYPE_CHECKING:
+    from ..cluster.roles import Fleet
+
+
+class WorkerCopies:
+    """One cluster plan's copies from the head to its workers (the chain order is COPY_HOSTS's)."""
+
+    def __init__(self, plan: Plan, fleet: "Fleet") -> None:
+        self.plan, self.fleet = plan, fleet
+        self.head, self.tag = fleet.runners[0], plan.build.tag
+        self.cache = str(hub_cache.hub_cache_dir())
+        self.runner_of = {n.target: r for n, r in fleet.workers}
+
+    def copy_chain(self, node: Node, what: str) -> list[distribute.Worker]:
+        """`node` and the workers after it, each reached at its copy address (COPY_HOSTS or its own)."""
+        chain = self.fleet.copy_workers()
+        names = [w.name for w in chain]
+        if node.target not in names:
+            raise RunError(f"{node.target} lacks {what}, and COPY_HOSTS (.env) has no address of it, so nothing is "
+                           "copied there: add its address to COPY_HOSTS, or put it there yourself", node=node.target)
+        return chain[names.index(node.target):]
+
+    def room_for_image(self, stale: list[distribute.Worker], size: int | None) -> None:
+        """Room on the head and the stale workers: preflight ran before the build, when the size was unknown."""
+        on_head, on_worker = image_copy.image_room(size or 0)
+        check_room([self.head], on_head, f"`docker save {self.tag}`, which writes the image out first")
+        check_room([self.runner_of[w.name] for w in stale], on_worker,
+                   f"the image {self.tag} (`docker load` unpacks its whole tar first: twice its size)")
+
+    def same_image(self, node: Node) -> steps.Answer:
+        info = docker.image_info(self.head, self.tag)
+        there = docker.image_id(self.runner_of[node.target], self.tag) if info else None  # a fact: launch asks it too
+        return steps.image_copy(self.tag, node.target, info and info["id"], there, info and info.get("size") or 0)
+
+    def send_image(self, node: Node) -> tuple[distribute.Report, list[distribute.Worker]]:
+        """Stream the head's image to `node` and the workers after it that lack it."""
+        head_id = docker.image_id(self.head, self.tag)
+        if not head_id:
+            raise RunError(f"image '{self.tag}' is not on the head; add --setup to build it")
+        chain = self.copy_chain(node, f"the image {self.tag}")
+        try:
+            report = image_copy.distribute_image(self.tag, head_id, chain, before_send=self.room_for_image)
+        finally:
+            for w in chain:
+                facts.forget(w.name)  # images arrived by stream, not through a runner
+        return report, chain
+
+    def weights_synced(self, model: Model, node: Node) -> steps.Answer:
+        commit = weights.resolve_commit(model.repo, model.revision, offline=True, cache_dir=self.cache)
+        return distribute.weights_answer(self.cache, self.cache, model.repo, commit, self.fleet.link(node), node.target)
+
+    def sync_weights(self, model: Model, node: Node) -> tuple[str, distribute.Report, list[distribute.Worker]]:
+        """This worker and the ones after it: what several lack leaves the head once (a chain);
+        --verify hashes per node, so each task then looks at its own node only."""
+        rest = self.copy_chain(node, f"files of {model.key}")
+        targets = rest[:1] if self.plan.options.verify else rest
+        commit = weights.resolve_commit(model.repo, model.revision, offline=True, cache_dir=self.cache)
+        report = distribute.sync_weights(self.cache, self.cache, model.repo, commit, targets,
+                                         verify=self.plan.options.verify)
+        return commit, report, targets
+

@@ -1,0 +1,2 @@
+"""Keeping recipes serving: run records, the watcher, systemd units, status and stop."""
+

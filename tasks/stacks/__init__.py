@@ -1,0 +1,2 @@
+"""Stacks: several recipes placed on nodes behind one gateway, with a memory budget per node."""
+
