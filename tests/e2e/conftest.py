@@ -57,7 +57,10 @@ class Project:
         ids = self.docker("ps", "-aq", "--no-trunc", "--filter", f"label=runrecipe.recipe={rid}").stdout.split()
         if not ids:
             return []
-        return json.loads(self.docker("inspect", *ids).stdout)
+        # a container may go between the two calls (a watcher re-forming its group): inspect says so on
+        # stderr and still prints the others
+        listed = self.docker("inspect", *ids, check=False).stdout
+        return json.loads(listed) if listed.strip() else []
 
     def remove_test_images(self) -> None:
         """Images the e2e recipes build (rr-e2e-*, their mods images) go: each test starts from "never built"."""
