@@ -22,10 +22,9 @@ from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 from .. import masking, settings, state
-from ..connect import tail
+from ..connect import Connector, tail
 from ..errors import RunError
 from ..facts import docker
-from ..facts.docker import Runner
 from ..ops import readiness, run_record
 from . import results as bench
 from .results import BenchError
@@ -70,7 +69,7 @@ def start_hint(recipe_id: str) -> str:
     return f"start it with `run-recipe {recipe_id} -d` (add --solo or -n as you launch it), then bench again"
 
 
-def target(runner: Runner, recipe_id: str, key: str = "", key_var: str = "VLLM_API_KEY") -> Target:
+def target(runner: Connector, recipe_id: str, key: str = "", key_var: str = "VLLM_API_KEY") -> Target:
     """The recipe's running, ready server, or a BenchError naming what is missing and how to start it;
     `key` (from the variable `key_var`) is the bearer a server started with an API key wants."""
     record = run_record.read(recipe_id) or {}
@@ -115,7 +114,7 @@ def client_argv(tgt: Target, params: Params, concurrency: int, folder: Path, nam
             "--result-filename", f"{name}.json"]  # one per client: a stack runs several per level
 
 
-def measure(runner: Runner, tgt: Target, params: Params, note: Note,
+def measure(runner: Connector, tgt: Target, params: Params, note: Note,
             clock: Callable[[], float] = time.monotonic) -> dict:
     """Every level in turn, then the stored result's document; raises (storing nothing) when one fails."""
     started = now()
@@ -124,7 +123,7 @@ def measure(runner: Runner, tgt: Target, params: Params, note: Note,
     return bench.document(tgt.recipe, fp, levels, started, now())
 
 
-def run_levels(runner: Runner, targets: Sequence[Target], params: Params, note: Note,
+def run_levels(runner: Connector, targets: Sequence[Target], params: Params, note: Note,
                clock: Callable[[], float] = time.monotonic, by_model: bool = False) -> list[dict]:
     """Each target's levels in turn, within one --timeout (`by_model`: each level names its target's model);
     raises, storing nothing, when one fails or a request failed."""
@@ -151,7 +150,7 @@ def run_levels(runner: Runner, targets: Sequence[Target], params: Params, note: 
     return [lv for _, lv in done]
 
 
-def _level(runner: Runner, tgt: Target, params: Params, concurrency: int, folder: Path, left: float) -> dict:
+def _level(runner: Connector, tgt: Target, params: Params, concurrency: int, folder: Path, left: float) -> dict:
     """One client container; on a timeout or interrupt it is removed, not left generating load."""
     if left <= 0:
         raise BenchError(f"the bench ran out of its --timeout {params.timeout:.0f} s before concurrency "

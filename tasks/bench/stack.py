@@ -21,7 +21,8 @@ from . import results as bench, run as bench_run
 from .results import BenchError
 from .run import Note, Params, Target
 from ..config import env_options
-from ..facts.docker import LABEL, Runner
+from ..facts.docker import LABEL
+from ..connect import Connector
 from ..errors import RunError
 from ..stacks.gateway import GatewayPlan
 from ..plan import Options, env_file
@@ -54,7 +55,7 @@ def plan(name: str) -> tuple[StackPlan, GatewayPlan]:
     return stack_plan, gw
 
 
-def target(runner: Runner, name: str) -> StackTarget:
+def target(runner: Connector, name: str) -> StackTarget:
     """The stack's gateway running with the current configuration and listing every model, and each entry
     recorded and not stopped; else a BenchError naming what is missing and how to start it."""
     stack_plan, gw = plan(name)
@@ -76,7 +77,7 @@ def target(runner: Runner, name: str) -> StackTarget:
     return StackTarget(gw.stack, gw, image, targets)
 
 
-def _running_gateway(runner: Runner, gw: GatewayPlan, key: str, name: str) -> str:
+def _running_gateway(runner: Connector, gw: GatewayPlan, key: str, name: str) -> str:
     """The gateway's image ID, once its container runs with the inputs the stack file gives now."""
     running = [c for c in docker.containers(runner, recipe=gw.id) if c.running]
     if not running:
@@ -92,7 +93,7 @@ def _running_gateway(runner: Runner, gw: GatewayPlan, key: str, name: str) -> st
     return image
 
 
-def _entry(runner: Runner, placed: Placed, model: str, gw: GatewayPlan, key: str, name: str) -> Target:
+def _entry(runner: Connector, placed: Placed, model: str, gw: GatewayPlan, key: str, name: str) -> Target:
     """The client target of one entry: the gateway's address and key, the entry's image and tokenizer."""
     rid = placed.plan.recipe.id
     record = run_record.read(rid) or {}
@@ -116,7 +117,7 @@ def _read_only(mount: str) -> str:
     return mount if mount.endswith(":ro") else f"{mount}:ro"
 
 
-def measure(runner: Runner, tgt: StackTarget, params: Params, note: Note,
+def measure(runner: Connector, tgt: StackTarget, params: Params, note: Note,
             clock: Callable[[], float] = time.monotonic) -> dict:
     """Every model's levels through the gateway, then the stored result's document (nothing when one fails)."""
     started = bench_run.now()

@@ -19,10 +19,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence, Union
 
-from ..connect import LocalRunner
+from ..connect import Connector, LocalRunner
 from ..errors import RunError
 from ..facts import cache as facts, docker, memory as memory_guard
-from ..facts.docker import Runner
 from ..masking import printable
 from ..nodes import Node
 from ..sizes import human_bytes
@@ -195,7 +194,7 @@ def parse_parts(text: str) -> dict[str, tuple[int, str]]:
     return parts
 
 
-def gather(runner: Runner, hf_cache: str = DEFAULT_HF_CACHE, links: bool = False) -> NodeFacts:
+def gather(runner: Connector, hf_cache: str = DEFAULT_HF_CACHE, links: bool = False) -> NodeFacts:
     """Read one node's facts in one read-only call; never raises for a node problem.
 
     `links`: also list its network interfaces and RDMA devices (the run names some to use). The
@@ -257,23 +256,23 @@ def memory_facts(parts: dict[str, tuple[int, str]]) -> memory_guard.Memory:
                                memory_guard.parse_holders(text("gpu_apps"), text("top")))
 
 
-def read_memory(runner: Runner) -> memory_guard.Memory:
+def read_memory(runner: Connector) -> memory_guard.Memory:
     """One node's memory now, asked once per run unless preflight's gathering told it already (a
     command that changes the node, like removing a container, makes it be asked again)."""
     return facts.fact(runner.node, "memory", (), lambda: memory_facts(
         parse_parts(runner.read(["sh", "-c", MEMORY_SCRIPT, "memory"], timeout=30).stdout)))
 
 
-def _df(runner: Runner, path: str) -> Disk:
+def _df(runner: Connector, path: str) -> Disk:
     res = runner.read(["sh", "-c", _FUNCTIONS + 'df_at "$1"', "sh", path], timeout=20)
     return parse_df(res.stdout, path)
 
 
-def check_room(runners: Sequence[Runner], need: int, what: str) -> None:
+def check_room(runners: Sequence[Connector], need: int, what: str) -> None:
     """Each node's Docker disk has room for `need` bytes, else a RunError naming every short node.
 
     For a copy whose size preflight could not know: the first run builds the image after it."""
-    def free(runner: Runner) -> Disk:
+    def free(runner: Connector) -> Disk:
         return _df(runner, docker.engine_facts(runner)["root"])
 
     with ThreadPoolExecutor(max_workers=max(1, min(MAX_WORKERS, len(runners)))) as pool:
@@ -328,7 +327,7 @@ def _disk_needs(facts: NodeFacts, need: Need) -> list[tuple[Disk, int]]:
     return list(merged.values())
 
 
-def preflight(nodes: Sequence[Node], runners: Mapping[str, Runner] | Sequence[Runner],
+def preflight(nodes: Sequence[Node], runners: Mapping[str, Connector] | Sequence[Connector],
               bytes_needed: Mapping[str, Need], *, hf_cache: str = DEFAULT_HF_CACHE,
               require_gpu: bool = False, interfaces: Sequence[str] = (), hcas: Sequence[str] = (),
               max_workers: int = MAX_WORKERS) -> list[NodeFacts]:

@@ -25,7 +25,7 @@ from ..plan import Plan, check_bash
 from ..vllm_args import EXECUTOR, Command
 
 if TYPE_CHECKING:
-    from ..facts.docker import Runner
+    from ..connect import Connector
 
 RAY_OBJECT_STORE = "1073741824"
 RAY_JOIN_TIMEOUT = 600
@@ -35,7 +35,7 @@ RAY_JOIN_TIMEOUT = 600
 class Placement:
     """One container of a run: the node it runs on (through its runner) and the script it runs."""
 
-    runner: "Runner"
+    runner: "Connector"
     script: str
     rank: int = 0
 
@@ -165,13 +165,13 @@ class Fleet:
                               "machine: run run-recipe on the head, or list this machine first in -n/CLUSTER_NODES")
         head = LocalRunner()
         head.node = plan.head.target  # errors on the head name it as -n/.env does, not "local"
-        self.runners: list[Runner] = [head] + [RemoteRunner(n, settings) for n in plan.nodes[1:]]
+        self.runners: list[Connector] = [head] + [RemoteRunner(n, settings) for n in plan.nodes[1:]]
         self._net: Network | None = None
         self._places: list[Any] | None = None
         self._routes: dict[str, Node | None] | None = None
 
     @property
-    def workers(self) -> list[tuple[Node, "Runner"]]:
+    def workers(self) -> list[tuple[Node, "Connector"]]:
         return list(zip(self.plan.nodes[1:], self.runners[1:]))
 
     def link(self, node: Node) -> SshLink:
@@ -223,7 +223,7 @@ class Fleet:
         return self._places
 
 
-def engine_id(runner: "Runner") -> str:
+def engine_id(runner: "Connector") -> str:
     """The docker engine's ID: one per machine, whatever address reached it."""
     return runner.read(["docker", "info", "--format", "{{.ID}}"]).stdout.strip()
 
@@ -242,14 +242,14 @@ def pair_copy_hosts(worker_ids: dict[str, str], hosts: list[tuple[Node, str]],
     return {target: by_id.get(i) for target, i in worker_ids.items()}
 
 
-def route_interface(runner: "Runner", ip: str) -> str:
+def route_interface(runner: "Connector", ip: str) -> str:
     """The interface this node uses to reach `ip` (`ip -o route get`)."""
     res = runner.read(["ip", "-o", "route", "get", ip], check=False)
     words = res.stdout.split()
     return words[words.index("dev") + 1] if res.ok and "dev" in words else ""
 
 
-def infiniband_hcas(runner: "Runner") -> str:
+def infiniband_hcas(runner: "Connector") -> str:
     """HCAs whose port is up, from `ibdev2netdev` (Mellanox/ConnectX); empty without InfiniBand/RoCE."""
     res = runner.read(["sh", "-c", "command -v ibdev2netdev >/dev/null && ibdev2netdev || true"], check=False)
     hcas = [line.split()[0] for line in res.stdout.splitlines() if "(Up)" in line and line.split()]

@@ -96,12 +96,12 @@ class RemoteRunner:
 
     def __init__(self, node: Node, settings: SshSettings) -> None:
         self.host = node
-        self.node = node.target  # what errors and the Runner protocol call the node
+        self.node = node.target  # what errors and the Connector protocol call the node
         self.settings = settings
         self._conn = None
         self._lock = threading.Lock()
 
-    # -- the Runner interface --------------------------------------------------------------
+    # -- the Connector interface -----------------------------------------------------------
     @property
     def link(self) -> SshLink:
         """How a pipeline on this machine reaches the node (OpenSSH, the same host-key policy)."""

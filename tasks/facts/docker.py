@@ -1,4 +1,4 @@
-"""Facts and changes on a Docker engine, as small functions over a Runner.
+"""Facts and changes on a Docker engine, as small functions over a Connector.
 
 Every fact (an image ID, a container's labels) is computed here, in one place,
 so image, mods and launch steps agree on what "the same" means.
@@ -8,9 +8,9 @@ from __future__ import annotations
 import json
 from datetime import datetime, timezone
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
-from ..connect import Result
+from ..connect import Connector
 from ..errors import RunError
 from ..masking import printable
 from . import cache as facts
@@ -21,15 +21,6 @@ LABEL_KEYS = ("recipe", "inputs", "file", "endpoint", "started", "weights", "sta
 # what a run needs of an engine: version, runtimes (nvidia?) and data root (its free disk)
 LOG_TAIL = 30  # lines of a server's log an error shows
 ENGINE_FORMAT = '{"version":{{json .ServerVersion}},"runtimes":{{json .Runtimes}},"root":{{json .DockerRootDir}}}'
-
-
-class Runner(Protocol):
-    node: str
-
-    def read(self, argv: list[str], *, check: bool = True, timeout: float = 60) -> Result: ...
-
-    def run(self, argv: list[str], *, stream: bool = True, timeout: float | None = None,
-            check: bool = True) -> Result: ...
 
 
 @dataclass(frozen=True)
@@ -45,12 +36,12 @@ class Container:
         return self.state == "running"
 
 
-def engine_facts(runner: Runner) -> dict[str, Any]:
+def engine_facts(runner: Connector) -> dict[str, Any]:
     """Server version, runtimes and data root, asked once per node per run (preflight's gather tells it too)."""
     return facts.fact(runner.node, "docker info", (), lambda: _engine_facts(runner))
 
 
-def _engine_facts(runner: Runner) -> dict[str, Any]:
+def _engine_facts(runner: Connector) -> dict[str, Any]:
     res = runner.read(["docker", "info", "--format", ENGINE_FORMAT], check=False, timeout=20)
     found = json.loads(res.stdout.strip().splitlines()[-1]) if res.ok and res.stdout.strip() else {}
     if not res.ok or not found.get("version"):
@@ -60,17 +51,17 @@ def _engine_facts(runner: Runner) -> dict[str, Any]:
     return found
 
 
-def has_nvidia_runtime(runner: Runner) -> bool:
+def has_nvidia_runtime(runner: Connector) -> bool:
     return "nvidia" in (engine_facts(runner).get("runtimes") or {})
 
 
-def image_info(runner: Runner, ref: str) -> dict | None:
+def image_info(runner: Connector, ref: str) -> dict | None:
     """ID, labels, working dir, size and env (the `ENV` its containers start with) of a local image, or None
     when the engine has no such image."""
     return facts.fact(runner.node, "image", ref, lambda: _image_info(runner, ref))
 
 
-def _image_info(runner: Runner, ref: str) -> dict | None:
+def _image_info(runner: Connector, ref: str) -> dict | None:
     res = runner.read(["docker", "image", "inspect", "--format",
                        '{"id":{{json .Id}},"labels":{{json .Config.Labels}},"workdir":{{json .Config.WorkingDir}},'
                        '"size":{{json .Size}},"env":{{json .Config.Env}}}',
@@ -86,18 +77,18 @@ def _image_info(runner: Runner, ref: str) -> dict | None:
     return info
 
 
-def image_id(runner: Runner, ref: str) -> str | None:
+def image_id(runner: Connector, ref: str) -> str | None:
     info = image_info(runner, ref)
     return info["id"] if info else None
 
 
-def containers(runner: Runner, **labels: str) -> list[Container]:
+def containers(runner: Connector, **labels: str) -> list[Container]:
     """Containers (running or not) carrying all the given runrecipe labels; matched by label, never by name."""
     key = tuple(sorted(labels.items()))
     return list(facts.fact(runner.node, "containers", key, lambda: _containers(runner, labels)))
 
 
-def _containers(runner: Runner, labels: dict[str, str]) -> tuple[Container, ...]:
+def _containers(runner: Connector, labels: dict[str, str]) -> tuple[Container, ...]:
     fields = ["{{json .ID}}", "{{json .Names}}", "{{json .State}}", "{{json .Image}}", "{{json .CreatedAt}}"]
     fields += [f'{{{{json (.Label "{LABEL}.{key}")}}}}' for key in LABEL_KEYS]
     argv = ["docker", "ps", "-a", "--no-trunc", "--format", "\t".join(fields)]
@@ -123,7 +114,7 @@ def _created(text: str) -> str:
         return ""
 
 
-def container_named(runner: Runner, name: str) -> Container | None:
+def container_named(runner: Connector, name: str) -> Container | None:
     res = runner.read(["docker", "inspect", "--type", "container", "--format",
                        '{"id":{{json .Id}},"state":{{json .State.Status}},"image":{{json .Config.Image}},'
                        '"labels":{{json .Config.Labels}}}', name], check=False)
@@ -133,7 +124,7 @@ def container_named(runner: Runner, name: str) -> Container | None:
     return Container(d["id"], name, d["state"], d["image"], d["labels"] or {})
 
 
-def state(runner: Runner, container_id: str) -> tuple[str, int]:
+def state(runner: Connector, container_id: str) -> tuple[str, int]:
     """(status, exit code) of a container; ('gone', -1) once it no longer exists."""
     res = runner.read(["docker", "inspect", "--format", "{{.State.Status}} {{.State.ExitCode}}",
                        container_id], check=False)
@@ -143,13 +134,13 @@ def state(runner: Runner, container_id: str) -> tuple[str, int]:
     return status, int(code)
 
 
-def logs_tail(runner: Runner, container_id: str, lines: int = LOG_TAIL) -> str:
+def logs_tail(runner: Connector, container_id: str, lines: int = LOG_TAIL) -> str:
     """The server's last lines as text to keep and show: what the container wrote cannot steer a terminal."""
     res = runner.read(["docker", "logs", "--tail", str(lines), container_id], check=False)
     return printable(res.stdout + res.stderr).strip()
 
 
-def logs(runner: Runner, container_id: str, timeout: float = 30) -> str:
+def logs(runner: Connector, container_id: str, timeout: float = 30) -> str:
     """A container's whole log as a terminal shows `docker logs`: stdout and stderr lines in the order
     they were written. A captured read returns the two streams apart (vLLM logs to stdout, tracebacks go
     to stderr), so they are merged by docker's timestamps (fixed width, UTC: they sort as text)."""
@@ -165,7 +156,7 @@ def logs(runner: Runner, container_id: str, timeout: float = 30) -> str:
     return "".join(f"{line}\n" for *_, line in sorted(stamped))
 
 
-def remove(runner: Runner, container_ids: list[str]) -> None:
+def remove(runner: Connector, container_ids: list[str]) -> None:
     if container_ids:
         runner.run(["docker", "rm", "-f", *container_ids], stream=False)
 

@@ -9,12 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 from ..cluster.roles import Fleet
-from ..connect import SshSettings
+from ..connect import LocalRunner, SshSettings
 from ..stacks import gateway
 from ..stacks.gateway import GatewayPlan
 from .doit_tasks import Check, _step, cluster_tasks, task_namespace, tasks_of
 from ..cluster.roles import Placement
-from ..connect import LocalRunner
 from ..plan import Plan
 from ..stacks.plan import StackPlan
 

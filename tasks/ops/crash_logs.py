@@ -18,16 +18,15 @@ from typing import Iterable, Sequence
 
 from .. import masking, settings, state
 from ..facts import docker
-from ..facts.docker import Runner
+from ..connect import Connector, tail
 from ..errors import ConfigError, NotReadyError, RunError
-from ..connect import tail
 from ..plan import Plan
 
 FOLDER = "logs"
 KEEP = 20  # failed launches kept per recipe: a watcher's crash loop must not fill the disk
 
 
-def failure(plan: Plan, containers: Sequence[tuple[Runner, str]], failing: int, what: str, *,
+def failure(plan: Plan, containers: Sequence[tuple[Connector, str]], failing: int, what: str, *,
             command: str = "", code: int | None = None) -> NotReadyError:
     """The error of a launch whose server cannot become ready, made once every node's log is kept.
 
@@ -44,7 +43,7 @@ def failure(plan: Plan, containers: Sequence[tuple[Runner, str]], failing: int, 
                          tail=tail(log, docker.LOG_TAIL))
 
 
-def keep(plan: Plan, containers: Sequence[tuple[Runner, str]]) -> tuple[list[str | None], str]:
+def keep(plan: Plan, containers: Sequence[tuple[Connector, str]]) -> tuple[list[str | None], str]:
     """Each container's whole log, scrubbed of secrets (None when its node could not give it), and a line
     saying where they are kept, or why they could not be."""
     # masking knows the run's secrets (HF_TOKEN, .env, -e, --api-key); a recipe's own env adds its own

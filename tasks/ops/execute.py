@@ -15,14 +15,14 @@ from typing import Iterable, Mapping
 from .. import settings
 from ..facts import cache as facts, docker
 from .commands import Command, shown
-from ..connect import Connector as Runner, Result
+from ..connect import Connector, Result
 from ..errors import RunError
 
 ran: list[tuple[str, str]] = []  # (node, shown text) of every command run by this process, in order
 _LOCK = threading.Lock()
 
 
-def run(runner: Runner, command: Command) -> Result:
+def run(runner: Connector, command: Command) -> Result:
     """Run one Command on `runner` (its node must be the command's), then check its proof; a failed command
     raises RunError unless the command says the caller explains failures (check False)."""
     _record(command)
@@ -41,12 +41,12 @@ def run(runner: Runner, command: Command) -> Result:
     return result
 
 
-def run_all(runners: Mapping[str, Runner], commands: Iterable[Command]) -> list[Result]:
+def run_all(runners: Mapping[str, Connector], commands: Iterable[Command]) -> list[Result]:
     """Every command in order, each on its node's runner; stops at the first failure (it raises)."""
     return [run(runners[c.node], c) for c in commands]
 
 
-def _prove(runner: Runner, command: Command) -> None:
+def _prove(runner: Connector, command: Command) -> None:
     """The command reported success; the node must now show what it promised."""
     proof = command.proves
     assert proof is not None

@@ -13,7 +13,8 @@ from ..build_spec import BuildSpec
 from ..facts import docker
 from . import execute
 from .commands import Command, Proof
-from ..facts.docker import LABEL, Runner
+from ..facts.docker import LABEL
+from ..connect import Connector
 from ..errors import RunError
 
 
@@ -34,7 +35,7 @@ def not_here(spec: BuildSpec) -> str:
             f"to build it from {spec.dockerfile_path}")
 
 
-def as_is(runner: Runner, spec: BuildSpec) -> dict[str, str]:
+def as_is(runner: Connector, spec: BuildSpec) -> dict[str, str]:
     """--no-build: the tag as it is on this node (pulled, loaded or built elsewhere), never built; its image ID."""
     info = docker.image_info(runner, spec.tag)
     if not info:
@@ -49,7 +50,7 @@ def build_command(spec: BuildSpec, digest: str | None = None) -> Command:
                    proves=Proof(spec.tag, f"{LABEL}.inputs", digest))
 
 
-def build(runner: Runner, spec: BuildSpec) -> dict[str, str]:
+def build(runner: Connector, spec: BuildSpec) -> dict[str, str]:
     """docker build through the executor (which proves the tag now carries this build's inputs); the image ID."""
     execute.run(runner, build_command(spec))
     return {"image_id": docker.image_id(runner, spec.tag) or ""}

@@ -25,7 +25,8 @@ from ..cluster.roles import Placement
 from ..facts import docker, hub_cache, memory as memory_guard
 from . import answers as steps, container_create, crash_logs, execute, mods, readiness, run_record, vllm_check, weights
 from .commands import Command, Input
-from ..facts.docker import LABEL, Container, Runner
+from ..facts.docker import LABEL, Container
+from ..connect import Connector
 from ..errors import ConfigError, NotReadyError, RunError
 from ..plan import Plan
 from ..report import Ready, StepStarted, Warn, emit, say
@@ -99,7 +100,7 @@ class Wanted:
     image: str
 
 
-def solo(runner: Runner, plan: Plan) -> list[Placement]:
+def solo(runner: Connector, plan: Plan) -> list[Placement]:
     return [Placement(runner, plan.script)]
 
 
@@ -113,7 +114,7 @@ def wanted(place: Placement, plan: Plan, record: list[str] | None) -> Wanted:
                   text, image)
 
 
-def serving(runner: Runner, plan: Plan, digest: str) -> Container | None:
+def serving(runner: Connector, plan: Plan, digest: str) -> Container | None:
     for c in docker.containers(runner, recipe=plan.recipe.id):
         if c.running and c.labels.get(f"{LABEL}.inputs") == digest:
             return c
@@ -282,7 +283,7 @@ def _record(plan: Plan, nodes: list[tuple[Placement, Wanted, str]], earlier: dic
     return data
 
 
-def _clear(runner: Runner, plan: Plan, ours: list[Container], clear: tuple[Command, ...]) -> bool:
+def _clear(runner: Connector, plan: Plan, ours: list[Container], clear: tuple[Command, ...]) -> bool:
     """Remove this recipe's old containers (`clear`: the commands that do it; True when there were some);
     refuse to touch a same-named container we did not start."""
     named = docker.container_named(runner, plan.container_name)
@@ -316,7 +317,7 @@ def start_commands(place: Placement, plan: Plan, want: Wanted) -> list[Command]:
             Command(("docker", "start", name), node, timeout=60)]
 
 
-def _start(runner: Runner, start: list[Command]) -> str:
+def _start(runner: Connector, start: list[Command]) -> str:
     """Run the start commands (create, copy, start) through the executor; the new container's ID.
     A failed copy or start removes the container it created."""
     create, *rest = start
@@ -345,7 +346,7 @@ def script_tar(files: Mapping[str, str]) -> bytes:
     return buf.getvalue()
 
 
-def wait_ready(runner: Runner, plan: Plan, cid: str, workers: list[tuple[Runner, str]] = (),  # type: ignore[assignment]
+def wait_ready(runner: Connector, plan: Plan, cid: str, workers: list[tuple[Connector, str]] = (),  # type: ignore[assignment]
                clock: Callable[[], float] = time.monotonic) -> readiness.Progress:
     """Wait through the three readiness stages (port, /health, first streamed token); fail fast, with
     the root cause and every node's log kept (crash_logs), when any container exits or /health answers 5xx."""
@@ -389,7 +390,7 @@ READY_WAITS = {"port": "nothing listens on {base}",
                "token": "{base}/health answers but a streamed completion returned no token"}
 
 
-def _died(plan: Plan, every: list[tuple[Runner, str]], failing: int, what: str, code: int | None) -> NotReadyError:
+def _died(plan: Plan, every: list[tuple[Connector, str]], failing: int, what: str, code: int | None) -> NotReadyError:
     """The error for a server that cannot become ready: what happened, the root cause its log shows, the
     tail, and where every node's whole log is kept (before the containers go)."""
     return crash_logs.failure(plan, every, failing, what, command=f"{SCRIPT_DIR}/launch.sh", code=code)
@@ -409,7 +410,7 @@ def _models_ready(base: str, model: str, key: str) -> bool:
     return readiness.health(base) == 200 and readiness.served_model(base, model, key) is not None
 
 
-def follow(runner: Runner, plan: Plan, cid: str) -> int:
+def follow(runner: Connector, plan: Plan, cid: str) -> int:
     """Foreground mode: stream the server's logs; Ctrl-C stops the container."""
     proc = subprocess.Popen(["docker", "logs", "-f", cid])
     try:
@@ -421,7 +422,7 @@ def follow(runner: Runner, plan: Plan, cid: str) -> int:
         return 130
 
 
-def status(runner: Runner, recipe_id: str | None = None) -> list[dict[str, str]]:
+def status(runner: Connector, recipe_id: str | None = None) -> list[dict[str, str]]:
     """One row per runrecipe container: recipe, container, state, endpoint, started, image."""
     found = docker.containers(runner, **({"recipe": recipe_id} if recipe_id else {}))
     return [{"recipe": c.labels.get(f"{LABEL}.recipe", ""), "container": c.name, "id": c.id[:12],
@@ -431,7 +432,7 @@ def status(runner: Runner, recipe_id: str | None = None) -> list[dict[str, str]]
              "node": runner.node} for c in found]
 
 
-def stop(runner: Runner, recipe_id: str, *, every: bool = False) -> list[str]:
+def stop(runner: Connector, recipe_id: str, *, every: bool = False) -> list[str]:
     """Remove every container of this recipe (of any recipe only when `every` says so); returns their names.
 
     An empty recipe id is refused: as a label filter it would match every runrecipe container."""

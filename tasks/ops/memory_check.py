@@ -12,7 +12,7 @@ from typing import Any, Callable, Mapping, Sequence
 from ..cluster import preflight
 from ..errors import RunError
 from ..facts import cache as facts, docker, memory as memory_guard
-from ..facts.docker import Runner
+from ..connect import Connector
 
 RELEASE_WAIT = 60.0  # seconds a stop waits for the memory to come back
 RELEASE_POLL = 1.0
@@ -45,7 +45,7 @@ def cpu_kv_bytes(plan: Any, image_env: Mapping[str, str]) -> int | None:
     return int(float(found.group(1)) * KV_UNITS[found.group(2)]) if found else None
 
 
-def guard(runners: Sequence[Runner], plan: Any, replaced: Sequence[bool] = ()) -> list[memory_guard.Verdict]:
+def guard(runners: Sequence[Connector], plan: Any, replaced: Sequence[bool] = ()) -> list[memory_guard.Verdict]:
     """Judge every node for the plan's server; raise a RunError naming each short node with its numbers
     unless --force. A CPU plan is judged against system RAM (memory_guard.judge).
 
@@ -54,10 +54,10 @@ def guard(runners: Sequence[Runner], plan: Any, replaced: Sequence[bool] = ()) -
     if plan.cpu:  # the ENV of the head's image: the workers run its copy
         kv = cpu_kv_bytes(plan, (docker.image_info(runners[0], plan.build.tag) or {}).get("env") or {})
 
-    def now(runner: Runner) -> memory_guard.Verdict:
+    def now(runner: Connector) -> memory_guard.Verdict:
         return memory_guard.judge(runner.node, preflight.read_memory(runner), share, cpu=plan.cpu, kv_bytes=kv)
 
-    def judge(runner: Runner, settling: bool) -> memory_guard.Verdict:
+    def judge(runner: Connector, settling: bool) -> memory_guard.Verdict:
         verdict = now(runner)
         if verdict.fits is False and settling and wait_released(runner, verdict.need) is None:
             verdict = now(runner)
@@ -69,7 +69,7 @@ def guard(runners: Sequence[Runner], plan: Any, replaced: Sequence[bool] = ()) -
     return verdicts
 
 
-def wait_released(runner: Runner, need: int, timeout: float = RELEASE_WAIT, poll: float = RELEASE_POLL,
+def wait_released(runner: Connector, need: int, timeout: float = RELEASE_WAIT, poll: float = RELEASE_POLL,
                   clock: Callable[[], float] = time.monotonic) -> memory_guard.Memory | None:
     """Wait (at most `timeout`) until `need` bytes are free again on the node; None once they are,
     else the last memory facts (whose holders say who keeps it)."""

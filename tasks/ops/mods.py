@@ -21,10 +21,10 @@ from typing import Callable, Sequence
 from ..facts import docker
 from . import execute
 from .commands import LOCAL, Command, Input, Proof
-from ..facts.docker import LABEL, Runner
+from ..facts.docker import LABEL
+from ..connect import Connector, tail
 from ..errors import RunError
 from ..mod_spec import Mod, zip_root
-from ..connect import tail
 from ..render import render_template
 
 MARKER = "runrecipe: applying mod "
@@ -48,7 +48,7 @@ def derived_tag(base_id: str, mods: tuple[Mod, ...]) -> str:
     return f"runrecipe-mods:{digest[:24]}"
 
 
-def apply(runner: Runner, base_id: str, mods: tuple[Mod, ...]) -> dict[str, str]:
+def apply(runner: Connector, base_id: str, mods: tuple[Mod, ...]) -> dict[str, str]:
     """Build the derived image (or find it already built) and return its ID: decided here, built by the
     executor with the command build_command names (the one `run-recipe plan` shows)."""
     tag = derived_tag(base_id, mods)

@@ -8,14 +8,14 @@ from __future__ import annotations
 from .. import settings
 from ..errors import RunError
 from ..facts import docker, hub_cache
-from ..facts.docker import Runner
+from ..connect import Connector
 from ..plan import Plan
 from . import mods
 
 CONTAINER_HF_HOME = "/root/.cache/huggingface"
 
 
-def image_ref(runner: Runner, plan: Plan) -> str:
+def image_ref(runner: Connector, plan: Plan) -> str:
     """The image ID the server runs: the recipe's image, or its mods-derived image."""
     tag = plan.build.tag
     base = docker.image_id(runner, tag)

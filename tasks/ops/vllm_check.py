@@ -22,7 +22,7 @@ from typing import Sequence
 
 from .. import settings, state, vllm_args
 from ..errors import RunError
-from ..facts.docker import Runner
+from ..connect import Connector
 from ..plan import Plan
 from . import answers as steps
 
@@ -121,7 +121,7 @@ def docker_argv(image: str, mounts: Sequence[tuple[str, str]] = ()) -> list[str]
             image, *checker_argv([])]
 
 
-def in_image(runner: Runner, image: str, argvs: Sequence[Target], mounts: Sequence[tuple[str, str]] = ()) -> Verdict:
+def in_image(runner: Connector, image: str, argvs: Sequence[Target], mounts: Sequence[tuple[str, str]] = ()) -> Verdict:
     """One container of `image` on the runner's node checks every argv."""
     data = json.dumps([list(t.argv) for t in argvs]).encode()
     try:
@@ -201,7 +201,7 @@ def read_record(recipe_id: str) -> dict | None:
     return state.read_json(record_path(recipe_id))
 
 
-def answer(runner: Runner, plan: Plan) -> steps.Answer:
+def answer(runner: Connector, plan: Plan) -> steps.Answer:
     """Noop when the last verdict was for this image ID and these argvs and did not refuse them."""
     from .served import image_ref
 
@@ -212,7 +212,7 @@ def answer(runner: Runner, plan: Plan) -> steps.Answer:
     return steps.Change(f"vLLM in {image[:19]} has not checked these argvs")
 
 
-def run(runner: Runner, plan: Plan) -> dict[str, str]:
+def run(runner: Connector, plan: Plan) -> dict[str, str]:
     """The check action: report warnings and cannot-check lines, refuse (RunError) on any error."""
     from ..report import Warn, emit, say
     from .served import hf_mounts, image_ref

@@ -12,7 +12,7 @@ from typing import Sequence
 from .. import settings
 from ..errors import RunError
 from ..facts import cache as facts, docker
-from ..facts.docker import Runner
+from ..connect import Connector
 from ..flagtypes import run_words
 from ..masking import scrub
 from ..ops import crash_causes, launch, readiness, run_record
@@ -25,7 +25,7 @@ MISSES = 2  # checks in a row without a /health answer (or probes without a toke
 class RecipeRun:
     """A recipe on its nodes. `run_args` are the run's own command-line words (recipe, flags, `-- ...`)."""
 
-    def __init__(self, plan: Plan, run_args: Sequence[str], runners: Sequence[Runner], token_every: float = 30.0,
+    def __init__(self, plan: Plan, run_args: Sequence[str], runners: Sequence[Connector], token_every: float = 30.0,
                  token_wait: float = 30.0) -> None:
         self.plan, self.name = plan, plan.recipe.id
         self.run_args = list(run_args)
@@ -78,7 +78,7 @@ class RecipeRun:
         return None
 
     def teardown(self) -> None:
-        def stop(runner: Runner) -> None:
+        def stop(runner: Connector) -> None:
             facts.forget(runner.node)  # the container list changed since we last asked
             launch.stop(runner, self.name)
 

@@ -24,7 +24,8 @@ from ..facts import docker
 from ..ops import answers as steps, readiness
 from ..ops.container_create import create_argv
 from . import keys as stack_keys
-from ..facts.docker import LABEL, Runner
+from ..facts.docker import LABEL
+from ..connect import Connector
 from ..errors import ConfigError, NotReadyError, RunError
 from ..ops.launch import POLL_SECONDS, SCRIPT_DIR, base_url, script_tar
 from ..report import Ready, emit, say
@@ -119,7 +120,7 @@ def api_key(gw: GatewayPlan) -> str:
     return key
 
 
-def image_id(runner: Runner, gw: GatewayPlan) -> str:
+def image_id(runner: Connector, gw: GatewayPlan) -> str:
     found = docker.image_id(runner, gw.image)
     if not found:
         raise RunError(f"the gateway image '{gw.image}' is not on {runner.node}: `docker pull {gw.image}`, or "
@@ -134,7 +135,7 @@ def digest(gw: GatewayPlan, image: str, key: str = "") -> str:
                                       if key else ""]).encode()).hexdigest()
 
 
-def answer(runner: Runner, gw: GatewayPlan) -> steps.Answer:
+def answer(runner: Connector, gw: GatewayPlan) -> steps.Answer:
     """Noop when the gateway runs with the current routes and image and lists every route."""
     key = api_key(gw)
     try:
@@ -146,7 +147,7 @@ def answer(runner: Runner, gw: GatewayPlan) -> steps.Answer:
     return steps.launch(gw.name, want, running, answering=bool(current) and _lists_all(gw, key))
 
 
-def converge(runner: Runner, gw: GatewayPlan) -> dict[str, str]:
+def converge(runner: Connector, gw: GatewayPlan) -> dict[str, str]:
     """Start (or replace) the gateway and wait until it lists every route."""
     key = api_key(gw)
     image = image_id(runner, gw)
@@ -181,7 +182,7 @@ def converge(runner: Runner, gw: GatewayPlan) -> dict[str, str]:
     return {"container_id": cid, "inputs": want}
 
 
-def wait_ready(runner: Runner, gw: GatewayPlan, cid: str, key: str, timeout: float = READY_TIMEOUT,
+def wait_ready(runner: Connector, gw: GatewayPlan, cid: str, key: str, timeout: float = READY_TIMEOUT,
                clock: Callable[[], float] = time.monotonic) -> None:
     """Until `/v1/models` lists every route; fail fast when the container exits."""
     deadline = clock() + timeout
