@@ -23,7 +23,7 @@ if str(ROOT) not in sys.path:
 
 from tasks.facts import hub_cache as C
 from tasks.errors import RenderError  # noqa: E402
-from tasks import vllm_args as V
+from tasks import hf_names, vllm_args as V
 from tasks.ops import weights as W
 
 FILES = {
@@ -104,12 +104,12 @@ def test_model_refs_any_repo_id_in_either_form(org, name, eq, flag):
 
     cfg = json.dumps({"model": f"{org}/{name}", "num_speculative_tokens": 2})
     argv = ["serve", "x/y", f"{flag}={cfg}"] if eq else ["serve", "x/y", flag, cfg]
-    assert V.model_refs(argv) == ([] if C.is_local_path(org) else [f"{org}/{name}"])
+    assert V.model_refs(argv) == ([] if hf_names.is_local_path(org) else [f"{org}/{name}"])
 
 
 def test_is_local_path():
-    assert C.is_local_path("/models/llama") and C.is_local_path("./m") and C.is_local_path("../m")
-    assert not C.is_local_path("meta-llama/Llama-3.1-8B")
+    assert hf_names.is_local_path("/models/llama") and hf_names.is_local_path("./m") and hf_names.is_local_path("../m")
+    assert not hf_names.is_local_path("meta-llama/Llama-3.1-8B")
 
 
 def test_hub_cache_dir_follows_hf_env():
