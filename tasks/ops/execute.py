@@ -2,8 +2,9 @@
 
 Steps decide (steps.py answers Noop or Commands); this module only carries the Commands out through the
 node's runner (`run` streams to the user, `feed` writes the command's stdin) and then asks the node
-whether the command's proof holds. A command that changes a node makes the node's facts stale: they
-are forgotten here, also for the runner calls that do not forget by themselves. Every command run is
+whether the command's proof holds. The node's facts go stale with each command: the connector announces
+run and feed, and the facts cache forgets that node (connect/changes.py), here as for every other caller.
+Every command run is
 recorded (`ran`, and RUNRECIPE_EXEC_LOG when set) in the very text `run-recipe plan` prints.
 """
 from __future__ import annotations
@@ -13,7 +14,7 @@ import threading
 from typing import Iterable, Mapping
 
 from .. import settings
-from ..facts import cache as facts, docker
+from ..facts import docker
 from .commands import Command, shown
 from ..connect import Connector, Result
 from ..errors import RunError
@@ -27,15 +28,11 @@ def run(runner: Connector, command: Command) -> Result:
     raises RunError unless the command says the caller explains failures (check False)."""
     _record(command)
     argv = list(command.argv)
-    try:
-        if command.stdin is not None:
-            result = runner.feed(argv, command.stdin.data(), check=command.check,
-                                 **({"timeout": command.timeout} if command.timeout else {}))
-        else:
-            result = runner.run(argv, stream=command.output == "stream", timeout=command.timeout,
-                                check=command.check)
-    finally:
-        facts.forget(runner.node)  # whatever the command did (or half did), the node's facts may be stale
+    if command.stdin is not None:
+        result = runner.feed(argv, command.stdin.data(), check=command.check,
+                             **({"timeout": command.timeout} if command.timeout else {}))
+    else:
+        result = runner.run(argv, stream=command.output == "stream", timeout=command.timeout, check=command.check)
     if result.ok and command.proves is not None:
         _prove(runner, command)
     return result

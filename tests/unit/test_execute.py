@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tasks.ops import execute
+from tasks.connect.changes import announced
 from tasks.facts import cache as facts
 from tasks.ops.commands import Command, Input, Proof
 from tasks.errors import RunError
@@ -17,17 +18,20 @@ INSPECT = '{"id":"sha256:9","labels":{"runrecipe.inputs":"h1"},"workdir":"/","si
 
 
 class Fake:
-    """Records run/feed calls; `docker image inspect` answers INSPECT (the image exists with label h1)."""
+    """Records run/feed calls; `docker image inspect` answers INSPECT (the image exists with label h1).
+    Its run and feed announce a change as a real connector's do (connect/changes.py)."""
 
     node = "n1"
 
     def __init__(self) -> None:
         self.calls: list[tuple] = []
 
+    @announced
     def run(self, argv: list[str], *, stream: bool = True, timeout: float | None = None, check: bool = True) -> Result:
         self.calls.append(("run", argv, stream, timeout, check))
         return Result("out\n", "", 0)
 
+    @announced
     def feed(self, argv: list[str], data: bytes, *, timeout: float | None = 600, check: bool = True) -> Result:
         self.calls.append(("feed", argv, data, timeout, check))
         return Result("cid\n", "", 0)
