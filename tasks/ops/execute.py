@@ -47,7 +47,7 @@ def _prove(runner: Connector, command: Command) -> None:
     """The command reported success; the node must now show what it promised."""
     proof = command.proves
     assert proof is not None
-    info = docker.image_info(runner, proof.image)  # type: ignore[arg-type]
+    info = docker.image_info(runner, proof.image)
     if not info or (proof.label and info["labels"].get(proof.label) != proof.value):
         raise RunError(f"{command.argv[0]} {command.argv[1]} reported success but {proof.image} does not carry "
                        f"the new build ({proof.text()} does not hold)", node=runner.node, command=shown(command))

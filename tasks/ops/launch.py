@@ -293,7 +293,7 @@ def _clear(runner: Connector, plan: Plan, ours: list[Container], clear: tuple[Co
     if ours:
         say(f"replacing {', '.join(c.name for c in ours)} on {runner.node}: its inputs changed")
         for command in clear:
-            execute.run(runner, command)  # type: ignore[arg-type]
+            execute.run(runner, command)
     return bool(ours)
 
 
@@ -321,10 +321,10 @@ def _start(runner: Connector, start: list[Command]) -> str:
     """Run the start commands (create, copy, start) through the executor; the new container's ID.
     A failed copy or start removes the container it created."""
     create, *rest = start
-    cid = execute.run(runner, create).stdout.strip()  # type: ignore[arg-type]
+    cid = execute.run(runner, create).stdout.strip()
     try:
         for command in rest:
-            execute.run(runner, command)  # type: ignore[arg-type]
+            execute.run(runner, command)
     except BaseException:
         docker.remove(runner, [cid])
         raise

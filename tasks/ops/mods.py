@@ -60,7 +60,7 @@ def apply(runner: Connector, base_id: str, mods: tuple[Mod, ...]) -> dict[str, s
         raise RunError(f"base image {base_id} vanished before mods could be applied", node=runner.node)
     command = build_command([m.name for m in mods], base_id, tag,
                                lambda: context_tar(base_id, mods, info.get("workdir") or "/"), runner.node)
-    res = execute.run(runner, command)  # type: ignore[arg-type]
+    res = execute.run(runner, command)
     if not res.ok:
         output = f"{res.stdout}\n{res.stderr}"
         names = re.findall(re.escape(MARKER) + r"([A-Za-z0-9_.-]+)", output)
