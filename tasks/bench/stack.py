@@ -20,12 +20,12 @@ from ..stacks import files as stack, gateway, keys as stack_keys
 from . import results as bench, run as bench_run
 from .results import BenchError
 from .run import Note, Params, Target
-from ..config import env_options
+from ..config import Settings, read_settings
 from ..facts.docker import LABEL
 from ..connect import Connector
 from ..errors import RunError
 from ..stacks.gateway import GatewayPlan
-from ..plan import Options, env_file
+from ..plan import Options
 from ..ops.served import hf_mounts
 from ..stacks.plan import Placed, StackPlan, make_stack_plan
 
@@ -44,9 +44,10 @@ def start_hint(name: str) -> str:
     return f"start it with `run-recipe stack {name} -d`, then bench again"
 
 
-def plan(name: str) -> tuple[StackPlan, GatewayPlan]:
+def plan(name: str, settings: Settings | None = None) -> tuple[StackPlan, GatewayPlan]:
     """The stack's plan and gateway as its file says now (what `stack NAME -d` would run)."""
-    stack_plan = make_stack_plan(stack.load(stack.find(name)), Options(daemon=True, **env_options(None)))
+    settings = settings or read_settings(None)
+    stack_plan = make_stack_plan(stack.load(stack.find(name)), Options(daemon=True, **settings.options()))
     gw = gateway.plan_gateway(stack_plan)
     if gw is None:
         raise BenchError(f"stack {stack_plan.name} has no gateway, which `stack NAME bench` sends the load through: "
@@ -58,8 +59,9 @@ def plan(name: str) -> tuple[StackPlan, GatewayPlan]:
 def target(runner: Connector, name: str) -> StackTarget:
     """The stack's gateway running with the current configuration and listing every model, and each entry
     recorded and not stopped; else a BenchError naming what is missing and how to start it."""
-    stack_plan, gw = plan(name)
-    key = stack_keys.gateway_key(gw.key_env, env_file(Options()))
+    settings = read_settings(None)  # the .env read once: the plan and the gateway's key both come from it
+    stack_plan, gw = plan(name, settings)
+    key = stack_keys.gateway_key(gw.key_env, settings.env_path)
     if gw.key_env and not key:
         raise BenchError(f"stack {gw.stack}: its gateway's key variable {gw.key_env} (api_key_env) is not set here "
                          f"(environment or .env): bench presents that key; export {gw.key_env}=sk-... as the stack "
