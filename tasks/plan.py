@@ -221,6 +221,7 @@ def make_plan(recipe: Recipe, options: Options, check_shell: bool = True) -> Pla
     """Everything about the run that can be known without touching a machine.
 
     check_shell=False leaves `bash -n` of the script to the caller (lint reports it with a line)."""
+    masking.remember(recipe.env)  # a secret-named env value of the recipe is scrubbed wherever a person sees it
     mode, nodes, node_warnings = choose_nodes(recipe, options)
     container_flags.check_mode(options.docker, mode)
     copy_to, copy_warnings = copy_hosts(options, mode)

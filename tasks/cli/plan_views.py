@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from .container import docker_view, print_docker
+from ..masking import scrub
 from ..ops.commands import as_json, shown
 from ..plan import Plan
 
@@ -26,10 +27,10 @@ def dry_run(plan: Plan, as_json: bool) -> int:
                           "models": [m.key for m in plan.models], "local_models": list(plan.local_mounts),
                           "mods": [str(m.path) for m in plan.mods],
                           "tasks": [{"task": t, "status": s} | _change(a) for t, s, a in answers],
-                          "argv": list(plan.argv), "script": plan.script}
+                          "argv": [scrub(w) for w in plan.argv], "script": scrub(plan.script)}
                          | ({"backend": backend, "notes": notes,
                              "node_scripts": [{"node": r.node.target, "role": "head" if r.head else "worker",
-                                               "rank": r.rank, "script": r.script, "docker": docker}
+                                               "rank": r.rank, "script": scrub(r.script), "docker": docker}
                                               for r in roles]} if roles else {"docker": docker}),
                          indent=2))
         return 0
@@ -54,7 +55,7 @@ def dry_run(plan: Plan, as_json: bool) -> int:
     if not roles:
         print_docker(docker, "  ")
         print("launch script:")
-        print("  " + plan.script.rstrip().replace("\n", "\n  "))
+        print("  " + scrub(plan.script).rstrip().replace("\n", "\n  "))
         return 0
     print(f"backend:   {backend}" + (" (Ray: the head starts it, workers join)" if backend == "ray" else
                                      " (each node runs vLLM with its --node-rank)"))
@@ -64,7 +65,7 @@ def dry_run(plan: Plan, as_json: bool) -> int:
         print(f"node {role.node.target} ({'head' if role.head else 'worker'}, rank {role.rank}):")
         print_docker(docker, "    ")
         print("  node script:")
-        print("    " + role.script.rstrip().replace("\n", "\n    "))
+        print("    " + scrub(role.script).rstrip().replace("\n", "\n    "))
     return 0
 
 

@@ -59,3 +59,16 @@ def test_doit_errors_are_masked_too(home: Path) -> None:
                          cwd=home, env=env, capture_output=True, text=True, timeout=60)
     assert res.returncode != 0 and "node '****'" in res.stderr, res.stderr
     assert MARK not in res.stdout + res.stderr and "Traceback" not in res.stderr
+
+
+@pytest.mark.parametrize("fmt", [(), ("--json",)])
+def test_dry_run_masks_a_secret_of_the_recipes_own_env(home: Path, fmt: tuple[str, ...]) -> None:
+    """A recipe's `env: {HF_TOKEN: …}` is exported by its launch script; --dry-run shows the script with
+    the value masked (solo and every node's script on a cluster), and a public variable as it is."""
+    (home / "recipes" / "env.yaml").write_text(
+        f"recipe_version: '1'\nname: E\nmodel: org/m\ncontainer: img\nenv:\n  HF_TOKEN: {MARK}\n"
+        f"  MY_API_KEY: sk-{MARK}\n  PLAIN: visible-value\ncommand: vllm serve org/m --port {{port}}\n"
+        "defaults:\n  port: 8000\n")
+    for nodes in (["--solo"], ["-n", "10.0.0.1,10.0.0.2"]):
+        out = run(home, "", "env", *nodes, "--dry-run", *fmt)
+        assert MARK not in out and "visible-value" in out, out
