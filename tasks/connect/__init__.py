@@ -16,10 +16,11 @@ from ..nodes import Node
 from .link import HERE, QUERY_TIMEOUT, Here, Link, SshLink, call, link_to, peer_link_to, quote_path, remote_path
 from .local import LocalRunner, Result, tail
 from .options import SshSettings, close_shared_connections
+from .streams import Pumped
 from .ssh import ChangedHostKeyError, HostKeyError, RemoteRunner, UnknownHostKeyError
 
 __all__ = ["HERE", "QUERY_TIMEOUT", "ChangedHostKeyError", "Connector", "Here", "HostKeyError", "Link",
-           "LocalRunner", "RemoteRunner", "Result", "SshLink", "SshSettings", "UnknownHostKeyError", "call",
+           "LocalRunner", "Pumped", "RemoteRunner", "Result", "SshLink", "SshSettings", "UnknownHostKeyError", "call",
            "close_shared_connections", "connector_for", "link_to", "peer_link_to", "quote_path", "remote_path",
            "tail"]
 

@@ -21,7 +21,7 @@ from typing import Callable, Iterable, Sequence, TextIO
 from ..errors import RunError
 from .link import SshLink
 from .local import tail
-from .streams import Progress, pump
+from .streams import Pumped
 
 STATUS = "RRSTAT"
 
@@ -42,6 +42,11 @@ class Worker:
     @property
     def hop(self) -> SshLink:
         return self.peer if self.peer is not None else self.link
+
+    @property
+    def first(self) -> SshLink:
+        """The link from the head, named as the node is (the executor's record, the facts it forgets)."""
+        return SshLink(self.link.argv, self.name)
 
 
 def on_threads(fn: Callable, items: Sequence, workers: int = 8) -> list:
@@ -70,7 +75,7 @@ def on_threads(fn: Callable, items: Sequence, workers: int = 8) -> list:
 # ~0.3-0.5 CPU seconds less per 159 MB on each forwarding worker than `tee -p` (8 KiB), the fallback.
 # Each writer opens the fifo itself (an open meets the reader's, so it never waits on a reader gone):
 # python3 writes the next header first; with tee, the next hop's side puts the header ahead.
-HOP_SCRIPT = r"""
+HOP_SCRIPT = r"""# runrecipe copy-chain hop
 set -u
 name=?
 fail() { echo "RRSTAT take $name 97 $(printf %s "$1" | base64 | tr -d '\n')"; exit 97; }
@@ -209,18 +214,11 @@ class Chain:
     source_error: str
 
 
-def run_chain(source: list[str], stale: Sequence[Worker], take: Callable[[Worker], str], step: str, label: str,
-               size: int | None, progress: TextIO | None, timeout: float | None, stall_timeout: float,
-               take_timeout: float) -> Chain:
-    """Stream `source`'s stdout through the chain of `stale` workers, each running `take` on it."""
-    open_hops([stale])
-    cmd = hop_argv(stale[0], first=True)
-    prog = Progress(f"{label} -> {', '.join(w.name for w in stale)}", size, progress)
-    t_stream = time.monotonic()
-    sent, err_src, out, err_ssh, stalled, streamed = pump(source, cmd, prog, timeout, stall_timeout, take_timeout,
-                                                          ahead=chain_header(stale, take))
-    takes, fwds = _parse_status(out)
-    # first problem in chain order: a broken hop into a node, else its taker, else a missing status
+def read_chain(pumped: Pumped, stale: Sequence[Worker], step: str, stall_timeout: float, command: str,
+               started: float) -> Chain:
+    """What a stream through the chain of `stale` workers did, from the hops' status lines: per node,
+    the first problem in chain order (a broken hop into it, else its taker, else a missing status)."""
+    takes, fwds = _parse_status(pumped.stdout)
     problems: dict[str, tuple[str, str]] = {}
     for i, w in enumerate(stale):
         into_rc = fwds.get(w.name) if i else None
@@ -232,9 +230,10 @@ def run_chain(source: list[str], stale: Sequence[Worker], take: Callable[[Worker
             problems[w.name] = ("stream", f"ssh from {stale[i - 1].name} to {w.name} exited rc={into_rc} "
                                           "(link or sshd down?)")
         else:
-            why = "stalled: no byte moved for %.0f s" % stall_timeout if stalled else "the stream ended early"
-            problems[w.name] = ("stream", why + (f"; ssh to {stale[0].name}: {tail(err_ssh)}" if err_ssh.strip() else ""))
-    return Chain(sent, problems, streamed - t_stream, shlex.join(cmd[:-1] + ["<chain script>"]), err_src)
+            why = "stalled: no byte moved for %.0f s" % stall_timeout if pumped.stalled else "the stream ended early"
+            err = pumped.stderr
+            problems[w.name] = ("stream", why + (f"; ssh to {stale[0].name}: {tail(err)}" if err.strip() else ""))
+    return Chain(pumped.sent, problems, pumped.streamed - started, command, pumped.source_error)
 
 
 def raise_first(what: str, stale: Sequence[Worker], problems: dict[str, tuple[str, str]], command: str,

@@ -17,12 +17,14 @@ import os
 import shlex
 import subprocess
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Sequence, TextIO
 
 from ..errors import RunError
 from ..nodes import Node
-from .local import tail
+from .changes import announced
+from .local import Result, checked, tail
 from .options import SshSettings, peer_ssh, ssh_argv, ssh_prefix
+from .streams import Progress, Pumped, pump
 
 QUERY_TIMEOUT = 30.0  # an image inspect / manifest / hash listing over ssh
 
@@ -98,6 +100,48 @@ class SshLink:
     @property
     def label(self) -> str:
         return self.name or self.dest
+
+    @property
+    def node(self) -> str:
+        """What the executor and errors call the node (the Connector protocol's name)."""
+        return self.label
+
+    def read(self, argv: list[str], *, check: bool = True, timeout: float = QUERY_TIMEOUT) -> Result:
+        """A query on the node, captured and bounded."""
+        return checked(self.label, argv, self.call(argv, step="query", timeout=timeout, ok=range(256)), check)
+
+    @announced
+    def run(self, argv: list[str], *, stream: bool = False, timeout: float | None = None,
+            check: bool = True) -> Result:
+        """A changing command on the node, captured (a copy's small commands: refs, removals)."""
+        proc = self.call(argv, step=argv[0], timeout=timeout or QUERY_TIMEOUT, ok=range(256))
+        return checked(self.label, argv, proc, check)
+
+    @announced
+    def feed(self, argv: list[str], data: bytes, *, timeout: float | None = 600, check: bool = True) -> Result:
+        """A changing command on the node with `data` on its stdin."""
+        proc = self.call(argv, step=argv[0], timeout=timeout or QUERY_TIMEOUT, input=data, ok=range(256))
+        return checked(self.label, argv, proc, check)
+
+    @announced
+    def send(self, argv: list[str], data: bytes, *, timeout: float | None = None, check: bool = True) -> Result:
+        """rsync from here to the node: `argv` ends in `NODE:path`; this link becomes its transport (`-e`)
+        and its destination, so a plan shows the same argv whatever this process's ssh sockets are."""
+        *words, target = argv
+        node, path = target[:len(self.label)], target[len(self.label) + 1:]
+        assert node == self.label, f"{target} does not name {self.label}"
+        full = [words[0], "-e", self.rsync_shell(), *words[1:], self.rsync_target(path)]
+        proc = call(full, node=self.label, step="rsync", timeout=timeout or QUERY_TIMEOUT, input=data, ok=range(256))
+        return checked(self.label, full, proc, check)
+
+    @announced
+    def pump(self, source: list[str], argv: list[str], *, ahead: bytes = b"", feed: bytes | None = None,
+             label: str = "", size: int | None = None, progress: TextIO | None = None,
+             timeout: float | None = None, stall_timeout: float = 60.0, take_timeout: float = 1800.0) -> Pumped:
+        """`source` here, its output (after `ahead`) streamed into `argv` on the node; bounded by a
+        stall watchdog, `timeout` for the whole stream and `take_timeout` once the last byte left."""
+        return pump(source, self.argv_for(argv), Progress(label or self.label, size, progress), timeout,
+                    stall_timeout, take_timeout, ahead=ahead, feed=feed)
 
     def argv_for(self, argv: Sequence[str], from_head: bool = True) -> list[str]:
         """argv run on the node as ONE quoted word; `from_head=False` for a hop run on another worker."""

@@ -11,6 +11,7 @@ import os
 import subprocess
 import threading
 import time
+from dataclasses import dataclass
 from typing import TextIO
 
 from ..sizes import human_bytes
@@ -111,22 +112,42 @@ def _copy(save: subprocess.Popen, sink: subprocess.Popen, ahead: bytes, prog: Pr
     return sent, streamed
 
 
-def pump(src: list[str], dst: list[str], prog: Progress, timeout: float | None,
-         stall_timeout: float, load_timeout: float, ahead: bytes = b"") -> tuple[int, str, str, str, bool, float]:
-    """Pump src's stdout into dst's stdin, after `ahead` (e.g. a chain's header); a watchdog kills both
-    on stall/timeout.
+@dataclass(frozen=True)
+class Pumped:
+    """What one pumped stream did: bytes out of the source, the source's stderr when it failed, the
+    sink's output, whether the watchdog ended it, and when its last byte went out (monotonic)."""
 
-    Returns (bytes of src, src stderr, dst stdout, dst stderr, stalled, monotonic time of the last byte)."""
-    save = subprocess.Popen(src, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    sent: int
+    source_error: str
+    stdout: str
+    stderr: str
+    stalled: bool
+    streamed: float
+
+
+def pump(src: list[str], dst: list[str], prog: Progress, timeout: float | None,
+         stall_timeout: float, load_timeout: float, ahead: bytes = b"", feed: bytes | None = None) -> Pumped:
+    """Pump src's stdout into dst's stdin, after `ahead` (e.g. a chain's header); a watchdog kills both
+    on stall/timeout. `feed`: what src reads on its stdin (a file list), else nothing."""
+    save = subprocess.Popen(src, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            stdin=subprocess.DEVNULL if feed is None else subprocess.PIPE)
     sink = subprocess.Popen(dst, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     outs: dict[str, bytes] = {}
 
     def drain(name: str, f) -> None:
         outs[name] = f.read()
 
-    readers = [threading.Thread(target=drain, args=(n, f), daemon=True)
+    def fill() -> None:
+        assert save.stdin is not None
+        with contextlib.suppress(OSError):
+            save.stdin.write(feed or b"")
+        with contextlib.suppress(OSError):
+            save.stdin.close()
+
+    threads = [threading.Thread(target=drain, args=(n, f), daemon=True)
                for n, f in (("save_err", save.stderr), ("out", sink.stdout), ("err", sink.stderr))]
-    for t in readers:
+    threads += [threading.Thread(target=fill, daemon=True)] if feed is not None else []
+    for t in threads:
         t.start()
     dog = _Watchdog((save, sink), stall_timeout, timeout)
     sent, streamed = _copy(save, sink, ahead, prog, dog)
@@ -141,9 +162,8 @@ def pump(src: list[str], dst: list[str], prog: Progress, timeout: float | None,
         dog.stop.set()
         save.wait()
         sink.wait()
-        for t in readers:
+        for t in threads:
             t.join(5)
     prog.update(sent, final=True)
     dec = lambda k: outs.get(k, b"").decode(errors="replace")  # noqa: E731
-    return sent, dec("save_err") if save.returncode else "", dec("out"), dec("err"), dog.stalled, streamed
-
+    return Pumped(sent, dec("save_err") if save.returncode else "", dec("out"), dec("err"), dog.stalled, streamed)
