@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import json
 import threading
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, TextIO
 
 from .. import settings
 from ..facts import docker
-from .commands import Command, shown
-from ..connect import Connector, Result
+from .commands import Command, Input, Stream, shown
+from ..connect import Connector, Pumped, Result, SshLink
 from ..errors import RunError
 
 ran: list[tuple[str, str]] = []  # (node, shown text) of every command run by this process, in order
@@ -28,7 +28,11 @@ def run(runner: Connector, command: Command) -> Result:
     raises RunError unless the command says the caller explains failures (check False)."""
     _record(command)
     argv = list(command.argv)
-    if command.stdin is not None:
+    assert not isinstance(command.stdin, Stream), "a stream runs through execute.stream"
+    if command.sends:
+        assert isinstance(runner, SshLink) and isinstance(command.stdin, Input)
+        result = runner.send(argv, command.stdin.data(), timeout=command.timeout, check=command.check)
+    elif isinstance(command.stdin, Input):
         result = runner.feed(argv, command.stdin.data(), check=command.check,
                              **({"timeout": command.timeout} if command.timeout else {}))
     else:
@@ -36,6 +40,18 @@ def run(runner: Connector, command: Command) -> Result:
     if result.ok and command.proves is not None:
         _prove(runner, command)
     return result
+
+
+def stream(link: SshLink, command: Command, progress: TextIO | None = None) -> Pumped:
+    """Run a copy Command: its Stream's source here, piped into argv on the node `link` reaches. What
+    reached each node is the caller's to read (a chain's status lines) and prove (image IDs, sizes)."""
+    source = command.stdin
+    assert isinstance(source, Stream) and link.node == command.node
+    _record(command)
+    return link.pump(list(source.source), list(command.argv), ahead=source.ahead(),
+                     feed=source.feed() if source.feed else None, label=source.label, size=source.size,
+                     progress=progress, timeout=command.timeout, stall_timeout=source.stall_timeout,
+                     take_timeout=source.take_timeout)
 
 
 def run_all(runners: Mapping[str, Connector], commands: Iterable[Command]) -> list[Result]:

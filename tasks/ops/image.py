@@ -44,10 +44,13 @@ def as_is(runner: Connector, spec: BuildSpec) -> dict[str, str]:
 
 
 def build_command(spec: BuildSpec, digest: str | None = None) -> Command:
-    """The build as the executor runs it: output shown as it comes; afterwards the tag carries the inputs hash."""
+    """The build as the executor runs it: output shown as it comes; afterwards the tag carries the inputs hash.
+    A cache-bust arg (--rebuild-vllm) shows as `KEY=<build time>`: its value is the time the build runs."""
     digest = digest or spec.inputs_hash()
-    return Command(tuple(build_argv(spec, digest)), output="stream",
-                   proves=Proof(spec.tag, f"{LABEL}.inputs", digest))
+    argv = build_argv(spec, digest)
+    named = tuple((at, f"{word.split('=')[0]}=<build time>") for at, word in enumerate(argv)
+                  if at and argv[at - 1] == "--build-arg" and word.split("=")[0] in spec.fresh)
+    return Command(tuple(argv), output="stream", proves=Proof(spec.tag, f"{LABEL}.inputs", digest), named=named)
 
 
 def build(runner: Connector, spec: BuildSpec) -> dict[str, str]:

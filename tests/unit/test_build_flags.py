@@ -34,6 +34,19 @@ def test_fresh_args_get_the_build_time_but_stay_out_of_the_hash(tmp_path: Path) 
     assert set(stamps) == {"CACHEBUST_VLLM", "CACHEBUST_FLASHINFER"} and all(v.isdigit() for v in stamps.values())
 
 
+def test_a_plan_shows_the_build_time_by_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cache-bust value is the time the build runs: a plan made earlier shows the same text as the
+    executor's record, with the value by name; the argv run carries the number."""
+    (tmp_path / "Dockerfile").write_text("FROM scratch\n")
+    fresh = build_spec.build_spec("t", ("--rebuild-vllm",), tmp_path, "r.yaml")
+    monkeypatch.setattr(image.time, "time", lambda: 1000.0)
+    planned = image.build_command(fresh)
+    monkeypatch.setattr(image.time, "time", lambda: 2000.0)
+    ran = image.build_command(fresh)
+    assert "CACHEBUST_VLLM=1000" in planned.argv and "CACHEBUST_VLLM=2000" in ran.argv
+    assert planned.shown() == ran.shown() and "--build-arg 'CACHEBUST_VLLM=<build time>'" in ran.shown()
+
+
 def test_pull_requests_by_number_or_url_in_order_without_repeats() -> None:
     s = spec("--apply-vllm-pr 634", "--apply-vllm-pr", "https://github.com/vllm-project/vllm/pull/41000")
     assert dict(s.build_args)["VLLM_PRS"] == "634 41000"
