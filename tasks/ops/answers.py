@@ -5,15 +5,15 @@ the answers, with the commands and the bytes that would travel; unit tests feed 
 answers, with no daemon (tests/unit/steps_cases). The facts come from the facts/docker/distribute
 modules; these functions never touch a machine. The build, mods and launch steps answer with the very
 Commands (commands.py) that the executor (execute.py) then runs: image.build, mods.apply and
-launch.converge decide, and hand the commands over. The image and weights copies still answer with
-illustrative argv (their connector runs the real transfer).
+launch.converge decide, and hand the commands over; so do the image and weights copies (image_copy,
+weights_copy), whose streams run through execute.stream.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence, Union
 
-from .commands import LOCAL, Command, Step
+from .commands import LOCAL, Command
 from ..facts.docker import LABEL, Container
 from .image import BuildSpec, build_command, not_here
 from .mods import build_command as build_mods
@@ -31,7 +31,7 @@ class Change:
     """What the step would do: why, the commands (in order) and the bytes sent to the node."""
 
     why: str
-    commands: tuple[Step, ...] = ()
+    commands: tuple[Command, ...] = ()
     travels: int = 0
 
 
@@ -67,25 +67,31 @@ def mods(names: Sequence[str], base_id: str | None, derived: str, derived_id: st
                   (build_mods(names, base_id, derived, context, node),))
 
 
-def image_copy(tag: str, node: str, head_id: str | None, node_id: str | None, size: int) -> Answer:
-    """A worker's copy of the head's image: the IDs decide, never the tag alone."""
+def image_copy(tag: str, node: str, head_id: str | None, node_id: str | None, size: int,
+               commands: Sequence[Command] = (), carried_by: str = "") -> Answer:
+    """A worker's copy of the head's image: the IDs decide, never the tag alone. `commands`: the stream
+    that brings it (image_copy.send_command); `carried_by`: an earlier worker whose stream brings it."""
     if head_id and node_id == head_id:
         return Noop(f"{node} has the head's image ID")
     if not head_id:
-        return Change(f"the head has no {tag} yet (the build comes first)", (("docker", "save", tag),
-                                                                               ("docker", "load")))
+        return Change(f"the head has no {tag} yet (the build comes first; its stream follows it)")
     what = "lacks" if not node_id else "has another"
-    return Change(f"{node} {what} {tag}", (("docker", "save", tag), ("docker", "load")), travels=size)
+    if carried_by:
+        return Change(f"{node} {what} {tag}: the stream to {carried_by} carries it on")
+    return Change(f"{node} {what} {tag}", tuple(commands), travels=size)
 
 
 def weights_copy(key: str, node: str, want: Mapping[str, int], have: Mapping[str, int],
-                 stale_refs: Sequence[str] = ()) -> Answer:
-    """`want`/`have`: path -> size of the commit's files on the head / on the worker."""
+                 stale_refs: Sequence[str] = (), commands: Sequence[Command] = (), carried_by: str = "") -> Answer:
+    """`want`/`have`: path -> size of the commit's files on the head / on the worker; `commands`: what
+    its copy runs (weights_copy.planned); `carried_by`: an earlier worker whose copy brings it too."""
     missing = {p: s for p, s in want.items() if have.get(p) != s}
     if not missing and not stale_refs:
         return Noop(f"{node} has every file of {key} at the head's size")
     why = f"{node} lacks {len(missing)} file(s) of {key}" if missing else f"{node}'s refs do not name {key}'s commit"
-    return Change(why, (("rsync", "-a", "--partial", *sorted(missing)),) if missing else (), sum(missing.values()))
+    if carried_by:
+        return Change(f"{why}: the copy to {carried_by} brings them")
+    return Change(why, tuple(commands), sum(missing.values()))
 
 
 def launch(container: str, digest: str, running: Sequence[Container], answering: bool | None, node: str = LOCAL,

@@ -13,12 +13,18 @@ import shlex
 import subprocess
 import sys
 import time
-from typing import Callable, Sequence, TextIO
+from typing import Callable, Mapping, Sequence, TextIO
 
-from ..connect.chain import Chain, Worker, on_threads, raise_first, run_chain, unreached
+from ..connect.chain import Chain, Worker, on_threads, raise_first, unreached
 from ..connect import HERE, QUERY_TIMEOUT, Link, tail
+from . import answers as steps
+from .answers import Answer
+from .commands import Command
+from .copy_chain import chain_command, run_chain
 from .weights_copy import NodeReport, Report
 from ..errors import RunError
+
+LOAD = "docker load -q"
 
 
 # ----------------------------------------------------------------------------- image
@@ -64,13 +70,13 @@ def distribute_image(tag: str, head_id: str, workers: Sequence[Worker], *,
     size = _head_ready(tag, head_id)
     if before_send is not None:
         before_send(stale, size)
-    go = dict(size=size, progress=progress, timeout=timeout, stall_timeout=stall_timeout, take_timeout=load_timeout)
-    chain = run_chain(["docker", "save", tag], stale, _docker_load, "docker load", "image", **go)
+    go = dict(size=size, timeout=timeout, stall_timeout=stall_timeout, take_timeout=load_timeout)
+    chain = run_chain(send_command(tag, stale, **go), stale, "docker load", progress)
     if chain.source_error and not chain.problems and chain.sent == 0:
         raise RunError(f"docker save {tag} failed on the head", node="local", command=f"docker save {tag}",
                        tail=tail(chain.source_error))
     received = {w.name: chain.sent for w in stale}  # what reached each node
-    sent = chain.sent + _direct(tag, stale, chain, received, report, go)
+    sent = chain.sent + _direct(tag, stale, chain, received, report, go, progress)
     _verify_ids(tag, head_id, stale, chain.problems)
     raise_first(f"image {tag}", stale, chain.problems, chain.command, chain.source_error)
     elapsed = time.monotonic() - t0
@@ -91,8 +97,28 @@ def _head_ready(tag: str, head_id: str) -> int | None:
     return _image_size(tag)
 
 
+def answer(tag: str, node: str, head_id: str | None, size: int, chain: Sequence[Worker],
+           ids: Mapping[str, str | None]) -> Answer:
+    """The image step's answer for `node` from the image IDs on the head and on each copy worker (`chain`,
+    in order; `ids` by name): Noop when its ID is the head's; else the stream that brings the image to it
+    and the stale workers after it, or none when an earlier stale worker's stream carries it on."""
+    there = ids.get(node)
+    stale = [w for w in chain if ids.get(w.name) != head_id]
+    if not head_id or there == head_id or node not in [w.name for w in stale]:
+        return steps.image_copy(tag, node, head_id, there, size)
+    if stale[0].name != node:
+        return steps.image_copy(tag, node, head_id, there, size, carried_by=stale[0].name)
+    return steps.image_copy(tag, node, head_id, there, size, commands=(send_command(tag, stale),))
+
+
+def send_command(tag: str, stale: Sequence[Worker], **bounds) -> Command:
+    """`docker save` on the head, streamed once through the stale workers, each loading it (`bounds`:
+    size, timeout, stall_timeout, take_timeout as chain_command takes them)."""
+    return chain_command(("docker", "save", tag), stale, lambda _: LOAD, "image", **bounds)
+
+
 def _direct(tag: str, stale: Sequence[Worker], chain: Chain, received: dict[str, int], report: Report,
-            go: dict) -> int:
+            go: dict, progress: TextIO | None) -> int:
     """Streams of their own from the head (a star, in parallel) to the workers the chain did not reach
     through the previous worker; their problems replace the chain's. Returns the bytes sent."""
     direct = unreached(stale, chain)
@@ -100,7 +126,8 @@ def _direct(tag: str, stale: Sequence[Worker], chain: Chain, received: dict[str,
         return 0
 
     def one(w: Worker) -> Chain:
-        return run_chain(["docker", "save", tag], [Worker(w.name, w.link)], _docker_load, "docker load", "image", **go)
+        return run_chain(send_command(tag, [Worker(w.name, w.link)], **go), [Worker(w.name, w.link)], "docker load",
+                         progress)
 
     sent = 0
     for w, again in zip(direct, on_threads(one, direct)):
@@ -121,9 +148,6 @@ def _verify_ids(tag: str, head_id: str, stale: Sequence[Worker], problems: dict[
             problems[w.name] = ("verify", f"image ID after load is {now_ids.get(w.name) or 'absent'}, "
                                           f"not {head_id}")
 
-
-def _docker_load(_: Worker) -> str:
-    return "docker load -q"
 
 def _id_or_error(w: Worker, tag: str) -> str | None:
     try:

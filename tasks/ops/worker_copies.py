@@ -43,9 +43,16 @@ class WorkerCopies:
                    f"the image {self.tag} (`docker load` unpacks its whole tar first: twice its size)")
 
     def same_image(self, node: Node) -> steps.Answer:
+        """The image step's answer for `node`: the IDs decide; a stale node's answer names the stream that
+        brings the image to it and the stale workers after it, or the earlier worker whose stream does."""
         info = docker.image_info(self.head, self.tag)
+        head_id, size = (info["id"], info.get("size") or 0) if info else (None, 0)
         there = docker.image_id(self.runner_of[node.target], self.tag) if info else None  # a fact: launch asks it too
-        return steps.image_copy(self.tag, node.target, info and info["id"], there, info and info.get("size") or 0)
+        chain = self.fleet.copy_workers()
+        if not head_id or there == head_id or node.target not in [w.name for w in chain]:
+            return steps.image_copy(self.tag, node.target, head_id, there, size)
+        ids = {w.name: docker.image_id(self.runner_of[w.name], self.tag) for w in chain}
+        return image_copy.answer(self.tag, node.target, head_id, size, chain, ids)
 
     def send_image(self, node: Node) -> tuple[distribute.Report, list[distribute.Worker]]:
         """Stream the head's image to `node` and the workers after it that lack it."""
@@ -62,7 +69,11 @@ class WorkerCopies:
 
     def weights_synced(self, model: Model, node: Node) -> steps.Answer:
         commit = weights.resolve_commit(model.repo, model.revision, offline=True, cache_dir=self.cache)
-        return distribute.weights_answer(self.cache, self.cache, model.repo, commit, self.fleet.link(node), node.target)
+        chain = self.fleet.copy_workers()
+        if node.target not in [w.name for w in chain]:  # no copy goes there (its send says why)
+            chain = [distribute.Worker(node.target, self.fleet.link(node))]
+        return distribute.weights_answer(self.cache, self.cache, model.repo, commit, chain, node.target,
+                                         verify=self.plan.options.verify)
 
     def sync_weights(self, model: Model, node: Node) -> tuple[str, distribute.Report, list[distribute.Worker]]:
         """This worker and the ones after it: what several lack leaves the head once (a chain);

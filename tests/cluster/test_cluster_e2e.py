@@ -389,7 +389,7 @@ def test_weights_reach_every_node_and_only_changes_travel(cluster3: rc.TestClust
         sha2 = hub.commit("org/wts", files={"config.json": b'{"v": 2}'})
         snapshot_download("org/wts", revision=sha2, cache_dir=cache, endpoint=hub.endpoint)
 
-    def run_with(sha: str) -> subprocess.CompletedProcess:
+    def write(sha: str) -> None:
         (project / "recipes" / "wts.yaml").write_text(f"""\
 recipe_version: "1"
 name: Cluster weights
@@ -402,7 +402,11 @@ env: {{STANDIN_CHECK_WEIGHTS: "1"}}
 command: |
   vllm serve org/wts --port {{port}} --host {{host}}
 """)
-        return tool(cluster3, project, "wts", "--setup", "-d", "--no-ray", "--ready-timeout", "120")
+
+    def run_with(sha: str, log: Path | None = None) -> subprocess.CompletedProcess:
+        write(sha)
+        return tool(cluster3, project, "wts", "--setup", "-d", "--no-ray", "--ready-timeout", "120",
+                    env={"RUNRECIPE_EXEC_LOG": str(log)} if log else None)
 
     first = run_with(sha1)
     assert first.returncode == 0, first.stdout + first.stderr
@@ -415,15 +419,35 @@ command: |
     again = run_with(sha1)
     assert again.returncode == 0 and executed(again.stdout) == []
 
-    moved = run_with(sha2)  # one file changed: only it (and the new tree listing) travels
+    # `plan` names the copies that then run: n2 lost its image tag (one stream, to it alone), and both
+    # workers lack sha2's files (one tar stream through both, then any refs naming it).
+    cluster3.node(2).docker("rmi", "-f", TAG)
+    log = project / "exec.jsonl"
+    write(sha2)
+    planned = copies_planned(cluster3, project, "wts", "--setup", "--no-ray")
+    assert [c.split(" | ")[0].split()[:2] for c in planned if " | " in c] == [["docker", "save"], ["tar", "-c"]]
+    moved = run_with(sha2, log)  # one file changed: only it (and the new tree listing) travels
     assert moved.returncode == 0, moved.stdout + moved.stderr
+    ran = [json.loads(line)["command"] for line in log.read_text().splitlines()]
+    copies = [c for c in ran if c in planned or " | [" in c or "runrecipe weights" in c or c.startswith("rsync")]
+    assert sorted(copies) == sorted(planned), (copies, planned)
+    assert copies[:2] == planned[:2]  # the streams first; then each worker's refs, on threads
     # the pinned revision is in the argv: the check asks vLLM again, before anything travels
-    assert executed(moved.stdout) == ["check:wts", f"weights:org/wts@{sha2}@198.18.0.12", "launch:wts"]
+    assert executed(moved.stdout) == ["check:wts", f"image:{TAG}@198.18.0.12", f"weights:org/wts@{sha2}@198.18.0.12",
+                                      "launch:wts"]
     for node in cluster3.nodes[1:]:
         blobs = node.run(["sh", "-c", "ls /root/.cache/huggingface/hub/models--org--wts/blobs | wc -l"]).stdout
         assert int(blobs) == 4  # 3 blobs of the first commit + the new config.json; shards not sent twice
         (cid,) = ours(node, "wts")
         assert f"standin-vllm: weights ok {sha2}" in node.docker("logs", cid).stdout
+
+
+def copies_planned(cluster: rc.TestCluster, root: Path, *args: str) -> list[str]:
+    """The commands `plan --json` names for the image and weights copies, in task order."""
+    asked = tool(cluster, root, "plan", *args, "--json")
+    assert asked.returncode == 0, asked.stdout + asked.stderr
+    return [c["text"] for t in json.loads(asked.stdout)["tasks"] if t["task"].startswith(("image:", "weights:"))
+            for c in t.get("commands", [])]
 
 
 def test_discover_yes_writes_env_inside_the_head_namespace(cluster3: rc.TestCluster, tmp_path: Path) -> None:

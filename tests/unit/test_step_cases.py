@@ -9,7 +9,10 @@ from typing import Any, Callable
 
 import pytest
 
-from tasks.ops import answers as steps
+from tasks.connect import SshLink
+from tasks.connect.chain import Worker
+from tasks.ops import answers as steps, image_copy, weights_copy
+from tasks.ops.weights_state import RemoteState, Want
 from tasks.ops.commands import Command, as_json
 from tasks.facts.docker import Container
 from tasks.ops.image import BuildSpec
@@ -26,13 +29,31 @@ def containers(facts: dict) -> list[Container]:
     return [Container(c["id"], c["name"], c["state"], c["image"], c["labels"]) for c in facts["running"]]
 
 
+def chain(facts: dict) -> list[Worker]:
+    return [Worker(name, SshLink(("ssh", f"root@{name}"))) for name in facts["chain"]]
+
+
+def weights_job(facts: dict) -> weights_copy.Job:
+    w = facts["want"]
+    want = Want(w["manifest"], w.get("refs", {}), sorted(w["files"]), {}, w.get("blob_of", {}), w.get("sizes", {}))
+    folder = f"{facts['cache']}/models--{facts['repo'].replace('/', '--')}"
+    return weights_copy.Job(want, {}, Path(facts["head_folder"]), facts["cache"], folder, facts["repo"],
+                            facts["commit"], False, None, 120)
+
+
+def weights(facts: dict) -> steps.Answer:
+    haves = {n: RemoteState(h.get("manifest", {}), h.get("refs", {}), h.get("blobs", {}))
+             for n, h in facts["haves"].items()}
+    return weights_copy.answer(weights_job(facts), chain(facts), facts["node"], haves)
+
+
 # step -> how its facts become the step function's arguments
 STEPS: dict[str, Callable[[dict], Any]] = {
     "build": lambda f: steps.build(spec(f), f["image"]),
     "as_is": lambda f: steps.as_is(spec(f), f["image"]),
     "mods": lambda f: steps.mods(f["names"], f["base_id"], f["derived"], f["derived_id"], node=f.get("node", "local")),
-    "image_copy": lambda f: steps.image_copy(f["tag"], f["node"], f["head_id"], f["node_id"], f["size"]),
-    "weights_copy": lambda f: steps.weights_copy(f["key"], f["node"], f["want"], f["have"], f.get("stale_refs", ())),
+    "image_copy": lambda f: image_copy.answer(f["tag"], f["node"], f["head_id"], f["size"], chain(f), f["ids"]),
+    "weights_copy": weights,
     "launch": lambda f: steps.launch(f["container"], f["digest"], containers(f), f["answering"], f.get("node", "local"),
                                      [Command(tuple(c["argv"]), f.get("node", "local")) for c in f.get("start", [])]),
 }
