@@ -273,7 +273,6 @@ def _node_tasks(plan: Plan, fleet: "Fleet", per_node: dict[str, list[str]], out:
     launch_deps, downloads = list(head_deps[0]), head_deps[1]
     for rank, (node, runner) in enumerate(zip(plan.nodes, fleet.runners)):
         image_deps = [d for d in per_node[node.target] if d.startswith(("image:", "build:"))]
-        launch_deps += [d for d in per_node[node.target] if d.startswith("weights:")]
         if plan.mods:
             task = mods_task(plan, runner, image_deps)
             task["name"] = f"{plan.recipe.id}@{node.target}"
@@ -281,6 +280,7 @@ def _node_tasks(plan: Plan, fleet: "Fleet", per_node: dict[str, list[str]], out:
             out.append(task)
         else:
             launch_deps += image_deps
+        launch_deps += [d for d in per_node[node.target] if d.startswith("weights:")]  # after the image, as plan lists
         if rank == 0:  # the head's image (and mods) exist now: ask its vLLM before anything travels
             checks = check_task(serve or plan, runner, list(dict.fromkeys(launch_deps)))
             out += checks
