@@ -10,7 +10,7 @@ module outside this folder builds an ssh argv.
 """
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Protocol, TextIO, runtime_checkable
 
 from ..nodes import Node
 from .link import HERE, QUERY_TIMEOUT, Here, Link, SshLink, call, link_to, peer_link_to, quote_path, remote_path
@@ -19,7 +19,7 @@ from .options import SshSettings, close_shared_connections
 from .streams import Pumped
 from .ssh import ChangedHostKeyError, HostKeyError, RemoteRunner, UnknownHostKeyError
 
-__all__ = ["HERE", "QUERY_TIMEOUT", "ChangedHostKeyError", "Connector", "Here", "HostKeyError", "Link",
+__all__ = ["Carrier", "HERE", "QUERY_TIMEOUT", "ChangedHostKeyError", "Connector", "Here", "HostKeyError", "Link",
            "LocalRunner", "Pumped", "RemoteRunner", "Result", "SshLink", "SshSettings", "UnknownHostKeyError", "call",
            "close_shared_connections", "connector_for", "link_to", "peer_link_to", "quote_path", "remote_path",
            "tail"]
@@ -38,6 +38,17 @@ class Connector(Protocol):
     def feed(self, argv: list[str], data: bytes, *, timeout: float | None = 600, check: bool = True) -> Result: ...
 
     def argv_for(self, argv: list[str]) -> list[str]: ...
+
+
+@runtime_checkable
+class Carrier(Connector, Protocol):
+    """A connector that also carries bulk bytes to its node from here (SshLink): rsync, a pumped stream."""
+
+    def send(self, argv: list[str], data: bytes, *, timeout: float | None = None, check: bool = True) -> Result: ...
+
+    def pump(self, source: list[str], argv: list[str], *, ahead: bytes = b"", feed: bytes | None = None,
+             label: str = "", size: int | None = None, progress: TextIO | None = None,
+             timeout: float | None = None, stall_timeout: float = 60.0, take_timeout: float = 1800.0) -> Pumped: ...
 
 
 def connector_for(node: Node, settings: SshSettings) -> Connector:

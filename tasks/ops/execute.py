@@ -1,25 +1,24 @@
 """The one executor: runs a step's Commands in order on their nodes, checks what each proves, records them.
 
-Steps decide (steps.py answers Noop or Commands); this module only carries the Commands out through the
-node's runner (`run` streams to the user, `feed` writes the command's stdin) and then asks the node
-whether the command's proof holds. The node's facts go stale with each command: the connector announces
-run and feed, and the facts cache forgets that node (connect/changes.py), here as for every other caller.
-Every command run is
-recorded (`ran`, and RUNRECIPE_EXEC_LOG when set) in the very text `run-recipe plan` prints.
+Steps decide (answers.py: Noop or Commands); this module only carries the Commands out through the
+node's connector (`run` streams to the user, `feed` writes the command's stdin, `send` rsyncs to the node,
+`pump` streams a head command's output into it) and then asks the node whether the command's proof holds.
+The node's facts go stale with each command: the connector announces each change, and the facts cache
+forgets that node (connect/changes.py), here as for every other caller. Every command run is recorded
+(RUNRECIPE_EXEC_LOG, when set) in the very text `run-recipe plan` prints.
 """
 from __future__ import annotations
 
 import json
 import threading
-from typing import Iterable, Mapping, TextIO
+from typing import TextIO
 
 from .. import settings
 from ..facts import docker
 from .commands import Command, Input, Stream, shown
-from ..connect import Connector, Pumped, Result, SshLink
+from ..connect import Carrier, Connector, Pumped, Result
 from ..errors import RunError
 
-ran: list[tuple[str, str]] = []  # (node, shown text) of every command run by this process, in order
 _LOCK = threading.Lock()
 
 
@@ -30,7 +29,7 @@ def run(runner: Connector, command: Command) -> Result:
     argv = list(command.argv)
     assert not isinstance(command.stdin, Stream), "a stream runs through execute.stream"
     if command.sends:
-        assert isinstance(runner, SshLink) and isinstance(command.stdin, Input)
+        assert isinstance(runner, Carrier) and isinstance(command.stdin, Input)
         result = runner.send(argv, command.stdin.data(), timeout=command.timeout, check=command.check)
     elif isinstance(command.stdin, Input):
         result = runner.feed(argv, command.stdin.data(), check=command.check,
@@ -42,7 +41,7 @@ def run(runner: Connector, command: Command) -> Result:
     return result
 
 
-def stream(link: SshLink, command: Command, progress: TextIO | None = None) -> Pumped:
+def stream(link: Carrier, command: Command, progress: TextIO | None = None) -> Pumped:
     """Run a copy Command: its Stream's source here, piped into argv on the node `link` reaches. What
     reached each node is the caller's to read (a chain's status lines) and prove (image IDs, sizes)."""
     source = command.stdin
@@ -52,11 +51,6 @@ def stream(link: SshLink, command: Command, progress: TextIO | None = None) -> P
                      feed=source.feed() if source.feed else None, label=source.label, size=source.size,
                      progress=progress, timeout=command.timeout, stall_timeout=source.stall_timeout,
                      take_timeout=source.take_timeout)
-
-
-def run_all(runners: Mapping[str, Connector], commands: Iterable[Command]) -> list[Result]:
-    """Every command in order, each on its node's runner; stops at the first failure (it raises)."""
-    return [run(runners[c.node], c) for c in commands]
 
 
 def _prove(runner: Connector, command: Command) -> None:
@@ -70,11 +64,10 @@ def _prove(runner: Connector, command: Command) -> None:
 
 
 def _record(command: Command) -> None:
-    text = shown(command)
-    with _LOCK:
-        ran.append((command.node, text))
-        path = settings.exec_log()
-        if path:
-            with open(path, "a", encoding="utf-8") as log:
-                log.write(json.dumps({"node": command.node, "command": text}) + "\n")
+    path = settings.exec_log()
+    if not path:
+        return
+    line = json.dumps({"node": command.node, "command": shown(command)}) + "\n"
+    with _LOCK, open(path, "a", encoding="utf-8") as log:
+        log.write(line)
 
