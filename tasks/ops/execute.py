@@ -43,6 +43,11 @@ def run_all(runners: Mapping[str, Connector], commands: Iterable[Command]) -> li
     return [run(runners[c.node], c) for c in commands]
 
 
+def run_each(runner: Connector, commands: Iterable[Command]) -> list[Result]:
+    """Every command in order on this one runner (commands built for its node); stops at the first failure."""
+    return [run(runner, c) for c in commands]
+
+
 def _prove(runner: Connector, command: Command) -> None:
     """The command reported success; the node must now show what it promised."""
     proof = command.proves
