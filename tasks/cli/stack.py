@@ -15,6 +15,7 @@ from typing import Any
 from ..config import read_settings
 from ..errors import RunError
 from ..facts import docker
+from ..ops import answers as steps, execute
 from ..stacks import files as stack, gateway
 from ..flagtypes import count, seconds
 from ..masking import scrub
@@ -208,7 +209,7 @@ def stop(name: str, nodes: tuple[Node, ...], order: list[str]) -> int:
     names = []
     for runner, container in ours:
         try:
-            docker.remove(runner, [container.id])
+            execute.run_each(runner, steps.remove(runner.node, [container.id]))
             names.append(f"{container.name}@{runner.node}")
         except RunError as exc:
             missed.append(f"{runner.node}: {str(exc).splitlines()[0]}")

@@ -1,8 +1,8 @@
 """A command that may change its node is announced to whoever listens: the facts cache, which forgets
 that node's answers. The transport knows nothing of what is cached above it; the cache subscribes.
 
-Commands the executor runs are forgotten there too (after each step's commands); this covers the rest
-(a stop, a watcher's restart, a copy's own commands), which still reach a node without a step's Change.
+Commands the executor runs (a step's, a stop's, a gateway's) reach the node through run and feed, so they
+are heard here like the rest (a copy's own commands).
 """
 from __future__ import annotations
 

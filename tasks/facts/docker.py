@@ -1,7 +1,8 @@
-"""Facts and changes on a Docker engine, as small functions over a Connector.
+"""Facts of a Docker engine, as small functions over a Connector: they only read.
 
 Every fact (an image ID, a container's labels) is computed here, in one place,
-so image, mods and launch steps agree on what "the same" means.
+so image, mods and launch steps agree on what "the same" means. What changes an engine
+(a removal, a start) is a Command the executor runs (ops/answers.py, ops/execute.py).
 """
 from __future__ import annotations
 
@@ -154,10 +155,3 @@ def logs(runner: Connector, container_id: str, timeout: float = 30) -> str:
             stamp, _, rest = line.partition(" ")
             stamped.append((stamp, stream, len(stamped), rest))
     return "".join(f"{line}\n" for *_, line in sorted(stamped))
-
-
-def remove(runner: Connector, container_ids: list[str]) -> None:
-    if container_ids:
-        runner.run(["docker", "rm", "-f", *container_ids], stream=False)
-
-

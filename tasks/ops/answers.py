@@ -113,6 +113,15 @@ def launch(container: str, digest: str, running: Sequence[Container], answering:
 
 def clear(node: str, running: Sequence[Container]) -> tuple[Command, ...]:
     """Remove this recipe's containers on the node before a new one starts (none there: no command)."""
-    old = [c.id for c in running]
-    return (Command(("docker", "rm", "-f", *old), node),) if old else ()
+    return remove(node, [c.id for c in running])
+
+
+def remove(node: str, container_ids: Sequence[str]) -> tuple[Command, ...]:
+    """Remove these containers, running or not (a stop, a failed start's cleanup); none named: no command."""
+    return (Command(("docker", "rm", "-f", *container_ids), node),) if container_ids else ()
+
+
+def halt(node: str, container_id: str) -> Command:
+    """Stop one container (foreground Ctrl-C); a failure is the caller's to explain (it is leaving anyway)."""
+    return Command(("docker", "stop", container_id), node, check=False)
 

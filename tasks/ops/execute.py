@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import threading
-from typing import TextIO
+from typing import Iterable, TextIO
 
 from .. import settings
 from ..facts import docker
@@ -51,6 +51,11 @@ def stream(link: Carrier, command: Command, progress: TextIO | None = None) -> P
                      feed=source.feed() if source.feed else None, label=source.label, size=source.size,
                      progress=progress, timeout=command.timeout, stall_timeout=source.stall_timeout,
                      take_timeout=source.take_timeout)
+
+
+def run_each(runner: Connector, commands: Iterable[Command]) -> list[Result]:
+    """Every command in order on this one runner (commands built for its node); stops at the first failure."""
+    return [run(runner, c) for c in commands]
 
 
 def _prove(runner: Connector, command: Command) -> None:

@@ -210,7 +210,7 @@ def converge(places: list[Placement], plan: Plan, ray_first: bool = True) -> dic
     except BaseException:
         for place, cid in started:
             try:
-                docker.remove(place.runner, [cid])
+                execute.run_each(place.runner, steps.remove(place.runner.node, [cid]))
             except RunError as exc:
                 emit(Warn(f"could not remove {cid[:12]} on {place.runner.node}: {exc}"))
         raise
@@ -232,7 +232,7 @@ def _already_running(places: list[Placement], plan: Plan, wants: list[Wanted], s
         except RunError:
             for place in places:  # never ready: not left behind as if it served
                 try:
-                    docker.remove(place.runner, [same[place.rank].id])
+                    execute.run_each(place.runner, steps.remove(place.runner.node, [same[place.rank].id]))
                 except RunError as exc:
                     emit(Warn(f"could not remove {same[place.rank].id[:12]} on {place.runner.node}: {exc}"))
             raise
@@ -326,7 +326,7 @@ def _start(runner: Connector, start: list[Command]) -> str:
         for command in rest:
             execute.run(runner, command)
     except BaseException:
-        docker.remove(runner, [cid])
+        execute.run_each(runner, steps.remove(runner.node, [cid]))
         raise
     return cid
 
@@ -418,7 +418,7 @@ def follow(runner: Connector, plan: Plan, cid: str) -> int:
     except KeyboardInterrupt:
         proc.terminate()
         say(f"\nstopping {plan.container_name} ...")
-        runner.run(["docker", "stop", cid], stream=False, check=False)
+        execute.run(runner, steps.halt(runner.node, cid))
         return 130
 
 
@@ -439,6 +439,6 @@ def stop(runner: Connector, recipe_id: str, *, every: bool = False) -> list[str]
     if not recipe_id.strip() and not every:
         raise ConfigError("stop: no recipe named: name one, or ask for every runrecipe container (--all)")
     found = docker.containers(runner, **({} if every else {"recipe": recipe_id}))
-    docker.remove(runner, [c.id for c in found])
+    execute.run_each(runner, steps.remove(runner.node, [c.id for c in found]))
     return [c.name for c in found]
 

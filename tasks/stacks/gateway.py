@@ -21,7 +21,8 @@ from typing import Callable
 
 from .. import masking, render, settings
 from ..facts import docker
-from ..ops import answers as steps, readiness
+from ..ops import answers as steps, execute, readiness
+from ..ops.commands import Command, Input
 from ..ops.container_create import create_argv
 from . import keys as stack_keys
 from ..facts.docker import LABEL
@@ -164,22 +165,34 @@ def converge(runner: Connector, gw: GatewayPlan) -> dict[str, str]:
                        "remove it or rename the stack")
     if running:
         say(f"replacing the gateway {gw.name}: its routes or image changed")
-        docker.remove(runner, [c.id for c in running])
-    labels = {"recipe": gw.id, "stack": gw.stack, "inputs": want, "endpoint": gw.endpoint,
-              "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    label_args = [a for k, v in labels.items() for a in ("--label", f"{LABEL}.{k}={v}")]
-    env_text = "".join(f"{k}={v}\n" for k, v in secret_env(gw, key).items())
-    cid = runner.feed(create_argv((), [*label_args, *gw.args(image)]), env_text.encode(), timeout=120).stdout.strip()
+        execute.run_each(runner, steps.clear(runner.node, running))
+    create, *rest = start_commands(runner.node, gw, image, want, key)
+    cid = execute.run(runner, create).stdout.strip()
     try:
-        runner.feed(["docker", "cp", "-", f"{cid}:/"], script_tar(gw.files()))
-        runner.read(["docker", "start", cid])
+        execute.run_each(runner, rest)
         say(f"started the gateway {gw.name}; waiting for {gw.endpoint} ...")
         wait_ready(runner, gw, cid, key)
     except BaseException:
-        docker.remove(runner, [cid])
+        execute.run_each(runner, steps.remove(runner.node, [cid]))
         raise
     emit(Ready(f"gateway serving {', '.join(r.model for r in gw.routes)} at {gw.endpoint}", gw.endpoint))
     return {"container_id": cid, "inputs": want}
+
+
+def start_commands(node: str, gw: GatewayPlan, image: str, want: str, key: str) -> list[Command]:
+    """docker create (the keys in the env file on stdin), copy the configuration in (a tar on stdin), docker
+    start: by the container's name, as a server's are (launch.start_commands); `create` prints its ID."""
+    labels = {"recipe": gw.id, "stack": gw.stack, "inputs": want, "endpoint": gw.endpoint,
+              "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    label_args = [a for k, v in labels.items() for a in ("--label", f"{LABEL}.{k}={v}")]
+    secrets = secret_env(gw, key)
+    env = Input(f"env file: {', '.join(sorted(secrets))}" if secrets else "env file: empty",
+                lambda: "".join(f"{k}={v}\n" for k, v in secrets.items()).encode(), secret=True)
+    files = gw.files()
+    tar = Input(f"tar: {', '.join(f'{SCRIPT_DIR}/{name}' for name in files)}", lambda: script_tar(files))
+    return [Command(tuple(create_argv((), [*label_args, *gw.args(image)])), node, env, timeout=120),
+            Command(("docker", "cp", "-", f"{gw.name}:/"), node, tar),
+            Command(("docker", "start", gw.name), node, timeout=60)]
 
 
 def wait_ready(runner: Connector, gw: GatewayPlan, cid: str, key: str, timeout: float = READY_TIMEOUT,
