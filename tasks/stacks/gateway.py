@@ -16,7 +16,6 @@ import json
 import os
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Callable
 
 from .. import masking, render, settings
@@ -140,12 +139,14 @@ def answer(runner: Connector, gw: GatewayPlan) -> steps.Answer:
     """Noop when the gateway runs with the current routes and image and lists every route."""
     key = api_key(gw)
     try:
-        want = digest(gw, image_id(runner, gw), key)
+        image = image_id(runner, gw)
     except RunError as exc:
         return steps.Change(f"cannot start yet: {str(exc).splitlines()[0]}")
+    want = digest(gw, image, key)
     running = docker.containers(runner, recipe=gw.id)
     current = [c for c in running if c.running and c.labels.get(f"{LABEL}.inputs") == want]
-    return steps.launch(gw.name, want, running, answering=bool(current) and _lists_all(gw, key))
+    return steps.launch(gw.name, want, running, answering=bool(current) and _lists_all(gw, key), node=runner.node,
+                        start=start_commands(runner.node, gw, image, want, key))
 
 
 def converge(runner: Connector, gw: GatewayPlan) -> dict[str, str]:
@@ -181,9 +182,9 @@ def converge(runner: Connector, gw: GatewayPlan) -> dict[str, str]:
 
 def start_commands(node: str, gw: GatewayPlan, image: str, want: str, key: str) -> list[Command]:
     """docker create (the keys in the env file on stdin), copy the configuration in (a tar on stdin), docker
-    start: by the container's name, as a server's are (launch.start_commands); `create` prints its ID."""
-    labels = {"recipe": gw.id, "stack": gw.stack, "inputs": want, "endpoint": gw.endpoint,
-              "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    start: by the container's name, as a server's are (launch.start_commands); `create` prints its ID. No clock
+    label: `started` is Docker's own creation time (facts.docker), so a plan shows these very commands."""
+    labels = {"recipe": gw.id, "stack": gw.stack, "inputs": want, "endpoint": gw.endpoint}
     label_args = [a for k, v in labels.items() for a in ("--label", f"{LABEL}.{k}={v}")]
     secrets = secret_env(gw, key)
     env = Input(f"env file: {', '.join(sorted(secrets))}" if secrets else "env file: empty",
