@@ -101,13 +101,13 @@ def lifecycle(action: str, file: stack.Stack, options: Options, as_json: bool) -
 def load(name: str, options: Options) -> tuple[StackPlan, GatewayPlan | None]:
     """The stack's plan and gateway; the gateway's key variable, when only .env sets it, is exported to this
     process, where the gateway's steps read it."""
-    from ..plan import env_file
+    from ..plan import dotenv
     from ..stacks.keys import gateway_key
 
     stack_plan = make_stack_plan(stack.load(stack.find(name)), options)
     gw = gateway.plan_gateway(stack_plan)
     if gw and gw.key_env and gw.key_env not in os.environ:
-        value = gateway_key(gw.key_env, env_file(options))
+        value = gateway_key(gw.key_env, dotenv(options).values)
         if value:
             os.environ[gw.key_env] = value
     return stack_plan, gw
@@ -193,7 +193,7 @@ def dry_run(stack_plan: StackPlan, gw: GatewayPlan | None, as_json: bool) -> int
 def _runners(nodes: tuple[Node, ...]) -> list[Any]:
     from ..serve.lifecycle import node_runners
 
-    return node_runners("" if nodes == (LOCAL,) else ",".join(n.target for n in nodes), None)
+    return node_runners(() if nodes == (LOCAL,) else nodes)
 
 
 def stop(name: str, nodes: tuple[Node, ...], order: list[str]) -> int:
