@@ -12,7 +12,7 @@ import sys
 import time
 from typing import Any
 
-from ..config import read_settings
+from ..config import read_env, read_settings
 from ..errors import RunError
 from ..facts import docker
 from ..stacks import files as stack, gateway
@@ -53,16 +53,16 @@ def main(args: list[str]) -> int:
     ns = parser().parse_args(args)
     if ns.action == "bench":
         parser().error("bench comes right after the stack's name: run-recipe stack NAME bench [its options]")
-    options = Options(setup=ns.setup, download=ns.setup, daemon=True, ready_timeout=ns.ready_timeout,
-                      **read_settings(None).options())
     if ns.live and ns.action != "status":
         parser().error("--live goes with status: run-recipe stack NAME status --live")
     if ns.live:
         from .status_live import live
 
         return live(None, ns.interval, ns.count, stack=stack.load(stack.find(ns.stack)).name)
-    if ns.action in ("stop", "status"):
-        return lifecycle(ns.action, stack.load(stack.find(ns.stack)), options, ns.json)
+    if ns.action in ("stop", "status"):  # the .env's launch values unchecked: a bad IB_IF must not block a stop
+        return lifecycle(ns.action, stack.load(stack.find(ns.stack)), Options(settings=read_env(None)), ns.json)
+    options = Options(setup=ns.setup, download=ns.setup, daemon=True, ready_timeout=ns.ready_timeout,
+                      **read_settings(None).options())
     stack_plan, gw = load(ns.stack, options)
     for warning in stack_plan.warnings:
         print(f"Warning: {scrub(warning)}", file=sys.stderr)

@@ -84,3 +84,19 @@ def test_a_stack_plan_reads_the_env_once(project: Path, reads: list[Path],  # no
     write(project, TWO, "duo")
     plan = make_stack_plan(load(find("duo")), Options(**config.read_settings(None).options()))
     assert reads == [project / ".env"] and len(plan.entries) == 2
+
+
+def test_stack_status_and_stop_ignore_launch_values(project: Path, reads: list[Path],  # noqa: F811
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from tasks.cli import stack as stack_cli
+
+    (project / ".env").write_text(LAUNCH_ONLY)
+    write(project, TWO, "duo")
+    seen: list[tuple] = []
+    monkeypatch.setattr(stack_cli, "status", lambda name, nodes, as_json: seen.append((name, nodes)) or 0)
+    monkeypatch.setattr(stack_cli, "stop", lambda name, nodes, order: seen.append((name, nodes, order)) or 0)
+    assert stack_cli.main(["duo", "status"]) == 0 and stack_cli.main(["duo", "stop"]) == 0
+    assert [s[0] for s in seen] == ["duo", "duo"] and len(seen[1][2]) == 2  # stop knows the start order
+    assert reads == [project / ".env"] * 2  # once per command
+    with pytest.raises(config.ConfigError, match="MASTER_PORT"):  # a start checks them
+        stack_cli.main(["duo", "--dry-run"])
