@@ -100,3 +100,16 @@ def test_stack_status_and_stop_ignore_launch_values(project: Path, reads: list[P
     assert reads == [project / ".env"] * 2  # once per command
     with pytest.raises(config.ConfigError, match="MASTER_PORT"):  # a start checks them
         stack_cli.main(["duo", "--dry-run"])
+
+
+def test_folders_are_read_once_per_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from tasks import settings
+
+    monkeypatch.setenv("RUNRECIPE_HOME", str(tmp_path / "a"))  # through monkeypatch: seen at once (conftest)
+    assert settings.project_root() == (tmp_path / "a").resolve()
+    os.environ["RUNRECIPE_HOME"] = str(tmp_path / "b")  # behind its back (monkeypatch restores it after)
+    assert settings.project_root() == (tmp_path / "a").resolve() and settings.recipes_dir().parent.name == "a"
+    settings.forget()
+    assert settings.project_root() == (tmp_path / "b").resolve()
