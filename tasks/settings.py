@@ -33,11 +33,11 @@ class Places:
 @functools.cache
 def places() -> Places:
     """The environment's answer, read once per process."""
-    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     log = os.environ.get("RUNRECIPE_EXEC_LOG")
+    hf = os.environ.get("HF_HOME") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "huggingface"
     return Places(home=Path(os.environ.get("RUNRECIPE_HOME") or CODE_ROOT).resolve(),
                   docker_dir=Path(os.environ.get("RUNRECIPE_DOCKER_DIR") or CODE_ROOT / "docker").resolve(),
-                  hf_home=Path(os.environ.get("HF_HOME") or Path(cache) / "huggingface"),
+                  hf_home=Path(hf),
                   gateway_image=os.environ.get("RUNRECIPE_GATEWAY_IMAGE") or "ghcr.io/berriai/litellm:main-stable",
                   exec_log=Path(log) if log else None)
 
