@@ -3,7 +3,9 @@ IB_IF, MASTER_PORT, NON_PRIVILEGED) merged with the flags that override it.
 
 Both entry points (run-recipe and dodo.py) read a `Settings` here once per run and hand it down in the
 Options, so the plan takes its nodes and copy addresses from it instead of opening the .env again; each
-value is checked and named by its flag or key when it is wrong.
+value is checked and named by its flag or key when it is wrong. Commands that only look at what runs
+(status, stop, logs, bench, --show-env) read it with `read_env`, which checks none of the launch's
+values: a bad IB_IF must not keep anyone from stopping a server. Every .env read of the tool is here.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from typing import Any, Mapping
 from . import settings
 from .errors import ConfigError
 from .interfaces import DEFAULT_MASTER_PORT, hca_names, interface_name
-from .nodes import load_env, port_number
+from .nodes import Node, load_env, parse_list, port_number
 
 TRUE_WORDS = ("1", "true", "yes")
 
@@ -30,9 +32,16 @@ class Settings:
     ib_if: str = ""
     master_port: int = DEFAULT_MASTER_PORT
     privileged: bool = True
+    checked: bool = True       # False: read by `read_env`, the launch's values (ETH_IF, ...) left unread
+
+    def cluster_nodes(self) -> tuple[Node, ...]:
+        """The .env's CLUSTER_NODES, head first (empty when unset), each node checked and named by its key."""
+        return parse_list(self.values.get("CLUSTER_NODES", ""), f"{self.env_path}: CLUSTER_NODES")
 
     def option_fields(self) -> dict[str, Any]:
         """The Options fields these settings give (a flag already won over its .env key)."""
+        if not self.checked:
+            raise ValueError(f"{self.env_path}: read without its launch settings (read_env); a run wants read_settings")
         return {"eth_if": self.eth_if, "ib_if": self.ib_if, "master_port": self.master_port,
                 "privileged": self.privileged}
 
@@ -49,11 +58,18 @@ def env_file(config: Path | None) -> Path:
     return config or settings.project_root() / ".env"
 
 
+def read_env(config: Path | None) -> Settings:
+    """The .env alone, none of its launch values checked: what status, stop, logs and bench look at (the
+    nodes, a gateway's key), so a value only a launch uses cannot keep them from working."""
+    path = env_file(config)
+    return Settings(env_path=path, values=MappingProxyType(load_env(path)), checked=False)
+
+
 def read_settings(config: Path | None, *, eth_if: str | None = None, ib_if: str | None = None,
                   master_port: int | None = None, non_privileged: bool = False) -> Settings:
     """The run's Settings: the .env read once, each value checked; a flag (given, even as 0 or "") wins."""
-    path = env_file(config)
-    dotenv = load_env(path)
+    env = read_env(config)
+    path, dotenv = env.env_path, env.values
 
     def pick(flag_value: Any, flag: str, key: str) -> tuple[str, str]:
         given = flag_value is not None  # a flag given as 0 or "" still wins (and is checked)
@@ -65,7 +81,7 @@ def read_settings(config: Path | None, *, eth_if: str | None = None, ib_if: str 
         raise ConfigError(f"{port_source}: '{port_text}' is not a port number (1-65535)")
     ib_text, ib_source = pick(ib_if, "--ib-if", "IB_IF")
     hca_names(ib_text, ib_source)
-    return Settings(env_path=path, values=MappingProxyType(dict(dotenv)),
+    return Settings(env_path=path, values=dotenv,
                     eth_if=interface_name(*pick(eth_if, "--eth-if", "ETH_IF")), ib_if=ib_text.strip(),
                     master_port=port,
                     privileged=not (non_privileged or dotenv.get("NON_PRIVILEGED", "").lower() in TRUE_WORDS))

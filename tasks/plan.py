@@ -27,7 +27,7 @@ from . import (
     vllm_args,
 )
 from .errors import ConfigError, ModeError, RecipeError, RenderError
-from .nodes import LOCAL, Node, is_local_address, is_loopback, load_env, parse_list, resolve
+from .nodes import LOCAL, Node, is_local_address, is_loopback, parse_list, resolve
 from .recipe import Recipe
 
 # The parameters run-recipe's named override flags set (--port, --host, --tp, --gpu-mem, --max-model-len).
@@ -142,19 +142,10 @@ class Plan:
         return f"http://{shown}:{self.port}/v1"
 
 
-def env_file(options: Options) -> Path:
-    """The .env to read: --config FILE, which must exist (a typo would silently mean solo mode), else
-    the project's .env, which may be absent."""
-    return options.settings.env_path if options.settings is not None else config.env_file(options.config)
-
-
-def dotenv(options: Options) -> tuple[Path, Mapping[str, str]]:
-    """The run's .env path and values: from the Settings its entry point read once, else read here (an
-    Options made without them, e.g. by a test or a stack entry)."""
-    if options.settings is not None:
-        return options.settings.env_path, options.settings.values
-    path = env_file(options)
-    return path, load_env(path)
+def dotenv(options: Options) -> config.Settings:
+    """The run's .env (path and values): the Settings its entry point read once, else read here (an
+    Options made without them, e.g. by a test)."""
+    return options.settings if options.settings is not None else config.read_env(options.config)
 
 
 def choose_nodes(recipe: Recipe, options: Options) -> tuple[str, tuple[Node, ...], list[str]]:
@@ -166,9 +157,9 @@ def choose_nodes(recipe: Recipe, options: Options) -> tuple[str, tuple[Node, ...
         if options.nodes is not None:
             nodes = parse_list(options.nodes, source)
         else:
-            path, values = dotenv(options)
-            source = f"{path}: CLUSTER_NODES"
-            nodes = parse_list(values.get("CLUSTER_NODES", ""), source)
+            env = dotenv(options)
+            source = f"{env.env_path}: CLUSTER_NODES"
+            nodes = env.cluster_nodes()
     mode = "cluster" if len(nodes) >= 2 else "solo"
     warnings = []
     if len(nodes) == 1 and not _is_this_machine(nodes[0]):
@@ -207,8 +198,8 @@ def copy_hosts(options: Options, mode: str) -> tuple[tuple[Node, ...] | None, li
     """.env COPY_HOSTS (the addresses copies go to, e.g. another network in a mesh), and warnings.
 
     It belongs to the .env's CLUSTER_NODES: with -n, or solo, it is not used."""
-    path, values = dotenv(options)
-    text = values.get("COPY_HOSTS", "").strip() if mode == "cluster" else ""
+    env = dotenv(options)
+    path, text = env.env_path, env.values.get("COPY_HOSTS", "").strip() if mode == "cluster" else ""
     if not text:
         return None, []
     if options.nodes is not None:

@@ -51,6 +51,26 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
         report.longrepr = f"CI=true: a {'/'.join(strict)} test may not be skipped ({reason})"
 
 
+# ----------------------------------------------------------------------------- the environment, read once
+@pytest.fixture(autouse=True)
+def _settings_read_afresh(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """tasks/settings.py reads RUNRECIPE_HOME, HF_HOME, ... once per process; each test starts from its own
+    environment, and a test that changes one through `monkeypatch` sees the change at once."""
+    from tasks import settings
+
+    def afresh(change: Callable[..., None]) -> Callable[..., None]:
+        def changed(*args: object, **kwargs: object) -> None:
+            change(*args, **kwargs)
+            settings.forget()
+        return changed
+
+    monkeypatch.setenv = afresh(monkeypatch.setenv)  # type: ignore[method-assign]
+    monkeypatch.delenv = afresh(monkeypatch.delenv)  # type: ignore[method-assign]
+    settings.forget()
+    yield
+    settings.forget()
+
+
 TEST_LABEL = "runrecipe.test=1"
 SESSION_KEY = "runrecipe.test.session"
 SESSION_ID = uuid.uuid4().hex[:12]

@@ -61,7 +61,7 @@ def target(runner: Connector, name: str) -> StackTarget:
     recorded and not stopped; else a BenchError naming what is missing and how to start it."""
     settings = read_settings(None)  # the .env read once: the plan and the gateway's key both come from it
     stack_plan, gw = plan(name, settings)
-    key = stack_keys.gateway_key(gw.key_env, settings.env_path)
+    key = stack_keys.gateway_key(gw.key_env, settings.values)
     if gw.key_env and not key:
         raise BenchError(f"stack {gw.stack}: its gateway's key variable {gw.key_env} (api_key_env) is not set here "
                          f"(environment or .env): bench presents that key; export {gw.key_env}=sk-... as the stack "

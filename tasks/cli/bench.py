@@ -145,11 +145,11 @@ def _measure(rid: str, params: bench_run.Params, as_json: bool, key_var: str) ->
 
 def _key(var: str) -> str:
     """The value of `var`, from the environment, else .env ("" when neither sets it); masked from then on."""
+    from ..config import read_env
     from ..masking import remember_secret
-    from ..plan import Options, env_file
     from ..stacks.keys import gateway_key
 
-    key = gateway_key(var, env_file(Options()))
+    key = gateway_key(var, read_env(None).values)
     remember_secret(key)
     return key
 

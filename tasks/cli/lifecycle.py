@@ -15,8 +15,8 @@ from typing import Any
 from ..errors import ConfigError
 from ..ops import run_record
 from ..flagtypes import count, seconds
-from ..serve.lifecycle import (id_of, node_runners, report_unreached, status_rows, stop, supervision_line,
-                        wait_memory)
+from ..serve.lifecycle import (id_of, listed_nodes, node_runners, report_unreached, status_rows, stop,
+                               supervision_line, wait_memory)
 
 
 def main(command: str, args: list[str]) -> int:
@@ -29,7 +29,7 @@ def main(command: str, args: list[str]) -> int:
                 + (", or use --all to stop every runrecipe container" if command == "stop" else ""))
     if command == "stop" and ns.all and ns.recipe:
         p.error(f"name a recipe ({ns.recipe}) or use --all, not both")
-    runners = node_runners(ns.nodes, ns.config)
+    runners = node_runners(listed_nodes(ns.nodes, ns.config))  # the .env read once, here
     recipe_id = id_of(ns.recipe) if ns.recipe else None
     if command == "status" and ns.live:
         from .status_live import live

@@ -293,8 +293,8 @@ def _ask_engine_early() -> None:
 def discover_nodes(ns: argparse.Namespace) -> int:
     """Scan, confirm by SSH, choose, save .env: always a fresh scan."""
     from ..cluster.discover import discover, write_env
+    from ..config import env_file
     from ..connect import SshSettings
-    from ..plan import env_file
     from .discover_ask import choose
 
     found = discover(ns.interface, ns.cidr, SshSettings(trust_new_hosts=ns.trust_new_hosts))
@@ -304,7 +304,7 @@ def discover_nodes(ns: argparse.Namespace) -> int:
     if not nodes:
         print("no confirmed nodes: nothing saved", file=sys.stderr)
         return 1
-    path = ns.config or env_file(Options())  # --discover may create the --config file
+    path = ns.config or env_file(None)  # --discover may create the --config file
     write_env(path, nodes, copy_hosts)
     print(f"saved CLUSTER_NODES={','.join(nodes)} to {path}")
     return 0
@@ -395,13 +395,12 @@ def cached_bytes(recipe: Any) -> int | None:
 
 
 def show_env(config: Path | None) -> int:
+    from ..config import read_env
     from ..masking import mask, remember_secret
-    from ..nodes import load_env
-    from ..plan import env_file
     from ..stacks.files import key_variables
 
-    path = env_file(Options(config=config))
-    values = load_env(path)
+    env = read_env(config)  # nothing checked: --show-env shows a bad value as it is
+    path, values = env.env_path, env.values
     for name in key_variables(settings.project_root() / "stacks") & set(values):
         remember_secret(values[name])  # a stack's gateway key, whatever its variable is called
     print(f"# {path}" + ("" if path.is_file() else " (not found: solo mode unless -n is given)"))

@@ -12,7 +12,7 @@ import sys
 import time
 from typing import Any
 
-from ..config import read_settings
+from ..config import read_env, read_settings
 from ..errors import RunError
 from ..facts import docker
 from ..ops import answers as steps, execute
@@ -54,16 +54,16 @@ def main(args: list[str]) -> int:
     ns = parser().parse_args(args)
     if ns.action == "bench":
         parser().error("bench comes right after the stack's name: run-recipe stack NAME bench [its options]")
-    options = Options(setup=ns.setup, download=ns.setup, daemon=True, ready_timeout=ns.ready_timeout,
-                      **read_settings(None).options())
     if ns.live and ns.action != "status":
         parser().error("--live goes with status: run-recipe stack NAME status --live")
     if ns.live:
         from .status_live import live
 
         return live(None, ns.interval, ns.count, stack=stack.load(stack.find(ns.stack)).name)
-    if ns.action in ("stop", "status"):
-        return lifecycle(ns.action, stack.load(stack.find(ns.stack)), options, ns.json)
+    if ns.action in ("stop", "status"):  # the .env's launch values unchecked: a bad IB_IF must not block a stop
+        return lifecycle(ns.action, stack.load(stack.find(ns.stack)), Options(settings=read_env(None)), ns.json)
+    options = Options(setup=ns.setup, download=ns.setup, daemon=True, ready_timeout=ns.ready_timeout,
+                      **read_settings(None).options())
     stack_plan, gw = load(ns.stack, options)
     for warning in stack_plan.warnings:
         print(f"Warning: {scrub(warning)}", file=sys.stderr)
@@ -102,13 +102,13 @@ def lifecycle(action: str, file: stack.Stack, options: Options, as_json: bool) -
 def load(name: str, options: Options) -> tuple[StackPlan, GatewayPlan | None]:
     """The stack's plan and gateway; the gateway's key variable, when only .env sets it, is exported to this
     process, where the gateway's steps read it."""
-    from ..plan import env_file
+    from ..plan import dotenv
     from ..stacks.keys import gateway_key
 
     stack_plan = make_stack_plan(stack.load(stack.find(name)), options)
     gw = gateway.plan_gateway(stack_plan)
     if gw and gw.key_env and gw.key_env not in os.environ:
-        value = gateway_key(gw.key_env, env_file(options))
+        value = gateway_key(gw.key_env, dotenv(options).values)
         if value:
             os.environ[gw.key_env] = value
     return stack_plan, gw
@@ -194,7 +194,7 @@ def dry_run(stack_plan: StackPlan, gw: GatewayPlan | None, as_json: bool) -> int
 def _runners(nodes: tuple[Node, ...]) -> list[Any]:
     from ..serve.lifecycle import node_runners
 
-    return node_runners("" if nodes == (LOCAL,) else ",".join(n.target for n in nodes), None)
+    return node_runners(() if nodes == (LOCAL,) else nodes)
 
 
 def stop(name: str, nodes: tuple[Node, ...], order: list[str]) -> int:

@@ -12,7 +12,7 @@ from .. import settings
 from ..ops import run_record
 from ..errors import RunError, RunRecipeError
 from ..masking import scrub
-from ..plan import Options
+from ..nodes import Node
 from ..report import Failed, Warn, emit
 
 
@@ -109,15 +109,19 @@ def report_unreached(command: str, missed: list[str], consequence: str) -> int:
     return 1 if missed else 0
 
 
-def node_runners(nodes: str | None, config: Path | None) -> list[Any]:
+def listed_nodes(nodes: str | None, config: Path | None) -> tuple[Node, ...]:
+    """-n's nodes, else the .env's CLUSTER_NODES (read once, with none of its launch values checked: a bad
+    IB_IF must not keep status or stop from working), else none (this machine alone)."""
+    from ..config import read_env
+    from ..nodes import parse_list
+
+    return parse_list(nodes, "-n/--nodes") if nodes is not None else read_env(config).cluster_nodes()
+
+
+def node_runners(listed: Sequence[Node]) -> list[Any]:
     """This machine first, then the other nodes over SSH (verified host keys)."""
-    from ..nodes import load_env, parse_list
-    from ..plan import env_file
     from ..connect import LocalRunner, RemoteRunner, SshSettings
 
-    source = "-n/--nodes" if nodes is not None else f"{env_file(Options(config=config))}: CLUSTER_NODES"
-    text = nodes if nodes is not None else load_env(env_file(Options(config=config))).get("CLUSTER_NODES", "")
-    listed = parse_list(text, source)
     head = LocalRunner()
     if listed:
         head.node = listed[0].target  # rows and errors name the head as the node list does

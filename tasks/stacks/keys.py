@@ -13,20 +13,20 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-from pathlib import Path
+from typing import Mapping
 
 from .. import masking
-from ..nodes import load_env
 
 LOOPBACK = "127.0.0.1"
 ENTRY_KEY_VAR = "VLLM_API_KEY"     # what vLLM reads when its command has no --api-key
 
 
-def gateway_key(key_env: str, env_path: Path) -> str:
-    """The gateway's key: the variable `api_key_env` names, from the environment, else from .env; "" unset."""
+def gateway_key(key_env: str, dotenv: Mapping[str, str]) -> str:
+    """The gateway's key: the variable `api_key_env` names, from the environment, else from the run's .env
+    values (read once, config.py); "" unset."""
     if not key_env:
         return ""
-    return os.environ.get(key_env) or load_env(env_path).get(key_env, "")
+    return os.environ.get(key_env) or dotenv.get(key_env, "")
 
 
 def entry_key(gateway_secret: str, stack: str, entry: str) -> str:

@@ -16,8 +16,8 @@ from typing import Any, Mapping
 from .. import render, settings
 from . import keys as stack_keys
 from ..errors import ConfigError, ModeError, RecipeError, RunRecipeError
-from ..nodes import LOCAL, Node, is_loopback, parse_list
-from ..plan import Options, Plan, dotenv, env_file, make_plan
+from ..nodes import LOCAL, Node, is_loopback
+from ..plan import Options, Plan, dotenv, make_plan
 from ..recipe import Recipe, id_for, load, load_named, path_kind
 from .files import Entry, Stack, entry_id, gateway_container
 
@@ -64,9 +64,7 @@ def stack_nodes(stack: Stack, options: Options) -> tuple[Node, ...]:
     """The stack's `nodes`, else .env CLUSTER_NODES, else this machine."""
     if stack.nodes:
         return stack.nodes
-    path, values = dotenv(options)
-    listed = parse_list(values.get("CLUSTER_NODES", ""), f"{path}: CLUSTER_NODES")
-    return listed or (LOCAL,)
+    return dotenv(options).cluster_nodes() or (LOCAL,)
 
 
 def make_stack_plan(stack: Stack, base: Options) -> StackPlan:
@@ -84,7 +82,7 @@ def make_stack_plan(stack: Stack, base: Options) -> StackPlan:
         if entry.port is not None:
             _reserve(stack, taken, on, entry.port, names[entry.index], ("models", entry.index, "port"))
     planned, warnings, master = [], [], base.master_port
-    secret = stack_keys.gateway_key(stack.gateway.api_key_env, env_file(base)) if stack.gateway else ""
+    secret = stack_keys.gateway_key(stack.gateway.api_key_env, dotenv(base).values) if stack.gateway else ""
     for entry, recipe, on in zip(stack.entries, recipes, placements):
         name = names[entry.index]
         port = entry.port
