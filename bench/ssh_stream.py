@@ -6,7 +6,7 @@ streams, rsync, chain hops) through OpenSSH. This bench is the measurement behin
 two netns test nodes (tests/harness, sshd only), the head pipes the same N MB into `cat >/dev/null`
 on the worker, once through a paramiko channel of the connector's own fabric connection (same
 host-key policy, ssh_config and known_hosts) and once through the connector's OpenSSH link
-(`RemoteRunner.link`), alternating, and prints MB/s per run, the medians and their ratio. The links
+(`Ssh.link`), alternating, and prints MB/s per run, the medians and their ratio. The links
 are unshaped veths, so the figure is what each client and its cipher path cost, not the wire.
 
     sudo python3 bench/ssh_stream.py [--mb 200] [--repeat 3] [--wait 900]
@@ -31,12 +31,12 @@ DRIVER = r"""
 import json, shlex, subprocess, sys, time
 from pathlib import Path
 sys.path.insert(0, sys.argv[1])
-from tasks.connect import RemoteRunner, SshSettings
+from tasks.connect import Ssh, SshSettings
 from tasks.nodes import Node
 a = json.loads(sys.argv[2])
 chunk, total = bytes(range(256)) * 4096, a["mb"] << 20  # 1 MiB, incompressible enough for a cipher
 ssh = Path("/root/.ssh")
-runner = RemoteRunner(Node(a["worker"], "root"), SshSettings(known_hosts=ssh / "known_hosts", ssh_config=ssh / "config"))
+runner = Ssh(Node(a["worker"], "root"), SshSettings(known_hosts=ssh / "known_hosts", ssh_config=ssh / "config"))
 runner.read(["true"])  # fabric's connection up (host key checked)
 subprocess.run(runner.argv_for(["true"]), check=True)  # OpenSSH's shared connection up
 SINK = ["sh", "-c", "cat >/dev/null && echo done"]

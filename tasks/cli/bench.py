@@ -112,9 +112,9 @@ def stack_main(name: str, args: list[str]) -> int:
     if ns.history:
         return _history(_stack_name(name), ns.json, ns.chart, stack=True)
     from ..bench.stack import measure, target
-    from ..connect import LocalRunner
+    from ..connect import Local
 
-    runner = LocalRunner()  # the gateway runs on the head, which is this machine
+    runner = Local()  # the gateway runs on the head, which is this machine
     doc = measure(runner, target(runner, name), _params(ns), _say)
     return _stored(doc, ns.json)
 
@@ -136,9 +136,9 @@ def _params(ns: argparse.Namespace) -> bench_run.Params:
 
 
 def _measure(rid: str, params: bench_run.Params, as_json: bool, key_var: str) -> int:
-    from ..connect import LocalRunner
+    from ..connect import Local
 
-    runner = LocalRunner()  # the head is this machine (a cluster run starts from it)
+    runner = Local()  # the head is this machine (a cluster run starts from it)
     target = bench_run.target(runner, rid, _key(key_var), key_var)
     return _stored(bench_run.measure(runner, target, params, _say), as_json)
 

@@ -20,7 +20,7 @@ from ..errors import RunRecipeError
 from ..facts import docker
 from ..ops import vllm_check
 from ..plan import Options, Plan, make_plan
-from ..connect import LocalRunner
+from ..connect import Local
 
 # flags that only the forked vLLM of a Dockerfile adds (the stock parser refuses them)
 PATCHED_BUILD_FLAGS = {"Dockerfile.mxfp4": ("--mxfp4-backend", "--mxfp4-layers")}
@@ -49,7 +49,7 @@ def plans_of(paths: list[Path]) -> tuple[list[Plan], list[str]]:
     return plans, skipped
 
 
-def own_image(runner: LocalRunner, plan: Plan) -> str | None:
+def own_image(runner: Local, plan: Plan) -> str | None:
     """The image ID a run of the plan would check in, when it is on this machine."""
     from ..ops.served import image_ref
 
@@ -80,7 +80,7 @@ def run(image: str, venv: Path | None, paths: list[Path]) -> int:
     start = time.monotonic()
     plans, skipped = plans_of(paths)
     by_id = {plan.recipe.id: plan for plan in plans}
-    runner = LocalRunner()
+    runner = Local()
     groups: dict[str, list[vllm_check.Target]] = {}
     shown: dict[str, str] = {}
     for plan in plans:

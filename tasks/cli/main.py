@@ -284,10 +284,10 @@ def _run(args: list[str], inspect: bool = False) -> int:
 def _ask_engine_early() -> None:
     """The local engine's version, runtimes and data root, which no run changes: asked in the background
     while the plan is made, so a no-op run does not wait for its slowest `docker` call."""
-    from ..connect import LocalRunner
+    from ..connect import Local
     from ..facts import cache as facts, docker
 
-    facts.gather([lambda: docker.engine_facts(LocalRunner())])
+    facts.gather([lambda: docker.engine_facts(Local())])
 
 
 def discover_nodes(ns: argparse.Namespace) -> int:
@@ -323,7 +323,7 @@ def download_only(plan: Plan, *, wait: bool) -> int:
 
 def execute(plan: Plan, *, build_only: bool = False, wait: bool = True) -> int:
     """The run held by the session (lock, facts, preflight, doit); in the foreground, follow the server's logs."""
-    from ..connect import LocalRunner
+    from ..connect import Local
     from ..facts import docker
     from ..ops import launch
 
@@ -335,7 +335,7 @@ def execute(plan: Plan, *, build_only: bool = False, wait: bool = True) -> int:
     code = session.execute(run)
     if code or build_only or plan.options.daemon:
         return code
-    runner = LocalRunner()
+    runner = Local()
     running = [c for c in docker.containers(runner, recipe=plan.recipe.id) if c.running]
     return launch.follow(runner, plan, running[0].id) if running else 1
 

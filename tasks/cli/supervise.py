@@ -59,7 +59,7 @@ def parser(command: str) -> argparse.ArgumentParser:
 
 
 def _watch(ns: argparse.Namespace, plan: Any, run_args: list[str]) -> int:
-    from ..connect import LocalRunner
+    from ..connect import Local
     from ..serve import watch
     from ..serve.recipe_run import RecipeRun
 
@@ -68,7 +68,7 @@ def _watch(ns: argparse.Namespace, plan: Any, run_args: list[str]) -> int:
 
         runners = fleet_for(plan).runners
     else:
-        runners = [LocalRunner()]
+        runners = [Local()]
     policy = watch.Policy(interval=ns.interval, backoff=ns.backoff, max_failures=max(1, ns.max_restarts),
                           window=ns.within * 60)
     log = watch.logger(lambda line: print(line, file=sys.stderr, flush=True))

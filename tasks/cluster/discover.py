@@ -24,7 +24,7 @@ from typing import Iterable, Sequence
 
 from ..errors import ConfigError, RunError
 from ..nodes import Node, parse_list
-from ..connect import ChangedHostKeyError, RemoteRunner, SshSettings, UnknownHostKeyError
+from ..connect import ChangedHostKeyError, Ssh, SshSettings, UnknownHostKeyError
 
 SSH_PORT = 22
 WIDEST_AUTO_PREFIX = 17  # a /16 or wider needs an explicit --cidr
@@ -128,7 +128,7 @@ def confirm(ip: str, settings: SshSettings, user: str = "", port: int = SSH_PORT
     """Log in and run `hostname`; host keys are verified as for any other run."""
     is_self = ip == self_ip
     try:
-        with RemoteRunner(Node(ip, user, port if port != SSH_PORT else 0), settings) as r:
+        with Ssh(Node(ip, user, port if port != SSH_PORT else 0), settings) as r:
             name = r.read(["hostname"], timeout=max(5.0, settings.connect_timeout)).stdout.strip()
         return Candidate(ip, CONFIRMED, name, is_self)
     except UnknownHostKeyError as exc:

@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence, Union
 
-from ..connect import Connector, LocalRunner
+from ..connect import Connector, Local
 from ..errors import RunError
 from ..facts import cache as facts, docker, memory as memory_guard
 from ..masking import printable
@@ -199,7 +199,7 @@ def gather(runner: Connector, hf_cache: str = DEFAULT_HF_CACHE, links: bool = Fa
 
     `links`: also list its network interfaces and RDMA devices (the run names some to use). The
     engine's facts are kept for the rest of the run (docker.engine_facts asks no more)."""
-    found = NodeFacts(runner.node, ssh="local" if isinstance(runner, LocalRunner) else "ok")
+    found = NodeFacts(runner.node, ssh="local" if isinstance(runner, Local) else "ok")
     try:  # first contact: proves SSH works
         res = runner.read(["sh", "-c", GATHER_SCRIPT, "gather", docker.ENGINE_FORMAT, hf_cache, "1" if links else "0"],
                           timeout=40)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping
 
 from .. import render
-from ..connect import LocalRunner, RemoteRunner, SshLink, SshSettings, link_to, peer_link_to
+from ..connect import Local, Ssh, SshLink, SshSettings, link_to, peer_link_to
 from ..connect.chain import Worker
 from ..errors import ConfigError
 from ..interfaces import DEFAULT_MASTER_PORT
@@ -163,9 +163,9 @@ class Fleet:
         if check_head and not is_local_address(head_ip):
             raise ConfigError(f"the first node ({plan.head.target}, {head_ip}) is the head and must be this "
                               "machine: run run-recipe on the head, or list this machine first in -n/CLUSTER_NODES")
-        head = LocalRunner()
+        head = Local()
         head.node = plan.head.target  # errors on the head name it as -n/.env does, not "local"
-        self.runners: list[Connector] = [head] + [RemoteRunner(n, settings) for n in plan.nodes[1:]]
+        self.runners: list[Connector] = [head] + [Ssh(n, settings) for n in plan.nodes[1:]]
         self._net: Network | None = None
         self._places: list[Any] | None = None
         self._routes: dict[str, Node | None] | None = None
@@ -188,7 +188,7 @@ class Fleet:
             from concurrent.futures import ThreadPoolExecutor
 
             hosts = list(self.plan.copy_hosts)
-            asked = [RemoteRunner(h, self.settings) for h in hosts]  # copies go over OpenSSH, not these
+            asked = [Ssh(h, self.settings) for h in hosts]  # copies go over OpenSSH, not these
             try:
                 with ThreadPoolExecutor(max_workers=min(8, len(hosts) + len(self.workers))) as pool:
                     ids = list(pool.map(engine_id, [r for _, r in self.workers] + asked))

@@ -1,6 +1,6 @@
 """The connector: the one place that turns a node and a command into what runs there.
 
-One interface, two machines: `LocalRunner` (this machine) and `RemoteRunner` (fabric over SSH, host
+One interface, two machines: `Local` (this machine) and `Ssh` (fabric over SSH, host
 keys verified, ssh.py) both `read`, `run` and `feed`, and give `argv_for(argv)`, the command line
 that runs argv on their node from a pipeline here. Bulk bytes and hops inside pipelines go through
 a link (link.py: `Here` or OpenSSH's `SshLink`, measured 1.2-2x as fast as a paramiko channel, with
@@ -14,19 +14,19 @@ from typing import Protocol, TextIO, runtime_checkable
 
 from ..nodes import Node
 from .link import HERE, QUERY_TIMEOUT, Here, Link, SshLink, call, link_to, peer_link_to, quote_path, remote_path
-from .local import LocalRunner, Result, tail
+from .local import Local, Result, tail
 from .options import SshSettings, close_shared_connections
 from .streams import Pumped
-from .ssh import ChangedHostKeyError, HostKeyError, RemoteRunner, UnknownHostKeyError
+from .ssh import ChangedHostKeyError, HostKeyError, Ssh, UnknownHostKeyError
 
 __all__ = ["Carrier", "HERE", "QUERY_TIMEOUT", "ChangedHostKeyError", "Connector", "Here", "HostKeyError", "Link",
-           "LocalRunner", "Pumped", "RemoteRunner", "Result", "SshLink", "SshSettings", "UnknownHostKeyError", "call",
+           "Local", "Pumped", "Ssh", "Result", "SshLink", "SshSettings", "UnknownHostKeyError", "call",
            "close_shared_connections", "connector_for", "link_to", "peer_link_to", "quote_path", "remote_path",
            "tail"]
 
 
 class Connector(Protocol):
-    """What every caller holds for a node: LocalRunner or RemoteRunner."""
+    """What every caller holds for a node: Local or Ssh."""
 
     node: str
 
@@ -52,6 +52,6 @@ class Carrier(Connector, Protocol):
 
 
 def connector_for(node: Node, settings: SshSettings) -> Connector:
-    """The machine running the tool gets a LocalRunner; every other node goes over SSH."""
-    return LocalRunner() if node.local else RemoteRunner(node, settings)
+    """The machine running the tool gets a Local; every other node goes over SSH."""
+    return Local() if node.local else Ssh(node, settings)
 

@@ -33,7 +33,7 @@ def tail(text: str, lines: int = TAIL_LINES) -> str:
     return "\n".join(text.rstrip().splitlines()[-lines:])
 
 
-class LocalRunner:
+class Local:
     """Commands on the machine running the tool (solo mode's node)."""
 
     node = "local"

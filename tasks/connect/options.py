@@ -50,7 +50,7 @@ class SshSettings:
 
 
 def ssh_options(node: Node, settings: SshSettings) -> list[str]:
-    """OpenSSH options equivalent to RemoteRunner's checks (everything but `ssh` and the destination)."""
+    """OpenSSH options equivalent to Ssh's checks (everything but `ssh` and the destination)."""
     s = settings
     opts = ["-o", "BatchMode=yes",
             "-o", f"StrictHostKeyChecking={'accept-new' if s.trust_new_hosts else 'yes'}"]

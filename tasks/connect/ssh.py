@@ -7,7 +7,7 @@ so every connection here loads known_hosts first and refuses unknown keys (or,
 only when the user said `--trust-new-hosts`, records them like OpenSSH's
 `accept-new`) and always refuses changed keys.
 
-`RemoteRunner` offers the same `read`/`run` as `LocalRunner`, so the rest of the
+`Ssh` offers the same `read`/`run` as `Local`, so the rest of the
 code never knows which one it holds. Every call is bounded in time: connect,
 banner and auth by `connect_timeout`, commands by their timeout, and a link that
 dies mid-command by TCP keepalive + TCP_USER_TIMEOUT even without one.
@@ -91,8 +91,8 @@ def with_env(env: Mapping[str, str], argv: list[str]) -> list[str]:
     return ["env", *(f"{k}={v}" for k, v in env.items()), *argv] if env else list(argv)
 
 
-class RemoteRunner:
-    """A node reached over SSH (fabric/paramiko), with the same read/run as LocalRunner."""
+class Ssh:
+    """A node reached over SSH (fabric/paramiko), with the same read/run as Local."""
 
     def __init__(self, node: Node, settings: SshSettings) -> None:
         self.host = node
@@ -159,7 +159,7 @@ class RemoteRunner:
             except Exception:  # noqa: BLE001 - closing a dead connection may fail; it is gone either way
                 pass
 
-    def __enter__(self) -> "RemoteRunner":
+    def __enter__(self) -> "Ssh":
         return self
 
     def __exit__(self, *exc) -> None:

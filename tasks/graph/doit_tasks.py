@@ -19,7 +19,7 @@ from ..errors import RunError, RunRecipeError
 from ..masking import scrub
 from ..nodes import Node
 from ..plan import Model, Plan
-from ..connect import LocalRunner
+from ..connect import Local
 from ..report import BytesMoved, Failed, Note, emit
 
 if TYPE_CHECKING:
@@ -65,7 +65,7 @@ def _step(fn: Callable[..., Any], *args: Any) -> Any:
         return TaskFailed(message.splitlines()[0])
 
 
-def build_task(plan: Plan, runner: LocalRunner) -> dict[str, Any]:
+def build_task(plan: Plan, runner: Local) -> dict[str, Any]:
     """Build the image when its inputs changed; with --no-build only prove it is here (the copies follow)."""
     spec, as_is = plan.build, plan.options.no_build
     check = (Check(lambda: steps.as_is(spec, docker.image_info(runner, spec.tag))) if as_is else
@@ -157,7 +157,7 @@ def download_task(plan: Plan, model: Model, dry: bool = False) -> dict[str, Any]
             "uptodate": [step], "verbosity": 2}
 
 
-def mods_task(plan: Plan, runner: LocalRunner, deps: list[str]) -> dict[str, Any]:
+def mods_task(plan: Plan, runner: Local, deps: list[str]) -> dict[str, Any]:
     def current() -> steps.Answer:
         base = docker.image_id(runner, plan.build.tag)
         derived = mods.derived_tag(base or "", plan.mods)
@@ -178,7 +178,7 @@ def mods_task(plan: Plan, runner: LocalRunner, deps: list[str]) -> dict[str, Any
             "verbosity": 2}
 
 
-def check_task(plan: Plan, runner: LocalRunner, deps: list[str]) -> list[dict[str, Any]]:
+def check_task(plan: Plan, runner: Local, deps: list[str]) -> list[dict[str, Any]]:
     """`check:<recipe>` in the image that will run (on the head); none with --skip-vllm-check.
 
     Callers list it before downloads and copies in the launch's task_dep: doit runs those in order and
@@ -192,7 +192,7 @@ def check_task(plan: Plan, runner: LocalRunner, deps: list[str]) -> list[dict[st
              "uptodate": [Check(lambda: vllm_check.answer(runner, plan))], "verbosity": 2}]
 
 
-def launch_task(plan: Plan, runner: LocalRunner, deps: list[str], dry: bool = False) -> dict[str, Any]:
+def launch_task(plan: Plan, runner: Local, deps: list[str], dry: bool = False) -> dict[str, Any]:
     return {"basename": "launch", "name": plan.recipe.id,
             "doc": f"serve {plan.recipe.name} ({plan.mode}) at {plan.endpoint}",
             "actions": [(_step, [launch.converge, launch.solo(runner, plan), plan])], "task_dep": deps,
@@ -301,7 +301,7 @@ def _copied(report: "distribute.Report", chain: list["distribute.Worker"]) -> By
 
 def recipe_tasks(plan: Plan, *, setup: bool, dry: bool = False) -> list[dict[str, Any]]:
     """The tasks of one plan, in dependency order."""
-    runner = LocalRunner()
+    runner = Local()
     out: list[dict[str, Any]] = []
     deps: list[str] = []
     if setup:

@@ -53,10 +53,10 @@ def preflight(plan: Plan) -> "Fleet | None":
 def ask_engine_ahead(plan: Plan) -> None:
     """Under the lock no other run changes this engine: what the checks will ask is asked now, side by side
     and in the background, while doit loads (~30 ms of imports the engine's answers hide)."""
-    from ..connect import LocalRunner
+    from ..connect import Local
     from ..facts import cache as facts, docker
 
-    runner = LocalRunner()
+    runner = Local()
     facts.gather([lambda: docker.image_info(runner, plan.build.tag),
                   lambda: docker.containers(runner, recipe=plan.recipe.id)])
     from . import doit_run

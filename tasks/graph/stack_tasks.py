@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..cluster.roles import Fleet
-from ..connect import LocalRunner, SshSettings
+from ..connect import Local, SshSettings
 from ..stacks import gateway
 from ..stacks.gateway import GatewayPlan
 from .doit_tasks import Check, _step, cluster_tasks, task_namespace, tasks_of
@@ -54,7 +54,7 @@ def stack_tasks(stack_plan: StackPlan, gw: GatewayPlan | None, *, setup: bool) -
 
 
 def gateway_task(gw: GatewayPlan, launches: list[str]) -> dict[str, Any]:
-    runner = LocalRunner()
+    runner = Local()
     return {"basename": "gateway", "name": gw.stack,
             "doc": f"serve {', '.join(r.model for r in gw.routes)} behind one endpoint at {gw.endpoint}",
             "actions": [(_step, [gateway.converge, runner, gw])], "task_dep": launches,

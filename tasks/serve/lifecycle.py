@@ -120,12 +120,12 @@ def listed_nodes(nodes: str | None, config: Path | None) -> tuple[Node, ...]:
 
 def node_runners(listed: Sequence[Node]) -> list[Any]:
     """This machine first, then the other nodes over SSH (verified host keys)."""
-    from ..connect import LocalRunner, RemoteRunner, SshSettings
+    from ..connect import Local, Ssh, SshSettings
 
-    head = LocalRunner()
+    head = Local()
     if listed:
         head.node = listed[0].target  # rows and errors name the head as the node list does
-    return [head] + [RemoteRunner(n, SshSettings()) for n in listed[1:]]
+    return [head] + [Ssh(n, SshSettings()) for n in listed[1:]]
 
 
 def id_of(name: str) -> str:

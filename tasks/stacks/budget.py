@@ -97,12 +97,12 @@ def check(stack_plan: StackPlan, memory: Mapping[str, int | None]) -> list[Share
 def node_memory(stack_plan: StackPlan) -> dict[str, int | None]:
     """Memory a model can use on every node of the stack (preflight's facts: GPU memory, else RAM), asked
     at once; a node that cannot be asked is None here (its preflight says why)."""
-    from ..connect import LocalRunner, RemoteRunner, SshSettings
+    from ..connect import Local, Ssh, SshSettings
     from ..cluster.preflight import gather
 
     def ask(index: int) -> int | None:
         node = stack_plan.nodes[index]
-        runner = LocalRunner() if index == 0 else RemoteRunner(node, SshSettings())
+        runner = Local() if index == 0 else Ssh(node, SshSettings())
         try:
             facts = gather(runner)
         finally:

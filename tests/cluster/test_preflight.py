@@ -15,15 +15,15 @@ from tasks.cluster import preflight as pf
 from tasks.errors import RunError
 from tasks.nodes import Node
 from tasks.connect import SshSettings
-from tasks.connect import RemoteRunner
+from tasks.connect import Ssh
 
 pytestmark = pytest.mark.cluster
 
 
-def _runners(c: rc.TestCluster) -> tuple[list[Node], dict[str, RemoteRunner]]:
+def _runners(c: rc.TestCluster) -> tuple[list[Node], dict[str, Ssh]]:
     s = SshSettings(known_hosts=c.known_hosts, ssh_config=c.ssh_config, connect_timeout=2)
     nodes = [Node(n.ip, "root") for n in c.nodes]
-    return nodes, {n.target: RemoteRunner(n, s) for n in nodes}
+    return nodes, {n.target: Ssh(n, s) for n in nodes}
 
 
 def test_three_nodes_pass_and_report_their_own_facts(cluster3: rc.TestCluster) -> None:

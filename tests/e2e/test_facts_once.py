@@ -1,6 +1,6 @@
 """Facts are asked once per run: a no-op re-run asks the engine each thing one time only.
 
-The re-run executes in a child process whose LocalRunner.read records every query it sends to the
+The re-run executes in a child process whose Local.read records every query it sends to the
 real test dockerd (the recording wraps the real call; nothing is answered for it)."""
 from __future__ import annotations
 
@@ -14,13 +14,13 @@ from .test_solo import simple
 
 DRIVER = r"""
 import json, sys
-from tasks.connect import LocalRunner
+from tasks.connect import Local
 asked = []
-real = LocalRunner.read
+real = Local.read
 def read(self, argv, **kwargs):
     asked.append(list(argv))
     return real(self, argv, **kwargs)
-LocalRunner.read = read
+Local.read = read
 from tasks.cli.main import main
 code = main(sys.argv[1:])
 print("ASKED " + json.dumps(asked))

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tasks.ops import vllm_check
-from tasks.connect import LocalRunner
+from tasks.connect import Local
 from harness import rayimage, vllmsite
 
 
@@ -57,7 +57,7 @@ def test_verdicts_of_the_real_parser(vllm_image: str, docker_host: str, monkeypa
              _target("template", "--chat-template", "/nowhere/missing.jinja"),
              _target("cc", "-cc.cudagraph_mode=BOGUS"),
              _target("parser", "--enable-auto-tool-choice", "--tool-call-parser", "no_such_parser")]
-    verdict = vllm_check.in_image(LocalRunner(), vllm_image, argvs, mounts=[(str(tmp_path), str(tmp_path))])
+    verdict = vllm_check.in_image(Local(), vllm_image, argvs, mounts=[(str(tmp_path), str(tmp_path))])
     assert verdict.version == "0.33.0" and not verdict.cannot
     errors = {f.where: f for f in verdict.errors}
     assert set(errors) == {"typo", "template", "cc"}
@@ -70,7 +70,7 @@ def test_verdicts_of_the_real_parser(vllm_image: str, docker_host: str, monkeypa
 
 def test_an_image_without_python_cannot_be_checked(standin_image: str, docker_host: str, monkeypatch) -> None:
     monkeypatch.setenv("DOCKER_HOST", docker_host)
-    verdict = vllm_check.in_image(LocalRunner(), standin_image, [_target("solo")])
+    verdict = vllm_check.in_image(Local(), standin_image, [_target("solo")])
     assert "no python3" in verdict.cannot and not verdict.findings
     assert verdict.lines("img")[0].startswith("cannot check with the vLLM in img: ")
 

@@ -11,7 +11,7 @@ from tasks.ops import launch
 from tasks.cluster.roles import Placement
 from tasks.plan import Options, make_plan
 from tasks.recipe import load_named
-from tasks.connect import LocalRunner
+from tasks.connect import Local
 
 RECIPE = "recipe_version: '1'\nname: r\ncontainer: img-{rid}\n{build}\ncommand: vllm serve org/m --port 8000\n"
 NVIDIA_ENGINE = {"version": "27.3.1", "runtimes": {"nvidia": {}, "runc": {}}, "root": "/var/lib/docker"}
@@ -24,7 +24,7 @@ def test_a_cpu_plan_gets_no_gpus_on_an_engine_with_the_nvidia_runtime(tmp_path: 
     path.write_text(RECIPE.format(rid=rid, build=build))
     plan = make_plan(load_named(str(path), tmp_path), Options(solo=True))
     assert plan.cpu is not gpus
-    runner = LocalRunner()
+    runner = Local()
     runner.node = f"unit-nvidia-{rid}"  # facts of a node of its own: no real engine is asked
     facts.remember(runner.node, "docker info", (), NVIDIA_ENGINE)
     facts.remember(runner.node, "image", plan.build.tag, {"id": "sha256:" + "1" * 64, "labels": {}})

@@ -14,7 +14,7 @@ from tasks.ops.commands import shown
 from tasks.facts.docker import Container
 from tasks.plan import Options, make_plan
 from tasks.recipe import load_named
-from tasks.connect import LocalRunner
+from tasks.connect import Local
 
 RECIPE = "recipe_version: '1'\nname: r\ncontainer: img-l\ncommand: vllm serve org/m --port 8000\n"
 ENGINE = {"version": "27.3.1", "runtimes": {"runc": {}}, "root": "/var/lib/docker"}
@@ -26,7 +26,7 @@ def test_launch_answers_with_the_commands_converge_runs(tmp_path: Path) -> None:
     path.write_text(RECIPE)
     side = container_flags.make(env=[f"MY_TOKEN={SECRET}"], privileged=False)
     plan = make_plan(load_named(str(path), tmp_path), Options(solo=True, docker=side))
-    runner = LocalRunner()
+    runner = Local()
     runner.node = "unit-launch-commands"  # facts of a node of its own: no real engine is asked
     old = Container("c0ffee", plan.container_name, "running", "img", {"runrecipe.inputs": "before"})
     facts.remember(runner.node, "docker info", (), ENGINE)

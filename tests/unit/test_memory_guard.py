@@ -127,10 +127,10 @@ def test_a_node_capped_by_a_cgroup_has_only_the_cap_available(tmp_path: Path) ->
 
 def test_waiting_for_memory_after_a_stop_reads_this_machine() -> None:
     from tasks.ops.memory_check import wait_released
-    from tasks.connect import LocalRunner
+    from tasks.connect import Local
 
-    assert wait_released(LocalRunner(), 1 << 20, timeout=0) is None
-    left = wait_released(LocalRunner(), 1 << 62, timeout=0.3, poll=0.1)
+    assert wait_released(Local(), 1 << 20, timeout=0) is None
+    left = wait_released(Local(), 1 << 62, timeout=0.3, poll=0.1)
     assert left is not None and left.holders and left.holders[0].bytes
 
 
@@ -141,10 +141,10 @@ def test_stop_waits_on_every_node_at_once_and_names_who_holds_memory(tmp_path, m
 
     from tasks.serve import lifecycle
     from tasks.ops import run_record
-    from tasks.connect import LocalRunner
+    from tasks.connect import Local
 
     monkeypatch.setenv("RUNRECIPE_HOME", str(tmp_path))
-    a, b = LocalRunner(), LocalRunner()
+    a, b = Local(), Local()
     b.node = "local-b"
     run_record.save("r", {"recipe": "r", "nodes": [{"node": a.node, "memory_need": 10 ** 12},
                                                       {"node": b.node, "memory_need": 10 ** 12}]})
