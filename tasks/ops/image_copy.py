@@ -5,7 +5,8 @@ would push N copies through the head's link); the chain itself is tasks/connect/
 stdin spools the whole tar before loading, so all loads then run at the same time, each on its node.
 No temp file of ours (Docker's save and load spool on their own: image_room). Each worker counts as
 done only after its image ID equals the head's. A worker the previous one could not reach gets its
-own stream from the head afterwards.
+own stream from the head afterwards. The stream is a Command (send_command, via copy_chain.py): `answer`
+names it for `run-recipe plan`, and the executor runs that same command.
 """
 from __future__ import annotations
 
