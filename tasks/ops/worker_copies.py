@@ -49,8 +49,11 @@ class WorkerCopies:
         head_id, size = (info["id"], info.get("size") or 0) if info else (None, 0)
         there = docker.image_id(self.runner_of[node.target], self.tag) if info else None  # a fact: launch asks it too
         chain = self.fleet.copy_workers()
-        if not head_id or there == head_id or node.target not in [w.name for w in chain]:
+        if not head_id or there == head_id:
             return steps.image_copy(self.tag, node.target, head_id, there, size)
+        if node.target not in [w.name for w in chain]:
+            return steps.Change(f"{node.target} lacks {self.tag}, and COPY_HOSTS (.env) has no address of it: "
+                                "nothing is copied there")
         ids = {w.name: docker.image_id(self.runner_of[w.name], self.tag) for w in chain}
         return image_copy.answer(self.tag, node.target, head_id, size, chain, ids)
 
@@ -70,10 +73,14 @@ class WorkerCopies:
     def weights_synced(self, model: Model, node: Node) -> steps.Answer:
         commit = weights.resolve_commit(model.repo, model.revision, offline=True, cache_dir=self.cache)
         chain = self.fleet.copy_workers()
-        if node.target not in [w.name for w in chain]:  # no copy goes there (its send says why)
-            chain = [distribute.Worker(node.target, self.fleet.link(node))]
-        return distribute.weights_answer(self.cache, self.cache, model.repo, commit, chain, node.target,
-                                         verify=self.plan.options.verify)
+        if node.target in [w.name for w in chain]:
+            return distribute.weights_answer(self.cache, self.cache, model.repo, commit, chain, node.target,
+                                             verify=self.plan.options.verify)
+        alone = distribute.weights_answer(self.cache, self.cache, model.repo, commit,
+                                          [distribute.Worker(node.target, self.fleet.link(node))], node.target)
+        if isinstance(alone, steps.Noop):
+            return alone
+        return steps.Change(f"{alone.why}, and COPY_HOSTS (.env) has no address of it: nothing is copied there")
 
     def sync_weights(self, model: Model, node: Node) -> tuple[str, distribute.Report, list[distribute.Worker]]:
         """This worker and the ones after it: what several lack leaves the head once (a chain);
