@@ -21,7 +21,6 @@ from typing import Sequence, TextIO
 
 from ..errors import RunError
 from ..nodes import Node
-from .changes import announced
 from .local import Result, checked, tail
 from .options import SshSettings, peer_ssh, ssh_argv, ssh_prefix
 from .streams import Progress, Pumped, pump
@@ -110,20 +109,17 @@ class SshLink:
         """A query on the node, captured and bounded."""
         return checked(self.label, argv, self.call(argv, step="query", timeout=timeout, ok=range(256)), check)
 
-    @announced
     def run(self, argv: list[str], *, stream: bool = False, timeout: float | None = None,
             check: bool = True) -> Result:
         """A changing command on the node, captured (a copy's small commands: refs, removals)."""
         proc = self.call(argv, step=argv[0], timeout=timeout or QUERY_TIMEOUT, ok=range(256))
         return checked(self.label, argv, proc, check)
 
-    @announced
     def feed(self, argv: list[str], data: bytes, *, timeout: float | None = 600, check: bool = True) -> Result:
         """A changing command on the node with `data` on its stdin."""
         proc = self.call(argv, step=argv[0], timeout=timeout or QUERY_TIMEOUT, input=data, ok=range(256))
         return checked(self.label, argv, proc, check)
 
-    @announced
     def send(self, argv: list[str], data: bytes, *, timeout: float | None = None, check: bool = True) -> Result:
         """rsync from here to the node: `argv` ends in `NODE:path`; this link becomes its transport (`-e`)
         and its destination, so a plan shows the same argv whatever this process's ssh sockets are."""
@@ -134,7 +130,6 @@ class SshLink:
         proc = call(full, node=self.label, step="rsync", timeout=timeout or QUERY_TIMEOUT, input=data, ok=range(256))
         return checked(self.label, full, proc, check)
 
-    @announced
     def pump(self, source: list[str], argv: list[str], *, ahead: bytes = b"", feed: bytes | None = None,
              label: str = "", size: int | None = None, progress: TextIO | None = None,
              timeout: float | None = None, stall_timeout: float = 60.0, take_timeout: float = 1800.0) -> Pumped:

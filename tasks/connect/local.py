@@ -13,7 +13,6 @@ import subprocess
 from dataclasses import dataclass
 
 from ..errors import RunError
-from .changes import announced
 
 TAIL_LINES = 20
 
@@ -58,7 +57,6 @@ class Local:
                            exit_code=result.exit_code, tail=tail(result.stderr or result.stdout))
         return result
 
-    @announced
     def feed(self, argv: list[str], data: bytes, *, timeout: float | None = 600, check: bool = True) -> Result:
         """Run a command with `data` on its stdin (a tar for `docker cp -` or `docker build -`)."""
         try:
@@ -69,7 +67,6 @@ class Local:
             raise RunError(f"command timed out after {timeout} s", node=self.node, command=shlex.join(argv)) from None
         return checked(self.node, argv, proc, check)
 
-    @announced
     def run(self, argv: list[str], *, stream: bool = True, timeout: float | None = None,
             check: bool = True) -> Result:
         """Run a command that changes something; its output goes to the user as it comes."""

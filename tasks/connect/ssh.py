@@ -29,7 +29,6 @@ from typing import Mapping
 
 from ..errors import RunError
 from ..nodes import Node
-from .changes import announced
 from .link import SshLink, link_to
 from .local import Result, checked, finished, tail
 from .options import SshSettings
@@ -115,7 +114,6 @@ class Ssh:
         """Run a query and capture its output (bounded by `timeout`)."""
         return self._exec(argv, timeout=timeout, hide=True, check=check)
 
-    @announced
     def run(self, argv: list[str], *, stream: bool = True, timeout: float | None = None,
             check: bool = True) -> Result:
         """Run a command that changes something; output streams to the user as it comes.
@@ -127,7 +125,6 @@ class Ssh:
             timeout = self.settings.command_timeout
         return self._exec(argv, timeout=timeout, hide=not stream, check=check)
 
-    @announced
     def feed(self, argv: list[str], data: bytes, *, timeout: float | None = 600, check: bool = True) -> Result:
         """Run a command with `data` on its stdin (a tar for `docker cp -` / `docker build -`).
 

@@ -3,8 +3,8 @@
 A run asks the same things several times: the build check, the mods check and the launch check
 each want the image's ID, preflight and the launch both want the engine's runtimes, every check of
 a cluster wants each worker's containers. Each answer is kept here, keyed by (node, fact, args), and
-forgotten when a command that changes that node runs (the connector announces it; this cache listens) or a copy lands on
-it. One process is one run, so nothing is kept across runs (pyinfra dropped its cross-run cache as
+forgotten when a command that changes that node runs (the executor forgets it after each command,
+ops/execute.py) or a copy lands on it. One process is one run, so nothing is kept across runs (pyinfra dropped its cross-run cache as
 not worth its complexity). `asked` counts what really went to a node, for the tests.
 """
 from __future__ import annotations
@@ -13,7 +13,6 @@ import threading
 from collections import Counter
 from typing import Any, Callable, Hashable, TypeVar
 
-from ..connect.changes import listen
 
 T = TypeVar("T")
 Key = tuple[str, str, Hashable]
@@ -101,6 +100,4 @@ def forget(node: str) -> None:
         for key in [k for k in _KNOWN if k[0] == node]:
             del _KNOWN[key]
 
-
-listen(forget)  # every command that may change a node (the connector announces it) forgets that node's answers
 

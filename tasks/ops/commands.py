@@ -43,6 +43,7 @@ class Stream:
     label: str = ""
     stall_timeout: float = 60.0
     take_timeout: float = 1800.0
+    reaches: tuple[str, ...] = ()  # every node the stream lands on (a chain's workers), not only the first
 
 
 @dataclass(frozen=True)

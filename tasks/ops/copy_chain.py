@@ -56,7 +56,8 @@ def chain_command(source: Sequence[str], stale: Sequence[Worker], take: Callable
     plan = "; ".join(f"{w.name} runs {take(w)}" for w in stale)
     return Command(tuple(HOP), stale[0].name,
                    Stream(tuple(source), f"the chain's header: {plan}", lambda: chain_header(stale, take), feed,
-                          size, f"{label} -> {', '.join(w.name for w in stale)}", stall_timeout, take_timeout),
+                          size, f"{label} -> {', '.join(w.name for w in stale)}", stall_timeout, take_timeout,
+                          tuple(w.name for w in stale)),
                    timeout=timeout)
 
 

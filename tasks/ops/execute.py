@@ -3,9 +3,10 @@
 Steps decide (answers.py: Noop or Commands); this module only carries the Commands out through the
 node's connector (`run` streams to the user, `feed` writes the command's stdin, `send` rsyncs to the node,
 `pump` streams a head command's output into it) and then asks the node whether the command's proof holds.
-The node's facts go stale with each command: the connector announces each change, and the facts cache
-forgets that node (connect/changes.py), here as for every other caller. Every command run is recorded
-(RUNRECIPE_EXEC_LOG, when set) in the very text `run-recipe plan` prints.
+The node's facts go stale with each command: the executor tells the facts cache to forget them (every
+node a stream reached, too), whether the command succeeded or not. Every command that changes a node
+comes through here, so that hook is the only one. Every command run is recorded (RUNRECIPE_EXEC_LOG,
+when set) in the very text `run-recipe plan` prints.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import threading
 from typing import Iterable, TextIO
 
 from .. import settings
-from ..facts import docker
+from ..facts import cache as facts, docker
 from .commands import Command, Input, Stream, shown
 from ..connect import Carrier, Connector, Pumped, Result
 from ..errors import RunError
@@ -28,17 +29,25 @@ def run(runner: Connector, command: Command) -> Result:
     _record(command)
     argv = list(command.argv)
     assert not isinstance(command.stdin, Stream), "a stream runs through execute.stream"
-    if command.sends:
-        assert isinstance(runner, Carrier) and isinstance(command.stdin, Input)
-        result = runner.send(argv, command.stdin.data(), timeout=command.timeout, check=command.check)
-    elif isinstance(command.stdin, Input):
-        result = runner.feed(argv, command.stdin.data(), check=command.check,
-                             **({"timeout": command.timeout} if command.timeout else {}))
-    else:
-        result = runner.run(argv, stream=command.output == "stream", timeout=command.timeout, check=command.check)
+    try:
+        result = _carry_out(runner, command, argv)
+    finally:
+        for node in {command.node, runner.node}:  # the same node, unless a caller names the head "local"
+            facts.forget(node)
     if result.ok and command.proves is not None:
         _prove(runner, command)
     return result
+
+
+def _carry_out(runner: Connector, command: Command, argv: list[str]) -> Result:
+    """The connector call the command asks for: rsync to a node, stdin fed, or a plain run."""
+    if command.sends:
+        assert isinstance(runner, Carrier) and isinstance(command.stdin, Input)
+        return runner.send(argv, command.stdin.data(), timeout=command.timeout, check=command.check)
+    if isinstance(command.stdin, Input):
+        return runner.feed(argv, command.stdin.data(), check=command.check,
+                           **({"timeout": command.timeout} if command.timeout else {}))
+    return runner.run(argv, stream=command.output == "stream", timeout=command.timeout, check=command.check)
 
 
 def stream(link: Carrier, command: Command, progress: TextIO | None = None) -> Pumped:
@@ -47,10 +56,14 @@ def stream(link: Carrier, command: Command, progress: TextIO | None = None) -> P
     source = command.stdin
     assert isinstance(source, Stream) and link.node == command.node
     _record(command)
-    return link.pump(list(source.source), list(command.argv), ahead=source.ahead(),
-                     feed=source.feed() if source.feed else None, label=source.label, size=source.size,
-                     progress=progress, timeout=command.timeout, stall_timeout=source.stall_timeout,
-                     take_timeout=source.take_timeout)
+    try:
+        return link.pump(list(source.source), list(command.argv), ahead=source.ahead(),
+                         feed=source.feed() if source.feed else None, label=source.label, size=source.size,
+                         progress=progress, timeout=command.timeout, stall_timeout=source.stall_timeout,
+                         take_timeout=source.take_timeout)
+    finally:
+        for node in {command.node, link.node, *source.reaches}:
+            facts.forget(node)
 
 
 def run_each(runner: Connector, commands: Iterable[Command]) -> list[Result]:

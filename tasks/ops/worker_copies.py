@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..errors import RunError
-from ..facts import cache as facts, docker, hub_cache
+from ..facts import docker, hub_cache
 from ..nodes import Node
 from . import answers as steps, image_copy, weights, weights_copy as distribute
 from ..plan import Model, Plan
@@ -63,12 +63,8 @@ class WorkerCopies:
         if not head_id:
             raise RunError(f"image '{self.tag}' is not on the head; add --setup to build it")
         chain = self.copy_chain(node, f"the image {self.tag}")
-        try:
-            report = image_copy.distribute_image(self.tag, head_id, chain, before_send=self.room_for_image)
-        finally:
-            for w in chain:
-                facts.forget(w.name)  # images arrived by stream, not through a runner
-        return report, chain
+        report = image_copy.distribute_image(self.tag, head_id, chain, before_send=self.room_for_image)
+        return report, chain  # the executor forgot the facts of every node the stream reached
 
     def weights_synced(self, model: Model, node: Node) -> steps.Answer:
         commit = weights.resolve_commit(model.repo, model.revision, offline=True, cache_dir=self.cache)

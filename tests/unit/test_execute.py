@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from tasks.ops import execute
-from tasks.connect.changes import announced
 from tasks.facts import cache as facts
 from tasks.ops.commands import Command, Input, Proof, Stream
 from tasks.errors import RunError
@@ -20,19 +19,17 @@ INSPECT = '{"id":"sha256:9","labels":{"runrecipe.inputs":"h1"},"workdir":"/","si
 
 class Fake:
     """Records run/feed calls; `docker image inspect` answers INSPECT (the image exists with label h1).
-    Its run and feed announce a change as a real connector's do (connect/changes.py)."""
+    The executor, not the runner, forgets the node's facts after each command."""
 
     node = "n1"
 
     def __init__(self) -> None:
         self.calls: list[tuple] = []
 
-    @announced
     def run(self, argv: list[str], *, stream: bool = True, timeout: float | None = None, check: bool = True) -> Result:
         self.calls.append(("run", argv, stream, timeout, check))
         return Result("out\n", "", 0)
 
-    @announced
     def feed(self, argv: list[str], data: bytes, *, timeout: float | None = 600, check: bool = True) -> Result:
         self.calls.append(("feed", argv, data, timeout, check))
         return Result("cid\n", "", 0)
@@ -72,12 +69,10 @@ class Link(Fake):
     def argv_for(self, argv: list[str]) -> list[str]:
         return ["ssh", "n1", *argv]
 
-    @announced
     def send(self, argv: list[str], data: bytes, *, timeout: float | None = None, check: bool = True) -> Result:
         self.calls.append(("send", argv, data, timeout, check))
         return Result("sent\n", "", 0)
 
-    @announced
     def pump(self, source: list[str], argv: list[str], **kw) -> Pumped:
         self.calls.append(("pump", source, argv, kw["ahead"], kw["feed"], kw["label"]))
         return Pumped(7, "", "RRSTAT take n1 0 -\n", "", False, 0.0)

@@ -10,7 +10,6 @@ from types import SimpleNamespace
 import pytest
 
 from tasks.connect import Result
-from tasks.connect.changes import announced
 from tasks.errors import NotReadyError, RunError
 from tasks.facts import cache as facts
 from tasks.facts.docker import Container
@@ -23,7 +22,7 @@ NODE = "unit-exec-changes"
 
 
 class Fake:
-    """Records run/feed calls (announced, as a connector's are). `docker create` prints CID; a command whose
+    """Records run/feed calls. `docker create` prints CID; a command whose
     first words are in `fails` exits 1; every read says "no such container"."""
 
     node = NODE
@@ -40,11 +39,9 @@ class Fake:
             return Result("", "failed", 1)
         return Result(out, "", 0)
 
-    @announced
     def run(self, argv: list[str], *, stream: bool = True, timeout: float | None = None, check: bool = True) -> Result:
         return self._answer(argv, check, "")
 
-    @announced
     def feed(self, argv: list[str], data: bytes, *, timeout: float | None = 600, check: bool = True) -> Result:
         return self._answer(argv, check, "CID\n" if argv[0] == "bash" else "")
 
