@@ -441,6 +441,17 @@ command: |
         (cid,) = ours(node, "wts")
         assert f"standin-vllm: weights ok {sha2}" in node.docker("logs", cid).stdout
 
+    # A new env value relaunches every node, nothing travels: each node runs what plan named, in order
+    # (the nodes side by side, so only each node's own order is fixed).
+    relaunch = ("--no-ray", "--skip-vllm-check", "-e", "RR_PLANNED=1")
+    planned = commands_planned(cluster3, project, "wts", *relaunch)
+    assert {node_of(c) for c in planned} == {"198.18.0.11", "198.18.0.12", "198.18.0.13"}, planned
+    again = run_with(sha2, log, *relaunch)
+    assert again.returncode == 0, again.stdout + again.stderr
+    ran = [json.loads(line)["command"] for line in log.read_text().splitlines()][len(copies) + len(launch):]
+    for node in {node_of(c) for c in planned + ran}:
+        assert [c for c in ran if node_of(c) == node] == [c for c in planned if node_of(c) == node], node
+
 
 def commands_planned(cluster: rc.TestCluster, root: Path, *args: str) -> list[str]:
     """The commands `plan --json` names, in task order."""
