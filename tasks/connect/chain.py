@@ -14,9 +14,8 @@ import base64
 import concurrent.futures
 import contextlib
 import shlex
-import time
 from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence, TextIO
+from typing import Callable, Iterable, Sequence
 
 from ..errors import RunError
 from .link import SshLink
