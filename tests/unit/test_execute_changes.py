@@ -13,7 +13,7 @@ from tasks.connect import Result
 from tasks.errors import NotReadyError, RunError
 from tasks.facts import cache as facts
 from tasks.facts.docker import Container
-from tasks.ops import launch
+from tasks.ops import answers as steps, launch
 from tasks.ops.commands import Command, Input
 from tasks.stacks import gateway
 from tasks.stacks.gateway import GatewayPlan, Route
@@ -136,3 +136,14 @@ def test_a_gateway_that_never_lists_its_routes_is_removed_through_the_executor(
     with pytest.raises(NotReadyError):
         gateway.converge(runner, gateway_on(runner))
     assert recorded(exec_log)[-1] == "docker rm -f CID"
+
+
+def test_the_gateway_plan_names_what_its_start_then_runs(monkeypatch: pytest.MonkeyPatch, exec_log: Path) -> None:
+    """A stack's plan shows the gateway's removal, create, copy and start: the very text the executor records."""
+    monkeypatch.setattr(gateway, "wait_ready", lambda *args, **kwargs: None)
+    runner = Fake()
+    gw = gateway_on(runner)
+    planned = gateway.answer(runner, gw)
+    assert isinstance(planned, steps.Change)
+    gateway.converge(runner, gw)
+    assert recorded(exec_log) == [c.shown().removeprefix(f"[{NODE}] ") for c in planned.commands]
