@@ -38,11 +38,13 @@ defaults:
 CHECK_ONLY = """
 import sys
 from tasks import settings
-from tasks.cli.main import run_doit
+from tasks.graph import doit_run
+from tasks.graph.doit_tasks import namespace
 from tasks.plan import Options, make_plan
 from tasks.recipe import load_named
 plan = make_plan(load_named("bc", settings.recipes_dir()), Options(solo=True, overrides={"max_model_len": sys.argv[1]}))
-sys.exit(run_doit(["list"] if sys.argv[2:] == ["list"] else ["run", "check:bc"], [plan], setup=False))
+ns = namespace([plan], setup=False, default=["launch:bc"])
+sys.exit(doit_run.run(ns, ["list"] if sys.argv[2:] == ["list"] else ["run", "check:bc"]))
 """
 
 
