@@ -19,6 +19,7 @@ from .. import render
 from ..connect import Local, Ssh, SshLink, SshSettings, link_to, peer_link_to
 from ..connect.chain import Worker
 from ..errors import ConfigError
+from ..fanout import each
 from ..interfaces import DEFAULT_MASTER_PORT
 from ..nodes import Node, is_local_address, resolve
 from ..plan import Plan, check_bash
@@ -185,13 +186,10 @@ class Fleet:
         if self.plan.copy_hosts is None:
             return node
         if self._routes is None:
-            from concurrent.futures import ThreadPoolExecutor
-
             hosts = list(self.plan.copy_hosts)
             asked = [Ssh(h, self.settings) for h in hosts]  # copies go over OpenSSH, not these
             try:
-                with ThreadPoolExecutor(max_workers=min(8, len(hosts) + len(self.workers))) as pool:
-                    ids = list(pool.map(engine_id, [r for _, r in self.workers] + asked))
+                ids = each(engine_id, [r for _, r in self.workers] + asked)
             finally:
                 for runner in asked:
                     runner.close()
