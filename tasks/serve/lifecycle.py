@@ -118,12 +118,9 @@ def listed_nodes(nodes: str | None, config: Path | None) -> tuple[Node, ...]:
 
 def node_runners(listed: Sequence[Node]) -> list[Any]:
     """This machine first, then the other nodes over SSH (verified host keys)."""
-    from ..connect import Local, Ssh, SshSettings
+    from ..connect import SshSettings, head_first
 
-    head = Local()
-    if listed:
-        head.node = listed[0].target  # rows and errors name the head as the node list does
-    return [head] + [Ssh(n, SshSettings()) for n in listed[1:]]
+    return head_first(listed, SshSettings())
 
 
 def id_of(name: str) -> str:
