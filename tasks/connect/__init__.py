@@ -21,8 +21,8 @@ from .ssh import ChangedHostKeyError, HostKeyError, Ssh, UnknownHostKeyError
 
 __all__ = ["Carrier", "HERE", "QUERY_TIMEOUT", "ChangedHostKeyError", "Connector", "Here", "HostKeyError", "Link",
            "Local", "Pumped", "Ssh", "Result", "SshLink", "SshSettings", "UnknownHostKeyError", "call",
-           "close_shared_connections", "connector_for", "head_first", "link_to", "peer_link_to", "quote_path", "remote_path",
-           "tail"]
+           "close_shared_connections", "connector_for", "head_first", "link_to", "peer_link_to", "quote_path",
+           "remote_path", "tail"]
 
 
 class Connector(Protocol):
@@ -64,4 +64,3 @@ def head_first(nodes: Sequence[Node], settings: SshSettings) -> list[Connector]:
     if nodes:
         head.node = nodes[0].target
     return [head, *(Ssh(n, settings) for n in nodes[1:])]
-
