@@ -128,6 +128,7 @@ def preflight(stack_plan: StackPlan, gw: GatewayPlan | None) -> None:
             fleet_for(placed.plan)  # the head must be this machine: said before anything else
     spread = [p.carrier(stack_plan.nodes[0]) or p.plan for p in stack_plan.entries
               if p.plan.mode == "cluster" or p.carrier(stack_plan.nodes[0])]
+    # not fanout.each: two kinds of work at once, and each table prints while the memory question runs on
     with ThreadPoolExecutor(max_workers=1 + len(spread)) as pool:  # SSH round trips overlap
         memory = pool.submit(budget.node_memory, stack_plan)
         tables = [pool.submit(check_cluster, plan) for plan in spread]

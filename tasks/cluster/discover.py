@@ -151,6 +151,7 @@ def discover(interface: str | None, cidr: str | None, settings: SshSettings, *, 
     net = scan_range(address, cidr)
     hosts = map(str, net.hosts())
     self_ip = str(address.ip)
+    # not fanout.each: this pool is the scan's executor, taking each SSH check as its port answers
     with ThreadPoolExecutor(max_workers=min(32, max(4, concurrency // 2)), thread_name_prefix="discover") as pool:
         async def main() -> list[Candidate]:
             asyncio.get_running_loop().set_default_executor(pool)

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import io
 import json
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence, Union
 
 from ..connect import Connector, Local
 from ..errors import RunError
+from ..fanout import each
 from ..facts import cache as facts, docker, memory as memory_guard
 from ..masking import printable
 from ..nodes import Node
@@ -275,8 +275,7 @@ def check_room(runners: Sequence[Connector], need: int, what: str) -> None:
     def free(runner: Connector) -> Disk:
         return _df(runner, docker.engine_facts(runner)["root"])
 
-    with ThreadPoolExecutor(max_workers=max(1, min(MAX_WORKERS, len(runners)))) as pool:
-        disks = list(pool.map(free, runners))
+    disks = each(free, runners, workers=MAX_WORKERS)
     short = [(r.node, d) for r, d in zip(runners, disks) if d.free < need]
     if short:
         raise RunError(f"not enough disk for {what} ({human_bytes(need)}); nothing was copied: "
@@ -341,9 +340,8 @@ def preflight(nodes: Sequence[Node], runners: Mapping[str, Connector] | Sequence
         return []
     pick = (lambda i, n: runners[n.target]) if isinstance(runners, Mapping) else (lambda i, n: runners[i])
     todo = [pick(i, n) for i, n in enumerate(nodes)]
-    with ThreadPoolExecutor(max_workers=max(1, min(max_workers, len(todo))),
-                            thread_name_prefix="preflight") as pool:
-        gathered = list(pool.map(lambda r: gather(r, hf_cache, links=bool(interfaces or hcas)), todo))
+    gathered = each(lambda r: gather(r, hf_cache, links=bool(interfaces or hcas)), todo, workers=max_workers,
+                    name="preflight")
     facts = [judge(f, bytes_needed.get(n.target, 0), require_gpu=require_gpu, interfaces=interfaces, hcas=hcas)
              for n, f in zip(nodes, gathered)]
     if any(not f.ok for f in facts):

@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping
 
 from .. import render
-from ..connect import Local, Ssh, SshLink, SshSettings, link_to, peer_link_to
+from ..connect import Ssh, SshLink, SshSettings, head_first, link_to, peer_link_to
 from ..connect.chain import Worker
 from ..errors import ConfigError
+from ..fanout import each
 from ..interfaces import DEFAULT_MASTER_PORT
 from ..nodes import Node, is_local_address, resolve
 from ..plan import Plan, check_bash
@@ -163,9 +164,7 @@ class Fleet:
         if check_head and not is_local_address(head_ip):
             raise ConfigError(f"the first node ({plan.head.target}, {head_ip}) is the head and must be this "
                               "machine: run run-recipe on the head, or list this machine first in -n/CLUSTER_NODES")
-        head = Local()
-        head.node = plan.head.target  # errors on the head name it as -n/.env does, not "local"
-        self.runners: list[Connector] = [head] + [Ssh(n, settings) for n in plan.nodes[1:]]
+        self.runners: list[Connector] = head_first(plan.nodes, settings)
         self._net: Network | None = None
         self._places: list[Any] | None = None
         self._routes: dict[str, Node | None] | None = None
@@ -185,13 +184,10 @@ class Fleet:
         if self.plan.copy_hosts is None:
             return node
         if self._routes is None:
-            from concurrent.futures import ThreadPoolExecutor
-
             hosts = list(self.plan.copy_hosts)
             asked = [Ssh(h, self.settings) for h in hosts]  # copies go over OpenSSH, not these
             try:
-                with ThreadPoolExecutor(max_workers=min(8, len(hosts) + len(self.workers))) as pool:
-                    ids = list(pool.map(engine_id, [r for _, r in self.workers] + asked))
+                ids = each(engine_id, [r for _, r in self.workers] + asked)
             finally:
                 for runner in asked:
                     runner.close()

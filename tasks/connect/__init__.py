@@ -10,7 +10,7 @@ module outside this folder builds an ssh argv.
 """
 from __future__ import annotations
 
-from typing import Protocol, TextIO, runtime_checkable
+from typing import Protocol, Sequence, TextIO, runtime_checkable
 
 from ..nodes import Node
 from .link import HERE, QUERY_TIMEOUT, Here, Link, SshLink, call, link_to, peer_link_to, quote_path, remote_path
@@ -21,8 +21,8 @@ from .ssh import ChangedHostKeyError, HostKeyError, Ssh, UnknownHostKeyError
 
 __all__ = ["Carrier", "HERE", "QUERY_TIMEOUT", "ChangedHostKeyError", "Connector", "Here", "HostKeyError", "Link",
            "Local", "Pumped", "Ssh", "Result", "SshLink", "SshSettings", "UnknownHostKeyError", "call",
-           "close_shared_connections", "connector_for", "link_to", "peer_link_to", "quote_path", "remote_path",
-           "tail"]
+           "close_shared_connections", "connector_for", "head_first", "link_to", "peer_link_to", "quote_path",
+           "remote_path", "tail"]
 
 
 class Connector(Protocol):
@@ -55,3 +55,12 @@ def connector_for(node: Node, settings: SshSettings) -> Connector:
     """The machine running the tool gets a Local; every other node goes over SSH."""
     return Local() if node.local else Ssh(node, settings)
 
+
+def head_first(nodes: Sequence[Node], settings: SshSettings) -> list[Connector]:
+    """A run's runners: the head first, as this machine whatever address the list gives it (the tool
+    runs on the head), named as the list names it so its errors say what -n said; then every other
+    node over SSH."""
+    head = Local()
+    if nodes:
+        head.node = nodes[0].target
+    return [head, *(Ssh(n, settings) for n in nodes[1:])]

@@ -11,13 +11,13 @@ value reaches a remote shell unquoted.
 from __future__ import annotations
 
 import base64
-import concurrent.futures
 import contextlib
 import shlex
 from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
 
 from ..errors import RunError
+from ..fanout import each
 from .link import SshLink
 from .local import tail
 from .streams import Pumped
@@ -46,19 +46,6 @@ class Worker:
     def first(self) -> SshLink:
         """The link from the head, named as the node is (the executor's record, the facts it forgets)."""
         return SshLink(self.link.argv, self.name)
-
-
-def on_threads(fn: Callable, items: Sequence, workers: int = 8) -> list:
-    """fn over items on threads, results in order; the first exception (in item order) is raised."""
-    if not items:
-        return []
-    with concurrent.futures.ThreadPoolExecutor(max_workers=min(workers, len(items))) as pool:
-        futs = [pool.submit(fn, it) for it in items]
-        concurrent.futures.wait(futs)
-    for f in futs:
-        if f.exception() is not None:
-            raise f.exception()  # type: ignore[misc]
-    return [f.result() for f in futs]
 
 
 # The script each chain hop runs under `sh -c` (POSIX sh + GNU coreutils). Its argv is the same for
@@ -175,7 +162,7 @@ def open_hops(chains: Iterable[Sequence[Worker]]) -> None:
         a, b = pair
         with contextlib.suppress(RunError):
             a.link.call(b.hop.argv_for(["true"], from_head=False), node=a.name, step="ssh to the next worker")
-    on_threads(one, list(pairs.values()))
+    each(one, list(pairs.values()))
 
 
 def _parse_status(text: str) -> tuple[dict[str, tuple[int, str]], dict[str, int]]:

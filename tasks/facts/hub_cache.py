@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from ..errors import RunRecipeError
+from ..fanout import each
 
 COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 TREE_FORMAT_VERSION = 1  # huggingface_hub 2.4's trees/<commit>.json format
@@ -264,9 +265,5 @@ def verify_blobs(
     paths = selected(listing, allow_patterns)
     # biggest first, so the slowest file does not start last
     paths.sort(key=lambda p: -listing[p].size)
-    import concurrent.futures  # here: a no-op run, which hashes nothing, does not load it (~4 ms)
-
-    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        bad = [p for p in pool.map(check, paths) if p is not None]
-    return sorted(bad)
+    return sorted(p for p in each(check, paths, workers=workers) if p is not None)
 

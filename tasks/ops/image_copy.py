@@ -16,7 +16,7 @@ import sys
 import time
 from typing import Callable, Mapping, Sequence, TextIO
 
-from ..connect.chain import Chain, Worker, on_threads, raise_first, unreached
+from ..connect.chain import Chain, Worker, raise_first, unreached
 from ..connect import HERE, QUERY_TIMEOUT, Link, tail
 from . import answers as steps
 from .answers import Answer
@@ -24,6 +24,7 @@ from .commands import Command
 from .copy_chain import chain_command, run_chain
 from .weights_copy import NodeReport, Report
 from ..errors import RunError
+from ..fanout import each
 
 LOAD = "docker load -q"
 
@@ -61,7 +62,7 @@ def distribute_image(tag: str, head_id: str, workers: Sequence[Worker], *,
     size)` runs before any byte moves (the caller's disk check); what it raises stops the copy.
     """
     t0 = time.monotonic()
-    ids = on_threads(lambda w: image_id_on(w.link, tag, name=w.name), list(workers))
+    ids = each(lambda w: image_id_on(w.link, tag, name=w.name), list(workers))
     report = Report("image", "chain")
     stale = [w for w, i in zip(workers, ids) if i != head_id]
     report.nodes = [NodeReport(w.name, "up-to-date", detail=head_id[:19]) for w, i in zip(workers, ids) if i == head_id]
@@ -131,7 +132,7 @@ def _direct(tag: str, stale: Sequence[Worker], chain: Chain, received: dict[str,
                          progress)
 
     sent = 0
-    for w, again in zip(direct, on_threads(one, direct)):
+    for w, again in zip(direct, each(one, direct)):
         sent += again.sent
         received[w.name] = again.sent
         chain.problems.pop(w.name)
@@ -143,7 +144,7 @@ def _direct(tag: str, stale: Sequence[Worker], chain: Chain, received: dict[str,
 def _verify_ids(tag: str, head_id: str, stale: Sequence[Worker], problems: dict[str, tuple[str, str]]) -> None:
     """A worker counts as done only when its image ID is the head's: a problem otherwise."""
     check = [w for w in stale if w.name not in problems]
-    now_ids = dict(zip([w.name for w in check], on_threads(lambda w: _id_or_error(w, tag), check)))
+    now_ids = dict(zip([w.name for w in check], each(lambda w: _id_or_error(w, tag), check)))
     for w in stale:
         if w.name not in problems and now_ids.get(w.name) != head_id:
             problems[w.name] = ("verify", f"image ID after load is {now_ids.get(w.name) or 'absent'}, "

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Mapping, TypeVar
+from typing import Callable, Mapping
 
 from .. import container_flags, masking
 from ..cluster import roles as cluster
@@ -28,11 +28,11 @@ from .commands import Command, Input
 from ..facts.docker import LABEL, Container
 from ..connect import Connector
 from ..errors import ConfigError, NotReadyError, RunError
+from ..fanout import each
 from ..plan import Plan
 from ..report import Ready, StepStarted, Warn, emit, say
 from .served import hf_mounts, image_ref
 
-T = TypeVar("T")
 SCRIPT_DIR = "/runrecipe"
 NOFILE = 1048576
 POLL_SECONDS = 0.2  # readiness is noticed within this of the server answering
@@ -121,16 +121,6 @@ def serving(runner: Connector, plan: Plan, digest: str) -> Container | None:
     return None
 
 
-def _each(places: list[Placement], fn: Callable[[Placement], T]) -> list[T]:
-    """fn on every node at once (SSH round trips overlap); results in placement order."""
-    if len(places) == 1:
-        return [fn(places[0])]
-    from concurrent.futures import ThreadPoolExecutor  # a single node needs no pool
-
-    with ThreadPoolExecutor(max_workers=min(8, len(places))) as pool:
-        return list(pool.map(fn, places))
-
-
 def answer(places: list[Placement], plan: Plan, ask_server: bool = True, ray_first: bool = True) -> steps.Answer:
     """The launch step over every node: Noop only when each node runs this recipe's container with
     exactly the wanted inputs and the head answers. Running is not serving: a run killed while it
@@ -139,8 +129,8 @@ def answer(places: list[Placement], plan: Plan, ask_server: bool = True, ray_fir
     A Change carries the commands converge then runs (`commands`): every node's, in their order."""
     record = verified_weights(plan) if plan.models else []
     try:
-        wants = _each(places, lambda p: wanted(p, plan, record))
-        found = _each(places, lambda p: docker.containers(p.runner, recipe=plan.recipe.id))
+        wants = each(lambda p: wanted(p, plan, record), places)
+        found = each(lambda p: docker.containers(p.runner, recipe=plan.recipe.id), places)
     except RunError as exc:
         return steps.Change(f"cannot start yet: {str(exc).splitlines()[0]}")
     for place, want, running in zip(places, wants, found):
@@ -185,15 +175,15 @@ def converge(places: list[Placement], plan: Plan, ray_first: bool = True) -> dic
         emit(Warn(f"the weights of {', '.join(m.key for m in plan.models)} are not complete in "
                   f"{hub_cache.hub_cache_dir()}; vLLM will download them itself at start, unverified "
                   "(add --setup to download and verify them first)"))
-    wants = _each(places, lambda p: wanted(p, plan, record))
-    same = _each(places, lambda p: serving(p.runner, plan, wants[p.rank].digest))
+    wants = each(lambda p: wanted(p, plan, record), places)
+    same = each(lambda p: serving(p.runner, plan, wants[p.rank].digest), places)
     if all(same):  # the containers this plan asks for run already; count them only once the head answers
         return _already_running(places, plan, wants, same, stop_seen)  # type: ignore[arg-type]
     from . import memory_check
 
-    found = _each(places, lambda p: docker.containers(p.runner, recipe=plan.recipe.id))
+    found = each(lambda p: docker.containers(p.runner, recipe=plan.recipe.id), places)
     clears, starts = commands(places, plan, wants, found, ray_first)
-    replaced = _each(places, lambda p: _clear(p.runner, plan, found[p.rank], clears[p.rank]))
+    replaced = each(lambda p: _clear(p.runner, plan, found[p.rank], clears[p.rank]), places)
     verdicts = memory_check.guard([p.runner for p in places], plan, replaced)
     if plan.cpu:
         say(f"{memory_guard.CPU_NOTE}: " + "; ".join(v.message() for v in verdicts))

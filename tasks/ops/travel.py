@@ -2,12 +2,12 @@
 preflight's disk check and the hops it opens), asked of the nodes before anything travels."""
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from typing import Mapping
 
 from ..cluster.roles import Fleet
 from ..connect.chain import Worker
 from ..errors import RunError
+from ..fanout import each
 from ..facts import docker, hub_cache
 from ..nodes import Node
 from ..plan import Plan
@@ -53,8 +53,7 @@ def bytes_to_copy(plan: Plan, fleet: Fleet, *, image: bool, weights_too: bool) -
         return image_need, weight_need
 
     workers = [n for n, _ in fleet.workers]
-    with ThreadPoolExecutor(max_workers=max(1, min(8, len(workers)))) as pool:
-        needs = dict(zip((n.target for n in workers), pool.map(need, workers)))
+    needs = dict(zip((n.target for n in workers), each(need, workers)))
     if any(image for image, _ in needs.values()):
         needs[plan.head.target] = (on_head, 0)
     return needs

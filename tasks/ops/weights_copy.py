@@ -25,9 +25,10 @@ from typing import Mapping, Sequence, TextIO
 from . import answers as steps, execute
 from .commands import Command, Input
 from .copy_chain import NodeReport, Report, chain_command, run_chain
-from ..connect.chain import Worker, on_threads
+from ..connect.chain import Worker
 from ..connect import Link, quote_path
 from ..errors import RunError
+from ..fanout import each
 from ..facts.hub_cache import repo_folder
 from .weights_state import RemoteState, Want, differing, remote_hashes, remote_manifest, remote_state, stale_refs, wanted
 
@@ -183,7 +184,7 @@ def weights_answer(cache_dir_local: str | Path, cache_dir_remote: str | Path, re
     if (not differing(job.want, have) and not stale_refs(job.want, have)) or verify:
         return answer(job, chain[at:at + 1], node, {node: have})
     others = [w for w in chain if w.name != node]
-    return answer(job, chain, node, {node: have, **dict(zip([w.name for w in others], on_threads(job.state, others)))})
+    return answer(job, chain, node, {node: have, **dict(zip([w.name for w in others], each(job.state, others)))})
 
 
 def answer(job: Job, chain: Sequence[Worker], node: str, haves: Mapping[str, RemoteState]) -> steps.Answer:
@@ -218,7 +219,7 @@ def sync_weights(cache_dir_local: str | Path, cache_dir_remote: str | Path, repo
         except RunError as exc:  # the others still get their copy; this error is raised at the end
             return exc
 
-    looked = dict(zip([w.name for w in workers], on_threads(inspect_or_error, list(workers), workers=parallel)))
+    looked = dict(zip([w.name for w in workers], each(inspect_or_error, list(workers), workers=parallel)))
     failed = [r for r in looked.values() if isinstance(r, RunError)]
     needs = {name: r for name, r in looked.items() if isinstance(r, _NodeNeed)}
     ready = [w for w in workers if w.name in needs]
@@ -231,7 +232,7 @@ def sync_weights(cache_dir_local: str | Path, cache_dir_remote: str | Path, repo
         chained = _chain_reports(job, senders, needs, chain.problems)
         strategy = "chain (tar stream)" + (f", then rsync to {', '.join(chain.problems)}" if chain.problems else "")
     sending = {w.name for w in senders}
-    nodes = on_threads(lambda w: _finish(job, w, needs[w.name], w.name in sending, chained.get(w.name)),
+    nodes = each(lambda w: _finish(job, w, needs[w.name], w.name in sending, chained.get(w.name)),
                        ready, workers=parallel)
     if failed:
         raise failed[0]

@@ -11,6 +11,7 @@ from typing import Any, Callable, Sequence
 from .. import settings
 from ..ops import run_record
 from ..errors import RunError, RunRecipeError
+from ..fanout import each
 from ..masking import scrub
 from ..nodes import Node
 from ..report import Failed, Warn, emit
@@ -89,16 +90,13 @@ def on_each_node(work: Callable[[Any], list], runners: Sequence[Any]) -> tuple[l
     """`work` on every node at once; a node that cannot be reached costs only its own answer.
 
     Returns the answers in node order ([] for a missed node) and one `node: why` line per missed node."""
-    from concurrent.futures import ThreadPoolExecutor
-
     def attempt(runner: Any) -> tuple[list, str]:
         try:
             return work(runner), ""
         except RunError as exc:
             return [], f"{runner.node}: {str(exc).splitlines()[0]}"
 
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        pairs = list(pool.map(attempt, runners))
+    pairs = each(attempt, runners)
     return [answer for answer, _ in pairs], [why for _, why in pairs if why]
 
 
@@ -120,12 +118,9 @@ def listed_nodes(nodes: str | None, config: Path | None) -> tuple[Node, ...]:
 
 def node_runners(listed: Sequence[Node]) -> list[Any]:
     """This machine first, then the other nodes over SSH (verified host keys)."""
-    from ..connect import Local, Ssh, SshSettings
+    from ..connect import SshSettings, head_first
 
-    head = Local()
-    if listed:
-        head.node = listed[0].target  # rows and errors name the head as the node list does
-    return [head] + [Ssh(n, SshSettings()) for n in listed[1:]]
+    return head_first(listed, SshSettings())
 
 
 def id_of(name: str) -> str:

@@ -6,11 +6,11 @@ import os
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
 from .. import settings
 from ..errors import RunError
+from ..fanout import each
 from ..facts import cache as facts, docker
 from ..connect import Connector
 from ..flagtypes import run_words
@@ -82,8 +82,7 @@ class RecipeRun:
             facts.forget(runner.node)  # the container list changed since we last asked
             launch.stop(runner, self.name)
 
-        with ThreadPoolExecutor(max_workers=min(8, len(self.runners))) as pool:
-            list(pool.map(stop, self.runners.values()))
+        each(stop, list(self.runners.values()))
         self.misses = self.mute = 0
 
     def converge(self) -> None:

@@ -8,11 +8,11 @@ refused with the numbers, before any container starts. Unknown sizes are not gue
 """
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Mapping
 
 from ..errors import ConfigError
+from ..fanout import each
 from ..facts import hub_cache
 from ..ops import weights
 from ..plan import Model, Plan
@@ -110,8 +110,7 @@ def node_memory(stack_plan: StackPlan) -> dict[str, int | None]:
                 runner.close()
         return facts.model_memory or facts.mem_total
 
-    with ThreadPoolExecutor(max_workers=min(8, len(stack_plan.nodes))) as pool:
-        sizes = list(pool.map(ask, range(len(stack_plan.nodes))))
+    sizes = each(ask, range(len(stack_plan.nodes)))
     return {n.target: size for n, size in zip(stack_plan.nodes, sizes)}
 
 
