@@ -24,7 +24,8 @@ from ..report import BytesMoved, Failed, Note, emit
 
 if TYPE_CHECKING:
     from ..cluster.roles import Fleet
-    from ..ops import weights_copy as distribute
+    from ..connect.chain import Worker
+    from ..ops.copy_chain import Report
     from ..ops.worker_copies import WorkerCopies
 
 
@@ -288,7 +289,7 @@ def _node_tasks(plan: Plan, fleet: "Fleet", per_node: dict[str, list[str]], out:
     return launch_deps
 
 
-def _copied(report: "distribute.Report", chain: list["distribute.Worker"]) -> BytesMoved:
+def _copied(report: "Report", chain: list["Worker"]) -> BytesMoved:
     """One line (on stdout): who got what, over which address when COPY_HOSTS gave another, and how."""
     from ..sizes import human_bytes
 

@@ -21,8 +21,7 @@ from ..connect import HERE, QUERY_TIMEOUT, Link, tail
 from . import answers as steps
 from .answers import Answer
 from .commands import Command
-from .copy_chain import chain_command, run_chain
-from .weights_copy import NodeReport, Report
+from .copy_chain import NodeReport, Report, chain_command, run_chain
 from ..errors import RunError
 from ..fanout import each
 

@@ -11,7 +11,7 @@ from ..fanout import each
 from ..facts import docker, hub_cache
 from ..nodes import Node
 from ..plan import Plan
-from . import image_copy, weights, weights_copy as distribute
+from . import image_copy, weights, weights_state
 
 
 def bytes_to_copy(plan: Plan, fleet: Fleet, *, image: bool, weights_too: bool) -> dict[str, tuple[int, int]]:
@@ -45,7 +45,7 @@ def bytes_to_copy(plan: Plan, fleet: Fleet, *, image: bool, weights_too: bool) -
             image_need = on_worker if info and there != info["id"] else 0
             weight_need = 0
             for model, commit, total in models:
-                have = distribute.remote_manifest(link, str(cache), model.repo, commit)
+                have = weights_state.remote_manifest(link, str(cache), model.repo, commit)
                 present = sum(v for k, v in have.items() if k.startswith("snapshots/"))
                 weight_need += max(0, total - present)
         except RunError:

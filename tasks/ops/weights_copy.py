@@ -30,9 +30,7 @@ from ..connect import Link, quote_path
 from ..errors import RunError
 from ..fanout import each
 from ..facts.hub_cache import repo_folder
-from .weights_state import RemoteState, Want, differing, remote_hashes, remote_manifest, remote_state, stale_refs, wanted
-
-__all__ = ["NodeReport", "Report", "Worker", "remote_manifest", "sync_weights", "weights_answer", "weights_current"]
+from .weights_state import RemoteState, Want, differing, remote_hashes, remote_state, stale_refs, wanted
 
 _CD = 'd=$1; case $d in "~/"*) d=$HOME/${d#"~/"} ;; esac; cd "$d" || exit 3; shift\n'
 REFS_SCRIPT = "# runrecipe weights refs: point refs at the commit\n" + _CD + r"""c=$1; shift

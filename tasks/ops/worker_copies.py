@@ -6,10 +6,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ..connect.chain import Worker
 from ..errors import RunError
 from ..facts import docker, hub_cache
 from ..nodes import Node
 from . import answers as steps, image_copy, weights, weights_copy as distribute
+from .copy_chain import Report
 from ..plan import Model, Plan
 from ..cluster.preflight import check_room
 
@@ -26,7 +28,7 @@ class WorkerCopies:
         self.cache = str(hub_cache.hub_cache_dir())
         self.runner_of = {n.target: r for n, r in fleet.workers}
 
-    def copy_chain(self, node: Node, what: str) -> list[distribute.Worker]:
+    def copy_chain(self, node: Node, what: str) -> list[Worker]:
         """`node` and the workers after it, each reached at its copy address (COPY_HOSTS or its own)."""
         chain = self.fleet.copy_workers()
         names = [w.name for w in chain]
@@ -35,7 +37,7 @@ class WorkerCopies:
                            "copied there: add its address to COPY_HOSTS, or put it there yourself", node=node.target)
         return chain[names.index(node.target):]
 
-    def room_for_image(self, stale: list[distribute.Worker], size: int | None) -> None:
+    def room_for_image(self, stale: list[Worker], size: int | None) -> None:
         """Room on the head and the stale workers: preflight ran before the build, when the size was unknown."""
         on_head, on_worker = image_copy.image_room(size or 0)
         check_room([self.head], on_head, f"`docker save {self.tag}`, which writes the image out first")
@@ -57,7 +59,7 @@ class WorkerCopies:
         ids = {w.name: docker.image_id(self.runner_of[w.name], self.tag) for w in chain}
         return image_copy.answer(self.tag, node.target, head_id, size, chain, ids)
 
-    def send_image(self, node: Node) -> tuple[distribute.Report, list[distribute.Worker]]:
+    def send_image(self, node: Node) -> tuple[Report, list[Worker]]:
         """Stream the head's image to `node` and the workers after it that lack it."""
         head_id = docker.image_id(self.head, self.tag)
         if not head_id:
@@ -73,12 +75,12 @@ class WorkerCopies:
             return distribute.weights_answer(self.cache, self.cache, model.repo, commit, chain, node.target,
                                              verify=self.plan.options.verify)
         alone = distribute.weights_answer(self.cache, self.cache, model.repo, commit,
-                                          [distribute.Worker(node.target, self.fleet.link(node))], node.target)
+                                          [Worker(node.target, self.fleet.link(node))], node.target)
         if isinstance(alone, steps.Noop):
             return alone
         return steps.Change(f"{alone.why}, and COPY_HOSTS (.env) has no address of it: nothing is copied there")
 
-    def sync_weights(self, model: Model, node: Node) -> tuple[str, distribute.Report, list[distribute.Worker]]:
+    def sync_weights(self, model: Model, node: Node) -> tuple[str, Report, list[Worker]]:
         """This worker and the ones after it: what several lack leaves the head once (a chain);
         --verify hashes per node, so each task then looks at its own node only."""
         rest = self.copy_chain(node, f"files of {model.key}")

@@ -26,7 +26,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from tasks.connect import chain  # noqa: E402
-from tasks.ops import weights_copy as dist
+from tasks.ops import weights_copy as dist, weights_state
+from tasks.ops.copy_chain import Report
 from tasks.ops import image_copy
 from tasks.errors import RunError  # noqa: E402
 from tasks.connect import HERE, SshLink, close_shared_connections  # noqa: E402
@@ -39,9 +40,10 @@ import dataclasses, json, sys
 sys.path.insert(0, sys.argv[1])
 from tasks.ops import image_copy as d
 from tasks.connect import SshLink
+from tasks.connect.chain import Worker
 from tasks.errors import RunError
 a = json.loads(sys.argv[2])
-workers = [d.Worker(w["name"], SshLink(tuple(w["ssh"])), SshLink(tuple(w["peer_ssh"])) if "peer_ssh" in w else None)
+workers = [Worker(w["name"], SshLink(tuple(w["ssh"])), SshLink(tuple(w["peer_ssh"])) if "peer_ssh" in w else None)
            for w in a["workers"]]
 try:
     r = d.distribute_image(a["tag"], a["head_id"], workers,
@@ -243,7 +245,7 @@ def remote_folder(node: rc.Node) -> Path:
 
 
 def sync(cache: Path, commit: str, nodes: list[rc.Node], verify: bool = False,
-         peers_trust: bool = True) -> dist.Report:
+         peers_trust: bool = True) -> Report:
     return dist.sync_weights(cache, REMOTE_CACHE, REPO, commit,
                              [chain.Worker(n.name, link(n), None if peers_trust else SshLink(tuple(distrusting(n))))
                               for n in nodes], verify=verify)
@@ -274,8 +276,8 @@ def test_weights_sync_layout_noop_and_one_changed_file(tmp_path: Path, workers: 
             snap = folder / "snapshots" / c1 / path
             assert snap.is_symlink() and not os.readlink(snap).startswith("/")  # relative, as HF makes it
             assert snap.read_bytes() == data
-        assert dist.remote_manifest(link(n), REMOTE_CACHE, REPO, c1) == \
-            dist.remote_manifest(HERE, str(cache), REPO, c1)
+        assert weights_state.remote_manifest(link(n), REMOTE_CACHE, REPO, c1) == \
+            weights_state.remote_manifest(HERE, str(cache), REPO, c1)
     assert {n.files for n in rep.nodes} == {6}  # 5 blobs + the tree listing
 
     again = sync(cache, c1, workers)
@@ -324,8 +326,8 @@ def test_weights_chain_falls_back_to_rsync(tmp_path: Path, workers: list[rc.Node
     rep = sync(cache, commit, workers, peers_trust=False)
     assert rep.strategy == "chain (tar stream), then rsync to n3", rep.strategy
     for n in workers:
-        assert dist.remote_manifest(link(n), REMOTE_CACHE, REPO, commit) == \
-            dist.remote_manifest(HERE, str(cache), REPO, commit)
+        assert weights_state.remote_manifest(link(n), REMOTE_CACHE, REPO, commit) == \
+            weights_state.remote_manifest(HERE, str(cache), REPO, commit)
         assert (remote_folder(n) / "snapshots" / commit / "tokenizer.json").read_bytes() == files["tokenizer.json"]
 
 

@@ -256,7 +256,7 @@ def test_kill_during_cluster_weights_sync(cluster_project: ClusterProject) -> No
 
     from harness.hub import LocalHub
 
-    from tasks.ops import weights_copy as distribute
+    from tasks.ops import weights_copy as distribute, weights_state
     from tasks.connect import HERE, SshLink
 
     p, c = cluster_project, cluster_project.cluster
@@ -298,17 +298,17 @@ command: vllm serve org/kwts --port 18211
     remote = "/root/.cache/huggingface/hub"
     assert not distribute.weights_current(cache, remote, "org/kwts", sha, ssh2, N2), \
         "n2 counts weights it got part of"
-    have = distribute.remote_manifest(ssh2, remote, "org/kwts", sha, N2)
+    have = weights_state.remote_manifest(ssh2, remote, "org/kwts", sha, N2)
     assert have.get(f"snapshots/{sha}/w.safetensors") != len(blob)
     n2.unshape()
 
     again = p.tool("kwts", "--download-only")
     assert again.returncode == 0, again.stdout + again.stderr
     assert task in executed(again.stdout)
-    want = distribute.remote_manifest(HERE, cache, "org/kwts", sha)
+    want = weights_state.remote_manifest(HERE, cache, "org/kwts", sha)
     for node in c.nodes[1:]:
         ssh = SshLink(("ssh", *node.ssh_args, node.target))
-        assert distribute.remote_manifest(ssh, remote, "org/kwts", sha, node.ip) == want
+        assert weights_state.remote_manifest(ssh, remote, "org/kwts", sha, node.ip) == want
         got = node.run(["sha256sum", f"{remote}/{repo_dir}/snapshots/{sha}/w.safetensors"]).stdout.split()[0]
         assert got == hashlib.sha256(blob).hexdigest()
     assert record(p.root, task) is not None
