@@ -96,7 +96,8 @@ def shown(command: Command) -> str:
 
 
 def _joined(argv: tuple[str, ...]) -> str:
-    return " ".join(_script(w) if "\n" in w else shlex.quote(scrub(w)) for w in argv)
+    """Words as a person sees them, quoted for a shell (a script's name is not a word to quote)."""
+    return " ".join(_word(w) if "\n" in w else shlex.quote(_word(w)) for w in argv)
 
 
 def _word(word: str) -> str:

@@ -32,8 +32,7 @@ def run(runner: Connector, command: Command) -> Result:
     try:
         result = _carry_out(runner, command, argv)
     finally:
-        for node in {command.node, runner.node}:  # the same node, unless a caller names the head "local"
-            facts.forget(node)
+        facts.forget(runner.node)  # the facts are kept under the connector's name for the node
     if result.ok and command.proves is not None:
         _prove(runner, command)
     return result
@@ -62,7 +61,7 @@ def stream(link: Carrier, command: Command, progress: TextIO | None = None) -> P
                          progress=progress, timeout=command.timeout, stall_timeout=source.stall_timeout,
                          take_timeout=source.take_timeout)
     finally:
-        for node in {command.node, link.node, *source.reaches}:
+        for node in {link.node, *source.reaches}:
             facts.forget(node)
 
 
